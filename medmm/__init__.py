@@ -1,0 +1,69 @@
+"""medmm: a medical multimodal research workbench.
+
+Public API (heavy libraries such as torch, monai and mlflow are imported only when used)::
+
+    import medmm
+    manifest = medmm.generate_cohort("cohort", n_patients=300, seed=0)
+    records, report = medmm.load_cohort(manifest)
+    image = medmm.read_image("series_folder_or_file")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (  # noqa: F401  (light: no third-party imports)
+    ConfigError,
+    DicomError,
+    GeometryError,
+    ManifestError,
+    MedmmError,
+    NotFittedError,
+    ReadError,
+    SchemaError,
+)
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute", resolved on first use
+_LAZY = {
+    "PatientRecord": "medmm.records:PatientRecord",
+    "Missing": "medmm.records:Missing",
+    "Image": "medmm.records:Image",
+    "Notes": "medmm.records:Notes",
+    "Note": "medmm.records:Note",
+    "Vitals": "medmm.records:Vitals",
+    "Tabular": "medmm.records:Tabular",
+    "MODALITIES": "medmm.records:MODALITIES",
+    "generate_cohort": "medmm.synth:generate_cohort",
+    "load_cohort": "medmm.cohort:load_cohort",
+    "validate_manifest": "medmm.cohort:validate_manifest",
+    "Cohort": "medmm.cohort:Cohort",
+    "read_image": "medmm.io.image:read_image",
+    "MultimodalModel": "medmm.models.multimodal:MultimodalModel",
+    "ModelConfig": "medmm.models.multimodal:ModelConfig",
+    "train": "medmm.train.trainer:train",
+    "TrainConfig": "medmm.train.trainer:TrainConfig",
+    "run_experiment": "medmm.experiment:run_experiment",
+    "evaluate_predictions": "medmm.evaluate.metrics:evaluate_predictions",
+}
+
+__all__ = sorted(
+    [*_LAZY, "__version__", "MedmmError", "ReadError", "DicomError", "GeometryError",
+     "SchemaError", "ManifestError", "NotFittedError", "ConfigError"]
+)
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'medmm' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

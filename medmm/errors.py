@@ -1,0 +1,107 @@
+"""The medmm error family.
+
+Every error medmm raises on bad input is a :class:`MedmmError`. Each carries the place
+(file, row, column or tag) and a hint that says how to fix it, so a message reads as
+``<where>: <what was wrong>. <how to fix it>``. Library errors (pydicom, nibabel, pandas)
+are translated into these at the boundary of :mod:`medmm.io`.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+__all__ = [
+    "MedmmError",
+    "ReadError",
+    "DicomError",
+    "GeometryError",
+    "SchemaError",
+    "ManifestError",
+    "NotFittedError",
+    "ConfigError",
+]
+
+
+class MedmmError(Exception):
+    """Base class of every medmm error.
+
+    Parameters
+    ----------
+    message:
+        What was wrong.
+    path:
+        The file (or folder) concerned, when there is one.
+    row:
+        The table row (0-based data row of a manifest or table) concerned.
+    column:
+        The column, field or DICOM tag concerned.
+    hint:
+        How to fix it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | PathLike | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.row = row
+        self.column = column
+        self.hint = hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column:
+            where.append(f"column {self.column!r}")
+        text = f"{', '.join(where)}: {self.message}" if where else self.message
+        if self.hint:
+            text += f". Fix: {self.hint}"
+        return text
+
+    def __reduce__(self):  # keep the keyword fields through pickling (DataLoader workers)
+        return (
+            _rebuild,
+            (type(self), self.message, self.path, self.row, self.column, self.hint),
+        )
+
+
+def _rebuild(cls, message, path, row, column, hint):
+    return cls(message, path=path, row=row, column=column, hint=hint)
+
+
+class ReadError(MedmmError):
+    """A file could not be read into a medmm record."""
+
+
+class DicomError(ReadError):
+    """A DICOM file or series is unreadable or inconsistent."""
+
+
+class GeometryError(DicomError):
+    """A series' geometry is irregular (missing slices, tilt, mixed orientation, ...)."""
+
+
+class SchemaError(MedmmError):
+    """A table or document does not follow its schema in ``data_schemas/``."""
+
+
+class ManifestError(SchemaError):
+    """A cohort manifest is malformed (misspelt column, bad value, missing file)."""
+
+
+class NotFittedError(MedmmError, ValueError):
+    """A fitted transform or model was used before ``fit``."""
+
+
+class ConfigError(MedmmError, ValueError):
+    """An experiment or model configuration is invalid."""

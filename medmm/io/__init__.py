@@ -1,0 +1,119 @@
+"""Readers: one module per source kind, behind one registry.
+
+A reader is a function ``read(path, **context) -> Image | Notes | Vitals | Tabular`` that
+raises a :class:`~medmm.errors.ReadError` (naming the file and the fix) on bad input.
+Readers are registered by ``(modality, format)``; the registry stores dotted paths so that
+heavy libraries are imported only when a reader is used.
+
+``context`` carries what a reader may need beyond the path: ``patient_id`` (to pick a
+patient's rows out of a cohort-wide table) and ``index_time`` (the prediction time).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import MedmmError, ReadError
+
+__all__ = ["register_reader", "get_reader", "read_modality", "infer_format", "list_readers"]
+
+# (modality, format) -> "module:function" or a callable
+_READERS: dict[tuple[str, str], str | Callable[..., Any]] = {
+    ("image", "dicom"): "medmm.io.dicom:read_dicom",
+    ("image", "nifti"): "medmm.io.nifti:read_nifti",
+    ("notes", "text"): "medmm.io.notes:read_text_note",
+    ("vitals", "long_csv"): "medmm.io.vitals:read_vitals_long",
+    ("ehr", "wide_csv"): "medmm.io.ehr:read_ehr_wide",
+}
+
+# (modality, path suffix) -> format; the first match wins, longest suffix first
+_EXTENSIONS: dict[tuple[str, str], str] = {
+    ("image", ".nii.gz"): "nifti",
+    ("image", ".nii"): "nifti",
+    ("image", ".dcm"): "dicom",
+    ("notes", ".txt"): "text",
+    ("vitals", ".csv"): "long_csv",
+    ("ehr", ".csv"): "wide_csv",
+}
+
+
+def register_reader(
+    modality: str, fmt: str, *, extensions: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as the reader of ``fmt`` files for ``modality`` (a decorator)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _READERS[(modality, fmt)] = fn
+        for ext in extensions:
+            _EXTENSIONS[(modality, ext.lower())] = fmt
+        return fn
+
+    return deco
+
+
+def list_readers() -> list[tuple[str, str]]:
+    """All registered ``(modality, format)`` pairs."""
+    return sorted(_READERS)
+
+
+def get_reader(modality: str, fmt: str) -> Callable[..., Any]:
+    try:
+        target = _READERS[(modality, fmt)]
+    except KeyError:
+        known = sorted(f for m, f in _READERS if m == modality)
+        raise ReadError(
+            f"no reader for {modality} format {fmt!r}",
+            hint=f"use one of {known} or register one with medmm.io.register_reader",
+        ) from None
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = getattr(importlib.import_module(module), name)
+        _READERS[(modality, fmt)] = target
+    return target
+
+
+def infer_format(modality: str, path: str | Path) -> str:
+    """The format of ``path`` for ``modality``, from its suffix (a folder is a DICOM series)."""
+    p = Path(path)
+    if modality == "image" and p.is_dir():
+        return "dicom"
+    name = p.name.lower()
+    for (mod, ext), fmt in sorted(_EXTENSIONS.items(), key=lambda kv: -len(kv[0][1])):
+        if mod == modality and name.endswith(ext):
+            return fmt
+    known = sorted(ext for m, ext in _EXTENSIONS if m == modality)
+    raise ReadError(
+        f"cannot tell the {modality} format of this file from its name",
+        path=path,
+        hint=f"give a file ending in one of {known}, or set the '{modality}_format' column",
+    )
+
+
+def read_modality(modality: str, path: str | Path, fmt: str | None = None, **context: Any) -> Any:
+    """Read one modality's file(s) with the registered reader.
+
+    Library errors that escape a reader are translated to :class:`ReadError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(
+            f"{modality} file does not exist",
+            path=path,
+            hint="check the path in the manifest (relative paths are resolved against the "
+            "manifest's folder)",
+        )
+    fmt = fmt or infer_format(modality, path)
+    reader = get_reader(modality, fmt)
+    try:
+        return reader(path, **context)
+    except MedmmError:
+        raise
+    except Exception as exc:  # translate library errors at the boundary
+        raise ReadError(
+            f"could not read {modality} ({fmt}): {type(exc).__name__}: {exc}",
+            path=path,
+            hint=f"check that the file is a valid {fmt} file",
+        ) from exc
