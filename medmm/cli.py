@@ -1,0 +1,66 @@
+"""The ``medmm`` command.
+
+Each sub-command lives in its own module, imported only when that sub-command runs, so
+``medmm --help`` stays fast. A command module exposes ``add_arguments(parser)`` and
+``run(args) -> int``; register it in :data:`COMMANDS` with its one-line help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import MedmmError
+
+# name -> (module, one-line help). Nested groups (``dicom ls``) are modules whose
+# add_arguments adds their own sub-parsers.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("medmm.commands.synth", "write a synthetic multimodal cohort in real file formats"),
+    "validate": ("medmm.commands.validate", "check a cohort manifest and every file it names"),
+    "demo": ("medmm.commands.demo", "synthesise a cohort, train a fusion model, evaluate, log to MLflow"),
+    "train": ("medmm.commands.train", "train a multimodal model on a cohort manifest"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medmm",
+        description="medmm: a medical multimodal research workbench.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"medmm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # only the chosen command's module is imported (keeps `medmm --help` fast)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:])
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except MedmmError as exc:
+        print(f"medmm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
