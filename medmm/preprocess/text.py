@@ -1,0 +1,45 @@
+"""Text preprocessing: a bag-of-n-grams vocabulary fitted on training notes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NotFittedError
+from ..records import Notes
+
+__all__ = ["TextPreprocessor"]
+
+
+class TextPreprocessor:
+    """TF-IDF over word n-grams, fitted on the training notes only.
+
+    N-grams up to three words keep negation cues with their finding ("no evidence of",
+    "denies shortness of"), so a linear or MLP encoder on top can tell them apart.
+    """
+
+    def __init__(self, *, max_features: int = 2000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2) -> None:
+        self.max_features = max_features
+        self.ngram_range = tuple(ngram_range)
+        self.min_df = min_df
+
+    def fit(self, notes: list[Notes]) -> "TextPreprocessor":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = [n.text for n in notes]
+        min_df = self.min_df if len(texts) >= 4 * self.min_df else 1
+        self.vectorizer_ = TfidfVectorizer(
+            max_features=self.max_features, ngram_range=self.ngram_range, min_df=min_df,
+            sublinear_tf=True, lowercase=True, dtype=np.float32,
+        )
+        self.vectorizer_.fit(texts or ["empty"])
+        self.n_features_ = len(self.vectorizer_.vocabulary_)
+        return self
+
+    def transform(self, notes: Notes) -> np.ndarray:
+        if not hasattr(self, "vectorizer_"):
+            raise NotFittedError("TextPreprocessor is not fitted", hint="call fit() on training notes first")
+        return self.vectorizer_.transform([notes.text]).toarray()[0].astype(np.float32)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.n_features_,)
