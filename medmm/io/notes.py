@@ -1,14 +1,53 @@
-"""Clinical notes."""
+"""Clinical notes: plain text, note tables (JSONL / CSV / Parquet) and FHIR DocumentReference.
+
+Every reader returns :class:`~medmm.records.Notes`, oldest note first. Table and FHIR readers
+take the record's ``index_time``: a note dated after it is never returned (it would leak the
+future into a prediction), and an undated note is dropped and reported when an index time is
+given. Rows that cannot be used (bad JSON, text that is not UTF-8, a bad timestamp) are
+collected as problems in ``notes.problems`` (a list of :class:`~medmm.errors.ReadError`) and
+the rest of the file still loads; ``strict=True`` raises the first problem instead.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ReadError
+from ..errors import MedmmError, ReadError
 from ..records import Note, Notes
+from .common import parse_time, parse_times, problem, to_timestamp
 
-__all__ = ["read_text_note"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "read_text_note",
+    "read_notes_table",
+    "load_notes_table",
+    "read_fhir_notes",
+    "notes_from_document_reference",
+    "NOTE_COLUMNS",
+]
+
+#: Columns of a note table; ``note_type`` is optional.
+NOTE_COLUMNS = ("patient_id", "time", "note_type", "text")
+_ALIASES = {
+    "subject_id": "patient_id",
+    "patient": "patient_id",
+    "charttime": "time",
+    "chartdate": "time",
+    "date": "time",
+    "datetime": "time",
+    "category": "note_type",
+    "type": "note_type",
+    "note": "text",
+    "note_text": "text",
+    "body": "text",
+}
 
 
 def read_text_note(path: str | Path, *, index_time: Any = None, note_type: str = "note", **_: Any) -> Notes:
@@ -26,3 +65,291 @@ def read_text_note(path: str | Path, *, index_time: Any = None, note_type: str =
     if not text:
         raise ReadError("note is empty", path=path, hint="remove the path from the manifest")
     return Notes([Note(text=text, time=index_time, note_type=note_type)])
+
+
+# --------------------------------------------------------------------------- note tables
+
+
+def _has_surrogates(s: Any) -> bool:
+    return isinstance(s, str) and any("\udc80" <= c <= "\udcff" for c in s)
+
+
+def _bad_utf8(value: str, *, path: Any, row: int, column: str) -> MedmmError:
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+        pos = 0
+    except UnicodeDecodeError as exc:
+        pos = exc.start
+    return problem(
+        f"{column} is not UTF-8 (byte {pos}: {raw[pos:pos + 1]!r})",
+        path=path,
+        row=row,
+        column=column,
+        hint="re-encode the notes as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    )
+
+
+def _read_jsonl(path: Path, problems: list[tuple[str | None, MedmmError]]) -> "pd.DataFrame":
+    import json
+
+    import pandas as pd
+
+    rows, index = [], []
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh):
+            if not raw.strip():
+                continue
+            line = raw.decode("utf-8", "surrogateescape")
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append((None, problem(f"line is not valid JSON ({exc.msg} at column {exc.colno})",
+                                               path=path, row=i, hint="write one JSON object per line")))
+                continue
+            if not isinstance(obj, dict):
+                problems.append((None, problem(f"line is a JSON {type(obj).__name__}, not an object",
+                                               path=path, row=i, hint="write one JSON object per line")))
+                continue
+            bad = [k for k, v in obj.items() if _has_surrogates(v)]
+            if bad:
+                pid = obj.get("patient_id", obj.get("subject_id"))
+                pid = None if pid is None or _has_surrogates(pid) else str(pid)
+                problems.extend((pid, _bad_utf8(obj[k], path=path, row=i, column=k)) for k in bad)
+                continue
+            rows.append(obj)
+            index.append(i)
+    return pd.DataFrame(rows, index=index)
+
+
+def _read_csv(path: Path) -> "pd.DataFrame":
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""],
+                           encoding="utf-8", encoding_errors="surrogateescape")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+
+
+def load_notes_table(path: str | Path, *, strict: bool = False) -> "pd.DataFrame":
+    """Load a whole note table (``.jsonl``, ``.csv`` or ``.parquet``).
+
+    Returns a frame with :data:`NOTE_COLUMNS` (``time`` naive UTC), its index the 0-based row
+    of the file (line for JSONL). Unusable rows are left out and listed, as
+    ``(patient_id or None, ReadError)`` pairs, in ``frame.attrs["problems"]``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ReadError("note table does not exist", path=p, hint="check the path")
+    df = _load_cached(str(p.resolve()), p.stat().st_mtime)
+    if strict and df.attrs["problems"]:
+        raise df.attrs["problems"][0][1]
+    return df
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path_s: str, mtime: float) -> "pd.DataFrame":
+    import pandas as pd
+
+    path = Path(path_s)
+    problems: list[tuple[str | None, MedmmError]] = []
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        df = _read_jsonl(path, problems)
+    elif name.endswith(".parquet"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types
+            raise ReadError(f"not a readable Parquet file ({exc})", path=path, hint="check the file") from exc
+    else:
+        df = _read_csv(path)
+    df = df.rename(columns={k: v for k, v in _ALIASES.items() if k in df.columns and v not in df.columns})
+    if "text" not in df.columns:
+        raise ReadError(
+            f"no 'text' column; found {list(df.columns)}",
+            path=path,
+            hint=f"a note table needs the columns {list(NOTE_COLUMNS)} (note_type optional)",
+        )
+    for col, default in (("patient_id", None), ("note_type", "note"), ("time", None)):
+        if col not in df.columns:
+            df[col] = default
+    df["patient_id"] = df["patient_id"].map(lambda v: None if v is None or v != v else str(v))
+    keep = []
+    for i, pid, text in zip(df.index, df["patient_id"], df["text"]):
+        if not isinstance(text, str):
+            problems.append((pid, problem("text is missing or not a string", path=path, row=int(i),
+                                          column="text", hint="give every note its text")))
+        elif _has_surrogates(text):
+            problems.append((pid, _bad_utf8(text, path=path, row=int(i), column="text")))
+        else:
+            keep.append(i)
+            continue
+    df = df.loc[keep]
+    tprob: list[MedmmError] = []
+    df["time"] = parse_times(df["time"], problems=tprob, path=path, column="time")
+    pid_of = dict(zip(df.index, df["patient_id"]))
+    problems.extend((pid_of.get(e.row), e) for e in tprob)
+    df["note_type"] = df["note_type"].fillna("note").astype(str)
+    out = df[list(NOTE_COLUMNS)].copy()
+    out.attrs["problems"] = problems
+    return out
+
+
+def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, index_time: Any) -> Notes:
+    cutoff = to_timestamp(index_time)
+    if cutoff is not None:
+        undated = rows["time"].isna()
+        for i in rows.index[undated.to_numpy()]:
+            problems.append(problem("note has no time; left out because it cannot be placed before the "
+                                    "index time", path=path, row=int(i), column="time",
+                                    hint="give every note its time"))
+        rows = rows[~undated & (rows["time"] <= cutoff)]
+    rows = rows[rows["text"].str.strip() != ""].sort_values("time", kind="stable", na_position="first")
+    notes = Notes([
+        Note(text=str(r.text).strip(), time=None if r.time is None or r.time != r.time else r.time,
+             note_type=str(r.note_type))
+        for r in rows.itertuples(index=False)
+    ])
+    notes.problems = problems  # type: ignore[attr-defined]
+    return notes
+
+
+def read_notes_table(
+    path: str | Path,
+    *,
+    patient_id: str | None = None,
+    index_time: Any = None,
+    strict: bool = False,
+    **_: Any,
+) -> Notes:
+    """Read one patient's notes from a note table (JSONL / CSV / Parquet).
+
+    Parameters
+    ----------
+    path:
+        The table; columns ``patient_id, time, note_type, text`` (MIMIC-style aliases such as
+        ``subject_id``, ``charttime``, ``category`` are accepted).
+    patient_id:
+        Whose notes to return; ``None`` returns every row (a one-patient file).
+    index_time:
+        Notes dated after it are left out (leakage guard).
+    strict:
+        Raise the first problem instead of collecting it.
+
+    Returns
+    -------
+    Notes
+        With ``notes.problems``: the problems of this patient's rows and of rows whose patient
+        is unknown (a line that is not JSON).
+    """
+    df = load_notes_table(path, strict=strict)
+    pairs = df.attrs["problems"]
+    if patient_id is not None:
+        pid = str(patient_id)
+        df = df[df["patient_id"] == pid]
+        problems = [e for p, e in pairs if p is None or p == pid]
+    else:
+        problems = [e for _, e in pairs]
+    notes = _to_notes(df, problems, path=path, index_time=index_time)
+    if strict and notes.problems:
+        raise notes.problems[0]
+    if not notes.notes:
+        raise ReadError(
+            f"no usable note{' for patient ' + repr(patient_id) if patient_id else ''}"
+            f"{' dated at or before ' + str(index_time) if index_time is not None else ''}",
+            path=path,
+            column="patient_id" if patient_id else None,
+            hint="leave the manifest's notes_path empty for this patient",
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------- FHIR
+
+
+_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", re.I)
+
+
+def notes_from_document_reference(
+    resource: dict[str, Any],
+    *,
+    path: Any = None,
+    row: int | None = None,
+    problems: list[MedmmError],
+) -> list[Note]:
+    """The text notes of one FHIR R4 DocumentReference (``content[].attachment.data``, base64).
+
+    The time is ``date`` (else ``context.period.start``); the type is ``type.text`` or its
+    first coding's display. Attachments that are not text, cannot be base64-decoded or are not
+    valid in their charset are reported in ``problems``.
+    """
+    where = f"DocumentReference/{resource.get('id', '?')}"
+    t = resource.get("date") or ((resource.get("context") or {}).get("period") or {}).get("start")
+    time = parse_time(t, problems=problems, path=path, row=row, column=f"{where}.date")
+    rtype = resource.get("type") or {}
+    codings = rtype.get("coding") or [{}]
+    note_type = rtype.get("text") or codings[0].get("display") or codings[0].get("code") or "note"
+    out: list[Note] = []
+    for k, content in enumerate(resource.get("content") or []):
+        att = (content or {}).get("attachment") or {}
+        field = f"{where}.content[{k}].attachment"
+        ctype = att.get("contentType", "text/plain")
+        if not ctype.lower().startswith("text/"):
+            problems.append(problem(f"attachment is {ctype!r}, not text; skipped", path=path, row=row,
+                                    column=f"{field}.contentType", hint="only text/* attachments are read"))
+            continue
+        data = att.get("data")
+        if data is None:
+            problems.append(problem("attachment has no inline data" + (f" (url {att['url']!r} not fetched)"
+                                                                       if att.get("url") else ""),
+                                    path=path, row=row, column=f"{field}.data",
+                                    hint="inline the note as base64 in attachment.data"))
+            continue
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            problems.append(problem(f"attachment data is not base64 ({exc})", path=path, row=row,
+                                    column=f"{field}.data", hint="encode the note as base64"))
+            continue
+        m = _CHARSET.search(ctype)
+        charset = m.group(1) if m else "utf-8"
+        try:
+            text = raw.decode(charset)
+        except (UnicodeDecodeError, LookupError) as exc:
+            problems.append(problem(f"attachment text is not valid {charset} ({exc})", path=path, row=row,
+                                    column=f"{field}.data",
+                                    hint="re-encode the note as UTF-8 or declare its charset in contentType"))
+            continue
+        if text.strip():
+            out.append(Note(text=text.strip(), time=time, note_type=str(note_type)))
+    return out
+
+
+def read_fhir_notes(
+    path: str | Path,
+    *,
+    patient_id: str | None = None,
+    index_time: Any = None,
+    strict: bool = False,
+    **_: Any,
+) -> Notes:
+    """Read the text notes of a FHIR Bundle (or a lone DocumentReference) JSON file."""
+    import pandas as pd
+
+    from .fhir import load_bundle
+
+    bundle = load_bundle(path, only={"DocumentReference"})
+    problems = list(bundle.problems)
+    rows = []
+    for note in bundle.notes:
+        rows.append({"patient_id": None, "time": note.time, "note_type": note.note_type, "text": note.text})
+    if strict and problems:
+        raise problems[0]
+    df = pd.DataFrame(rows, columns=list(NOTE_COLUMNS))
+    df["time"] = pd.to_datetime(df["time"])
+    notes = _to_notes(df, problems, path=path, index_time=index_time)
+    if not notes.notes:
+        raise ReadError("no usable text DocumentReference", path=path,
+                        hint="leave the manifest's notes_path empty for this patient")
+    return notes

