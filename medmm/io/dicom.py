@@ -1,13 +1,36 @@
 """DICOM series to :class:`~medmm.records.Image`.
 
-Slices are grouped by SeriesInstanceUID and ordered by ImagePositionPatient projected on
-the slice normal (never by file name or InstanceNumber). The affine is built from
-ImageOrientationPatient, PixelSpacing and the positions, in DICOM's LPS and then flipped
-to RAS+. Stored values are rescaled to real-world units (HU for CT) slice by slice.
+Reading runs in three steps:
+
+1. **Headers.** Every file under a folder (or every instance a DICOMDIR names) is parsed
+   up to its pixel data. Each 2D frame becomes a :class:`Frame`: a single-frame file, one
+   frame of an enhanced multi-frame file (geometry from its per-frame functional groups),
+   or one tile of a Siemens mosaic.
+2. **Stacks.** Frames are grouped by SeriesInstanceUID, then split into stacks by
+   orientation, size and enhanced StackID. A stack whose positions repeat is split into
+   volumes by echo, temporal position, acquisition, trigger time or b-value (a 4D image);
+   frames are ordered by ImagePositionPatient projected on the slice normal (never by file
+   name or InstanceNumber). Missing slices, irregular spacing, gantry tilt and duplicate
+   positions are detected here as :class:`Problem` s.
+3. **Pixels.** Native little-endian pixel data is read straight from the file into a
+   preallocated float32 volume, slice by slice in a thread pool (BitsStored masking,
+   sign, MONOCHROME1 inversion, per-frame RescaleSlope/Intercept); compressed and deflated
+   transfer syntaxes are decoded by pydicom (pylibjpeg plugins).
+
+The affine maps ``(i, j, k)`` (i along a row, j down a column, k along the slices) to RAS+
+millimetres. A series with a geometry problem raises :class:`~medmm.errors.GeometryError`
+unless ``irregular="accept"`` (read as is, with a warning) or ``irregular="resample"``
+(interpolate onto a regular, untilted grid).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +39,21 @@ import numpy as np
 from ..errors import DicomError, GeometryError
 from ..records import Image
 
-__all__ = ["read_dicom", "read_dicom_series", "slice_normal"]
+__all__ = [
+    "read_dicom",
+    "read_dicom_series",
+    "list_series",
+    "scan_stacks",
+    "slice_normal",
+    "Frame",
+    "Stack",
+    "Problem",
+    "DicomWarning",
+    "IRREGULAR_OPTIONS",
+]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+IRREGULAR_OPTIONS = ("error", "accept", "resample")
 
 #: Header fields copied into ``Image.meta`` when present.
 META_TAGS = (
@@ -26,14 +61,120 @@ META_TAGS = (
     "Manufacturer",
     "ManufacturerModelName",
     "SeriesDescription",
+    "StudyDescription",
+    "ProtocolName",
     "SeriesInstanceUID",
     "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "SeriesNumber",
     "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "StudyTime",
     "KVP",
+    "XRayTubeCurrent",
+    "ConvolutionKernel",
+    "ContrastBolusAgent",
     "SliceThickness",
+    "SpacingBetweenSlices",
+    "RepetitionTime",
+    "EchoTime",
+    "FlipAngle",
+    "MagneticFieldStrength",
     "BodyPartExamined",
     "PatientID",
+    "PatientSex",
+    "PatientAge",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
 )
+
+#: Modalities whose single images are projections (read as 2D).
+PROJECTION_MODALITIES = frozenset(
+    {"CR", "DX", "MG", "IO", "PX", "XA", "RF", "SC", "OT", "US", "ES", "XC", "GM", "SM", "RG"}
+)
+
+_NATIVE_LE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # uid -> implicit VR
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
+
+_POS_TOL = 1e-2  # mm: positions closer than this are the same position
+_ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
+
+
+class DicomWarning(UserWarning):
+    """A DICOM series was read despite a problem (``irregular='accept'``) or resampled."""
+
+
+@dataclass
+class Problem:
+    """A geometry problem of a stack: ``kind`` is one of ``duplicate``, ``tilt``,
+    ``missing``, ``irregular``, ``mixed``."""
+
+    kind: str
+    message: str
+
+
+@dataclass
+class Frame:
+    """One 2D frame: a single-frame file, a frame of a multi-frame file or a mosaic tile."""
+
+    path: Path
+    ds: Any  # pydicom Dataset holding the header (shared by the frames of one file)
+    frame: int | None  # frame index in a multi-frame file
+    rows: int
+    cols: int
+    iop: np.ndarray | None  # (6,) LPS row then column direction cosines
+    ipp: np.ndarray | None  # (3,) LPS position of the first voxel
+    spacing: tuple[float, float]  # (between rows, between columns) mm
+    slope: float = 1.0
+    intercept: float = 0.0
+    instance: int = 0
+    stack_id: Any = None
+    keys: dict[str, Any] = field(default_factory=dict)  # volume keys: echo, temporal, ...
+    pixel_offset: int | None = None  # native little-endian fast path
+    mosaic: tuple[int, int] | None = None  # (tile index, tiles per side)
+    geometry: bool = True
+
+    @property
+    def normal(self) -> np.ndarray:
+        return slice_normal(self.iop)
+
+    @property
+    def uid(self) -> str:
+        return str(self.ds.get("SeriesInstanceUID", "") or "")
+
+
+@dataclass
+class Stack:
+    """Frames that form one image: ``volumes[t][k]`` is slice k of volume t."""
+
+    uid: str
+    id: str
+    volumes: list[list[Frame]]
+    volume_key: str | None = None
+    volume_labels: list[Any] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    n_stacks_in_uid: int = 1
+
+    @property
+    def first(self) -> Frame:
+        return self.volumes[0][0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        f = self.first
+        shape: tuple[int, ...] = (f.cols, f.rows, len(self.volumes[0]))
+        if len(self.volumes) > 1:
+            shape += (len(self.volumes),)
+        return shape
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(v) for v in self.volumes)
 
 
 def slice_normal(iop: Any) -> np.ndarray:
@@ -43,157 +184,897 @@ def slice_normal(iop: Any) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
+# ----------------------------------------------------------------------------- headers
+
+
 def _files_of(path: Path) -> list[Path]:
     if path.is_file():
+        if path.name.upper() == "DICOMDIR":
+            return _dicomdir_files(path)
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not path.exists():
+        raise DicomError("path does not exist", path=path, hint="check the path")
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
+    )
     if not files:
         raise DicomError("folder holds no files", path=path, hint="point at a DICOM series folder")
     return files
 
 
-def read_dicom(path: str | Path, *, series_uid: str | None = None, **_: Any) -> Image:
-    """Read a DICOM series folder (or a single DICOM file) into an :class:`Image`."""
-    return read_dicom_series(path, series_uid=series_uid)
+def _dicomdir_files(path: Path) -> list[Path]:
+    from pydicom import dcmread
+    from pydicom.fileset import FileSet
+
+    try:
+        fs = FileSet(dcmread(path))
+    except Exception as exc:
+        raise DicomError(
+            f"not a readable DICOMDIR ({exc})", path=path, hint="point at the folder instead"
+        ) from exc
+    return sorted({Path(inst.path) for inst in fs if Path(inst.path).is_file()})
 
 
-def read_dicom_series(path: str | Path, *, series_uid: str | None = None) -> Image:
-    """Read the series under ``path`` into an HU (or rescaled) float32 volume with its affine."""
+def _read_header(path: Path) -> tuple[Any, int | None, bool] | None:
+    """``(header, native pixel offset or None, has pixels)``, or None if not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = Path(path)
-    headers = []
-    for f in _files_of(path):
-        try:
-            ds = pydicom.dcmread(f)
-        except InvalidDicomError as exc:
-            raise DicomError(
-                f"not a DICOM file ({exc})",
-                path=f,
-                hint="remove non-DICOM files from the series folder",
-            ) from exc
-        if "PixelData" not in ds:
-            continue
-        headers.append((f, ds))
-    if not headers:
-        raise DicomError("no DICOM image in this path", path=path, hint="check the folder")
-
-    uids = sorted({str(ds.get("SeriesInstanceUID", "")) for _, ds in headers})
-    if series_uid is not None:
-        headers = [(f, ds) for f, ds in headers if str(ds.get("SeriesInstanceUID")) == series_uid]
-        if not headers:
-            raise DicomError(
-                f"series {series_uid} not found", path=path, hint=f"choose one of {uids}"
-            )
-    elif len(uids) > 1:
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pos = fh.tell()
+            tail = fh.read(12)
+    except InvalidDicomError:
+        return None
+    except Exception as exc:  # truncated or corrupt file with a DICOM preamble
         raise DicomError(
-            f"folder holds {len(uids)} series",
+            f"unreadable DICOM header ({type(exc).__name__}: {exc})",
             path=path,
-            hint=f"pass series_uid= one of {uids}",
-        )
+            hint="remove or replace the damaged file",
+        ) from exc
+    ts = str(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or "")
+    if ts == _DEFLATED:
+        full = pydicom.dcmread(path)
+        return full, None, "PixelData" in full or "FloatPixelData" in full
+    has_pixels = tail[:4] in _PIXEL_TAGS
+    offset = None
+    if has_pixels and tail[:4] == b"\xe0\x7f\x10\x00" and ts in _NATIVE_LE:
+        if _NATIVE_LE[ts]:
+            length, start = int.from_bytes(tail[4:8], "little"), pos + 8
+        else:
+            length, start = int.from_bytes(tail[8:12], "little"), pos + 12
+        if length != 0xFFFFFFFF:
+            offset = start
+            ds._medmm_pixel_length = length  # checked against the expected size later
+    return ds, offset, has_pixels
 
-    first = headers[0][1]
-    if len(headers) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
-        raise DicomError(
-            "multi-frame DICOM is not supported by this reader yet",
-            path=headers[0][0],
-            hint="export the series as single-frame files",
-        )
-    for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
-        if tag not in first:
-            raise GeometryError(
-                f"missing {tag}; the geometry cannot be built",
-                path=headers[0][0],
-                column=tag,
-                hint="only images with patient geometry are supported",
-            )
 
-    iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
-    for f, ds in headers:
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), iop, atol=1e-4):
-            raise GeometryError(
-                "mixed slice orientations in one series",
-                path=f,
-                column="ImageOrientationPatient",
-                hint="split the series by orientation (series_uid) before reading",
-            )
+def _float_list(value: Any) -> np.ndarray | None:
+    if value is None or value == "":
+        return None
+    try:
+        return np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _num(value: Any, default: float | None = None) -> float | None:
+    if value is None or value == "":
+        return default
+    try:
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            value = value[0]
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        return default
+
+
+def _item(ds: Any, seq: str) -> Any:
+    s = ds.get(seq) if ds is not None else None
+    return s[0] if s else None
+
+
+def _fg(per_frame: Any, shared: Any, seq: str, attr: str) -> Any:
+    for groups in (per_frame, shared):
+        item = _item(groups, seq)
+        if item is not None and attr in item:
+            return item[attr].value
+    return None
+
+
+def _spacing(ds: Any) -> tuple[tuple[float, float], bool]:
+    for tag in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        sp = _float_list(ds.get(tag))
+        if sp is not None and len(sp) == 2 and np.all(sp > 0):
+            return (float(sp[0]), float(sp[1])), True
+    return (1.0, 1.0), False
+
+
+def _volume_keys(ds: Any) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for name, tag in (
+        ("echo", "EchoNumbers"),
+        ("temporal", "TemporalPositionIdentifier"),
+        ("acquisition", "AcquisitionNumber"),
+        ("trigger", "TriggerTime"),
+        ("diffusion", "DiffusionBValue"),
+        ("acquisition_time", "AcquisitionTime"),
+    ):
+        v = ds.get(tag)
+        if v is not None and v != "":
+            keys[name] = _num(v, None) if name != "acquisition_time" else str(v)
+    return keys
+
+
+def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if not rows or not cols:
+        raise DicomError("image has no Rows/Columns", path=path, column="Rows", hint="check the file")
+    n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
+    instance = int(_num(ds.get("InstanceNumber"), 0) or 0)
+    slope = _num(ds.get("RescaleSlope"), 1.0) or 1.0
+    intercept = _num(ds.get("RescaleIntercept"), 0.0) or 0.0
+    spacing, _ = _spacing(ds)
+    iop = _float_list(ds.get("ImageOrientationPatient"))
+    ipp = _float_list(ds.get("ImagePositionPatient"))
+
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return _enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
+
+    geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
+    if not geometry:
+        iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
+    base = dict(
+        path=path, ds=ds, rows=rows, cols=cols, iop=iop, spacing=spacing, slope=slope,
+        intercept=intercept, instance=instance, pixel_offset=offset, geometry=geometry,
+    )
+    mosaic = _mosaic_count(ds) if geometry else None
+    if mosaic:
+        return _mosaic_frames(base, ds, ipp, mosaic)
+    keys = _volume_keys(ds)
+    if n_frames == 1:
+        return [Frame(frame=None, ipp=ipp, keys=keys, **base)]
     normal = slice_normal(iop)
-    positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for _, ds in headers])
-    dist = positions @ normal
-    order = np.argsort(dist, kind="stable")
-    headers = [headers[i] for i in order]
-    positions, dist = positions[order], dist[order]
+    offsets = _float_list(ds.get("GridFrameOffsetVector"))
+    frames = []
+    for f in range(n_frames):
+        if offsets is not None and len(offsets) == n_frames and geometry:
+            pos = ipp + offsets[f] * normal
+            fkeys = dict(keys)
+        else:  # frames at one position: a time series (cine)
+            pos = ipp
+            fkeys = {**keys, "frame": f}
+        frames.append(Frame(frame=f, ipp=pos, keys=fkeys, **base))
+    return frames
 
-    if len(headers) > 1:
+
+def _enhanced_frames(
+    path: Path, ds: Any, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
+) -> list[Frame]:
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    if len(per_frame) != n_frames:
+        raise DicomError(
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
+            path=path,
+            column="PerFrameFunctionalGroupsSequence",
+            hint="the enhanced multi-frame header is damaged; re-export the series",
+        )
+    frames = []
+    for f in range(n_frames):
+        pf = per_frame[f]
+        iop = _float_list(_fg(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"))
+        ipp = _float_list(_fg(pf, shared, "PlanePositionSequence", "ImagePositionPatient"))
+        sp = _float_list(_fg(pf, shared, "PixelMeasuresSequence", "PixelSpacing"))
+        slope = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"), None)
+        intercept = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"), None)
+        if slope is None:
+            slope = _num(ds.get("RescaleSlope"), 1.0)
+        if intercept is None:
+            intercept = _num(ds.get("RescaleIntercept"), 0.0)
+        geometry = iop is not None and ipp is not None
+        if not geometry:
+            raise GeometryError(
+                f"frame {f} has no PlanePositionSequence/PlaneOrientationSequence",
+                path=path,
+                column="PerFrameFunctionalGroupsSequence",
+                hint="only enhanced images with patient geometry are supported",
+            )
+        keys: dict[str, Any] = {}
+        echo = _num(_fg(pf, shared, "MREchoSequence", "EffectiveEchoTime"), None)
+        if echo is not None:
+            keys["echo"] = echo
+        content = _item(pf, "FrameContentSequence")
+        stack_id = None
+        if content is not None:
+            if content.get("TemporalPositionIndex") is not None:
+                keys["temporal"] = int(content.TemporalPositionIndex)
+            stack_id = content.get("StackID")
+            div = content.get("DimensionIndexValues")
+            if div is not None:
+                keys["dimension"] = tuple(int(v) for v in (div if isinstance(div, Iterable) else [div]))
+        b = _num(_fg(pf, shared, "MRDiffusionSequence", "DiffusionBValue"), None)
+        if b is not None:
+            keys["diffusion"] = b
+        trig = _num(_fg(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"), None)
+        if trig is not None:
+            keys["trigger"] = trig
+        frames.append(
+            Frame(
+                path=path, ds=ds, frame=f, rows=rows, cols=cols, iop=iop, ipp=ipp,
+                spacing=(float(sp[0]), float(sp[1])) if sp is not None else _spacing(ds)[0],
+                slope=float(slope), intercept=float(intercept), instance=instance,
+                stack_id=stack_id, keys=keys, pixel_offset=offset,
+            )
+        )
+    return frames
+
+
+def _mosaic_count(ds: Any) -> int | None:
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" not in image_type:
+        return None
+    n = None
+    try:
+        from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+        if csa is not None:
+            n = csareader.get_n_mosaic(csa)
+    except Exception:
+        n = None
+    if not n:
+        raw = ds.get((0x0019, 0x100A))
+        n = int(_num(raw.value if raw is not None else None, 0) or 0) or None
+    return int(n) if n else None
+
+
+def _mosaic_frames(base: dict[str, Any], ds: Any, ipp: np.ndarray, n: int) -> list[Frame]:
+    tiles = int(math.ceil(math.sqrt(n)))
+    rows, cols = base["rows"] // tiles, base["cols"] // tiles
+    iop = base["iop"]
+    row_sp, col_sp = base["spacing"]
+    # ImagePositionPatient of a mosaic is the corner of the whole mosaic; move it to the
+    # corner of the first tile (nibabel's MosaicWrapper.image_position).
+    fix_r = (base["rows"] - rows) / 2.0
+    fix_c = (base["cols"] - cols) / 2.0
+    origin = ipp + iop[3:] * row_sp * fix_r + iop[:3] * col_sp * fix_c
+    normal = None
+    try:
+        from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+        normal = np.asarray(csareader.get_slice_normal(csa), dtype=np.float64) if csa else None
+    except Exception:
+        normal = None
+    if normal is None or not np.all(np.isfinite(normal)):
+        normal = slice_normal(iop)
+    step = _num(ds.get("SpacingBetweenSlices"), None) or _num(ds.get("SliceThickness"), 1.0) or 1.0
+    keys = _volume_keys(ds)
+    out = []
+    for s in range(n):
+        fb = dict(base, rows=rows, cols=cols, pixel_offset=None)
+        out.append(Frame(frame=None, ipp=origin + s * step * normal, keys=dict(keys), mosaic=(s, tiles), **fb))
+    return out
+
+
+def _prefetch(path: Path, offset: int, length: int) -> np.ndarray:
+    buf = np.empty(length, dtype=np.uint8)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        n = fh.readinto(memoryview(buf))
+    return buf[:n]
+
+
+def collect_frames(
+    path: str | Path, *, prefetch: ThreadPoolExecutor | None = None
+) -> tuple[list[Frame], list[str]]:
+    """Every image frame under ``path`` (folder, file or DICOMDIR), and skipped files.
+
+    With ``prefetch``, native pixel data is read in that pool while later headers are
+    parsed (the read overlaps the pure-Python header parsing).
+    """
+    path = Path(path)
+    frames: list[Frame] = []
+    skipped: list[str] = []
+    for f in _files_of(path):
+        head = _read_header(f)
+        if head is None:
+            skipped.append(f"{f}: not DICOM")
+            continue
+        ds, offset, has_pixels = head
+        if not has_pixels:
+            skipped.append(f"{f}: no pixel data ({ds.get('Modality', '?')} {ds.get('SOPClassUID', '')})")
+            continue
+        new = _frames_of_file(f, ds, offset)
+        if prefetch is not None and offset is not None and new and new[0].mosaic is None:
+            ds._medmm_prefetch = prefetch.submit(_prefetch, f, offset, ds._medmm_pixel_length)
+        frames.extend(new)
+    return frames, skipped
+
+
+# ------------------------------------------------------------------------------ stacks
+
+
+def _positions(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.array([f.ipp for f in frames], dtype=np.float64)
+    return pos, pos @ frames[0].normal
+
+
+def _has_duplicates(dist: np.ndarray) -> bool:
+    if len(dist) < 2:
+        return False
+    return bool(np.any(np.diff(np.sort(dist)) < _POS_TOL))
+
+
+def _same_positions(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(a) == len(b) and bool(np.allclose(np.sort(a), np.sort(b), atol=_POS_TOL * 10))
+
+
+_SPLIT_KEYS = ("echo", "temporal", "diffusion", "trigger", "dimension", "acquisition", "frame", "acquisition_time")
+
+
+def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, list[Any], bool]:
+    """Split a stack's frames into volumes: ``(volumes, key, labels, same_positions)``."""
+    _, dist = _positions(frames)
+    if not _has_duplicates(dist):
+        return [frames], None, [], True
+    for key in _SPLIT_KEYS:
+        values = [f.keys.get(key) for f in frames]
+        if any(v is None for v in values) or len(set(values)) < 2:
+            continue
+        labels = sorted(set(values), key=lambda v: (str(type(v)), v))
+        if key == "dimension":  # enhanced: drop the in-stack position from the index
+            labels = None
+            groups: dict[Any, list[Frame]] = {}
+            for f in frames:
+                groups.setdefault(_dimension_without_position(f, frames), []).append(f)
+            labels = sorted(groups)
+            parts = [groups[label] for label in labels]
+        else:
+            parts = [[f for f in frames if f.keys.get(key) == label] for label in labels]
+        if len(parts) < 2 or any(_has_duplicates(_positions(p)[1]) for p in parts):
+            continue
+        first = _positions(parts[0])[1]
+        same = all(_same_positions(first, _positions(p)[1]) for p in parts[1:])
+        return parts, key, labels, same
+    return [frames], None, [], True
+
+
+def _dimension_without_position(f: Frame, frames: list[Frame]) -> tuple:
+    dims = f.keys.get("dimension", ())
+    # the index that varies with position within a volume is the in-stack position: drop
+    # every index whose value set equals the number of distinct positions
+    n_pos = len({round(float(v), 2) for v in _positions(frames)[1]})
+    keep = []
+    for i, v in enumerate(dims):
+        values = {fr.keys.get("dimension", ())[i] for fr in frames if len(fr.keys.get("dimension", ())) > i}
+        if len(values) != n_pos:
+            keep.append(v)
+    return tuple(keep)
+
+
+def _sort_volume(frames: list[Frame]) -> list[Frame]:
+    if len(frames) < 2:
+        return frames
+    _, dist = _positions(frames)
+    order = np.lexsort((np.array([f.instance for f in frames]), dist))
+    return [frames[i] for i in order]
+
+
+def _geometry_problems(frames: list[Frame]) -> list[Problem]:
+    """Problems of one sorted volume."""
+    if len(frames) < 2 or not frames[0].geometry:
+        return []
+    problems = []
+    pos, dist = _positions(frames)
+    steps = np.diff(dist)
+    dup = int(np.sum(steps < _POS_TOL))
+    if dup:
+        problems.append(Problem("duplicate", f"{dup} duplicate slice position(s)"))
+        keep = np.concatenate([[True], steps >= _POS_TOL])
+        pos, dist = pos[keep], dist[keep]
         steps = np.diff(dist)
-        if np.any(steps < 1e-3):
-            dup = headers[int(np.argmin(steps)) + 1][0]
-            raise GeometryError(
-                "duplicate slice positions",
-                path=dup,
-                column="ImagePositionPatient",
-                hint="remove duplicated slices or split the series",
-            )
-        if np.ptp(steps) > max(1e-2, 0.01 * float(np.median(steps))):
-            raise GeometryError(
-                f"irregular slice spacing (steps from {steps.min():.3g} to {steps.max():.3g} mm); "
-                "slices may be missing",
-                path=path,
-                column="ImagePositionPatient",
-                hint="check for missing slices",
-            )
-        step_vec = (positions[-1] - positions[0]) / (len(positions) - 1)
-        if np.linalg.norm(np.cross(step_vec / np.linalg.norm(step_vec), normal)) > 1e-3:
-            raise GeometryError(
-                "slice positions are not along the slice normal (gantry tilt)",
-                path=path,
-                column="ImagePositionPatient",
-                hint="resample the series to a regular grid",
-            )
-    else:
-        thick = float(first.get("SliceThickness", 1.0) or 1.0)
-        step_vec = normal * thick
+        if len(pos) < 2:
+            return problems
+    normal = frames[0].normal
+    inplane = (pos - pos[0]) - np.outer(dist - dist[0], normal)
+    span = dist[-1] - dist[0]
+    off = np.linalg.norm(inplane, axis=1)
+    if off.max() > max(_POS_TOL, 1e-4 * span):
+        shear = inplane[-1] / span if span > 0 else inplane[-1]
+        angle = math.degrees(math.atan(float(np.linalg.norm(shear))))
+        problems.append(
+            Problem("tilt", f"slice positions are not along the slice normal (gantry tilt {angle:.2f} deg)")
+        )
+    med = float(np.median(steps))
+    tol = max(0.02, 0.01 * med)
+    bad = np.abs(steps - med) > tol
+    if np.any(bad):
+        ratio = steps[bad] / med
+        if np.all((np.abs(ratio - np.round(ratio)) < 0.1) & (np.round(ratio) >= 2)):
+            n_missing = int(np.sum(np.round(ratio) - 1))
+            problems.append(Problem("missing", f"{n_missing} missing slice(s) (spacing {med:.4g} mm, gaps up to {steps.max():.4g} mm)"))
+        else:
+            problems.append(Problem("irregular", f"irregular slice spacing ({steps.min():.4g} to {steps.max():.4g} mm)"))
+    return problems
 
-    rows, cols = int(first.Rows), int(first.Columns)
-    vol = np.empty((cols, rows, len(headers)), dtype=np.float32)
-    for k, (f, ds) in enumerate(headers):
-        if int(ds.Rows) != rows or int(ds.Columns) != cols:
-            raise GeometryError(
-                f"slice size {ds.Rows}x{ds.Columns} differs from {rows}x{cols}",
-                path=f,
-                hint="split the series by size before reading",
-            )
-        try:
-            arr = ds.pixel_array
-        except Exception as exc:
-            raise DicomError(
-                f"pixel data cannot be decoded ({exc})",
-                path=f,
-                column="PixelData",
-                hint="install pylibjpeg and its plugins for compressed transfer syntaxes",
-            ) from exc
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        vol[:, :, k] = (arr.astype(np.float32) * slope + intercept).T
 
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+def scan_stacks(frames: list[Frame]) -> list[Stack]:
+    """Group frames into stacks (one per readable image), with their problems."""
+    by_uid: dict[str, list[Frame]] = {}
+    for f in frames:
+        by_uid.setdefault(f.uid, []).append(f)
+    stacks: list[Stack] = []
+    for uid in sorted(by_uid):
+        groups: list[list[Frame]] = []
+        reps: list[Frame] = []
+        for f in by_uid[uid]:
+            for g, r in zip(groups, reps):
+                if (
+                    r.rows == f.rows
+                    and r.cols == f.cols
+                    and r.stack_id == f.stack_id
+                    and r.geometry == f.geometry
+                    and (r.geometry or r.path == f.path)
+                    and np.allclose(r.iop, f.iop, atol=_ORIENT_TOL)
+                    and np.allclose(r.spacing, f.spacing, rtol=1e-4)
+                ):
+                    g.append(f)
+                    break
+            else:
+                groups.append([f])
+                reps.append(f)
+        uid_stacks: list[Stack] = []
+        for g in groups:
+            parts, key, labels, same = _split_volumes(g)
+            if same:
+                uid_stacks.append(Stack(uid, uid, [_sort_volume(p) for p in parts], key, list(labels)))
+            else:  # e.g. two acquisitions covering different ranges: separate images
+                uid_stacks.extend(Stack(uid, uid, [_sort_volume(p)]) for p in parts)
+        uid_stacks.sort(key=lambda s: (-s.n_frames, s.first.instance, str(s.first.path)))
+        for n, s in enumerate(uid_stacks, 1):
+            s.n_stacks_in_uid = len(uid_stacks)
+            if len(uid_stacks) > 1:
+                s.id = f"{uid}:{n}"
+            probs: list[Problem] = []
+            for v in s.volumes:
+                for p in _geometry_problems(v):
+                    if all(p.kind != q.kind for q in probs):
+                        probs.append(p)
+            if len({len(v) for v in s.volumes}) > 1:
+                probs.append(Problem("irregular", "volumes have different numbers of slices"))
+            s.problems = probs
+            stacks.append(s)
+    return stacks
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _affine_lps(frames: list[Frame], step_vec: np.ndarray | None = None) -> np.ndarray:
+    f0 = frames[0]
+    iop = f0.iop
+    row_sp, col_sp = f0.spacing
+    if step_vec is None:
+        if len(frames) > 1:
+            step_vec = (frames[-1].ipp - f0.ipp) / (len(frames) - 1)
+        else:
+            thick = _num(f0.ds.get("SpacingBetweenSlices"), None) or _num(f0.ds.get("SliceThickness"), 1.0) or 1.0
+            step_vec = f0.normal * thick
     lps = np.eye(4)
-    lps[:3, 0] = iop[:3] * col_spacing  # i runs along a row (column index)
-    lps[:3, 1] = iop[3:] * row_spacing  # j runs down a column (row index)
+    lps[:3, 0] = iop[:3] * col_sp  # i runs along a row (column index)
+    lps[:3, 1] = iop[3:] * row_sp  # j runs down a column (row index)
     lps[:3, 2] = step_vec
-    lps[:3, 3] = positions[0]
-    meta = {t: _plain(first.get(t)) for t in META_TAGS if t in first}
-    meta["n_files"] = len(headers)
-    return Image(data=vol, affine=LPS_TO_RAS @ lps, meta=meta)
+    lps[:3, 3] = f0.ipp
+    return lps
 
 
 def _plain(value: Any) -> Any:
     if value is None:
         return None
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, (bool, int, float, str)):
         return value
+    if type(value).__name__ == "MultiValue" or isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     try:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+# ------------------------------------------------------------------------------ pixels
+
+
+def _fix_bits(arr: np.ndarray, ds: Any) -> np.ndarray:
+    if arr.dtype.kind not in "iu":
+        return arr
+    alloc = arr.dtype.itemsize * 8
+    stored = int(_num(ds.get("BitsStored"), alloc) or alloc)
+    if stored >= alloc:
+        return arr
+    signed = int(_num(ds.get("PixelRepresentation"), 0) or 0) == 1
+    if signed:
+        if arr.dtype.kind == "u":
+            arr = arr.view(arr.dtype.str.replace("u", "i"))
+        shift = alloc - stored
+        return (arr << shift) >> shift
+    if arr.dtype.kind == "i":
+        arr = arr.view(arr.dtype.str.replace("i", "u"))
+    return arr & np.array((1 << stored) - 1, dtype=arr.dtype)
+
+
+def _invert_monochrome1(arr: np.ndarray, ds: Any) -> np.ndarray:
+    alloc = arr.dtype.itemsize * 8
+    stored = int(_num(ds.get("BitsStored"), alloc) or alloc)
+    if arr.dtype.kind == "i":
+        return (-1 - arr.astype(np.int64)).astype(np.float64)
+    return (float((1 << stored) - 1) - arr.astype(np.float64))
+
+
+def _native_dtype(ds: Any) -> np.dtype | None:
+    alloc = int(_num(ds.get("BitsAllocated"), 0) or 0)
+    if alloc not in (8, 16, 32) or int(_num(ds.get("SamplesPerPixel"), 1) or 1) != 1:
+        return None
+    signed = int(_num(ds.get("PixelRepresentation"), 0) or 0) == 1
+    return np.dtype(f"<{'i' if signed else 'u'}{alloc // 8}")
+
+
+def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> None:
+    """Write a ``(rows, cols)`` stored-value frame into ``dst`` (a ``(cols, rows)`` view)."""
+    stored = _fix_bits(stored, frame.ds)
+    if invert and str(frame.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        stored = _invert_monochrome1(stored, frame.ds)
+    out = dst.T
+    if frame.slope == 1.0:
+        np.copyto(out, stored, casting="unsafe")
+    else:
+        np.multiply(stored, np.float32(frame.slope), out=out, casting="unsafe")
+    if frame.intercept != 0.0:
+        out += np.float32(frame.intercept)
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        return ds.pixel_array
+    except Exception as exc:
+        raise DicomError(
+            f"pixel data cannot be decoded ({type(exc).__name__}: {exc})",
+            path=path,
+            column="PixelData",
+            hint="install pylibjpeg with its -libjpeg, -openjpeg and -rle plugins (and "
+            "pyjpegls for JPEG-LS), or convert the file to an uncompressed transfer syntax",
+        ) from exc
+
+
+def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -> None:
+    first = jobs[0][0]
+    dtype = _native_dtype(first.ds)
+    n = first.rows * first.cols
+    if first.pixel_offset is not None and dtype is not None and first.mosaic is None:
+        nframes = int(_num(first.ds.get("NumberOfFrames"), 1) or 1)
+        length = getattr(first.ds, "_medmm_pixel_length", None)
+        fut = getattr(first.ds, "_medmm_prefetch", None)
+        if fut is not None and (length or 0) >= n * dtype.itemsize * nframes:
+            raw = fut.result()
+            del first.ds._medmm_prefetch
+            if raw.nbytes < n * dtype.itemsize * nframes:
+                raise DicomError(
+                    "pixel data is shorter than Rows x Columns x frames",
+                    path=path,
+                    column="PixelData",
+                    hint="the file is truncated; replace it",
+                )
+            allf = raw[: n * dtype.itemsize * nframes].view(dtype)
+            for frame, dst in jobs:
+                f = frame.frame or 0
+                _store(frame, allf[f * n : (f + 1) * n].reshape(first.rows, first.cols), dst, invert)
+            return
+        if length is None or length >= n * dtype.itemsize * nframes:
+            with open(path, "rb") as fh:
+                for frame, dst in jobs:
+                    buf = np.empty(n, dtype=dtype)
+                    fh.seek(first.pixel_offset + (frame.frame or 0) * n * dtype.itemsize)
+                    if fh.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                        raise DicomError(
+                            "pixel data is shorter than Rows x Columns x frames",
+                            path=path,
+                            column="PixelData",
+                            hint="the file is truncated; replace it",
+                        )
+                    _store(frame, buf.reshape(first.rows, first.cols), dst, invert)
+            return
+    arr = _decode_file(path)
+    nframes = int(_num(first.ds.get("NumberOfFrames"), 1) or 1)
+    for frame, dst in jobs:
+        if frame.mosaic is not None:
+            s, tiles = frame.mosaic
+            r0, c0 = (s // tiles) * frame.rows, (s % tiles) * frame.cols
+            plane = arr[r0 : r0 + frame.rows, c0 : c0 + frame.cols]
+        elif nframes > 1:
+            plane = arr[frame.frame]
+        else:
+            plane = arr
+        if plane.ndim != 2:
+            raise DicomError(
+                f"pixel array has shape {plane.shape}; only single-sample (grey) images are volumes",
+                path=path,
+                column="SamplesPerPixel",
+                hint="colour DICOM is read by pydicom directly (ds.pixel_array)",
+            )
+        _store(frame, plane, dst, invert)
+
+
+def _load_pixels(volumes: list[list[Frame]], invert: bool, pool: ThreadPoolExecutor | None) -> np.ndarray:
+    f0 = volumes[0][0]
+    nk, nt = len(volumes[0]), len(volumes)
+    vol = np.empty((f0.cols, f0.rows, nk, nt), dtype=np.float32, order="F")
+    by_file: dict[Path, list[tuple[Frame, np.ndarray]]] = {}
+    for t, frames in enumerate(volumes):
+        for k, fr in enumerate(frames):
+            by_file.setdefault(fr.path, []).append((fr, vol[:, :, k, t]))
+    items = list(by_file.items())
+    if pool is None or len(items) < 4:
+        for p, jobs in items:
+            _load_file(p, jobs, invert)
+    else:
+        for fut in [pool.submit(_load_file, p, jobs, invert) for p, jobs in items]:
+            fut.result()
+    return vol
+
+
+# ------------------------------------------------------------------------------ resample
+
+
+def _resample(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a (X, Y, K[, T]) volume onto a regular grid along the slice normal.
+
+    Each slice is first shifted in its plane so that all slices share one in-plane origin
+    (gantry tilt), then slices are linearly interpolated at a regular step (the median
+    step) along the normal. Returns ``(data, affine_lps)``.
+    """
+    from scipy import ndimage
+
+    pos, dist = _positions(frames)
+    f0 = frames[0]
+    normal = f0.normal
+    row_sp, col_sp = f0.spacing
+    axes = np.stack([f0.iop[:3] * col_sp, f0.iop[3:] * row_sp], axis=1)  # (3, 2)
+    fill = float(np.min(vol))
+    src = vol
+    inplane = (pos - pos[0]) - np.outer(dist - dist[0], normal)
+    if np.abs(inplane).max() > 1e-6:
+        src = np.empty_like(vol)
+        for k in range(vol.shape[2]):
+            shift_ij, *_ = np.linalg.lstsq(axes, inplane[k], rcond=None)
+            for t in range(vol.shape[3]):
+                src[:, :, k, t] = ndimage.shift(vol[:, :, k, t], shift_ij, order=1, mode="constant", cval=fill)
+    steps = np.diff(dist)
+    step = float(np.median(steps[steps >= _POS_TOL])) if np.any(steps >= _POS_TOL) else 1.0
+    n_out = int(round((dist[-1] - dist[0]) / step)) + 1
+    target = dist[0] + step * np.arange(n_out)
+    out = np.empty((vol.shape[0], vol.shape[1], n_out, vol.shape[3]), dtype=np.float32, order="F")
+    idx = np.clip(np.searchsorted(dist, target, side="right") - 1, 0, len(dist) - 2)
+    for t_out, (k, d) in enumerate(zip(idx, target)):
+        span = dist[k + 1] - dist[k]
+        w = 0.0 if span <= 0 else float(np.clip((d - dist[k]) / span, 0.0, 1.0))
+        out[:, :, t_out, :] = (1 - w) * src[:, :, k, :] + w * src[:, :, k + 1, :]
+    lps = _affine_lps(frames, step_vec=normal * step)
+    return out, lps
+
+
+def _dedupe(frames: list[Frame]) -> list[Frame]:
+    out = [frames[0]]
+    for f in frames[1:]:
+        if abs(float((f.ipp - out[-1].ipp) @ f.normal)) >= _POS_TOL:
+            out.append(f)
+    return out
+
+
+# -------------------------------------------------------------------------------- read
+
+
+def list_series(path: str | Path) -> list[Stack]:
+    """The stacks (readable images) found under ``path``, each with its problems."""
+    frames, _ = collect_frames(path)
+    return scan_stacks(frames)
+
+
+_PROBLEM_HINT = {
+    "duplicate": "pass irregular='accept' to keep the first slice at each position, or pick one volume",
+    "tilt": "pass irregular='resample' to resample onto an untilted grid, or irregular='accept' to keep a sheared affine",
+    "missing": "pass irregular='resample' to interpolate onto a regular grid, or irregular='accept' to read with a warning",
+    "irregular": "pass irregular='resample' to interpolate onto a regular grid, or irregular='accept' to read with a warning",
+}
+
+
+def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: str) -> Stack:
+    if not stacks:
+        raise DicomError("no DICOM image in this path", path=path, hint="check the folder")
+    ids = [s.id for s in stacks]
+    if series_uid is not None:
+        chosen = [s for s in stacks if s.id == series_uid or s.uid == series_uid]
+        if not chosen:
+            raise DicomError(
+                f"series {series_uid} not found", path=path, hint=f"choose one of {ids}"
+            )
+    else:
+        chosen = stacks
+        uids = sorted({s.uid for s in stacks})
+        if len(uids) > 1:
+            raise DicomError(
+                f"folder holds {len(uids)} series",
+                path=path,
+                hint=f"pass series_uid= (CLI: --series) one of {uids}; `medmm dicom ls` lists them",
+            )
+    if len(chosen) > 1:
+        desc = "; ".join(
+            f"{s.id}: {'x'.join(map(str, s.shape))} {_plane(s.first)}" for s in chosen
+        )
+        msg = (
+            f"series {chosen[0].uid} holds {len(chosen)} stacks of mixed orientation, size or "
+            f"coverage ({desc})"
+        )
+        if irregular == "error":
+            raise GeometryError(
+                msg,
+                path=path,
+                column="SeriesInstanceUID",
+                hint="read one stack with series_uid='<uid>:<n>' (CLI: --series), or pass "
+                "irregular='accept' to read the largest stack with a warning",
+            )
+        warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=3)
+        chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
+    return chosen[0]
+
+
+def _plane(frame: Frame) -> str:
+    if not frame.geometry:
+        return "projection"
+    n = np.abs(frame.normal)
+    axis = int(np.argmax(n))
+    name = ("sagittal", "coronal", "axial")[axis]
+    return name if n[axis] > 0.999 else f"oblique~{name}"
+
+
+def read_dicom(
+    path: str | Path,
+    *,
+    series_uid: str | None = None,
+    irregular: str = "error",
+    deidentify: bool | Any = False,
+    invert_monochrome1: bool = True,
+    threads: int | None = None,
+    **_: Any,
+) -> Image:
+    """Read a DICOM series folder, a DICOMDIR or a single (multi-frame) file into an :class:`Image`.
+
+    Parameters
+    ----------
+    path:
+        A folder tree, a DICOMDIR or one file.
+    series_uid:
+        The SeriesInstanceUID to read (or a stack id ``"<uid>:<n>"`` from
+        :func:`list_series`), required when ``path`` holds several series.
+    irregular:
+        What to do with missing slices, irregular spacing, gantry tilt, duplicate
+        positions or a series mixing stacks: ``"error"`` (raise
+        :class:`~medmm.errors.GeometryError`), ``"accept"`` (read as is with a
+        :class:`DicomWarning`) or ``"resample"`` (interpolate onto a regular grid).
+    deidentify:
+        ``True`` (or a :class:`medmm.io.deid.Deidentifier`) to de-identify ``meta`` by the
+        PS3.15 basic profile.
+    invert_monochrome1:
+        Invert MONOCHROME1 images so that higher values are brighter.
+    threads:
+        Threads for pixel decoding (default: up to 8, one per CPU).
+
+    Returns
+    -------
+    Image
+        float32 data ``(X, Y, Z)`` (``(X, Y, Z, T)`` for several echoes/time points,
+        ``(X, Y)`` for a single projection image), RAS+ affine, header fields in ``meta``.
+    """
+    if irregular not in IRREGULAR_OPTIONS:
+        raise ValueError(f"irregular must be one of {IRREGULAR_OPTIONS}, got {irregular!r}")
+    path = Path(path)
+    workers = threads if threads is not None else min(8, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        return _read(path, pool, series_uid, irregular, deidentify, invert_monochrome1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read(
+    path: Path,
+    pool: ThreadPoolExecutor | None,
+    series_uid: str | None,
+    irregular: str,
+    deidentify: Any,
+    invert_monochrome1: bool,
+) -> Image:
+    frames, skipped = collect_frames(path, prefetch=pool)
+    stack = _select(scan_stacks(frames), path, series_uid, irregular)
+    volumes = stack.volumes
+    kinds = {p.kind for p in stack.problems}
+    blocking = [p for p in stack.problems if p.kind != "mixed"]
+    if blocking and irregular == "error":
+        p = blocking[0]
+        raise GeometryError(
+            f"series {stack.id}: {p.message}",
+            path=path,
+            column="ImagePositionPatient",
+            hint=_PROBLEM_HINT.get(p.kind, "pass irregular='accept' or 'resample'"),
+        )
+    msgs = [p.message for p in stack.problems]
+    if blocking:
+        warnings.warn(
+            f"{path}: series {stack.id}: {'; '.join(p.message for p in blocking)} "
+            f"(irregular={irregular!r})",
+            DicomWarning,
+            stacklevel=2,
+        )
+    if "duplicate" in kinds or "irregular" in kinds and len({len(v) for v in volumes}) > 1:
+        volumes = [_dedupe(v) for v in volumes]
+        n = min(len(v) for v in volumes)
+        volumes = [v[:n] for v in volumes]
+    vol = _load_pixels(volumes, invert_monochrome1, pool)
+    ref = volumes[0]
+    if irregular == "resample" and kinds & {"tilt", "missing", "irregular"}:
+        vol, lps = _resample(vol, ref)
+    else:
+        lps = _affine_lps(ref)
+    f0 = ref[0]
+    data: np.ndarray = vol if vol.shape[3] > 1 else vol[:, :, :, 0]
+    modality = str(f0.ds.get("Modality", "") or "")
+    two_d = data.ndim == 3 and data.shape[2] == 1 and (not f0.geometry or modality in PROJECTION_MODALITIES)
+    if two_d:
+        data = data[:, :, 0]
+    header = f0.ds
+    deid = None
+    if deidentify:
+        from .deid import Deidentifier
+
+        deid = deidentify if isinstance(deidentify, Deidentifier) else Deidentifier()
+        header = deid.dataset(header)
+    meta: dict[str, Any] = {t: _plain(header.get(t)) for t in META_TAGS if t in header}
+    meta.update(
+        format="dicom",
+        series_id=stack.id,
+        transfer_syntax=str(getattr(getattr(f0.ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or ""),
+        n_files=len({f.path for v in volumes for f in v}),
+        n_frames=sum(len(v) for v in volumes),
+        plane=_plane(f0),
+        problems=msgs,
+    )
+    if stack.volume_key:
+        meta["volume_key"] = stack.volume_key
+        meta["volume_labels"] = [_plain(v) if not isinstance(v, tuple) else list(v) for v in stack.volume_labels]
+    if not f0.geometry:
+        meta["geometry"] = "none: no ImagePositionPatient/ImageOrientationPatient; axes assumed"
+    if f0.mosaic is not None:
+        meta["mosaic"] = True
+    if "PerFrameFunctionalGroupsSequence" in f0.ds:
+        meta["enhanced"] = True
+    if str(f0.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        meta["monochrome1_inverted"] = bool(invert_monochrome1)
+    if skipped and deid is None:
+        meta["skipped_files"] = skipped
+    if deid is not None:
+        meta["deidentified"] = True
+    else:
+        meta["files"] = sorted({str(f.path) for v in volumes for f in v})
+    return Image(data=data, affine=LPS_TO_RAS @ lps, meta=meta)
+
+
+def read_dicom_series(path: str | Path, series_uid: str | None = None, **options: Any) -> Image:
+    """Read the series under ``path`` (see :func:`read_dicom` for the options)."""
+    return read_dicom(path, series_uid=series_uid, **options)

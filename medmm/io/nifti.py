@@ -1,4 +1,10 @@
-"""NIfTI-1/2 images through nibabel."""
+"""NIfTI-1/2 images (``.nii``, ``.nii.gz``; 3D and 4D) through nibabel.
+
+The affine follows the NIfTI rule nibabel implements: the sform when ``sform_code > 0``,
+else the qform when ``qform_code > 0``, else the voxel-size-only fallback (flagged in
+``meta["affine_source"]``). ``scl_slope``/``scl_inter`` are applied (a zero slope means
+unscaled). Spatial units other than millimetres are converted to millimetres.
+"""
 
 from __future__ import annotations
 
@@ -12,33 +18,87 @@ from ..records import Image
 
 __all__ = ["read_nifti", "write_nifti"]
 
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
-def read_nifti(path: str | Path, **_: Any) -> Image:
-    """Read a NIfTI file; the affine is nibabel's (sform, else qform), scaling applied."""
+
+def read_nifti(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
+    """Read a NIfTI-1 or NIfTI-2 file into an :class:`Image` (``float32`` data by default)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
+    path = Path(path)
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except (ImageFileError, OSError, EOFError, ValueError) as exc:
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
+            raise ReadError(
+                f"{type(img).__name__} is not a NIfTI image",
+                path=path,
+                hint="give a .nii or .nii.gz NIfTI-1/2 file",
+            )
+        data = np.asarray(img.get_fdata(dtype=np.float32 if dtype in (None, np.float32) else np.float64))
+    except ReadError:
+        raise
+    except (ImageFileError, OSError, EOFError, ValueError, TypeError) as exc:
         raise ReadError(
-            f"not a readable NIfTI file ({exc})",
+            f"not a readable NIfTI file ({type(exc).__name__}: {exc})",
             path=path,
             hint="check that the file is a complete .nii or .nii.gz",
         ) from exc
+    if dtype is not None and data.dtype != np.dtype(dtype):
+        data = data.astype(dtype)
     hdr = img.header
-    meta: dict[str, Any] = {"format": type(img).__name__}
-    descrip = hdr.get("descrip") if hasattr(hdr, "get") else None
-    if descrip is not None:
-        meta["description"] = bytes(np.asarray(descrip)).decode("latin-1").strip("\x00 ")
-    return Image(data=data, affine=np.asarray(img.affine), meta=meta)
+    sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    affine = np.array(img.affine, dtype=np.float64)
+    space_unit, time_unit = hdr.get_xyzt_units()
+    scale = _UNIT_TO_MM.get(space_unit, 1.0)
+    if scale != 1.0:
+        affine[:3, :] *= scale
+    meta: dict[str, Any] = {
+        "format": "nifti2" if isinstance(img, (nib.Nifti2Image, nib.Nifti2Pair)) else "nifti1",
+        "affine_source": "sform" if sform_code > 0 else "qform" if qform_code > 0 else "fallback",
+        "sform_code": sform_code,
+        "qform_code": qform_code,
+        "stored_dtype": str(hdr.get_data_dtype()),
+        "spatial_unit": space_unit,
+        "time_unit": time_unit,
+        "intent": str(hdr.get_intent()[0]),
+    }
+    slope, inter = hdr.get_slope_inter()
+    if slope is not None:
+        meta["scl_slope"], meta["scl_inter"] = float(slope), float(inter or 0.0)
+    if data.ndim >= 4:
+        meta["tr"] = float(hdr.get_zooms()[3])
+    descrip = np.asarray(hdr["descrip"]).tobytes().decode("latin-1").strip("\x00 ")
+    if descrip:
+        meta["description"] = descrip
+    return Image(data=data, affine=affine, meta=meta)
 
 
-def write_nifti(image: Image, path: str | Path) -> Path:
-    """Write ``image`` as NIfTI-1 (``.nii`` or ``.nii.gz``)."""
+def write_nifti(image: Image, path: str | Path, *, dtype: Any = np.float32) -> Path:
+    """Write ``image`` as NIfTI-1 (``.nii`` or ``.nii.gz``), sform and qform both scanner-based.
+
+    ``dtype="auto"`` stores int16 when every value is an integer in the int16 range (as
+    dcm2niix does), float32 otherwise. An affine with shear (an accepted gantry tilt) is
+    kept exactly in the sform; the qform is then the nearest rigid one.
+    """
     import nibabel as nib
 
     path = Path(path)
-    nib.save(nib.Nifti1Image(np.asarray(image.data, dtype=np.float32), image.affine), str(path))
+    data = np.asarray(image.data)
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = np.float32
+        if data.size and np.issubdtype(data.dtype, np.number):
+            lo, hi = float(np.min(data)), float(np.max(data))
+            if lo >= -32768 and hi <= 32767 and np.array_equal(data, np.round(data)):
+                dtype = np.int16
+    data = np.asarray(data, dtype=dtype)
+    img = nib.Nifti1Image(data, image.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_sform(image.affine, code=1)
+    img.set_qform(image.affine, code=1)
+    desc = str(image.meta.get("SeriesDescription", "") or "")[:79] if image.meta else ""
+    if desc:
+        img.header["descrip"] = desc.encode("ascii", "replace")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
     return path

@@ -1,0 +1,193 @@
+"""Imaging I/O benchmark: medmm's DICOM reader and cache beside MONAI, SimpleITK and raw bytes.
+
+Run: ``.venv/bin/python benchmarks/bench_imaging.py [--slices 200] [--size 512] [--runs 5]``
+
+1. A CT series of single-frame 16-bit files with shuffled names (written to a temp dir) is
+   read to a float32 HU volume with its affine by medmm, MONAI ``LoadImage(reader=
+   "PydicomReader")``, SimpleITK ``ImageSeriesReader`` and a plain read of the files' bytes
+   (median of ``--runs`` runs after imports), plus medmm's peak memory over the volume size.
+2. A small synthetic cohort's images are preprocessed through medmm's on-disk cache, cold
+   then warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def write_ct(folder: Path, n: int, size: int, seed: int = 0) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
+    names = rng.permutation(n)
+    yy, xx = np.mgrid[:size, :size]
+    body = ((xx - size / 2) / (0.42 * size)) ** 2 + ((yy - size / 2) / (0.36 * size)) ** 2 <= 1
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientID, ds.PatientName, ds.StudyDate = "BENCH", "BENCH^CT", "20240101"
+        ds.Modality, ds.Manufacturer, ds.SeriesDescription, ds.KVP = "CT", "BENCH", "bench CT", 120
+        ds.InstanceNumber = int(rng.integers(1, 100000))
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.25 * k]
+        ds.PixelSpacing = [0.9765625, 0.9765625]
+        ds.SliceThickness = 1.25
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        img = np.where(body, 1064, 24) + rng.integers(0, 40, size=(size, size))
+        ds.PixelData = img.astype(np.uint16).tobytes()
+        ds.save_as(folder / f"IM{names[k]:06d}", enforce_file_format=True)
+
+
+def timed(fn, runs: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(runs):
+        out = None
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def read_bytes(folder: Path) -> int:
+    return sum(len(p.read_bytes()) for p in folder.iterdir())
+
+
+def read_medmm(folder: Path):
+    from medmm.io.image import read_image
+
+    return read_image(folder)
+
+
+def read_monai(folder: Path):
+    from monai.transforms import LoadImage
+
+    return LoadImage(reader="PydicomReader", image_only=True)(str(folder))
+
+
+def read_sitk(folder: Path):
+    import SimpleITK as sitk
+
+    r = sitk.ImageSeriesReader()
+    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))
+    img = sitk.Cast(r.Execute(), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(img), img.GetDirection(), img.GetOrigin(), img.GetSpacing()
+
+
+def peak_rss_during(fn) -> tuple[int, int]:
+    """(baseline RSS, peak RSS) in bytes while ``fn`` runs (sampled from /proc every 2 ms)."""
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    out = fn()
+    done.set()
+    th.join()
+    peak[0] = max(peak[0], rss())
+    del out
+    return base, peak[0]
+
+
+def bench_cache(root: Path, runs: int) -> None:
+    import medmm
+    from medmm.io.image import read_image
+    from medmm.preprocess.cache import VolumeCache
+    from medmm.preprocess.image import ImagePreprocessor
+
+    manifest = medmm.generate_cohort(root / "cohort", n_patients=24, seed=0)
+    import pandas as pd
+
+    table = pd.read_csv(manifest)
+    col = next(c for c in table.columns if c.startswith("image"))
+    paths = [root / "cohort" / p for p in table[col].dropna()]
+    pre = ImagePreprocessor(spatial_size=(32, 32, 32)).fit()
+    cache = VolumeCache(root / "cache", max_bytes=1 << 30)
+
+    def one_pass() -> float:
+        t = time.perf_counter()
+        for p in paths:
+            arr = cache.get_or_compute(p, pre, lambda p=p: pre.transform(read_image(p)))
+            float(arr[0, 0, 0, 0])
+        return time.perf_counter() - t
+
+    cold = one_pass()
+    warm = statistics.median(one_pass() for _ in range(runs))
+    print(f"\ncache over {len(paths)} cohort images (32^3 preprocessed):")
+    print(f"  {'cold (read + preprocess + write)':34s} {cold:8.3f} s")
+    print(f"  {'warm (memory-mapped .npy)':34s} {warm:8.3f} s   speed-up {cold / warm:6.1f}x (target >= 20x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, default=200)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--skip-cache", action="store_true")
+    args = ap.parse_args()
+
+    import monai.transforms  # noqa: F401  (imports outside the timings)
+    import pydicom  # noqa: F401
+    import SimpleITK  # noqa: F401
+
+    import medmm.io.image  # noqa: F401
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ct"
+        write_ct(folder, args.slices, args.size)
+        nbytes = args.slices * args.size * args.size * 4
+        print(f"CT series: {args.slices} files of {args.size}x{args.size} uint16, shuffled names; "
+              f"median of {args.runs} runs (s)")
+        read_medmm(folder)  # warm the page cache and the imports
+        t_bytes, _ = timed(lambda: read_bytes(folder), args.runs)
+        t_medmm, img = timed(lambda: read_medmm(folder), args.runs)
+        t_sitk, ref = timed(lambda: read_sitk(folder), args.runs)
+        t_monai, _ = timed(lambda: read_monai(folder), args.runs)
+        same = np.array_equal(np.asarray(img.data).transpose(2, 1, 0), ref[0])
+        print(f"  {'plain read of the bytes':28s} {t_bytes:8.3f}")
+        print(f"  {'medmm read_image':28s} {t_medmm:8.3f}   {t_medmm / t_bytes:5.1f}x the bytes read")
+        print(f"  {'SimpleITK ImageSeriesReader':28s} {t_sitk:8.3f}   medmm is {t_sitk / t_medmm:5.2f}x faster (target >= 1)")
+        print(f"  {'MONAI LoadImage(Pydicom)':28s} {t_monai:8.3f}   medmm is {t_monai / t_medmm:5.2f}x faster (target >= 3)")
+        print(f"  medmm volume equals SimpleITK's: {same}; shape {img.shape}, dtype {img.data.dtype}")
+        del img, ref
+        base, peak = peak_rss_during(lambda: read_medmm(folder))
+        print(f"  medmm peak memory while loading: {(peak - base) / nbytes:4.2f}x the float32 volume "
+              f"({(peak - base) / 2**20:.0f} MiB over {nbytes / 2**20:.0f} MiB; target < 2.5x)")
+        if not args.skip_cache:
+            bench_cache(Path(tmp), args.runs)
+
+
+if __name__ == "__main__":
+    main()
