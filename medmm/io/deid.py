@@ -92,7 +92,7 @@ BLANK: frozenset[str] = frozenset(
 )
 
 _STANDARD_UID_ROOT = "1.2.840.10008."
-_METHOD = "PS3.15 E.1 Basic Application Level Confidentiality Profile; Modified Dates; medmm"
+_METHOD = "PS3.15 Basic Profile, Modified Dates Option (medmm)"
 _CODES = (("113100", "Basic Application Confidentiality Profile"), ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
 
 

@@ -99,7 +99,10 @@ PROJECTION_MODALITIES = frozenset(
 
 _NATIVE_LE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # uid -> implicit VR
 _DEFLATED = "1.2.840.10008.1.2.1.99"
-_PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
+_PIXEL_TAGS = {
+    b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",  # little endian
+    b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09",  # big endian
+}
 
 _POS_TOL = 1e-2  # mm: positions closer than this are the same position
 _ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
