@@ -1,60 +1,451 @@
-"""Vital signs."""
+"""Vital signs: long and wide tables (CSV / Parquet), FHIR Observations by LOINC, cleaning.
+
+Every reader returns :class:`~medmm.records.Vitals` (a long frame ``time, signal, value, unit``,
+times naive UTC) after the same cleaning (:func:`clean_vitals`):
+
+1. signal names are mapped to medmm's canonical names (``HR`` -> ``heart_rate``, ...);
+2. units are converted to the signal's canonical unit (degF -> degC, kPa -> mmHg,
+   fraction -> %, lb -> kg, ...); a unit that cannot be converted drops the row and is reported;
+3. physiologically impossible values are dropped and reported (never silently kept);
+4. exact duplicates are dropped; two different values of one signal at one time are averaged
+   and reported.
+
+Rows that cannot be used are collected as problems in ``vitals.problems`` (a list of
+:class:`~medmm.errors.ReadError` naming file, row and column); ``strict=True`` raises the
+first one instead. Signals medmm does not know are kept with their own unit, unchecked.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ReadError
+from ..errors import MedmmError, ReadError
 from ..records import Vitals
+from .common import parse_times, problem, to_timestamp
 
-__all__ = ["read_vitals_long", "LONG_COLUMNS"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "read_vitals_long",
+    "read_vitals_parquet",
+    "read_vitals_wide",
+    "read_fhir_vitals",
+    "vitals_from_observations",
+    "clean_vitals",
+    "canonical_signal",
+    "convert_unit",
+    "LONG_COLUMNS",
+    "SIGNALS",
+    "VITAL_LOINC",
+]
 
 LONG_COLUMNS = ("time", "signal", "value", "unit")
 
+#: canonical signal -> (canonical unit, dimension, (lowest, highest) physiologically possible)
+SIGNALS: dict[str, tuple[str, str, tuple[float, float]]] = {
+    "heart_rate": ("bpm", "rate", (0.0, 350.0)),
+    "pulse_rate": ("bpm", "rate", (0.0, 350.0)),
+    "resp_rate": ("/min", "rate", (0.0, 150.0)),
+    "spo2": ("%", "fraction", (0.0, 100.0)),
+    "sbp": ("mmHg", "pressure", (0.0, 400.0)),
+    "dbp": ("mmHg", "pressure", (0.0, 300.0)),
+    "map": ("mmHg", "pressure", (0.0, 350.0)),
+    "abp_sys": ("mmHg", "pressure", (0.0, 400.0)),
+    "abp_dia": ("mmHg", "pressure", (0.0, 300.0)),
+    "abp_mean": ("mmHg", "pressure", (0.0, 350.0)),
+    "cvp": ("mmHg", "pressure", (-20.0, 100.0)),
+    "temperature": ("degC", "temperature", (15.0, 46.0)),
+    "weight": ("kg", "mass", (0.2, 700.0)),
+    "height": ("cm", "length", (20.0, 280.0)),
+    "bmi": ("kg/m2", "bmi", (5.0, 250.0)),
+}
 
-def read_vitals_long(path: str | Path, **_: Any) -> Vitals:
-    """Read a long-layout vitals CSV (``time, signal, value, unit``)."""
+_SIGNAL_ALIASES = {
+    "heart_rate": ["hr", "heart rate", "heartrate", "heart_rate", "ecg hr"],
+    "pulse_rate": ["pulse", "pulse rate", "pulse_rate", "pr"],
+    "resp_rate": ["rr", "resp", "resp rate", "respiratory rate", "resp_rate", "respiration", "rr rate"],
+    "spo2": ["spo2", "%spo2", "sp02", "sao2", "o2 sat", "o2sat", "oxygen saturation", "spo2 %"],
+    "sbp": ["sbp", "nbp sys", "nbpsys", "nibp sys", "nbp_sys", "systolic", "systolic bp", "nisysabp"],
+    "dbp": ["dbp", "nbp dias", "nbpdias", "nibp dia", "nbp_dias", "nbp dia", "diastolic", "diastolic bp",
+            "nidiasabp"],
+    "map": ["map", "nbp mean", "nbpmean", "nibp mean", "nbp_mean", "mean bp", "nimap"],
+    "abp_sys": ["abp sys", "abpsys", "art sys", "abp_sys", "sysabp", "ibp sys"],
+    "abp_dia": ["abp dias", "abpdias", "abp dia", "art dia", "abp_dia", "diasabp", "ibp dia"],
+    "abp_mean": ["abp mean", "abpmean", "art mean", "abp_mean", "meanabp", "ibp mean"],
+    "cvp": ["cvp"],
+    "temperature": ["temp", "temperature", "body temperature", "t"],
+    "weight": ["weight", "body weight", "wt"],
+    "height": ["height", "body height", "ht"],
+    "bmi": ["bmi", "body mass index"],
+}
+_ALIAS = {a: name for name, aliases in _SIGNAL_ALIASES.items() for a in aliases}
+
+#: LOINC code -> canonical signal (components of the 85354-9 BP panel included)
+VITAL_LOINC: dict[str, str] = {
+    "8867-4": "heart_rate",
+    "76282-3": "heart_rate",  # heart rate.beat-to-beat by EKG
+    "8889-8": "pulse_rate",
+    "9279-1": "resp_rate",
+    "59408-5": "spo2",
+    "2708-6": "spo2",
+    "20564-1": "spo2",
+    "8480-6": "sbp",
+    "8462-4": "dbp",
+    "8478-0": "map",
+    "76215-2": "abp_sys",
+    "76213-7": "abp_dia",
+    "76214-5": "abp_mean",
+    "60985-9": "cvp",
+    "8310-5": "temperature",
+    "8331-1": "temperature",  # oral
+    "8328-7": "temperature",  # axillary
+    "29463-7": "weight",
+    "3141-9": "weight",
+    "8302-2": "height",
+    "8306-3": "height",
+    "39156-5": "bmi",
+}
+#: panels whose value is in their components
+VITAL_PANELS = {"85354-9", "55284-4", "35094-2", "85353-1"}
+
+_F = Callable[[float], float]
+
+
+def _scale(k: float) -> _F:
+    return lambda x: x * k
+
+
+_UNITS: dict[str, dict[str, _F]] = {
+    "rate": {u: _scale(1.0) for u in ("bpm", "/min", "1/min", "beats/min", "{beats}/min", "{beat}/min",
+                                     "min-1", "/min.", "per min", "breaths/min", "{breaths}/min", "br/min",
+                                     "brpm", "pm", "rpm", "{counts}/min")}
+    | {"/s": _scale(60.0), "hz": _scale(60.0), "1/s": _scale(60.0)},
+    "fraction": {"%": _scale(1.0), "percent": _scale(1.0), "%{oxygen}": _scale(1.0)}
+    | {u: _scale(100.0) for u in ("1", "{fraction}", "fraction", "ratio", "{ratio}")},
+    "pressure": {"mmhg": _scale(1.0), "mm[hg]": _scale(1.0), "mm hg": _scale(1.0), "torr": _scale(1.0),
+                 "kpa": _scale(7.500617), "cmh2o": _scale(0.735559), "cm[h2o]": _scale(0.735559)},
+    "temperature": {u: _scale(1.0) for u in ("degc", "cel", "°c", "c", "deg c", "celsius")}
+    | {u: (lambda x: (x - 32.0) * 5.0 / 9.0) for u in ("degf", "[degf]", "°f", "f", "deg f", "fahrenheit")}
+    | {"k": lambda x: x - 273.15},
+    "mass": {"kg": _scale(1.0), "g": _scale(0.001), "[lb_av]": _scale(0.45359237), "lb": _scale(0.45359237),
+             "lbs": _scale(0.45359237), "[oz_av]": _scale(0.028349523), "oz": _scale(0.028349523)},
+    "length": {"cm": _scale(1.0), "m": _scale(100.0), "mm": _scale(0.1), "[in_i]": _scale(2.54),
+               "in": _scale(2.54), "[ft_i]": _scale(30.48), "ft": _scale(30.48)},
+    "bmi": {u: _scale(1.0) for u in ("kg/m2", "kg/m^2", "kg/(m2)", "kg/m²")},
+}
+
+
+def canonical_signal(name: str) -> str:
+    """medmm's name of a vital signal (``'HR'`` -> ``'heart_rate'``); unknown names unchanged."""
+    key = re.sub(r"\s+", " ", str(name).strip().lower().replace("_", " "))
+    if key in _ALIAS:
+        return _ALIAS[key]
+    key2 = key.replace(" ", "_")
+    return key2 if key2 in SIGNALS else _ALIAS.get(key.replace(" ", ""), str(name))
+
+
+def convert_unit(signal: str, unit: str | None) -> _F | None:
+    """The function converting ``signal`` values in ``unit`` to its canonical unit.
+
+    ``None`` when the unit cannot be converted. An empty unit is taken as canonical.
+    """
+    if signal not in SIGNALS:
+        return _scale(1.0)
+    canon, dim, _ = SIGNALS[signal]
+    u = (unit or "").strip()
+    if not u or u == canon:
+        return _scale(1.0)
+    return _UNITS[dim].get(u.lower()) or _UNITS[dim].get(u.lower().replace(" ", ""))
+
+
+def clean_vitals(
+    frame: "pd.DataFrame",
+    *,
+    path: Any = None,
+    problems: list[MedmmError] | None = None,
+    rename: bool = True,
+) -> "pd.DataFrame":
+    """Canonical names, canonical units, range checks and de-duplication of a long frame.
+
+    ``frame`` has :data:`LONG_COLUMNS` (``time`` datetime64, ``value`` float); its index is the
+    row reported in problems. Returns the cleaned frame sorted by time and signal (fresh index).
+    """
+    import numpy as np
     import pandas as pd
 
+    problems = [] if problems is None else problems
+    df = frame[list(LONG_COLUMNS)].copy()
+    df["unit"] = df["unit"].fillna("").astype(str)
+    if rename:
+        mapping = {s: canonical_signal(s) for s in df["signal"].unique()}
+        df["signal"] = df["signal"].map(mapping)
+    keep = np.ones(len(df), dtype=bool)
+    values = df["value"].to_numpy(dtype=float, copy=True)
+    units = df["unit"].to_numpy(dtype=object, copy=True)
+    for (signal, unit), idx in df.groupby(["signal", "unit"], sort=False).indices.items():
+        if signal not in SIGNALS:
+            continue
+        canon, dim, (lo, hi) = SIGNALS[signal]
+        fn = convert_unit(signal, unit)
+        if fn is None:
+            for i in idx:
+                problems.append(problem(
+                    f"unit {unit!r} of {signal} cannot be converted to {canon!r}",
+                    path=path, row=_row(df, i), column="unit",
+                    hint=f"give {signal} in one of {sorted(_UNITS[dim])}"))
+            keep[idx] = False
+            continue
+        v = fn(values[idx])
+        if dim == "fraction" and unit in ("", "%") and len(v) and np.nanmax(v) <= 1.0:
+            for i in idx[:1]:
+                problems.append(problem(
+                    f"every {signal} value is <= 1 with unit {unit or '(none)'!r}: fractions, not %?",
+                    path=path, row=_row(df, i), column="unit",
+                    hint="give the unit '1' for fractions so they are converted to %"))
+        values[idx] = v
+        units[idx] = canon
+        bad = ~((v >= lo) & (v <= hi)) & ~np.isnan(v)
+        for j in np.flatnonzero(bad):
+            i = idx[j]
+            hint = f"{signal} must lie in [{lo:g}, {hi:g}] {canon}"
+            if signal == "temperature" and 86 <= v[j] <= 113:
+                hint += "; this looks like degF: set the unit to 'degF'"
+            problems.append(problem(
+                f"impossible {signal} value {_num(frame['value'].iloc[i])} {unit} (= {v[j]:.4g} {canon})",
+                path=path, row=_row(df, i), column="value", hint=hint))
+        keep[idx[bad]] = False
+    df["value"] = values
+    df["unit"] = units
+    nan = np.isnan(values)
+    keep &= ~nan
+    df = df[keep]
+    df = df.drop_duplicates(subset=["time", "signal", "value"])
+    dup = df.duplicated(subset=["time", "signal"], keep=False)
+    if dup.any():
+        groups = df[dup].groupby(["time", "signal"], sort=False)
+        for (t, s), g in groups:
+            problems.append(problem(
+                f"{len(g)} different {s} values at {t} ({', '.join(f'{x:g}' for x in g['value'])}); averaged",
+                path=path, row=int(g.index[0]), column="value",
+                hint="keep one value per signal and time"))
+        means = groups["value"].transform("mean")
+        df.loc[dup, "value"] = means
+        df = df.drop_duplicates(subset=["time", "signal"])
+    return df.sort_values(["time", "signal"], kind="stable").reset_index(drop=True)
+
+
+def _num(x: Any) -> str:
     try:
-        df = pd.read_csv(path, dtype={"signal": str, "unit": str, "value": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+        return f"{float(x):g}"
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def _row(df: "pd.DataFrame", pos: int) -> int | None:
+    label = df.index[pos]
+    return int(label) if isinstance(label, (int,)) or hasattr(label, "__index__") else None
+
+
+def _finish(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
+            index_time: Any = None) -> Vitals:
+    cutoff = to_timestamp(index_time) if index_time is not None else None
+    if strict and problems:
+        raise problems[0]
+    if cutoff is not None and len(df):
+        df = df[df["time"] <= cutoff].reset_index(drop=True)
+    if df.empty:
+        raise ReadError(
+            "vitals file holds no usable observation"
+            + (f" at or before {cutoff}" if cutoff is not None else "")
+            + (f" ({len(problems)} problem(s), first: {problems[0].message})" if problems else ""),
+            path=path,
+            hint="remove it from the manifest",
+        )
+    vit = Vitals(df)
+    vit.problems = problems  # type: ignore[attr-defined]
+    return vit
+
+
+def _from_table(df: "pd.DataFrame", *, path: Any, problems: list[MedmmError], patient_id: Any) -> "pd.DataFrame":
+    import pandas as pd
+
     missing = [c for c in LONG_COLUMNS if c not in df.columns]
+    if "unit" in missing:
+        df = df.assign(unit="")
+        missing.remove("unit")
     if missing:
         raise ReadError(
             f"missing column(s) {missing}; found {list(df.columns)}",
             path=path,
-            hint=f"a long vitals CSV needs the columns {list(LONG_COLUMNS)}",
+            hint=f"a long vitals table needs the columns {list(LONG_COLUMNS)}",
         )
-    values = pd.to_numeric(df["value"], errors="coerce")
-    bad = values.isna() & df["value"].notna()
-    if bad.any():
-        i = int(bad.idxmax())
-        raise ReadError(
-            f"value {df['value'].iloc[i]!r} is not a number",
-            path=path,
-            row=i,
-            column="value",
-            hint="the value column must hold numbers only; put units in the unit column",
-        )
-    times = pd.to_datetime(df["time"], errors="coerce", utc=False, format="ISO8601")
-    bad = times.isna()
-    if bad.any():
-        i = int(bad.idxmax())
-        raise ReadError(
-            f"time {df['time'].iloc[i]!r} is not an ISO 8601 timestamp",
-            path=path,
-            row=i,
-            column="time",
-            hint="write times as YYYY-MM-DDTHH:MM:SS",
-        )
-    out = pd.DataFrame(
-        {"time": times, "signal": df["signal"].astype(str), "value": values.astype(float),
-         "unit": df["unit"].fillna("").astype(str)}
-    ).dropna(subset=["value"])
-    out = out.sort_values(["time", "signal"], kind="stable").reset_index(drop=True)
-    if out.empty:
-        raise ReadError("vitals file holds no observation", path=path, hint="remove it from the manifest")
-    return Vitals(out)
+    if patient_id is not None and "patient_id" in df.columns:
+        df = df[df["patient_id"].astype(str) == str(patient_id)]
+    raw = df["value"]
+    values = pd.to_numeric(raw, errors="coerce")
+    for i in df.index[(values.isna() & raw.notna()).to_numpy()]:
+        problems.append(problem(
+            f"value {raw[i]!r} is not a number", path=path, row=int(i), column="value",
+            hint="the value column must hold numbers only; put units in the unit column"))
+    times = parse_times(df["time"], problems=problems, path=path, column="time")
+    out = pd.DataFrame({"time": times, "signal": df["signal"].astype(str), "value": values.astype(float),
+                        "unit": df["unit"].fillna("").astype(str)}, index=df.index)
+    return out[out["time"].notna() & out["value"].notna()]
+
+
+def read_vitals_long(
+    path: str | Path,
+    *,
+    patient_id: str | None = None,
+    index_time: Any = None,
+    strict: bool = False,
+    **_: Any,
+) -> Vitals:
+    """Read a long-layout vitals CSV (``time, signal, value, unit``), cleaned.
+
+    An optional ``patient_id`` column is filtered by ``patient_id``; when ``index_time`` is
+    given, observations after it are left out. Problems are in ``vitals.problems``.
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+    problems: list[MedmmError] = []
+    df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
+    return _finish(clean_vitals(df, path=path, problems=problems), problems, path=path, strict=strict,
+                   index_time=index_time)
+
+
+def read_vitals_parquet(
+    path: str | Path,
+    *,
+    patient_id: str | None = None,
+    index_time: Any = None,
+    strict: bool = False,
+    **_: Any,
+) -> Vitals:
+    """Read a long-layout vitals Parquet file (``time, signal, value, unit``), cleaned."""
+    import pandas as pd
+
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types
+        raise ReadError(f"not a readable Parquet file ({exc})", path=path, hint="check the file") from exc
+    if "time" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["time"]):
+        df["time"] = df["time"].astype(str)
+    elif "time" in df.columns:
+        t = df["time"]
+        if getattr(t.dt, "tz", None) is not None:
+            t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+        df["time"] = t.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    problems: list[MedmmError] = []
+    df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
+    return _finish(clean_vitals(df, path=path, problems=problems), problems, path=path, strict=strict,
+                   index_time=index_time)
+
+
+_HEADER = re.compile(r"^\s*(?P<name>.*?)\s*(?:\[(?P<unit>[^\]]*)\]|\((?P<unit2>[^)]*)\))?\s*$")
+
+
+def read_vitals_wide(
+    path: str | Path,
+    *,
+    patient_id: str | None = None,
+    index_time: Any = None,
+    strict: bool = False,
+    time_column: str = "time",
+    **_: Any,
+) -> Vitals:
+    """Read a wide vitals CSV: a ``time`` column, one column per signal (``'HR [bpm]'``)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+    if time_column not in df.columns:
+        raise ReadError(f"no {time_column!r} column; found {list(df.columns)}", path=path,
+                        hint="a wide vitals CSV needs a time column and one column per signal")
+    if patient_id is not None and "patient_id" in df.columns:
+        df = df[df["patient_id"].astype(str) == str(patient_id)]
+    signal_cols = [c for c in df.columns if c not in (time_column, "patient_id")]
+    df = df.reset_index(drop=True)
+    long = df.melt(id_vars=[time_column], value_vars=signal_cols, var_name="column", value_name="value",
+                   ignore_index=False).dropna(subset=["value"])
+    rows = long.index.to_numpy()
+    parts = long["column"].map(lambda c: _HEADER.match(c).groupdict())
+    long = pd.DataFrame({
+        "time": long[time_column].to_numpy(),
+        "signal": [p["name"] for p in parts],
+        "value": long["value"].to_numpy(),
+        "unit": [p["unit"] or p["unit2"] or "" for p in parts],
+    }, index=rows)
+    long.index = long.index.astype(int)
+    problems: list[MedmmError] = []
+    long = _from_table(long, path=path, problems=problems, patient_id=None)
+    return _finish(clean_vitals(long, path=path, problems=problems), problems, path=path, strict=strict,
+                   index_time=index_time)
+
+
+# --------------------------------------------------------------------------- FHIR
+
+
+def vitals_from_observations(
+    observations: list[dict[str, Any]],
+    *,
+    path: Any = None,
+    problems: list[MedmmError],
+) -> "pd.DataFrame":
+    """A cleaned long vitals frame from flattened FHIR observations.
+
+    ``observations`` are the rows :mod:`medmm.io.fhir` produces (``time, system, code,
+    display, value, unit, category, entry``). LOINC codes in :data:`VITAL_LOINC` become
+    signals; an Observation of category ``vital-signs`` with an unknown code is reported.
+    """
+    import pandas as pd
+
+    rows = []
+    for o in observations:
+        code = o.get("code")
+        signal = VITAL_LOINC.get(code) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
+        if signal is None:
+            if o.get("category") == "vital-signs" and code not in VITAL_PANELS:
+                problems.append(problem(
+                    f"unknown LOINC code {code!r} ({o.get('display') or 'no display'}) for a vital sign; skipped",
+                    path=path, row=o.get("entry"), column=f"{o.get('field', 'Observation')}.code",
+                    hint=f"known vital-sign codes: {sorted(VITAL_LOINC)}"))
+            continue
+        if o.get("value") is None:
+            continue
+        rows.append((o.get("entry"), o["time"], signal, o["value"], o.get("unit") or ""))
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                             zip(LONG_COLUMNS, ("datetime64[ns]", str, float, str))})
+    df = pd.DataFrame([r[1:] for r in rows], columns=list(LONG_COLUMNS), index=[r[0] if r[0] is not None else -1
+                                                                                for r in rows])
+    df["time"] = pd.to_datetime(df["time"])
+    df["value"] = df["value"].astype(float)
+    df = df[df["time"].notna()]
+    return clean_vitals(df, path=path, problems=problems, rename=False)
+
+
+def read_fhir_vitals(
+    path: str | Path,
+    *,
+    index_time: Any = None,
+    strict: bool = False,
+    **_: Any,
+) -> Vitals:
+    """Read the vital-sign Observations of a FHIR R4 Bundle (JSON), by LOINC code."""
+    from .fhir import load_bundle
+
+    bundle = load_bundle(path, only={"Observation"})
+    problems = list(bundle.problems)
+    df = vitals_from_observations(bundle.observations, path=path, problems=problems)
+    return _finish(df, problems, path=path, strict=strict, index_time=index_time)

@@ -1,0 +1,94 @@
+"""HAIM-style summary statistics of vital signs before an index time.
+
+Soenksen et al. (HAIM, npj Digit. Med. 2022) summarise each time series by a fixed set of
+statistics; :func:`summarize_vitals` computes them per signal over a look-back window that
+ends at the index time (nothing after it enters a feature), giving one flat row for
+tabular models or for the EHR featurizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..records import Vitals
+
+__all__ = ["summarize_vitals", "SUMMARY_STATS"]
+
+SUMMARY_STATS = ("count", "last", "hours_since_last", "mean", "std", "min", "max", "median",
+                 "first", "diff", "mean_diff", "mean_abs_diff", "max_abs_diff", "sum_abs_diff",
+                 "n_peaks", "slope_per_hour")
+
+
+def _stats(t_hours: np.ndarray, v: np.ndarray, end_hours: float) -> dict[str, float]:
+    nan = float("nan")
+    n = len(v)
+    if n == 0:
+        return {"count": 0.0, **{k: nan for k in SUMMARY_STATS if k != "count"}}
+    d = np.diff(v)
+    peaks = int(np.sum((v[1:-1] > v[:-2]) & (v[1:-1] > v[2:]))) if n >= 3 else 0
+    slope = float(np.polyfit(t_hours, v, 1)[0]) if n >= 2 and np.ptp(t_hours) > 0 else nan
+    return {
+        "count": float(n),
+        "last": float(v[-1]),
+        "hours_since_last": float(end_hours - t_hours[-1]),
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if n >= 2 else nan,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "median": float(np.median(v)),
+        "first": float(v[0]),
+        "diff": float(v[-1] - v[0]),
+        "mean_diff": float(d.mean()) if len(d) else nan,
+        "mean_abs_diff": float(np.abs(d).mean()) if len(d) else nan,
+        "max_abs_diff": float(np.abs(d).max()) if len(d) else nan,
+        "sum_abs_diff": float(np.abs(d).sum()) if len(d) else nan,
+        "n_peaks": float(peaks),
+        "slope_per_hour": slope,
+    }
+
+
+def summarize_vitals(
+    vitals: Vitals,
+    *,
+    index_time: Any = None,
+    hours: float | None = 48.0,
+    signals: Sequence[str] | None = None,
+    stats: Sequence[str] = SUMMARY_STATS,
+) -> dict[str, float]:
+    """Per-signal summary statistics over ``hours`` before ``index_time``.
+
+    Parameters
+    ----------
+    index_time:
+        End of the window (default: the last observation). Observations after it are ignored.
+    hours:
+        Look-back length (``None``: everything before the index time).
+    signals:
+        Which signals to summarise; a listed signal without observations gets ``count`` 0 and
+        NaN elsewhere, so every record has the same keys.
+
+    Returns
+    -------
+    dict
+        ``'<signal>__<stat>' -> float``.
+    """
+    import pandas as pd
+
+    df = vitals.frame
+    end = pd.Timestamp(index_time) if index_time is not None else df["time"].max()
+    keep = df["time"] <= end
+    if hours is not None:
+        keep &= df["time"] >= end - pd.Timedelta(hours=hours)
+    df = df[keep].sort_values("time", kind="stable")
+    names = list(signals) if signals is not None else sorted(df["signal"].unique())
+    out: dict[str, float] = {}
+    t0 = end - pd.Timedelta(hours=hours or 0)
+    for s in names:
+        rows = df[df["signal"] == s]
+        th = (rows["time"] - t0).dt.total_seconds().to_numpy() / 3600.0
+        st = _stats(th, rows["value"].to_numpy(dtype=float), (end - t0).total_seconds() / 3600.0)
+        out.update({f"{s}__{k}": st[k] for k in stats})
+    return out
