@@ -63,8 +63,9 @@ def read_nifti(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
         "time_unit": time_unit,
         "intent": str(hdr.get_intent()[0]),
     }
-    slope, inter = hdr.get_slope_inter()
-    if slope is not None:
+    slope = getattr(img.dataobj, "slope", None)  # nibabel moves scl_* to the array proxy
+    inter = getattr(img.dataobj, "inter", None)
+    if slope is not None and (float(slope) != 1.0 or float(inter or 0.0) != 0.0):
         meta["scl_slope"], meta["scl_inter"] = float(slope), float(inter or 0.0)
     if data.ndim >= 4:
         meta["tr"] = float(hdr.get_zooms()[3])
