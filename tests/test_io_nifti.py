@@ -49,10 +49,12 @@ def _save(tmp_path: Path, name: str, *, sform: int, qform: int, slope: float | N
     q_aff[:3, 3] = [1, 2, 3]
     img.set_sform(s_aff, code=sform)
     img.set_qform(q_aff, code=qform)
-    if slope is not None:
-        img.header.set_slope_inter(slope, -5.0)
     path = tmp_path / name
     nib.save(img, str(path))
+    if slope is not None:  # patch scl_slope/scl_inter (bytes 112-119 of a .nii) as is
+        raw = bytearray(path.read_bytes())
+        raw[112:120] = np.array([slope, -5.0], dtype="<f4").tobytes()
+        path.write_bytes(bytes(raw))
     return path, s_aff, q_aff
 
 
@@ -72,12 +74,12 @@ def test_sform_qform_precedence(tmp_path: Path) -> None:
 
 
 def test_scaling(tmp_path: Path) -> None:
-    p, *_ = _save(tmp_path, "scaled.nii.gz", sform=1, qform=1, slope=2.0)
+    p, *_ = _save(tmp_path, "scaled.nii", sform=1, qform=1, slope=2.0)
     img = read_image(p)
     raw = np.arange(4 * 5 * 6).reshape(4, 5, 6)
     np.testing.assert_allclose(img.data, raw * 2.0 - 5.0)
     assert img.meta["scl_slope"] == 2.0
-    p, *_ = _save(tmp_path, "zero.nii.gz", sform=1, qform=1, slope=0.0)  # zero slope: unscaled
+    p, *_ = _save(tmp_path, "zero.nii", sform=1, qform=1, slope=0.0)  # zero slope: unscaled
     np.testing.assert_allclose(read_image(p).data, raw)
 
 
