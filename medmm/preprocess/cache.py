@@ -1,0 +1,202 @@
+"""A content-addressed on-disk cache of preprocessed volumes.
+
+The key of an entry is a SHA-256 of
+
+* the identity of the source files (resolved path, size and modification time of every
+  file, so that a folder's DICOM series is re-read when any slice changes), and
+* the deterministic part of the preprocessing configuration (never its random
+  augmentation settings, so training epochs share one entry).
+
+Entries are ``.npy`` files opened with ``np.load(mmap_mode="r")``: a hit costs an
+``open`` and an ``mmap``, and several DataLoader workers share the page cache. Writes go
+to a temporary file in the cache folder and are published with :func:`os.replace`, so a
+reader sees a whole entry or none, whatever the number of processes. The cache is bounded:
+after a write, least recently used entries (by modification time, refreshed on every hit)
+are deleted until the total is under ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "CACHE_VERSION"]
+
+#: Bumped when the on-disk layout or a preprocessing default changes meaning.
+CACHE_VERSION = 1
+
+
+def source_identity(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of every file of ``sources`` (folders are walked), sorted."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[tuple[str, int, int]] = []
+    for src in sources:
+        p = Path(src).resolve()
+        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file()]
+        for f in files:
+            st = f.stat()
+            out.append((str(f), int(st.st_size), int(st.st_mtime_ns)))
+    return sorted(out)
+
+
+def config_fingerprint(config: Any) -> Any:
+    """The deterministic part of a preprocessing configuration, as JSON-able data.
+
+    ``config`` may be a mapping, an object with ``deterministic_config()`` (returning a
+    mapping), or any object whose public constructor settings (``vars`` without names
+    starting or ending in ``_``) describe it.
+    """
+    if config is None:
+        return None
+    if hasattr(config, "deterministic_config"):
+        return {"class": type(config).__qualname__, **dict(config.deterministic_config())}
+    if isinstance(config, dict):
+        return {str(k): config[k] for k in sorted(config, key=str)}
+    state = {k: v for k, v in vars(config).items() if not k.startswith("_") and not k.endswith("_")}
+    return {"class": type(config).__qualname__, **state}
+
+
+class VolumeCache:
+    """Preprocessed arrays on disk, keyed by source identity and configuration.
+
+    Parameters
+    ----------
+    root:
+        Cache folder (created if needed); one cache may be shared by several processes.
+    max_bytes:
+        Size bound of the ``.npy`` entries; least recently used entries are evicted.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, max_bytes: int = 10 * 2**30) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    # -------------------------------------------------------------------------- keys
+
+    def key(self, sources: Any, config: Any = None) -> str:
+        """The entry key (hex SHA-256) of ``sources`` preprocessed with ``config``."""
+        payload = {
+            "version": CACHE_VERSION,
+            "sources": source_identity(sources),
+            "config": config_fingerprint(config),
+        }
+        text = json.dumps(payload, sort_keys=True, default=repr, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    # ------------------------------------------------------------------------ access
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The memory-mapped (read-only) entry, or None."""
+        p = self.path(key)
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):
+            self.misses += 1
+            return None
+        try:
+            os.utime(p)  # last use, for LRU eviction
+        except OSError:
+            pass
+        self.hits += 1
+        return arr
+
+    def put(self, key: str, array: np.ndarray) -> np.ndarray:
+        """Store ``array`` atomically; returns the memory-mapped stored entry."""
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self.evict(keep=p)
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+
+    def get_or_compute(self, sources: Any, config: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached result for ``(sources, config)``, computing and storing it on a miss."""
+        key = self.key(sources, config)
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        return self.put(key, np.asarray(compute()))
+
+    # ---------------------------------------------------------------------- eviction
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """``(path, bytes, last use)`` of every entry."""
+        out = []
+        for p in self.root.glob("*/*.npy"):
+            if p.name.startswith(".tmp-"):
+                continue
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            out.append((p, st.st_size, st.st_mtime))
+        return out
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(n for _, n, _ in self.entries())
+
+    def evict(self, *, keep: Path | None = None) -> int:
+        """Delete least recently used entries until under ``max_bytes``; returns how many."""
+        entries = self.entries()
+        total = sum(n for _, n, _ in entries)
+        removed = 0
+        for p, n, _ in sorted(entries, key=lambda e: e[2]):
+            if total <= self.max_bytes:
+                break
+            if keep is not None and p == keep:
+                continue
+            try:
+                p.unlink()  # readers holding a memory map keep their data (POSIX)
+            except FileNotFoundError:
+                pass
+            total -= n
+            removed += 1
+        self._clean_temps()
+        return removed
+
+    def _clean_temps(self, older_than_s: float = 3600.0) -> None:
+        now = time.time()
+        for p in self.root.glob("*/.tmp-*"):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+            except OSError:
+                pass
+
+    def clear(self) -> None:
+        for p, _, _ in self.entries():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __repr__(self) -> str:
+        return f"VolumeCache({str(self.root)!r}, entries={len(self)}, max_bytes={self.max_bytes})"
