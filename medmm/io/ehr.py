@@ -1,16 +1,55 @@
-"""Tabular EHR."""
+"""Tabular EHR: wide tables, long event tables and FHIR R4 Bundles, featurised at an index time.
+
+Layouts:
+
+* **wide** (:func:`read_ehr_wide`): one row per patient, ``patient_id`` + feature columns whose
+  headers may carry units (``'lactate [mmol/L]'``); CSV or Parquet.
+* **long / event** (:func:`read_ehr_long`): one row per event, :data:`EVENT_COLUMNS`
+  (``patient_id, time, kind, code, name, value, unit``); CSV or Parquet.
+* **FHIR** (:func:`read_ehr_fhir`): a patient's Bundle (Patient, Encounter, Condition,
+  laboratory Observation, MedicationRequest, Procedure, ImagingStudy), turned into events by
+  :func:`events_from_bundle`.
+
+Events become one :class:`~medmm.records.Tabular` row with :func:`event_features` (or the
+fitted :class:`EventFeaturizer`), relative to the patient's index time. **Leakage guard**:
+every event passes through :func:`window_events`, which keeps only events dated at or
+before the index time (and inside the look-back window); undated events enter only when
+their kind is ``static`` (demographics). Nothing else reads the event table.
+"""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ReadError
+from ..errors import MedmmError, ReadError
 from ..records import Tabular
+from .common import parse_times, problem, to_timestamp
 
-__all__ = ["read_ehr_wide", "parse_header"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = [
+    "read_ehr_wide",
+    "parse_header",
+    "read_ehr_long",
+    "read_ehr_fhir",
+    "load_events",
+    "events_from_bundle",
+    "window_events",
+    "event_features",
+    "EventFeaturizer",
+    "EVENT_COLUMNS",
+]
+
+#: columns of a long (event) EHR table
+EVENT_COLUMNS = ("patient_id", "time", "kind", "code", "name", "value", "unit")
+#: kinds whose presence (not value) is the feature
+FLAG_KINDS = ("condition", "medication", "procedure")
+#: kinds counted in the window
+COUNT_KINDS = ("encounter", "condition", "medication", "procedure", "imaging", "lab")
 
 _UNIT = re.compile(r"^\s*(?P<name>.*?)\s*\[(?P<unit>[^\]]*)\]\s*$")
 
@@ -25,10 +64,18 @@ def parse_header(column: str) -> tuple[str, str]:
 def _load_table(path: str, mtime: float):
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path, dtype={"patient_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+    if path.lower().endswith(".parquet"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types
+            raise ReadError(f"not a readable Parquet file ({exc})", path=path, hint="check the file") from exc
+        if "patient_id" in df.columns:
+            df["patient_id"] = df["patient_id"].astype(str)
+    else:
+        try:
+            df = pd.read_csv(path, dtype={"patient_id": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
     if "patient_id" not in df.columns:
         raise ReadError(
             f"no 'patient_id' column; found {list(df.columns)}",
@@ -48,7 +95,8 @@ def _load_table(path: str, mtime: float):
 
 
 def read_ehr_wide(path: str | Path, *, patient_id: str, **_: Any) -> Tabular:
-    """Read one patient's row of a wide EHR CSV; headers may carry units as ``name [unit]``."""
+    """Read one patient's row of a wide EHR table (CSV or Parquet); headers may carry units as
+    ``name [unit]``."""
     import pandas as pd
 
     p = Path(path)
@@ -69,3 +117,335 @@ def read_ehr_wide(path: str | Path, *, patient_id: str, **_: Any) -> Tabular:
         if unit:
             units[name] = unit
     return Tabular(values=values, units=units)
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _empty_events() -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame({
+        "patient_id": pd.Series(dtype=object), "time": pd.Series(dtype="datetime64[ns]"),
+        "kind": pd.Series(dtype=object), "code": pd.Series(dtype=object), "name": pd.Series(dtype=object),
+        "value": pd.Series(dtype=object), "unit": pd.Series(dtype=object), "end": pd.Series(dtype="datetime64[ns]"),
+    })
+
+
+def window_events(
+    events: "pd.DataFrame",
+    index_time: Any,
+    *,
+    lookback: Any = "365D",
+    lookback_exempt: tuple[str, ...] = ("condition", "static"),
+) -> "pd.DataFrame":
+    """The events a feature at ``index_time`` may use (the leakage guard).
+
+    Keeps events dated at or before ``index_time`` and, unless their kind is in
+    ``lookback_exempt``, after ``index_time - lookback``. Undated events are kept only when
+    their kind is ``static``. An ``end`` (e.g. a condition's abatement) after the index time is
+    blanked, since it was not known then.
+    """
+    import pandas as pd
+
+    cutoff = to_timestamp(index_time)
+    if cutoff is None:
+        raise ReadError("an index time is needed to build EHR features", column="index_time",
+                        hint="give the patient's index_time (the prediction time)")
+    t = events["time"]
+    static = (events["kind"] == "static") & t.isna()
+    keep = t.notna() & (t <= cutoff)
+    if lookback is not None:
+        start = cutoff - pd.Timedelta(lookback)
+        keep &= (t > start) | events["kind"].isin(lookback_exempt)
+    out = events[keep | static].copy()
+    if "end" in out.columns:
+        out.loc[out["end"] > cutoff, "end"] = pd.NaT
+    return out
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) if v == v else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _feature_name(kind: str, code: Any, name: Any) -> str:
+    code = "" if code is None or code != code else str(code)
+    return f"{kind}:{code or name}"
+
+
+def event_features(
+    events: "pd.DataFrame",
+    index_time: Any,
+    *,
+    lookback: Any = "365D",
+    numeric_stats: tuple[str, ...] = ("last",),
+    vocabulary: dict[str, list[str]] | None = None,
+) -> Tabular:
+    """One feature row from a patient's events at ``index_time`` (see :func:`window_events`).
+
+    Features: static values (``age`` in years at the index time from ``birth_date``, ``sex``
+    ...); per lab/numeric code the ``numeric_stats`` of its values in the window
+    (``last``, ``mean``, ``min``, ``max``, ``count``; categorical results: ``last``);
+    ``condition:<code>`` (active: onset before the index time, not abated by then),
+    ``medication:<code>`` and ``procedure:<code>`` flags; ``n_<kind>`` counts in the window.
+    With a ``vocabulary`` (from :class:`EventFeaturizer`), flags of listed codes are 0 when
+    absent and unlisted codes are left out, so every row has the same columns.
+    """
+    import pandas as pd
+
+    cutoff = to_timestamp(index_time)
+    ev = window_events(events, cutoff, lookback=lookback)
+    values: dict[str, Any] = {}
+    units: dict[str, str] = {}
+    for r in ev[ev["kind"] == "static"].itertuples(index=False):
+        key = str(r.name or r.code)
+        if key == "birth_date":
+            birth = to_timestamp(r.value)
+            if birth is not None:
+                values["age"] = round((cutoff - birth).days / 365.25, 2)
+                units["age"] = "years"
+        else:
+            values[key] = r.value
+    numeric = ev[ev["kind"].isin(("lab", "numeric", "vital"))]
+    if len(numeric):
+        numeric = numeric.sort_values("time", kind="stable")
+        for (kind, code), g in numeric.groupby(["kind", "code"], sort=True):
+            base = _feature_name(kind, code, None)
+            nums = [x for x in (_num(v) for v in g["value"]) if x is not None]
+            unit = next((u for u in g["unit"] if isinstance(u, str) and u), "")
+            if not nums:  # categorical result
+                values[base] = g["value"].iloc[-1]
+                continue
+            stats = {"last": nums[-1], "mean": sum(nums) / len(nums), "min": min(nums), "max": max(nums),
+                     "count": float(len(nums))}
+            for s in numeric_stats:
+                key = base if s == "last" else f"{base}__{s}"
+                values[key] = stats[s]
+                if unit and s != "count":
+                    units[key] = unit
+    vocab = vocabulary or {}
+    for kind in FLAG_KINDS:
+        rows = ev[ev["kind"] == kind]
+        if kind == "condition" and "end" in rows.columns:
+            rows = rows[rows["end"].isna()]  # abated before the index time: not active
+        present = {_feature_name(kind, c, n) for c, n in zip(rows["code"], rows["name"])}
+        if kind in vocab:
+            for key in vocab[kind]:
+                values[key] = 1 if key in present else 0
+        else:
+            for key in sorted(present):
+                values[key] = 1
+    for kind in COUNT_KINDS:
+        values[f"n_{kind}"] = int((ev["kind"] == kind).sum())
+    if vocabulary is not None and "numeric" in vocab:
+        for key in vocab["numeric"]:
+            values.setdefault(key, None)
+        for key in [k for k in values if ":" in k and k.split(":", 1)[0] in ("lab", "numeric", "vital")]:
+            if key.split("__")[0] not in vocab["numeric"]:
+                values.pop(key)
+                units.pop(key, None)
+    return Tabular(values=values, units=units)
+
+
+class EventFeaturizer:
+    """Event features with a vocabulary fitted on training patients only.
+
+    ``fit`` keeps the condition / medication / procedure codes and lab codes seen in at least
+    ``min_patients`` training patients (before their index times); ``transform`` gives every
+    patient the same columns (absent flags 0, absent labs ``None``), ready for
+    :class:`medmm.preprocess.tabular.TabularPreprocessor`.
+    """
+
+    def __init__(self, *, lookback: Any = "365D", min_patients: int = 5,
+                 numeric_stats: tuple[str, ...] = ("last",)) -> None:
+        self.lookback = lookback
+        self.min_patients = min_patients
+        self.numeric_stats = numeric_stats
+
+    def fit(self, patients: list[tuple["pd.DataFrame", Any]]) -> "EventFeaturizer":
+        """Learn the vocabulary from ``(events, index_time)`` pairs of training patients."""
+        from collections import Counter
+
+        seen: dict[str, Counter] = {k: Counter() for k in (*FLAG_KINDS, "numeric")}
+        for events, index_time in patients:
+            row = event_features(events, index_time, lookback=self.lookback, numeric_stats=("last",))
+            for key in row.values:
+                kind = key.split(":", 1)[0] if ":" in key else ""
+                if kind in FLAG_KINDS:
+                    seen[kind][key] += 1
+                elif kind in ("lab", "numeric", "vital"):
+                    seen["numeric"][key] += 1
+        self.vocabulary_ = {k: sorted(key for key, n in c.items() if n >= self.min_patients)
+                            for k, c in seen.items()}
+        return self
+
+    def transform(self, events: "pd.DataFrame", index_time: Any) -> Tabular:
+        from ..errors import NotFittedError
+
+        if not hasattr(self, "vocabulary_"):
+            raise NotFittedError("EventFeaturizer is not fitted", hint="call fit() on training patients first")
+        return event_features(events, index_time, lookback=self.lookback, numeric_stats=self.numeric_stats,
+                              vocabulary=self.vocabulary_)
+
+
+def load_events(path: str | Path, *, strict: bool = False) -> "pd.DataFrame":
+    """Load a whole long EHR event table (CSV or Parquet); problems in ``attrs['problems']``
+    as ``(patient_id, ReadError)`` pairs."""
+    p = Path(path)
+    df = _load_events_cached(str(p.resolve()), p.stat().st_mtime)
+    if strict and df.attrs["problems"]:
+        raise df.attrs["problems"][0][1]
+    return df
+
+
+@lru_cache(maxsize=8)
+def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
+    import pandas as pd
+
+    try:
+        if path.lower().endswith(".parquet"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReadError(f"not a readable table ({exc})", path=path, hint="check the file") from exc
+    except Exception as exc:  # pyarrow
+        raise ReadError(f"not a readable Parquet file ({exc})", path=path, hint="check the file") from exc
+    required = ("patient_id", "time", "value")
+    missing = [c for c in required if c not in df.columns]
+    if missing or not ({"code", "name"} & set(df.columns)):
+        raise ReadError(
+            f"missing column(s) {missing or ['code or name']}; found {list(df.columns)}",
+            path=path,
+            hint=f"a long EHR table needs the columns {list(EVENT_COLUMNS)} (kind, unit optional)",
+        )
+    for col, default in (("kind", "numeric"), ("code", None), ("name", None), ("unit", "")):
+        if col not in df.columns:
+            df[col] = default
+    df["patient_id"] = df["patient_id"].astype(str)
+    df["code"] = df["code"].where(df["code"].notna(), df["name"])
+    df["kind"] = df["kind"].fillna("numeric").astype(str)
+    problems: list[tuple[str | None, MedmmError]] = []
+    tprob: list[MedmmError] = []
+    if pd.api.types.is_datetime64_any_dtype(df["time"]):
+        t = df["time"]
+        df["time"] = (t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t).astype(
+            "datetime64[ns]")
+    else:
+        df["time"] = parse_times(df["time"], problems=tprob, path=path, column="time")
+    pid = dict(zip(df.index, df["patient_id"]))
+    problems.extend((pid.get(e.row), e) for e in tprob)
+    bad_time = {e.row for e in tprob if "naive" not in e.message}
+    undated = df["time"].isna() & (df["kind"] != "static")
+    for i in df.index[undated.to_numpy()]:
+        if int(i) in bad_time:
+            continue
+        problems.append((pid[i], problem("event has no time; left out (it cannot be placed before the index "
+                                         "time)", path=path, row=int(i), column="time",
+                                         hint="date every event, or give demographics the kind 'static'")))
+    df = df[~undated]
+    df["end"] = pd.NaT
+    out = df[[*EVENT_COLUMNS, "end"]].copy()
+    out.attrs["problems"] = problems
+    return out
+
+
+def read_ehr_long(
+    path: str | Path,
+    *,
+    patient_id: str,
+    index_time: Any = None,
+    lookback: Any = "365D",
+    numeric_stats: tuple[str, ...] = ("last",),
+    strict: bool = False,
+    **_: Any,
+) -> Tabular:
+    """One patient's features at ``index_time`` from a long EHR event table (CSV/Parquet).
+
+    ``kind`` values: ``static`` (undated demographics; ``birth_date`` gives ``age``), ``lab`` /
+    ``numeric`` (values), ``condition`` / ``medication`` / ``procedure`` (flags), ``encounter``,
+    ``imaging`` (counts). Problems of the patient's rows are in ``tabular.problems``.
+    """
+    df = load_events(path, strict=strict)
+    pid = str(patient_id)
+    problems = [e for p, e in df.attrs["problems"] if p is None or p == pid]
+    rows = df[df["patient_id"] == pid]
+    if rows.empty:
+        raise ReadError(f"no event for patient {patient_id!r}", path=path, column="patient_id",
+                        hint="add the patient's events or leave the manifest's ehr_path empty")
+    if index_time is None:
+        raise ReadError("an index time is needed to build EHR features from events", path=path,
+                        column="index_time", hint="set the manifest's index_time for this patient")
+    tab = event_features(rows, index_time, lookback=lookback, numeric_stats=numeric_stats)
+    tab.problems = problems  # type: ignore[attr-defined]
+    return tab
+
+
+# --------------------------------------------------------------------------- FHIR
+
+
+def events_from_bundle(bundle: Any) -> "pd.DataFrame":
+    """The EHR events of a :class:`~medmm.io.fhir.FhirBundle` as a long frame.
+
+    Laboratory Observations (category ``laboratory``) become ``lab`` events keyed by LOINC;
+    vital signs are left to :mod:`medmm.io.vitals`.
+    """
+    import pandas as pd
+
+    pid = bundle.patient_id
+    rows: list[tuple] = []
+    pat = bundle.patient or {}
+    if pat.get("gender"):
+        rows.append((pid, None, "static", "sex", "sex", str(pat["gender"]), "", None))
+    if pat.get("birth_date") is not None:
+        rows.append((pid, None, "static", "birth_date", "birth_date", pat["birth_date"], "", None))
+    for e in bundle.encounters:
+        rows.append((pid, e["start"], "encounter", e["class"] or e["code"], e["display"], None, "", e["end"]))
+    for c in bundle.conditions:
+        rows.append((pid, c["time"], "condition", c["code"], c["display"], None, "", c["end"]))
+    for o in bundle.observations:
+        if o["category"] == "laboratory":
+            rows.append((pid, o["time"], "lab", o["code"], o["display"], o["value"], o["unit"], None))
+    for m in bundle.medications:
+        rows.append((pid, m["time"], "medication", m["code"], m["display"], None, "", None))
+    for pr in bundle.procedures:
+        rows.append((pid, pr["time"], "procedure", pr["code"], pr["display"], None, "", None))
+    for im in bundle.imaging:
+        rows.append((pid, im["time"], "imaging", im["modalities"], im["uid"], float(im["n_instances"]), "", None))
+    if not rows:
+        return _empty_events()
+    df = pd.DataFrame(rows, columns=[*EVENT_COLUMNS, "end"])
+    df["time"] = pd.to_datetime(df["time"]).astype("datetime64[ns]")
+    df["end"] = pd.to_datetime(df["end"]).astype("datetime64[ns]")
+    return df
+
+
+def read_ehr_fhir(
+    path: str | Path,
+    *,
+    index_time: Any = None,
+    lookback: Any = "365D",
+    numeric_stats: tuple[str, ...] = ("last",),
+    validate: bool = False,
+    strict: bool = False,
+    **_: Any,
+) -> Tabular:
+    """One patient's EHR features at ``index_time`` from a FHIR R4 Bundle (JSON)."""
+    from .fhir import load_bundle
+
+    if index_time is None:
+        raise ReadError("an index time is needed to build EHR features", path=path, column="index_time",
+                        hint="set the manifest's index_time for this patient")
+    bundle = load_bundle(path, validate=validate)
+    if strict and bundle.problems:
+        raise bundle.problems[0]
+    tab = event_features(events_from_bundle(bundle), index_time, lookback=lookback, numeric_stats=numeric_stats)
+    tab.problems = list(bundle.problems)  # type: ignore[attr-defined]
+    return tab
