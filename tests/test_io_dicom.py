@@ -465,3 +465,48 @@ def test_cli_ls_convert_deid(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
     assert main(["dicom", "deid", str(tmp_path / "ct"), str(tmp_path / "anon"), "--salt", "k"]) == 0
     assert len(list((tmp_path / "anon").rglob("*.dcm"))) == 5
+
+
+# ------------------------------------------------------------- against dcm2niix / dicom2nifti
+
+
+def _world_max_diff(a, b) -> float:
+    """Max |a - b| over voxels matched by world position (the grids must coincide)."""
+    m = np.linalg.inv(b.affine) @ a.affine
+    assert np.allclose(m, np.round(m), atol=1e-3), m
+    da, db = np.asarray(a.get_fdata()), np.asarray(b.get_fdata())
+    idx = np.indices(da.shape[:3]).reshape(3, -1)
+    j = np.round(m[:3, :3] @ idx + m[:3, 3:]).astype(int)
+    return float(np.abs(da.reshape(-1) - db[tuple(j)]).max())
+
+
+@pytest.mark.parametrize("orientation", ["axial", "sagittal", "oblique"])
+def test_convert_matches_dcm2niix_and_dicom2nifti(tmp_path: Path, orientation: str) -> None:
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    from medmm.cli import main
+
+    exe = Path(sys.executable).parent / "dcm2niix"
+    refs = []
+    write_series(tmp_path / "s", make_stored((12, 10, 7)), rot=ORIENTATIONS[orientation], reverse=True)
+    assert main(["convert", str(tmp_path / "s"), str(tmp_path / "medmm.nii.gz")]) == 0
+    ours = nib.load(str(tmp_path / "medmm.nii.gz"))
+    if exe.exists():
+        (tmp_path / "d").mkdir()
+        subprocess.run([str(exe), "-z", "y", "-f", "x", "-o", str(tmp_path / "d"), str(tmp_path / "s")],
+                       capture_output=True, check=True, timeout=60)
+        refs.append(next((tmp_path / "d").glob("*.nii.gz")))
+    try:
+        import dicom2nifti
+
+        dicom2nifti.dicom_series_to_nifti(str(tmp_path / "s"), str(tmp_path / "d2n.nii.gz"), reorient_nifti=False)
+        refs.append(tmp_path / "d2n.nii.gz")
+    except ImportError:
+        pass
+    if not refs:
+        pytest.skip("neither dcm2niix nor dicom2nifti is installed")
+    for ref in refs:
+        assert _world_max_diff(ours, nib.load(str(ref))) <= 1e-3, ref
