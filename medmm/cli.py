@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medmm.commands.train", "train a multimodal model on a cohort manifest"),
     "dicom": ("medmm.commands.dicom", "DICOM tools: `ls` the series under a folder, `deid` de-identify"),
     "convert": ("medmm.commands.convert", "convert a DICOM series, NIfTI or NRRD image to NIfTI"),
+    "fhir": ("medmm.commands.fhir", "FHIR tools: `import` a folder of FHIR R4 bundles as a cohort"),
 }
 
 

@@ -15,6 +15,7 @@ A file that is not JSON at all, or not a Bundle, raises :class:`~medmm.errors.Re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ USED_TYPES = frozenset({
 })
 
 _TYPE_CACHE: dict[str, bool] = {}
+_ZONED = re.compile(r"(?:Z|[+-]\d\d:\d\d)$")
 
 
 def is_fhir_type(name: str) -> bool:
@@ -128,7 +130,11 @@ class _Ctx:
         self.problems = problems
 
     def time(self, value: Any, row: int, column: str):
-        return parse_time(value, problems=self.problems, path=self.path, row=row, column=column)
+        t = parse_time(value, problems=self.problems, path=self.path, row=row, column=column)
+        if t is not None and len(value) > 10 and not _ZONED.search(value):
+            self.report(f"date-time {value!r} has no UTC offset (FHIR requires one); taken as UTC", row, column,
+                        "write date-times with their offset, e.g. 2024-01-01T08:00:00+00:00")
+        return t
 
     def report(self, message: str, row: int, column: str, hint: str) -> None:
         self.problems.append(problem(message, path=self.path, row=row, column=column, hint=hint))

@@ -1,0 +1,329 @@
+"""A folder of FHIR R4 bundles (one patient each, as Synthea writes them) to a medmm cohort.
+
+:func:`import_fhir_cohort` streams the bundles (a process pool, one bundle in memory per
+worker) and writes, under the output folder:
+
+* ``manifest.csv`` — the synthetic cohort's columns (``patient_id, split, index_time, site,
+  sex, image_path, notes_path, vitals_path, ehr_path, label_*``);
+* ``notes/<pid>.jsonl`` — the patient's text DocumentReferences (note table; optionally
+  PHI-scrubbed with the names from ``Patient.name``);
+* ``vitals/<pid>.csv`` — vital-sign Observations by LOINC, long layout, cleaned;
+* ``events/<pid>.events.csv`` — the EHR events (long layout), for other index times or windows;
+* ``ehr.csv`` — one row per patient of EHR features at the index time (look-back window,
+  leakage guard), with a vocabulary of codes fitted on the *training* patients only;
+* ``problems.csv`` — every problem (file, patient, entry, field, message, hint);
+* ``import_report.json`` — counts, bytes, seconds and throughput.
+
+Readers apply the index time again when the cohort is loaded, so files may hold later data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MedmmError, ReadError
+from .common import PROBLEM_COLUMNS, to_timestamp
+
+__all__ = ["ImportConfig", "ImportResult", "import_fhir_cohort", "convert_bundle"]
+
+_SEX = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
+
+
+@dataclass
+class ImportConfig:
+    """Settings of a FHIR import.
+
+    ``index_time``: ``'last-encounter-start'`` (default), ``'last-encounter-end'``,
+    ``'last-event'``, an ISO time shared by all patients, or a CSV ``patient_id,index_time``.
+    ``labels``: label name -> condition codes (SNOMED CT); ``label_<name>`` is 1 when such a
+    condition starts within ``horizon`` after the index time, 0 when none does, empty when the
+    patient already had it at the index time (prevalent).
+    """
+
+    index_time: str = "last-encounter-start"
+    lookback: str = "365D"
+    horizon: str = "365D"
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    split_fractions: tuple[float, float, float] = (0.55, 0.15, 0.30)
+    seed: int = 0
+    min_patients: int = 5
+    scrub_phi: bool = False
+    validate: bool = False
+    site: str = ""
+
+
+@dataclass
+class ImportResult:
+    manifest: Path
+    n_files: int
+    n_patients: int
+    n_failed: int
+    n_problems: int
+    n_bytes: int
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.n_bytes / 1e6 / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _split(pid: str, seed: int, fractions: tuple[float, float, float]) -> str:
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big") / 2**64
+    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def _safe_name(pid: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in pid)[:120]
+
+
+def _index_time(policy: str, bundle: Any, events: Any, fixed: dict[str, Any]) -> Any:
+    if policy in fixed:
+        return fixed[policy]
+    if bundle.patient_id in fixed:
+        return fixed[bundle.patient_id]
+    if policy == "last-encounter-start" and bundle.encounters:
+        return max(e["start"] for e in bundle.encounters)
+    if policy == "last-encounter-end" and bundle.encounters:
+        return max((e["end"] or e["start"]) for e in bundle.encounters)
+    if policy == "last-event" and len(events):
+        return events["time"].max()
+    return None
+
+
+def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """Convert one bundle file; returns the manifest row, raw features and problem rows.
+
+    Runs in a worker process; raises nothing (a file that cannot be used gives
+    ``row=None`` and its problem).
+    """
+    import pandas as pd
+
+    from .ehr import event_features, events_from_bundle
+    from .fhir import load_bundle
+    from .vitals import vitals_from_observations
+
+    rel = os.path.relpath(path, cfg["src"])
+    result: dict[str, Any] = {"file": rel, "row": None, "features": None, "units": {}, "problems": [],
+                              "bytes": 0, "counts": {}}
+
+    def add(errors: list[MedmmError], pid: str | None) -> None:
+        for e in errors:
+            result["problems"].append({"patient_id": pid, "file": rel, "kind": type(e).__name__,
+                                       "path": rel, "row": e.row, "column": e.column,
+                                       "message": e.message, "hint": e.hint})
+
+    try:
+        result["bytes"] = os.path.getsize(path)
+        bundle = load_bundle(path, validate=cfg["validate"])
+    except MedmmError as exc:
+        add([exc], None)
+        return result
+    except Exception as exc:  # a library error escaping the reader: report, never die
+        add([ReadError(f"{type(exc).__name__}: {exc}", path=path)], None)
+        return result
+    result["counts"] = bundle.counts
+    pid = bundle.patient_id
+    problems = list(bundle.problems)
+    if pid is None:
+        problems.append(ReadError("bundle has no Patient resource; skipped", path=rel, column="Patient",
+                                  hint="write one bundle per patient with its Patient resource"))
+        add(problems, None)
+        return result
+    events = events_from_bundle(bundle)
+    index = _index_time(cfg["index_time"], bundle, events, fixed)
+    if index is None:
+        problems.append(ReadError(f"no index time by {cfg['index_time']!r} for this patient; skipped",
+                                  path=rel, column="index_time",
+                                  hint="choose another --index-time policy or give a CSV of index times"))
+        add(problems, pid)
+        return result
+    index = to_timestamp(index)
+    name = _safe_name(pid)
+    row: dict[str, Any] = {
+        "patient_id": pid, "split": _split(pid, cfg["seed"], tuple(cfg["split_fractions"])),
+        "index_time": index.isoformat(), "site": cfg["site"],
+        "sex": _SEX.get(str(bundle.patient.get("gender") or "unknown"), "U"),
+        "image_path": "", "notes_path": "", "vitals_path": "", "ehr_path": "",
+    }
+    # notes
+    if bundle.notes:
+        texts = [n.text for n in bundle.notes]
+        if cfg["scrub_phi"]:
+            from ..preprocess.notes_nlp import PhiScrubber
+
+            scrub = PhiScrubber(known_names=bundle.patient.get("names", []))
+            texts = [scrub(t) for t in texts]
+        import orjson
+
+        with open(Path(out) / "notes" / f"{name}.jsonl", "wb") as fh:
+            for n, text in zip(bundle.notes, texts):
+                fh.write(orjson.dumps({"patient_id": pid, "time": n.time.isoformat() if n.time is not None else None,
+                                       "note_type": n.note_type, "text": text}) + b"\n")
+        row["notes_path"] = f"notes/{name}.jsonl"
+    # vitals
+    vit = vitals_from_observations(bundle.observations, path=rel, problems=problems)
+    if len(vit):
+        vit = vit.assign(time=vit["time"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        vit.to_csv(Path(out) / "vitals" / f"{name}.csv", index=False)
+        row["vitals_path"] = f"vitals/{name}.csv"
+    # EHR
+    if len(events):
+        ev = events.drop(columns=["end"]).assign(time=events["time"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        ev["value"] = ev["value"].map(lambda v: v.isoformat() if isinstance(v, pd.Timestamp) else v)
+        ev.to_csv(Path(out) / "events" / f"{name}.events.csv", index=False)
+        tab = event_features(events, index, lookback=cfg["lookback"])
+        result["features"] = tab.values
+        result["units"] = tab.units
+        row["ehr_path"] = "ehr.csv"
+    # labels
+    horizon_end = index + pd.Timedelta(cfg["horizon"])
+    for label, codes in cfg["labels"].items():
+        onsets = [c["time"] for c in bundle.conditions if c["code"] in set(codes)]
+        if any(t <= index for t in onsets):
+            row[f"label_{label}"] = None
+        else:
+            row[f"label_{label}"] = int(any(index < t <= horizon_end for t in onsets))
+    result["row"] = row
+    add(problems, pid)
+    return result
+
+
+def _work(args: tuple) -> dict[str, Any]:
+    return convert_bundle(*args)
+
+
+def _vocabulary(features: dict[str, dict[str, Any]], splits: dict[str, str], min_patients: int) -> list[str]:
+    seen: Counter = Counter()
+    for pid, f in features.items():
+        if splits.get(pid) == "train":
+            seen.update(f.keys())
+    return sorted(k for k, n in seen.items() if n >= min_patients or ":" not in k)
+
+
+def import_fhir_cohort(
+    src: str | Path,
+    out: str | Path,
+    config: ImportConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+) -> ImportResult:
+    """Import every ``*.json`` bundle under ``src`` into a medmm cohort under ``out``."""
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    cfg = config or ImportConfig()
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ReadError("not a folder", path=src, hint="give the folder that holds the FHIR bundles")
+    files = sorted(str(p) for p in src.rglob("*.json"))[:limit]
+    if not files:
+        raise ReadError("no .json file in the folder", path=src, hint="give a folder of FHIR bundles (*.json)")
+    for d in ("notes", "vitals", "events"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    fixed: dict[str, Any] = {}
+    policies = {"last-encounter-start", "last-encounter-end", "last-event"}
+    if cfg.index_time not in policies:
+        if Path(cfg.index_time).is_file():
+            table = pd.read_csv(cfg.index_time, dtype=str)
+            fixed = {r.patient_id: to_timestamp(r.index_time) for r in table.itertuples(index=False)}
+        else:
+            try:
+                fixed = {cfg.index_time: to_timestamp(cfg.index_time)}
+            except ValueError as exc:
+                raise ReadError(f"index time {cfg.index_time!r} is neither a policy, a time nor a file",
+                                column="index_time", hint=f"use one of {sorted(policies)}, an ISO time or a "
+                                "CSV patient_id,index_time") from exc
+    cfgd = {**asdict(cfg), "src": str(src)}
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    features: dict[str, dict[str, Any]] = {}
+    units: dict[str, str] = {}
+    counts: Counter = Counter()
+    n_bytes = n_failed = n_problems = 0
+    seen_pids: set[str] = set()
+    kinds: Counter = Counter()
+    workers = workers or min(os.cpu_count() or 1, 4)
+    jobs = ((f, str(out), cfgd, fixed) for f in files)
+    with open(out / "problems.csv", "w", newline="", encoding="utf-8") as pf:
+        writer = csv.DictWriter(pf, fieldnames=["patient_id", "file", *PROBLEM_COLUMNS])
+        writer.writeheader()
+        if workers > 1:
+            pool = mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers)
+            results = pool.imap(_work, jobs, chunksize=2)
+        else:
+            pool = None
+            results = map(_work, jobs)
+        try:
+            it = results
+            if progress:
+                from tqdm.auto import tqdm
+
+                it = tqdm(results, total=len(files), desc="fhir import", unit="bundle")
+            for res in it:
+                n_bytes += res["bytes"]
+                counts.update(res["counts"])
+                row = res["row"]
+                if row is not None and row["patient_id"] in seen_pids:
+                    res["problems"].append({"patient_id": row["patient_id"], "file": res["file"],
+                                            "kind": "ReadError", "path": res["file"], "row": None,
+                                            "column": "Patient.id",
+                                            "message": "patient already imported from another bundle; skipped",
+                                            "hint": "write one bundle per patient", })
+                    row = None
+                for p in res["problems"]:
+                    writer.writerow(p)
+                    kinds[p["message"].split(" (")[0][:60]] += 1
+                n_problems += len(res["problems"])
+                if row is None:
+                    n_failed += 1
+                    continue
+                seen_pids.add(row["patient_id"])
+                rows.append(row)
+                if res["features"] is not None:
+                    features[row["patient_id"]] = res["features"]
+                    units.update(res["units"])
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    # EHR wide table: vocabulary from the training split only; absent flags 0, absent values empty
+    splits = {r["patient_id"]: r["split"] for r in rows}
+    vocab = _vocabulary(features, splits, cfg.min_patients)
+    flag_kinds = ("condition:", "medication:", "procedure:")
+    table = []
+    for pid, f in features.items():
+        table.append({"patient_id": pid, **{
+            k: f.get(k, 0 if k.startswith(flag_kinds) else None) for k in vocab}})
+    header = {k: f"{k} [{units[k]}]" if units.get(k) else k for k in vocab}
+    ehr = pd.DataFrame(table, columns=["patient_id", *vocab]).rename(columns=header)
+    ehr.to_csv(out / "ehr.csv", index=False)
+    label_cols = [f"label_{k}" for k in cfg.labels]
+    cols = ["patient_id", "split", "index_time", "site", "sex", "image_path", "notes_path", "vitals_path",
+            "ehr_path", *label_cols]
+    manifest = pd.DataFrame(rows, columns=cols)
+    for c in label_cols:
+        manifest[c] = manifest[c].astype("Int64")
+    mpath = out / "manifest.csv"
+    manifest.to_csv(mpath, index=False)
+    seconds = time.perf_counter() - t0
+    result = ImportResult(mpath, len(files), len(rows), n_failed, n_problems, n_bytes, seconds)
+    report = {
+        "source": str(src), "files": len(files), "patients": len(rows), "failed_files": n_failed,
+        "problems": n_problems, "problem_kinds": dict(kinds.most_common(20)), "bytes": n_bytes,
+        "seconds": round(seconds, 3), "mb_per_s": round(result.mb_per_s, 2),
+        "resource_counts": dict(counts.most_common()), "ehr_features": len(vocab),
+        "splits": dict(Counter(splits.values())), "config": asdict(cfg),
+    }
+    (out / "import_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return result

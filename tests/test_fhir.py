@@ -1,0 +1,141 @@
+"""`medmm fhir import`: FHIR bundles (built with fhir.resources) to a medmm cohort."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medmm.cli import main
+from medmm.io import read_modality
+from medmm.io.fhir_cohort import ImportConfig, import_fhir_cohort
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fhir_factory import condition, encounter, patient, patient_bundle, write_bundle  # noqa: E402
+
+
+def _folder(tmp_path: Path, n: int = 4) -> Path:
+    src = tmp_path / "bundles"
+    (src / "sub").mkdir(parents=True)
+    for i in range(n):
+        b = patient_bundle(f"p{i}")
+        if i == 2:  # sepsis before the index time: prevalent, label left empty
+            b["entry"].append({"resource": condition(f"p{i}", "91302008", "Sepsis", "2023-01-01T00:00:00Z")})
+        write_bundle(src / ("sub" if i % 2 else "") / f"p{i}.json", b)
+    (src / "broken.json").write_text('{"resourceType": "Bundle", "entry": [')
+    (src / "no_patient.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": encounter("e", "x", "2024-01-01T00:00:00Z")}]}))
+    dup = patient_bundle("p0")
+    write_bundle(src / "zz_duplicate.json", dup)
+    odd = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": patient("odd")},
+        {"resource": {**encounter("odd-e", "odd", "2024-03-01T10:00:00Z"),
+                      "period": {"start": "2024-03-01T10:00:00"}}},  # naive among zoned (invalid FHIR)
+        {"resource": encounter("odd-e2", "odd", "2024-03-02T10:00:00Z")},
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "category": [{"coding": [{"code": "vital-signs"}]}],
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "12345-6"}]},
+                      "effectiveDateTime": "2024-03-02T09:00:00Z", "valueQuantity": {"value": 3, "unit": "1"}}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "category": [{"coding": [{"code": "vital-signs"}]}],
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+                      "effectiveDateTime": "2024-03-02T09:00:00Z", "valueQuantity": {"value": 37, "unit": "lightyears"}}},
+        {"resource": {"resourceType": "Unicorn"}},
+    ]}
+    write_bundle(src / "odd.json", odd)
+    return src
+
+
+def test_import_cohort(tmp_path):
+    src = _folder(tmp_path)
+    out = tmp_path / "cohort"
+    cfg = ImportConfig(index_time="2024-06-01T12:00:00Z", labels={"sepsis": ["91302008"]}, horizon="120D",
+                       min_patients=2, scrub_phi=True, split_fractions=(1.0, 0.0, 0.0))
+    res = import_fhir_cohort(src, out, cfg, workers=1)
+    assert res.n_files == 8 and res.n_patients == 5 and res.n_failed == 3
+    m = pd.read_csv(out / "manifest.csv", dtype={"patient_id": str})
+    assert list(m.columns) == ["patient_id", "split", "index_time", "site", "sex", "image_path", "notes_path",
+                               "vitals_path", "ehr_path", "label_sepsis"]
+    assert sorted(m["patient_id"]) == ["odd", "p0", "p1", "p2", "p3"]
+    assert set(m["split"]) <= {"train", "val", "test"} and (m["sex"] == "F").all()
+    lab = dict(zip(m["patient_id"], m["label_sepsis"]))
+    # every p* has sepsis on 2024-06-05 (within 120 days of the index); p2 had it before: prevalent
+    assert lab["p0"] == 1 and lab["p1"] == 1 and lab["p3"] == 1 and pd.isna(lab["p2"]) and lab["odd"] == 0
+    # problem report: file and field of each problem, rest still loaded
+    prob = pd.read_csv(out / "problems.csv")
+    assert {"patient_id", "file", "row", "column", "message", "hint"} <= set(prob.columns)
+    msgs = " | ".join(prob["message"])
+    for text in ("not valid JSON", "no Patient resource", "already imported", "has no UTC offset",
+                 "unknown LOINC code '12345-6'", "cannot be converted", "unexpected resource type 'Unicorn'"):
+        assert text in msgs, text
+    assert set(prob.loc[prob["message"].str.contains("Unicorn"), "file"]) == {"odd.json"}
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["patients"] == 5 and report["problems"] == len(prob)
+
+    # per-patient files read back through the registry, with the index time applied
+    row = m.set_index("patient_id").loc["p0"]
+    idx = pd.Timestamp(row["index_time"])
+    notes = read_modality("notes", out / row["notes_path"], patient_id="p0", index_time=idx)
+    assert len(notes) == 1 and "No evidence of mass" in notes.notes[0].text
+    assert "Ann" not in notes.notes[0].text and "Smith" not in notes.notes[0].text  # scrubbed
+    vit = read_modality("vitals", out / row["vitals_path"], index_time=idx)
+    assert set(vit.signals) == {"heart_rate", "temperature", "sbp", "dbp"} and vit.frame["value"].max() < 130
+    ehr = read_modality("ehr", out / row["ehr_path"], patient_id="p0")
+    assert ehr.values["lab:2524-7"] == 2.5 and ehr.values["condition:44054006"] == 1
+    assert ehr.values["medication:1049221"] == 0 if "medication:1049221" in ehr.values else True
+    assert ehr.units["lab:2524-7"] == "mmol/L"
+    ev = read_modality("ehr", out / "events" / "p0.events.csv", patient_id="p0", index_time=idx)
+    assert ev.values["lab:2524-7"] == 2.5
+
+
+def test_imported_cohort_loads(tmp_path):
+    pytest.importorskip("medmm.cohort")
+    from medmm.cohort import load_cohort
+
+    src = _folder(tmp_path, n=3)
+    out = tmp_path / "cohort"
+    import_fhir_cohort(src, out, ImportConfig(labels={"sepsis": ["91302008"]}), workers=1)
+    cohort = load_cohort(out / "manifest.csv")
+    records = list(cohort.records) if hasattr(cohort, "records") else list(cohort)[0]
+    assert len(records) == 4
+    rec = next(r for r in records if r.patient_id == "p0")
+    assert rec.present == {"image": False, "notes": True, "vitals": True, "ehr": True}
+    assert rec.index_time == pd.Timestamp("2024-06-10T09:00:00")  # last encounter start
+    assert all(n.time <= rec.index_time for n in rec.notes.notes)
+
+
+def test_cli_fhir_import(tmp_path, capsys):
+    src = _folder(tmp_path, n=2)
+    out = tmp_path / "cli_cohort"
+    rc = main(["fhir", "import", str(src), str(out), "--label", "sepsis=91302008", "--workers", "2", "--quiet",
+               "--index-time", "last-encounter-end", "--site", "synthea"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "3 patient(s) from 6 bundle(s)" in text and "problems.csv" in text
+    m = pd.read_csv(out / "manifest.csv")
+    assert (m["site"] == "synthea").all()
+    assert main(["fhir", "import", str(tmp_path / "nowhere"), str(out)]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["fhir", "import", str(src), str(out), "--label", "oops"]) == 1
+
+
+def test_index_time_csv_and_validation(tmp_path):
+    src = _folder(tmp_path, n=2)
+    times = tmp_path / "index.csv"
+    pd.DataFrame({"patient_id": ["p0", "p1"], "index_time": ["2024-05-31T00:00:00", "2024-06-01T12:00:00"]}).to_csv(
+        times, index=False)
+    out = tmp_path / "c"
+    res = import_fhir_cohort(src, out, ImportConfig(index_time=str(times), validate=True, min_patients=1,
+                                                        split_fractions=(1.0, 0.0, 0.0)), workers=1)
+    m = pd.read_csv(out / "manifest.csv").set_index("patient_id")
+    assert m.loc["p0", "index_time"] == "2024-05-31T00:00:00"
+    assert "odd" not in m.index  # no entry in the CSV: skipped and reported
+    ehr = pd.read_csv(out / "ehr.csv").set_index("patient_id")
+    assert ehr.loc["p0", "lab:2524-7 [mmol/L]"] == 2.0  # the 2.5 of 2024-06-01 is after p0's index
+    assert res.n_patients == 2
+    prob = pd.read_csv(out / "problems.csv")
+    assert prob["message"].str.contains("no index time").any()
+    assert prob["message"].str.contains("invalid Encounter").any()  # naive period.start, by fhir.resources
