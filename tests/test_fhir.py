@@ -139,3 +139,22 @@ def test_index_time_csv_and_validation(tmp_path):
     prob = pd.read_csv(out / "problems.csv")
     assert prob["message"].str.contains("no index time").any()
     assert prob["message"].str.contains("invalid Encounter").any()  # naive period.start, by fhir.resources
+
+
+def test_outputs_follow_their_schemas(tmp_path):
+    import jsonschema
+
+    schemas = Path(__file__).resolve().parents[1] / "data_schemas"
+    src = _folder(tmp_path, n=1)
+    out = tmp_path / "c"
+    import_fhir_cohort(src, out, ImportConfig(), workers=1)
+    notes_schema = json.loads((schemas / "notes_table.schema.json").read_text())
+    for line in (out / "notes" / "p0.jsonl").read_text().splitlines():
+        jsonschema.validate(json.loads(line), notes_schema, format_checker=jsonschema.FormatChecker())
+    ev_schema = json.loads((schemas / "ehr_events.schema.json").read_text())
+    ev = pd.read_csv(out / "events" / "p0.events.csv", dtype=str, keep_default_na=False)
+    for row in ev.to_dict("records"):
+        jsonschema.validate({k: (v or None) for k, v in row.items()}, ev_schema)
+    vit_schema = json.loads((schemas / "vitals_long.schema.json").read_text())
+    for row in pd.read_csv(out / "vitals" / "p0.csv").to_dict("records"):
+        jsonschema.validate(row, vit_schema)
