@@ -158,3 +158,22 @@ def test_outputs_follow_their_schemas(tmp_path):
     vit_schema = json.loads((schemas / "vitals_long.schema.json").read_text())
     for row in pd.read_csv(out / "vitals" / "p0.csv").to_dict("records"):
         jsonschema.validate(row, vit_schema)
+
+
+def test_mixed_lab_units_across_patients_reported(tmp_path):
+    from fhir_factory import observation
+
+    src = tmp_path / "b"
+    src.mkdir()
+    for i, unit in enumerate(["mmol/L", "mmol/L", "mg/dL"]):
+        b = patient_bundle(f"q{i}")
+        b["entry"].append({"resource": observation(f"q{i}", "2339-0", 5.0, unit, "2024-05-01T00:00:00Z")})
+        write_bundle(src / f"q{i}.json", b)
+    out = tmp_path / "c"
+    import_fhir_cohort(src, out, ImportConfig(index_time="2024-06-01T12:00:00Z", min_patients=1,
+                                              split_fractions=(1.0, 0.0, 0.0)), workers=1)
+    prob = pd.read_csv(out / "problems.csv")
+    (msg,) = prob.loc[prob["column"] == "lab:2339-0", "message"]
+    assert "mmol/L: 2" in msg and "mg/dL: 1" in msg
+    assert "lab:2339-0 [mmol/L]" in pd.read_csv(out / "ehr.csv").columns
+    assert json.loads((out / "import_report.json").read_text())["problems"] == len(prob)

@@ -239,3 +239,10 @@ def test_sentence_encoder_is_lazy():
 
     code = "import medmm.preprocess.notes_nlp, sys; print('sentence_transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_one_patient_table_without_patient_column(tmp_path):
+    p = tmp_path / "P7.csv"
+    pd.DataFrame({"charttime": ["2024-01-01 08:00"], "category": ["nursing"], "note": ["Calm."]}).to_csv(p, index=False)
+    notes = read_modality("notes", p, patient_id="P7", index_time="2024-01-02")
+    assert [(n.text, n.note_type) for n in notes.notes] == [("Calm.", "nursing")]

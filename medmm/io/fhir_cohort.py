@@ -248,7 +248,7 @@ def import_fhir_cohort(
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     features: dict[str, dict[str, Any]] = {}
-    units: dict[str, str] = {}
+    unit_counts: dict[str, Counter] = {}
     counts: Counter = Counter()
     n_bytes = n_failed = n_problems = 0
     seen_pids: set[str] = set()
@@ -292,7 +292,8 @@ def import_fhir_cohort(
                 rows.append(row)
                 if res["features"] is not None:
                     features[row["patient_id"]] = res["features"]
-                    units.update(res["units"])
+                    for k, u in res["units"].items():
+                        unit_counts.setdefault(k, Counter())[u] += 1
         finally:
             if pool is not None:
                 pool.close()
@@ -300,6 +301,19 @@ def import_fhir_cohort(
     # EHR wide table: vocabulary from the training split only; absent flags 0, absent values empty
     splits = {r["patient_id"]: r["split"] for r in rows}
     vocab = _vocabulary(features, splits, cfg.min_patients)
+    units = {k: c.most_common(1)[0][0] for k, c in unit_counts.items()}
+    mixed = {k: c for k, c in unit_counts.items() if len(c) > 1 and k in vocab}
+    if mixed:
+        with open(out / "problems.csv", "a", newline="", encoding="utf-8") as pf:
+            writer = csv.DictWriter(pf, fieldnames=["patient_id", "file", *PROBLEM_COLUMNS])
+            for k, c in sorted(mixed.items()):
+                writer.writerow({"patient_id": None, "file": "ehr.csv", "kind": "SchemaError", "path": "ehr.csv",
+                                 "row": None, "column": k,
+                                 "message": "one feature in several units across patients ("
+                                 + ", ".join(f"{u or '(none)'}: {n}" for u, n in c.most_common()) + ")",
+                                 "hint": "convert the values to one unit before modelling; the header names the "
+                                 "most common"})
+                n_problems += 1
     flag_kinds = ("condition:", "medication:", "procedure:")
     table = []
     for pid, f in features.items():

@@ -245,7 +245,7 @@ def read_notes_table(
     """
     df = load_notes_table(path, strict=strict)
     pairs = df.attrs["problems"]
-    if patient_id is not None:
+    if patient_id is not None and df["patient_id"].notna().any():  # else: a one-patient file
         pid = str(patient_id)
         df = df[df["patient_id"] == pid]
         problems = [e for p, e in pairs if p is None or p == pid]
