@@ -510,3 +510,62 @@ def test_convert_matches_dcm2niix_and_dicom2nifti(tmp_path: Path, orientation: s
         pytest.skip("neither dcm2niix nor dicom2nifti is installed")
     for ref in refs:
         assert _world_max_diff(ours, nib.load(str(ref))) <= 1e-3, ref
+
+
+# ------------------------------------------------------- more real files shipped with pydicom
+
+REAL_FILES = {
+    # name: (expected data shape, rescale applied by medmm)
+    "JPGExtended.dcm": (256, 1024),
+    "JPEG2000.dcm": (256, 1024),
+    "JPEGLSNearLossless_16.dcm": (10, 50),
+    "image_dfl.dcm": (512, 512),  # deflated explicit VR little endian
+    "693_J2KI.dcm": (512, 512, 1),
+    "J2K_pixelrep_mismatch.dcm": (512, 512, 1),
+    "liver_1frame.dcm": (512, 512, 1),  # enhanced (segmentation) multi-frame
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILES))
+def test_real_compressed_files_equal_pydicom(name: str) -> None:
+    if not (TEST_FILES / name).exists():
+        pytest.skip(f"{name} not shipped")
+    path = _testdata(name)
+    img = read_image(path)
+    assert img.shape == REAL_FILES[name]
+    ds = pydicom.dcmread(path)
+    ref = pydicom.pixels.apply_rescale(ds.pixel_array, ds) if "RescaleSlope" in ds else ds.pixel_array
+    data = img.data if img.data.ndim == 2 else img.data[:, :, 0]
+    np.testing.assert_allclose(data, np.asarray(ref, dtype=np.float64).T, atol=1e-3)
+
+
+def test_rt_dose_scaled_to_gray() -> None:
+    path = _testdata("rtdose.dcm")
+    img = read_image(path)
+    ds = pydicom.dcmread(path)
+    assert img.shape == (ds.Columns, ds.Rows, ds.NumberOfFrames)
+    offsets = np.asarray(ds.GridFrameOffsetVector, dtype=float)
+    np.testing.assert_allclose(
+        img.data, ds.pixel_array.transpose(2, 1, 0)[:, :, np.argsort(offsets)] * float(ds.DoseGridScaling), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["examples_rgb_color.dcm", "SC_rgb_jpeg.dcm", "examples_ybr_color.dcm"])
+def test_colour_images_as_rgb_channels(name: str) -> None:
+    img = read_image(_testdata(name))
+    ds = pydicom.dcmread(_testdata(name))
+    arr = ds.pixel_array  # pydicom converts YBR to RGB
+    assert img.meta["channels"] == "RGB"
+    if arr.ndim == 3:
+        np.testing.assert_array_equal(img.data[:, :, 0, :], arr.transpose(1, 0, 2))
+    else:
+        np.testing.assert_array_equal(img.data[:, :, 0, :, :], arr.transpose(2, 1, 0, 3))
+
+
+def test_unreadable_compression_names_the_fix() -> None:
+    if not (TEST_FILES / "JPEG-lossy.dcm").exists():
+        pytest.skip("file not shipped")
+    try:
+        read_image(_testdata("JPEG-lossy.dcm"))
+    except DicomError as exc:  # 12-bit JPEG extended: no installed plugin decodes it
+        assert "PixelData" in str(exc) and "pylibjpeg" in str(exc)

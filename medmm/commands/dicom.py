@@ -27,6 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _display_shape(stack: Any) -> tuple[int, ...]:
+    from medmm.io.dicom import PROJECTION_MODALITIES
+
+    f0 = stack.first
+    shape = stack.shape
+    projection = not f0.geometry or str(f0.ds.get("Modality", "")) in PROJECTION_MODALITIES
+    if len(shape) == 3 and shape[2] == 1 and projection:
+        return shape[:2]
+    return shape
+
+
 def _describe(stack: Any) -> dict[str, Any]:
     import nibabel as nib
     import numpy as np
@@ -43,7 +54,7 @@ def _describe(stack: Any) -> dict[str, Any]:
         "id": stack.id,
         "description": str(f0.ds.get("SeriesDescription", "") or ""),
         "modality": str(f0.ds.get("Modality", "") or ""),
-        "size": "x".join(str(s) for s in stack.shape),
+        "size": "x".join(str(s) for s in _display_shape(stack)),
         "spacing": "x".join(f"{s:.3g}" for s in spacing),
         "orientation": f"{_plane(f0)} {axcodes}",
         "files": len({f.path for v in stack.volumes for f in v}),

@@ -221,8 +221,12 @@ def _dicomdir_files(path: Path) -> list[Path]:
     return sorted({Path(inst.path) for inst in fs if Path(inst.path).is_file()})
 
 
-def _read_header(path: Path) -> tuple[Any, int | None, bool] | None:
-    """``(header, native pixel offset or None, has pixels)``, or None if not DICOM."""
+def _read_header(path: Path, *, force: bool = False) -> tuple[Any, int | None, bool] | None:
+    """``(header, native pixel offset or None, has pixels)``, or None if not DICOM.
+
+    ``force`` also reads files without the DICM preamble (old exports), when the user
+    named the file itself.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -232,7 +236,17 @@ def _read_header(path: Path) -> tuple[Any, int | None, bool] | None:
             pos = fh.tell()
             tail = fh.read(12)
     except InvalidDicomError:
-        return None
+        if not force:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+                pos = fh.tell()
+                tail = fh.read(12)
+        except Exception:
+            return None
+        if "Rows" not in ds:
+            return None
     except Exception as exc:  # truncated or corrupt file with a DICOM preamble
         raise DicomError(
             f"unreadable DICOM header ({type(exc).__name__}: {exc})",
@@ -321,6 +335,8 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     instance = int(_num(ds.get("InstanceNumber"), 0) or 0)
     slope = _num(ds.get("RescaleSlope"), 1.0) or 1.0
     intercept = _num(ds.get("RescaleIntercept"), 0.0) or 0.0
+    if "RescaleSlope" not in ds and ds.get("DoseGridScaling") not in (None, ""):
+        slope = _num(ds.get("DoseGridScaling"), 1.0) or 1.0  # RT dose: stored x scaling = Gy
     spacing, _ = _spacing(ds)
     iop = _float_list(ds.get("ImageOrientationPatient"))
     ipp = _float_list(ds.get("ImagePositionPatient"))
@@ -360,7 +376,7 @@ def _enhanced_frames(
 ) -> list[Frame]:
     per_frame = ds.PerFrameFunctionalGroupsSequence
     shared = _item(ds, "SharedFunctionalGroupsSequence")
-    if len(per_frame) != n_frames:
+    if len(per_frame) < n_frames:
         raise DicomError(
             f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
             path=path,
@@ -484,8 +500,9 @@ def collect_frames(
     path = Path(path)
     frames: list[Frame] = []
     skipped: list[str] = []
+    single = path.is_file() and path.name.upper() != "DICOMDIR"
     for f in _files_of(path):
-        head = _read_header(f)
+        head = _read_header(f, force=single)
         if head is None:
             skipped.append(f"{f}: not DICOM")
             continue
@@ -727,8 +744,25 @@ def _native_dtype(ds: Any) -> np.dtype | None:
     return np.dtype(f"<{'i' if signed else 'u'}{alloc // 8}")
 
 
+def _samples(ds: Any) -> int:
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        return 3
+    return int(_num(ds.get("SamplesPerPixel"), 1) or 1)
+
+
 def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> None:
-    """Write a ``(rows, cols)`` stored-value frame into ``dst`` (a ``(cols, rows)`` view)."""
+    """Write a ``(rows, cols)`` stored-value frame into ``dst`` (a ``(cols, rows)`` view).
+
+    Colour frames (``(rows, cols, 3)``, or palette indices) go to a ``(cols, rows, 3)``
+    view as RGB, unscaled.
+    """
+    if dst.ndim == 3:
+        if stored.ndim == 2:  # palette colour: indices through the LUT
+            from pydicom.pixels import apply_color_lut
+
+            stored = apply_color_lut(stored, frame.ds)
+        np.copyto(dst.transpose(1, 0, 2), stored, casting="unsafe")
+        return
     stored = _fix_bits(stored, frame.ds)
     if invert and str(frame.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         stored = _invert_monochrome1(stored, frame.ds)
@@ -817,7 +851,7 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
             plane = arr[frame.frame]
         else:
             plane = arr
-        if plane.ndim != 2:
+        if plane.ndim != 2 and dst.ndim != 3:
             raise DicomError(
                 f"pixel array has shape {plane.shape}; only single-sample (grey) images are volumes",
                 path=path,
@@ -830,11 +864,13 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
 def _load_pixels(volumes: list[list[Frame]], invert: bool, pool: ThreadPoolExecutor | None) -> np.ndarray:
     f0 = volumes[0][0]
     nk, nt = len(volumes[0]), len(volumes)
-    vol = np.empty((f0.cols, f0.rows, nk, nt), dtype=np.float32, order="F")
+    samples = _samples(f0.ds)
+    vol = np.empty((f0.cols, f0.rows, nk, nt, samples), dtype=np.float32, order="F")
     by_file: dict[Path, list[tuple[Frame, np.ndarray]]] = {}
     for t, frames in enumerate(volumes):
         for k, fr in enumerate(frames):
-            by_file.setdefault(fr.path, []).append((fr, vol[:, :, k, t]))
+            dst = vol[:, :, k, t, :] if samples > 1 else vol[:, :, k, t, 0]
+            by_file.setdefault(fr.path, []).append((fr, dst))
     items = list(by_file.items())
     if pool is None or len(items) < 4:
         for p, jobs in items:
@@ -842,7 +878,7 @@ def _load_pixels(volumes: list[list[Frame]], invert: bool, pool: ThreadPoolExecu
     else:
         for fut in [pool.submit(_load_file, p, jobs, invert) for p, jobs in items]:
             fut.result()
-    return vol
+    return vol[..., 0] if samples == 1 else vol
 
 
 # ------------------------------------------------------------------------------ resample
@@ -1046,14 +1082,23 @@ def _read(
         volumes = [v[:n] for v in volumes]
     vol = _load_pixels(volumes, invert_monochrome1, pool)
     ref = volumes[0]
-    if irregular == "resample" and kinds & {"tilt", "missing", "irregular"}:
+    color = vol.ndim == 5
+    if irregular == "resample" and kinds & {"tilt", "missing", "irregular"} and not color:
         vol, lps = _resample(vol, ref)
     else:
         lps = _affine_lps(ref)
     f0 = ref[0]
-    data: np.ndarray = vol if vol.shape[3] > 1 else vol[:, :, :, 0]
+    if color:  # (X, Y, Z, [T,] RGB)
+        data: np.ndarray = vol[:, :, :, 0, :] if vol.shape[3] == 1 else vol
+    else:
+        data = vol if vol.shape[3] > 1 else vol[:, :, :, 0]
     modality = str(f0.ds.get("Modality", "") or "")
-    two_d = data.ndim == 3 and data.shape[2] == 1 and (not f0.geometry or modality in PROJECTION_MODALITIES)
+    two_d = (
+        not color
+        and data.ndim == 3
+        and data.shape[2] == 1
+        and (not f0.geometry or modality in PROJECTION_MODALITIES)
+    )
     if two_d:
         data = data[:, :, 0]
     header = f0.ds
@@ -1080,6 +1125,8 @@ def _read(
         meta["geometry"] = "none: no ImagePositionPatient/ImageOrientationPatient; axes assumed"
     if f0.mosaic is not None:
         meta["mosaic"] = True
+    if color:
+        meta["channels"] = "RGB"
     if "PerFrameFunctionalGroupsSequence" in f0.ds:
         meta["enhanced"] = True
     if str(f0.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
