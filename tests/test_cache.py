@@ -13,7 +13,7 @@ import pytest
 from medmm.preprocess.cache import VolumeCache, config_fingerprint, source_identity
 
 
-class _Pre:
+class _Pre:  # a preprocessor stand-in with a deterministic_config
     def __init__(self, size: int, flip_prob: float = 0.5) -> None:
         self.size = size
         self.flip_prob = flip_prob

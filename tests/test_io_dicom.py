@@ -418,7 +418,8 @@ def test_deidentification(tmp_path: Path) -> None:
         ds = pydicom.dcmread(p)
         orig = originals[ds.ImagePositionPatient[2]]
         assert ds.PatientName != "DOE^JANE" and "DOE" not in str(ds.PatientName)
-        assert "PatientBirthDate" not in ds and "InstitutionName" not in ds and "OtherPatientIDs" not in ds
+        assert not ds.get("PatientBirthDate") and "InstitutionName" not in ds and "OtherPatientIDs" not in ds
+        assert "SeriesDescription" not in ds and ds.get("PatientSex") == orig.get("PatientSex")
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.SOPInstanceUID == deid.uid(orig.SOPInstanceUID) != orig.SOPInstanceUID
         assert ds.StudyDate == deid._shift_date("20200315", deid.shift_days("PAT001")) != "20200315"

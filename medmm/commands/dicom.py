@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="secret that keys the UID, ID and date mapping (default: $MEDMM_DEID_SALT); "
         "the same salt links several exports of one patient",
     )
+    deid.add_argument(
+        "--keep-descriptors",
+        action="store_true",
+        help="keep series/study descriptions and protocol name (free text: check them yourself)",
+    )
 
 
 def _display_shape(stack: Any) -> tuple[int, ...]:
@@ -95,7 +100,7 @@ def _deid(args: argparse.Namespace) -> int:
             "so the UID and date mapping can be reproduced by anyone",
             file=sys.stderr,
         )
-    deid = Deidentifier(salt=args.salt or "medmm")
+    deid = Deidentifier(salt=args.salt or "medmm", keep_descriptors=args.keep_descriptors)
     written = deidentify_path(args.input, args.output, deidentifier=deid)
     print(f"de-identified {len(written)} file(s) into {args.output}")
     if deid.burned_in:

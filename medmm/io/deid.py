@@ -10,8 +10,12 @@ What :class:`Deidentifier` does to a dataset (recursively, into sequences):
   secret ``salt``, so that references between files stay consistent;
 * the Modified Dates option: every DA/DT value is shifted by a per-patient number of
   days derived from the salt and the original PatientID, so intervals within a patient
-  are kept; PatientBirthDate is removed;
+  are kept; PatientBirthDate is emptied;
+* free-text descriptors (series/study description, protocol name) are removed unless
+  ``keep_descriptors=True``;
 * PatientID becomes a pseudonym derived from the salt, PatientName the same pseudonym;
+  PatientSex and PatientAge are kept (ages over 89 become ``090Y``: the Retain Patient
+  Characteristics option);
 * PatientIdentityRemoved, DeidentificationMethod and its code sequence are set.
 
 Pixel data is never touched: a file whose BurnedInAnnotation is ``YES`` is flagged
@@ -29,12 +33,12 @@ from typing import Any
 
 from ..errors import DicomError
 
-__all__ = ["Deidentifier", "deidentify_path", "REMOVE", "BLANK"]
+__all__ = ["Deidentifier", "deidentify_path", "REMOVE", "BLANK", "DESCRIPTORS"]
 
 #: Attributes deleted (PS3.15 Table E.1-1, action X / X/Z / X/D and friends).
 REMOVE: frozenset[str] = frozenset(
     """
-    AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDeviceProcessingDescription
+    AcquisitionComments AcquisitionContextSequence AcquisitionDeviceProcessingDescription
     AcquisitionProtocolDescription ActualHumanPerformersSequence AdditionalPatientHistory AddressTrial
     AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription AdmittingTime
     AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID
@@ -77,15 +81,21 @@ REMOVE: frozenset[str] = frozenset(
     ServiceEpisodeDescription SmokingStatus SpecialNeeds StationName StudyComments StudyIDIssuer
     TextComments TextString TopicAuthor TopicKeywords TopicSubject TopicTitle VerifyingObserverIdentificationCodeSequence
     VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComments
-    PatientBirthDate PatientSize PatientWeight MilitaryRank AdmittingDiagnosesCodeSequence
-    RequestedProcedureDescription ProtocolName PerformedProcedureStepStartDate
+    PatientSize PatientWeight MilitaryRank AdmittingDiagnosesCodeSequence
+    RequestedProcedureDescription PerformedProcedureStepStartDate
     """.split()
+)
+
+#: Free-text descriptors the basic profile removes; kept with ``keep_descriptors=True``
+#: (then check them for identifiers yourself).
+DESCRIPTORS: frozenset[str] = frozenset(
+    "SeriesDescription StudyDescription ProtocolName".split()
 )
 
 #: Attributes kept but emptied (type 2 attributes: action Z or D).
 BLANK: frozenset[str] = frozenset(
     """
-    ReferringPhysicianName StudyID ContentCreatorName PersonName VerifyingObserverName
+    AccessionNumber PatientBirthDate ReferringPhysicianName StudyID ContentCreatorName PersonName VerifyingObserverName
     FillerOrderNumberImagingServiceRequest PlacerOrderNumberImagingServiceRequest
     ConsultingPhysicianName
     """.split()
@@ -93,7 +103,11 @@ BLANK: frozenset[str] = frozenset(
 
 _STANDARD_UID_ROOT = "1.2.840.10008."
 _METHOD = "PS3.15 Basic Profile, Modified Dates Option (medmm)"
-_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
+_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ("113108", "Retain Patient Characteristics Option"),  # sex and (capped) age are kept
+)
 
 
 class Deidentifier:
@@ -106,11 +120,15 @@ class Deidentifier:
         (so that several exports of one study stay linked). Keep it private.
     max_shift_days:
         Dates are shifted back by 1 to ``max_shift_days`` days, fixed per patient.
+    keep_descriptors:
+        Keep SeriesDescription, StudyDescription and ProtocolName (removed by the basic
+        profile since they are free text that may hold identifiers).
     """
 
-    def __init__(self, *, salt: str = "medmm", max_shift_days: int = 3650) -> None:
+    def __init__(self, *, salt: str = "medmm", max_shift_days: int = 3650, keep_descriptors: bool = False) -> None:
         self.salt = salt
         self.max_shift_days = int(max_shift_days)
+        self.keep_descriptors = keep_descriptors
         self.burned_in: list[str] = []
 
     def _hash(self, *parts: str) -> bytes:
@@ -184,7 +202,7 @@ class Deidentifier:
             group = elem.tag.group
             curve = 0x5000 <= group <= 0x50FF
             overlay_data = 0x6000 <= group <= 0x60FF and elem.tag.element in (0x3000, 0x4000)
-            if kw in REMOVE or curve or overlay_data:
+            if kw in REMOVE or curve or overlay_data or (kw in DESCRIPTORS and not self.keep_descriptors):
                 del ds[elem.tag]
                 continue
             if kw in BLANK:
