@@ -190,7 +190,9 @@ def test_siemens_mosaic_split_into_slices(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours @ swap, wrapper.affine, atol=1e-3)
 
 
-def _enhanced_from_classic(paths: list[Path], out: Path, order: list[int]) -> None:
+def _enhanced_from_classic(
+    paths: list[Path], out: Path, order: list[int], temporal: list[int] | None = None
+) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -233,6 +235,8 @@ def _enhanced_from_classic(paths: list[Path], out: Path, order: list[int]) -> No
         fg.PixelValueTransformationSequence = Sequence([pvt])
         fc = Dataset()
         fc.StackID, fc.InStackPositionNumber = "1", i + 1
+        if temporal is not None:
+            fc.TemporalPositionIndex = temporal[order[i]]
         fg.FrameContentSequence = Sequence([fc])
         frames.append(fg)
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
@@ -251,6 +255,19 @@ def test_enhanced_multiframe_equals_classic(tmp_path: Path, orientation: str) ->
     assert enhanced.meta["enhanced"] is True
     np.testing.assert_array_equal(enhanced.data, classic.data)
     np.testing.assert_allclose(enhanced.affine, classic.affine, atol=1e-6)
+
+
+def test_enhanced_multiframe_time_series_is_4d(tmp_path: Path) -> None:
+    t0, t1 = make_stored((6, 5, 4), seed=8), make_stored((6, 5, 4), seed=9)
+    p0 = write_series(tmp_path / "t0", t0, shuffle=None)
+    p1 = write_series(tmp_path / "t1", t1, shuffle=None)
+    order = [5, 0, 7, 2, 1, 4, 6, 3]
+    _enhanced_from_classic(p0 + p1, tmp_path / "dyn.dcm", order=order, temporal=[1] * 4 + [2] * 4)
+    img = read_image(tmp_path / "dyn.dcm")
+    assert img.shape == (6, 5, 4, 2) and img.meta["volume_key"] == "temporal"
+    np.testing.assert_array_equal(img.data[..., 0], t0 - 1024.0)
+    np.testing.assert_array_equal(img.data[..., 1], t1 - 1024.0)
+    np.testing.assert_allclose(img.affine, read_image(tmp_path / "t0").affine)
 
 
 def test_real_enhanced_mr_loads() -> None:

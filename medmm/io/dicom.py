@@ -549,10 +549,11 @@ def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, 
             continue
         labels = sorted(set(values), key=lambda v: (str(type(v)), v))
         if key == "dimension":  # enhanced: drop the in-stack position from the index
-            labels = None
+            keep = _dimension_indices_without_position(frames)
             groups: dict[Any, list[Frame]] = {}
             for f in frames:
-                groups.setdefault(_dimension_without_position(f, frames), []).append(f)
+                dims = f.keys.get("dimension", ())
+                groups.setdefault(tuple(dims[i] for i in keep if i < len(dims)), []).append(f)
             labels = sorted(groups)
             parts = [groups[label] for label in labels]
         else:
@@ -565,17 +566,20 @@ def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, 
     return [frames], None, [], True
 
 
-def _dimension_without_position(f: Frame, frames: list[Frame]) -> tuple:
-    dims = f.keys.get("dimension", ())
-    # the index that varies with position within a volume is the in-stack position: drop
-    # every index whose value set equals the number of distinct positions
+def _dimension_indices_without_position(frames: list[Frame]) -> list[int]:
+    """Indices of DimensionIndexValues that do not enumerate the in-stack position.
+
+    The index whose number of distinct values equals the number of distinct positions is
+    the in-stack position; the others tell volumes apart.
+    """
     n_pos = len({round(float(v), 2) for v in _positions(frames)[1]})
+    width = max(len(f.keys.get("dimension", ())) for f in frames)
     keep = []
-    for i, v in enumerate(dims):
-        values = {fr.keys.get("dimension", ())[i] for fr in frames if len(fr.keys.get("dimension", ())) > i}
+    for i in range(width):
+        values = {f.keys["dimension"][i] for f in frames if len(f.keys.get("dimension", ())) > i}
         if len(values) != n_pos:
-            keep.append(v)
-    return tuple(keep)
+            keep.append(i)
+    return keep
 
 
 def _sort_volume(frames: list[Frame]) -> list[Frame]:
