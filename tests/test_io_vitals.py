@@ -206,6 +206,8 @@ def test_fhir_vitals_by_loinc(tmp_path):
         _obs("29463-7", 154, "[lb_av]"),
         _obs("8302-2", 70, "[in_i]"),
         _obs("99999-9", 1, "1", display="Mystery vital"),  # unknown LOINC: reported
+        _obs("72514-3", 3, "{score}"),  # pain severity (Synthea)
+        _obs("59576-9", 50, "%"),  # BMI percentile: known, not a signal, not a problem
         _obs("8867-4", 75, "/min", time="2024-01-01T12:00:00Z"),  # after the index time
         _obs("2339-0", 5.5, "mmol/L", category="laboratory"),  # a lab: not a vital, not a problem
     ]
@@ -221,6 +223,7 @@ def test_fhir_vitals_by_loinc(tmp_path):
     assert got["temperature@08:00"] == pytest.approx(38.0)
     assert got["weight@08:00"] == pytest.approx(69.85, abs=0.01)
     assert got["height@08:00"] == pytest.approx(177.8)
+    assert got["pain_score@08:00"] == 3
     (e,) = v.problems
     assert e.row == 8 and "unknown LOINC code '99999-9'" in e.message and e.column == "Observation.code"
     assert read_modality("vitals", p).frame["time"].max() == pd.Timestamp("2024-01-01T12:00:00")

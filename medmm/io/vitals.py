@@ -62,6 +62,8 @@ SIGNALS: dict[str, tuple[str, str, tuple[float, float]]] = {
     "weight": ("kg", "mass", (0.2, 700.0)),
     "height": ("cm", "length", (20.0, 280.0)),
     "bmi": ("kg/m2", "bmi", (5.0, 250.0)),
+    "pain_score": ("{score}", "score", (0.0, 10.0)),
+    "head_circumference": ("cm", "length", (15.0, 80.0)),
 }
 
 _SIGNAL_ALIASES = {
@@ -81,6 +83,8 @@ _SIGNAL_ALIASES = {
     "weight": ["weight", "body weight", "wt"],
     "height": ["height", "body height", "ht"],
     "bmi": ["bmi", "body mass index"],
+    "pain_score": ["pain", "pain score", "pain severity"],
+    "head_circumference": ["head circumference", "ofc"],
 }
 _ALIAS = {a: name for name, aliases in _SIGNAL_ALIASES.items() for a in aliases}
 
@@ -108,7 +112,13 @@ VITAL_LOINC: dict[str, str] = {
     "8302-2": "height",
     "8306-3": "height",
     "39156-5": "bmi",
+    "72514-3": "pain_score",
+    "38208-5": "pain_score",
+    "9843-4": "head_circumference",
+    "8287-5": "head_circumference",
 }
+#: vital-sign codes that are known but not signals (growth percentiles ...): skipped, not reported
+VITAL_IGNORED = {"59576-9", "8289-1", "77606-2", "59575-1"}
 #: panels whose value is in their components
 VITAL_PANELS = {"85354-9", "55284-4", "35094-2", "85353-1"}
 
@@ -136,6 +146,7 @@ _UNITS: dict[str, dict[str, _F]] = {
     "length": {"cm": _scale(1.0), "m": _scale(100.0), "mm": _scale(0.1), "[in_i]": _scale(2.54),
                "in": _scale(2.54), "[ft_i]": _scale(30.48), "ft": _scale(30.48)},
     "bmi": {u: _scale(1.0) for u in ("kg/m2", "kg/m^2", "kg/(m2)", "kg/m²")},
+    "score": {u: _scale(1.0) for u in ("{score}", "score", "1", "{#}")},
 }
 
 
@@ -415,7 +426,7 @@ def vitals_from_observations(
         code = o.get("code")
         signal = VITAL_LOINC.get(code) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
         if signal is None:
-            if o.get("category") == "vital-signs" and code not in VITAL_PANELS:
+            if o.get("category") == "vital-signs" and code not in VITAL_PANELS and code not in VITAL_IGNORED:
                 problems.append(problem(
                     f"unknown LOINC code {code!r} ({o.get('display') or 'no display'}) for a vital sign; skipped",
                     path=path, row=o.get("entry"), column=f"{o.get('field', 'Observation')}.code",
