@@ -246,3 +246,22 @@ def test_one_patient_table_without_patient_column(tmp_path):
     pd.DataFrame({"charttime": ["2024-01-01 08:00"], "category": ["nursing"], "note": ["Calm."]}).to_csv(p, index=False)
     notes = read_modality("notes", p, patient_id="P7", index_time="2024-01-02")
     assert [(n.text, n.note_type) for n in notes.notes] == [("Calm.", "nursing")]
+
+
+def test_deidentification_on_read(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fhir_factory import patient_bundle, write_bundle
+
+    p = tmp_path / "n.txt"
+    p.write_text("Seen by Dr. Carter on 2024-01-03; call 555-123-4567.")
+    assert read_text_note(p, deid=True).notes[0].text == "Seen by [NAME] on [DATE]; call [PHONE]."
+    assert "2024-01-03" in read_text_note(p, deid={"dates": False}).notes[0].text
+    b = write_bundle(tmp_path / "b.json", patient_bundle("p1"))
+    text = read_fhir_notes(b, deid=True, index_time="2024-06-01").notes[0].text
+    assert "Ann" not in text and "Smith" not in text and "No evidence of mass" in text
+    t = tmp_path / "t.jsonl"
+    t.write_text(json.dumps({"patient_id": "A", "time": "2024-01-01", "text": "Mr. Jones is well."}) + "\n")
+    assert read_notes_table(t, patient_id="A", deid=True).notes[0].text == "[NAME] is well."

@@ -50,8 +50,27 @@ _ALIASES = {
 }
 
 
-def read_text_note(path: str | Path, *, index_time: Any = None, note_type: str = "note", **_: Any) -> Notes:
-    """Read one plain-text (UTF-8) note; its time is the record's index time."""
+def _scrubber(deid: Any):
+    """``deid``: False/None (off), True (default :class:`PhiScrubber`), a scrubber, or its settings."""
+    if not deid:
+        return None
+    from ..preprocess.notes_nlp import PhiScrubber
+
+    if deid is True:
+        return PhiScrubber()
+    if isinstance(deid, dict):
+        return PhiScrubber(**deid)
+    return deid
+
+
+def read_text_note(
+    path: str | Path, *, index_time: Any = None, note_type: str = "note", deid: Any = False, **_: Any
+) -> Notes:
+    """Read one plain-text (UTF-8) note; its time is the record's index time.
+
+    ``deid`` scrubs PHI on read (``True``, a :class:`~medmm.preprocess.notes_nlp.PhiScrubber`
+    or its settings as a dict).
+    """
     raw = Path(path).read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -64,7 +83,8 @@ def read_text_note(path: str | Path, *, index_time: Any = None, note_type: str =
     text = text.strip()
     if not text:
         raise ReadError("note is empty", path=path, hint="remove the path from the manifest")
-    return Notes([Note(text=text, time=index_time, note_type=note_type)])
+    scrub = _scrubber(deid)
+    return Notes([Note(text=scrub(text) if scrub else text, time=index_time, note_type=note_type)])
 
 
 # --------------------------------------------------------------------------- note tables
@@ -196,7 +216,8 @@ def _load_cached(path_s: str, mtime: float) -> "pd.DataFrame":
     return out
 
 
-def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, index_time: Any) -> Notes:
+def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, index_time: Any,
+              deid: Any = False) -> Notes:
     cutoff = to_timestamp(index_time)
     if cutoff is not None:
         undated = rows["time"].isna()
@@ -206,8 +227,9 @@ def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, in
                                     hint="give every note its time"))
         rows = rows[~undated & (rows["time"] <= cutoff)]
     rows = rows[rows["text"].str.strip() != ""].sort_values("time", kind="stable", na_position="first")
+    scrub = _scrubber(deid) or (lambda t: t)
     notes = Notes([
-        Note(text=str(r.text).strip(), time=None if r.time is None or r.time != r.time else r.time,
+        Note(text=scrub(str(r.text).strip()), time=None if r.time is None or r.time != r.time else r.time,
              note_type=str(r.note_type))
         for r in rows.itertuples(index=False)
     ])
@@ -221,6 +243,7 @@ def read_notes_table(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    deid: Any = False,
     **_: Any,
 ) -> Notes:
     """Read one patient's notes from a note table (JSONL / CSV / Parquet).
@@ -236,6 +259,9 @@ def read_notes_table(
         Notes dated after it are left out (leakage guard).
     strict:
         Raise the first problem instead of collecting it.
+    deid:
+        Scrub PHI on read: ``True``, a :class:`~medmm.preprocess.notes_nlp.PhiScrubber` or its
+        settings as a dict.
 
     Returns
     -------
@@ -251,7 +277,7 @@ def read_notes_table(
         problems = [e for p, e in pairs if p is None or p == pid]
     else:
         problems = [e for _, e in pairs]
-    notes = _to_notes(df, problems, path=path, index_time=index_time)
+    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
     if strict and notes.problems:
         raise notes.problems[0]
     if not notes.notes:
@@ -332,14 +358,22 @@ def read_fhir_notes(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    deid: Any = False,
     **_: Any,
 ) -> Notes:
-    """Read the text notes of a FHIR Bundle (or a lone DocumentReference) JSON file."""
+    """Read the text notes of a FHIR Bundle (or a lone DocumentReference) JSON file.
+
+    With ``deid=True`` the names of the bundle's Patient are scrubbed too.
+    """
     import pandas as pd
 
     from .fhir import load_bundle
 
     bundle = load_bundle(path, only={"DocumentReference"})
+    if deid is True:
+        from ..preprocess.notes_nlp import PhiScrubber
+
+        deid = PhiScrubber(known_names=bundle.patient.get("names", []))
     problems = list(bundle.problems)
     rows = []
     for note in bundle.notes:
@@ -348,7 +382,7 @@ def read_fhir_notes(
         raise problems[0]
     df = pd.DataFrame(rows, columns=list(NOTE_COLUMNS))
     df["time"] = pd.to_datetime(df["time"])
-    notes = _to_notes(df, problems, path=path, index_time=index_time)
+    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
     if not notes.notes:
         raise ReadError("no usable text DocumentReference", path=path,
                         hint="leave the manifest's notes_path empty for this patient")
