@@ -596,3 +596,20 @@ def test_unreadable_compression_names_the_fix() -> None:
         read_image(_testdata("JPEG-lossy.dcm"))
     except DicomError as exc:  # 12-bit JPEG extended: no installed plugin decodes it
         assert "PixelData" in str(exc) and "pylibjpeg" in str(exc)
+
+
+def test_meta_and_ls_follow_their_schemas(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from medmm.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "data_schemas"
+    write_series(tmp_path / "s", make_stored((6, 5, 4)), series_uid="1.2.3.13")
+    meta_schema = json.loads((root / "image_meta.schema.json").read_text())
+    jsonschema.validate(read_image(tmp_path / "s").meta, meta_schema)
+    jsonschema.validate(read_image(tmp_path / "s", deidentify=True).meta, meta_schema)
+    assert main(["dicom", "ls", "--json", str(tmp_path)]) == 0
+    ls_schema = json.loads((root / "dicom_ls.schema.json").read_text())
+    for line in capsys.readouterr().out.splitlines():
+        jsonschema.validate(json.loads(line), ls_schema)

@@ -164,3 +164,13 @@ def test_nrrd_registered_and_bad(tmp_path: Path) -> None:
     with pytest.raises(ReadError) as exc:
         read_image(tmp_path / "bad.nrrd")
     assert "bad.nrrd" in str(exc.value)
+
+
+def test_meta_follows_schema(tmp_path: Path) -> None:
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "data_schemas" / "image_meta.schema.json").read_text())
+    jsonschema.validate(read_image(NIB_DATA / "example4d.nii.gz").meta, schema)
+    write_nrrd(Image(np.zeros((2, 3, 4), np.float32), np.eye(4)), tmp_path / "z.nrrd")
+    jsonschema.validate(read_image(tmp_path / "z.nrrd").meta, schema)
