@@ -140,3 +140,22 @@ def test_warm_pass_much_faster_than_cold(tmp_path: Path) -> None:
     cold = one_pass()
     warm = min(one_pass() for _ in range(3))
     assert cold / warm >= 20
+
+
+def test_preprocess_cached_caches_only_the_deterministic_part(tmp_path: Path) -> None:
+    from imaging_helpers import make_stored, write_series
+
+    from medmm.preprocess.cache import preprocess_cached
+    from medmm.preprocess.image import ImagePreprocessor
+
+    write_series(tmp_path / "s", make_stored((12, 12, 6)))
+    cache = VolumeCache(tmp_path / "cache")
+    pre = ImagePreprocessor(spatial_size=(8, 8, 8), augment={"noise_prob": 1.0}, seed=0).fit()
+    det = preprocess_cached(tmp_path / "s", pre, cache)
+    assert len(cache) == 1 and isinstance(det, np.memmap)
+    aug1 = preprocess_cached(tmp_path / "s", pre, cache, training=True, seed=1)
+    aug2 = preprocess_cached(tmp_path / "s", pre, cache, training=True, seed=1)
+    assert len(cache) == 1  # augmentation never creates entries
+    np.testing.assert_array_equal(aug1, aug2)
+    assert not np.array_equal(aug1, det)
+    np.testing.assert_array_equal(preprocess_cached(tmp_path / "s", pre, cache), det)

@@ -100,7 +100,7 @@ def _deid(args: argparse.Namespace) -> int:
             "so the UID and date mapping can be reproduced by anyone",
             file=sys.stderr,
         )
-    deid = Deidentifier(salt=args.salt or "medmm", keep_descriptors=args.keep_descriptors)
+    deid = Deidentifier(salt=args.salt, keep_descriptors=args.keep_descriptors)
     written = deidentify_path(args.input, args.output, deidentifier=deid)
     print(f"de-identified {len(written)} file(s) into {args.output}")
     if deid.burned_in:

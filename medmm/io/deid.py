@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ class Deidentifier:
     ----------
     salt:
         A secret string: the same salt maps the same UID, PatientID and dates the same way
-        (so that several exports of one study stay linked). Keep it private.
+        (so that several exports of one study stay linked). Keep it private. Default:
+        ``$MEDMM_DEID_SALT``, else a public constant (reproducible by anyone).
     max_shift_days:
         Dates are shifted back by 1 to ``max_shift_days`` days, fixed per patient.
     keep_descriptors:
@@ -125,8 +127,10 @@ class Deidentifier:
         profile since they are free text that may hold identifiers).
     """
 
-    def __init__(self, *, salt: str = "medmm", max_shift_days: int = 3650, keep_descriptors: bool = False) -> None:
-        self.salt = salt
+    def __init__(
+        self, *, salt: str | None = None, max_shift_days: int = 3650, keep_descriptors: bool = False
+    ) -> None:
+        self.salt = salt if salt is not None else os.environ.get("MEDMM_DEID_SALT", "medmm")
         self.max_shift_days = int(max_shift_days)
         self.keep_descriptors = keep_descriptors
         self.burned_in: list[str] = []
@@ -224,7 +228,7 @@ class Deidentifier:
 
 
 def deidentify_path(
-    src: str | Path, dst: str | Path, *, salt: str = "medmm", deidentifier: Deidentifier | None = None
+    src: str | Path, dst: str | Path, *, salt: str | None = None, deidentifier: Deidentifier | None = None
 ) -> list[Path]:
     """De-identify every DICOM file under ``src`` into ``dst`` (same relative layout).
 

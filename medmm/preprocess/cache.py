@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "CACHE_VERSION"]
+__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "CACHE_VERSION"]
 
 #: Bumped when the on-disk layout or a preprocessing default changes meaning.
 CACHE_VERSION = 1
@@ -200,3 +200,34 @@ class VolumeCache:
 
     def __repr__(self) -> str:
         return f"VolumeCache({str(self.root)!r}, entries={len(self)}, max_bytes={self.max_bytes})"
+
+
+def preprocess_cached(
+    path: str | os.PathLike,
+    preprocessor: Any,
+    cache: VolumeCache | None,
+    *,
+    training: bool = False,
+    seed: int | None = None,
+    reader: Callable[..., Any] | None = None,
+    **read_options: Any,
+) -> np.ndarray:
+    """Read and preprocess the image at ``path`` through ``cache``.
+
+    Only the deterministic part (``preprocessor.transform_deterministic``, else
+    ``transform``) is cached; with ``training=True`` augmentation
+    (``preprocessor.augment_array``) is applied afterwards, to a copy, with ``seed``.
+    """
+    if reader is None:
+        from ..io.image import read_image as reader
+
+    def compute() -> np.ndarray:
+        image = reader(path, **read_options)
+        fn = getattr(preprocessor, "transform_deterministic", None) or preprocessor.transform
+        return np.asarray(fn(image))
+
+    config = {"preprocessor": config_fingerprint(preprocessor), "read": read_options}
+    arr = cache.get_or_compute(path, config, compute) if cache is not None else compute()
+    if training and getattr(preprocessor, "augment", False) and hasattr(preprocessor, "augment_array"):
+        return preprocessor.augment_array(np.array(arr), seed=seed)
+    return arr
