@@ -62,7 +62,6 @@ _EXTENSIONS: dict[tuple[str, str], str] = {
     ("vitals", ".wide.csv"): "wide_csv",
     ("vitals", ".json"): "fhir",
     ("vitals", ".hea"): "wfdb",
-    ("vitals", ".ecg.hea"): "ecg_wfdb",
     ("vitals", ".ecg.dcm"): "ecg_dicom",
     ("ehr", ".parquet"): "wide_parquet",
     ("ehr", ".events.csv"): "long_csv",

@@ -190,6 +190,7 @@ def clean_vitals(
 
     problems = [] if problems is None else problems
     df = frame[list(LONG_COLUMNS)].copy()
+    df["time"] = pd.to_datetime(df["time"]).astype("datetime64[ns]")
     df["unit"] = df["unit"].fillna("").astype(str)
     if rename:
         mapping = {s: canonical_signal(s) for s in df["signal"].unique()}

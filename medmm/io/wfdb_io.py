@@ -1,7 +1,8 @@
 """PhysioNet WFDB records and ECG waveforms (WFDB or DICOM waveform) as vital signs.
 
 * :func:`read_wfdb_vitals` — a numerics record (``HR``, ``SpO2``, ``RESP``, ``ABP Sys``,
-  ``NBP Sys`` ... as in MIMIC's numerics) to a cleaned long :class:`~medmm.records.Vitals`.
+  ``NBP Sys`` ... as in MIMIC's numerics) to a cleaned long :class:`~medmm.records.Vitals`
+  (a record of ECG leads only gives its derived heart rate).
 * :func:`read_ecg` — an ECG record (WFDB, or a DICOM 12-lead / general ECG waveform such as
   pydicom's ``waveform_ecg.dcm``) to a :class:`Waveform` (samples x leads, in mV).
 * :func:`read_ecg_heart_rate` — the heart rate derived from an ECG (QRS detection with
@@ -116,9 +117,8 @@ def read_wfdb_vitals(
         ok = ~np.isnan(col)
         frames.append(pd.DataFrame({"time": t[ok], "signal": signal, "value": col[ok], "unit": unit or ""},
                                    index=np.flatnonzero(ok)))
-    if not frames:
-        raise ReadError("record holds no numerics channel", path=path,
-                        hint="read ECG records with the 'ecg_wfdb' format")
+    if not frames:  # an ECG record: its derived heart rate
+        return read_ecg_heart_rate(path, index_time=index_time, start_time=start_time, strict=strict)
     df = pd.concat(frames)
     return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
                    strict=strict, index_time=index_time)
