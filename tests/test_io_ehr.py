@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import sys
 from pathlib import Path
@@ -209,3 +210,24 @@ def test_event_featurizer_fitted_on_train_only():
     pre = TabularPreprocessor(min_frequency=2).fit(rows[:20])
     x = pre.transform_many(rows[20:])
     assert x.shape[0] == 10 and np.isfinite(x).all()
+
+
+def test_fhir_social_history_and_r5_style_docref(tmp_path):
+    b = patient_bundle("p1")
+    b["entry"].append({"resource": {
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "social-history"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2", "display": "Tobacco smoking status"}]},
+        "effectiveDateTime": "2024-01-01T00:00:00Z",
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "266919005",
+                                             "display": "Never smoker"}]}}})
+    b["entry"].append({"resource": {
+        "resourceType": "DocumentReference", "status": "current", "context": [{"reference": "Encounter/x"}],
+        "date": "2024-05-01T00:00:00Z",
+        "content": [{"attachment": {"contentType": "text/plain",
+                                    "data": base64.b64encode(b"R5-style context.").decode()}}]}})
+    p = write_bundle(tmp_path / "b.json", b)
+    tab = read_ehr_fhir(p, index_time=INDEX)
+    assert tab.values["observation:72166-2"] == "Never smoker" and tab.problems == []
+    assert any(n.text == "R5-style context." for n in load_bundle(p).notes)

@@ -48,6 +48,11 @@ __all__ = [
 EVENT_COLUMNS = ("patient_id", "time", "kind", "code", "name", "value", "unit")
 #: kinds whose presence (not value) is the feature
 FLAG_KINDS = ("condition", "medication", "procedure")
+#: Observation category -> event kind (vital signs go to the vitals modality)
+OBSERVATION_KINDS = {"laboratory": "lab", "social-history": "observation", "survey": "observation",
+                     "exam": "observation"}
+#: kinds whose values become features
+VALUE_KINDS = ("lab", "numeric", "vital", "observation")
 #: kinds counted in the window
 COUNT_KINDS = ("encounter", "condition", "medication", "procedure", "imaging", "lab")
 
@@ -213,7 +218,7 @@ def event_features(
                 units["age"] = "years"
         else:
             values[key] = r.value
-    numeric = ev[ev["kind"].isin(("lab", "numeric", "vital"))]
+    numeric = ev[ev["kind"].isin(VALUE_KINDS)]
     if len(numeric):
         numeric = numeric.sort_values("time", kind="stable")
         for (kind, code), g in numeric.groupby(["kind", "code"], sort=True):
@@ -247,7 +252,7 @@ def event_features(
     if vocabulary is not None and "numeric" in vocab:
         for key in vocab["numeric"]:
             values.setdefault(key, None)
-        for key in [k for k in values if ":" in k and k.split(":", 1)[0] in ("lab", "numeric", "vital")]:
+        for key in [k for k in values if ":" in k and k.split(":", 1)[0] in VALUE_KINDS]:
             if key.split("__")[0] not in vocab["numeric"]:
                 values.pop(key)
                 units.pop(key, None)
@@ -280,7 +285,7 @@ class EventFeaturizer:
                 kind = key.split(":", 1)[0] if ":" in key else ""
                 if kind in FLAG_KINDS:
                     seen[kind][key] += 1
-                elif kind in ("lab", "numeric", "vital"):
+                elif kind in VALUE_KINDS:
                     seen["numeric"][key] += 1
         self.vocabulary_ = {k: sorted(key for key, n in c.items() if n >= self.min_patients)
                             for k, c in seen.items()}
@@ -394,8 +399,9 @@ def read_ehr_long(
 def events_from_bundle(bundle: Any) -> "pd.DataFrame":
     """The EHR events of a :class:`~medmm.io.fhir.FhirBundle` as a long frame.
 
-    Laboratory Observations (category ``laboratory``) become ``lab`` events keyed by LOINC;
-    vital signs are left to :mod:`medmm.io.vitals`.
+    Laboratory Observations become ``lab`` events keyed by LOINC, social-history / survey /
+    exam Observations (smoking status ...) ``observation`` events; vital signs are left to
+    :mod:`medmm.io.vitals`.
     """
     import pandas as pd
 
@@ -411,8 +417,9 @@ def events_from_bundle(bundle: Any) -> "pd.DataFrame":
     for c in bundle.conditions:
         rows.append((pid, c["time"], "condition", c["code"], c["display"], None, "", c["end"]))
     for o in bundle.observations:
-        if o["category"] == "laboratory":
-            rows.append((pid, o["time"], "lab", o["code"], o["display"], o["value"], o["unit"], None))
+        kind = OBSERVATION_KINDS.get(o["category"])
+        if kind:
+            rows.append((pid, o["time"], kind, o["code"], o["display"], o["value"], o["unit"], None))
     for m in bundle.medications:
         rows.append((pid, m["time"], "medication", m["code"], m["display"], None, "", None))
     for pr in bundle.procedures:

@@ -311,7 +311,10 @@ def notes_from_document_reference(
     valid in their charset are reported in ``problems``.
     """
     where = f"DocumentReference/{resource.get('id', '?')}"
-    t = resource.get("date") or ((resource.get("context") or {}).get("period") or {}).get("start")
+    context = resource.get("context") or {}
+    if isinstance(context, list):  # R5: a list of references
+        context = {}
+    t = resource.get("date") or ((context.get("period") or {}).get("start"))
     time = parse_time(t, problems=problems, path=path, row=row, column=f"{where}.date")
     rtype = resource.get("type") or {}
     codings = rtype.get("coding") or [{}]
