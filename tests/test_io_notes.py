@@ -164,6 +164,9 @@ NEGATION_TABLE = [
     ("May be more drowsy than usual.", "drowsy", "possible"),
     ("No fever and no dyspnea reported.", "dyspnea", "negated"),
     ("A 3-year-old mass.", "mass", "affirmed"),
+    ("No 2.5 cm mass is seen.", "mass", "negated"),
+    ("Denies fever; reports chest pain.", "chest pain", "affirmed"),
+    ("Evaluate for r/o sepsis.", "sepsis", "possible"),
 ]
 
 

@@ -356,7 +356,19 @@ def _phrase_regex(phrases: Iterable[str]) -> str:
     return r"(?<![\w/-])(?:" + "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in alts) + r")(?![\w/-])"
 
 
-_SENT = re.compile(r"[^.!?;\n]+(?:[.!?;]+|\n|$)")
+_SENT_END = re.compile(r"[.!?;]+(?=\s|$)|\n")  # "2.5 cm" and "r/o" do not end a sentence
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """``(offset, sentence)`` pairs, split at . ! ? ; before a space, and at line ends."""
+    out, start = [], 0
+    for m in _SENT_END.finditer(text):
+        if text[start:m.end()].strip():
+            out.append((start, text[start:m.end()]))
+        start = m.end()
+    if text[start:].strip():
+        out.append((start, text[start:]))
+    return out
 _WORD = re.compile(r"\S+")
 
 
@@ -454,10 +466,8 @@ class FindingExtractor:
         out: list[Finding] = []
         for sec in split_sections(text) or [Section("body", "", text, 0, len(text))]:
             body_start = text.find(sec.text, sec.start) if sec.text else sec.start
-            for m in _SENT.finditer(sec.text):
-                if m.group(0).strip():
-                    out.extend(self.findings_in_sentence(m.group(0), offset=body_start + m.start(),
-                                                         section=sec.name))
+            for off, sent in _sentences(sec.text):
+                out.extend(self.findings_in_sentence(sent, offset=body_start + off, section=sec.name))
         return out
 
     def classify(self, text: str, *, sections: Sequence[str] | None = None) -> dict[str, str]:
