@@ -250,3 +250,33 @@ def test_clean_vitals_keeps_index_rows():
     problems = []
     out = clean_vitals(df, path="x.csv", problems=problems)
     assert len(out) == 1 and problems[0].row == 9
+
+
+def test_vitals_summarizer_fitted_on_train():
+    from medmm.errors import NotFittedError
+    from medmm.preprocess.tabular import TabularPreprocessor
+    from medmm.preprocess.vitals_summary import VitalsSummarizer
+    from medmm.records import Vitals
+    from medmm.synth import render_vitals
+
+    idx = np.datetime64("2024-01-03T08:00:00")
+    series = [read_vitals_long_rows(render_vitals(z, 48, idx, np.random.default_rng(i)))
+              for i, z in enumerate(np.linspace(-1, 1, 12))]
+    series[0] = Vitals(series[0].frame[series[0].frame["signal"] != "spo2"].reset_index(drop=True))
+    with pytest.raises(NotFittedError):
+        VitalsSummarizer().transform(series[0])
+    summ = VitalsSummarizer(stats=("last", "mean", "slope_per_hour", "count")).fit(series[:8])
+    rows = [summ.transform(v, index_time=pd.Timestamp(idx)) for v in series]
+    assert all(set(r.values) == set(rows[0].values) for r in rows) and len(rows[0].values) == 5 * 4
+    assert rows[0].values["spo2__count"] == 0 and np.isnan(rows[0].values["spo2__mean"])
+    assert rows[1].units["heart_rate__mean"] == "bpm" and "heart_rate__count" not in rows[1].units
+    x = TabularPreprocessor(min_frequency=1).fit(rows[:8]).transform_many(rows[8:])
+    assert x.shape[0] == 4 and np.isfinite(x).all()
+
+
+def read_vitals_long_rows(rows):
+    from medmm.records import Vitals
+
+    df = pd.DataFrame(rows, columns=["time", "signal", "value", "unit"])
+    df["time"] = pd.to_datetime(df["time"])
+    return Vitals(clean_vitals(df))

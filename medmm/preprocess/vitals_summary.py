@@ -15,7 +15,7 @@ import numpy as np
 
 from ..records import Vitals
 
-__all__ = ["summarize_vitals", "SUMMARY_STATS"]
+__all__ = ["summarize_vitals", "VitalsSummarizer", "SUMMARY_STATS"]
 
 SUMMARY_STATS = ("count", "last", "hours_since_last", "mean", "std", "min", "max", "median",
                  "first", "diff", "mean_diff", "mean_abs_diff", "max_abs_diff", "sum_abs_diff",
@@ -92,3 +92,41 @@ def summarize_vitals(
         st = _stats(th, rows["value"].to_numpy(dtype=float), (end - t0).total_seconds() / 3600.0)
         out.update({f"{s}__{k}": st[k] for k in stats})
     return out
+
+
+class VitalsSummarizer:
+    """HAIM-style summaries as :class:`~medmm.records.Tabular` rows with the same keys for all.
+
+    ``fit`` learns the signal list from training records (signals seen in at least
+    ``min_records`` of them); ``transform`` summarises a record's vitals before its index time,
+    ready for :class:`medmm.preprocess.tabular.TabularPreprocessor` (NaN where a signal was not
+    observed, which that featurizer imputes with a missing indicator).
+    """
+
+    def __init__(self, *, hours: float | None = 48.0, stats: Sequence[str] = SUMMARY_STATS,
+                 min_records: int = 1) -> None:
+        self.hours = hours
+        self.stats = tuple(stats)
+        self.min_records = min_records
+
+    def fit(self, series: Sequence[Vitals]) -> "VitalsSummarizer":
+        from collections import Counter
+
+        seen: Counter = Counter()
+        for v in series:
+            seen.update(set(v.frame["signal"]))
+        self.signals_ = sorted(s for s, n in seen.items() if n >= self.min_records)
+        return self
+
+    def transform(self, vitals: Vitals, *, index_time: Any = None) -> "Any":
+        from ..errors import NotFittedError
+        from ..records import Tabular
+
+        if not hasattr(self, "signals_"):
+            raise NotFittedError("VitalsSummarizer is not fitted", hint="call fit() on training vitals first")
+        values = summarize_vitals(vitals, index_time=index_time, hours=self.hours, signals=self.signals_,
+                                  stats=self.stats)
+        units = dict(zip(vitals.frame["signal"], vitals.frame["unit"]))
+        return Tabular(values=values, units={k: units[k.split("__")[0]] for k in values
+                                             if k.split("__")[0] in units and not k.endswith(
+                                                 ("__count", "__n_peaks", "__hours_since_last", "__slope_per_hour"))})
