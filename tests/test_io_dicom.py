@@ -613,3 +613,18 @@ def test_meta_and_ls_follow_their_schemas(tmp_path: Path, capsys: pytest.Capture
     ls_schema = json.loads((root / "dicom_ls.schema.json").read_text())
     for line in capsys.readouterr().out.splitlines():
         jsonschema.validate(json.loads(line), ls_schema)
+
+
+def test_enhanced_without_plane_geometry_is_a_time_series(tmp_path: Path) -> None:
+    stored = make_stored((6, 5, 3), seed=10)
+    paths = write_series(tmp_path / "c", stored, shuffle=None)
+    _enhanced_from_classic(paths, tmp_path / "e.dcm", order=[0, 1, 2])
+    ds = pydicom.dcmread(tmp_path / "e.dcm")
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        del fg.PlanePositionSequence
+    del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
+    ds.save_as(tmp_path / "e.dcm")
+    img = read_image(tmp_path / "e.dcm")
+    assert img.shape == (6, 5, 1, 3) and img.meta["volume_key"] == "frame"
+    assert "geometry" in img.meta
+    np.testing.assert_array_equal(img.data[:, :, 0, 2], stored[:, :, 2] - 1024.0)

@@ -315,6 +315,7 @@ def _volume_keys(ds: Any) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name, tag in (
         ("echo", "EchoNumbers"),
+        ("echo_time", "EchoTime"),
         ("temporal", "TemporalPositionIdentifier"),
         ("acquisition", "AcquisitionNumber"),
         ("trigger", "TriggerTime"),
@@ -395,15 +396,11 @@ def _enhanced_frames(
             slope = _num(ds.get("RescaleSlope"), 1.0)
         if intercept is None:
             intercept = _num(ds.get("RescaleIntercept"), 0.0)
-        geometry = iop is not None and ipp is not None
-        if not geometry:
-            raise GeometryError(
-                f"frame {f} has no PlanePositionSequence/PlaneOrientationSequence",
-                path=path,
-                column="PerFrameFunctionalGroupsSequence",
-                hint="only enhanced images with patient geometry are supported",
-            )
+        geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
         keys: dict[str, Any] = {}
+        if not geometry:  # e.g. enhanced XA/US: frames in time at one (unknown) place
+            iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
+            keys["frame"] = f
         echo = _num(_fg(pf, shared, "MREchoSequence", "EffectiveEchoTime"), None)
         if echo is not None:
             keys["echo"] = echo
@@ -427,7 +424,7 @@ def _enhanced_frames(
                 path=path, ds=ds, frame=f, rows=rows, cols=cols, iop=iop, ipp=ipp,
                 spacing=(float(sp[0]), float(sp[1])) if sp is not None else _spacing(ds)[0],
                 slope=float(slope), intercept=float(intercept), instance=instance,
-                stack_id=stack_id, keys=keys, pixel_offset=offset,
+                stack_id=stack_id, keys=keys, pixel_offset=offset, geometry=geometry,
             )
         )
     return frames
@@ -535,7 +532,7 @@ def _same_positions(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == len(b) and bool(np.allclose(np.sort(a), np.sort(b), atol=_POS_TOL * 10))
 
 
-_SPLIT_KEYS = ("echo", "temporal", "diffusion", "trigger", "dimension", "acquisition", "frame", "acquisition_time")
+_SPLIT_KEYS = ("echo", "echo_time", "temporal", "diffusion", "trigger", "dimension", "acquisition", "frame", "acquisition_time")
 
 
 def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, list[Any], bool]:
