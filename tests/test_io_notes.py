@@ -268,3 +268,11 @@ def test_deidentification_on_read(tmp_path):
     t = tmp_path / "t.jsonl"
     t.write_text(json.dumps({"patient_id": "A", "time": "2024-01-01", "text": "Mr. Jones is well."}) + "\n")
     assert read_notes_table(t, patient_id="A", deid=True).notes[0].text == "[NAME] is well."
+
+
+def test_finding_features_one_hot():
+    from medmm.preprocess.notes_nlp import finding_features
+
+    f = finding_features("FINDINGS: No evidence of mass. HPI: possible fever.")
+    assert len(f) == 8 and sum(f.values()) == 2
+    assert f["tumor__negated"] == 1.0 and f["disease__possible"] == 1.0 and f["tumor__affirmed"] == 0.0

@@ -38,6 +38,7 @@ __all__ = [
     "FindingExtractor",
     "extract_findings",
     "classify_note",
+    "finding_features",
     "DEFAULT_TARGETS",
     "TRIGGERS",
     "SentenceEncoder",
@@ -501,6 +502,19 @@ def extract_findings(text: str) -> list[Finding]:
 def classify_note(text: str) -> dict[str, str]:
     """Per concept group, ``affirmed`` / ``possible`` / ``negated`` / ``unmentioned``."""
     return _default().classify(text)
+
+
+def finding_features(text: str, extractor: FindingExtractor | None = None) -> dict[str, float]:
+    """One-hot of each concept group's claim in a note: ``'<group>__<claim>' -> 0.0/1.0``.
+
+    Claims are ``affirmed``, ``possible``, ``negated``, ``unmentioned`` (see
+    :meth:`FindingExtractor.classify`); a fixed-length, negation-aware note representation
+    that bag-of-words features cannot give ("no evidence of mass" is not "mass").
+    """
+    ex = extractor or _default()
+    claims = ex.classify(text)
+    return {f"{g}__{c}": float(claims[g] == c) for g in ex.targets
+            for c in ("affirmed", "possible", "negated", "unmentioned")}
 
 
 # --------------------------------------------------------------------------- encoder
