@@ -628,3 +628,23 @@ def test_enhanced_without_plane_geometry_is_a_time_series(tmp_path: Path) -> Non
     assert img.shape == (6, 5, 1, 3) and img.meta["volume_key"] == "frame"
     assert "geometry" in img.meta
     np.testing.assert_array_equal(img.data[:, :, 0, 2], stored[:, :, 2] - 1024.0)
+
+
+def test_modality_lut_sequence_applied(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    stored = (np.arange(4 * 3 * 2).reshape(4, 3, 2) % 8).astype(np.uint16)
+    paths = write_series(tmp_path, stored, shuffle=None, bits_stored=16)
+    lut = (np.arange(8) ** 2 + 100).astype(np.uint16)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        del ds.RescaleSlope, ds.RescaleIntercept
+        item = Dataset()
+        item.LUTDescriptor = [8, 0, 16]
+        item.ModalityLUTType = "US"
+        item.LUTData = lut.tobytes()
+        ds.ModalityLUTSequence = Sequence([item])
+        ds.save_as(p)
+    img = read_image(tmp_path)
+    np.testing.assert_array_equal(img.data, lut[stored])

@@ -768,6 +768,11 @@ def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> N
     if invert and str(frame.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         stored = _invert_monochrome1(stored, frame.ds)
     out = dst.T
+    if "ModalityLUTSequence" in frame.ds and "RescaleSlope" not in frame.ds:
+        from pydicom.pixels import apply_modality_lut  # a non-linear modality LUT
+
+        np.copyto(out, apply_modality_lut(stored, frame.ds), casting="unsafe")
+        return
     if frame.slope == 1.0:
         np.copyto(out, stored, casting="unsafe")
     else:
