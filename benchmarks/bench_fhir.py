@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import resource
 import shutil
 import sys

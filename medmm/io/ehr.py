@@ -203,7 +203,6 @@ def event_features(
     With a ``vocabulary`` (from :class:`EventFeaturizer`), flags of listed codes are 0 when
     absent and unlisted codes are left out, so every row has the same columns.
     """
-    import pandas as pd
 
     cutoff = to_timestamp(index_time)
     ev = window_events(events, cutoff, lookback=lookback)

@@ -132,7 +132,7 @@ def split_sections(text: str) -> list[Section]:
     out = []
     if text[: marks[0][0]].strip():
         out.append(Section("preamble", "", text[: marks[0][0]].strip(), 0, marks[0][0]))
-    for k, (s, e, name, title) in enumerate(marks):
+    for k, (_, e, name, title) in enumerate(marks):
         end = marks[k + 1][0] if k + 1 < len(marks) else len(text)
         out.append(Section(name, title, text[e:end].strip(), e, end))
     return out
@@ -398,10 +398,6 @@ class FindingExtractor:
                 for s in syns:
                     self._concept[re.sub(r"\s+", " ", s.lower())] = (group, concept)
         self._target_re = re.compile(_phrase_regex(self._concept), re.I)
-        self._cat_of: dict[str, str] = {}
-        for cat in ("PREN", "POST", "PREP", "POSP", "PSEU", "CONJ", "HIST", "FAM", "HYPO"):
-            for p in self.triggers.get(cat, ()):
-                self._cat_of.setdefault(p.lower(), cat)
         # a phrase can be in two categories (e.g. "not seen": PREN and POST); keep both
         self._cats: dict[str, set[str]] = {}
         for cat, ps in self.triggers.items():
