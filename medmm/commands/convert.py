@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--deidentify", action="store_true", help="de-identify the header fields kept")
     parser.add_argument(
+        "--no-invert",
+        dest="invert",
+        action="store_false",
+        help="keep MONOCHROME1 values as stored (as dcm2niix does) instead of inverting them",
+    )
+    parser.add_argument(
         "--float", dest="as_float", action="store_true",
         help="always store float32 (default: int16 when every value is an int16 integer)",
     )
@@ -39,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            image = read_image(args.input, irregular=args.irregular, deidentify=args.deidentify, **options)
+            image = read_image(
+                args.input,
+                irregular=args.irregular,
+                deidentify=args.deidentify,
+                invert_monochrome1=args.invert,
+                **options,
+            )
         except TypeError:  # NIfTI/NRRD readers take no DICOM options
             image = read_image(args.input)
     for w in caught:
