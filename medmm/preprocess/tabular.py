@@ -45,9 +45,9 @@ class TabularPreprocessor:
         n_q = max(2, min(100, len(df)))
         self.transformer_ = ColumnTransformer(
             [
-                ("num", make_pipeline(
-                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                ("num", make_pipeline(  # the quantile transform passes NaN through to the imputer
                     QuantileTransformer(n_quantiles=n_q, output_distribution="normal"),
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                 ), numeric),
                 ("cat", make_pipeline(
                     SimpleImputer(strategy="most_frequent", keep_empty_features=True),

@@ -175,7 +175,7 @@ def render_volume(z: float, size: int, rng: np.random.Generator) -> tuple[np.nda
     vol[body] = 40.0
     spine = (((g[0] - c) / (0.07 * size)) ** 2 + ((g[1] - (c + 0.24 * size)) / (0.07 * size)) ** 2) <= 1.0
     vol[spine] = 650.0
-    radius = max(2.0, size / 9.0)
+    radius = max(2.0, size / 6.5)
     for _ in range(100):
         centre = rng.uniform(0.25 * size, 0.75 * size, size=3)
         centre[2] = rng.uniform(radius + 1, size - radius - 2)
@@ -183,10 +183,10 @@ def render_volume(z: float, size: int, rng: np.random.Generator) -> tuple[np.nda
             break
     lesion = ((g[0] - centre[0]) ** 2 + (g[1] - centre[1]) ** 2 + (g[2] - centre[2]) ** 2) <= radius**2
     lesion &= body & ~spine
-    contrast = 28.0 * float(z)
+    contrast = 60.0 * float(z)
     vol[lesion] += contrast
-    vol += rng.normal(0.0, 10.0, size=vol.shape).astype(np.float32)
-    return vol, {"lesion_centre_ijk": centre.round(3).tolist(), "lesion_radius": radius, "contrast_hu": contrast}
+    vol += rng.normal(0.0, 15.0, size=vol.shape).astype(np.float32)
+    return vol, {"centre_ijk": centre.round(3).tolist(), "radius": radius, "contrast_hu": contrast}
 
 
 def _write_dicom_series(
@@ -212,7 +212,11 @@ def _write_dicom_series(
     row_spacing = float(np.linalg.norm(affine_lps[:3, 1]))
     slice_step = float(np.linalg.norm(affine_lps[:3, 2]))
     stored = np.clip(np.round(vol_hu + 1024.0), 0, 4095).astype(np.uint16)
-    names = [f"IM{int(v):08d}.dcm" for v in rng.permutation(10_000_000)[:nk]]
+    names: list[str] = []
+    while len(names) < nk:  # random names: sorting them says nothing about slice order
+        name = f"IM{int(rng.integers(10**8)):08d}.dcm"
+        if name not in names:
+            names.append(name)
     for k in range(nk):
         sop_uid = generate_uid(entropy_srcs=[seed_str, "sop", str(k)])
         meta = FileMetaDataset()
@@ -372,6 +376,8 @@ def generate_cohort(
 
     if image_format not in ("dicom", "nifti"):
         raise ValueError(f"image_format must be 'dicom' or 'nifti', got {image_format!r}")
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 voxels, got {image_size}")
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
     cfg = SynthConfig(
@@ -488,3 +494,37 @@ def generate_cohort(
     mpath = out / "manifest.csv"
     pd.DataFrame(manifest).to_csv(mpath, index=False)
     return mpath
+
+
+def compare_to_oracle(predictions: Any, oracle_path: str | Path, tasks: tuple[str, ...] = TASKS) -> dict[str, dict[str, Any]]:
+    """Set a model's held-out AUROC beside the oracle's.
+
+    ``predictions`` has columns ``patient_id``, ``pattern`` (the modalities each patient
+    actually has, as a subset name) and per task ``label_<t>`` and ``prob_<t>``. Returns per
+    task: ``auroc``, ``auprc``, ``oracle_auroc`` (the oracle given the modalities each
+    patient has: the best any model can do on this data), ``oracle_auroc_no_missing`` (as if
+    nothing were missing), ``best_single_modality_oracle_auroc`` and its modality.
+    """
+    import pandas as pd
+
+    from ..evaluate.metrics import auroc, binary_metrics
+
+    orc = pd.read_csv(oracle_path, dtype={"patient_id": str})
+    out: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        o = orc[orc["task"] == t].set_index(["patient_id", "subset"])["score"]
+        y = predictions[f"label_{t}"].to_numpy(float)
+        ids = predictions["patient_id"].astype(str).tolist()
+        pats = predictions["pattern"].tolist()
+        res = binary_metrics(y, predictions[f"prob_{t}"])
+        res["oracle_auroc"] = auroc(y, [o[(i, p)] for i, p in zip(ids, pats)])
+        res["oracle_auroc_no_missing"] = auroc(y, [o[(i, "+".join(MODALITIES))] for i in ids])
+        singles = {}
+        for m in MODALITIES:
+            singles[m] = auroc(y, [o[(i, m if m in p.split("+") else "none")] for i, p in zip(ids, pats)])
+        best = max(singles, key=lambda k: -1 if np.isnan(singles[k]) else singles[k])
+        res["best_single_modality_oracle_auroc"] = singles[best]
+        res["best_single_modality"] = best
+        res["single_modality_oracle_auroc"] = singles
+        out[t] = res
+    return out

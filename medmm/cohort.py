@@ -1,0 +1,429 @@
+"""Cohort manifests: validation, loading into records, patient-level splits.
+
+A manifest is one table (CSV or Parquet), one row per patient; its row schema is
+``data_schemas/manifest.schema.json``. :func:`validate_manifest` reports every problem
+with its row and column; :func:`load_cohort` reads every modality through the reader
+registry, collects per-patient problems into a :class:`ProblemReport` instead of dying on
+the first bad file (unless ``strict=True``), and turns a failed modality into
+``Missing("read_error")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError, MedmmError
+from .records import MODALITIES, Missing, PatientRecord
+
+__all__ = [
+    "Problem",
+    "ProblemReport",
+    "Cohort",
+    "read_manifest",
+    "validate_manifest",
+    "load_cohort",
+    "row_to_record",
+    "assign_splits",
+    "SCHEMA_DIR",
+]
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data_schemas"
+
+KNOWN_COLUMNS = (
+    "patient_id", "split", "index_time", "site", "sex",
+    *(f"{m}_path" for m in MODALITIES),
+    *(f"{m}_format" for m in MODALITIES),
+)
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema from ``data_schemas/`` by file name."""
+    return json.loads((SCHEMA_DIR / name).read_text())
+
+
+@dataclass
+class Problem:
+    """One problem found in a cohort."""
+
+    severity: str  # "error" or "warning"
+    message: str
+    row: int | None = None
+    column: str | None = None
+    path: str | None = None
+    patient_id: str | None = None
+    modality: str | None = None
+
+    def __str__(self) -> str:
+        where = [w for w in (
+            f"row {self.row}" if self.row is not None else None,
+            f"patient {self.patient_id}" if self.patient_id else None,
+            f"column {self.column!r}" if self.column else None,
+        ) if w]
+        return f"[{self.severity}] {', '.join(where)}: {self.message}" if where else f"[{self.severity}] {self.message}"
+
+
+class ProblemReport:
+    """The problems found while validating or loading a cohort."""
+
+    def __init__(self, problems: list[Problem] | None = None, source: str | None = None) -> None:
+        self.problems: list[Problem] = list(problems or [])
+        self.source = source
+
+    def add(self, severity: str, message: str, **where: Any) -> None:
+        self.problems.append(Problem(severity, message, **where))
+
+    def add_error(self, exc: MedmmError, **where: Any) -> None:
+        where.setdefault("path", exc.path)
+        where.setdefault("column", exc.column)
+        self.problems.append(Problem("error", str(exc), **where))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __iter__(self):
+        return iter(self.problems)
+
+    def to_frame(self):
+        import pandas as pd
+
+        cols = ["severity", "message", "row", "column", "path", "patient_id", "modality"]
+        return pd.DataFrame([asdict(p) for p in self.problems], columns=cols)
+
+    def __str__(self) -> str:
+        head = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        if self.source:
+            head = f"{self.source}: {head}"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+    def _repr_html_(self) -> str:
+        if not self.problems:
+            return "<p>No problems found.</p>"
+        return f"<p>{len(self.errors)} error(s), {len(self.warnings)} warning(s)</p>" + self.to_frame().to_html(index=False)
+
+
+def read_manifest(path: str | Path):
+    """Read a manifest table (CSV or Parquet) as strings, with labels as numbers."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError("manifest does not exist", path=path, hint="check the path")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:
+        raise ManifestError(
+            f"cannot read the manifest table ({type(exc).__name__}: {exc})",
+            path=path,
+            hint="give a CSV with a header row, or a Parquet file",
+        ) from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def validate_manifest(path: str | Path, *, check_files: bool = True) -> ProblemReport:
+    """Check a manifest against its schema and the files it names; report every problem."""
+    import jsonschema
+    import pandas as pd
+
+    from .io import infer_format
+
+    path = Path(path)
+    report = ProblemReport(source=str(path))
+    df = read_manifest(path)
+    base = path.parent
+    cols = list(df.columns)
+    if "patient_id" not in cols:
+        close = difflib.get_close_matches("patient_id", cols, n=1, cutoff=0.6)
+        report.add("error", "required column 'patient_id' is missing"
+                   + (f"; did you mean to name {close[0]!r} 'patient_id'?" if close else ""), column="patient_id")
+        return report
+    label_cols = [c for c in cols if c.startswith("label_")]
+    for c in cols:
+        if c in KNOWN_COLUMNS or c.startswith("label_"):
+            continue
+        close = difflib.get_close_matches(c, KNOWN_COLUMNS, n=1, cutoff=0.8)
+        if close:
+            report.add("error", f"unknown column {c!r}: did you mean {close[0]!r}? Rename it, or the column is "
+                       "treated as patient metadata and its files are never read", column=c)
+    if not label_cols:
+        report.add("warning", "no 'label_*' column: the cohort can be scored but not trained or evaluated")
+
+    validator = jsonschema.Draft202012Validator(
+        load_schema("manifest.schema.json"), format_checker=jsonschema.FormatChecker()
+    )
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(df.to_dict(orient="records")):
+        row = {k: _cell(v) for k, v in raw.items()}
+        pid = row.get("patient_id")
+        # labels are numbers in the schema; CSV cells arrive as strings
+        for c in label_cols:
+            if row.get(c) is not None:
+                try:
+                    row[c] = float(row[c])
+                except (TypeError, ValueError):
+                    pass
+        for err in validator.iter_errors(row):
+            col = err.path[0] if err.path else None
+            expected = err.schema.get("description") or err.validator_value
+            report.add("error", f"bad value {err.instance!r}: {err.message} (expected {expected})"
+                       if col else err.message, row=i, column=col, patient_id=pid)
+        if pid is not None:
+            if pid in seen:
+                report.add("error", f"duplicate patient_id (first at row {seen[pid]})", row=i,
+                           column="patient_id", patient_id=pid)
+            seen.setdefault(pid, i)
+        for c in label_cols:
+            v = row.get(c)
+            if isinstance(v, float) and not float(v).is_integer():
+                report.add("warning", f"label {v} is not 0/1; it is treated as a regression target",
+                           row=i, column=c, patient_id=pid)
+        if row.get("index_time") is not None:
+            try:
+                pd.Timestamp(row["index_time"])
+            except (ValueError, TypeError):
+                report.add("error", f"index_time {row['index_time']!r} is not an ISO 8601 time",
+                           row=i, column="index_time", patient_id=pid)
+        if not check_files:
+            continue
+        for m in MODALITIES:
+            value = row.get(f"{m}_path")
+            if not value:
+                continue
+            target = _resolve(base, str(value))
+            if not target.exists():
+                report.add("error", f"{m} file {str(target)!r} does not exist (paths are relative to the "
+                           "manifest's folder)", row=i, column=f"{m}_path", path=str(target),
+                           patient_id=pid, modality=m)
+                continue
+            if not row.get(f"{m}_format"):
+                try:
+                    infer_format(m, target)
+                except MedmmError as exc:
+                    report.add_error(exc, row=i, column=f"{m}_path", patient_id=pid, modality=m)
+    return report
+
+
+def assign_splits(
+    patient_ids: list[str],
+    labels: list[int | None] | None = None,
+    *,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> dict[str, str]:
+    """Patient-level train/val/test split, stratified by ``labels`` when given."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(sorted(set(patient_ids)))
+    strata = np.zeros(len(ids), dtype=object) if labels is None else None
+    if labels is not None:
+        by_id = dict(zip(patient_ids, labels))
+        strata = np.array([str(by_id[i]) for i in ids], dtype=object)
+    out: dict[str, str] = {}
+    for s in sorted(set(strata.tolist()), key=str):
+        idx = rng.permutation(np.flatnonzero(strata == s))
+        a = round(len(idx) * fractions[0])
+        b = round(len(idx) * (fractions[0] + fractions[1]))
+        for j, k in enumerate(idx):
+            out[str(ids[k])] = "train" if j < a else "val" if j < b else "test"
+    return out
+
+
+class Cohort:
+    """Loaded patient records with their problem report."""
+
+    def __init__(self, records: list[PatientRecord], report: ProblemReport, manifest: Path | None = None) -> None:
+        self.records = records
+        self.report = report
+        self.manifest = manifest
+
+    def __iter__(self):  # ``records, report = load_cohort(...)``
+        return iter((self.records, self.report))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split(self, name: str) -> list[PatientRecord]:
+        return [r for r in self.records if r.split == name]
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({t for r in self.records for t in r.labels})
+
+    def summary(self):
+        """One row per split: patients, per-modality presence and label prevalence."""
+        import pandas as pd
+
+        rows = []
+        for split in sorted({str(r.split) for r in self.records}):
+            recs = [r for r in self.records if str(r.split) == split]
+            row: dict[str, Any] = {"split": split, "patients": len(recs)}
+            for m in MODALITIES:
+                row[f"{m} present"] = sum(r.present[m] for r in recs)
+            for t in self.tasks:
+                ys = [r.labels.get(t) for r in recs if r.labels.get(t) is not None]
+                row[f"{t} prevalence"] = round(sum(ys) / len(ys), 3) if ys else float("nan")
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return f"Cohort({len(self.records)} patients, {len(self.report.errors)} error(s))"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<b>Cohort</b> {html.escape(str(self.manifest or ''))}: {len(self.records)} patients, "
+            f"{len(self.report.errors)} error(s), {len(self.report.warnings)} warning(s)"
+            + self.summary().to_html(index=False)
+        )
+
+
+def row_to_record(
+    raw: dict[str, Any],
+    *,
+    base: Path = Path("."),
+    report: ProblemReport | None = None,
+    row_index: int | None = None,
+    strict: bool = False,
+    modalities: tuple[str, ...] = MODALITIES,
+) -> PatientRecord:
+    """One manifest row to a :class:`PatientRecord`, reading its files through the registry.
+
+    A modality that fails to read becomes ``Missing("read_error")`` and its error is added to
+    ``report`` (or raised when ``strict`` or when there is no report).
+    """
+    import pandas as pd
+
+    from .io import read_modality
+
+    row = {k: _cell(v) for k, v in raw.items()}
+    pid = str(row["patient_id"])
+    labels: dict[str, float | None] = {}
+    for c in (k for k in row if k.startswith("label_")):
+        try:
+            labels[c[len("label_"):]] = None if row[c] is None else float(row[c])
+        except (TypeError, ValueError):
+            labels[c[len("label_"):]] = None  # reported by validation
+    try:
+        index_time = pd.Timestamp(row["index_time"]) if row.get("index_time") else None
+    except (ValueError, TypeError):
+        index_time = None
+    rec = PatientRecord(
+        patient_id=pid,
+        labels=labels,
+        split=row.get("split") if row.get("split") in ("train", "val", "test") else None,
+        index_time=index_time,
+        meta={k: v for k, v in row.items() if k not in KNOWN_COLUMNS[1:3] and k != "patient_id"
+              and not k.startswith("label_") and not k.endswith("_path") and not k.endswith("_format")},
+    )
+    for m in modalities:
+        value = row.get(f"{m}_path")
+        if not value:
+            setattr(rec, m, Missing("not_acquired"))
+            continue
+        try:
+            setattr(rec, m, read_modality(
+                m, _resolve(base, str(value)), row.get(f"{m}_format"), patient_id=pid, index_time=index_time,
+            ))
+        except MedmmError as exc:
+            if strict:
+                raise
+            if report is not None:
+                report.add_error(exc, row=row_index, column=f"{m}_path", patient_id=pid, modality=m)
+            setattr(rec, m, Missing("read_error", str(exc)))
+    return rec
+
+
+def load_cohort(
+    manifest: str | Path,
+    *,
+    strict: bool = False,
+    progress: bool = True,
+    modalities: tuple[str, ...] = MODALITIES,
+    split_seed: int = 0,
+) -> Cohort:
+    """Read every patient of a manifest into a :class:`PatientRecord`.
+
+    Returns a :class:`Cohort`, which unpacks as ``records, report``. A modality that cannot
+    be read becomes ``Missing("read_error")`` and its error goes into the report; with
+    ``strict=True`` the first problem raises instead. Patients without a split are assigned
+    one (stratified on the first label, seeded by ``split_seed``).
+    """
+    from tqdm.auto import tqdm
+
+    manifest = Path(manifest)
+    report = validate_manifest(manifest, check_files=False)
+    structural = [p for p in report.errors if p.row is None]
+    if structural:
+        raise ManifestError(
+            "; ".join(p.message for p in structural), path=manifest,
+            hint="fix the manifest's columns (see data_schemas/manifest.schema.json)",
+        )
+    if strict and report.errors:
+        p = report.errors[0]
+        raise ManifestError(p.message, path=manifest, row=p.row, column=p.column)
+    bad_rows = {p.row for p in report.errors if p.column in ("patient_id",)}
+    df = read_manifest(manifest)
+    label_cols = [c for c in df.columns if c.startswith("label_")]
+    records: list[PatientRecord] = []
+    rows = df.to_dict(orient="records")
+    for i, raw in enumerate(tqdm(rows, desc="load cohort", unit="pt", disable=not progress)):
+        if i in bad_rows:
+            continue
+        records.append(row_to_record(raw, base=manifest.parent, report=report, row_index=i, strict=strict,
+                                     modalities=modalities))
+    if any(r.split is None for r in records):
+        first = label_cols[0][len("label_"):] if label_cols else None
+        todo = [r for r in records if r.split is None]
+        splits = assign_splits(
+            [r.patient_id for r in todo],
+            [r.labels.get(first) for r in todo] if first else None,
+            seed=split_seed,
+        )
+        for r in todo:
+            r.split = splits[r.patient_id]
+        report.add("warning", f"{len(todo)} patient(s) had no split; assigned train/val/test 60/20/20 "
+                   f"stratified on {first!r} with seed {split_seed}")
+    return Cohort(records, report, manifest)

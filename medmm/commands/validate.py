@@ -1,0 +1,30 @@
+"""``medmm validate MANIFEST``: report every problem of a cohort manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="cohort manifest (CSV or Parquet)")
+    p.add_argument("--read", action="store_true",
+                   help="also read every file with its reader (slower; finds unreadable files)")
+    p.add_argument("--json", action="store_true", help="print the problems as JSON lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..cohort import load_cohort, validate_manifest
+
+    if args.read:
+        report = load_cohort(args.manifest, progress=sys.stderr.isatty()).report
+    else:
+        report = validate_manifest(args.manifest)
+    if args.json:
+        for p in report.problems:
+            print(json.dumps({k: v for k, v in vars(p).items() if v is not None}))
+    else:
+        print(report)
+    return 1 if report.errors else 0

@@ -1,0 +1,96 @@
+"""Torch dataset and collate: records -> :class:`Batch` (values + presence mask)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .records import MODALITIES, PatientRecord
+
+__all__ = ["Batch", "MultimodalDataset", "collate", "encode_records"]
+
+
+@dataclass
+class Batch:
+    """A batch: per-modality tensors (zeros where absent) and ``present: bool[B, M]``."""
+
+    values: dict[str, torch.Tensor]
+    present: torch.Tensor  # bool [B, M], columns in ``modalities`` order
+    modalities: tuple[str, ...]
+    labels: torch.Tensor | None = None  # float [B, T] (0 where unknown)
+    label_mask: torch.Tensor | None = None  # bool [B, T]
+    tasks: tuple[str, ...] = ()
+    patient_ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.values.items()}, mv(self.present),
+                     self.modalities, mv(self.labels), mv(self.label_mask), self.tasks, self.patient_ids)
+
+    def mask(self, modalities: tuple[str, ...] | list[str]) -> "Batch":
+        """A copy in which ``modalities`` are marked absent."""
+        present = self.present.clone()
+        for m in modalities:
+            present[:, self.modalities.index(m)] = False
+        return Batch(self.values, present, self.modalities, self.labels, self.label_mask, self.tasks,
+                     self.patient_ids)
+
+
+def encode_records(records: list[PatientRecord], preprocessor: Any, *, progress: bool = False) -> list[dict[str, Any]]:
+    """Preprocess every record once: ``{"values": {m: array|None}, "labels": ..., "id": ...}``."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for r in tqdm(records, desc="preprocess", unit="pt", disable=not progress):
+        out.append({"values": preprocessor.transform(r), "labels": dict(r.labels), "id": r.patient_id})
+    return out
+
+
+class MultimodalDataset(torch.utils.data.Dataset):
+    """Preprocessed records held in memory (the image cache makes re-reading cheap)."""
+
+    def __init__(self, records: list[PatientRecord], preprocessor: Any, tasks: tuple[str, ...], *,
+                 modalities: tuple[str, ...] | None = None, progress: bool = False) -> None:
+        self.items = encode_records(records, preprocessor, progress=progress)
+        self.tasks = tuple(tasks)
+        self.modalities = tuple(modalities or preprocessor.modalities)
+        self.shapes = preprocessor.output_shapes()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+    def collate(self, items: list[dict[str, Any]]) -> Batch:
+        return collate(items, self.modalities, self.shapes, self.tasks)
+
+
+def collate(items: list[dict[str, Any]], modalities: tuple[str, ...], shapes: dict[str, tuple[int, ...]],
+            tasks: tuple[str, ...]) -> Batch:
+    b = len(items)
+    values: dict[str, torch.Tensor] = {}
+    present = torch.zeros((b, len(modalities)), dtype=torch.bool)
+    for j, m in enumerate(modalities):
+        arr = np.zeros((b, *shapes[m]), dtype=np.float32)
+        for i, it in enumerate(items):
+            v = it["values"].get(m)
+            if v is not None:
+                arr[i] = v
+                present[i, j] = True
+        values[m] = torch.from_numpy(arr)
+    labels = torch.zeros((b, len(tasks)), dtype=torch.float32)
+    lmask = torch.zeros((b, len(tasks)), dtype=torch.bool)
+    for i, it in enumerate(items):
+        for k, t in enumerate(tasks):
+            y = it["labels"].get(t)
+            if y is not None and not (isinstance(y, float) and np.isnan(y)):
+                labels[i, k] = float(y)
+                lmask[i, k] = True
+    return Batch(values, present, tuple(modalities), labels, lmask, tuple(tasks), [it["id"] for it in items])

@@ -1,0 +1,1 @@
+"""Metrics and evaluation (knows nothing of how a model was trained)."""

@@ -1,0 +1,13 @@
+"""Encoders, fusion modules, heads and the multimodal model (torch imported here, not by ``import medmm``)."""
+
+from .encoders import ENCODERS, Encoder, create_encoder, register_encoder
+from .fusion import FUSIONS, create_fusion, register_fusion
+from .heads import HEADS, create_head, register_head
+from .multimodal import ModelConfig, MultimodalModel
+
+__all__ = [
+    "ENCODERS", "Encoder", "create_encoder", "register_encoder",
+    "FUSIONS", "create_fusion", "register_fusion",
+    "HEADS", "create_head", "register_head",
+    "ModelConfig", "MultimodalModel",
+]
