@@ -1026,7 +1026,7 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 hint="read one stack with series_uid='<uid>:<n>' (CLI: --series), or pass "
                 "irregular='accept' to read the largest stack with a warning",
             )
-        warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=3)
+        warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=4)
         chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
     return chosen[0]
 
@@ -1119,7 +1119,7 @@ def _read(
             f"{path}: series {stack.id}: {'; '.join(p.message for p in blocking)} "
             f"(irregular={irregular!r})",
             DicomWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if "duplicate" in kinds or "irregular" in kinds and len({len(v) for v in volumes}) > 1:
         volumes = [_dedupe(v) for v in volumes]
