@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -389,7 +388,7 @@ def test_mixed_orientation_and_size(tmp_path: Path) -> None:
     write_series(tmp_path / "small", make_stored((4, 4, 2)), origin=(0, 0, 100), series_uid=uid)
     with pytest.raises(GeometryError) as exc:
         read_image(tmp_path)
-    _expect(exc, uid, "3 stacks", "mixed orientation", f"series_uid='<uid>:<n>'", "irregular='accept'")
+    _expect(exc, uid, "3 stacks", "mixed orientation", "series_uid='<uid>:<n>'", "irregular='accept'")
     ids = sorted(s.id for s in list_series(tmp_path))
     assert ids == [f"{uid}:1", f"{uid}:2", f"{uid}:3"]
     assert read_image(tmp_path, series_uid=f"{uid}:2").shape == (6, 6, 3)
