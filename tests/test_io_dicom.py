@@ -647,3 +647,15 @@ def test_modality_lut_sequence_applied(tmp_path: Path) -> None:
         ds.save_as(p)
     img = read_image(tmp_path)
     np.testing.assert_array_equal(img.data, lut[stored])
+
+
+def test_localizer_in_the_volume_series_is_ignored(tmp_path: Path) -> None:
+    uid = "1.2.3.14"
+    vol = make_stored((8, 8, 6))
+    write_series(tmp_path / "ct", vol, series_uid=uid)
+    write_series(tmp_path / "scout", make_stored((8, 8, 1)), rot=ORIENTATIONS["coronal"], series_uid=uid,
+                 extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, start_instance=50)
+    img = read_image(tmp_path)
+    assert img.shape == (8, 8, 6)
+    assert any("localizer" in p for p in img.meta["problems"])
+    np.testing.assert_array_equal(img.data, vol - 1024.0)

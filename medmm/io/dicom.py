@@ -1011,6 +1011,15 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 hint=f"pass series_uid= (CLI: --series) one of {uids}; `medmm dicom ls` lists them",
             )
     if len(chosen) > 1:
+        volumes = [s for s in chosen if not _is_localizer(s)]
+        if len(volumes) == 1 and len(volumes[0].volumes[0]) > 1:
+            # a scout stored in the volume's series: read the volume, say so in meta
+            n_loc = len(chosen) - 1
+            volumes[0].problems = [
+                *volumes[0].problems,
+                Problem("localizer", f"ignored {n_loc} localizer stack(s) in the same series"),
+            ]
+            return volumes[0]
         desc = "; ".join(
             f"{s.id}: {'x'.join(map(str, s.shape))} {_plane(s.first)}" for s in chosen
         )
@@ -1029,6 +1038,11 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
         warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=4)
         chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
     return chosen[0]
+
+
+def _is_localizer(stack: Stack) -> bool:
+    image_type = [str(v).upper() for v in (stack.first.ds.get("ImageType") or [])]
+    return "LOCALIZER" in image_type
 
 
 def _plane(frame: Frame) -> str:
@@ -1104,7 +1118,7 @@ def _read(
     stack = _select(scan_stacks(frames), path, series_uid, irregular)
     volumes = stack.volumes
     kinds = {p.kind for p in stack.problems}
-    blocking = [p for p in stack.problems if p.kind != "mixed"]
+    blocking = [p for p in stack.problems if p.kind not in ("mixed", "localizer")]
     if blocking and irregular == "error":
         p = blocking[0]
         raise GeometryError(
