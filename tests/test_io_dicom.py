@@ -659,3 +659,11 @@ def test_localizer_in_the_volume_series_is_ignored(tmp_path: Path) -> None:
     assert img.shape == (8, 8, 6)
     assert any("localizer" in p for p in img.meta["problems"])
     np.testing.assert_array_equal(img.data, vol - 1024.0)
+
+
+def test_truncated_slice_names_series_and_file(tmp_path: Path) -> None:
+    paths = write_series(tmp_path, make_stored((8, 8, 4)), series_uid="1.2.3.15", shuffle=None)
+    paths[2].write_bytes(paths[2].read_bytes()[:-50])
+    with pytest.raises(DicomError) as exc:
+        read_image(tmp_path)
+    _expect(exc, "1.2.3.15", paths[2].name, "shorter", "replace")

@@ -1139,7 +1139,12 @@ def _read(
         volumes = [_dedupe(v) for v in volumes]
         n = min(len(v) for v in volumes)
         volumes = [v[:n] for v in volumes]
-    vol = _load_pixels(volumes, invert_monochrome1, pool)
+    try:
+        vol = _load_pixels(volumes, invert_monochrome1, pool)
+    except DicomError as exc:  # name the series as well as the file
+        raise type(exc)(
+            f"series {stack.id}: {exc.message}", path=exc.path, column=exc.column, hint=exc.hint
+        ) from exc
     ref = volumes[0]
     color = vol.ndim == 5
     if irregular == "resample" and kinds & {"tilt", "missing", "irregular"} and not color:
