@@ -1,0 +1,257 @@
+"""Export a :class:`~medmm.models.multimodal.MultimodalModel`'s inference path to TorchScript and ONNX.
+
+The model's encoders run only on present rows (``index_select``/``index_copy`` over
+``nonzero(mask)``), a data-dependent shape that tracing bakes in and that ONNX exporters handle
+poorly. The exported graph therefore uses an *export-only* encoder wrapper that encodes every
+row and zeroes the absent ones with ``torch.where``. In eval mode every encoder is row-wise
+(BatchNorm uses running statistics, dropout is off), so a present row's output is the same,
+and absent rows are zeros exactly as before; :func:`export_model` proves it with a parity check
+of the probabilities against the eager model on a validation batch (max abs difference
+<= ``tol``, 1e-4 by default) and refuses to write an artifact that fails it.
+
+The exported graph takes one tensor per modality (zeros where absent) and ``present``
+(bool ``[B, M]``), and returns probabilities ``[B, T]``; the batch dimension is dynamic.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MedmmError
+
+__all__ = ["ExportError", "InferenceModule", "ExportResult", "export_model", "export_torchscript", "export_onnx",
+           "example_inputs", "check_parity", "EXPORT_META"]
+
+EXPORT_META = "export.json"
+
+
+class ExportError(MedmmError):
+    """An export failed or did not match the eager model."""
+
+
+class _AllRowsEncoder(nn.Module):
+    """Export-only stand-in for an encoder: encode every row, zero the absent rows."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder.encode(x)
+        return torch.where(mask[:, None], out, torch.zeros_like(out))
+
+
+def export_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with export-friendly encoders (the original is untouched)."""
+    m = copy.deepcopy(model).eval()
+    m.preprocessor = None
+    for name, enc in list(m.encoders.items()):
+        if hasattr(enc, "encode"):
+            m.encoders[name] = _AllRowsEncoder(enc)
+    return m
+
+
+class InferenceModule(nn.Module):
+    """Positional tensors in (one per modality, then ``present``), probabilities out."""
+
+    def __init__(self, model: nn.Module, *, all_rows: bool = True) -> None:
+        super().__init__()
+        self.model = export_copy(model) if all_rows else copy.deepcopy(model).eval()
+        if not all_rows:
+            self.model.preprocessor = None
+        self.modalities = tuple(model.modalities)
+        self.tasks = tuple(model.tasks)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        values = {m: args[j] for j, m in enumerate(self.modalities)}
+        return torch.sigmoid(self.model(values, args[len(self.modalities)]))
+
+
+def example_inputs(model: Any, batch: int = 2, *, seed: int = 0, present: Any = None) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the model's shapes (every modality present unless ``present`` is given)."""
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn((batch, *model.input_shapes[m]), generator=g) for m in model.modalities]
+    if present is None:
+        present = torch.ones((batch, len(model.modalities)), dtype=torch.bool)
+    return (*xs, torch.as_tensor(present, dtype=torch.bool))
+
+
+def batch_inputs(batch: Any) -> tuple[torch.Tensor, ...]:
+    """A :class:`~medmm.data.Batch` as the exported graph's positional inputs."""
+    return (*[batch.values[m] for m in batch.modalities], batch.present.bool())
+
+
+def input_names(model: Any) -> list[str]:
+    return [*model.modalities, "present"]
+
+
+@torch.no_grad()
+def eager_probs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    model.eval()
+    values = {m: inputs[j] for j, m in enumerate(model.modalities)}
+    return torch.sigmoid(model(values, inputs[-1])).numpy()
+
+
+def export_torchscript(model: nn.Module, path: str | Path, *, example: tuple[torch.Tensor, ...] | None = None) -> Path:
+    """Trace the inference path (all-rows encoders) to a TorchScript file."""
+    path = Path(path)
+    module = InferenceModule(model).eval()
+    example = example or example_inputs(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, example, check_trace=False)
+        traced = torch.jit.freeze(traced.eval())
+    traced.save(str(path))
+    return path
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, example: tuple[torch.Tensor, ...] | None = None,
+                opset: int = 18, dynamo: bool | None = None, all_rows: bool = True) -> tuple[Path, str]:
+    """Export the inference path to ONNX with a dynamic batch axis; returns (path, exporter used).
+
+    ``dynamo=None`` tries the dynamo exporter (``torch.export``) first and falls back to the
+    TorchScript-based one.
+    """
+    path = Path(path)
+    module = InferenceModule(model, all_rows=all_rows).eval()
+    example = example or example_inputs(model)
+    names = input_names(model)
+    errors = []
+    for use_dynamo in ([True, False] if dynamo is None else [dynamo]):
+        try:
+            # grad mode stays on: under no_grad nn.TransformerEncoderLayer takes its fused fast path
+            # (aten::_transformer_encoder_layer_fwd), which the TorchScript-based exporter cannot write
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if use_dynamo:
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    shapes = (tuple({0: batch} for _ in names),)  # forward(*args): one varargs tuple
+                    torch.onnx.export(module, example, str(path), input_names=names, output_names=["probs"],
+                                      dynamic_shapes=shapes, opset_version=opset, dynamo=True,
+                                      external_data=False, verbose=False)
+                else:
+                    torch.onnx.export(module, example, str(path), input_names=names, output_names=["probs"],
+                                      dynamic_axes={n: {0: "batch"} for n in [*names, "probs"]},
+                                      opset_version=opset, dynamo=False)
+            return path, "dynamo" if use_dynamo else "torchscript"
+        except Exception as exc:  # noqa: BLE001 - exporter failures come in many types; reported below
+            errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    raise ExportError("ONNX export failed; " + " | ".join(errors), path=path,
+                      hint="check that every encoder has an encode() method that runs row-wise")
+
+
+def onnx_session(path: str | Path, *, threads: int | None = None):
+    """An onnxruntime CPU session (CUDA when available) with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def onnx_feed(session: Any, inputs: tuple[torch.Tensor, ...] | tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    names = [i.name for i in session.get_inputs()]
+    return {n: np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x) for n, x in zip(names, inputs)}
+
+
+def check_parity(reference: np.ndarray, other: np.ndarray, *, tol: float = 1e-4, name: str = "export") -> float:
+    """Max abs difference of probabilities; raises :class:`ExportError` above ``tol``."""
+    reference, other = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if reference.shape != other.shape:
+        raise ExportError(f"{name}: output shape {other.shape} differs from the eager model's {reference.shape}")
+    diff = float(np.max(np.abs(reference - other))) if reference.size else 0.0
+    if not np.isfinite(other).all() or diff > tol:
+        raise ExportError(f"{name}: max abs probability difference {diff:.3g} exceeds {tol:g}",
+                          hint="the exported graph does not reproduce the eager model")
+    return diff
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    torchscript: Path | None
+    onnx: Path | None
+    onnx_exporter: str | None
+    parity: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def validation_inputs(model: Any, records: list | None = None, *, n: int = 32, seed: int = 0
+                      ) -> tuple[torch.Tensor, ...]:
+    """A parity batch: the records' preprocessed tensors when given, else random inputs with
+    every presence pattern represented (all present, all absent and random masks)."""
+    if records:
+        from ..data import collate, encode_records
+
+        items = encode_records(list(records)[:n], model.preprocessor)
+        return batch_inputs(collate(items, model.modalities, model.preprocessor.output_shapes(), ()))
+    g = torch.Generator().manual_seed(seed)
+    present = torch.rand((n, len(model.modalities)), generator=g) > 0.4
+    present[0] = True
+    present[1] = False
+    xs = example_inputs(model, n, seed=seed, present=present)
+    # absent rows carry zeros, as collate writes them
+    return (*[torch.where(present[:, j].view(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x))
+              for j, x in enumerate(xs[:-1])], present)
+
+
+def export_model(model: Any, out_dir: str | Path, *, records: list | None = None, formats: tuple[str, ...] =
+                 ("torchscript", "onnx"), tol: float = 1e-4, opset: int = 18) -> ExportResult:
+    """Export ``model`` (a MultimodalModel or a folder written by its ``save``) to ``out_dir``.
+
+    Writes ``model.ts`` and/or ``model.onnx`` and ``export.json`` (inputs, shapes, tasks, parity),
+    after checking each artifact against the eager model on ``records`` (the validation batch;
+    random inputs covering every presence pattern when not given).
+    """
+    from ..models.multimodal import MultimodalModel
+
+    if isinstance(model, (str, Path)):
+        model = MultimodalModel.load(model)
+    model = model.cpu().eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    val = validation_inputs(model, records)
+    ref = eager_probs(model, val)
+    res = ExportResult(out, None, None, None)
+    if "torchscript" in formats:
+        t = time.perf_counter()
+        res.torchscript = export_torchscript(model, out / "model.ts")
+        ts = torch.jit.load(str(res.torchscript))
+        with torch.no_grad():
+            res.parity["torchscript"] = check_parity(ref, ts(*val).numpy(), tol=tol, name="TorchScript")
+        res.seconds["torchscript"] = time.perf_counter() - t
+    if "onnx" in formats:
+        t = time.perf_counter()
+        res.onnx, res.onnx_exporter = export_onnx(model, out / "model.onnx", opset=opset)
+        sess = onnx_session(res.onnx)
+        got = sess.run(None, onnx_feed(sess, val))[0]
+        res.parity["onnx"] = check_parity(ref, got, tol=tol, name="ONNX Runtime")
+        res.seconds["onnx"] = time.perf_counter() - t
+    meta = {
+        "modalities": list(model.modalities), "tasks": list(model.tasks),
+        "inputs": {m: [None, *model.input_shapes[m]] for m in model.modalities},
+        "present": [None, len(model.modalities)], "output": "probs [batch, tasks]",
+        "torchscript": res.torchscript.name if res.torchscript else None,
+        "onnx": res.onnx.name if res.onnx else None, "onnx_exporter": res.onnx_exporter,
+        "parity_max_abs_diff": res.parity, "parity_tol": tol, "parity_batch": int(val[-1].shape[0]),
+        "parity_patterns": int(len({tuple(r) for r in val[-1].tolist()})),
+        "torch": torch.__version__,
+    }
+    (out / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return res

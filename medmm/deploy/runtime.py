@@ -1,0 +1,126 @@
+"""One predictor interface over several runtimes: eager PyTorch, TorchScript, ONNX Runtime.
+
+``Predictor.load(model_dir, runtime=...)`` reads a folder written by
+:meth:`MultimodalModel.save` (for the preprocessing and the eager model) and, for the exported
+runtimes, the artifacts :func:`~medmm.deploy.export.export_model` wrote next to it (exported on
+the fly into ``<model_dir>/export`` when missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["Predictor", "RUNTIMES"]
+
+RUNTIMES = ("eager", "torchscript", "onnx", "eager-int8", "onnx-int8")
+
+
+class Predictor:
+    """Probabilities from preprocessed arrays or raw records, whatever the runtime."""
+
+    def __init__(self, model: Any, runtime: str, fn: Any, *, threads: int | None = None) -> None:
+        self.model = model  # the eager MultimodalModel (preprocessor, names, shapes)
+        self.runtime = runtime
+        self._fn = fn
+        self.modalities = tuple(model.modalities)
+        self.tasks = tuple(model.tasks)
+        self.preprocessor = model.preprocessor
+        self.shapes = {m: tuple(model.input_shapes[m]) for m in self.modalities}
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, runtime: str = "onnx", export_dir: str | Path | None = None,
+             threads: int | None = None) -> "Predictor":
+        import torch
+
+        from ..models.multimodal import MultimodalModel
+
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {runtime!r}", hint=f"choose one of {RUNTIMES}")
+        if threads:
+            torch.set_num_threads(int(threads))
+        model_dir = Path(model_dir)
+        model = MultimodalModel.load(model_dir)
+        export_dir = Path(export_dir) if export_dir else model_dir / "export"
+        if runtime == "eager":
+            return cls(model, runtime, _eager_fn(model), threads=threads)
+        if runtime == "eager-int8":
+            from .compress import quantize_dynamic
+
+            return cls(model, runtime, _eager_fn(quantize_dynamic(model)), threads=threads)
+        if runtime == "torchscript":
+            path = export_dir / "model.ts"
+            if not path.exists():
+                from .export import export_model
+
+                export_model(model, export_dir, formats=("torchscript",))
+            ts = torch.jit.load(str(path))
+
+            def fn(inputs):
+                with torch.no_grad():
+                    return ts(*[torch.from_numpy(x) for x in inputs]).numpy()
+
+            return cls(model, runtime, fn, threads=threads)
+        from .export import export_model, onnx_session
+
+        path = export_dir / "model.onnx"
+        if not path.exists():
+            export_model(model, export_dir, formats=("onnx",))
+        if runtime == "onnx-int8":
+            from .compress import quantize_onnx_dynamic
+
+            q = export_dir / "model.int8.onnx"
+            if not q.exists():
+                quantize_onnx_dynamic(path, q)
+            path = q
+        sess = onnx_session(path, threads=threads)
+        names = [i.name for i in sess.get_inputs()]
+
+        def fn(inputs):
+            return sess.run(None, dict(zip(names, inputs)))[0]
+
+        return cls(model, runtime, fn, threads=threads)
+
+    # ------------------------------------------------------------------ inputs
+    def arrays(self, items: list[dict[str, np.ndarray | None]]) -> list[np.ndarray]:
+        """Preprocessed ``{modality: array or None}`` dicts -> the positional input arrays."""
+        b = len(items)
+        out = []
+        present = np.zeros((b, len(self.modalities)), dtype=bool)
+        for j, m in enumerate(self.modalities):
+            arr = np.zeros((b, *self.shapes[m]), dtype=np.float32)
+            for i, it in enumerate(items):
+                v = it.get(m)
+                if v is not None:
+                    arr[i] = v
+                    present[i, j] = True
+            out.append(arr)
+        out.append(present)
+        return out
+
+    def predict_arrays(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(self._fn(inputs), dtype=np.float32)
+
+    def predict_values(self, items: list[dict[str, np.ndarray | None]]) -> np.ndarray:
+        return self.predict_arrays(self.arrays(items))
+
+    def predict_records(self, records: list[Any]) -> np.ndarray:
+        """Probabilities ``[N, T]`` for raw :class:`~medmm.records.PatientRecord` objects."""
+        return self.predict_values([self.preprocessor.transform(r) for r in records])
+
+
+def _eager_fn(model: Any):
+    import torch
+
+    model.eval()
+
+    def fn(inputs):
+        with torch.inference_mode():
+            values = {m: torch.from_numpy(inputs[j]) for j, m in enumerate(model.modalities)}
+            return torch.sigmoid(model(values, torch.from_numpy(inputs[-1]))).numpy()
+
+    return fn
