@@ -47,6 +47,10 @@ _LAZY = {
     "TrainConfig": "medmm.train.trainer:TrainConfig",
     "run_experiment": "medmm.experiment:run_experiment",
     "evaluate_predictions": "medmm.evaluate.metrics:evaluate_predictions",
+    # ``medmm.evaluate`` is the evaluation subpackage, and it is callable: medmm.evaluate(model, manifest)
+    "evaluate": "medmm.evaluate:package",
+    "evaluate_cohort": "medmm.evaluate.api:evaluate_cohort",
+    "EvaluationResult": "medmm.evaluate.api:EvaluationResult",
 }
 
 __all__ = sorted(

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medmm.commands.train", "train a multimodal model on a cohort manifest"),
     "dicom": ("medmm.commands.dicom", "DICOM tools: `ls` the series under a folder, `deid` de-identify"),
     "convert": ("medmm.commands.convert", "convert a DICOM series, NIfTI or NRRD image to NIfTI"),
+    "evaluate": ("medmm.commands.evaluate", "score a cohort with a model: metrics with CIs, subgroups, missing data, report"),
     "fhir": ("medmm.commands.fhir", "FHIR tools: `import` a folder of FHIR R4 bundles as a cohort"),
 }
 

@@ -364,9 +364,15 @@ def row_to_record(
             setattr(rec, m, Missing("not_acquired"))
             continue
         try:
-            setattr(rec, m, read_modality(
+            value = read_modality(
                 m, _resolve(base, str(value)), row.get(f"{m}_format"), patient_id=pid, index_time=index_time,
-            ))
+            )
+            setattr(rec, m, value)
+            # readers collect per-row problems (a dropped bad row, an unknown code) instead of failing
+            for prob in getattr(value, "problems", None) or []:
+                if report is not None:
+                    report.add("warning", str(prob), row=row_index, column=f"{m}_path", patient_id=pid,
+                               modality=m, path=getattr(prob, "path", None))
         except MedmmError as exc:
             if strict:
                 raise

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["binary_metrics", "evaluate_predictions", "auroc"]
+__all__ = ["binary_metrics", "evaluate_predictions", "auroc", "expected_calibration_error", "brier_score",
+           "choose_thresholds"]
 
 
 def auroc(y: np.ndarray, p: np.ndarray) -> float:
@@ -52,3 +53,42 @@ def evaluate_predictions(predictions, tasks: list[str] | tuple[str, ...], *, by:
             for g, sub in predictions.groupby(by, sort=True):
                 rows.append({"task": t, "group": str(g), **binary_metrics(sub[f"label_{t}"], sub[f"prob_{t}"])})
     return pd.DataFrame(rows)
+
+
+def expected_calibration_error(y: Any, p: Any, *, n_bins: int = 10) -> float:
+    """Expected calibration error over ``n_bins`` equal-width bins of predicted probability."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    if not len(y):
+        return float("nan")
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    sp = np.bincount(bins, weights=p, minlength=n_bins)
+    sy = np.bincount(bins, weights=y, minlength=n_bins)
+    return float(np.abs(sp - sy).sum() / len(y))
+
+
+def brier_score(y: Any, p: Any) -> float:
+    """Mean squared error of the probabilities (lower is better)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    keep = ~np.isnan(y)
+    return float(np.mean((p[keep] - y[keep]) ** 2)) if keep.any() else float("nan")
+
+
+def choose_thresholds(y: Any, p: Any, *, target_sensitivity: float | None = 0.9) -> dict[str, float]:
+    """Youden's J threshold and the highest threshold that reaches ``target_sensitivity``
+    (for choosing operating points on a validation split and applying them to test)."""
+    from .bootstrap import OperatingPoints, metric_arrays
+
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    keep = ~np.isnan(y)
+    ops = OperatingPoints(target_sensitivity=target_sensitivity)
+    m = metric_arrays(np.ones((1, int(keep.sum())), np.float32), y[keep], p[keep], ops=ops)
+    out = {"youden": float(m["youden.threshold"][0])} if "youden.threshold" in m else {}
+    key = f"sensitivity_{target_sensitivity:g}.threshold"
+    if target_sensitivity is not None and key in m:
+        out[f"sensitivity_{target_sensitivity:g}"] = float(m[key][0])
+    return out

@@ -15,7 +15,9 @@ from typing import Any
 __all__ = ["MlflowTracker", "default_tracking_uri", "flatten"]
 
 # keys that may hold identifying data never become params or tags
-_PHI_KEY = re.compile(r"(name|birth|dob|address|phone|mrn|note|text|patient_id|ssn)", re.I)
+_PHI_KEY = re.compile(
+    r"(patient_?name|given_?name|family_?name|birth|\bdob\b|address|phone|\bmrn\b|\bssn\b|patient_?id"
+    r"|note_?text|free_?text)", re.I)
 
 
 def default_tracking_uri() -> str:
@@ -63,7 +65,8 @@ class MlflowTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
 
-        flat = {k: (str(v)[:500] if v is not None else "None") for k, v in flatten(params).items() if not _PHI_KEY.search(k)}
+        flat = {k: (str(v)[:500] if v is not None else "None") for k, v in flatten(params).items()
+                if not _PHI_KEY.search(k.replace(".", " "))}
         mlflow.log_params(flat)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

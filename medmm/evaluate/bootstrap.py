@@ -1,0 +1,243 @@
+"""Vectorised bootstrap of every binary metric of one task.
+
+A bootstrap resample of ``N`` patients is represented by its *weights*: how many times each
+patient was drawn (a row of a ``[B, N]`` count matrix). Every metric is then a weighted sum
+over patients, so ``B`` resamples are evaluated together with a few matrix operations:
+
+* the ROC and PR curves come from cumulative weighted counts of positives and negatives over
+  the distinct scores (ties grouped, as scikit-learn does), which gives AUROC (trapezoids),
+  average precision (sklearn's step definition), and the operating points (a fixed
+  threshold, Youden's J, a target sensitivity) re-selected in every resample;
+* Brier score, expected calibration error and the calibration curve come from a
+  ``[B, N] @ [N, K]`` product with the bin indicator matrix.
+
+The same ``seed`` and ``N`` give the same resamples, so two models scored on the same
+cohort are compared *paired* by bootstrapping both with one seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bootstrap_weights", "curve_counts", "metric_arrays", "bootstrap_metrics", "OperatingPoints",
+           "METRICS", "POINT_METRICS"]
+
+#: metrics that do not depend on a threshold
+METRICS = ("auroc", "auprc", "brier", "ece")
+#: metrics computed at each operating point
+POINT_METRICS = ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """How thresholds are chosen: a fixed one, Youden's J, and a target sensitivity.
+
+    ``fixed`` may also be given per task by the caller (e.g. chosen on validation).
+    """
+
+    fixed: float = 0.5
+    youden: bool = True
+    target_sensitivity: float | None = 0.9
+
+    def names(self) -> list[str]:
+        out = [f"threshold_{self.fixed:g}"]
+        if self.youden:
+            out.append("youden")
+        if self.target_sensitivity is not None:
+            out.append(f"sensitivity_{self.target_sensitivity:g}")
+        return out
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0, *, chunk: int = 256):
+    """Yield ``[b, n]`` float32 count matrices (patients drawn with replacement), ``n_boot`` rows in all."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        idx = rng.integers(0, n, size=(b, n))
+        idx += (np.arange(b) * n)[:, None]
+        w = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float32)
+        done += b
+        yield w
+
+
+def _groups(p_sorted: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal scores in a sorted score vector."""
+    if len(p_sorted) == 0:
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.r_[True, p_sorted[1:] != p_sorted[:-1]])
+
+
+def curve_counts(w: np.ndarray, y: np.ndarray, p: np.ndarray):
+    """Weighted positives and totals per distinct score, highest score first.
+
+    Returns ``(thresholds [G], pos [B, G], tot [B, G])``: group ``g`` holds the patients
+    whose score equals ``thresholds[g]``; cumulative sums along ``G`` give the true
+    positives and all positives when predicting positive for ``score >= thresholds[g]``.
+    """
+    order = np.argsort(-p, kind="mergesort")
+    ps = p[order]
+    starts = _groups(ps)
+    ws = w[:, order]
+    pos = ws * y[order].astype(w.dtype)[None, :]
+    if len(starts) < len(ps):
+        return ps[starts], np.add.reduceat(pos, starts, axis=1), np.add.reduceat(ws, starts, axis=1)
+    return ps, pos, ws
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def _point(tp, fp, pos, neg, idx, thr) -> dict[str, np.ndarray]:
+    """Metrics at column ``idx`` of the cumulative counts (``-1``: nothing predicted positive)."""
+    rows = np.arange(tp.shape[0])
+    valid = idx >= 0
+    ii = np.where(valid, idx, 0)
+    tpi = np.where(valid, tp[rows, ii], 0.0).astype(np.float64)
+    fpi = np.where(valid, fp[rows, ii], 0.0).astype(np.float64)
+    fn = pos - tpi
+    tn = neg - fpi
+    return {"threshold": thr, "sensitivity": _safe_div(tpi, pos), "specificity": _safe_div(tn, neg),
+            "ppv": _safe_div(tpi, tpi + fpi), "npv": _safe_div(tn, tn + fn),
+            "f1": _safe_div(2 * tpi, 2 * tpi + fpi + fn), "accuracy": _safe_div(tpi + tn, pos + neg)}
+
+
+def metric_arrays(
+    w: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    ops: OperatingPoints = OperatingPoints(),
+    n_bins: int = 10,
+    fixed_thresholds: dict[str, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every metric for each row of the weight matrix ``w`` (``[B, N]``); values ``[B]``.
+
+    Keys: ``auroc, auprc, brier, ece, n, n_positive``, ``<point>.<metric>`` for each
+    operating point and ``calib_pred``/``calib_obs``/``calib_n`` (``[B, n_bins]``).
+    ``fixed_thresholds`` adds named thresholds held fixed across resamples (for example
+    a Youden threshold chosen on validation).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    p = np.asarray(p, dtype=np.float64)
+    b = w.shape[0]
+    thr, posg, totg = curve_counts(w, y, p)
+    tp = np.cumsum(posg, axis=1, dtype=np.float64)
+    cum = np.cumsum(totg, axis=1, dtype=np.float64)
+    g = tp.shape[1]
+    pos = tp[:, -1] if g else np.zeros(b)
+    neg = (cum[:, -1] - pos) if g else np.zeros(b)
+    ok = (pos > 0) & (neg > 0)
+    out: dict[str, np.ndarray] = {"n": pos + neg, "n_positive": pos}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # AUROC: each negative scores against the positives above it, ties count half
+        negg = totg - posg
+        auc = np.einsum("bg,bg->b", negg, tp - 0.5 * posg) / (pos * neg)
+        out["auroc"] = np.where(ok, auc, np.nan)
+        # average precision: sum over thresholds of (R_k - R_{k-1}) * P_k
+        prec = np.divide(tp, cum, out=np.zeros_like(tp), where=cum > 0)
+        out["auprc"] = np.where(ok, np.einsum("bg,bg->b", posg, prec) / pos, np.nan)
+    # calibration
+    total = w.sum(axis=1, dtype=np.float64)
+    out["brier"] = _safe_div(w @ ((p - y) ** 2).astype(np.float32), total)
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    onehot = np.zeros((len(p), n_bins), dtype=np.float32)
+    onehot[np.arange(len(p)), bins] = 1.0
+    cnt = (w @ onehot).astype(np.float64)
+    sp = (w @ (onehot * p[:, None].astype(np.float32))).astype(np.float64)
+    sy = (w @ (onehot * y[:, None])).astype(np.float64)
+    out["ece"] = _safe_div(np.abs(sp - sy).sum(axis=1), total)
+    out["calib_n"] = cnt
+    out["calib_pred"] = _safe_div(sp, cnt)
+    out["calib_obs"] = _safe_div(sy, cnt)
+    # operating points
+    fp = cum - tp
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    named = {f"threshold_{ops.fixed:g}": ops.fixed, **(fixed_thresholds or {})}
+    for name, t in named.items():
+        idx = np.full(b, int(np.searchsorted(-thr, -t, side="right")) - 1)  # last threshold >= t
+        points[name] = (idx, np.full(b, float(t)))
+    if g and ops.youden:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            j = tp * (1.0 / pos)[:, None] - fp * (1.0 / neg)[:, None]
+        idx = np.argmax(np.nan_to_num(j, nan=-np.inf), axis=1)
+        points["youden"] = (idx, thr[idx])
+    if g and ops.target_sensitivity is not None:
+        below = (tp < (ops.target_sensitivity * pos - 1e-9)[:, None]).sum(axis=1)
+        idx = np.minimum(below, g - 1)
+        points[f"sensitivity_{ops.target_sensitivity:g}"] = (idx, thr[idx])
+    for name, (idx, t) in points.items():
+        for k, v in _point(tp, fp, pos, neg, idx, t).items():
+            out[f"{name}.{k}"] = np.asarray(v, dtype=np.float64)
+    return out
+
+
+def _summarise(full: dict[str, np.ndarray], boot: dict[str, list[np.ndarray]], alpha: float) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for k, v in full.items():
+        if k.startswith("calib_"):
+            continue
+        est = float(v[0])
+        arr = np.concatenate(boot[k]) if boot else np.array([])
+        arr = arr[~np.isnan(arr)]
+        lo, hi = (np.quantile(arr, [alpha / 2, 1 - alpha / 2]) if len(arr) else (np.nan, np.nan))
+        res[k] = (est, float(lo), float(hi))
+    return res
+
+
+def bootstrap_metrics(
+    y: Any,
+    p: Any,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    ops: OperatingPoints = OperatingPoints(),
+    n_bins: int = 10,
+    fixed_thresholds: dict[str, float] | None = None,
+    keep_samples: bool = False,
+) -> dict[str, Any]:
+    """Point estimates and percentile bootstrap CIs of every metric of one binary task.
+
+    Patients with an unknown label (NaN) are dropped first. Returns
+    ``{metric: (estimate, low, high)}`` plus ``"calibration"`` (a per-bin table with
+    counts, mean prediction, observed rate and its CI) and, with ``keep_samples``,
+    ``"samples"`` (``{metric: [n_boot]}`` for paired comparisons).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    n = len(y)
+    full = metric_arrays(np.ones((1, n), np.float32), y, p, ops=ops, n_bins=n_bins,
+                         fixed_thresholds=fixed_thresholds)
+    boot: dict[str, list[np.ndarray]] = {}
+    if n and n_boot:
+        for w in bootstrap_weights(n, n_boot, seed):
+            for k, v in metric_arrays(w, y, p, ops=ops, n_bins=n_bins, fixed_thresholds=fixed_thresholds).items():
+                boot.setdefault(k, []).append(v)
+    res = _summarise(full, boot, alpha)
+    res["n"] = int(n)
+    res["n_positive"] = int(y.sum())
+    obs = np.concatenate(boot["calib_obs"]) if boot else np.full((1, n_bins), np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo = np.nanquantile(obs, alpha / 2, axis=0)
+            hi = np.nanquantile(obs, 1 - alpha / 2, axis=0)
+    res["calibration"] = {
+        "bin_low": np.arange(n_bins) / n_bins, "bin_high": np.arange(1, n_bins + 1) / n_bins,
+        "n": full["calib_n"][0], "mean_predicted": full["calib_pred"][0], "observed": full["calib_obs"][0],
+        "observed_low": lo, "observed_high": hi,
+    }
+    if keep_samples:
+        res["samples"] = {k: np.concatenate(v) for k, v in boot.items() if not k.startswith("calib_")}
+    return res

@@ -1,0 +1,323 @@
+"""Figures (matplotlib) and the self-contained HTML report of an evaluation."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+__all__ = ["roc_figure", "pr_figure", "calibration_figure", "forest_figure", "heatmap_figure",
+           "confusion_figure", "make_figures", "render_html", "figure_png"]
+
+_GRID = np.linspace(0, 1, 101)
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not _in_notebook():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except Exception:
+        return False
+
+
+def _new_fig(*args, **kw):
+    from matplotlib.figure import Figure
+
+    return Figure(*args, **kw)
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _curve_bands(y, p, *, n_boot: int, seed: int):
+    """ROC (TPR on an FPR grid) and PR (precision on a recall grid), point and 95% band."""
+    from .bootstrap import bootstrap_weights, curve_counts
+
+    y = np.asarray(y, float)
+    p = np.asarray(p, float)
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+
+    def curves(w):
+        _, posg, totg = curve_counts(w, y, p)
+        tp = np.cumsum(posg, axis=1, dtype=np.float64)
+        cum = np.cumsum(totg, axis=1, dtype=np.float64)
+        pos, neg = tp[:, -1:], cum[:, -1:] - tp[:, -1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tpr, fpr = tp / pos, (cum - tp) / neg
+            prec = tp / cum
+        roc, pr = [], []
+        for i in range(w.shape[0]):
+            if pos[i, 0] == 0 or neg[i, 0] == 0:
+                continue
+            roc.append(np.interp(_GRID, np.r_[0, fpr[i]], np.r_[0, tpr[i]]))
+            # precision as a step function of recall (the highest precision at recall >= r)
+            r, pr_i = tpr[i], prec[i]
+            best = np.maximum.accumulate(pr_i[::-1])[::-1]
+            idx = np.clip(np.searchsorted(r, _GRID, side="left"), 0, len(r) - 1)
+            pr.append(best[idx])
+        return np.array(roc), np.array(pr)
+
+    roc0, pr0 = curves(np.ones((1, len(y)), np.float32))
+    rocs, prs = [], []
+    for w in bootstrap_weights(len(y), n_boot, seed):
+        a, b = curves(w)
+        rocs.append(a)
+        prs.append(b)
+    rocb = np.concatenate(rocs) if rocs else roc0
+    prb = np.concatenate(prs) if prs else pr0
+    q = lambda a: (np.quantile(a, 0.025, axis=0), np.quantile(a, 0.975, axis=0)) if len(a) else (None, None)  # noqa: E731
+    return (roc0[0] if len(roc0) else None, *q(rocb)), (pr0[0] if len(pr0) else None, *q(prb)), float(y.mean()) if len(y) else np.nan
+
+
+def roc_figure(predictions, tasks, *, n_boot: int = 200, seed: int = 0, labels: dict[str, Any] | None = None):
+    """ROC curves with 95% bootstrap bands, one panel per task (``labels``: more prediction
+    tables to overlay, by name)."""
+    return _curves_figure(predictions, tasks, "roc", n_boot=n_boot, seed=seed, others=labels)
+
+
+def pr_figure(predictions, tasks, *, n_boot: int = 200, seed: int = 0, labels: dict[str, Any] | None = None):
+    """Precision-recall curves with 95% bootstrap bands, one panel per task."""
+    return _curves_figure(predictions, tasks, "pr", n_boot=n_boot, seed=seed, others=labels)
+
+
+def _curves_figure(predictions, tasks, kind, *, n_boot, seed, others=None):
+    from .metrics import auroc
+
+    series = {"model": predictions, **(others or {})}
+    fig = _new_fig(figsize=(4.2 * len(tasks), 4))
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, t in zip(axes, tasks):
+        for i, (name, df) in enumerate(series.items()):
+            y, p = df[f"label_{t}"].to_numpy(float), df[f"prob_{t}"].to_numpy(float)
+            roc, pr, prev = _curve_bands(y, p, n_boot=n_boot, seed=seed)
+            est, lo, hi = roc if kind == "roc" else pr
+            if est is None:
+                continue
+            color = f"C{i}"
+            keep = ~np.isnan(y)
+            lab = f"{name} (AUROC {auroc(y[keep], p[keep]):.3f})" if kind == "roc" else name
+            ax.plot(_GRID, est, color=color, label=lab)
+            if lo is not None:
+                ax.fill_between(_GRID, lo, hi, color=color, alpha=0.2, linewidth=0)
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], ls=":", color="grey")
+            ax.set_xlabel("1 - specificity")
+            ax.set_ylabel("sensitivity")
+        else:
+            ax.axhline(prev, ls=":", color="grey")
+            ax.set_xlabel("recall (sensitivity)")
+            ax.set_ylabel("precision (PPV)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{t}: {'ROC' if kind == 'roc' else 'PR'} curve, 95% band")
+        ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(calibration: dict[str, dict[str, Any]]):
+    """Reliability diagrams: ``{task: {label: calibration bins}}`` (e.g. before and after)."""
+    tasks = list(calibration)
+    fig = _new_fig(figsize=(4.2 * max(1, len(tasks)), 4))
+    axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
+    for ax, t in zip(axes, tasks):
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        for i, (name, c) in enumerate(calibration[t].items()):
+            ok = np.asarray(c["n"]) > 0
+            x = np.asarray(c["mean_predicted"])[ok]
+            yv = np.asarray(c["observed"])[ok]
+            lo = np.asarray(c["observed_low"])[ok]
+            hi = np.asarray(c["observed_high"])[ok]
+            err = np.vstack([np.clip(yv - lo, 0, None), np.clip(hi - yv, 0, None)])
+            err = np.nan_to_num(err)
+            ax.errorbar(x, yv, yerr=err, marker="o", ms=4, capsize=2, color=f"C{i}", label=name)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed rate")
+        ax.set_title(f"{t}: calibration")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forest_figure(subgroups, *, metric: str = "auroc"):
+    """Subgroup forest plot: the metric with its 95% CI per subgroup, one panel per task;
+    subgroups too small to estimate are drawn hollow."""
+    tasks = list(dict.fromkeys(subgroups["task"])) if len(subgroups) else []
+    n_rows = max((len(subgroups[subgroups["task"] == t]) for t in tasks), default=1)
+    fig = _new_fig(figsize=(4.5 * max(1, len(tasks)), 0.32 * n_rows + 1.2))
+    axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
+    for ax, t in zip(axes, tasks):
+        sub = subgroups[subgroups["task"] == t].reset_index(drop=True)
+        ys = np.arange(len(sub))[::-1]
+        for yi, (_, r) in zip(ys, sub.iterrows()):
+            est, lo, hi = r[metric], r[f"{metric}_low"], r[f"{metric}_high"]
+            if np.isnan(est):
+                continue
+            ax.plot([lo, hi], [yi, yi], color="C0")
+            ax.plot([est], [yi], "o", color="C0", mfc="white" if r["too_small"] else "C0")
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{r.column}={r.group} (n={r.n})" for r in sub.itertuples()], fontsize=8)
+        ax.axvline(0.5, ls=":", color="grey")
+        ax.set_xlabel(f"{metric.upper()} (95% CI; hollow: too small)")
+        ax.set_title(f"{t}: subgroups")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(table, *, value: str = "auroc_all", row: str = "subset", title: str = "AUROC with modalities masked"):
+    """Heat map of ``value`` per ``row`` (subset or pattern) and task."""
+    pivot = table.pivot_table(index=row, columns="task", values=value, aggfunc="first")
+    if "n_modalities" in table.columns:
+        order = table.drop_duplicates(row).sort_values(["n_modalities", row])[row]
+        pivot = pivot.reindex([r for r in order if r in pivot.index])
+    fig = _new_fig(figsize=(2.0 + 1.4 * pivot.shape[1], 0.35 * pivot.shape[0] + 1.3))
+    ax = fig.subplots()
+    data = pivot.to_numpy(float)
+    im = ax.imshow(data, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(pivot.shape[1]))
+    ax.set_xticklabels(pivot.columns)
+    ax.set_yticks(range(pivot.shape[0]))
+    ax.set_yticklabels(pivot.index, fontsize=8)
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            if not np.isnan(data[i, j]):
+                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if data[i, j] < 0.75 else "black")
+    fig.colorbar(im, ax=ax, label=value)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(predictions, tasks, thresholds: dict[str, float]):
+    """Confusion matrices at the given threshold per task."""
+    fig = _new_fig(figsize=(3.2 * len(tasks), 3))
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, t in zip(axes, tasks):
+        y = predictions[f"label_{t}"].to_numpy(float)
+        p = predictions[f"prob_{t}"].to_numpy(float)
+        keep = ~np.isnan(y)
+        y, yhat = y[keep].astype(int), (p[keep] >= thresholds[t]).astype(int)
+        cm = np.array([[np.sum((y == a) & (yhat == b)) for b in (0, 1)] for a in (0, 1)])
+        ax.imshow(cm, cmap="Blues")
+        for a in (0, 1):
+            for b in (0, 1):
+                ax.text(b, a, str(cm[a, b]), ha="center", va="center",
+                        color="white" if cm[a, b] > cm.max() / 2 else "black")
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels(["pred 0", "pred 1"])
+        ax.set_yticks([0, 1])
+        ax.set_yticklabels(["true 0", "true 1"])
+        ax.set_title(f"{t} at {thresholds[t]:.3g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(result, *, n_boot: int = 200) -> dict[str, Any]:
+    """Every figure of the report, by file name."""
+    tasks = list(result.tasks)
+    figs = {
+        "roc.png": roc_figure(result.predictions, tasks, n_boot=n_boot, seed=result.seed),
+        "pr.png": pr_figure(result.predictions, tasks, n_boot=n_boot, seed=result.seed),
+        "calibration.png": calibration_figure(result.calibration_curves),
+    }
+    if result.subgroups is not None and len(result.subgroups):
+        figs["subgroups_forest.png"] = forest_figure(result.subgroups)
+    if result.masking is not None and len(result.masking):
+        figs["missing_heatmap.png"] = heatmap_figure(result.masking)
+    if result.patterns is not None and len(result.patterns):
+        figs["pattern_heatmap.png"] = heatmap_figure(
+            result.patterns.assign(subset=result.patterns["group"]), value="auroc",
+            title="AUROC per observed presence pattern")
+    figs["confusion.png"] = confusion_figure(result.predictions, tasks, result.thresholds)
+    return figs
+
+
+def _table(df, *, floats: str = "{:.3f}", max_rows: int = 200) -> str:
+    if df is None or not len(df):
+        return "<p><i>none</i></p>"
+    return df.head(max_rows).to_html(index=False, float_format=lambda v: floats.format(v), na_rep="–",
+                                     classes="tbl", border=0)
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+table.tbl{border-collapse:collapse;font-size:12px;margin:8px 0}
+table.tbl th,table.tbl td{border:1px solid #ddd;padding:3px 6px;text-align:right}
+table.tbl th{background:#f4f4f4}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px;margin:8px 0;font-size:13px}
+.note{color:#555;font-size:13px} img{max-width:100%}
+"""
+
+
+def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "medmm evaluation") -> str:
+    """The whole report as one self-contained HTML string (figures inlined as PNG)."""
+    figures = figures if figures is not None else make_figures(result)
+
+    def img(name: str) -> str:
+        if name not in figures:
+            return ""
+        data = base64.b64encode(figure_png(figures[name])).decode()
+        return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>'
+
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>"]
+    info = result.info
+    parts.append("<p class='note'>" + " &middot; ".join(f"{e(str(k))}: {e(str(v))}" for k, v in info.items())
+                 + "</p>")
+    for w in result.warnings:
+        parts.append(f"<div class='warn'>{e(w)}</div>")
+    parts.append("<h2>Summary (95% bootstrap CIs, resampling patients)</h2>" + _table(result.summary()))
+    parts.append("<h2>Operating points</h2><p class='note'>Thresholds: a fixed one, Youden's J and a target "
+                 "sensitivity, re-chosen in every bootstrap resample" + (
+                     "; '(val)' thresholds were chosen on the validation split and held fixed"
+                     if result.val_thresholds else "") + ".</p>" + _table(result.operating_points()))
+    parts.append("<h2>ROC and precision-recall curves</h2>" + img("roc.png") + img("pr.png"))
+    parts.append("<h2>Confusion matrices (Youden threshold)</h2>" + img("confusion.png"))
+    parts.append("<h2>Calibration</h2>" + img("calibration.png"))
+    if result.calibrated_metrics is not None:
+        parts.append(f"<p class='note'>Calibrator ({e(result.calibration_method or '')}) fitted on the "
+                     "validation split, applied to the evaluated patients.</p>" + _table(result.calibration_table()))
+    if result.subgroups is not None and len(result.subgroups):
+        parts.append("<h2>Subgroups</h2>" + img("subgroups_forest.png") + _table(result.subgroup_table()))
+    if result.patterns is not None and len(result.patterns):
+        parts.append("<h2>Observed presence patterns</h2>" + img("pattern_heatmap.png")
+                     + _table(result.patterns[["task", "group", "n", "n_positive", "too_small", "auroc", "auroc_low",
+                                                "auroc_high", "brier"]]))
+    if result.masking is not None and len(result.masking):
+        parts.append("<h2>Modalities removed on purpose</h2><p class='note'>Each subset of modalities kept, "
+                     "the others masked for every patient; <code>*_complete</code>: only patients that have "
+                     "every kept modality.</p>" + img("missing_heatmap.png") + _table(result.masking))
+    if result.fusion is not None and len(result.fusion):
+        parts.append("<h2>Does fusion help?</h2><p class='note'>On the patients that have the modality: the "
+                     "fused prediction against the same model given that modality alone (DeLong).</p>"
+                     + _table(result.fusion))
+    if result.shapley is not None and len(result.shapley):
+        parts.append("<h2>Per-modality contribution (Shapley values by masking)</h2>" + _table(result.shapley))
+    if result.comparisons:
+        for name, df in result.comparisons.items():
+            parts.append(f"<h2>Paired comparison: {e(name)}</h2>" + _table(df))
+    parts.append("</body></html>")
+    return "".join(parts)

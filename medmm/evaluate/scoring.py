@@ -1,0 +1,212 @@
+"""Batch scoring of a cohort with bounded memory.
+
+The manifest is read as a table (one small row per patient) and its records are loaded,
+preprocessed and scored one batch at a time; only the per-patient predictions are kept, and
+they are appended to a Parquet file as they come. Peak memory is one batch of volumes,
+whatever the cohort's size. Optionally every batch is also scored with each subset of the
+model's modalities kept (the others masked), for the robustness analysis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..records import MODALITIES, Missing, PatientRecord
+
+__all__ = ["ScoredCohort", "score_cohort", "iter_record_batches", "modality_subsets", "subset_name",
+           "record_metadata", "AGE_BANDS"]
+
+#: (upper bound exclusive, label) of the age bands used for subgroups
+AGE_BANDS = ((50, "<50"), (65, "50-64"), (80, "65-79"), (float("inf"), "80+"))
+_AGE_KEY = re.compile(r"^age(\b|_|\s|$)", re.I)
+
+
+def subset_name(mods) -> str:
+    mods = [m for m in MODALITIES if m in set(mods)]
+    return "+".join(mods) if mods else "none"
+
+
+def modality_subsets(modalities: tuple[str, ...], *, include_empty: bool = True) -> list[tuple[str, ...]]:
+    """Every subset of ``modalities``, smallest first (the empty one first when included)."""
+    out = []
+    for r in range(0 if include_empty else 1, len(modalities) + 1):
+        out.extend(itertools.combinations(modalities, r))
+    return out
+
+
+def age_band(age: Any) -> str:
+    try:
+        a = float(age)
+    except (TypeError, ValueError):
+        return "unknown"
+    if np.isnan(a):
+        return "unknown"
+    return next(label for hi, label in AGE_BANDS if a < hi)
+
+
+def record_metadata(r: PatientRecord) -> dict[str, str]:
+    """Subgroup columns of one record: every manifest metadata column, ``age_band`` (from a
+    manifest or EHR ``age`` column) and ``scanner_manufacturer`` (from the image header)."""
+    out = {str(k): ("unknown" if v is None else str(v)) for k, v in r.meta.items() if not str(k).startswith("_")}
+    age = next((v for k, v in r.meta.items() if _AGE_KEY.match(str(k))), None)
+    if age is None and not isinstance(r.ehr, Missing):
+        age = next((v for k, v in getattr(r.ehr, "values", {}).items() if _AGE_KEY.match(str(k))), None)
+    if "sex" not in out and not isinstance(r.ehr, Missing):
+        sex = getattr(r.ehr, "values", {}).get("sex")
+        if sex is not None:
+            out["sex"] = str(sex)
+    out["age_band"] = age_band(age)
+    manu = None if isinstance(r.image, Missing) else (getattr(r.image, "meta", {}) or {}).get("Manufacturer")
+    out["scanner_manufacturer"] = str(manu).strip() if manu else "unknown"
+    return out
+
+
+def iter_record_batches(manifest: str | Path, *, batch_size: int = 64, split: str | None = None,
+                        modalities: tuple[str, ...] = MODALITIES, report: Any = None) -> Iterator[list[PatientRecord]]:
+    """Records of a manifest, ``batch_size`` at a time (read errors go to ``report``).
+
+    ``split`` keeps the rows of that split (``None`` or ``'all'``: every row; a manifest
+    without a ``split`` column is scored whole).
+    """
+    from ..cohort import read_manifest, row_to_record
+
+    manifest = Path(manifest)
+    df = read_manifest(manifest)
+    if split not in (None, "all") and "split" in df.columns:
+        df = df[df["split"] == split]
+    rows = df.to_dict(orient="records")
+    index = df.index.tolist()
+    for s in range(0, len(rows), batch_size):
+        yield [row_to_record(raw, base=manifest.parent, report=report, row_index=int(i), modalities=modalities)
+               for raw, i in zip(rows[s:s + batch_size], index[s:s + batch_size])]
+
+
+@dataclass
+class ScoredCohort:
+    """Per-patient predictions, and per masked subset when asked for."""
+
+    predictions: Any  # DataFrame: patient_id, split, pattern, <metadata>, label_<t>, prob_<t>
+    tasks: tuple[str, ...]
+    modalities: tuple[str, ...]
+    masked: dict[str, np.ndarray] = field(default_factory=dict)  # subset name -> probs [N, T]
+    seconds: float = 0.0
+    path: Path | None = None
+
+
+def _resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def score_cohort(
+    model: Any,
+    cohort: Any,
+    *,
+    split: str | None = "test",
+    batch_size: int = 64,
+    subsets: bool | list[tuple[str, ...]] = False,
+    out: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    report: Any = None,
+) -> ScoredCohort:
+    """Score every patient of ``cohort`` (a manifest path, a :class:`~medmm.cohort.Cohort` or
+    a list of records) with ``model``, ``batch_size`` patients at a time.
+
+    ``subsets=True`` also scores each subset of the model's modalities (the others masked);
+    ``out`` names a Parquet file the predictions are streamed to.
+    """
+    import time
+
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..data import collate, encode_records
+
+    t0 = time.perf_counter()
+    dev = _resolve_device(device)
+    model = model.to(dev).eval()
+    tasks, mods = tuple(model.tasks), tuple(model.modalities)
+    shapes = model.preprocessor.output_shapes()
+    if subsets is True:
+        subset_list = modality_subsets(mods)
+    elif subsets:
+        subset_list = [tuple(s) for s in subsets]
+    else:
+        subset_list = []
+    if isinstance(cohort, (str, Path)):
+        from ..cohort import read_manifest
+
+        df = read_manifest(cohort)
+        total = int((df["split"] == split).sum()) if split not in (None, "all") and "split" in df else len(df)
+        del df
+        batches = iter_record_batches(cohort, batch_size=batch_size, split=split, modalities=mods, report=report)
+    else:
+        records = list(getattr(cohort, "records", cohort))
+        if split not in (None, "all"):
+            records = [r for r in records if r.split == split]
+        total = len(records)
+        batches = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
+
+    writer = None
+    frames: list[Any] = []
+    masked: dict[str, list[np.ndarray]] = {subset_name(s): [] for s in subset_list}
+    bar = tqdm(total=total, desc="score", unit="pt", disable=not progress)
+    try:
+        with torch.inference_mode():
+            for recs in batches:
+                items = encode_records(recs, model.preprocessor)
+                batch = collate(items, mods, shapes, ()).to(dev)
+                probs = torch.sigmoid(model(batch.values, batch.present)).float().cpu().numpy()
+                for s in subset_list:
+                    keep = torch.tensor([m in s for m in mods], device=dev)
+                    pm = torch.sigmoid(model(batch.values, batch.present & keep[None, :])).float().cpu().numpy()
+                    masked[subset_name(s)].append(pm)
+                rows = []
+                for r, pr in zip(recs, probs):
+                    row = {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern,
+                           **record_metadata(r)}
+                    for k, t in enumerate(tasks):
+                        y = r.labels.get(t)
+                        row[f"label_{t}"] = np.nan if y is None else float(y)
+                        row[f"prob_{t}"] = float(pr[k])
+                    rows.append(row)
+                frame = pd.DataFrame(rows)
+                frames.append(frame)
+                if out is not None:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    if writer is None:
+                        Path(out).parent.mkdir(parents=True, exist_ok=True)
+                        columns = list(frame.columns)
+                        schema = pa.Table.from_pandas(frame, preserve_index=False).schema
+                        writer = pq.ParquetWriter(str(out), schema)
+                    part = frame.reindex(columns=columns, fill_value="unknown")
+                    writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+                bar.update(len(recs))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["patient_id", "split", "pattern", *[c for t in tasks for c in (f"label_{t}", f"prob_{t}")]])
+    # metadata columns may differ between batches (a column only some rows have)
+    meta_cols = [c for c in preds.columns if c not in ("patient_id", "split", "pattern")
+                 and not c.startswith(("label_", "prob_"))]
+    for c in meta_cols:
+        preds[c] = preds[c].fillna("unknown").astype(str)
+    return ScoredCohort(preds, tasks, mods, {k: np.concatenate(v) if v else np.zeros((0, len(tasks)))
+                                             for k, v in masked.items()},
+                        time.perf_counter() - t0, Path(out) if out is not None else None)

@@ -1,0 +1,84 @@
+"""The whole flow on a tiny cohort: synth -> load -> train -> evaluate -> MLflow -> reload and predict."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def test_import_medmm_stays_light():
+    code = ("import sys, medmm; heavy = [m for m in ('torch', 'monai', 'mlflow', 'sklearn', 'pandas', 'pydicom') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import medmm pulled in {out.stdout.strip()}"
+
+
+def test_cli_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "medmm", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("synth", "validate", "demo", "train"):
+        assert cmd in out.stdout
+
+
+def test_validate_cli_exit_codes(tiny_cohort, tmp_path):
+    from medmm.cli import main
+
+    assert main(["validate", str(tiny_cohort)]) == 0
+    bad = tmp_path / "bad.csv"
+    df = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    df.loc[0, "notes_path"] = "notes/missing.txt"
+    df.to_csv(bad, index=False)
+    assert main(["validate", str(bad)]) == 1
+
+
+def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from medmm.cli import main
+    from medmm.cohort import load_cohort
+    from medmm.models import MultimodalModel
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--patients", "40", "--image-size", "16", "--epochs", "2", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "oracle AUROC" in printed and "mlflow ui --backend-store-uri" in printed
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"tumor", "disease"}
+    for m in metrics.values():
+        for key in ("auroc", "auprc", "oracle_auroc", "best_single_modality_oracle_auroc"):
+            assert 0.0 <= m[key] <= 1.0 or np.isnan(m[key])
+
+    # the run, its params, per-epoch metrics, config and model are in MLflow
+    run_info = json.loads((out / "run.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.fusion.name"] == "attention"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert "test_auroc_tumor" in run.data.metrics
+    assert not any("patient" in k.lower() for k in run.data.params)  # no identifiers as params
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert "config/resolved_config.json" in artifacts
+
+    # the saved model predicts on raw records with no other file, as the logged pyfunc does
+    model = MultimodalModel.load(out / "model")
+    records = load_cohort(out / "cohort" / "manifest.csv", progress=False).split("test")
+    probs = model.predict_records(records)
+    preds = pd.read_parquet(out / "predictions.parquet").set_index("patient_id")
+    np.testing.assert_allclose(probs[:, 0], preds.loc[[r.patient_id for r in records], "prob_tumor"], atol=1e-5)
+
+    pyfunc = mlflow.pyfunc.load_model(run_info["model_uri"])
+    table = pd.read_csv(out / "cohort" / "manifest.csv", dtype=str, keep_default_na=False)
+    table = table[table["split"] == "test"].copy()
+    for c in ("image_path", "notes_path", "vitals_path", "ehr_path"):
+        table[c] = [str(out / "cohort" / v) if v else "" for v in table[c]]
+    got = pyfunc.predict(table[["patient_id", "index_time", "image_path", "notes_path", "vitals_path", "ehr_path"]])
+    np.testing.assert_allclose(got["prob_tumor"].to_numpy(), probs[:, 0], atol=1e-5)
+    np.testing.assert_allclose(got["prob_disease"].to_numpy(), probs[:, 1], atol=1e-5)
