@@ -1,7 +1,21 @@
-"""One experiment end to end: cohort -> fitted preprocessing -> trained model -> held-out metrics, tracked in MLflow."""
+"""One experiment end to end: cohort -> splits -> fitted preprocessing -> trained model ->
+held-out metrics, tracked in MLflow, driven by an :class:`~medmm.config.ExperimentConfig`.
+
+* Splits are patient-level (no patient in two splits), stratified by label and grouped by
+  site when asked. With ``split.cv_folds = k`` the train and val patients are cross-validated
+  in k nested MLflow runs (preprocessing fitted on each fold's training part), per-fold and
+  pooled out-of-fold metrics are logged on the parent run, and a final model trained on train
+  + val for the folds' median best epoch count is scored once on the test hold-out, which no
+  fold ever saw.
+* Checkpoints go to ``train.checkpoint_dir`` (default ``<out_dir>/checkpoints``); the run is
+  tagged with it, and :func:`resume_experiment` (``medmm train --resume RUN_ID``) reopens the
+  run from its logged config and continues from the last checkpoint.
+* Under ``torchrun`` every rank trains its shard; only rank 0 logs, checkpoints and writes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -10,20 +24,23 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ExperimentResult", "run_experiment", "predictions_frame"]
+__all__ = ["ExperimentResult", "run_experiment", "resume_experiment", "predictions_frame", "build_preprocessor"]
 
 
 @dataclass
 class ExperimentResult:
-    run_id: str
-    experiment_id: str
+    run_id: str | None
+    experiment_id: str | None
     tracking_uri: str
-    model_dir: Path
+    model_dir: Path | None
     model_uri: str | None
     metrics: Any  # DataFrame: task, group, auroc, auprc, n, n_positive
     predictions: Any  # DataFrame, one row per held-out patient
     history: list[dict[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    cv_metrics: Any = None  # DataFrame per fold and pooled (cross-validation only)
+    model: Any = None  # the trained MultimodalModel
+    train_result: Any = None
 
 
 def predictions_frame(model: Any, dataset: Any, split: str):
@@ -46,10 +63,53 @@ def predictions_frame(model: Any, dataset: Any, split: str):
     return df
 
 
+def build_preprocessor(preprocess: Any, modalities: tuple[str, ...]):
+    """A :class:`MultimodalPreprocessor` with the config's per-modality keyword arguments."""
+    from .preprocess import MultimodalPreprocessor
+    from .preprocess.image import ImagePreprocessor
+    from .preprocess.tabular import TabularPreprocessor
+    from .preprocess.text import TextPreprocessor
+    from .preprocess.vitals import VitalsPreprocessor
+
+    classes = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
+               "ehr": TabularPreprocessor}
+    steps = {}
+    for m, cls in classes.items():
+        kw = dict(getattr(preprocess, m, {}) or {}) if preprocess is not None else {}
+        if kw:
+            if m == "image" and "spatial_size" in kw:
+                kw["spatial_size"] = tuple(kw["spatial_size"])
+            try:
+                steps[m] = cls(**kw)
+            except TypeError as exc:
+                raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
+    return MultimodalPreprocessor(modalities=modalities, **steps)
+
+
+def _config_from_kwargs(manifest, out_dir, model_config, train_config, tasks, experiment, run_name, tracking_uri,
+                        log_model, register_model):
+    from .config import ExperimentConfig
+
+    if manifest is None:
+        raise ConfigError("run_experiment needs a manifest or a config", hint="pass manifest=... or config=...")
+    data: dict[str, Any] = {
+        "cohort": {"manifest": str(manifest)},
+        "tasks": list(tasks) if tasks else None,
+        "out_dir": str(out_dir or "medmm_run"),
+        "tracking": {"experiment": experiment, "run_name": run_name, "tracking_uri": tracking_uri,
+                     "log_model": log_model, "register_model": register_model, "flush_every": 1},
+    }
+    if model_config is not None:
+        data["model"] = model_config.to_dict()
+    if train_config is not None:
+        data["train"] = train_config.to_dict()
+    return ExperimentConfig.model_validate(data)
+
+
 def run_experiment(
-    manifest: str | Path,
+    manifest: str | Path | None = None,
     *,
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     model_config: Any = None,
     train_config: Any = None,
     tasks: tuple[str, ...] | None = None,
@@ -59,74 +119,297 @@ def run_experiment(
     log_model: bool = True,
     progress: bool = True,
     cohort: Any = None,
+    config: Any = None,
+    resume_run_id: str | None = None,
+    callbacks: list[Any] = (),
+    register_model: str | None = None,
 ) -> ExperimentResult:
-    """Train on the manifest's train split, select on val, report on test; log it all to MLflow."""
+    """Train on the train split, select on val, report on test; log it all to MLflow.
+
+    Either pass ``config`` (an :class:`~medmm.config.ExperimentConfig`, as ``medmm train
+    --config`` does) or the keyword arguments of the walking skeleton (``manifest``,
+    ``model_config``, ``train_config``, ...), from which a config is built. ``cohort`` skips
+    re-reading the manifest; ``resume_run_id`` reopens that run and continues from the last
+    checkpoint; ``callbacks`` are added to the trainer's.
+    """
+    if config is None:
+        config = _config_from_kwargs(manifest, out_dir, model_config, train_config, tasks, experiment, run_name,
+                                     tracking_uri, log_model, register_model)
+    return _execute(config, cohort=cohort, progress=progress, resume_run_id=resume_run_id,
+                    callbacks=list(callbacks))
+
+
+def resume_experiment(run_id: str, *, tracking_uri: str | None = None, progress: bool = True,
+                      callbacks: list[Any] = ()) -> ExperimentResult:
+    """Continue the run ``run_id`` from its logged config and its last checkpoint."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from .config import load_config
+    from .train.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved_config.yaml",
+                                                    tracking_uri=uri)
+    except MlflowException as exc:
+        raise ConfigError(f"cannot read the config of run {run_id}: {exc.message}",
+                          hint=f"check the run id and the tracking URI ({uri})") from exc
+    cfg = load_config(local)
+    cfg.tracking.tracking_uri = uri
+    return _execute(cfg, cohort=None, progress=progress, resume_run_id=run_id, callbacks=list(callbacks))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _splits(cfg, records, tasks) -> dict[str, list]:
+    from .train.splits import assign_patient_splits, check_disjoint
+
+    stratify = cfg.split.stratify or tasks[0]
+    if cfg.split.mode == "assign":
+        which = assign_patient_splits(records, fractions=cfg.split.fractions, stratify=stratify,
+                                      group_by=cfg.split.group_by, seed=cfg.split.seed)
+        parts = {s: [r for r in records if which[r.patient_id] == s] for s in ("train", "val", "test")}
+    else:
+        parts = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
+    check_disjoint(parts)
+    if cfg.split.group_by:
+        groups = {s: {str(r.meta.get(cfg.split.group_by)) for r in rs} for s, rs in parts.items()}
+        shared = (groups["train"] & groups["test"]) | (groups["train"] & groups["val"]) | (groups["val"] & groups["test"])
+        if shared:
+            raise ConfigError(f"{cfg.split.group_by} {sorted(shared)[0]!r} is in two splits", column="split",
+                              hint="use split.mode=assign to draw grouped splits")
+    return parts
+
+
+def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tracker, callbacks, progress, resume):
+    """Fit preprocessing on ``train_recs``, build and train a model; returns (model, result, datasets)."""
+    from .data import MultimodalDataset
+    from .models.multimodal import MultimodalModel
+    from .train.trainer import seed_everything, train
+    from .train.transfer import freeze_encoders, load_encoder_weights, pretrain_encoders
+
+    tasks = tuple(model_config.tasks)
+    pre = build_preprocessor(cfg.preprocess, model_config.modalities).fit(train_recs)
+    datasets = {s: MultimodalDataset(r, pre, tasks, progress=progress) for s, r in
+                (("train", train_recs), ("val", val_recs), ("test", test_recs))}
+    seed_everything(train_config.seed)
+    model = MultimodalModel(model_config, pre.output_shapes(), pre)
+    tc = cfg.transfer
+    val = datasets["val"] if len(datasets["val"]) else None
+    transfer_info: dict[str, Any] = {}
+    for m, src in tc.weights.items():
+        load_encoder_weights(model, m, src)
+    if tc.pretrain_epochs > 0:
+        res = pretrain_encoders(model, datasets["train"], val, train_config, epochs=tc.pretrain_epochs,
+                                modalities=tuple(tc.pretrain_modalities) if tc.pretrain_modalities else None,
+                                progress=progress, callbacks_for=lambda m: [tracker.prefixed(f"pretrain_{m}_")])
+        transfer_info["pretrain_best_epoch"] = {m: r.best_epoch for m, r in res.items()}
+    if tc.pretrain_epochs > 0 or tc.weights:
+        transfer_info["parameters"] = freeze_encoders(model, tc.mode, unfreeze_last=tc.unfreeze_last)
+        tracker.log_dict(transfer_info, "transfer/transfer.json")
+    result = train(model, datasets["train"], val, train_config, callbacks=[tracker, *callbacks], progress=progress,
+                   resume=resume)
+    return model, result, datasets
+
+
+def _plots(tracker, history, preds, tasks, split) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    if history:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        ep = [h["epoch"] for h in history]
+        for key in ("train_loss", "val_loss"):
+            if key in history[0]:
+                axes[0].plot(ep, [h.get(key) for h in history], label=key)
+        axes[0].set_xlabel("epoch"), axes[0].set_ylabel("loss"), axes[0].legend()
+        for key in sorted(k for k in history[0] if k.startswith("val_auroc")):
+            axes[1].plot(ep, [h.get(key) for h in history], label=key)
+        axes[1].set_xlabel("epoch"), axes[1].set_ylabel("AUROC"), axes[1].legend()
+        fig.tight_layout()
+        tracker.log_figure(fig, "plots/learning_curves.png")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for t in tasks:
+        y = preds[f"label_{t}"].to_numpy(float)
+        keep = ~np.isnan(y)
+        if len(np.unique(y[keep])) == 2:
+            fpr, tpr, _ = roc_curve(y[keep], preds[f"prob_{t}"].to_numpy(float)[keep])
+            ax.plot(fpr, tpr, label=t)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate"), ax.set_title(f"ROC ({split})")
+    ax.legend(loc="lower right")
+    tracker.log_figure(fig, f"plots/roc_{split}.png")
+
+
+def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, resume):
+    import numpy as np
+    import pandas as pd
+
+    from .evaluate.metrics import evaluate_predictions
+    from .train.splits import cv_folds
+
+    tasks = tuple(model_config.tasks)
+    k = cfg.split.cv_folds
+    folds = cv_folds(dev, k, stratify=cfg.split.stratify or tasks[0], group_by=cfg.split.group_by, seed=cfg.split.seed)
+    oof, best_epochs, rows = [], [], []
+    for i, (tr, va) in enumerate(folds):
+        tc = dataclasses.replace(train_config, checkpoint_dir=str(Path(train_config.checkpoint_dir) / f"fold_{i}"))
+        with tracker.nested_run(run_name=f"fold-{i}", tags={"medmm.fold": str(i), "medmm.kind": "cv_fold"},
+                                resume=resume) as ft:
+            ft.log_params({"fold": i, "n_train": len(tr), "n_val": len(va)})
+            model, res, ds = _fit(cfg, model_config, tc, [dev[j] for j in tr], [dev[j] for j in va], [],
+                                  tracker=ft, callbacks=[], progress=progress, resume=resume)
+            preds = predictions_frame(model, ds["val"], "cv")
+            preds["fold"] = i
+            m = evaluate_predictions(preds, tasks, by=None)
+            for _, row in m.iterrows():
+                ft.log_metrics({f"fold_auroc_{row.task}": row.auroc, f"fold_auprc_{row.task}": row.auprc})
+                rows.append({"fold": str(i), "task": row.task, "auroc": row.auroc, "auprc": row.auprc, "n": row.n})
+        oof.append(preds)
+        best_epochs.append(res.best_epoch + 1)
+    oof = pd.concat(oof, ignore_index=True)
+    pooled = evaluate_predictions(oof, tasks, by=None)
+    per_fold = pd.DataFrame(rows)
+    summary = []
+    for t in tasks:
+        f = per_fold[per_fold.task == t]
+        p = pooled[pooled.task == t].iloc[0]
+        summary.append({"fold": "pooled", "task": t, "auroc": p.auroc, "auprc": p.auprc, "n": p.n})
+        summary.append({"fold": "mean", "task": t, "auroc": f.auroc.mean(), "auprc": f.auprc.mean(), "n": f.n.sum()})
+        summary.append({"fold": "std", "task": t, "auroc": f.auroc.std(ddof=1), "auprc": f.auprc.std(ddof=1), "n": f.n.sum()})
+        tracker.log_metrics({f"cv_pooled_auroc_{t}": p.auroc, f"cv_pooled_auprc_{t}": p.auprc,
+                             f"cv_mean_auroc_{t}": f.auroc.mean(), f"cv_std_auroc_{t}": f.auroc.std(ddof=1)})
+    table = pd.concat([per_fold, pd.DataFrame(summary)], ignore_index=True)
+    return table, oof, int(np.median(best_epochs))
+
+
+def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentResult:
     import torch
 
     from .cohort import load_cohort
-    from .data import MultimodalDataset
     from .evaluate.metrics import evaluate_predictions
-    from .models.multimodal import ModelConfig, MultimodalModel
-    from .preprocess import MultimodalPreprocessor
-    from .train.tracking import MlflowTracker
-    from .train.trainer import TrainConfig, seed_everything, train
+    from .train.distributed import barrier, init_distributed
+    from .train.tracking import MlflowTracker, NullTracker
 
+    info = init_distributed(cfg.train.device)
+    main = info.rank == 0
+    progress = progress and main
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    # resolve paths so that the logged config resumes from anywhere
+    cfg.out_dir = str(Path(cfg.out_dir).resolve())
+    cfg.cohort.manifest = str(Path(cfg.cohort.manifest).resolve())
+    if not cfg.train.checkpoint_dir:
+        cfg.train.checkpoint_dir = str(Path(cfg.out_dir) / "checkpoints")
+    out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cohort = cohort if cohort is not None else load_cohort(manifest, progress=progress)
+    manifest = Path(cfg.cohort.manifest)
+    cohort = cohort if cohort is not None else load_cohort(manifest, strict=cfg.cohort.strict, progress=progress)
     timings["load_s"] = time.perf_counter() - t0
-    tasks = tuple(tasks or cohort.tasks)
+    tasks = tuple(cfg.tasks or cohort.tasks)
     if not tasks:
         raise ConfigError("the cohort has no label_* column to train on", path=manifest,
                           hint="add label columns such as label_tumor to the manifest")
-    model_config = model_config or ModelConfig(tasks={t: "binary" for t in tasks})
-    train_config = train_config or TrainConfig()
-    seed_everything(train_config.seed)
-    splits = {s: cohort.split(s) for s in ("train", "val", "test")}
-    if not splits["train"]:
+    cfg.tasks = list(tasks)
+    model_config = cfg.model_config_for(tasks)
+    train_config = cfg.train_config()
+    parts = _splits(cfg, cohort.records, tasks)
+    if not parts["train"]:
         raise ConfigError("the train split is empty", path=manifest, hint="set split=train for some patients")
+    resume = resume_run_id is not None
 
-    t1 = time.perf_counter()
-    pre = MultimodalPreprocessor(modalities=model_config.modalities).fit(splits["train"])
-    datasets = {s: MultimodalDataset(r, pre, tasks, progress=progress) for s, r in splits.items()}
-    timings["preprocess_s"] = time.perf_counter() - t1
-    model = MultimodalModel(model_config, pre.output_shapes(), pre)
-
-    resolved = {"model": model_config.to_dict(), "train": train_config.to_dict(), "tasks": list(tasks),
-                "manifest": str(Path(manifest).name)}
-    with MlflowTracker(experiment=experiment, run_name=run_name, tracking_uri=tracking_uri,
-                       tags={"medmm.kind": "train"}) as tracker:
-        tracker.log_params({**resolved, "data": {
-            f"n_{s}": len(r) for s, r in splits.items()} | {
-            f"present_{m}_train": sum(x.present[m] for x in splits["train"]) for m in model_config.modalities}})
+    tr = cfg.tracking
+    tracker = (MlflowTracker(experiment=tr.experiment, run_name=tr.run_name, tracking_uri=tr.tracking_uri,
+                             tags={"medmm.kind": "train", **tr.tags}, run_id=resume_run_id, flush_every=tr.flush_every)
+               if main else NullTracker(tr.tracking_uri))
+    with tracker:
+        if main:
+            (out_dir / "run.json").write_text(json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                                                          "tracking_uri": tracker.tracking_uri}, indent=2) + "\n")
+            if progress:
+                print(f"MLflow run {tracker.run_id} ({tracker.tracking_uri}); resume with "
+                      f"`medmm train --resume {tracker.run_id}`")
+        resolved = cfg.resolved()
+        tracker.set_tags({"medmm.checkpoint_dir": train_config.checkpoint_dir, "medmm.out_dir": cfg.out_dir,
+                          "medmm.manifest": manifest.name})
+        tracker.log_params({**{k: v for k, v in resolved.items() if k not in ("cohort", "out_dir")},
+                            "cohort": {"manifest": manifest.name, "strict": cfg.cohort.strict},
+                            "data": {f"n_{s}": len(r) for s, r in parts.items()} | {
+                                f"present_{m}_train": sum(x.present[m] for x in parts["train"])
+                                for m in model_config.modalities}})
+        tracker.log_text(cfg.to_yaml(), "config/resolved_config.yaml")
         tracker.log_dict(resolved, "config/resolved_config.json")
-        tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
+        if main:
+            (out_dir / "config.yaml").write_text(cfg.to_yaml())
+            tracker.log_environment()
+            tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
+
         t2 = time.perf_counter()
-        result = train(model, datasets["train"], datasets["val"] if len(datasets["val"]) else None,
-                       train_config, callbacks=[tracker], progress=progress)
+        cv_table = None
+        if cfg.split.cv_folds:
+            dev = parts["train"] + parts["val"]
+            cv_table, oof, n_epochs = _cross_validate(cfg, model_config, train_config, dev, tracker=tracker,
+                                                      progress=progress, resume=resume)
+            if main:
+                cv_table.to_csv(out_dir / "cv_metrics.csv", index=False)
+                oof.to_parquet(out_dir / "cv_predictions.parquet", index=False)
+                tracker.log_artifact(out_dir / "cv_metrics.csv", "evaluation")
+            tracker.log_params({"final": {"epochs": n_epochs, "trained_on": "train+val"}})
+            final_tc = dataclasses.replace(train_config, epochs=max(n_epochs, 1), min_epochs=max(n_epochs, 1),
+                                           monitor="last", checkpoint_dir=str(Path(train_config.checkpoint_dir) / "final"))
+            model, result, datasets = _fit(cfg, model_config, final_tc, dev, [], parts["test"], tracker=tracker,
+                                           callbacks=callbacks, progress=progress, resume=resume)
+        else:
+            model, result, datasets = _fit(cfg, model_config, train_config, parts["train"], parts["val"],
+                                           parts["test"], tracker=tracker, callbacks=callbacks, progress=progress,
+                                           resume=resume)
         timings["train_s"] = time.perf_counter() - t2
         eval_split = "test" if len(datasets["test"]) else "val"
-        preds = predictions_frame(model, datasets[eval_split], eval_split)
-        metrics = evaluate_predictions(preds, tasks, by="pattern")
-        for _, row in metrics[metrics["group"] == "all"].iterrows():
-            tracker.log_metrics({f"{eval_split}_auroc_{row.task}": row.auroc, f"{eval_split}_auprc_{row.task}": row.auprc})
+        preds = metrics = model_dir = model_uri = None
+        if main and len(datasets[eval_split]):
+            preds = predictions_frame(model, datasets[eval_split], eval_split)
+            metrics = evaluate_predictions(preds, tasks, by="pattern")
+            for _, row in metrics[metrics["group"] == "all"].iterrows():
+                tracker.log_metrics({f"{eval_split}_auroc_{row.task}": row.auroc,
+                                     f"{eval_split}_auprc_{row.task}": row.auprc})
         tracker.log_metrics({"best_epoch": result.best_epoch})
-        model_dir = model.save(out_dir / "model")
-        preds.to_parquet(out_dir / "predictions.parquet", index=False)
-        metrics.to_csv(out_dir / "metrics_by_pattern.csv", index=False)
-        tracker.log_artifact(out_dir / "metrics_by_pattern.csv", "evaluation")
-        model_uri = None
-        if log_model:
-            t3 = time.perf_counter()
-            model_uri = tracker.log_model(model_dir, tasks=tasks)
-            timings["log_model_s"] = time.perf_counter() - t3
+        if main:
+            model_dir = model.save(out_dir / "model")
+            if preds is not None:
+                preds.to_parquet(out_dir / "predictions.parquet", index=False)
+                metrics.to_csv(out_dir / "metrics_by_pattern.csv", index=False)
+                tracker.log_artifact(out_dir / "metrics_by_pattern.csv", "evaluation")
+            if tr.plots:
+                try:
+                    _plots(tracker, result.history, preds if preds is not None else _empty_preds(tasks), tasks,
+                           eval_split)
+                except Exception as exc:  # a plot must never lose a trained run
+                    tracker.set_tags({"medmm.plot_error": str(exc)[:200]})
+            if tr.log_model:
+                t3 = time.perf_counter()
+                model_uri = tracker.log_model(model_dir, tasks=tasks, registered_model_name=tr.register_model)
+                timings["log_model_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
-        tracker.log_metrics({k: v for k, v in timings.items()})
-        (out_dir / "run.json").write_text(json.dumps({
-            "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-            "tracking_uri": tracker.tracking_uri, "model_uri": model_uri}, indent=2) + "\n")
+        if result.step_s > 0:
+            timings["data_wait_share"] = result.data_wait_s / result.step_s
+        tracker.log_metrics(dict(timings))
+        if main:
+            (out_dir / "run.json").write_text(json.dumps({
+                "run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                "tracking_uri": tracker.tracking_uri, "model_uri": model_uri}, indent=2) + "\n")
+    barrier()
     torch.set_grad_enabled(True)
     return ExperimentResult(tracker.run_id, tracker.experiment_id, tracker.tracking_uri, model_dir, model_uri,
-                            metrics, preds, result.history, timings)
+                            metrics, preds, result.history, timings, cv_table, model, result)
+
+
+def _empty_preds(tasks):
+    import pandas as pd
+
+    return pd.DataFrame({**{f"label_{t}": [] for t in tasks}, **{f"prob_{t}": [] for t in tasks}})

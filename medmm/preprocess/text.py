@@ -17,10 +17,12 @@ class TextPreprocessor:
     "denies shortness of"), so a linear or MLP encoder on top can tell them apart.
     """
 
-    def __init__(self, *, max_features: int = 2000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2) -> None:
+    def __init__(self, *, max_features: int = 2000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 3,
+                 token_pattern: str = r"(?u)\b[^\W\d_]{2,}\b") -> None:
         self.max_features = max_features
         self.ngram_range = tuple(ngram_range)
         self.min_df = min_df
+        self.token_pattern = token_pattern  # words of letters only: numbers and ids make poor features
 
     def fit(self, notes: list[Notes]) -> "TextPreprocessor":
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -29,7 +31,7 @@ class TextPreprocessor:
         min_df = self.min_df if len(texts) >= 4 * self.min_df else 1
         self.vectorizer_ = TfidfVectorizer(
             max_features=self.max_features, ngram_range=self.ngram_range, min_df=min_df,
-            sublinear_tf=True, lowercase=True, dtype=np.float32,
+            sublinear_tf=True, lowercase=True, dtype=np.float32, token_pattern=self.token_pattern,
         )
         self.vectorizer_.fit(texts or ["empty"])
         self.n_features_ = len(self.vectorizer_.vocabulary_)
