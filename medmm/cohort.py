@@ -313,10 +313,23 @@ class Cohort:
         return f"Cohort({len(self.records)} patients, {len(self.report.errors)} error(s))"
 
     def _repr_html_(self) -> str:
+        from collections import Counter
+
+        patterns = Counter(r.pattern for r in self.records)
+        pat_rows = "".join(f"<tr><td style='text-align:left'>{html.escape(p)}</td><td>{n}</td></tr>"
+                           for p, n in patterns.most_common())
+        report = self.report._repr_html_() if self.report.problems else "<p>No problems found.</p>"
         return (
-            f"<b>Cohort</b> {html.escape(str(self.manifest or ''))}: {len(self.records)} patients, "
-            f"{len(self.report.errors)} error(s), {len(self.report.warnings)} warning(s)"
-            + self.summary().to_html(index=False)
+            f"<div style='font-family:sans-serif;font-size:13px'><b>Cohort</b> "
+            f"{html.escape(str(self.manifest or ''))}: {len(self.records)} patients, "
+            f"tasks: {html.escape(', '.join(self.tasks) or 'none')}, "
+            f"<span style='color:{'#a33' if self.report.errors else '#2a8a2a'}'>{len(self.report.errors)} error(s)"
+            f"</span>, {len(self.report.warnings)} warning(s)"
+            + self.summary().to_html(index=False, border=0)
+            + f"<details><summary>presence patterns ({len(patterns)})</summary><table><tr><th>pattern</th>"
+            f"<th>patients</th></tr>{pat_rows}</table></details>"
+            + f"<details{' open' if self.report.errors else ''}><summary>problem report "
+            f"({len(self.report.problems)})</summary>{report}</details></div>"
         )
 
 

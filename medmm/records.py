@@ -210,14 +210,59 @@ class PatientRecord:
         return f"PatientRecord({self.patient_id!r}, {mods}, labels={self.labels})"
 
     def _repr_html_(self) -> str:
+        """A card for notebooks: presence and labels, then each present modality (image
+        slices, notes with findings highlighted, latest vitals, EHR values) in a fold."""
+        e = html.escape
         rows = "".join(
-            f"<tr><td>{m}</td><td>{'&#10003;' if p else '&#10007;'}</td>"
-            f"<td>{html.escape(repr(getattr(self, m)))}</td></tr>"
+            f"<tr><td>{m}</td><td style='color:{'#2a8a2a' if p else '#a33'}'>{'&#10003;' if p else '&#10007;'}</td>"
+            f"<td style='text-align:left'>{e(repr(getattr(self, m)))}</td></tr>"
             for m, p in self.present.items()
         )
-        labels = html.escape(", ".join(f"{k}={v}" for k, v in self.labels.items()))
-        return (
-            f"<div><b>PatientRecord {html.escape(self.patient_id)}</b>"
-            f" &middot; split={html.escape(str(self.split))} &middot; labels: {labels}"
-            f"<table><tr><th>modality</th><th>present</th><th>value</th></tr>{rows}</table></div>"
+        labels = e(", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.labels.items()))
+        head = (
+            f"<div style='font-family:sans-serif;font-size:13px'><b>PatientRecord {e(self.patient_id)}</b>"
+            f" &middot; split={e(str(self.split))} &middot; pattern={e(self.pattern)} &middot; labels: {labels}"
+            + (f" &middot; index time {e(str(self.index_time))}" if self.index_time is not None else "")
+            + (f"<br><span style='color:#666'>{e(', '.join(f'{k}={v}' for k, v in self.meta.items()))}</span>"
+               if self.meta else "")
+            + f"<table><tr><th>modality</th><th>present</th><th>value</th></tr>{rows}</table>"
         )
+        folds = []
+        for m in MODALITIES:
+            value = getattr(self, m)
+            if isinstance(value, Missing):
+                continue
+            try:
+                body = _modality_html(m, value, self.index_time)
+            except Exception as exc:  # a display must never raise
+                body = f"<i>cannot display: {e(type(exc).__name__)}: {e(str(exc))}</i>"
+            folds.append(f"<details{' open' if m == 'image' else ''}><summary>{m}</summary>{body}</details>")
+        return head + "".join(folds) + "</div>"
+
+
+def _modality_html(modality: str, value: Any, index_time: Any = None) -> str:
+    """HTML of one present modality (heavy imports happen only here, for notebooks)."""
+    e = html.escape
+    if modality == "image":
+        from .viz.common import figure_html
+        from .viz.image import ImageViewer
+
+        return figure_html(ImageViewer(value).figure(size=2.2), alt="image slices")
+    if modality == "notes":
+        from .viz.notes import NotesView
+
+        return NotesView(value, max_chars=1500)._repr_html_()
+    if modality == "vitals":
+        frame = value.frame
+        last = frame.sort_values("time").groupby("signal").tail(1)
+        cells = "".join(f"<tr><td>{e(str(r.signal))}</td><td>{r.value:g} {e(str(r.unit))}</td><td>{e(str(r.time))}</td></tr>"
+                        for r in last.itertuples())
+        return (f"<p>{len(frame)} observations of {len(value.signals)} signals, "
+                f"{e(str(frame['time'].min()))} to {e(str(frame['time'].max()))}; latest:</p>"
+                f"<table><tr><th>signal</th><th>value</th><th>time</th></tr>{cells}</table>"
+                "<p style='color:#666'>medmm.viz.plot_vitals(record.vitals) draws them with the NEWS2 bands.</p>")
+    if modality == "ehr":
+        cells = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td><td>{e(value.units.get(k, ''))}</td></tr>"
+                        for k, v in value.values.items())
+        return f"<table><tr><th>feature</th><th>value</th><th>unit</th></tr>{cells}</table>"
+    return e(repr(value))
