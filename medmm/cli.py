@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("medmm.commands.validate", "check a cohort manifest and every file it names"),
     "demo": ("medmm.commands.demo", "synthesise a cohort, train a fusion model, evaluate, log to MLflow"),
     "train": ("medmm.commands.train", "train a multimodal model on a cohort manifest"),
+    "predict": ("medmm.commands.predict", "score a cohort manifest with a trained model into a Parquet file"),
     "dicom": ("medmm.commands.dicom", "DICOM tools: `ls` the series under a folder, `deid` de-identify"),
     "convert": ("medmm.commands.convert", "convert a DICOM series, NIfTI or NRRD image to NIfTI"),
     "evaluate": ("medmm.commands.evaluate", "score a cohort with a model: metrics with CIs, subgroups, missing data, report"),

@@ -1,15 +1,28 @@
-"""The training loop: AdamW, masked multi-task BCE, validation each epoch, early stopping.
+"""The training loop.
 
-The trainer knows nothing of MLflow: it reports each epoch to ``callbacks`` (objects with
-``on_epoch_end(epoch, metrics)``), which the tracking layer provides.
+AdamW or SGD; cosine, one-cycle or constant learning rate with an optional linear warm-up;
+gradient clipping and accumulation; mixed precision on CUDA; masked multi-task losses with
+class-imbalance options (:mod:`medmm.train.losses`); a shuffled or balanced sampler;
+validation each epoch with early stopping on a chosen metric; deterministic seeding;
+atomic checkpoints each epoch and on interrupt, from which :func:`train` resumes to the
+same final weights; ``DistributedDataParallel`` when run under ``torchrun``.
+
+The trainer knows nothing of MLflow: it reports to ``callbacks``, objects with any of
+``on_train_begin(info)``, ``on_resume(history)``, ``on_step_end(epoch, batch, loss)`` and
+``on_epoch_end(epoch, metrics)``, which the tracking layer provides.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import math
+import os
 import random
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +30,13 @@ import torch
 
 from ..data import Batch, MultimodalDataset
 from ..errors import ConfigError
+from .losses import LOSSES, SAMPLERS, MaskedLoss, balanced_sample_weights, build_criterion
 
-__all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "predict_dataset", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "predict_dataset", "resolve_device",
+           "training_loss", "masked_bce", "OPTIMIZERS", "SCHEDULERS"]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "onecycle", "constant")
 
 
 @dataclass
@@ -34,15 +52,52 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     device: str = "auto"
-    monitor: str = "val_loss"
+    monitor: str = "val_loss"  # a metric name, or "last" (keep the last epoch's weights)
     max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    # optimiser and schedule
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # SGD only
+    scheduler: str = "cosine"  # cosine (per epoch) | onecycle (per step) | constant
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, constant), or the rising phase of onecycle
+    grad_accum: int = 1  # micro-batches per optimiser step
+    amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
+    amp_dtype: str = "float16"  # float16 (with a gradient scaler) | bfloat16
+    encoder_lr_scale: float = 1.0  # encoders' learning rate relative to lr (fine-tuning)
+    monitor_mode: str = "auto"  # min | max | auto (min for a *loss* metric)
+    # class imbalance
+    loss: str = "bce"  # bce | weighted_bce | focal
+    pos_weight: Any = None  # None | "auto" (N_neg/N_pos from training prevalence) | number | list per task
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    sampler: str = "shuffle"  # shuffle | balanced (classes of balance_task equally likely)
+    balance_task: str | None = None  # default: the first task
+    # data loading, determinism, checkpoints
+    num_workers: int = 0
+    deterministic: bool = True  # torch.use_deterministic_algorithms (warn only)
+    checkpoint_dir: str | None = None  # write last.pt here each epoch and on interrupt
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs, batch_size and lr must be positive")
+        checks = [("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("loss", LOSSES), ("sampler", SAMPLERS),
+                  ("monitor_mode", ("auto", "min", "max")), ("amp_dtype", ("float16", "bfloat16"))]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not supported", column=name,
+                                  hint=f"use one of {allowed}")
+        if self.grad_accum < 1 or self.num_workers < 0 or self.warmup_epochs < 0:
+            raise ConfigError("grad_accum must be >= 1, num_workers and warmup_epochs >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.monitor == "last":
+            return True
+        if self.monitor_mode != "auto":
+            return self.monitor_mode == "max"
+        return "loss" not in self.monitor
 
 
 @dataclass
@@ -51,6 +106,11 @@ class TrainResult:
     best_score: float
     history: list[dict[str, float]]
     seconds: float
+    loss_info: dict[str, Any] = field(default_factory=dict)
+    resumed_from: dict[str, int] | None = None  # {"epoch": ..., "batch": ...} when resumed
+    data_wait_s: float = 0.0  # time spent waiting for batches
+    step_s: float = 0.0  # time spent in training steps (data wait included)
+    samples: int = 0  # training samples processed (this process)
 
 
 def seed_everything(seed: int) -> None:
@@ -68,21 +128,26 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def masked_bce(logits: torch.Tensor, batch: Batch, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BCE over the (patient, task) pairs whose label is known (and whose row is in ``rows``)."""
-    mask = batch.label_mask.to(logits.dtype)
-    if rows is not None:
-        mask = mask * rows.to(logits.dtype)[:, None]
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
-    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+    return MaskedLoss("bce")(logits, batch, rows)
 
 
-def training_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Fused loss plus, when the model has them, its auxiliary unimodal heads' losses."""
+def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -> torch.Tensor:
+    """Fused loss plus, when the model has them, its auxiliary unimodal heads' losses.
+
+    The single place the training loss is computed. ``criterion(logits, batch, rows=None)``
+    defaults to masked BCE (see :func:`medmm.train.losses.build_criterion`).
+    """
+    if hasattr(getattr(model, "module", model), "loss_weighting"):  # per-head losses, task weights: the model's
+        from ..models.losses import multitask_loss
+
+        return multitask_loss(model, batch, criterion)
+    criterion = criterion or masked_bce
     out = model(batch.values, batch.present, return_aux=True)
     logits, aux = out if isinstance(out, tuple) else (out, {})
-    loss = masked_bce(logits, batch)
+    loss = criterion(logits, batch)
     if aux:
-        weight = getattr(getattr(model, "config", None), "aux_weight", 0.0)
-        loss = loss + weight * sum(masked_bce(lg, batch, rows) for lg, rows in aux.values()) / len(aux)
+        weight = getattr(getattr(getattr(model, "module", model), "config", None), "aux_weight", 0.0)
+        loss = loss + weight * sum(criterion(lg, batch, rows) for lg, rows in aux.values()) / len(aux)
     return loss
 
 
@@ -90,16 +155,22 @@ def training_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size: int = 128,
                     device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, labels, label mask and presence mask for a whole dataset."""
+    model = getattr(model, "module", model)
     device = device or next(model.parameters()).device
+    was_training = model.training
     model.eval()
     probs, labels, lmask, present = [], [], [], []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ds.collate)
     for batch in loader:
         b = batch.to(device)
-        probs.append(torch.sigmoid(model(b.values, b.present)).float().cpu().numpy())
+        probs.append(torch.sigmoid(model(b.values, b.present).float()).cpu().numpy())
         labels.append(batch.labels.numpy())
         lmask.append(batch.label_mask.numpy())
         present.append(batch.present.numpy())
+    model.train(was_training)
+    if not probs:
+        t, m = len(ds.tasks), len(ds.modalities)
+        return np.zeros((0, t), np.float32), np.zeros((0, t), np.float32), np.zeros((0, t), bool), np.zeros((0, m), bool)
     return np.concatenate(probs), np.concatenate(labels), np.concatenate(lmask), np.concatenate(present)
 
 
@@ -120,6 +191,75 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     return out
 
 
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32  # base seed (from the loader's seeded generator) + worker id
+    random.seed(s)
+    np.random.seed(s)
+
+
+def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    enc, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (enc if name.startswith("encoders.") else rest).append(p)
+    groups = [{"params": rest, "lr": config.lr}]
+    if enc:
+        groups.append({"params": enc, "lr": config.lr * config.encoder_lr_scale})
+    return [g for g in groups if g["params"]]
+
+
+def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, config)
+    if not groups:
+        raise ConfigError("the model has no trainable parameter", hint="unfreeze some layers")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    total = max(config.epochs * steps_per_epoch, 1)
+    warm = config.warmup_epochs * steps_per_epoch
+    if config.scheduler == "onecycle":
+        pct = min(max(config.warmup_epochs / config.epochs, 0.01), 0.99) if config.warmup_epochs else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=total, pct_start=pct)
+
+    def factor(step: int) -> float:
+        f = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        if config.scheduler == "cosine":  # per epoch, as CosineAnnealingLR(T_max=epochs)
+            e = min(step // max(steps_per_epoch, 1), config.epochs)
+            f *= 0.5 * (1 + math.cos(math.pi * e / config.epochs))
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag checked between batches, so the interrupt checkpoint is
+    written at a clean step boundary (only in the main thread; elsewhere signals behave as usual)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 def train(
     model: torch.nn.Module,
     train_ds: MultimodalDataset,
@@ -128,58 +268,204 @@ def train(
     *,
     callbacks: list[Any] = (),
     progress: bool = True,
+    resume: bool | str | Path = False,
 ) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of the best validation epoch."""
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch.
+
+    With ``config.checkpoint_dir`` a checkpoint is written there after every epoch and when
+    SIGINT/SIGTERM arrives (then ``KeyboardInterrupt`` is raised). ``resume=True`` continues
+    from ``checkpoint_dir/last.pt`` when it exists (``resume`` may also be a checkpoint
+    path); a resumed run reaches the same weights and metrics as an uninterrupted one.
+    """
     from tqdm.auto import tqdm
 
-    seed_everything(config.seed)
+    from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from .distributed import EpochSampler, all_reduce_sum, dist_info
+
+    info = dist_info()
+    main = info.rank == 0
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    ckpt = None
+    if resume:
+        source = Path(resume) if not isinstance(resume, bool) else ckpt_dir
+        if source is None:
+            raise ConfigError("resume needs a checkpoint", hint="set checkpoint_dir or pass resume=PATH")
+        ckpt = load_checkpoint(source)
+
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    seed_everything(config.seed + info.rank)
     device = resolve_device(config.device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
     model.to(device)
+    core = model
     tasks = train_ds.tasks
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True,
-                                         collate_fn=train_ds.collate, generator=gen, drop_last=len(train_ds) > config.batch_size)
-    higher = config.monitor != "val_loss"
-    best = (-np.inf if higher else np.inf, -1, None)
+
+    criterion = build_criterion(config, train_ds)
+    weights = balanced_sample_weights(train_ds, config.balance_task) if config.sampler == "balanced" else None
+    loss_info = {**criterion.describe(), "sampler": config.sampler,
+                 "prevalence": {t: round(v, 4) for t, v in criterion.prevalence.items()}}
+    if config.sampler == "balanced":
+        loss_info["balance_task"] = config.balance_task or tasks[0]
+
+    sampler = EpochSampler(len(train_ds), seed=config.seed, rank=info.rank, world_size=info.world_size,
+                           weights=weights)
+    per_rank = len(sampler)
+    drop_last = per_rank > config.batch_size
+    n_batches = per_rank // config.batch_size if drop_last else -(-per_rank // config.batch_size)
+    steps_per_epoch = -(-n_batches // config.grad_accum)
+
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
+    opt = _make_optimizer(core, config)
+    sched = _make_scheduler(opt, config, steps_per_epoch)
+    use_amp = bool(config.amp) and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if config.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    higher = config.higher_is_better
+    best_score, best_epoch, best_state = (-np.inf if higher else np.inf), -1, None
     history: list[dict[str, float]] = []
     steps = 0
+    start_epoch, start_batch, running = 0, 0, (0.0, 0)
+    pending_grads = None
+    finished = False
+    resumed_from = None
+    if ckpt is not None:
+        core.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        best_score, best_epoch, best_state = ckpt["best_score"], ckpt["best_epoch"], ckpt["best_state"]
+        history = list(ckpt["history"])
+        steps = ckpt["steps"]
+        start_epoch, start_batch = ckpt["epoch"], ckpt["batch"]
+        running = tuple(ckpt.get("running", (0.0, 0)))
+        pending_grads = ckpt.get("grads")
+        finished = bool(ckpt.get("finished"))
+        if main:
+            set_rng_state(ckpt["rng"])
+        else:
+            seed_everything(config.seed + info.rank + 7919 * start_epoch)
+        resumed_from = {"epoch": start_epoch, "batch": start_batch}
+
+    def state(epoch: int, batch: int, run: tuple[float, int], grads=None, done: bool = False) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+            "history": history, "steps": steps, "epoch": epoch, "batch": batch, "running": run,
+            "grads": grads, "rng": rng_state(), "finished": done, "config": config.to_dict(),
+        }
+
+    for cb in callbacks:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin({"imbalance": loss_info, "world_size": info.world_size,
+                               "steps_per_epoch": steps_per_epoch, "device": str(device)})
+        if history and hasattr(cb, "on_resume"):
+            cb.on_resume(history)
+
     t0 = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for batch in loader:
-            b = batch.to(device)
-            loss = training_loss(model, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-            steps += 1
-            if config.max_steps and steps >= config.max_steps:
-                break
-        sched.step()
-        metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
-        if val_ds is not None and len(val_ds):
-            metrics.update(_val_metrics(model, val_ds, tasks, device))
-        history.append({"epoch": epoch, **metrics})
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, metrics)
-        score = metrics.get(config.monitor, -metrics["train_loss"] if higher else metrics["train_loss"])
-        improved = (score > best[0]) if higher else (score < best[0])
-        if improved or best[2] is None:
-            best = (score, epoch, copy.deepcopy(model.state_dict()))
-        bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k in ("train_loss", config.monitor)})
-        if config.max_steps and steps >= config.max_steps:
-            break
-        if epoch + 1 >= config.min_epochs and epoch - best[1] >= config.patience:
-            break
-    bar.close()
-    model.load_state_dict(best[2])
-    return TrainResult(best_epoch=best[1], best_score=float(best[0]), history=history,
-                       seconds=time.perf_counter() - t0)
+    wait_s = step_s = 0.0
+    samples = 0
+    params = [p for p in core.parameters() if p.requires_grad]
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc="train", unit="epoch", disable=not (progress and main))
+    try:
+        with _StopFlag() as stop:
+            epoch = start_epoch
+            while not finished and epoch < config.epochs:
+                skip_batches = start_batch if epoch == start_epoch else 0
+                sampler.set_epoch(epoch, skip=skip_batches * config.batch_size)
+                loader = torch.utils.data.DataLoader(
+                    train_ds, batch_size=config.batch_size, sampler=sampler, collate_fn=train_ds.collate,
+                    drop_last=drop_last, num_workers=config.num_workers, worker_init_fn=_worker_init,
+                    generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch),
+                    pin_memory=device.type == "cuda", persistent_workers=False)
+                model.train()
+                total, count = running if skip_batches else (0.0, 0)
+                if pending_grads is not None:
+                    for p, g in zip(params, pending_grads):
+                        p.grad = None if g is None else g.to(device)
+                    pending_grads = None
+                micro = skip_batches
+                hit_max = False
+                t_wait = time.perf_counter()
+                for batch in loader:
+                    t_got = time.perf_counter()
+                    wait_s += t_got - t_wait
+                    b = batch.to(device)
+                    last_micro = (micro + 1) % config.grad_accum == 0 or micro + 1 == n_batches
+                    sync = model.no_sync() if (info.enabled and not last_micro) else contextlib.nullcontext()
+                    with sync:
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                            loss = training_loss(model, b, criterion)
+                        scaler.scale(loss / config.grad_accum).backward()
+                    if last_micro:
+                        if config.grad_clip:
+                            scaler.unscale_(opt)
+                            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                        scaler.step(opt)
+                        scaler.update()
+                        opt.zero_grad(set_to_none=True)
+                        if not (config.scheduler == "onecycle" and sched.last_epoch + 1 >= sched.total_steps):
+                            sched.step()
+                        steps += 1
+                    lv = float(loss.detach())
+                    total += lv * len(batch)
+                    count += len(batch)
+                    samples += len(batch)
+                    micro += 1
+                    t_end = time.perf_counter()
+                    step_s += t_end - t_wait
+                    t_wait = t_end
+                    for cb in callbacks:
+                        if hasattr(cb, "on_step_end"):
+                            cb.on_step_end(epoch, micro, lv)
+                    if stop.signum is not None:
+                        if main and ckpt_dir is not None:
+                            grads = None if last_micro else [None if p.grad is None else p.grad.detach().cpu()
+                                                             for p in params]
+                            save_checkpoint(state(epoch, micro, (total, count), grads), ckpt_dir)
+                        raise KeyboardInterrupt(f"signal {stop.signum}")
+                    if config.max_steps and steps >= config.max_steps:
+                        hit_max = True
+                        break
+                total, count = all_reduce_sum([total, float(count)], device)
+                metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+                if val_ds is not None and len(val_ds):
+                    metrics.update(_val_metrics(core, val_ds, tasks, device))
+                history.append({"epoch": epoch, **metrics})
+                score = float(epoch) if config.monitor == "last" else metrics.get(config.monitor)
+                if score is None or (isinstance(score, float) and math.isnan(score)):
+                    score = -metrics["train_loss"] if higher else metrics["train_loss"]
+                improved = (score > best_score) if higher else (score < best_score)
+                if improved or best_state is None:
+                    best_score, best_epoch = float(score), epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                stop_now = hit_max or (epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
+                epoch += 1
+                finished = stop_now or epoch >= config.epochs
+                if main and ckpt_dir is not None:
+                    save_checkpoint(state(epoch, 0, (0.0, 0), done=finished), ckpt_dir)
+                for cb in callbacks:
+                    if hasattr(cb, "on_epoch_end"):
+                        cb.on_epoch_end(epoch - 1, metrics)
+                bar.update(1)
+                bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k in ("train_loss", config.monitor)})
+    finally:
+        bar.close()
+        if config.deterministic and not prev_det:
+            torch.use_deterministic_algorithms(False)
+    core.load_state_dict(best_state if best_state is not None else core.state_dict())
+    return TrainResult(best_epoch=best_epoch, best_score=float(best_score), history=history,
+                       seconds=time.perf_counter() - t0, loss_info=loss_info, resumed_from=resumed_from,
+                       data_wait_s=wait_s, step_s=step_s, samples=samples)

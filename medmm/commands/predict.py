@@ -1,0 +1,83 @@
+"""``medmm predict MODEL MANIFEST --out FILE.parquet``: score a cohort with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Score every patient of a cohort manifest with a trained model and write one row per patient to a "
+        "Parquet file: patient_id, split, pattern (the modalities the patient has), label_<task> when the "
+        "manifest has labels, and prob_<task>. The model's own fitted preprocessing is applied to the raw files."
+    )
+    p.add_argument("model", help="a model folder written by `medmm train` (OUT_DIR/model) or an MLflow model URI "
+                                 "(runs:/RUN_ID/model, models:/NAME/VERSION, models:/NAME@ALIAS)")
+    p.add_argument("manifest", help="cohort manifest (CSV or Parquet); label_* and split columns are optional")
+    p.add_argument("--out", "-o", default="predictions.parquet", help="output Parquet file (default predictions.parquet)")
+    p.add_argument("--batch-size", type=int, default=64, help="patients per forward pass (default 64)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI for a models:/ or runs:/ URI (default $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///mlflow.db here)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def load_model(ref: str, tracking_uri: str | None = None):
+    """A :class:`MultimodalModel` from a folder or an MLflow model URI."""
+    from pathlib import Path
+
+    from ..models.multimodal import MultimodalModel
+
+    if Path(ref).exists():
+        return MultimodalModel.load(ref)
+    import mlflow
+
+    from ..errors import ReadError
+    from ..train.tracking import default_tracking_uri
+
+    if ":/" not in ref:
+        raise ReadError("model not found", path=ref, hint="give a model folder or an MLflow URI such as runs:/ID/model")
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        return mlflow.pyfunc.load_model(ref).unwrap_python_model().model
+    except mlflow.exceptions.MlflowException as exc:
+        raise ReadError(f"cannot load the MLflow model: {exc.message}", path=ref,
+                        hint="check the URI and --tracking-uri") from exc
+
+
+def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = False):
+    """The predictions table of every patient in ``manifest``."""
+    import numpy as np
+    import pandas as pd
+
+    from ..cohort import load_cohort
+
+    cohort = load_cohort(manifest, progress=progress, modalities=model.modalities)
+    records = cohort.records
+    probs = model.predict_records(records, batch_size=batch_size)
+    df = pd.DataFrame({
+        "patient_id": [r.patient_id for r in records],
+        "split": [r.split for r in records],
+        "pattern": ["+".join(m for m in model.modalities if r.present[m]) or "none" for r in records],
+    })
+    for k, t in enumerate(model.tasks):
+        if any(t in r.labels for r in records):
+            df[f"label_{t}"] = [np.nan if r.labels.get(t) is None else float(r.labels[t]) for r in records]
+        df[f"prob_{t}"] = probs[:, k].astype(float)
+    return df, cohort.report
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    model = load_model(args.model, args.tracking_uri)
+    model.to(args.device)
+    df, report = predict_manifest(model, args.manifest, batch_size=args.batch_size, progress=not args.quiet)
+    if report.problems:
+        print(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out, index=False)
+    print(f"{len(df)} patients scored for {', '.join(model.tasks)} -> {out}")
+    return 0

@@ -1,0 +1,287 @@
+"""Experiment configuration: one YAML file, validated with pydantic.
+
+A config names the cohort, the splits, the preprocessing, the model, the tasks, the
+training and the tracking settings::
+
+    cohort: {manifest: cohort/manifest.csv}
+    split: {mode: manifest, cv_folds: 0}
+    model: {fusion: {name: attention}, dim: 64}
+    train: {epochs: 30, lr: 0.002, loss: focal, sampler: balanced}
+    tracking: {experiment: tumor-fusion, register_model: tumor-fusion}
+
+:func:`load_config` reads the file and applies ``key=value`` overrides with dotted keys
+(``train.lr=0.001``, ``model.fusion.name=concat``); values are parsed as YAML. The JSON
+Schema of the file is ``data_schemas/experiment.schema.json``, written by
+``python -m medmm.config`` from these models. The ``train`` section mirrors
+:class:`medmm.train.trainer.TrainConfig` (same fields, same defaults); the ``model`` section
+is passed to :class:`medmm.models.multimodal.ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from .errors import ConfigError
+
+__all__ = ["ExperimentConfig", "load_config", "apply_overrides", "parse_overrides", "json_schema", "SCHEMA_PATH"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "data_schemas" / "experiment.schema.json"
+
+_TRAIN_DOCS = {
+    "epochs": "Maximum number of epochs.",
+    "batch_size": "Patients per batch (per process under torchrun).",
+    "lr": "Peak learning rate.",
+    "weight_decay": "Decoupled (AdamW) or L2 (SGD) weight decay.",
+    "patience": "Early stopping: epochs without improvement of `monitor` before stopping.",
+    "min_epochs": "Early stopping never stops before this many epochs.",
+    "grad_clip": "Clip the global gradient norm to this value (0: off).",
+    "seed": "Seed of every random draw of the training (sampler, dropout, initialisation).",
+    "device": "auto (CUDA when available), cpu, cuda or cuda:N.",
+    "monitor": "Validation metric for early stopping and model selection: val_loss, val_auroc_mean, val_auroc_<task>.",
+    "max_steps": "Stop after this many optimiser steps (smoke tests).",
+    "optimizer": "adamw or sgd.",
+    "momentum": "SGD momentum (Nesterov when > 0).",
+    "scheduler": "cosine (per epoch), onecycle (per step) or constant.",
+    "warmup_epochs": "Linear warm-up length in epochs (for onecycle: the rising phase).",
+    "grad_accum": "Micro-batches accumulated per optimiser step.",
+    "amp": "Mixed precision on CUDA (ignored on CPU).",
+    "amp_dtype": "float16 (with a gradient scaler) or bfloat16.",
+    "encoder_lr_scale": "Learning rate of the encoders relative to lr (fine-tuning pretrained encoders).",
+    "monitor_mode": "min, max or auto (min when the monitored metric is a loss).",
+    "loss": "bce, weighted_bce (class-weighted) or focal.",
+    "pos_weight": "Positive-class weight of the BCE: null, 'auto' (N_neg/N_pos from the training split), a number or one per task.",
+    "focal_gamma": "Focal loss focusing parameter.",
+    "focal_alpha": "Focal loss positive-class weight in [0, 1] (null: none).",
+    "sampler": "shuffle, or balanced (each class of balance_task equally likely, drawn with replacement).",
+    "balance_task": "Task whose classes the balanced sampler evens out (default: the first task).",
+    "num_workers": "DataLoader worker processes (seeded per epoch and worker).",
+    "deterministic": "Use torch's deterministic algorithms (warn when one has none).",
+    "checkpoint_dir": "Folder of last.pt (default: <out_dir>/checkpoints).",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CohortSection(_Section):
+    manifest: str = Field(description="Cohort manifest (CSV or Parquet), relative to the config file or absolute.")
+    strict: bool = Field(False, description="Stop at the first unreadable file instead of reporting it.")
+
+
+class SplitSection(_Section):
+    mode: Literal["manifest", "assign"] = Field(
+        "manifest", description="manifest: use the manifest's split column (patients without one are assigned); "
+        "assign: ignore it and draw patient-level train/val/test splits.")
+    fractions: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train, val, test fractions (assign mode).")
+    stratify: str | None = Field(None, description="Task whose label the splits are stratified by (default: the first task).")
+    group_by: str | None = Field(None, description="Manifest column (e.g. site) whose groups never straddle two splits.")
+    seed: int = Field(0, description="Seed of the split draw.")
+    cv_folds: int = Field(0, description="k >= 2: k-fold cross-validation on train+val (nested MLflow runs, per-fold and "
+                          "pooled metrics), then a final model on train+val scored once on the untouched test hold-out.")
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1 or v < 0:
+            raise ValueError("cv_folds is 0 (no cross-validation) or at least 2")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("fractions must be non-negative and sum to 1")
+        return v
+
+
+class PreprocessSection(_Section):
+    image: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of ImagePreprocessor.")
+    notes: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TextPreprocessor.")
+    vitals: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of VitalsPreprocessor.")
+    ehr: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TabularPreprocessor.")
+
+
+class TransferSection(_Section):
+    pretrain_epochs: int = Field(0, description="> 0: first train each encoder alone (a unimodal model on the patients "
+                                 "who have that modality) for this many epochs, then fuse (MedFuse's two stages).")
+    pretrain_modalities: list[str] | None = Field(None, description="Encoders to pretrain (default: every modality).")
+    weights: dict[str, str] = Field(default_factory=dict, description="modality -> a medmm model folder or a .pt state "
+                                    "dict whose encoder weights initialise that encoder.")
+    mode: Literal["finetune", "frozen", "partial"] = Field(
+        "finetune", description="What happens to pretrained encoders when fused: finetune (all trained), frozen "
+        "(none trained) or partial (only the last `unfreeze_last` blocks trained).")
+    unfreeze_last: int = Field(1, description="Blocks left trainable per encoder in partial mode.")
+
+
+class TrackingSection(_Section):
+    experiment: str = Field("medmm", description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory).")
+    log_model: bool = Field(True, description="Log the trained model as an MLflow pyfunc model.")
+    register_model: str | None = Field(None, description="Register the logged model under this name in the model registry.")
+    plots: bool = Field(True, description="Log learning-curve and ROC plots.")
+    flush_every: int = Field(5, description="Per-epoch metrics are sent to MLflow in one batch every this many epochs.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra run tags.")
+
+
+def _train_section() -> type[BaseModel]:
+    from .train.trainer import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        fields[f.name] = (hints[f.name], Field(default, description=_TRAIN_DOCS.get(f.name)))
+    return create_model("TrainSection", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+TrainSection = _train_section()
+
+
+class ExperimentConfig(_Section):
+    """One experiment: cohort, splits, preprocessing, model, tasks, training and tracking."""
+
+    model_config = ConfigDict(extra="forbid", title="medmm experiment config")
+
+    cohort: CohortSection
+    tasks: list[str] | None = Field(None, description="Tasks (label_<task> columns) to train; default: all of them.")
+    split: SplitSection = Field(default_factory=SplitSection)
+    preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
+    model: dict[str, Any] = Field(default_factory=dict, description="ModelConfig fields (modalities, encoders, fusion, "
+                                  "dim, modality_dropout, aux_weight, ...); tasks default to binary ones for `tasks`.")
+    train: TrainSection = Field(default_factory=TrainSection)  # type: ignore[valid-type]
+    transfer: TransferSection = Field(default_factory=TransferSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    out_dir: str = Field("medmm_run", description="Folder of the model, predictions, metrics and checkpoints.")
+
+    # ------------------------------------------------------------------ builders
+    def train_config(self) -> Any:
+        from .train.trainer import TrainConfig
+
+        d = self.train.model_dump()
+        if not d.get("checkpoint_dir"):
+            d["checkpoint_dir"] = str(Path(self.out_dir) / "checkpoints")
+        return TrainConfig(**d)
+
+    def model_config_for(self, tasks: tuple[str, ...]) -> Any:
+        from .models.multimodal import ModelConfig
+
+        d = dict(self.model)
+        d.setdefault("tasks", {t: "binary" for t in tasks})
+        try:
+            return ModelConfig(**d)
+        except TypeError as exc:
+            import dataclasses as dc
+
+            known = [f.name for f in dc.fields(ModelConfig)]
+            raise ConfigError(f"model section: {exc}", column="model", hint=f"known model keys: {known}") from exc
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain-data form (what is logged with the run)."""
+        return json.loads(self.model_dump_json())
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str):
+        try:
+            return float(v) if any(c in v for c in ".eE") and v.lower() not in ("nan", "inf") else v
+        except ValueError:
+            return v
+    return v
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    """``["train.lr=0.001", ...]`` -> ``[("train.lr", 0.001), ...]``."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value", hint="e.g. train.lr=0.001 or model.fusion.name=concat")
+        out.append((key.strip(), _parse_value(value)))
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``data`` with dotted ``key=value`` overrides applied."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for key, value in parse_overrides(overrides):
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{exc.error_count()} problem(s) in the experiment config; first: {loc}: {first['msg']}",
+            path=source, column=loc or None,
+            hint="see data_schemas/experiment.schema.json or `medmm train --help`") from exc
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML (or JSON) experiment config, apply ``key=value`` overrides, validate it.
+
+    A relative ``cohort.manifest`` is taken relative to the config file's folder.
+    """
+    import yaml
+
+    path = None
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError("config file not found", path=path, hint="give the path of an experiment YAML file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
+        if not isinstance(data, dict):
+            raise ConfigError("the config must be a mapping of sections", path=path, hint="start with `cohort:`")
+    data = apply_overrides(data, overrides)
+    cfg = _validate(data, path)
+    if path is not None and not Path(cfg.cohort.manifest).is_absolute():
+        candidate = path.parent / cfg.cohort.manifest
+        if candidate.exists() or not Path(cfg.cohort.manifest).exists():
+            cfg.cohort.manifest = str(candidate)
+    return cfg
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an experiment config file."""
+    schema = ExperimentConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://medmm.dev/schemas/experiment.schema.json", **schema}
+
+
+if __name__ == "__main__":  # python -m medmm.config > data_schemas/experiment.schema.json
+    print(json.dumps(json_schema(), indent=2))

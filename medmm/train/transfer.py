@@ -1,0 +1,147 @@
+"""Transfer learning: pretrain unimodal encoders alone, then fuse them frozen, partly frozen or fine-tuned.
+
+MedFuse's two-stage recipe: each encoder is first trained in a unimodal model (that
+modality's encoder and a head, on the patients who have the modality), its weights are
+copied into the multimodal model, and the fused model is then trained with the encoders
+
+* ``frozen``: not trained at all (and their batch-norm statistics kept),
+* ``partial``: only the last ``unfreeze_last`` blocks of each encoder trained,
+* ``finetune``: trained with the rest (``TrainConfig.encoder_lr_scale`` can slow them down).
+
+Encoder weights can also come from a file (:func:`load_encoder_weights`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ReadError
+
+__all__ = ["DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_weights", "encoder_blocks"]
+
+
+class DatasetView(torch.utils.data.Dataset):
+    """Some of a dataset's items, seen through some of its modalities (no re-preprocessing)."""
+
+    def __init__(self, items: list[dict[str, Any]], tasks: tuple[str, ...], modalities: tuple[str, ...],
+                 shapes: dict[str, tuple[int, ...]]) -> None:
+        self.items = items
+        self.tasks = tuple(tasks)
+        self.modalities = tuple(modalities)
+        self.shapes = shapes
+
+    @classmethod
+    def of(cls, ds: Any, *, modalities: tuple[str, ...] | None = None, present_only: bool = False,
+           indices: Any = None) -> "DatasetView":
+        items = list(ds.items) if indices is None else [ds.items[int(i)] for i in indices]
+        mods = tuple(modalities or ds.modalities)
+        if present_only:
+            items = [it for it in items if all(it["values"].get(m) is not None for m in mods)]
+        return cls(items, ds.tasks, mods, ds.shapes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+    def collate(self, items: list[dict[str, Any]]):
+        from ..data import collate
+
+        return collate(items, self.modalities, self.shapes, self.tasks)
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """An encoder's blocks in forward order: its children with parameters, descending
+    through a lone wrapper child (such as a single ``Sequential``)."""
+    node = encoder
+    while True:
+        kids = [c for c in node.children() if any(True for _ in c.parameters())]
+        if len(kids) == 1 and any(True for _ in kids[0].children()):
+            node = kids[0]
+            continue
+        return kids
+
+
+def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def freeze_encoders(model: nn.Module, mode: str, *, unfreeze_last: int = 1,
+                    modalities: tuple[str, ...] | None = None) -> dict[str, dict[str, int]]:
+    """Freeze the model's encoders per ``mode``; returns trainable/total parameter counts per encoder."""
+    if mode not in ("finetune", "frozen", "partial"):
+        raise ConfigError(f"unknown transfer mode {mode!r}", column="transfer.mode",
+                          hint="use finetune, frozen or partial")
+    counts = {}
+    for m in modalities or tuple(model.encoders.keys()):
+        enc = model.encoders[m]
+        enc.requires_grad_(mode == "finetune")
+        if mode == "frozen":
+            enc.train = types.MethodType(_eval_only_train, enc)  # keep batch-norm statistics fixed
+            enc.eval()
+        elif mode == "partial":
+            blocks = encoder_blocks(enc)
+            for b in blocks[len(blocks) - max(unfreeze_last, 0):] if unfreeze_last > 0 else []:
+                b.requires_grad_(True)
+        total = sum(p.numel() for p in enc.parameters())
+        counts[m] = {"trainable": sum(p.numel() for p in enc.parameters() if p.requires_grad), "total": total}
+    return counts
+
+
+def load_encoder_weights(model: nn.Module, modality: str, source: str | Path) -> None:
+    """Initialise ``model.encoders[modality]`` from a medmm model folder or a ``.pt`` state dict
+    (a whole model's, whose ``encoders.<modality>.*`` keys are used, or the encoder's own)."""
+    source = Path(source)
+    file = source / "weights.pt" if source.is_dir() else source
+    if not file.exists():
+        raise ReadError("pretrained weights not found", path=file, hint="give a medmm model folder or a .pt file")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    prefix = f"encoders.{modality}."
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} or state
+    try:
+        model.encoders[modality].load_state_dict(sub)
+    except RuntimeError as exc:
+        raise ReadError(f"weights do not fit the {modality} encoder: {str(exc).splitlines()[0]}", path=file,
+                        hint="use weights of the same encoder architecture and input shape") from exc
+
+
+def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any, *, epochs: int,
+                      modalities: tuple[str, ...] | None = None, progress: bool = False,
+                      callbacks_for: Any = None) -> dict[str, Any]:
+    """Stage one: train each encoder in a unimodal model, copy its weights into ``model``.
+
+    Returns ``{modality: TrainResult}``. ``callbacks_for(modality)`` may give callbacks
+    (for instance a tracker prefixing metrics with ``pretrain_<modality>_``).
+    """
+    from ..models.multimodal import ModelConfig, MultimodalModel
+    from .trainer import train
+
+    results = {}
+    base = model.config
+    for m in modalities or model.modalities:
+        if m not in model.modalities:
+            raise ConfigError(f"cannot pretrain {m!r}: the model does not use it", column="transfer.pretrain_modalities")
+        tr = DatasetView.of(train_ds, modalities=(m,), present_only=True)
+        va = DatasetView.of(val_ds, modalities=(m,), present_only=True) if val_ds is not None else None
+        if not len(tr):
+            continue
+        cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: dict(base.encoders[m])},
+                          fusion={"name": "concat"}, dim=base.dim, modality_dropout=0.0, aux_weight=0.0,
+                          unimodal_residual=False)
+        uni = MultimodalModel(cfg, {m: model.input_shapes[m]}, None)
+        uni.encoders[m].load_state_dict(model.encoders[m].state_dict())
+        ckpt = Path(config.checkpoint_dir) / f"pretrain_{m}" if config.checkpoint_dir else None
+        tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
+                                 checkpoint_dir=str(ckpt) if ckpt else None, max_steps=config.max_steps)
+        cbs = callbacks_for(m) if callbacks_for else []
+        results[m] = train(uni, tr, va if va is not None and len(va) else None, tc, callbacks=cbs,
+                           progress=progress, resume=bool(ckpt))
+        model.encoders[m].load_state_dict(uni.encoders[m].state_dict())
+    return results

@@ -1,0 +1,205 @@
+"""The trainer: optimisers, schedules, accumulation, determinism, early stopping, checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from medmm.errors import ConfigError
+from medmm.train.checkpoint import load_checkpoint, save_checkpoint
+from medmm.train.trainer import TrainConfig, _make_scheduler, train
+from test_train_toys import same_weights, toy_dataset, toy_model, weights
+
+FAST = dict(epochs=4, batch_size=8, lr=0.05, min_epochs=1, patience=100, device="cpu")
+
+
+def _train(tmp=None, model_seed=0, **kw):
+    cfg = TrainConfig(**{**FAST, **kw})
+    model = toy_model(model_seed)
+    res = train(model, toy_dataset(40), toy_dataset(24, seed=1), cfg, progress=False)
+    return model, res
+
+
+@pytest.mark.parametrize("optimizer,scheduler", [("adamw", "cosine"), ("sgd", "onecycle"), ("sgd", "constant")])
+def test_optimizers_and_schedules_learn(optimizer, scheduler):
+    model, res = _train(optimizer=optimizer, scheduler=scheduler, warmup_epochs=1, epochs=8)
+    losses = [h["train_loss"] for h in res.history]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert res.history[-1]["val_auroc_mean"] > 0.7
+
+
+def test_warmup_then_cosine_lr():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = _make_scheduler(opt, TrainConfig(epochs=4, lr=1.0, warmup_epochs=1), steps_per_epoch=4)
+    lrs = []
+    for _ in range(16):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear warm-up over the first epoch
+    assert lrs[4:8] == pytest.approx([0.5 * (1 + np.cos(np.pi / 4))] * 4)  # cosine, constant within an epoch
+    assert lrs[8] > lrs[12] > 0
+
+
+def test_unknown_settings_are_config_errors():
+    with pytest.raises(ConfigError):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ConfigError):
+        TrainConfig(scheduler="step")
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a, _ = _train(seed=3)
+    b, _ = _train(seed=3)
+    c, _ = _train(seed=4)
+    assert same_weights(weights(a), weights(b))
+    assert not same_weights(weights(a), weights(c))
+
+
+def test_gradient_accumulation_matches_a_large_batch():
+    # 2 micro-batches of 8 accumulate to the gradient of one batch of 16 (all labels known, no dropout)
+    a, _ = _train(batch_size=16, grad_accum=1, max_steps=1, grad_clip=0, scheduler="constant")
+    b, _ = _train(batch_size=8, grad_accum=2, max_steps=1, grad_clip=0, scheduler="constant")
+    c, _ = _train(batch_size=8, grad_accum=1, max_steps=1, grad_clip=0, scheduler="constant")
+    for k, v in weights(a).items():
+        torch.testing.assert_close(weights(b)[k], v, atol=1e-6, rtol=1e-5)
+    assert not same_weights(weights(a), weights(c))
+
+
+def test_gradient_clipping_limits_the_step():
+    init = weights(toy_model(0))
+    clipped, _ = _train(grad_clip=1e-4, max_steps=1, optimizer="sgd", momentum=0, scheduler="constant", weight_decay=0)
+    free, _ = _train(grad_clip=0, max_steps=1, optimizer="sgd", momentum=0, scheduler="constant", weight_decay=0)
+    moved = lambda m: sum(float((weights(m)[k] - init[k]).norm() ** 2) for k in init) ** 0.5  # noqa: E731
+    assert moved(clipped) == pytest.approx(0.05 * 1e-4, rel=1e-3)  # lr * max norm
+    assert moved(free) > 100 * moved(clipped)
+
+
+def test_amp_is_ignored_on_cpu():
+    _, res = _train(amp=True, epochs=1)
+    assert np.isfinite(res.history[0]["train_loss"])
+
+
+def test_early_stopping_on_the_chosen_metric():
+    _, res = _train(epochs=30, monitor="val_auroc_mean", patience=2, lr=0.2)
+    aucs = [h["val_auroc_mean"] for h in res.history]
+    assert len(res.history) < 30
+    assert res.best_epoch == int(np.nanargmax(aucs))
+    assert res.best_score == pytest.approx(max(aucs))
+    assert len(res.history) - 1 - res.best_epoch == 2  # stopped after `patience` epochs without improvement
+
+
+def test_best_epoch_weights_are_returned(tmp_path):
+    seen = {}
+
+    class Keep:
+        def on_epoch_end(self, epoch, metrics):
+            seen[epoch] = weights(model)
+
+    model = toy_model(0)
+    res = train(model, toy_dataset(40), toy_dataset(24, seed=1),
+                TrainConfig(**{**FAST, "epochs": 6, "lr": 0.3, "monitor": "val_auroc_mean"}), callbacks=[Keep()],
+                progress=False)
+    assert same_weights(weights(model), seen[res.best_epoch])
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    save_checkpoint({"x": 1}, tmp_path)
+
+    def broken(obj, fh, *a, **k):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        save_checkpoint({"x": 2}, tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["x"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def _ckpt_cfg(tmp_path, **kw):
+    return TrainConfig(**{**FAST, "epochs": 5, "checkpoint_dir": str(tmp_path / "ckpt"), **kw})
+
+
+def test_resume_from_an_epoch_checkpoint_reaches_the_same_weights(tmp_path):
+    train_ds, val_ds = toy_dataset(40), toy_dataset(24, seed=1)
+    ref = toy_model(0)
+    ref_res = train(ref, train_ds, val_ds, _ckpt_cfg(tmp_path / "ref", grad_accum=2), progress=False)
+
+    class CopyAfterEpoch1:
+        def on_epoch_end(self, epoch, metrics):
+            if epoch == 1:
+                shutil.copy(tmp_path / "run" / "ckpt" / "last.pt", tmp_path / "epoch1.pt")
+
+    cfg = _ckpt_cfg(tmp_path / "run", grad_accum=2)
+    train(toy_model(0), train_ds, val_ds, cfg, callbacks=[CopyAfterEpoch1()], progress=False)
+    state = load_checkpoint(tmp_path / "epoch1.pt")
+    assert state["epoch"] == 2 and state["batch"] == 0 and not state["finished"]
+    resumed = toy_model(99)  # weights come from the checkpoint
+    res = train(resumed, train_ds, val_ds, cfg, resume=tmp_path / "epoch1.pt", progress=False)
+    assert res.resumed_from == {"epoch": 2, "batch": 0}
+    assert same_weights(weights(resumed), weights(ref))
+    assert res.history == ref_res.history
+
+
+def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):
+    train_ds, val_ds = toy_dataset(40), toy_dataset(24, seed=1)
+    ref = toy_model(0)
+    ref_res = train(ref, train_ds, val_ds, _ckpt_cfg(tmp_path / "ref", grad_accum=2), progress=False)
+
+    class InterruptMidEpoch:
+        def on_step_end(self, epoch, batch, loss):
+            if epoch == 2 and batch == 3:  # between the micro-batches of an accumulation
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = _ckpt_cfg(tmp_path / "run", grad_accum=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptMidEpoch()], progress=False)
+    state = load_checkpoint(cfg.checkpoint_dir)
+    assert (state["epoch"], state["batch"]) == (2, 3)
+    assert state["grads"] is not None  # the half-accumulated gradient is kept
+    resumed = toy_model(5)
+    res = train(resumed, train_ds, val_ds, cfg, resume=True, progress=False)
+    assert same_weights(weights(resumed), weights(ref))
+    assert res.history == ref_res.history
+    # a finished run resumes to its final state without training again
+    again = toy_model(7)
+    res2 = train(again, train_ds, val_ds, cfg, resume=True, progress=False)
+    assert same_weights(weights(again), weights(ref)) and res2.history == ref_res.history
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    cfg = _ckpt_cfg(tmp_path, epochs=2)
+    a = toy_model(0)
+    res = train(a, toy_dataset(40), None, cfg, resume=True, progress=False)
+    assert res.resumed_from is None and len(res.history) == 2
+
+
+def test_data_wait_is_measured():
+    _, res = _train(epochs=2)
+    assert 0 <= res.data_wait_s < res.step_s
+    assert res.samples == 2 * 40 // 8 * 8
+
+
+def test_workers_give_the_same_result_as_the_main_process():
+    a, _ = _train(epochs=2, num_workers=0)
+    b, _ = _train(epochs=2, num_workers=2)
+    assert same_weights(weights(a), weights(b))
+
+
+def test_train_config_dict_round_trip():
+    cfg = TrainConfig(loss="focal", sampler="balanced", pos_weight="auto")
+    assert TrainConfig(**cfg.to_dict()) == cfg
+    assert dataclasses.asdict(cfg)["loss"] == "focal"
