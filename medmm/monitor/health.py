@@ -1,0 +1,458 @@
+"""A streaming health monitor: vital signs in one observation at a time, NEWS2 and a model's risk
+out, with alerts that carry an escalation level and an explanation.
+
+Per patient the monitor keeps a window of observations (``window_hours``). After each one it
+recomputes NEWS2 from the latest value of each Chart 1 parameter (values older than
+``stale_hours`` are not used) and, when a :class:`~medmm.deploy.runtime.Predictor` is attached,
+the model's risk from whatever modalities are present: the vitals window, plus any notes, EHR
+row or image registered with :meth:`HealthMonitor.set_context`.
+
+Escalation levels follow NEWS2 Chart 4 (0 none, 1 low, 2 low-medium, 3 medium, 4 high); the
+model adds level 2 when its risk reaches ``model_threshold`` and 3 at ``model_high``. An alert
+is raised when the level reaches ``alert_level`` and either rises above the last alert's level
+or ``cooldown_hours`` have passed since it; the level falling below ``alert_level`` re-arms
+the patient.
+
+Unrecorded consciousness and oxygen are assumed *alert* and *on air* (``assume_normal``),
+which is stated in the explanation of every alert that relied on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, SchemaError
+from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2
+
+__all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "ReplayResult"]
+
+#: canonical vitals signal -> NEWS2 parameter
+NEWS2_SIGNALS = {
+    "resp_rate": "resp_rate",
+    "spo2": "spo2",
+    "sbp": "sbp",
+    "abp_sys": "sbp",
+    "heart_rate": "pulse",
+    "pulse_rate": "pulse",
+    "temperature": "temperature",
+    "consciousness": "consciousness",
+    "on_oxygen": "on_oxygen",
+    "o2_flow": "on_oxygen",
+    "fio2": "on_oxygen",
+}
+#: LOINC codes of the NEWS2 parameters that are not vital signs in medmm.io.vitals
+EXTRA_LOINC = {
+    "67775-7": "consciousness",  # level of responsiveness (AVPU)
+    "80288-4": "consciousness",  # level of consciousness
+    "3151-8": "o2_flow",  # inhaled oxygen flow rate
+    "3150-0": "fio2",  # inhaled oxygen concentration
+}
+_LEVEL_NAME = {v: k for k, v in BAND_LEVEL.items()}
+
+
+@dataclass
+class MonitorConfig:
+    window_hours: float = 48.0
+    stale_hours: float = 12.0
+    alert_level: int = 2
+    cooldown_hours: float = 4.0
+    model_threshold: float = 0.5
+    model_high: float = 0.8
+    model_task: str | None = None
+    model_every_hours: float = 0.0  # recompute the model's risk at most this often per patient (0: every time)
+    use_model: bool = True
+    assume_normal: bool = True
+    spo2_scale: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alert_level <= 4:
+            raise ConfigError(f"alert_level {self.alert_level} is outside 0-4")
+        if not 0 < self.model_threshold <= self.model_high <= 1:
+            raise ConfigError("need 0 < model_threshold <= model_high <= 1")
+
+
+@dataclass
+class Alert:
+    """One alert: who, when, how urgent, and why."""
+
+    patient_id: str
+    time: Any
+    level: int
+    band: str
+    source: str  # "news2", "model" or "news2+model"
+    news2: dict[str, Any]
+    risk: float | None
+    explanation: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patient_id": self.patient_id, "time": str(self.time), "level": self.level, "band": self.band,
+                "source": self.source, "news2": self.news2, "risk": self.risk, "explanation": self.explanation}
+
+
+@dataclass
+class _Patient:
+    obs: deque = field(default_factory=deque)  # (time, signal, value, unit)
+    latest: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # NEWS2 parameter -> (time, value)
+    context: dict[str, Any] = field(default_factory=dict)  # modality -> value for the model
+    spo2_scale: int | None = None
+    last_alert_level: int = 0
+    last_alert_time: Any = None
+    last_model_time: Any = None
+    risk: float | None = None
+    risk_explanation: list[str] = field(default_factory=list)
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class HealthMonitor:
+    """Feed observations with :meth:`observe` (plain values) or :meth:`observe_fhir`
+    (Observations or Bundles); each returns the alert it raised, if any."""
+
+    def __init__(self, predictor: Any = None, config: MonitorConfig | None = None) -> None:
+        self.predictor = predictor
+        self.config = config or MonitorConfig()
+        self.patients: dict[str, _Patient] = defaultdict(_Patient)
+        self.alerts: list[Alert] = []
+        self.n_observations = 0
+        if predictor is not None:
+            task = self.config.model_task or predictor.tasks[0]
+            if task not in predictor.tasks:
+                raise ConfigError(f"the model has no task {task!r}", hint=f"choose one of {predictor.tasks}")
+            self._task_index = predictor.tasks.index(task)
+
+    # ------------------------------------------------------------------ input
+    def set_context(self, patient_id: str, *, notes: Any = None, ehr: Any = None, image: Any = None,
+                    spo2_scale: int | None = None) -> None:
+        """Register a patient's other modalities (for the model) and their SpO2 scale."""
+        p = self.patients[str(patient_id)]
+        for name, value in (("notes", notes), ("ehr", ehr), ("image", image)):
+            if value is not None:
+                p.context[name] = value
+        if spo2_scale is not None:
+            p.spo2_scale = int(spo2_scale)
+
+    def observe(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None = None) -> Alert | None:
+        """One observation. ``signal`` is any name medmm knows (``HR``, ``heart_rate``, ...),
+        ``consciousness`` (ACVPU), ``on_oxygen`` (bool) or ``o2_flow`` (L/min; > 0 is oxygen)."""
+        import pandas as pd
+
+        from ..io.vitals import SIGNALS, canonical_signal, convert_unit
+
+        pid = str(patient_id)
+        try:
+            t = pd.Timestamp(time)
+        except (ValueError, TypeError):
+            raise SchemaError(f"observation time {time!r} is not a time", column="time",
+                              hint="give an ISO 8601 time") from None
+        if t.tzinfo is not None:
+            t = t.tz_convert("UTC").tz_localize(None)
+        sig = canonical_signal(signal)
+        p = self.patients[pid]
+        self.n_observations += 1
+        param = NEWS2_SIGNALS.get(sig)
+        if param == "consciousness":
+            from .news2 import normalise_consciousness
+
+            self._set_latest(p, "consciousness", t, normalise_consciousness(value))
+        elif param == "on_oxygen":
+            if sig == "on_oxygen":
+                on = _truthy(value)
+            elif sig == "fio2":  # above room air (21%, or 0.21 as a fraction)
+                v = _num(value, sig)
+                on = v > (21.0 if v > 1 else 0.21)
+            else:  # oxygen flow rate
+                on = _num(value, sig) > 0
+            self._set_latest(p, "on_oxygen", t, bool(on))
+        else:
+            v = _num(value, sig)
+            conv = convert_unit(sig, unit)
+            if conv is None:
+                raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
+                                  hint=f"give {sig} in {SIGNALS[sig][0]}")
+            v = float(conv(v))
+            if sig in SIGNALS:
+                lo, hi = SIGNALS[sig][2]
+                if not lo <= v <= hi:
+                    raise SchemaError(f"{sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible", column="value",
+                                      hint="check the value and its unit")
+            p.obs.append((t, sig, v, SIGNALS[sig][0] if sig in SIGNALS else (unit or "")))
+            if param:
+                self._set_latest(p, param, t, v)
+        cutoff = t - pd.Timedelta(hours=self.config.window_hours)
+        while p.obs and p.obs[0][0] < cutoff:
+            p.obs.popleft()
+        return self._evaluate(pid, p, t)
+
+    def observe_fhir(self, resource: dict[str, Any], *, patient_id: str | None = None) -> list[Alert]:
+        """Observations from a FHIR Observation or Bundle (LOINC codes, as medmm.io.fhir reads them)."""
+        from ..io.fhir import _ref_id, load_bundle
+        from ..io.vitals import VITAL_LOINC, canonical_signal
+
+        if not isinstance(resource, dict) or "resourceType" not in resource:
+            raise SchemaError("not a FHIR resource (no 'resourceType')", column="resourceType",
+                              hint="give a FHIR R4 Observation or Bundle")
+        pid = patient_id
+        if pid is None:
+            subjects = [_ref_id(r.get("subject")) for r in _resources(resource)]
+            subjects = [s for s in subjects if s]
+            pid = subjects[0] if subjects else None
+        bundle = load_bundle(data=resource, only={"Observation"})
+        pid = pid or bundle.patient_id
+        if not pid:
+            raise SchemaError("the Observation names no patient", column="Observation.subject",
+                              hint="give subject.reference, or the patient id in the URL")
+        alerts = []
+        rows = sorted(bundle.observations, key=lambda o: o["time"])
+        for o in rows:
+            code = o.get("code")
+            sig = VITAL_LOINC.get(code) or EXTRA_LOINC.get(code)
+            if sig is None or o.get("value") is None:
+                continue
+            a = self.observe(pid, o["time"], canonical_signal(sig), o["value"], o.get("unit") or None)
+            if a is not None:
+                alerts.append(a)
+        return alerts
+
+    # ------------------------------------------------------------------ state
+    def state(self, patient_id: str) -> dict[str, Any]:
+        """The latest NEWS2, model risk and alert state of a patient."""
+        pid = str(patient_id)
+        if pid not in self.patients:
+            raise KeyError(pid)
+        p = self.patients[pid]
+        return {"patient_id": pid, "n_observations": len(p.obs), **p.last,
+                "last_alert_level": p.last_alert_level,
+                "last_alert_time": None if p.last_alert_time is None else str(p.last_alert_time)}
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _set_latest(p: _Patient, param: str, t: Any, value: Any) -> None:
+        old = p.latest.get(param)
+        if old is None or t >= old[0]:
+            p.latest[param] = (t, value)
+
+    def _news2(self, p: _Patient, t: Any) -> tuple[News2Result, list[str]]:
+        import pandas as pd
+
+        stale = t - pd.Timedelta(hours=self.config.stale_hours)
+        fresh = {k: v for k, (tt, v) in p.latest.items() if tt >= stale}
+        notes = []
+        on_oxygen = fresh.get("on_oxygen")
+        consciousness = fresh.get("consciousness")
+        if self.config.assume_normal:
+            if on_oxygen is None:
+                on_oxygen = False
+                notes.append("oxygen not recorded: assumed on air")
+            if consciousness is None:
+                consciousness = "A"
+                notes.append("consciousness not recorded: assumed alert")
+        res = news2(resp_rate=fresh.get("resp_rate"), spo2=fresh.get("spo2"), on_oxygen=on_oxygen,
+                    sbp=fresh.get("sbp"), pulse=fresh.get("pulse"), consciousness=consciousness,
+                    temperature=fresh.get("temperature"), spo2_scale=p.spo2_scale or self.config.spo2_scale)
+        return res, notes
+
+    def _model_risk(self, pid: str, p: _Patient, t: Any) -> None:
+        import pandas as pd
+
+        from ..records import Missing, PatientRecord, Vitals
+
+        cfg = self.config
+        if self.predictor is None or not cfg.use_model:
+            return
+        if (cfg.model_every_hours > 0 and p.last_model_time is not None
+                and t - p.last_model_time < pd.Timedelta(hours=cfg.model_every_hours)):
+            return
+        frame = pd.DataFrame(list(p.obs), columns=["time", "signal", "value", "unit"])
+        frame["time"] = frame["time"].astype("datetime64[ns]")
+        rec = PatientRecord(pid, vitals=Vitals(frame) if len(frame) else Missing("empty"),
+                            notes=p.context.get("notes", Missing()), ehr=p.context.get("ehr", Missing()),
+                            image=p.context.get("image", Missing()), index_time=t)
+        base = self.predictor.preprocessor.transform(rec)
+        present = [m for m in self.predictor.modalities if base.get(m) is not None]
+        # leave-one-modality-out: what the risk rests on
+        items = [base] + [{**base, m: None} for m in present]
+        probs = self.predictor.predict_values(items)[:, self._task_index]
+        p.risk = float(probs[0])
+        p.last_model_time = t
+        task = self.predictor.tasks[self._task_index]
+        expl = [f"model risk of {task} {p.risk:.2f} from {', '.join(present) or 'no modality (the prior)'}"]
+        contrib = sorted(((float(probs[0] - probs[k + 1]), m) for k, m in enumerate(present)), reverse=True)
+        for d, m in contrib:
+            expl.append(f"{m} {'raises' if d >= 0 else 'lowers'} the risk by {abs(d):.2f}")
+        absent = [m for m in self.predictor.modalities if m not in present]
+        if absent:
+            expl.append(f"not available to the model: {', '.join(absent)}")
+        p.risk_explanation = expl
+
+    def _evaluate(self, pid: str, p: _Patient, t: Any) -> Alert | None:
+        import pandas as pd
+
+        cfg = self.config
+        res, assumed = self._news2(p, t)
+        self._model_risk(pid, p, t)
+        model_level = 0
+        if p.risk is not None:
+            model_level = 3 if p.risk >= cfg.model_high else 2 if p.risk >= cfg.model_threshold else 0
+        level = max(res.level, model_level)
+        p.last = {"time": str(t), "news2": res.to_dict(), "risk": p.risk, "level": level,
+                  "band": _LEVEL_NAME[level] if level == res.level or model_level == 0 else f"model-{_LEVEL_NAME[level]}"}
+        if level < cfg.alert_level:
+            p.last_alert_level = 0  # re-armed
+            return None
+        due = (level > p.last_alert_level or p.last_alert_time is None
+               or t - p.last_alert_time >= pd.Timedelta(hours=cfg.cooldown_hours))
+        if not due:
+            return None
+        source = "+".join(s for s, lv in (("news2", res.level), ("model", model_level)) if lv >= cfg.alert_level)
+        expl = [f"NEWS2 {res.total} ({res.band}): {res.response}"] + res.explain()
+        if res.missing:
+            expl.append(f"not observed in the last {cfg.stale_hours:g} h: {', '.join(res.missing)}")
+        expl += assumed + p.risk_explanation
+        alert = Alert(pid, t, level, _LEVEL_NAME[level], source, res.to_dict(), p.risk, expl)
+        p.last_alert_level = level
+        p.last_alert_time = t
+        self.alerts.append(alert)
+        return alert
+
+
+def _resources(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    if resource.get("resourceType") == "Bundle":
+        return [e.get("resource") for e in resource.get("entry") or [] if isinstance(e, dict)
+                and isinstance(e.get("resource"), dict)]
+    return [resource]
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "y", "oxygen", "o2", "on")
+    return bool(value)
+
+
+def _num(value: Any, signal: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SchemaError(f"value {value!r} of {signal} is not a number", column="value",
+                          hint="give a numeric value") from None
+    if not math.isfinite(v):
+        raise SchemaError(f"value {value!r} of {signal} is not finite", column="value", hint="give a finite number")
+    return v
+
+
+# ---------------------------------------------------------------------- replay
+
+
+@dataclass
+class ReplayResult:
+    table: Any  # DataFrame: strategy, threshold, sensitivity, false_alarm_rate, alerts, alerts_per_patient_day
+    alerts: Any  # DataFrame of every alert of every strategy
+    patient_days: float
+    n_patients: int
+    n_positive: int
+
+
+def _observation_stream(source: Any) -> tuple[Any, dict[str, dict[str, Any]], dict[str, float]]:
+    """(long frame patient_id,time,signal,value,unit; context per patient; labels) from a cohort
+    (manifest path or loaded records) or a long vitals CSV/Parquet with a ``patient_id`` column."""
+    import pandas as pd
+
+    from ..records import Missing
+
+    records = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path), {}, {}
+        head = pd.read_csv(path, nrows=0).columns
+        if {"patient_id", "time", "signal", "value"} <= set(head):
+            return pd.read_csv(path), {}, {}
+        from ..cohort import load_cohort
+
+        records = load_cohort(path, progress=False).records
+    elif hasattr(source, "records"):
+        records = source.records
+    elif isinstance(source, list):
+        records = source
+    elif hasattr(source, "columns"):
+        return source, {}, {}
+    if records is None:
+        raise SchemaError(f"cannot replay {type(source).__name__}", hint="give a manifest or a long vitals table")
+    frames, context, labels = [], {}, {}
+    for r in records:
+        if isinstance(r.vitals, Missing):
+            continue
+        f = r.vitals.frame.copy()
+        f.insert(0, "patient_id", r.patient_id)
+        frames.append(f)
+        context[r.patient_id] = {m: getattr(r, m) for m in ("notes", "ehr", "image")
+                                 if not isinstance(getattr(r, m), Missing)}
+        labels[r.patient_id] = dict(r.labels)
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["patient_id", "time", "signal",
+                                                                                       "value", "unit"])), context, labels
+
+
+def replay(source: Any, *, outcomes: dict[str, float] | Any = None, task: str | None = None, predictor: Any = None,
+           config: MonitorConfig | None = None, model_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7),
+           news2_levels: tuple[int, ...] = (2, 3, 4), use_context: bool = True) -> ReplayResult:
+    """Replay recorded vitals against outcome labels: sensitivity (share of positive patients with at
+    least one alert) against alert burden (alerts per patient-day), for NEWS2 alone at each alert
+    level in ``news2_levels`` and NEWS2 with the model at each threshold in ``model_thresholds``.
+
+    ``source`` is a cohort manifest (labels and other modalities come with it) or a long vitals
+    table with ``patient_id``; ``outcomes`` maps patient id to 0/1 (or a frame with
+    ``patient_id`` and ``label``) and overrides the cohort's labels for ``task``.
+    """
+    import pandas as pd
+
+    base = config or MonitorConfig()
+    frame, context, labels = _observation_stream(source)
+    frame = frame.copy()
+    frame["time"] = pd.to_datetime(frame["time"])
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    frame = frame.sort_values(["time", "patient_id"], kind="stable")
+    task = task or (base.model_task or (predictor.tasks[0] if predictor is not None else None))
+    if outcomes is None:
+        y = {pid: lab.get(task) for pid, lab in labels.items()}
+    elif hasattr(outcomes, "columns"):
+        y = dict(zip(outcomes["patient_id"].astype(str), outcomes["label"]))
+    else:
+        y = {str(k): v for k, v in outcomes.items()}
+    y = {k: float(v) for k, v in y.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    frame = frame[frame["patient_id"].isin(y)]
+    if frame.empty:
+        raise SchemaError("no observations of a patient with a known outcome", hint="check patient ids and labels")
+    span = frame.groupby("patient_id")["time"].agg(["min", "max"])
+    patient_days = float(((span["max"] - span["min"]).dt.total_seconds() / 86400.0).clip(lower=1 / 24).sum())
+    positives = {k for k, v in y.items() if v >= 0.5 and k in span.index}
+    negatives = {k for k, v in y.items() if v < 0.5 and k in span.index}
+    from dataclasses import replace
+
+    strategies = [("news2", lv, replace(base, alert_level=lv, use_model=False), None) for lv in news2_levels]
+    if predictor is not None:
+        strategies += [("news2+model", th, replace(base, alert_level=2, use_model=True, model_task=task,
+                                                   model_threshold=th, model_high=max(th, base.model_high)), predictor)
+                       for th in model_thresholds]
+    rows, all_alerts = [], []
+    for name, thr, cfg, pred in strategies:
+        mon = HealthMonitor(pred, cfg)
+        if use_context:
+            for pid, ctx in context.items():
+                if pid in y:
+                    mon.set_context(pid, **ctx)
+        for rec in frame.itertuples(index=False):
+            try:
+                mon.observe(rec.patient_id, rec.time, rec.signal, rec.value, getattr(rec, "unit", None))
+            except (SchemaError, NEWS2Error):
+                continue
+        alerted = {a.patient_id for a in mon.alerts}
+        rows.append({"strategy": name, "threshold": thr, "patients": len(span), "positives": len(positives),
+                     "sensitivity": len(alerted & positives) / max(len(positives), 1),
+                     "false_alarm_rate": len(alerted & negatives) / max(len(negatives), 1),
+                     "alerts": len(mon.alerts), "alerts_per_patient_day": len(mon.alerts) / patient_days})
+        all_alerts += [{"strategy": name, "threshold": thr, **a.to_dict()} for a in mon.alerts]
+    table = pd.DataFrame(rows)
+    table["sensitivity"] = table["sensitivity"].astype(float).round(4)
+    return ReplayResult(table, pd.DataFrame(all_alerts), patient_days, len(span), len(positives))
