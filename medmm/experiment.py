@@ -312,12 +312,13 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     manifest = Path(cfg.cohort.manifest)
     cohort = cohort if cohort is not None else load_cohort(manifest, strict=cfg.cohort.strict, progress=progress)
     timings["load_s"] = time.perf_counter() - t0
-    tasks = tuple(cfg.tasks or cohort.tasks)
+    tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
     if not tasks:
         raise ConfigError("the cohort has no label_* column to train on", path=manifest,
                           hint="add label columns such as label_tumor to the manifest")
     cfg.tasks = list(tasks)
     model_config = cfg.model_config_for(tasks)
+    cfg.model = model_config.to_dict()  # logged in full: a resumed run must not pick up changed defaults
     train_config = cfg.train_config()
     parts = _splits(cfg, cohort.records, tasks)
     if not parts["train"]:

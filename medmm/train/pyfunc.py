@@ -25,12 +25,12 @@ def pip_requirements() -> list[str]:
 
 
 class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):
         from ..models.multimodal import MultimodalModel
 
         self.model = MultimodalModel.load(context.artifacts["medmm_model"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         import pandas as pd
 
         from ..cohort import row_to_record
