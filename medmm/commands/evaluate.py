@@ -41,8 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
     from pathlib import Path
 
+    from ..evaluate.subgroups import SmallSubgroupWarning
+
+    warnings.simplefilter("ignore", SmallSubgroupWarning)  # printed below with the other warnings
     from ..evaluate.api import evaluate_cohort
 
     common = dict(

@@ -100,6 +100,57 @@ class ScoredCohort:
     path: Path | None = None
 
 
+class _EncoderCache:
+    """Run each encoder once per batch on every present row, then answer the masked calls.
+
+    Encoders are row-wise and give zeros on absent rows (the encoder contract of
+    :mod:`medmm.models.encoders`), so the output for a subset of the present rows is the
+    full output with the other rows zeroed. Used as a context manager around the masked
+    forward passes; the encoders' own methods are restored on exit.
+    """
+
+    def __init__(self, model: Any, values: dict[str, Any], present: Any) -> None:
+        self.model, self.values, self.present = model, values, present
+
+    def __enter__(self) -> "_EncoderCache":
+        self.patched = []
+        for j, m in enumerate(self.model.modalities):
+            enc = self.model.encoders[m]
+            x, full = self.values[m], self.present[:, j]
+            cache: dict[str, Any] = {}
+
+            def forward(x_, mask, _enc=enc, _x=x, _full=full, _c=cache):
+                if "pooled" not in _c:
+                    _c["pooled"] = type(_enc).forward(_enc, _x, _full)
+                return _c["pooled"] * mask[:, None].to(_c["pooled"].dtype)
+
+            def forward_tokens(x_, mask, _enc=enc, _x=x, _full=full, _c=cache):
+                if "tokens" not in _c:
+                    _c["tokens"] = type(_enc).forward_tokens(_enc, _x, _full)
+                z, tok, valid = _c["tokens"]
+                mk = mask.to(z.dtype)
+                return z * mk[:, None], tok * mk.view(-1, *([1] * (tok.dim() - 1))), valid & mask[:, None]
+
+            enc.forward = forward
+            if hasattr(type(enc), "forward_tokens"):
+                enc.forward_tokens = forward_tokens
+            self.patched.append(enc)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for enc in self.patched:
+            for name in ("forward", "forward_tokens"):
+                enc.__dict__.pop(name, None)
+
+
+def _proba(model: Any, values: dict[str, Any], present: Any):
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(values, present)
+    import torch
+
+    return torch.sigmoid(model(values, present))
+
+
 def _resolve_device(device: str):
     import torch
 
@@ -119,12 +170,15 @@ def score_cohort(
     progress: bool = True,
     device: str = "auto",
     report: Any = None,
+    cache_encoders: bool = True,
 ) -> ScoredCohort:
     """Score every patient of ``cohort`` (a manifest path, a :class:`~medmm.cohort.Cohort` or
     a list of records) with ``model``, ``batch_size`` patients at a time.
 
     ``subsets=True`` also scores each subset of the model's modalities (the others masked);
-    ``out`` names a Parquet file the predictions are streamed to.
+    ``out`` names a Parquet file the predictions are streamed to. ``cache_encoders`` runs
+    each encoder once per batch for all the masked passes (see :class:`_EncoderCache`).
+    Only binary tasks are evaluated (a column per task).
     """
     import time
 
@@ -137,7 +191,10 @@ def score_cohort(
     t0 = time.perf_counter()
     dev = _resolve_device(device)
     model = model.to(dev).eval()
-    tasks, mods = tuple(model.tasks), tuple(model.modalities)
+    mods = tuple(model.modalities)
+    columns = list(getattr(model, "output_columns", model.tasks))
+    tasks = tuple(t for t in model.tasks if t in columns)
+    cols = [columns.index(t) for t in tasks]
     shapes = model.preprocessor.output_shapes()
     if subsets is True:
         subset_list = modality_subsets(mods)
@@ -168,11 +225,16 @@ def score_cohort(
             for recs in batches:
                 items = encode_records(recs, model.preprocessor)
                 batch = collate(items, mods, shapes, ()).to(dev)
-                probs = torch.sigmoid(model(batch.values, batch.present)).float().cpu().numpy()
-                for s in subset_list:
-                    keep = torch.tensor([m in s for m in mods], device=dev)
-                    pm = torch.sigmoid(model(batch.values, batch.present & keep[None, :])).float().cpu().numpy()
-                    masked[subset_name(s)].append(pm)
+                probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
+                if subset_list:
+                    import contextlib
+
+                    ctx = _EncoderCache(model, batch.values, batch.present) if cache_encoders else contextlib.nullcontext()
+                    with ctx:
+                        for s in subset_list:
+                            keep = torch.tensor([m in s for m in mods], device=dev)
+                            pm = _proba(model, batch.values, batch.present & keep[None, :]).float().cpu().numpy()
+                            masked[subset_name(s)].append(pm[:, cols])
                 rows = []
                 for r, pr in zip(recs, probs):
                     row = {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern,
