@@ -3,11 +3,13 @@
 from .encoders import ENCODERS, Encoder, create_encoder, register_encoder
 from .fusion import FUSIONS, create_fusion, register_fusion
 from .heads import HEADS, create_head, register_head
-from .multimodal import ModelConfig, MultimodalModel
+from .losses import LossWeighting, multitask_loss
+from .multimodal import ModelConfig, MultimodalModel, build_preprocessor
 
 __all__ = [
     "ENCODERS", "Encoder", "create_encoder", "register_encoder",
     "FUSIONS", "create_fusion", "register_fusion",
     "HEADS", "create_head", "register_head",
-    "ModelConfig", "MultimodalModel",
+    "LossWeighting", "multitask_loss",
+    "ModelConfig", "MultimodalModel", "build_preprocessor",
 ]

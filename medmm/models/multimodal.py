@@ -14,11 +14,12 @@ from torch import nn
 
 from ..errors import ConfigError, ReadError
 from ..records import MODALITIES, PatientRecord
-from .encoders import create_encoder
-from .fusion import create_fusion
+from .encoders import ENCODERS, create_encoder
+from .fusion import FUSIONS, create_fusion
 from .heads import create_head
+from .losses import LossWeighting
 
-__all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS"]
+__all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS", "build_preprocessor"]
 
 DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
     "image": {"name": "tiny_cnn3d"},
@@ -28,35 +29,89 @@ DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
 }
 
 FORMAT_VERSION = 1
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass
 class ModelConfig:
     """What to build: encoders per modality, a fusion module and one head per task.
 
-    ``modality_dropout`` is the chance, during training only, that a present modality is
-    hidden from the model for one sample (ModDrop), which teaches it to predict from any
-    subset of modalities.
+    ``tasks`` maps a task to a head kind (``"binary"``) or to ``{"kind": ..., **head options}``,
+    e.g. ``{"grade": {"kind": "multiclass", "n_classes": 3}}`` (see :mod:`medmm.models.heads`).
+    ``encoders[m]`` is ``{"name": ..., **encoder options}``; ``pretrained`` (a local file),
+    ``freeze_stages`` and ``preprocess`` (options of the preprocessor it needs, see
+    :func:`build_preprocessor`) are understood too.
+
+    Missing-modality learning (defaults chosen on the synthetic cohort, where they keep one model
+    within reach of dedicated per-subset models with 0 to 80 % of each modality missing; see
+    ``benchmarks/bench_missing.py``):
+
+    ``modality_dropout``
+        The chance, during training only, that a present modality is hidden from the fusion for
+        one sample (ModDrop), which teaches the model to predict from any subset of modalities.
+        A number, or ``{modality: chance}``.
+    ``modality_dropout_schedule``
+        ``None``/``{"kind": "constant"}``, or ``{"kind": "linear", "warmup_steps": N}``: the chance
+        rises from 0 over the first N training steps (ModDrop's curriculum), so the encoders
+        first learn from full inputs.
+    ``aux_weight``
+        Weight of the auxiliary unimodal heads' loss (each modality's own head, trained on the
+        rows where it is present), which keeps every encoder useful on its own.
+    ``unimodal_residual``
+        Add the present modalities' unimodal logits to the fused logits: a late-fusion path on
+        which evidence from conditionally independent modalities adds up in logit space.
+
+    Learned missing tokens live in the fusion modules (``concat``'s and ``gated``'s missing
+    embeddings, the never-masked CLS/null tokens of ``attention`` and ``cross_attention``).
+
+    Multi-task: ``loss_weighting`` is ``"fixed"`` (``task_weights``, default 1 each) or
+    ``"uncertainty"`` (learned, Kendall et al. 2018); see :mod:`medmm.models.losses`.
     """
 
-    tasks: dict[str, str] = field(default_factory=lambda: {"tumor": "binary", "disease": "binary"})
+    tasks: dict[str, Any] = field(default_factory=lambda: {"tumor": "binary", "disease": "binary"})
     modalities: tuple[str, ...] = MODALITIES
     encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ENCODERS.items()})
     fusion: dict[str, Any] = field(default_factory=lambda: {"name": "attention"})
     dim: int = 64
-    modality_dropout: float = 0.25
+    modality_dropout: Any = 0.25
     aux_weight: float = 0.5  # weight of the auxiliary unimodal heads' loss
     unimodal_residual: bool = True  # add the present modalities' unimodal logits to the fused logits
+    modality_dropout_schedule: dict[str, Any] | None = None
+    loss_weighting: str = "fixed"
+    task_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown:
             raise ConfigError(f"unknown modalities {unknown}", hint=f"use a subset of {MODALITIES}")
+        if not self.modalities:
+            raise ConfigError("no modality given", hint=f"use a non-empty subset of {MODALITIES}")
         if not self.tasks:
             raise ConfigError("no task given", hint="set tasks, e.g. {'tumor': 'binary'}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ConfigError(f"modality_dropout {self.modality_dropout} is outside [0, 1)")
+        rates = self.modality_dropout if isinstance(self.modality_dropout, dict) else {"": self.modality_dropout}
+        for m, p in rates.items():
+            if m and m not in self.modalities:
+                raise ConfigError(f"modality_dropout names {m!r}, which is not among the modalities")
+            if not 0.0 <= float(p) < 1.0:
+                raise ConfigError(f"modality_dropout {p} is outside [0, 1)")
+        kind = (self.modality_dropout_schedule or {}).get("kind", "constant")
+        if kind not in SCHEDULES:
+            raise ConfigError(f"modality_dropout_schedule kind {kind!r} is not supported", hint=f"use one of {SCHEDULES}")
+
+    def task_spec(self, task: str) -> tuple[str, dict[str, Any]]:
+        """``(head kind, head options)`` of a task."""
+        spec = self.tasks[task]
+        if isinstance(spec, str):
+            return spec, {}
+        spec = dict(spec)
+        return spec.pop("kind", "binary"), spec
+
+    def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """``(encoder name, encoder options, preprocessor options)`` of a modality."""
+        spec = dict(self.encoders.get(modality, DEFAULT_ENCODERS[modality]))
+        pre = dict(spec.pop("preprocess", None) or {})
+        return spec.pop("name"), spec, pre
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,12 +123,54 @@ class ModelConfig:
         return cls(**d)
 
 
+def _encoder_meta(name: str) -> dict[str, Any]:
+    if name not in ENCODERS:
+        raise ConfigError(f"unknown encoder {name!r}", hint=f"choose one of {list(ENCODERS)}")
+    return ENCODERS.meta[name]
+
+
+def build_preprocessor(config: ModelConfig, **steps: Any):
+    """The :class:`~medmm.preprocess.MultimodalPreprocessor` that ``config``'s encoders need.
+
+    ``text_transformer`` gets a :class:`~medmm.preprocess.tokens.TokenPreprocessor`,
+    ``sentence_mlp`` a :class:`~medmm.preprocess.tokens.SentenceEmbeddingPreprocessor`, every
+    other encoder its modality's default step; an encoder's ``preprocess`` options go to its
+    step. ``steps`` (``image=...``, ``notes=...``) override.
+    """
+    from ..preprocess import MultimodalPreprocessor
+    from ..preprocess.image import ImagePreprocessor
+    from ..preprocess.tabular import TabularPreprocessor
+    from ..preprocess.text import TextPreprocessor
+    from ..preprocess.tokens import SentenceEmbeddingPreprocessor, TokenPreprocessor
+    from ..preprocess.vitals import VitalsPreprocessor
+
+    by_input = {"tokens": TokenPreprocessor, "embedding": SentenceEmbeddingPreprocessor}
+    default = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
+               "ehr": TabularPreprocessor}
+    built: dict[str, Any] = {}
+    for m in config.modalities:
+        name, _, pre = config.encoder_spec(m)
+        cls = by_input.get(_encoder_meta(name).get("input"), default[m])
+        if cls is not default[m] or pre:
+            built[m] = cls(**pre)
+    built.update(steps)
+    return MultimodalPreprocessor(modalities=config.modalities, **built)
+
+
+def _default_step(module, state_dict, prefix, *args) -> None:
+    """Weights saved before the ModDrop schedule existed load with the step count at 0."""
+    state_dict.setdefault(prefix + "moddrop_step", torch.zeros((), dtype=torch.long))
+
+
 class MultimodalModel(nn.Module):
     """Encoders (one per modality) -> fusion over the presence mask -> heads (one per task).
 
     ``forward(values, present)`` takes ``{modality: tensor [B, ...]}`` and ``bool[B, M]`` and
-    returns logits ``[B, T]`` in :attr:`tasks` order. With a fitted ``preprocessor``
-    attached, :meth:`predict_records` scores raw :class:`PatientRecord` objects.
+    returns logits ``[B, n_outputs]``: each task's outputs in :attr:`tasks` order (one column
+    per binary or regression task, so ``[B, T]`` for such tasks); :meth:`predict_proba` applies
+    each head's output function. A batch's label columns are :attr:`label_columns_flat`. With a
+    fitted ``preprocessor`` attached, :meth:`predict_records` scores raw :class:`PatientRecord`
+    objects.
     """
 
     def __init__(self, config: ModelConfig, input_shapes: dict[str, tuple[int, ...]], preprocessor: Any = None) -> None:
@@ -83,31 +180,105 @@ class MultimodalModel(nn.Module):
         self.preprocessor = preprocessor
         self.modalities = tuple(config.modalities)
         self.tasks = tuple(config.tasks)
+        fspec = dict(config.fusion)
+        fname = fspec.pop("name")
+        if fname not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fname!r}", hint=f"choose one of {list(FUSIONS)}")
+        fmeta = FUSIONS.meta[fname]
+        self.uses_tokens = bool(fmeta.get("tokens"))
+        self.late = fmeta.get("output") == "logits"
         self.encoders = nn.ModuleDict()
         for m in self.modalities:
-            spec = dict(config.encoders.get(m, DEFAULT_ENCODERS[m]))
-            name = spec.pop("name")
-            self.encoders[m] = create_encoder(name, in_shape=self.input_shapes[m], out_dim=config.dim, **spec)
-        fspec = dict(config.fusion)
-        self.fusion = create_fusion(fspec.pop("name"), modalities=self.modalities, dim=config.dim, **fspec)
-        self.heads = nn.ModuleDict({t: create_head(kind, dim=config.dim) for t, kind in config.tasks.items()})
+            name, kw, _ = config.encoder_spec(m)
+            meta = _encoder_meta(name)
+            step = getattr(preprocessor, "steps", {}).get(m) if preprocessor is not None else None
+            kind = getattr(step, "output_kind", None)
+            if step is not None and meta.get("input") in ("tokens", "embedding") + ((kind,) if kind else ()) \
+                    and kind != meta.get("input"):
+                raise ConfigError(
+                    f"encoder {name!r} needs {meta.get('input')} input but the {m} preprocessor gives "
+                    f"{kind or type(step).__name__}", hint="build the preprocessor with build_preprocessor(config)")
+            if step is not None and hasattr(step, "encoder_kwargs"):
+                kw = {**step.encoder_kwargs(), **kw}
+            if self.uses_tokens and meta.get("tokens"):
+                kw.setdefault("with_tokens", True)
+            self.encoders[m] = create_encoder(name, in_shape=self.input_shapes[m], out_dim=config.dim, **kw)
+        self.heads = nn.ModuleDict()
+        self.output_slices: dict[str, slice] = {}
+        self.label_columns: dict[str, list[str]] = {}
+        start = 0
+        for t in self.tasks:
+            kind, kw = config.task_spec(t)
+            head = create_head(kind, dim=config.dim, project=not self.late, **kw)
+            self.heads[t] = head
+            self.output_slices[t] = slice(start, start + head.n_outputs)
+            self.label_columns[t] = head.label_columns(t)
+            start += head.n_outputs
+        self.n_outputs = start
+        if self.late:
+            fspec.setdefault("n_outputs", self.n_outputs)
+        self.fusion = create_fusion(fname, modalities=self.modalities, dim=config.dim, **fspec)
         if config.aux_weight > 0 or config.unimodal_residual:
-            self.aux_heads = nn.ModuleDict({m: nn.Linear(config.dim, len(self.tasks)) for m in self.modalities})
+            self.aux_heads = nn.ModuleDict({m: nn.Linear(config.dim, self.n_outputs) for m in self.modalities})
+        self.loss_weighting = LossWeighting(self.tasks, kind=config.loss_weighting, weights=config.task_weights)
+        rates = config.modality_dropout
+        rates = [float(rates.get(m, 0.0)) for m in self.modalities] if isinstance(rates, dict) else \
+            [float(rates)] * len(self.modalities)
+        self.register_buffer("moddrop_rates", torch.tensor(rates), persistent=False)
+        self.register_buffer("moddrop_step", torch.zeros((), dtype=torch.long))  # training steps seen (schedule)
+        self.register_load_state_dict_pre_hook(_default_step)
+
+    @property
+    def label_columns_flat(self) -> tuple[str, ...]:
+        """The label columns a batch must carry (``tasks=`` of :class:`~medmm.data.MultimodalDataset`)."""
+        return tuple(c for t in self.tasks for c in self.label_columns[t])
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """A name per output column: the task, or ``task.class`` / ``task.label``."""
+        out = []
+        for t in self.tasks:
+            h = self.heads[t]
+            if h.kind == "multiclass":
+                out += [f"{t}.{k}" for k in range(h.n_outputs)]
+            else:
+                out += self.label_columns[t] if h.kind == "multilabel" else [t]
+        return tuple(out)
+
+    def modality_dropout_now(self) -> torch.Tensor:
+        """Per-modality ModDrop chance at the current training step."""
+        sched = self.config.modality_dropout_schedule or {}
+        if sched.get("kind", "constant") == "linear":
+            warm = max(1, int(sched.get("warmup_steps", 1)))
+            return self.moddrop_rates * min(1.0, float(self.moddrop_step) / warm)
+        return self.moddrop_rates
 
     def forward(self, values: dict[str, torch.Tensor], present: torch.Tensor, return_aux: bool = False):
-        """Logits ``[B, T]``; with ``return_aux`` also ``{modality: (logits [B, T], present [B])}``
+        """Logits ``[B, n_outputs]``; with ``return_aux`` also ``{modality: (logits [B, n_outputs], present [B])}``
         from the auxiliary unimodal heads (training only)."""
         present = present.bool()
-        feats = {m: self.encoders[m](values[m], present[:, j]) for j, m in enumerate(self.modalities)}
-        fused_present = present
-        if self.training and self.config.modality_dropout > 0:
-            keep = torch.rand(present.shape, device=present.device) >= self.config.modality_dropout
-            fused_present = present & keep
-            feats_fused = {m: feats[m] * fused_present[:, j : j + 1] for j, m in enumerate(self.modalities)}
+        tokens = None
+        if self.uses_tokens:
+            feats, tokens = {}, {}
+            for j, m in enumerate(self.modalities):
+                z, tok, valid = self.encoders[m].forward_tokens(values[m], present[:, j])
+                feats[m], tokens[m] = z, (tok, valid)
         else:
-            feats_fused = feats
-        z = self.fusion(feats_fused, fused_present)
-        logits = torch.cat([self.heads[t](z) for t in self.tasks], dim=1)
+            feats = {m: self.encoders[m](values[m], present[:, j]) for j, m in enumerate(self.modalities)}
+        fused_present = present
+        feats_fused = feats
+        if self.training:
+            p = self.modality_dropout_now()
+            self.moddrop_step += 1
+            if bool((p > 0).any()):
+                keep = torch.rand(present.shape, device=present.device) >= p.to(present.device)
+                fused_present = present & keep
+                feats_fused = {m: feats[m] * fused_present[:, j : j + 1] for j, m in enumerate(self.modalities)}
+        z = self.fusion(feats_fused, fused_present, tokens) if self.uses_tokens else self.fusion(feats_fused, fused_present)
+        if self.late:
+            logits = torch.cat([self.heads[t](z[:, self.output_slices[t]]) for t in self.tasks], dim=1)
+        else:
+            logits = torch.cat([self.heads[t](z) for t in self.tasks], dim=1)
         uni = {}
         if hasattr(self, "aux_heads"):
             uni = {m: self.aux_heads[m](feats[m]) for m in self.modalities}
@@ -122,10 +293,25 @@ class MultimodalModel(nn.Module):
             aux = {m: (uni[m], present[:, j]) for j, m in enumerate(self.modalities)}
         return logits, aux
 
+    def predict_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each head's output function on its columns (sigmoid, softmax, identity)."""
+        return torch.cat([self.heads[t].predict(logits[:, self.output_slices[t]]) for t in self.tasks], dim=1)
+
+    def predict_proba(self, values: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Probabilities (values for regression) ``[B, n_outputs]``, columns :attr:`output_columns`."""
+        return self.predict_from_logits(self(values, present))
+
+    def training_loss(self, batch: Any, criterion: Any = None) -> torch.Tensor:
+        """The multi-task training loss of a batch (:func:`medmm.models.losses.multitask_loss`)."""
+        from .losses import multitask_loss
+
+        return multitask_loss(self, batch, criterion)
+
     # ------------------------------------------------------------------ inference on records
     @torch.no_grad()
     def predict_records(self, records: list[PatientRecord], *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities ``[N, T]`` for raw records (needs the fitted preprocessor)."""
+        """Probabilities ``[N, n_outputs]`` for raw records (needs the fitted preprocessor); columns
+        :attr:`output_columns`, ``[N, T]`` for binary tasks."""
         from ..data import encode_records, collate
 
         if self.preprocessor is None:
@@ -137,8 +323,8 @@ class MultimodalModel(nn.Module):
         for s in range(0, len(records), batch_size):
             items = encode_records(records[s:s + batch_size], self.preprocessor)
             batch = collate(items, self.modalities, shapes, ()).to(device)
-            out.append(torch.sigmoid(self(batch.values, batch.present)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.tasks)), dtype=np.float32)
+            out.append(self.predict_proba(batch.values, batch.present).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_outputs), dtype=np.float32)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
