@@ -15,29 +15,10 @@ __all__ = ["roc_figure", "pr_figure", "calibration_figure", "forest_figure", "he
 _GRID = np.linspace(0, 1, 101)
 
 
-def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and not _in_notebook():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except Exception:
-        return False
-
-
 def _new_fig(*args, **kw):
-    from matplotlib.figure import Figure
+    from ..viz.common import new_figure
 
-    return Figure(*args, **kw)
+    return new_figure(*args, **kw)
 
 
 def figure_png(fig) -> bytes:

@@ -9,10 +9,36 @@ from typing import Any
 __all__ = ["new_figure", "figure_png", "figure_html"]
 
 
-def new_figure(*args: Any, **kwargs: Any):
-    """A matplotlib Figure that is not registered with pyplot (no global state, no leaks)."""
+_FORMATTER_SET = False
+
+
+def _register_ipython_png() -> None:
+    """In IPython, show a bare Figure (one pyplot never saw) as a PNG when it is a cell's value."""
+    global _FORMATTER_SET
+    if _FORMATTER_SET:
+        return
+    _FORMATTER_SET = True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
     from matplotlib.figure import Figure
 
+    png = ip.display_formatter.formatters["image/png"]
+    if Figure in png.type_printers:  # the inline backend already shows figures
+        return
+    png.for_type(Figure, lambda fig: figure_png(fig))
+
+
+def new_figure(*args: Any, **kwargs: Any):
+    """A matplotlib Figure that is not registered with pyplot (no global state, no leaks);
+    in a notebook it displays as a PNG."""
+    from matplotlib.figure import Figure
+
+    _register_ipython_png()
     return Figure(*args, **kwargs)
 
 
