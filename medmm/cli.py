@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("medmm.commands.convert", "convert a DICOM series, NIfTI or NRRD image to NIfTI"),
     "evaluate": ("medmm.commands.evaluate", "score a cohort with a model: metrics with CIs, subgroups, missing data, report"),
     "fhir": ("medmm.commands.fhir", "FHIR tools: `import` a folder of FHIR R4 bundles as a cohort"),
+    "serve": ("medmm.commands.serve", "serve a model over HTTP: /predict, the NEWS2 health monitor, /metrics"),
+    "compress": ("medmm.commands.compress", "quantise, prune and distil a model; compare size, latency and AUROC"),
+    "drift": ("medmm.commands.drift", "compare a current cohort with a reference: input, missingness, prediction and calibration drift"),
 }
 
 

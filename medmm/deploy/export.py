@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import MedmmError
 
 __all__ = ["ExportError", "InferenceModule", "ExportResult", "export_model", "export_torchscript", "export_onnx",
-           "example_inputs", "check_parity", "EXPORT_META"]
+           "example_inputs", "check_parity", "EXPORT_META", "export_onnx_split", "SplitOnnxRunner"]
 
 EXPORT_META = "export.json"
 
@@ -59,6 +59,22 @@ def export_copy(model: nn.Module) -> nn.Module:
         if hasattr(enc, "encode"):
             m.encoders[name] = _AllRowsEncoder(enc)
     return m
+
+
+class _FeaturesIn(nn.Module):
+    """Export-only stand-in for an encoder whose input already is its features ``[B, D]``."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask[:, None], x, torch.zeros_like(x))
+
+
+class _EncodeOnly(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(x)
 
 
 class InferenceModule(nn.Module):
@@ -100,6 +116,83 @@ def eager_probs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarra
     model.eval()
     values = {m: inputs[j] for j, m in enumerate(model.modalities)}
     return torch.sigmoid(model(values, inputs[-1])).numpy()
+
+
+def _onnx_export(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, names: list[str],
+                 opset: int, *, varargs: bool = False) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = tuple({0: batch} for _ in names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, str(path), input_names=names, output_names=["out"],
+                          dynamic_shapes=(shapes,) if varargs else shapes, opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
+
+
+def export_onnx_split(model: nn.Module, out_dir: str | Path, *, opset: int = 18) -> dict[str, Path]:
+    """Export one ONNX graph per encoder (``encoder_<m>.onnx``: input ``[B, ...]`` -> features
+    ``[B, D]``) and one for the rest (``fusion.onnx``: features per modality + ``present`` ->
+    probabilities). A runtime then encodes only the present rows of each modality, exactly as
+    the eager model does, and skips an absent modality's encoder altogether."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    paths: dict[str, Path] = {}
+    for m in model.modalities:
+        enc = model.encoders[m]
+        if not hasattr(enc, "encode"):
+            raise ExportError(f"encoder of {m!r} has no encode() method", hint="split export needs encode()")
+        ex = (torch.randn((2, *model.input_shapes[m])),)
+        paths[m] = out / f"encoder_{m}.onnx"
+        _onnx_export(_EncodeOnly(copy.deepcopy(enc).eval()), ex, paths[m], [m], opset)
+    head = _SplitHead(model)
+    ex = (*[torch.randn(2, model.config.dim) for _ in model.modalities], torch.ones(2, len(model.modalities),
+                                                                                   dtype=torch.bool))
+    paths["fusion"] = out / "fusion.onnx"
+    _onnx_export(head, ex, paths["fusion"], [*[f"feat_{m}" for m in model.modalities], "present"], opset,
+                 varargs=True)
+    return paths
+
+
+class _SplitHead(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).eval()
+        self.model.preprocessor = None
+        for name in list(self.model.encoders):
+            self.model.encoders[name] = _FeaturesIn()
+        self.modalities = tuple(model.modalities)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        feats = {m: args[j] for j, m in enumerate(self.modalities)}
+        return torch.sigmoid(self.model(feats, args[len(self.modalities)]))
+
+
+class SplitOnnxRunner:
+    """Runs the split graphs: each encoder on its present rows only, then fusion and heads."""
+
+    def __init__(self, out_dir: str | Path, modalities: tuple[str, ...], dim: int, *, threads: int | None = None) -> None:
+        out = Path(out_dir)
+        self.modalities = tuple(modalities)
+        self.dim = int(dim)
+        self.encoders = {m: onnx_session(out / f"encoder_{m}.onnx", threads=threads) for m in self.modalities}
+        self.enc_input = {m: s.get_inputs()[0].name for m, s in self.encoders.items()}
+        self.fusion = onnx_session(out / "fusion.onnx", threads=threads)
+        self.fusion_inputs = [i.name for i in self.fusion.get_inputs()]
+
+    def __call__(self, inputs: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+        present = np.asarray(inputs[-1], dtype=bool)
+        b = present.shape[0]
+        feats = []
+        for j, m in enumerate(self.modalities):
+            f = np.zeros((b, self.dim), dtype=np.float32)
+            rows = np.flatnonzero(present[:, j])
+            if rows.size:
+                x = np.asarray(inputs[j], dtype=np.float32)
+                x = x if rows.size == b else x[rows]
+                f[rows] = self.encoders[m].run(None, {self.enc_input[m]: np.ascontiguousarray(x)})[0]
+            feats.append(f)
+        return self.fusion.run(None, dict(zip(self.fusion_inputs, [*feats, present])))[0]
 
 
 def export_torchscript(model: nn.Module, path: str | Path, *, example: tuple[torch.Tensor, ...] | None = None) -> Path:
@@ -212,10 +305,10 @@ def validation_inputs(model: Any, records: list | None = None, *, n: int = 32, s
 
 
 def export_model(model: Any, out_dir: str | Path, *, records: list | None = None, formats: tuple[str, ...] =
-                 ("torchscript", "onnx"), tol: float = 1e-4, opset: int = 18) -> ExportResult:
+                 ("torchscript", "onnx", "onnx-split"), tol: float = 1e-4, opset: int = 18) -> ExportResult:
     """Export ``model`` (a MultimodalModel or a folder written by its ``save``) to ``out_dir``.
 
-    Writes ``model.ts`` and/or ``model.onnx`` and ``export.json`` (inputs, shapes, tasks, parity),
+    Writes ``model.ts``, ``model.onnx``, ``split/`` (:func:`export_onnx_split`) and ``export.json`` (inputs, shapes, tasks, parity),
     after checking each artifact against the eager model on ``records`` (the validation batch;
     random inputs covering every presence pattern when not given).
     """
@@ -243,15 +336,30 @@ def export_model(model: Any, out_dir: str | Path, *, records: list | None = None
         got = sess.run(None, onnx_feed(sess, val))[0]
         res.parity["onnx"] = check_parity(ref, got, tol=tol, name="ONNX Runtime")
         res.seconds["onnx"] = time.perf_counter() - t
+    if "onnx-split" in formats:
+        t = time.perf_counter()
+        export_onnx_split(model, out / "split", opset=opset)
+        runner = SplitOnnxRunner(out / "split", model.modalities, model.config.dim)
+        res.parity["onnx-split"] = check_parity(ref, runner(tuple(x.numpy() for x in val)), tol=tol,
+                                                name="ONNX Runtime (split graphs)")
+        res.seconds["onnx-split"] = time.perf_counter() - t
     meta = {
         "modalities": list(model.modalities), "tasks": list(model.tasks),
         "inputs": {m: [None, *model.input_shapes[m]] for m in model.modalities},
         "present": [None, len(model.modalities)], "output": "probs [batch, tasks]",
         "torchscript": res.torchscript.name if res.torchscript else None,
         "onnx": res.onnx.name if res.onnx else None, "onnx_exporter": res.onnx_exporter,
+        "onnx_split": "split/" if "onnx-split" in res.parity else None,
         "parity_max_abs_diff": res.parity, "parity_tol": tol, "parity_batch": int(val[-1].shape[0]),
         "parity_patterns": int(len({tuple(r) for r in val[-1].tolist()})),
         "torch": torch.__version__,
     }
-    (out / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
+    old = out / EXPORT_META
+    if old.exists():  # a partial re-export keeps what an earlier one recorded
+        prev = json.loads(old.read_text())
+        if prev.get("modalities") == meta["modalities"] and prev.get("inputs") == meta["inputs"]:
+            meta["parity_max_abs_diff"] = {**prev.get("parity_max_abs_diff", {}), **res.parity}
+            for k in ("torchscript", "onnx", "onnx_exporter", "onnx_split"):
+                meta[k] = meta[k] or prev.get(k)
+    old.write_text(json.dumps(meta, indent=2) + "\n")
     return res

@@ -17,7 +17,9 @@ from ..errors import ConfigError
 
 __all__ = ["Predictor", "RUNTIMES"]
 
-RUNTIMES = ("eager", "torchscript", "onnx", "eager-int8", "onnx-int8")
+#: ``onnx`` runs the split graphs (each encoder on its present rows only, then fusion); ``onnx-full``
+#: the single graph (every encoder on every row); ``*-int8`` are dynamically quantised variants
+RUNTIMES = ("eager", "torchscript", "onnx", "onnx-full", "eager-int8", "onnx-int8")
 
 
 class Predictor:
@@ -35,17 +37,25 @@ class Predictor:
     @classmethod
     def load(cls, model_dir: str | Path, *, runtime: str = "onnx", export_dir: str | Path | None = None,
              threads: int | None = None) -> "Predictor":
-        import torch
-
         from ..models.multimodal import MultimodalModel
+
+        model_dir = Path(model_dir)
+        model = MultimodalModel.load(model_dir)
+        return cls.from_model(model, runtime=runtime, export_dir=Path(export_dir) if export_dir else model_dir / "export",
+                              threads=threads)
+
+    @classmethod
+    def from_model(cls, model: Any, *, runtime: str = "onnx", export_dir: str | Path, threads: int | None = None
+                   ) -> "Predictor":
+        """A predictor of a loaded model; exported artifacts are read from (or written to) ``export_dir``."""
+        import torch
 
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}", hint=f"choose one of {RUNTIMES}")
         if threads:
             torch.set_num_threads(int(threads))
-        model_dir = Path(model_dir)
-        model = MultimodalModel.load(model_dir)
-        export_dir = Path(export_dir) if export_dir else model_dir / "export"
+        export_dir = Path(export_dir)
+        model = model.cpu().eval()
         if runtime == "eager":
             return cls(model, runtime, _eager_fn(model), threads=threads)
         if runtime == "eager-int8":
@@ -65,25 +75,29 @@ class Predictor:
                     return ts(*[torch.from_numpy(x) for x in inputs]).numpy()
 
             return cls(model, runtime, fn, threads=threads)
-        from .export import export_model, onnx_session
+        from .export import SplitOnnxRunner, export_model, onnx_session
 
-        path = export_dir / "model.onnx"
-        if not path.exists():
-            export_model(model, export_dir, formats=("onnx",))
+        if runtime == "onnx-full":
+            path = export_dir / "model.onnx"
+            if not path.exists():
+                export_model(model, export_dir, formats=("onnx",))
+            sess = onnx_session(path, threads=threads)
+            names = [i.name for i in sess.get_inputs()]
+            return cls(model, runtime, lambda inputs: sess.run(None, dict(zip(names, inputs)))[0], threads=threads)
+        split = export_dir / "split"
+        if not (split / "fusion.onnx").exists():
+            export_model(model, export_dir, formats=("onnx-split",))
         if runtime == "onnx-int8":
             from .compress import quantize_onnx_dynamic
 
-            q = export_dir / "model.int8.onnx"
-            if not q.exists():
-                quantize_onnx_dynamic(path, q)
-            path = q
-        sess = onnx_session(path, threads=threads)
-        names = [i.name for i in sess.get_inputs()]
-
-        def fn(inputs):
-            return sess.run(None, dict(zip(names, inputs)))[0]
-
-        return cls(model, runtime, fn, threads=threads)
+            qdir = export_dir / "split-int8"
+            if not (qdir / "fusion.onnx").exists():
+                qdir.mkdir(parents=True, exist_ok=True)
+                for f in split.glob("*.onnx"):
+                    quantize_onnx_dynamic(f, qdir / f.name)
+            split = qdir
+        return cls(model, runtime, SplitOnnxRunner(split, model.modalities, model.config.dim, threads=threads),
+                   threads=threads)
 
     # ------------------------------------------------------------------ inputs
     def arrays(self, items: list[dict[str, np.ndarray | None]]) -> list[np.ndarray]:

@@ -1,0 +1,309 @@
+"""The medmm service: a FastAPI app around a :class:`~medmm.deploy.runtime.Predictor` and a
+:class:`~medmm.monitor.health.HealthMonitor`.
+
+Endpoints (all but ``/health`` and the OpenAPI schema need the ``X-API-Key`` header):
+
+* ``POST /predict``: a patient record as JSON (vitals observations, notes, EHR features) or a
+  FHIR R4 Bundle (vital-sign Observations by LOINC and DocumentReference notes); returns the
+  probability of each task and which modalities the model saw.
+* ``POST /monitor/{patient_id}/observations``: observations (plain or a FHIR Observation or
+  Bundle) fed to the health monitor; returns the alerts raised and the patient's NEWS2 and risk.
+* ``GET /monitor/{patient_id}``: the patient's current monitor state.
+* ``GET /health``: liveness and the model loaded (no patient data).
+* ``GET /metrics``: Prometheus text format (request counts and latencies, alerts).
+
+Bad input gets a 4xx with a JSON ``detail`` (what was wrong and where), never a stack trace;
+bodies above ``max_body_bytes`` get 413.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import MedmmError
+
+__all__ = ["create_app", "PatientIn", "ObservationIn", "PredictOut"]
+
+MAX_OBSERVATIONS = 20_000
+MAX_NOTES = 200
+MAX_TEXT = 200_000
+
+
+class ObservationIn(BaseModel):
+    """One vital-sign observation."""
+
+    model_config = ConfigDict(extra="forbid")
+    time: datetime = Field(description="ISO 8601 time of the observation")
+    signal: str = Field(min_length=1, max_length=64, description="signal name, e.g. heart_rate, HR, spo2, "
+                        "resp_rate, sbp, temperature, consciousness (ACVPU), on_oxygen, o2_flow")
+    value: Union[float, str, bool] = Field(description="numeric value (ACVPU letter for consciousness)")
+    unit: str | None = Field(default=None, max_length=32, description="unit, converted to medmm's canonical unit")
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    time: datetime | None = None
+    note_type: str = Field(default="note", max_length=64)
+
+
+class PatientIn(BaseModel):
+    """A patient record: any subset of modalities (an absent one is simply left out)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "patient_id": "P001", "index_time": "2024-05-01T08:00:00",
+        "vitals": [{"time": "2024-05-01T07:00:00", "signal": "heart_rate", "value": 92, "unit": "bpm"}],
+        "notes": [{"text": "Findings: a 2 cm mass in the left lobe."}],
+        "ehr": {"age": 64, "sex": "F", "lactate": 2.1}}]})
+    patient_id: str = Field(min_length=1, max_length=128)
+    index_time: datetime | None = Field(default=None, description="prediction time (default: the last observation)")
+    vitals: list[ObservationIn] | None = Field(default=None, max_length=MAX_OBSERVATIONS)
+    notes: list[NoteIn] | None = Field(default=None, max_length=MAX_NOTES)
+    ehr: dict[str, Union[float, int, str, bool, None]] | None = Field(default=None, max_length=2000)
+
+
+class FhirResource(BaseModel):
+    """A FHIR R4 resource (Bundle or Observation); its content is checked by medmm's FHIR reader."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle", "Observation"]
+
+
+class PredictOut(BaseModel):
+    patient_id: str
+    probabilities: dict[str, float]
+    present: dict[str, bool]
+    runtime: str
+    latency_ms: float
+
+
+class MonitorOut(BaseModel):
+    patient_id: str
+    alerts: list[dict[str, Any]]
+    state: dict[str, Any]
+
+
+def _record_from_json(p: PatientIn) -> Any:
+    import pandas as pd
+
+    from ..io.vitals import clean_vitals
+    from ..records import Missing, Note, Notes, PatientRecord, Tabular, Vitals
+
+    vitals: Any = Missing()
+    times = []
+    if p.vitals:
+        problems: list = []
+        frame = pd.DataFrame([{"time": o.time, "signal": o.signal, "value": o.value, "unit": o.unit or ""}
+                              for o in p.vitals])
+        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
+        num = pd.to_numeric(frame["value"], errors="coerce")
+        if num.isna().any():
+            bad = int(num.isna().to_numpy().nonzero()[0][0])
+            raise _Unprocessable(f"vitals[{bad}].value {p.vitals[bad].value!r} is not a number")
+        frame["value"] = num.astype(float)
+        df = clean_vitals(frame, problems=problems)
+        if problems and df.empty:
+            raise _Unprocessable(f"no usable vitals: {problems[0]}")
+        vitals = Vitals(df) if len(df) else Missing("empty")
+        times.append(df["time"].max() if len(df) else None)
+    notes: Any = Missing()
+    if p.notes:
+        notes = Notes([Note(n.text, pd.Timestamp(n.time) if n.time else None, n.note_type) for n in p.notes])
+    ehr: Any = Tabular(dict(p.ehr)) if p.ehr else Missing()
+    index_time = p.index_time
+    if index_time is not None:
+        index_time = pd.Timestamp(index_time)
+        if index_time.tzinfo is not None:
+            index_time = index_time.tz_convert("UTC").tz_localize(None)
+    else:
+        index_time = next((t for t in times if t is not None), None)
+    return PatientRecord(p.patient_id, notes=notes, vitals=vitals, ehr=ehr, index_time=index_time)
+
+
+def _record_from_fhir(doc: dict[str, Any]) -> Any:
+    from ..io.fhir import load_bundle
+    from ..io.vitals import vitals_from_observations
+    from ..records import Missing, Notes, PatientRecord, Vitals
+
+    bundle = load_bundle(data=doc, only={"Observation", "DocumentReference"})
+    problems = list(bundle.problems)
+    df = vitals_from_observations(bundle.observations, problems=problems)
+    pid = bundle.patient_id or "unknown"
+    return PatientRecord(pid, vitals=Vitals(df) if len(df) else Missing("empty"),
+                         notes=Notes(bundle.notes) if bundle.notes else Missing(),
+                         index_time=df["time"].max() if len(df) else None)
+
+
+class _Unprocessable(Exception):
+    pass
+
+
+def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
+               monitor_config: Any = None) -> Any:
+    """Build the FastAPI app. ``predictor`` is a :class:`~medmm.deploy.runtime.Predictor`;
+    ``api_keys`` the accepted keys (at least one)."""
+    from fastapi import Body, Depends, FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.security import APIKeyHeader
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+    from ..monitor.health import HealthMonitor
+    from ..monitor.news2 import NEWS2Error
+
+    keys = [k for k in (api_keys or []) if k]
+    if not keys:
+        raise MedmmError("the service needs at least one API key", hint="pass --api-key or set MEDMM_API_KEYS")
+    monitor = HealthMonitor(predictor, monitor_config)
+    registry = CollectorRegistry()
+    requests_total = Counter("medmm_requests_total", "HTTP requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram("medmm_request_seconds", "request latency", ["endpoint"], registry=registry,
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+    alerts_total = Counter("medmm_alerts_total", "alerts raised by the health monitor", ["band"], registry=registry)
+    predictions_total = Counter("medmm_predictions_total", "patients scored", registry=registry)
+
+    app = FastAPI(title="medmm", version="0.1.0",
+                  description="Multimodal risk prediction and a NEWS2 health monitor (research prototype, "
+                              "not a medical device).")
+    app.state.predictor = predictor
+    app.state.monitor = monitor
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key given to `medmm serve`")
+
+    def require_key(key: str | None = Depends(header)) -> None:
+        if not key or not any(hmac.compare_digest(key, k) for k in keys):
+            raise HTTPException(status_code=401, detail="missing or invalid API key (header X-API-Key)",
+                                headers={"WWW-Authenticate": "API-Key"})
+
+    @app.middleware("http")
+    async def limit_and_measure(request: Request, call_next):
+        t0 = time.perf_counter()
+        endpoint = request.scope.get("path", "")
+        endpoint = "/monitor" if endpoint.startswith("/monitor/") else endpoint
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > max_body_bytes
+            except ValueError:
+                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
+            if too_big:
+                requests_total.labels(endpoint, "413").inc()
+                return JSONResponse({"detail": f"request body over the limit of {max_body_bytes} bytes"},
+                                    status_code=413)
+        elif request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked upload: measure what arrived
+            if len(body) > max_body_bytes:
+                requests_total.labels(endpoint, "413").inc()
+                return JSONResponse({"detail": f"request body over the limit of {max_body_bytes} bytes"},
+                                    status_code=413)
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001 - never leak a stack trace
+            requests_total.labels(endpoint, "500").inc()
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        requests_total.labels(endpoint, str(response.status_code)).inc()
+        latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(MedmmError)
+    async def medmm_error(request: Request, exc: MedmmError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(_Unprocessable)
+    async def unprocessable(request: Request, exc: _Unprocessable):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def any_error(request: Request, exc: Exception):
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    def score(record: Any) -> PredictOut:
+        t0 = time.perf_counter()
+        try:
+            values = predictor.preprocessor.transform(record)
+        except MedmmError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}") from None
+        probs = predictor.predict_values([values])[0]
+        predictions_total.inc()
+        return PredictOut(patient_id=record.patient_id,
+                          probabilities={t: float(p) for t, p in zip(predictor.tasks, probs)},
+                          present={m: values.get(m) is not None for m in predictor.modalities},
+                          runtime=predictor.runtime, latency_ms=(time.perf_counter() - t0) * 1e3)
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "runtime": predictor.runtime, "tasks": list(predictor.tasks),
+                "modalities": list(predictor.modalities)}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[Depends(require_key)])
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict", response_model=PredictOut, tags=["model"], dependencies=[Depends(require_key)],
+              responses={401: {"description": "no or wrong API key"}, 413: {"description": "body too large"},
+                         422: {"description": "invalid record"}})
+    def predict(body: Union[PatientIn, FhirResource] = Body(...)) -> PredictOut:
+        if isinstance(body, FhirResource):
+            return score(_record_from_fhir(body.model_dump()))
+        return score(_record_from_json(body))
+
+    @app.post("/monitor/{patient_id}/observations", response_model=MonitorOut, tags=["monitor"],
+              dependencies=[Depends(require_key)])
+    def observe(patient_id: str, body: Union[list[ObservationIn], FhirResource] = Body(...)) -> MonitorOut:
+        if len(patient_id) > 128:
+            raise _Unprocessable("patient_id is longer than 128 characters")
+        try:
+            if isinstance(body, FhirResource):
+                alerts = monitor.observe_fhir(body.model_dump(), patient_id=patient_id)
+            else:
+                if len(body) > MAX_OBSERVATIONS:
+                    raise _Unprocessable(f"more than {MAX_OBSERVATIONS} observations in one request")
+                alerts = []
+                for k, o in enumerate(body):
+                    try:
+                        a = monitor.observe(patient_id, o.time, o.signal, o.value, o.unit)
+                    except (MedmmError, NEWS2Error) as exc:
+                        raise _Unprocessable(f"observation {k}: {exc}") from None
+                    if a is not None:
+                        alerts.append(a)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Unprocessable(f"the observations cannot be used: {exc}") from None
+        for a in alerts:
+            alerts_total.labels(a.band).inc()
+        return MonitorOut(patient_id=patient_id, alerts=[a.to_dict() for a in alerts],
+                          state=_jsonable(monitor.state(patient_id)))
+
+    @app.get("/monitor/{patient_id}", tags=["monitor"], dependencies=[Depends(require_key)])
+    def monitor_state(patient_id: str) -> dict[str, Any]:
+        try:
+            return _jsonable(monitor.state(patient_id))
+        except KeyError:
+            raise HTTPException(status_code=404, detail=f"no observations of patient {patient_id!r}") from None
+
+    return app
+
+
+def _jsonable(d: Any) -> Any:
+    import numpy as np
+
+    if isinstance(d, dict):
+        return {str(k): _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, (np.generic,)):
+        return d.item()
+    if isinstance(d, (str, int, float, bool)) or d is None:
+        return d
+    return str(d)
