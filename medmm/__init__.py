@@ -46,6 +46,9 @@ _LAZY = {
     "train": "medmm.train.trainer:train",
     "TrainConfig": "medmm.train.trainer:TrainConfig",
     "run_experiment": "medmm.experiment:run_experiment",
+    "resume_experiment": "medmm.experiment:resume_experiment",
+    "load_config": "medmm.config:load_config",
+    "ExperimentConfig": "medmm.config:ExperimentConfig",
     "evaluate_predictions": "medmm.evaluate.metrics:evaluate_predictions",
     # ``medmm.evaluate`` is the evaluation subpackage, and it is callable: medmm.evaluate(model, manifest)
     "evaluate": "medmm.evaluate:package",

@@ -322,6 +322,8 @@ def train(
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
+        if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm needs a GPU)
+            core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(core)
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=True)
     opt = _make_optimizer(core, config)
