@@ -224,6 +224,8 @@ def test_fusion_forward_backward(fusion_name):
     assert out.shape == (B, width) and torch.isfinite(out).all()
     out.pow(2).sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in f.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in f.parameters() if p.grad is not None)
+    assert all(torch.isfinite(v.grad).all() for v in feats.values() if v.grad is not None)
 
 
 def test_fusion_all_missing_row_is_finite_and_absent_features_are_ignored(fusion_name):

@@ -168,9 +168,12 @@ def test_build_preprocessor_follows_the_encoders_and_a_mismatch_is_refused():
     pre = build_preprocessor(cfg)
     assert isinstance(pre.steps["notes"], TokenPreprocessor) and pre.steps["notes"].max_len == 32
     assert isinstance(build_preprocessor(ModelConfig()).steps["notes"], TextPreprocessor)
+    shapes = {"image": (1, 8, 8, 8), "notes": (32,), "vitals": (6, 9), "ehr": (7,)}
+    with pytest.raises(ConfigError, match="build_preprocessor"):  # a token preprocessor for a TF-IDF encoder
+        MultimodalModel(ModelConfig(), shapes, pre)
     pre.steps["notes"] = TextPreprocessor()
-    with pytest.raises(ConfigError, match="build_preprocessor"):
-        MultimodalModel(cfg, {"image": (1, 8, 8, 8), "notes": (32,), "vitals": (6, 9), "ehr": (7,)}, pre)
+    with pytest.raises(ConfigError, match="build_preprocessor"):  # and the other way round
+        MultimodalModel(cfg, shapes, pre)
 
 
 def test_token_preprocessor_fits_its_vocabulary_on_training_notes_only():

@@ -193,8 +193,8 @@ class MultimodalModel(nn.Module):
             meta = _encoder_meta(name)
             step = getattr(preprocessor, "steps", {}).get(m) if preprocessor is not None else None
             kind = getattr(step, "output_kind", None)
-            if step is not None and meta.get("input") in ("tokens", "embedding") + ((kind,) if kind else ()) \
-                    and kind != meta.get("input"):
+            special = ("tokens", "embedding")
+            if step is not None and (meta.get("input") in special or kind in special) and kind != meta.get("input"):
                 raise ConfigError(
                     f"encoder {name!r} needs {meta.get('input')} input but the {m} preprocessor gives "
                     f"{kind or type(step).__name__}", hint="build the preprocessor with build_preprocessor(config)")

@@ -39,15 +39,17 @@ class _ImageEncoder(Encoder):
                   example={"in_shape": _IMG3, "channels": (4, 8)})
 class TinyCNN3D(_ImageEncoder):
     """A small residual CNN from MONAI blocks (3D, or 2D for a 2D ``in_shape``), pooled by mean
-    and max (CPU friendly). Its tokens are the positions of the last feature map."""
+    and max (CPU friendly; ``stem_stride=2`` makes it about 4x cheaper). Its tokens are the
+    positions of the last feature map."""
 
     def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, channels: tuple[int, ...] = (8, 16, 32),
-                 dropout: float = 0.1, with_tokens: bool = False) -> None:
+                 dropout: float = 0.1, stem_stride: int = 1, with_tokens: bool = False) -> None:
         super().__init__(out_dim)
         from monai.networks.blocks import Convolution, ResidualUnit
 
         sd = _dims(in_shape)
-        layers: list[nn.Module] = [Convolution(sd, int(in_shape[0]), channels[0], strides=1, kernel_size=3, norm="BATCH")]
+        layers: list[nn.Module] = [Convolution(sd, int(in_shape[0]), channels[0], strides=stem_stride, kernel_size=3,
+                                               norm="BATCH")]
         for a, b in zip(channels[:-1], channels[1:]):
             layers.append(ResidualUnit(sd, a, b, strides=2, kernel_size=3, subunits=2, norm="BATCH"))
         self.features = nn.Sequential(*layers)

@@ -1,0 +1,258 @@
+"""Missing-modality learning on the synthetic cohort, beside dedicated models and the oracle.
+
+For every non-empty subset S of the four modalities available at test time it reports the
+held-out AUROC of
+
+* ``single``: ONE model trained with missing-modality learning (ModDrop, auxiliary unimodal
+  heads, the unimodal residual path: ``ModelConfig`` defaults), tested with every modality
+  outside S hidden;
+* ``dedicated``: a model of the same architecture trained and tested on S alone (no ModDrop);
+* ``oracle``: the Bayes-optimal score given the modalities each test patient has (S, less what
+  the patient lacks anyway).
+
+Targets (issue 5): the single model within 0.02 of the dedicated model on every subset; fusion
+(the single model with everything) better than the best unimodal (dedicated) model on both
+tasks; ``attention`` at least as good as ``concat`` when 50 % of each modality is missing.
+
+The cohort is generated complete; missingness is then drawn per patient and modality with a
+fixed seed (``--missing-rate`` for the main comparison, 0.5 for attention vs concat), in
+training and test alike. Preprocessing is fitted on each scenario's training split only;
+model selection uses the validation split; the test split is only scored.
+
+    python benchmarks/bench_missing.py --out bench_missing.json            # ~500 patients, 16^3
+    python benchmarks/bench_missing.py --quick --out /tmp/quick.json       # smoke run (a minute or two)
+
+Writes ``--out`` (a JSON list of rows: task, subset, single_model_auroc, dedicated_model_auroc,
+oracle_auroc, n) and ``<out>.checks.json`` (the three targets with their figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+MODS = ("image", "notes", "vitals", "ehr")
+# every model of the benchmark: ModelConfig's encoders, with a cheaper image CNN (2 CPU cores)
+ENCODERS = {"image": {"name": "tiny_cnn3d", "channels": (8, 16), "stem_stride": 2}, "notes": {"name": "tfidf_mlp"},
+            "vitals": {"name": "gru"}, "ehr": {"name": "mlp"}}
+
+
+def subsets() -> list[tuple[str, ...]]:
+    return [c for r in range(1, 5) for c in itertools.combinations(MODS, r)]
+
+
+def name(mods) -> str:
+    return "+".join(m for m in MODS if m in set(mods)) or "none"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="bench_missing.json", help="JSON file for the per-subset table")
+    p.add_argument("--patients", type=int, default=500, help="cohort size (default 500)")
+    p.add_argument("--image-size", type=int, default=16, help="voxels per image axis (default 16)")
+    p.add_argument("--missing-rate", type=float, default=0.2, help="per-modality missing rate of the main scenario")
+    p.add_argument("--half-rate", type=float, default=0.5, help="missing rate of the attention-vs-concat scenario")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs per model (early stopping on val loss)")
+    p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cohort, the missingness and the training")
+    p.add_argument("--workdir", default=None, help="where the cohort is written (default: a folder beside --out)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 120 patients, 2 epochs")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--sweep", default=None,
+                   help="instead of the targets: train the default single model at these comma-separated missing "
+                        "rates (e.g. 0,0.4,0.8) and report its test AUROC beside the oracle's")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.patients, args.epochs, args.patience = 120, 2, 1
+    return args
+
+
+def drop_mask(pids: list[str], rate: float, seed: int) -> dict[str, set[str]]:
+    """Which modalities each patient lacks: each independently with chance ``rate``."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 2024])
+    u = rng.random((len(pids), len(MODS)))
+    return {pid: {m for j, m in enumerate(MODS) if u[i, j] < rate} for i, pid in enumerate(pids)}
+
+
+class Scenario:
+    """The cohort under one draw of missingness: preprocessing fitted on its train split, items per split."""
+
+    def __init__(self, cohort, rate: float, seed: int) -> None:
+        from medmm.data import encode_records
+        from medmm.models import ModelConfig, build_preprocessor
+
+        pids = [r.patient_id for r in cohort.records]
+        self.missing = drop_mask(pids, rate, seed)
+        recs = {s: [r.masked(*sorted(self.missing[r.patient_id])) for r in cohort.split(s)]
+                for s in ("train", "val", "test")}
+        self.pre = build_preprocessor(ModelConfig()).fit(recs["train"])
+        self.shapes = self.pre.output_shapes()
+        self.items = {s: encode_records(r, self.pre) for s, r in recs.items()}
+
+    def view(self, split: str, mods: tuple[str, ...], tasks: tuple[str, ...]):
+        from medmm.train.transfer import DatasetView
+
+        items = [{**it, "values": {m: it["values"][m] for m in mods}} for it in self.items[split]]
+        return DatasetView(items, tasks, tuple(mods), {m: self.shapes[m] for m in mods})
+
+
+def fit_model(sc: Scenario, mods, tasks, args, **model_kw):
+    from medmm.models import ModelConfig, MultimodalModel
+    from medmm.train.trainer import TrainConfig, train
+
+    cfg = ModelConfig(tasks={t: "binary" for t in tasks}, modalities=tuple(mods),
+                      encoders={m: dict(ENCODERS[m]) for m in mods}, **model_kw)
+    model = MultimodalModel(cfg, {m: sc.shapes[m] for m in mods}, sc.pre)
+    tc = TrainConfig(epochs=args.epochs, patience=args.patience, min_epochs=min(8, args.epochs), seed=args.seed,
+                     device="cpu", deterministic=False)
+    t0 = time.perf_counter()
+    res = train(model, sc.view("train", mods, tasks), sc.view("val", mods, tasks), tc, progress=False)
+    return model, time.perf_counter() - t0, res.best_epoch
+
+
+def score(model, sc: Scenario, mods, tasks, oracle):
+    """Test AUROC per task with only ``mods`` visible, and the oracle's on the same patients."""
+    import numpy as np
+
+    from medmm.evaluate.metrics import auroc
+    from medmm.train.trainer import predict_dataset
+
+    ds = sc.view("test", model.modalities, tasks)
+    for it in ds.items:  # hide what is outside the subset
+        it["values"] = {m: (v if m in mods else None) for m, v in it["values"].items()}
+    p, y, lm, _ = predict_dataset(model, ds)
+    out = {}
+    for k, t in enumerate(tasks):
+        sel = lm[:, k]
+        ids = [it["id"] for it in ds.items]
+        avail = [name([m for m in mods if m not in sc.missing[i]]) for i in ids]
+        o = np.array([oracle[(i, t, a)] for i, a in zip(ids, avail)])
+        out[t] = {"auroc": auroc(y[sel, k], p[sel, k]), "oracle": auroc(y[sel, k], o[sel]), "n": int(sel.sum())}
+    return out
+
+
+def sweep(cohort, oracle, tasks, args, out: Path, t0: float) -> int:
+    """The default single model trained and tested at several missing rates."""
+    rows = []
+    print(f"{'missing':>8}{'task':>9}{'model':>8}{'oracle':>8}{'gap':>8}{'seconds':>9}")
+    for rate in (float(r) for r in args.sweep.split(",")):
+        sc = Scenario(cohort, rate, args.seed)
+        model, secs, _ = fit_model(sc, MODS, tasks, args)
+        s = score(model, sc, MODS, tasks, oracle)
+        for t in tasks:
+            rows.append({"missing_rate": rate, "task": t, "single_model_auroc": round(s[t]["auroc"], 4),
+                         "oracle_auroc": round(s[t]["oracle"], 4), "n": s[t]["n"], "train_s": round(secs, 1)})
+            print(f"{rate:>8.0%}{t:>9}{s[t]['auroc']:>8.3f}{s[t]['oracle']:>8.3f}{s[t]['auroc'] - s[t]['oracle']:>+8.3f}"
+                  f"{secs:>9.0f}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {out} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import pandas as pd
+    import torch
+
+    from medmm.cohort import load_cohort
+    from medmm.synth import TASKS, generate_cohort
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    work = Path(args.workdir) if args.workdir else out.parent / f".bench_missing_cohort_{args.patients}_{args.image_size}_{args.seed}"
+    t0 = time.perf_counter()
+    manifest = work / "manifest.csv"
+    if not manifest.exists():
+        generate_cohort(work, n_patients=args.patients, seed=args.seed, image_size=args.image_size, missing_rate=0.0,
+                        progress=False)
+    cohort = load_cohort(manifest, progress=False)
+    orc = pd.read_csv(work / "oracle.csv", dtype={"patient_id": str})
+    oracle = {(p, t, s): v for p, t, s, v in orc[["patient_id", "task", "subset", "score"]].itertuples(index=False)}
+    tasks = tuple(TASKS)
+    if args.sweep:
+        return sweep(cohort, oracle, tasks, args, out, t0)
+    main_sc = Scenario(cohort, args.missing_rate, args.seed)
+    t_prep = time.perf_counter() - t0
+    print(f"cohort: {args.patients} patients, {args.image_size}^3 images, {len(main_sc.items['train'])}/"
+          f"{len(main_sc.items['val'])}/{len(main_sc.items['test'])} train/val/test; missing rate {args.missing_rate}; "
+          f"data ready in {t_prep:.0f} s", flush=True)
+
+    single, secs, ep = fit_model(main_sc, MODS, tasks, args)
+    print(f"single model (attention, ModDrop): trained in {secs:.0f} s, best epoch {ep}", flush=True)
+    rows = []
+    for mods in subsets():
+        ded, secs, ep = fit_model(main_sc, mods, tasks, args, modality_dropout=0.0)
+        s_single = score(single, main_sc, mods, tasks, oracle)
+        s_ded = score(ded, main_sc, mods, tasks, oracle)
+        for t in tasks:
+            rows.append({"task": t, "subset": name(mods), "single_model_auroc": round(s_single[t]["auroc"], 4),
+                         "dedicated_model_auroc": round(s_ded[t]["auroc"], 4),
+                         "oracle_auroc": round(s_single[t]["oracle"], 4), "n": s_single[t]["n"]})
+        print(f"  dedicated {name(mods):<26} {secs:5.0f} s, best epoch {ep}", flush=True)
+
+    head = f"{'task':<8}{'subset':<26}{'single':>8}{'dedicated':>11}{'oracle':>8}{'single-ded':>12}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in sorted(rows, key=lambda r: (r["task"], len(r["subset"].split("+")), r["subset"])):
+        d = r["single_model_auroc"] - r["dedicated_model_auroc"]
+        print(f"{r['task']:<8}{r['subset']:<26}{r['single_model_auroc']:>8.3f}{r['dedicated_model_auroc']:>11.3f}"
+              f"{r['oracle_auroc']:>8.3f}{d:>+12.3f}{'' if d >= -0.02 else '  <-- more than 0.02 below'}")
+
+    checks: dict = {"within_0.02": {}, "fusion_vs_best_unimodal": {}, "attention_vs_concat_at_half_missing": {}}
+    worst = min(rows, key=lambda r: r["single_model_auroc"] - r["dedicated_model_auroc"])
+    n_ok = sum(r["single_model_auroc"] >= r["dedicated_model_auroc"] - 0.02 for r in rows)
+    checks["within_0.02"] = {"met": n_ok == len(rows), "rows_within": n_ok, "rows": len(rows),
+                             "worst": {k: worst[k] for k in ("task", "subset", "single_model_auroc", "dedicated_model_auroc")}}
+    full = name(MODS)
+    for t in tasks:
+        uni = {r["subset"]: r["dedicated_model_auroc"] for r in rows if r["task"] == t and "+" not in r["subset"]}
+        best = max(uni, key=uni.get)
+        fused = next(r["single_model_auroc"] for r in rows if r["task"] == t and r["subset"] == full)
+        checks["fusion_vs_best_unimodal"][t] = {"met": fused > uni[best], "fusion_auroc": fused,
+                                                "best_unimodal": best, "best_unimodal_auroc": uni[best]}
+
+    half = Scenario(cohort, args.half_rate, args.seed + 1)
+    res = {}
+    for fusion in ("attention", "concat"):
+        m, secs, ep = fit_model(half, MODS, tasks, args, fusion={"name": fusion})
+        s = score(m, half, MODS, tasks, oracle)
+        res[fusion] = {t: round(s[t]["auroc"], 4) for t in tasks}
+        res["oracle"] = {t: round(s[t]["oracle"], 4) for t in tasks}
+        print(f"{args.half_rate:.0%} missing, {fusion:<9}: trained in {secs:.0f} s, best epoch {ep}, test AUROC "
+              + ", ".join(f"{t} {res[fusion][t]:.3f}" for t in tasks), flush=True)
+    for t in tasks:
+        checks["attention_vs_concat_at_half_missing"][t] = {
+            "met": res["attention"][t] >= res["concat"][t], "attention_auroc": res["attention"][t],
+            "concat_auroc": res["concat"][t], "oracle_auroc": res["oracle"][t]}
+
+    print("\ntargets:")
+    c = checks["within_0.02"]
+    print(f"  single model within 0.02 of dedicated: {c['rows_within']}/{c['rows']} rows "
+          f"({'MET' if c['met'] else 'NOT MET'}; worst {c['worst']})")
+    for t, c in checks["fusion_vs_best_unimodal"].items():
+        print(f"  {t}: fusion {c['fusion_auroc']:.3f} vs best unimodal {c['best_unimodal']} {c['best_unimodal_auroc']:.3f}"
+              f" ({'MET' if c['met'] else 'NOT MET'})")
+    for t, c in checks["attention_vs_concat_at_half_missing"].items():
+        print(f"  {t} at {args.half_rate:.0%} missing: attention {c['attention_auroc']:.3f} vs concat "
+              f"{c['concat_auroc']:.3f}, oracle {c['oracle_auroc']:.3f} ({'MET' if c['met'] else 'NOT MET'})")
+    checks["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    checks["seconds"] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    Path(f"{out}.checks.json").write_text(json.dumps(checks, indent=2) + "\n")
+    print(f"\nwrote {out} and {out}.checks.json in {checks['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
