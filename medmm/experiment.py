@@ -63,9 +63,9 @@ def predictions_frame(model: Any, dataset: Any, split: str):
     return df
 
 
-def build_preprocessor(preprocess: Any, modalities: tuple[str, ...]):
-    """A :class:`MultimodalPreprocessor` with the config's per-modality keyword arguments."""
-    from .preprocess import MultimodalPreprocessor
+def build_preprocessor(preprocess: Any, model_config: Any):
+    """The :class:`MultimodalPreprocessor` the model's encoders need, with the config's
+    per-modality keyword arguments (``preprocess.image: {spatial_size: [16, 16, 16]}``)."""
     from .preprocess.image import ImagePreprocessor
     from .preprocess.tabular import TabularPreprocessor
     from .preprocess.text import TextPreprocessor
@@ -76,14 +76,20 @@ def build_preprocessor(preprocess: Any, modalities: tuple[str, ...]):
     steps = {}
     for m, cls in classes.items():
         kw = dict(getattr(preprocess, m, {}) or {}) if preprocess is not None else {}
-        if kw:
+        if kw and m in model_config.modalities:
             if m == "image" and "spatial_size" in kw:
                 kw["spatial_size"] = tuple(kw["spatial_size"])
             try:
                 steps[m] = cls(**kw)
             except TypeError as exc:
                 raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
-    return MultimodalPreprocessor(modalities=modalities, **steps)
+    try:
+        from .models.multimodal import build_preprocessor as for_model  # picks token/embedding steps by encoder
+    except ImportError:
+        from .preprocess import MultimodalPreprocessor
+
+        return MultimodalPreprocessor(modalities=model_config.modalities, **steps)
+    return for_model(model_config, **steps)
 
 
 def _config_from_kwargs(manifest, out_dir, model_config, train_config, tasks, experiment, run_name, tracking_uri,
@@ -190,12 +196,12 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     from .train.trainer import seed_everything, train
     from .train.transfer import freeze_encoders, load_encoder_weights, pretrain_encoders
 
-    tasks = tuple(model_config.tasks)
-    pre = build_preprocessor(cfg.preprocess, model_config.modalities).fit(train_recs)
-    datasets = {s: MultimodalDataset(r, pre, tasks, progress=progress) for s, r in
-                (("train", train_recs), ("val", val_recs), ("test", test_recs))}
+    pre = build_preprocessor(cfg.preprocess, model_config).fit(train_recs)
     seed_everything(train_config.seed)
     model = MultimodalModel(model_config, pre.output_shapes(), pre)
+    columns = tuple(getattr(model, "label_columns_flat", model_config.tasks))
+    datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in
+                (("train", train_recs), ("val", val_recs), ("test", test_recs))}
     tc = cfg.transfer
     val = datasets["val"] if len(datasets["val"]) else None
     transfer_info: dict[str, Any] = {}

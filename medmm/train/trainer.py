@@ -134,10 +134,15 @@ def masked_bce(logits: torch.Tensor, batch: Batch, rows: torch.Tensor | None = N
 def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -> torch.Tensor:
     """Fused loss plus, when the model has them, its auxiliary unimodal heads' losses.
 
-    The single place the training loss is computed. ``criterion(logits, batch, rows=None)``
-    defaults to masked BCE (see :func:`medmm.train.losses.build_criterion`).
+    The single place the trainer computes the loss. ``criterion(logits, batch, rows=None)`` is
+    the class-imbalance loss (:func:`medmm.train.losses.build_criterion`; masked BCE by
+    default). A model with multi-task loss weighting (``loss_weighting``, as
+    :class:`~medmm.models.multimodal.MultimodalModel`) combines its tasks' losses itself
+    (:func:`medmm.models.losses.multitask_loss`, called on the possibly DDP-wrapped model so
+    that gradients are synchronised).
     """
-    if hasattr(getattr(model, "module", model), "loss_weighting"):  # per-head losses, task weights: the model's
+    core = getattr(model, "module", model)
+    if hasattr(core, "loss_weighting") and hasattr(core, "label_columns"):
         from ..models.losses import multitask_loss
 
         return multitask_loss(model, batch, criterion)
@@ -146,7 +151,7 @@ def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -
     logits, aux = out if isinstance(out, tuple) else (out, {})
     loss = criterion(logits, batch)
     if aux:
-        weight = getattr(getattr(getattr(model, "module", model), "config", None), "aux_weight", 0.0)
+        weight = getattr(getattr(core, "config", None), "aux_weight", 0.0)
         loss = loss + weight * sum(criterion(lg, batch, rows) for lg, rows in aux.values()) / len(aux)
     return loss
 
@@ -161,9 +166,11 @@ def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size
     model.eval()
     probs, labels, lmask, present = [], [], [], []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ds.collate)
+    proba = getattr(model, "predict_proba", None)
     for batch in loader:
         b = batch.to(device)
-        probs.append(torch.sigmoid(model(b.values, b.present).float()).cpu().numpy())
+        p = proba(b.values, b.present) if proba is not None else torch.sigmoid(model(b.values, b.present))
+        probs.append(p.float().cpu().numpy())
         labels.append(batch.labels.numpy())
         lmask.append(batch.label_mask.numpy())
         present.append(batch.present.numpy())
@@ -178,16 +185,20 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     from ..evaluate.metrics import auroc
 
     p, y, m, _ = predict_dataset(model, ds, device=device)
+    cols = getattr(getattr(model, "module", model), "output_columns", None)
     out: dict[str, float] = {}
     losses = []
     for k, t in enumerate(tasks):
+        j = cols.index(t) if cols and t in cols and p.shape[1] != y.shape[1] else k
+        if j >= p.shape[1]:
+            continue
         sel = m[:, k]
-        out[f"val_auroc_{t}"] = auroc(y[sel, k], p[sel, k])
-        pk = np.clip(p[sel, k], 1e-7, 1 - 1e-7)
+        out[f"val_auroc_{t}"] = auroc(y[sel, k], p[sel, j])
+        pk = np.clip(p[sel, j], 1e-7, 1 - 1e-7)
         losses.append(float(-np.mean(y[sel, k] * np.log(pk) + (1 - y[sel, k]) * np.log(1 - pk))) if sel.any() else np.nan)
-    aucs = [out[f"val_auroc_{t}"] for t in tasks]
-    out["val_auroc_mean"] = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
-    out["val_loss"] = float(np.nanmean(losses))
+    aucs = [v for k, v in out.items()]
+    out["val_auroc_mean"] = float(np.nanmean(aucs)) if aucs and not all(np.isnan(aucs)) else float("nan")
+    out["val_loss"] = float(np.nanmean(losses)) if losses else float("nan")
     return out
 
 

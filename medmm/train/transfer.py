@@ -120,7 +120,7 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
     Returns ``{modality: TrainResult}``. ``callbacks_for(modality)`` may give callbacks
     (for instance a tracker prefixing metrics with ``pretrain_<modality>_``).
     """
-    from ..models.multimodal import ModelConfig, MultimodalModel
+    from ..models.multimodal import DEFAULT_ENCODERS, ModelConfig, MultimodalModel
     from .trainer import train
 
     results = {}
@@ -132,7 +132,8 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
         va = DatasetView.of(val_ds, modalities=(m,), present_only=True) if val_ds is not None else None
         if not len(tr):
             continue
-        cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: dict(base.encoders[m])},
+        spec = dict(base.encoders.get(m) or DEFAULT_ENCODERS[m])
+        cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: spec},
                           fusion={"name": "concat"}, dim=base.dim, modality_dropout=0.0, aux_weight=0.0,
                           unimodal_residual=False)
         uni = MultimodalModel(cfg, {m: model.input_shapes[m]}, None)
