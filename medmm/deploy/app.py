@@ -238,7 +238,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
         probs = predictor.predict_values([values])[0]
         predictions_total.inc()
         return PredictOut(patient_id=record.patient_id,
-                          probabilities={t: float(p) for t, p in zip(predictor.tasks, probs)},
+                          probabilities={t: float(p) for t, p in zip(predictor.columns, probs)},
                           present={m: values.get(m) is not None for m in predictor.modalities},
                           runtime=predictor.runtime, latency_ms=(time.perf_counter() - t0) * 1e3)
 

@@ -190,6 +190,9 @@ def distill(teacher: Any, train_ds: Any, val_ds: Any = None, *, config: Any = No
     from ..models.multimodal import MultimodalModel
     from ..train.trainer import masked_bce, seed_everything
 
+    kinds = [teacher.config.task_spec(t)[0] if hasattr(teacher.config, "task_spec") else "binary" for t in teacher.tasks]
+    if any(k != "binary" for k in kinds):
+        raise ConfigError("distillation supports binary tasks only", hint="drop 'distilled' from the methods")
     seed_everything(seed)
     teacher = teacher.cpu().eval()
     student = MultimodalModel(config or student_config(teacher.config), teacher.input_shapes, teacher.preprocessor)
@@ -248,6 +251,7 @@ def compare_methods(model_dir: str | Path, train_ds: Any, val_ds: Any, *, out_di
 
     from ..models.multimodal import MultimodalModel
     from .bench import measure_latency
+    from .export import output_probs
     from .export import export_onnx, export_torchscript, onnx_session
 
     if threads:
@@ -269,7 +273,7 @@ def compare_methods(model_dir: str | Path, train_ds: Any, val_ds: Any, *, out_di
         def fn(xs):
             with torch.inference_mode():
                 vals = {mm: torch.from_numpy(xs[j]) for j, mm in enumerate(model.modalities)}
-                return torch.sigmoid(m(vals, torch.from_numpy(xs[-1]))).numpy()
+                return output_probs(m, m(vals, torch.from_numpy(xs[-1]))).numpy()
         return fn
 
     def ort_fn(path):

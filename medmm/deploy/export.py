@@ -39,6 +39,13 @@ class ExportError(MedmmError):
     """An export failed or did not match the eager model."""
 
 
+def output_probs(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """The model's output function (sigmoid, softmax ...) on its logits."""
+    if hasattr(model, "predict_from_logits"):
+        return model.predict_from_logits(logits)
+    return torch.sigmoid(logits)
+
+
 class _AllRowsEncoder(nn.Module):
     """Export-only stand-in for an encoder: encode every row, zero the absent rows."""
 
@@ -48,7 +55,13 @@ class _AllRowsEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder.encode(x)
-        return torch.where(mask[:, None], out, torch.zeros_like(out))
+        return torch.where(mask[:, None], out.float(), torch.zeros_like(out, dtype=torch.float32))
+
+    def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, tok, valid = self.encoder.encode_tokens(x)
+        z = torch.where(mask[:, None], z.float(), torch.zeros_like(z, dtype=torch.float32))
+        tok = torch.where(mask[:, None, None], tok.float(), torch.zeros_like(tok, dtype=torch.float32))
+        return z, tok, valid & mask[:, None]
 
 
 def export_copy(model: nn.Module) -> nn.Module:
@@ -90,7 +103,7 @@ class InferenceModule(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         values = {m: args[j] for j, m in enumerate(self.modalities)}
-        return torch.sigmoid(self.model(values, args[len(self.modalities)]))
+        return output_probs(self.model, self.model(values, args[len(self.modalities)]))
 
 
 def example_inputs(model: Any, batch: int = 2, *, seed: int = 0, present: Any = None) -> tuple[torch.Tensor, ...]:
@@ -115,7 +128,7 @@ def input_names(model: Any) -> list[str]:
 def eager_probs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
     model.eval()
     values = {m: inputs[j] for j, m in enumerate(model.modalities)}
-    return torch.sigmoid(model(values, inputs[-1])).numpy()
+    return output_probs(model, model(values, inputs[-1])).numpy()
 
 
 def _onnx_export(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, names: list[str],
@@ -137,6 +150,9 @@ def export_onnx_split(model: nn.Module, out_dir: str | Path, *, opset: int = 18)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
+    if getattr(model, "uses_tokens", False):
+        raise ExportError("this model's fusion reads encoder tokens, which the split graphs do not carry",
+                          hint="use the single graph (runtime onnx-full)")
     paths: dict[str, Path] = {}
     for m in model.modalities:
         enc = model.encoders[m]
@@ -165,7 +181,7 @@ class _SplitHead(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         feats = {m: args[j] for j, m in enumerate(self.modalities)}
-        return torch.sigmoid(self.model(feats, args[len(self.modalities)]))
+        return output_probs(self.model, self.model(feats, args[len(self.modalities)]))
 
 
 class SplitOnnxRunner:
@@ -336,7 +352,7 @@ def export_model(model: Any, out_dir: str | Path, *, records: list | None = None
         got = sess.run(None, onnx_feed(sess, val))[0]
         res.parity["onnx"] = check_parity(ref, got, tol=tol, name="ONNX Runtime")
         res.seconds["onnx"] = time.perf_counter() - t
-    if "onnx-split" in formats:
+    if "onnx-split" in formats and not getattr(model, "uses_tokens", False):
         t = time.perf_counter()
         export_onnx_split(model, out / "split", opset=opset)
         runner = SplitOnnxRunner(out / "split", model.modalities, model.config.dim)

@@ -31,6 +31,8 @@ class Predictor:
         self._fn = fn
         self.modalities = tuple(model.modalities)
         self.tasks = tuple(model.tasks)
+        #: names of the probability columns (one per binary task; one per class of a multi-class task)
+        self.columns = tuple(getattr(model, "output_columns", None) or model.tasks)
         self.preprocessor = model.preprocessor
         self.shapes = {m: tuple(model.input_shapes[m]) for m in self.modalities}
 
@@ -85,6 +87,9 @@ class Predictor:
             names = [i.name for i in sess.get_inputs()]
             return cls(model, runtime, lambda inputs: sess.run(None, dict(zip(names, inputs)))[0], threads=threads)
         split = export_dir / "split"
+        if getattr(model, "uses_tokens", False):
+            raise ConfigError("this model's fusion reads encoder tokens: the split ONNX runtime cannot run it",
+                              hint="use --runtime onnx-full")
         if not (split / "fusion.onnx").exists():
             export_model(model, export_dir, formats=("onnx-split",))
         if runtime == "onnx-int8":
@@ -130,11 +135,13 @@ class Predictor:
 def _eager_fn(model: Any):
     import torch
 
+    from .export import output_probs
+
     model.eval()
 
     def fn(inputs):
         with torch.inference_mode():
             values = {m: torch.from_numpy(inputs[j]) for j, m in enumerate(model.modalities)}
-            return torch.sigmoid(model(values, torch.from_numpy(inputs[-1]))).numpy()
+            return output_probs(model, model(values, torch.from_numpy(inputs[-1]))).numpy()
 
     return fn

@@ -118,10 +118,11 @@ class HealthMonitor:
         self.alerts: list[Alert] = []
         self.n_observations = 0
         if predictor is not None:
-            task = self.config.model_task or predictor.tasks[0]
-            if task not in predictor.tasks:
-                raise ConfigError(f"the model has no task {task!r}", hint=f"choose one of {predictor.tasks}")
-            self._task_index = predictor.tasks.index(task)
+            columns = tuple(getattr(predictor, "columns", predictor.tasks))
+            task = self.config.model_task or columns[0]
+            if task not in columns:
+                raise ConfigError(f"the model has no output {task!r}", hint=f"choose one of {columns}")
+            self._task_index = columns.index(task)
 
     # ------------------------------------------------------------------ input
     def set_context(self, patient_id: str, *, notes: Any = None, ehr: Any = None, image: Any = None,
@@ -277,7 +278,7 @@ class HealthMonitor:
         probs = self.predictor.predict_values(items)[:, self._task_index]
         p.risk = float(probs[0])
         p.last_model_time = t
-        task = self.predictor.tasks[self._task_index]
+        task = tuple(getattr(self.predictor, "columns", self.predictor.tasks))[self._task_index]
         expl = [f"model risk of {task} {p.risk:.2f} from {', '.join(present) or 'no modality (the prior)'}"]
         contrib = sorted(((float(probs[0] - probs[k + 1]), m) for k, m in enumerate(present)), reverse=True)
         for d, m in contrib:

@@ -1,0 +1,126 @@
+"""Export (TorchScript, ONNX single and split graphs) with parity, runtimes, and compression."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+
+def build_tiny_model(cohort, seed=0):
+    from medmm.models.multimodal import ModelConfig, MultimodalModel
+    from medmm.preprocess import MultimodalPreprocessor
+    from medmm.preprocess.image import ImagePreprocessor
+
+    torch.manual_seed(seed)
+    train = cohort.split("train")
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(train)
+    cfg = ModelConfig(tasks={"tumor": "binary", "disease": "binary"}, dim=16,
+                      encoders={"image": {"name": "tiny_cnn3d", "channels": (4, 8)}, "notes": {"name": "tfidf_mlp", "hidden": 16},
+                                "vitals": {"name": "gru", "hidden": 8}, "ehr": {"name": "mlp", "hidden": 8}},
+                      fusion={"name": "attention", "heads": 2})
+    model = MultimodalModel(cfg, pre.output_shapes(), pre)
+    # a few random BatchNorm statistics so eval mode is not the identity
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm3d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_loaded, tmp_path_factory):
+    from medmm.deploy.export import export_model
+
+    model = build_tiny_model(tiny_loaded)
+    model_dir = model.save(tmp_path_factory.mktemp("model") / "model")
+    res = export_model(model, model_dir / "export", records=tiny_loaded.split("val") + tiny_loaded.split("test"))
+    return model, model_dir, res
+
+
+def test_export_writes_artifacts_with_parity(exported):
+    import json
+
+    model, model_dir, res = exported
+    assert res.torchscript.exists() and res.onnx.exists()
+    assert set(res.parity) == {"torchscript", "onnx", "onnx-split"}
+    assert all(v <= 1e-4 for v in res.parity.values())
+    meta = json.loads((model_dir / "export" / "export.json").read_text())
+    assert meta["modalities"] == list(model.modalities) and meta["parity_tol"] == 1e-4
+
+
+def test_export_only_forward_matches_present_row_encoders(exported):
+    """The all-rows wrapper gives the eager model's output on every presence pattern, batch sizes 1..n."""
+    from medmm.deploy.export import InferenceModule, eager_probs, validation_inputs
+
+    model, _, _ = exported
+    inputs = validation_inputs(model, n=24, seed=3)
+    ref = eager_probs(model, inputs)
+    got = InferenceModule(model)(*inputs).detach().numpy()
+    assert np.abs(ref - got).max() <= 1e-5
+    one = tuple(x[2:3] for x in inputs)
+    assert np.abs(InferenceModule(model)(*one).detach().numpy() - ref[2:3]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx", "onnx-full"])
+def test_runtimes_agree_on_records_and_dynamic_batch(exported, tiny_loaded, runtime):
+    from medmm.deploy.runtime import Predictor
+
+    model, model_dir, _ = exported
+    records = tiny_loaded.records[:9]
+    ref = model.predict_records(records)
+    pred = Predictor.load(model_dir, runtime=runtime)
+    assert np.abs(pred.predict_records(records) - ref).max() <= 1e-4
+    assert np.abs(pred.predict_records(records[:1]) - ref[:1]).max() <= 1e-4
+    # every modality missing: the prior, finite
+    from medmm.records import PatientRecord
+
+    empty = pred.predict_records([PatientRecord("x")])
+    assert np.isfinite(empty).all()
+    assert np.abs(empty - model.predict_records([PatientRecord("x")])).max() <= 1e-4
+
+
+def test_parity_check_refuses_a_wrong_graph():
+    from medmm.deploy.export import ExportError, check_parity
+
+    a = np.array([[0.2, 0.7]])
+    assert check_parity(a, a + 5e-5) <= 1e-4
+    with pytest.raises(ExportError, match="exceeds"):
+        check_parity(a, a + 1e-3)
+    with pytest.raises(ExportError, match="shape"):
+        check_parity(a, a[:, :1])
+
+
+def test_dynamic_quantisation_and_pruning(exported):
+    from torch import nn
+
+    from medmm.deploy.compress import model_size_bytes, prune_model, quantize_dynamic, sparsity
+    from medmm.deploy.export import eager_probs, validation_inputs
+
+    model, _, _ = exported
+    inputs = validation_inputs(model, n=16)
+    ref = eager_probs(model, inputs)
+    q = quantize_dynamic(model)
+    kinds = {type(m).__module__ for m in q.modules()}
+    assert any("quantized" in k for k in kinds)
+    assert not any(isinstance(m, nn.GRU) and type(m) is nn.GRU for m in q.modules())
+    assert model_size_bytes(q) < model_size_bytes(model)
+    assert np.abs(eager_probs(q, inputs) - ref).max() < 0.05
+    p = prune_model(model, 0.5)
+    assert 0.49 <= sparsity(p) <= 0.51 and sparsity(model) < 0.01
+    assert model_size_bytes(p, compressed=True) < model_size_bytes(model, compressed=True)
+
+
+def test_onnx_static_quantisation_calibrates(exported, tmp_path):
+    from medmm.deploy.compress import quantize_onnx_static, quantized_op_report
+    from medmm.deploy.export import onnx_feed, onnx_session, validation_inputs
+
+    model, model_dir, _ = exported
+    inputs = validation_inputs(model, n=16)
+    names = [*model.modalities, "present"]
+    calib = [dict(zip(names, [x[s:s + 8].numpy() for x in inputs])) for s in (0, 8)]
+    out = quantize_onnx_static(model_dir / "export" / "model.onnx", tmp_path / "q.onnx", calib)
+    assert quantized_op_report(out).get("QuantizeLinear", 0) > 0
+    sess = onnx_session(out)
+    probs = sess.run(None, onnx_feed(sess, inputs))[0]
+    assert probs.shape == (16, 2) and np.isfinite(probs).all()
