@@ -237,7 +237,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConfig:
     try:
-        return ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
@@ -245,6 +245,12 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
             f"{exc.error_count()} problem(s) in the experiment config; first: {loc}: {first['msg']}",
             path=source, column=loc or None,
             hint="see data_schemas/experiment.schema.json or `medmm train --help`") from exc
+    try:
+        cfg.train_config()  # the trainer's own checks (allowed optimiser, scheduler, loss names)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=source, column=f"train.{exc.column}" if exc.column else "train",
+                          hint=exc.hint) from exc
+    return cfg
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

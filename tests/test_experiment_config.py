@@ -90,3 +90,35 @@ def test_stored_schema_matches_the_models_and_validates_configs():
         jsonschema.validate({**CFG, "train": {"epochs": "x"}}, stored)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"split": {}}, stored)  # cohort is required
+
+
+def test_train_command_resolves_config_overrides_and_shortcuts(tmp_path, capsys):
+    from medmm.cli import main
+
+    f = _write(tmp_path, CFG)
+    assert main(["train", "--config", str(f), "train.lr=0.01", "--epochs", "3", "--fusion", "gated",
+                 "--modalities", "image,ehr", "--register", "m1", "--no-log-model", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.01 and printed["train"]["epochs"] == 3
+    assert printed["model"]["fusion"]["name"] == "gated" and printed["model"]["modalities"] == ["image", "ehr"]
+    assert printed["tracking"]["register_model"] == "m1" and printed["tracking"]["log_model"] is False
+    # without a config file the first argument is the manifest
+    assert main(["train", str(tmp_path / "m.csv"), "split.cv_folds=4", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["cohort"]["manifest"].endswith("m.csv") and printed["split"]["cv_folds"] == 4
+    assert main(["train", "--config", str(f), "train.optimizer=adam", "--print-config"]) == 1
+    assert "train.optimizer" in capsys.readouterr().err
+    assert main(["train", "--resume", "abc", "train.lr=1"]) == 1  # a resumed run keeps its settings
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_every_option_has_help(command):
+    import argparse
+
+    from medmm.commands import predict, train
+
+    p = argparse.ArgumentParser()
+    {"train": train, "predict": predict}[command].add_arguments(p)
+    assert p.description
+    for action in p._actions:
+        assert action.help, action.dest
