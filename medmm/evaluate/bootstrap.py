@@ -93,6 +93,16 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
+class _FP:
+    """``cum - tp`` evaluated only where indexed (avoids a third ``[B, G]`` matrix)."""
+
+    def __init__(self, tp: np.ndarray, cum: np.ndarray) -> None:
+        self.tp, self.cum = tp, cum
+
+    def __getitem__(self, key):
+        return self.cum[key] - self.tp[key]
+
+
 def _point(tp, fp, pos, neg, idx, thr) -> dict[str, np.ndarray]:
     """Metrics at column ``idx`` of the cumulative counts (``-1``: nothing predicted positive)."""
     rows = np.arange(tp.shape[0])
@@ -128,50 +138,60 @@ def metric_arrays(
     p = np.asarray(p, dtype=np.float64)
     b = w.shape[0]
     thr, posg, totg = curve_counts(w, y, p)
-    tp = np.cumsum(posg, axis=1, dtype=np.float64)
-    cum = np.cumsum(totg, axis=1, dtype=np.float64)
+    # integer counts: float32 sums are exact up to 2**24 patients; the point estimate uses float64
+    acc = np.float64 if b == 1 else np.float32
+    tp = np.cumsum(posg, axis=1, dtype=acc)
+    cum = np.cumsum(totg, axis=1, dtype=acc)
     g = tp.shape[1]
-    pos = tp[:, -1] if g else np.zeros(b)
-    neg = (cum[:, -1] - pos) if g else np.zeros(b)
+    pos = tp[:, -1].astype(np.float64) if g else np.zeros(b)
+    neg = (cum[:, -1] - tp[:, -1]).astype(np.float64) if g else np.zeros(b)
     ok = (pos > 0) & (neg > 0)
     out: dict[str, np.ndarray] = {"n": pos + neg, "n_positive": pos}
+    e = lambda a, c: np.einsum("bg,bg->b", a, c, dtype=np.float64)  # noqa: E731
     with np.errstate(divide="ignore", invalid="ignore"):
-        # AUROC: each negative scores against the positives above it, ties count half
-        negg = totg - posg
-        auc = np.einsum("bg,bg->b", negg, tp - 0.5 * posg) / (pos * neg)
-        out["auroc"] = np.where(ok, auc, np.nan)
+        # AUROC: each negative scores against the positives at or above it, ties counting half:
+        # sum_g neg_g * (tp_g - pos_g / 2), with neg_g = tot_g - pos_g
+        auc = e(totg, tp) - e(posg, tp) - 0.5 * (e(totg, posg) - e(posg, posg))
+        out["auroc"] = np.where(ok, auc / (pos * neg), np.nan)
         # average precision: sum over thresholds of (R_k - R_{k-1}) * P_k
-        prec = np.divide(tp, cum, out=np.zeros_like(tp), where=cum > 0)
-        out["auprc"] = np.where(ok, np.einsum("bg,bg->b", posg, prec) / pos, np.nan)
+        prec = tp / np.maximum(cum, 1)  # cum == 0 only where tp == 0
+        out["auprc"] = np.where(ok, e(posg, prec) / pos, np.nan)
+        del prec
     # calibration
     total = w.sum(axis=1, dtype=np.float64)
     out["brier"] = _safe_div(w @ ((p - y) ** 2).astype(np.float32), total)
     bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    onehot = np.zeros((len(p), n_bins), dtype=np.float32)
-    onehot[np.arange(len(p)), bins] = 1.0
-    cnt = (w @ onehot).astype(np.float64)
-    sp = (w @ (onehot * p[:, None].astype(np.float32))).astype(np.float64)
-    sy = (w @ (onehot * y[:, None])).astype(np.float64)
+    design = np.zeros((len(p), 3 * n_bins), dtype=np.float32)  # [bin indicator | p | y] per bin, one matmul
+    rows = np.arange(len(p))
+    design[rows, bins] = 1.0
+    design[rows, n_bins + bins] = p
+    design[rows, 2 * n_bins + bins] = y
+    sums = (w @ design).astype(np.float64)
+    cnt, sp, sy = sums[:, :n_bins], sums[:, n_bins:2 * n_bins], sums[:, 2 * n_bins:]
     out["ece"] = _safe_div(np.abs(sp - sy).sum(axis=1), total)
     out["calib_n"] = cnt
     out["calib_pred"] = _safe_div(sp, cnt)
     out["calib_obs"] = _safe_div(sy, cnt)
     # operating points
-    fp = cum - tp
     points: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     named = {f"threshold_{ops.fixed:g}": ops.fixed, **(fixed_thresholds or {})}
     for name, t in named.items():
         idx = np.full(b, int(np.searchsorted(-thr, -t, side="right")) - 1)  # last threshold >= t
         points[name] = (idx, np.full(b, float(t)))
     if g and ops.youden:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            j = tp * (1.0 / pos)[:, None] - fp * (1.0 / neg)[:, None]
-        idx = np.argmax(np.nan_to_num(j, nan=-np.inf), axis=1)
+        # J = tp/P - fp/N = tp (1/P + 1/N) - cum/N; rows without both classes pick column 0
+        ip = np.where(pos > 0, 1.0 / np.maximum(pos, 1), 0.0).astype(acc)
+        ineg = np.where(neg > 0, 1.0 / np.maximum(neg, 1), 0.0).astype(acc)
+        j = tp * (ip + ineg)[:, None]
+        j -= cum * ineg[:, None]
+        idx = np.argmax(j, axis=1)
+        del j
         points["youden"] = (idx, thr[idx])
     if g and ops.target_sensitivity is not None:
-        below = (tp < (ops.target_sensitivity * pos - 1e-9)[:, None]).sum(axis=1)
+        below = (tp < (ops.target_sensitivity * pos - 1e-9).astype(acc)[:, None]).sum(axis=1)
         idx = np.minimum(below, g - 1)
         points[f"sensitivity_{ops.target_sensitivity:g}"] = (idx, thr[idx])
+    fp = _FP(tp, cum)
     for name, (idx, t) in points.items():
         for k, v in _point(tp, fp, pos, neg, idx, t).items():
             out[f"{name}.{k}"] = np.asarray(v, dtype=np.float64)
