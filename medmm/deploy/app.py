@@ -248,7 +248,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
                 "modalities": list(predictor.modalities)}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[Depends(require_key)])
-    def metrics() -> PlainTextResponse:
+    def metrics():
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/predict", response_model=PredictOut, tags=["model"], dependencies=[Depends(require_key)],
