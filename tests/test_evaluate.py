@@ -196,3 +196,24 @@ def test_shapley_over_modalities_on_a_known_game():
     assert sh.loc["image", "shapley_auroc"] > sh.loc["ehr", "shapley_auroc"] > 0
     # additive game: a patient's logit Shapley value is exactly its modality's evidence
     assert sh.loc["image", "mean_abs_logit_shapley"] == pytest.approx(np.mean(np.abs(ev["image"])))
+
+
+def test_baseline_table_compares_on_patients_with_the_baselines_modalities():
+    from medmm.evaluate.robustness import baseline_table
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.5).astype(float)
+    pattern = np.where(rng.random(n) < 0.5, "image+notes", "notes")
+    fused = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(size=n))))
+    weak = 1 / (1 + np.exp(-(0.3 * (2 * y - 1) + rng.normal(size=n))))
+    preds = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "pattern": pattern, "label_t": y,
+                          "prob_t": fused})
+    base = pd.DataFrame({"patient_id": preds.patient_id[::-1], "prob_t": weak[::-1]})  # order does not matter
+    df = baseline_table(preds, {"image only": (base, ("image",))}, ["t"])
+    row = df.iloc[0]
+    sel = pattern == "image+notes"
+    assert row.n == sel.sum()
+    assert row.auroc_fused == pytest.approx(roc_auc_score(y[sel], fused[sel]))
+    assert row.auroc_baseline == pytest.approx(roc_auc_score(y[sel], weak[sel]))
+    assert row.fusion_helps and row.p_value < 1e-3

@@ -49,6 +49,7 @@ class EvaluationResult:
     shapley: Any = None
     masked: dict[str, np.ndarray] = field(default_factory=dict)
     comparisons: dict[str, Any] = field(default_factory=dict)
+    baselines: Any = None
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +127,15 @@ class EvaluationResult:
         self.comparisons[f"{names[0]} vs {names[1]}"] = df
         return df
 
+    def compare_baselines(self, baselines: dict[str, Any]):
+        """Fusion against separately trained baselines (e.g. one unimodal model per modality:
+        ``{"image only": image_result, ...}``), each on the patients that have its modalities.
+        Stored in :attr:`baselines` for the report; see :func:`~medmm.evaluate.robustness.baseline_table`."""
+        from .robustness import baseline_table
+
+        self.baselines = baseline_table(self.predictions, baselines, self.tasks)
+        return self.baselines
+
     # ------------------------------------------------------------------ outputs
     def figures(self, *, n_boot: int = 200) -> dict[str, Any]:
         """The report's matplotlib figures, by file name."""
@@ -157,7 +167,7 @@ class EvaluationResult:
         self.predictions.to_parquet(paths["predictions"], index=False)
         paths["metrics"] = out / "metrics.csv"
         self.metrics_frame().to_csv(paths["metrics"], index=False)
-        for name in ("subgroups", "patterns", "masking", "fusion", "shapley"):
+        for name in ("subgroups", "patterns", "masking", "fusion", "shapley", "baselines"):
             df = getattr(self, name)
             if df is not None and len(df):
                 paths[name] = out / f"{name}.csv"
@@ -230,7 +240,7 @@ class EvaluationResult:
         parts.append("<details><summary>operating points</summary>" + _table(self.operating_points()) + "</details>")
         if self.calibrated_metrics is not None:
             parts.append("<details><summary>calibration</summary>" + _table(self.calibration_table()) + "</details>")
-        for name in ("subgroups", "patterns", "masking", "fusion", "shapley"):
+        for name in ("subgroups", "patterns", "masking", "fusion", "baselines", "shapley"):
             df = self.subgroup_table() if name == "subgroups" else getattr(self, name)
             if df is not None and len(df):
                 parts.append(f"<details><summary>{name}</summary>{_table(df)}</details>")

@@ -295,6 +295,9 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
         parts.append("<h2>Does fusion help?</h2><p class='note'>On the patients that have the modality: the "
                      "fused prediction against the same model given that modality alone (DeLong).</p>"
                      + _table(result.fusion))
+    if getattr(result, "baselines", None) is not None and len(result.baselines):
+        parts.append("<h3>Against separately trained baselines</h3><p class='note'>On the patients that have "
+                     "every modality the baseline uses (DeLong).</p>" + _table(result.baselines))
     if result.shapley is not None and len(result.shapley):
         parts.append("<h2>Per-modality contribution (Shapley values by masking)</h2>" + _table(result.shapley))
     if result.comparisons:

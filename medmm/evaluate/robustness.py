@@ -12,7 +12,7 @@ import numpy as np
 
 from .metrics import auroc
 
-__all__ = ["pattern_metrics", "masking_table", "fusion_table", "shapley_values"]
+__all__ = ["pattern_metrics", "masking_table", "fusion_table", "shapley_values", "baseline_table"]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -134,4 +134,36 @@ def shapley_values(scored) -> Any:
             rows.append({"task": t, "modality": m, "shapley_auroc": phi_auc,
                          "mean_abs_logit_shapley": float(np.mean(np.abs(phi_i))) if len(phi_i) else np.nan,
                          "mean_logit_shapley": float(np.mean(phi_i)) if len(phi_i) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def baseline_table(predictions, baselines: dict[str, Any], tasks) -> Any:
+    """Does fusion help, against separately trained baselines (unimodal models, say)?
+
+    ``baselines`` maps a name to an :class:`~medmm.evaluate.api.EvaluationResult` (whose
+    ``modalities`` say what it uses) or to ``(predictions table, modalities)``. Each is
+    compared with the fused model on the patients both scored that have every modality the
+    baseline uses (DeLong's test of the AUROC difference).
+    """
+    import pandas as pd
+
+    from .compare import delong_test
+
+    rows = []
+    for name, b in baselines.items():
+        if isinstance(b, tuple):
+            bpred, bmods = b
+        else:
+            bpred, bmods = b.predictions, tuple(b.modalities)
+        m = predictions[["patient_id", "pattern", *[f"label_{t}" for t in tasks], *[f"prob_{t}" for t in tasks]]].merge(
+            bpred[["patient_id", *[f"prob_{t}" for t in tasks]]], on="patient_id", suffixes=("", "__b"))
+        has = m["pattern"].astype(str).str.split("+").map(lambda p: set(bmods) <= set(p)).to_numpy(bool)
+        for t in tasks:
+            y = m[f"label_{t}"].to_numpy(float)
+            sel = has & ~np.isnan(y)
+            d = delong_test(y[sel], m[f"prob_{t}"].to_numpy(float)[sel], m[f"prob_{t}__b"].to_numpy(float)[sel])
+            rows.append({"task": t, "baseline": name, "baseline_modalities": "+".join(bmods), "n": int(sel.sum()),
+                         "auroc_fused": d["auroc_1"], "auroc_baseline": d["auroc_2"], "gain": d["difference"],
+                         "low": d["low"], "high": d["high"], "p_value": d["p_value"],
+                         "fusion_helps": bool(d["low"] > 0) if not np.isnan(d["low"]) else False})
     return pd.DataFrame(rows)
