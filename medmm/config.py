@@ -106,6 +106,9 @@ class PreprocessSection(_Section):
     notes: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TextPreprocessor.")
     vitals: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of VitalsPreprocessor.")
     ehr: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TabularPreprocessor.")
+    cache_dir: str | None = Field(None, description="On-disk cache of preprocessed images: when set, images are read "
+                                  "in the DataLoader workers (train.num_workers) through it instead of being held in "
+                                  "memory, and augmented there when preprocess.image.augment is set.")
 
 
 class TransferSection(_Section):

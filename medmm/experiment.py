@@ -200,8 +200,16 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     seed_everything(train_config.seed)
     model = MultimodalModel(model_config, pre.output_shapes(), pre)
     columns = tuple(getattr(model, "label_columns_flat", model_config.tasks))
-    datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in
-                (("train", train_recs), ("val", val_recs), ("test", test_recs))}
+    parts = (("train", train_recs), ("val", val_recs), ("test", test_recs))
+    if cfg.preprocess.cache_dir:
+        from .train.datasets import CachedImageDataset, image_sources
+
+        sources = image_sources(cfg.cohort.manifest)
+        datasets = {s: CachedImageDataset(r, pre, columns, sources=sources, cache_dir=cfg.preprocess.cache_dir,
+                                          training=s == "train", seed=train_config.seed, progress=progress)
+                    for s, r in parts}
+    else:
+        datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in parts}
     tc = cfg.transfer
     val = datasets["val"] if len(datasets["val"]) else None
     transfer_info: dict[str, Any] = {}

@@ -43,7 +43,10 @@ def logged(tiny_cohort, tiny_loaded, uri, tmp_path_factory):
     from medmm.experiment import run_experiment
 
     out = tmp_path_factory.mktemp("run")
-    cfg = _cfg(tiny_cohort, out, uri, train={"loss": "weighted_bce", "pos_weight": "auto"},
+    # images read in 2 DataLoader workers through the on-disk cache (the in-memory path is the default
+    # in the other runs)
+    cfg = _cfg(tiny_cohort, out, uri, train={"loss": "weighted_bce", "pos_weight": "auto", "num_workers": 2},
+               preprocess={"cache_dir": str(out / "image_cache")},
                tracking={"register_model": "tiny-model", "run_name": "logged"})
     return run_experiment(config=cfg, cohort=tiny_loaded, progress=False), out
 
@@ -58,6 +61,7 @@ def test_run_logs_params_config_environment_plots_and_model(logged, uri):
     assert p["train.loss"] == "weighted_bce" and p["model.fusion.name"] == "attention"
     assert p["imbalance.loss"] == "weighted_bce" and p["imbalance.pos_weight"].startswith("[")
     assert int(p["data.n_train"]) > 0 and p["cohort.manifest"] == "manifest.csv"
+    assert p["train.num_workers"] == "2" and any((out / "image_cache").rglob("*.npy"))
     assert run.data.tags["medmm.checkpoint_dir"] == str(out / "checkpoints")
     hist = client.get_metric_history(res.run_id, "train_loss")
     assert sorted(m.step for m in hist) == [h["epoch"] for h in res.history]

@@ -398,6 +398,8 @@ def train(
             while not finished and epoch < config.epochs:
                 skip_batches = start_batch if epoch == start_epoch else 0
                 sampler.set_epoch(epoch, skip=skip_batches * config.batch_size)
+                if hasattr(train_ds, "set_epoch"):  # per-epoch augmentation seeds
+                    train_ds.set_epoch(epoch)
                 loader = torch.utils.data.DataLoader(
                     train_ds, batch_size=config.batch_size, sampler=sampler, collate_fn=train_ds.collate,
                     drop_last=drop_last, num_workers=config.num_workers, worker_init_fn=_worker_init,

@@ -27,29 +27,37 @@ __all__ = ["DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_
 
 
 class DatasetView(torch.utils.data.Dataset):
-    """Some of a dataset's items, seen through some of its modalities (no re-preprocessing)."""
+    """Some of a dataset's patients, seen through some of its modalities (no re-preprocessing).
+
+    Built from a list of items, or (:meth:`of`) over a base dataset whose ``__getitem__`` it
+    uses, so that lazily read images (:class:`~medmm.train.datasets.CachedImageDataset`) work too.
+    """
 
     def __init__(self, items: list[dict[str, Any]], tasks: tuple[str, ...], modalities: tuple[str, ...],
-                 shapes: dict[str, tuple[int, ...]]) -> None:
+                 shapes: dict[str, tuple[int, ...]], *, base: Any = None, indices: list[int] | None = None) -> None:
         self.items = items
         self.tasks = tuple(tasks)
         self.modalities = tuple(modalities)
         self.shapes = shapes
+        self.base = base
+        self.indices = indices
 
     @classmethod
     def of(cls, ds: Any, *, modalities: tuple[str, ...] | None = None, present_only: bool = False,
            indices: Any = None) -> "DatasetView":
-        items = list(ds.items) if indices is None else [ds.items[int(i)] for i in indices]
+        idx = list(range(len(ds))) if indices is None else [int(i) for i in indices]
         mods = tuple(modalities or ds.modalities)
         if present_only:
-            items = [it for it in items if all(it["values"].get(m) is not None for m in mods)]
-        return cls(items, ds.tasks, mods, ds.shapes)
+            def has(it, m):
+                return it["values"].get(m) is not None or (m == "image" and bool(it.get("image_path")))
+            idx = [i for i in idx if all(has(ds.items[i], m) for m in mods)]
+        return cls([ds.items[i] for i in idx], ds.tasks, mods, ds.shapes, base=ds, indices=idx)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
+        return self.items[i] if self.base is None else self.base[self.indices[i]]
 
     def collate(self, items: list[dict[str, Any]]):
         from ..data import collate
