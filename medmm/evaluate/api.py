@@ -178,12 +178,13 @@ class EvaluationResult:
             paths[f"compare {name}"] = p
         if self.calibrator is not None:
             paths["calibration"] = self.calibrator.save(out / "calibration.json")
-        for name, fig in figures.items():
+        pngs = {name: figure_png(fig) for name, fig in figures.items()}  # rendered once, used twice
+        for name, png in pngs.items():
             p = out / "figures" / name
-            p.write_bytes(figure_png(fig))
+            p.write_bytes(png)
             paths[name] = p
         paths["report"] = out / "report.html"
-        self.to_html(paths["report"], figures=figures)
+        self.to_html(paths["report"], figures=pngs)
         (out / "evaluation.json").write_text(json.dumps({
             "info": self.info, "warnings": self.warnings,
             "metrics": {t: {k: list(v) for k, v in self.metrics[t].items() if isinstance(v, tuple)}

@@ -18,12 +18,16 @@ _GRID = np.linspace(0, 1, 101)
 def _new_fig(*args, **kw):
     from ..viz.common import new_figure
 
+    kw.setdefault("layout", "constrained")  # laid out at draw time: labels never clipped, one render
     return new_figure(*args, **kw)
 
 
 def figure_png(fig) -> bytes:
+    """PNG bytes of a figure (constrained layout, so nothing is clipped); bytes pass through."""
+    if isinstance(fig, (bytes, bytearray)):
+        return bytes(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=96)
     return buf.getvalue()
 
 
@@ -110,7 +114,6 @@ def _curves_figure(predictions, tasks, kind, *, n_boot, seed, others=None):
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{t}: {'ROC' if kind == 'roc' else 'PR'} curve, 95% band")
         ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -136,7 +139,6 @@ def calibration_figure(calibration: dict[str, dict[str, Any]]):
         ax.set_ylabel("observed rate")
         ax.set_title(f"{t}: calibration")
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -145,7 +147,7 @@ def forest_figure(subgroups, *, metric: str = "auroc"):
     subgroups too small to estimate are drawn hollow."""
     tasks = list(dict.fromkeys(subgroups["task"])) if len(subgroups) else []
     n_rows = max((len(subgroups[subgroups["task"] == t]) for t in tasks), default=1)
-    fig = _new_fig(figsize=(4.5 * max(1, len(tasks)), 0.32 * n_rows + 1.2))
+    fig = _new_fig(figsize=(6.5 * max(1, len(tasks)), 0.32 * n_rows + 1.2))
     axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         sub = subgroups[subgroups["task"] == t].reset_index(drop=True)
@@ -159,9 +161,8 @@ def forest_figure(subgroups, *, metric: str = "auroc"):
         ax.set_yticks(ys)
         ax.set_yticklabels([f"{r.column}={r.group} (n={r.n})" for r in sub.itertuples()], fontsize=8)
         ax.axvline(0.5, ls=":", color="grey")
-        ax.set_xlabel(f"{metric.upper()} (95% CI; hollow: too small)")
+        ax.set_xlabel(f"{metric.upper()}, 95% CI (hollow: too small)")
         ax.set_title(f"{t}: subgroups")
-    fig.tight_layout()
     return fig
 
 
@@ -186,7 +187,6 @@ def heatmap_figure(table, *, value: str = "auroc_all", row: str = "subset", titl
                         color="white" if data[i, j] < 0.75 else "black")
     fig.colorbar(im, ax=ax, label=value)
     ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
@@ -210,7 +210,6 @@ def confusion_figure(predictions, tasks, thresholds: dict[str, float]):
         ax.set_yticks([0, 1])
         ax.set_yticklabels(["true 0", "true 1"])
         ax.set_title(f"{t} at {thresholds[t]:.3g}", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
@@ -253,7 +252,7 @@ table.tbl th{background:#f4f4f4}
 
 
 def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "medmm evaluation") -> str:
-    """The whole report as one self-contained HTML string (figures inlined as PNG)."""
+    """The whole report as one self-contained HTML string (figures, or their PNG bytes, inlined)."""
     figures = figures if figures is not None else make_figures(result)
 
     def img(name: str) -> str:
