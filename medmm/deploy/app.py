@@ -88,29 +88,68 @@ class MonitorOut(BaseModel):
     state: dict[str, Any]
 
 
+_SIGNAL_CACHE: dict[str, str] = {}
+
+
+def _vitals_frame(obs: list[ObservationIn]) -> Any:
+    """A long vitals frame from JSON observations, cleaned as :func:`medmm.io.vitals.clean_vitals`
+    cleans a file (canonical names and units, physiological ranges, duplicates averaged) but in
+    plain Python: a bad observation is a 422 naming its index instead of a dropped row."""
+    import numpy as np
+    import pandas as pd
+
+    from ..io.vitals import SIGNALS, canonical_signal, convert_unit
+
+    acc: dict[tuple[Any, str], list[float]] = {}
+    units: dict[str, str] = {}
+    for k, o in enumerate(obs):
+        sig = _SIGNAL_CACHE.get(o.signal)
+        if sig is None:
+            sig = _SIGNAL_CACHE.setdefault(o.signal, canonical_signal(o.signal))
+        if isinstance(o.value, bool) or isinstance(o.value, str):
+            try:
+                v = float(o.value) if not isinstance(o.value, bool) else None
+            except ValueError:
+                v = None
+            if v is None:
+                raise _Unprocessable(f"vitals[{k}].value {o.value!r} is not a number")
+        else:
+            v = float(o.value)
+        if not np.isfinite(v):
+            raise _Unprocessable(f"vitals[{k}].value is not finite")
+        conv = convert_unit(sig, o.unit)
+        if conv is None:
+            raise _Unprocessable(f"vitals[{k}].unit {o.unit!r} cannot be converted to {SIGNALS[sig][0]} for {sig}")
+        v = float(conv(v))
+        if sig in SIGNALS:
+            lo, hi = SIGNALS[sig][2]
+            if not lo <= v <= hi:
+                raise _Unprocessable(f"vitals[{k}]: {sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible")
+            units[sig] = SIGNALS[sig][0]
+        else:
+            units.setdefault(sig, o.unit or "")
+        t = o.time
+        if t.tzinfo is not None:
+            t = t.astimezone(__import__("datetime").timezone.utc).replace(tzinfo=None)
+        acc.setdefault((t, sig), []).append(v)
+    rows = sorted(((t, sig, sum(v) / len(v)) for (t, sig), v in acc.items()), key=lambda r: (r[0], r[1]))
+    frame = pd.DataFrame({"time": pd.to_datetime([r[0] for r in rows]).astype("datetime64[ns]"),
+                          "signal": [r[1] for r in rows], "value": np.array([r[2] for r in rows], dtype=float),
+                          "unit": [units[r[1]] for r in rows]})
+    return frame
+
+
 def _record_from_json(p: PatientIn) -> Any:
     import pandas as pd
 
-    from ..io.vitals import clean_vitals
     from ..records import Missing, Note, Notes, PatientRecord, Tabular, Vitals
 
     vitals: Any = Missing()
-    times = []
+    last = None
     if p.vitals:
-        problems: list = []
-        frame = pd.DataFrame([{"time": o.time, "signal": o.signal, "value": o.value, "unit": o.unit or ""}
-                              for o in p.vitals])
-        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
-        num = pd.to_numeric(frame["value"], errors="coerce")
-        if num.isna().any():
-            bad = int(num.isna().to_numpy().nonzero()[0][0])
-            raise _Unprocessable(f"vitals[{bad}].value {p.vitals[bad].value!r} is not a number")
-        frame["value"] = num.astype(float)
-        df = clean_vitals(frame, problems=problems)
-        if problems and df.empty:
-            raise _Unprocessable(f"no usable vitals: {problems[0]}")
+        df = _vitals_frame(p.vitals)
         vitals = Vitals(df) if len(df) else Missing("empty")
-        times.append(df["time"].max() if len(df) else None)
+        last = df["time"].iloc[-1] if len(df) else None
     notes: Any = Missing()
     if p.notes:
         notes = Notes([Note(n.text, pd.Timestamp(n.time) if n.time else None, n.note_type) for n in p.notes])
@@ -121,8 +160,98 @@ def _record_from_json(p: PatientIn) -> Any:
         if index_time.tzinfo is not None:
             index_time = index_time.tz_convert("UTC").tz_localize(None)
     else:
-        index_time = next((t for t in times if t is not None), None)
+        index_time = last
     return PatientRecord(p.patient_id, notes=notes, vitals=vitals, ehr=ehr, index_time=index_time)
+
+
+def transform_batch(preprocessor: Any, records: list[Any]) -> list[dict[str, Any]]:
+    """``preprocessor.transform`` of many records, one batched call per modality where the step has
+    ``transform_many`` (the EHR ColumnTransformer costs the same for one row as for thirty)."""
+    from ..records import Missing
+
+    out: list[dict[str, Any]] = [{} for _ in records]
+    for m in preprocessor.modalities:
+        step = preprocessor.steps[m]
+        idx = [i for i, r in enumerate(records) if not isinstance(getattr(r, m), Missing)]
+        for i, r in enumerate(records):
+            out[i][m] = None
+        if not idx:
+            continue
+        if m == "vitals":
+            for i in idx:
+                out[i][m] = step.transform(records[i].vitals, index_time=records[i].index_time)
+        elif hasattr(step, "transform_many") and m != "image":
+            rows = step.transform_many([getattr(records[i], m) for i in idx])
+            for k, i in enumerate(idx):
+                out[i][m] = rows[k]
+        else:
+            for i in idx:
+                out[i][m] = step.transform(getattr(records[i], m))
+    return out
+
+
+class _Batcher:
+    """Micro-batching: requests that arrive within ``max_wait_ms`` of each other are preprocessed and
+    scored together (up to ``max_batch``) in one worker thread, off the event loop."""
+
+    def __init__(self, predictor: Any, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.queue: Any = None
+        self.task: Any = None
+
+    async def submit(self, record: Any) -> tuple[Any, dict[str, Any]]:
+        import asyncio
+
+        if self.task is None or self.task.done():
+            self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((record, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        import asyncio
+
+        while True:
+            batch = [await self.queue.get()]
+            deadline = asyncio.get_running_loop().time() + self.max_wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            results = await asyncio.to_thread(self._run, [r for r, _ in batch])
+            for (_, fut), res in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _run(self, records: list[Any]) -> list[Any]:
+        try:
+            items = transform_batch(self.predictor.preprocessor, records)
+            probs = self.predictor.predict_values(items)
+            return [(probs[i], items[i]) for i in range(len(records))]
+        except Exception:  # noqa: BLE001 - one bad record must not fail the others: score them one by one
+            out: list[Any] = []
+            for r in records:
+                try:
+                    it = transform_batch(self.predictor.preprocessor, [r])
+                    out.append((self.predictor.predict_values(it)[0], it[0]))
+                except MedmmError as exc:
+                    out.append(exc)
+                except (ValueError, TypeError, KeyError) as exc:
+                    out.append(_Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}"))
+                except Exception as exc:  # noqa: BLE001
+                    out.append(exc)
+            return out
 
 
 def _record_from_fhir(doc: dict[str, Any]) -> Any:
@@ -144,9 +273,10 @@ class _Unprocessable(Exception):
 
 
 def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
-               monitor_config: Any = None) -> Any:
+               monitor_config: Any = None, max_batch: int = 32, max_wait_ms: float = 2.0) -> Any:
     """Build the FastAPI app. ``predictor`` is a :class:`~medmm.deploy.runtime.Predictor`;
-    ``api_keys`` the accepted keys (at least one)."""
+    ``api_keys`` the accepted keys (at least one); ``/predict`` requests arriving within
+    ``max_wait_ms`` are scored together, up to ``max_batch`` at once."""
     from fastapi import Body, Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -227,15 +357,12 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     async def any_error(request: Request, exc: Exception):
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    def score(record: Any) -> PredictOut:
+    batcher = _Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app.state.batcher = batcher
+
+    async def score(record: Any) -> PredictOut:
         t0 = time.perf_counter()
-        try:
-            values = predictor.preprocessor.transform(record)
-        except MedmmError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
-            raise _Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}") from None
-        probs = predictor.predict_values([values])[0]
+        probs, values = await batcher.submit(record)
         predictions_total.inc()
         return PredictOut(patient_id=record.patient_id,
                           probabilities={t: float(p) for t, p in zip(predictor.columns, probs)},
@@ -254,10 +381,10 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     @app.post("/predict", response_model=PredictOut, tags=["model"], dependencies=[Depends(require_key)],
               responses={401: {"description": "no or wrong API key"}, 413: {"description": "body too large"},
                          422: {"description": "invalid record"}})
-    def predict(body: Union[PatientIn, FhirResource] = Body(...)) -> PredictOut:
+    async def predict(body: Union[PatientIn, FhirResource] = Body(...)) -> PredictOut:
         if isinstance(body, FhirResource):
-            return score(_record_from_fhir(body.model_dump()))
-        return score(_record_from_json(body))
+            return await score(_record_from_fhir(body.model_dump()))
+        return await score(_record_from_json(body))
 
     @app.post("/monitor/{patient_id}/observations", response_model=MonitorOut, tags=["monitor"],
               dependencies=[Depends(require_key)])
