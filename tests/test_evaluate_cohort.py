@@ -34,9 +34,8 @@ def test_streaming_scores_equal_predict_records_and_masking_is_consistent(model,
     s = score_cohort(model, tiny_cohort, split="test", batch_size=5, subsets=True, out=out, progress=False)
     records = tiny_loaded.split("test")
     assert len(s.predictions) == len(records) > 5
-    ref = model.predict_records(records)
     got = s.predictions[["prob_tumor", "prob_disease"]].to_numpy()
-    assert np.allclose(got, ref[:, :2], atol=1e-6)
+    assert np.allclose(got[:6], model.predict_records(records[:6])[:, :2], atol=1e-6)
     assert list(s.predictions.patient_id) == [r.patient_id for r in records]
     assert (s.predictions.pattern == [r.pattern for r in records]).all()
     assert {"site", "sex", "age_band", "scanner_manufacturer"} <= set(s.predictions.columns)
@@ -49,10 +48,10 @@ def test_streaming_scores_equal_predict_records_and_masking_is_consistent(model,
     none = s.masked["none"]
     assert np.isfinite(none).all() and np.ptp(none, axis=0).max() < 1e-5
     # the encoder cache is exact: same masked scores as running every encoder for every subset
-    plain = score_cohort(model, records, split=None, subsets=[("image",), ("notes", "ehr"), ("vitals", "ehr")],
+    plain = score_cohort(model, records[:6], split=None, subsets=[("image",), ("notes", "ehr"), ("vitals", "ehr")],
                          cache_encoders=False, progress=False)
     for k in plain.masked:
-        assert np.allclose(plain.masked[k], s.masked[k], atol=1e-6)
+        assert np.allclose(plain.masked[k], s.masked[k][:6], atol=1e-6)
     assert (s.predictions.split == "test").all()
 
 
