@@ -156,7 +156,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (200 and 2,000 patients; 500 resamples)")
     ap.add_argument("--device", default="auto", help="torch device for scoring (default auto: CUDA when available)")
     ap.add_argument("--batch-size", type=int, default=64, help="patients per scoring batch (default 64)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: bootstrap,throughput,memory")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to skip: bootstrap, throughput, memory, reference (the load-all run)")
+    ap.add_argument("--sizes", default=None,
+                    help="cohort sizes of the memory part, comma-separated (default 1000,10000; --quick 200,2000)")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -177,11 +180,12 @@ def main() -> int:
         if "throughput" not in skip:
             bench_throughput(manifest, model_dir, args.device, args.batch_size)
         if "memory" not in skip:
-            sizes = (200, 2_000) if args.quick else (1_000, 10_000)
+            sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (
+                (200, 2_000) if args.quick else (1_000, 10_000))
             print(f"peak memory (RSS, fresh process) scoring {sizes[0]:,} and {sizes[1]:,} patients:")
             print(f"  {'':<28}{sizes[0]:>12,}{sizes[1]:>12,}   growth   time at {sizes[1]:,}")
             for mode, label in (("stream", "medmm score_cohort (stream)"), ("load", "reference: load all, predict")):
-                if mode == "load" and args.quick is False and "reference" in skip:
+                if mode == "load" and "reference" in skip:
                     continue
                 r = [peak_memory(replicate(manifest, n, tmp), model_dir, mode, args.device, args.batch_size)
                      for n in sizes]
