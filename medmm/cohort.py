@@ -118,7 +118,19 @@ class ProblemReport:
     def _repr_html_(self) -> str:
         if not self.problems:
             return "<p>No problems found.</p>"
-        return f"<p>{len(self.errors)} error(s), {len(self.warnings)} warning(s)</p>" + self.to_frame().to_html(index=False)
+        colour = {"error": "#a33", "warning": "#b07800"}
+        cols = ["severity", "message", "row", "column", "patient_id", "modality", "path"]
+        head = "".join(f"<th>{c}</th>" for c in cols)
+        rows = "".join(
+            "<tr>" + "".join(
+                f"<td style='text-align:left;{'color:' + colour.get(p.severity, '#222') + ';font-weight:bold' if c == 'severity' else ''}'>"
+                f"{html.escape('' if getattr(p, c) is None else str(getattr(p, c)))}</td>" for c in cols) + "</tr>"
+            for p in sorted(self.problems, key=lambda p: (p.severity != "error", p.row if p.row is not None else -1))
+        )
+        return (f"<p><b style='color:{colour['error'] if self.errors else '#2a8a2a'}'>{len(self.errors)} error(s)</b>, "
+                f"<b style='color:{colour['warning']}'>{len(self.warnings)} warning(s)</b>"
+                + (f" in {html.escape(self.source)}" if self.source else "")
+                + f"</p><table><tr>{head}</tr>{rows}</table>")
 
 
 def read_manifest(path: str | Path):

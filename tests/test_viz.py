@@ -109,3 +109,27 @@ def test_record_and_cohort_html(tiny_loaded):
     assert "<summary>vitals</summary>" in h and "latest:" in h
     c = tiny_loaded._repr_html_()
     assert "presence patterns" in c and "problem report" in c and f"{len(tiny_loaded)} patients" in c
+
+
+def test_lesion_overlay_is_a_ball_in_voxels_or_mm():
+    from medmm.viz.image import ImageViewer, sphere_mask
+
+    m = sphere_mask((11, 11, 11), (5, 5, 5), 2)
+    assert m.sum() == 33 and m[5, 5, 5] and m[7, 5, 5] and not m[8, 5, 5]
+    mm = sphere_mask((11, 11, 11), (5, 5, 5), 4.0, spacing=(2, 2, 2))
+    assert (mm == m).all()
+    img, (i, j, k) = _lps_image()
+    v = ImageViewer(img, lesion=((i, j, k), 1.5))
+    assert v.point == (9 - i, 11 - j, k) and v.mask.sum() == sphere_mask(img.shape, (i, j, k), 1.5).sum()
+
+
+def test_problem_report_html_lists_every_problem():
+    from medmm.cohort import ProblemReport
+
+    r = ProblemReport(source="m.csv")
+    r.add("warning", "odd <value>", row=3, column="sex")
+    r.add("error", "file missing", row=1, column="image_path", patient_id="P1")
+    h = r._repr_html_()
+    assert "1 error(s)" in h and "1 warning(s)" in h and "m.csv" in h
+    assert h.index("file missing") < h.index("odd &lt;value&gt;")  # errors first, escaped
+    assert ProblemReport()._repr_html_() == "<p>No problems found.</p>"

@@ -9,7 +9,7 @@ import numpy as np
 
 from .common import figure_html, new_figure
 
-__all__ = ["WINDOW_PRESETS", "ImageViewer", "show_image", "to_ras", "window_limits"]
+__all__ = ["WINDOW_PRESETS", "ImageViewer", "show_image", "to_ras", "window_limits", "sphere_mask"]
 
 #: CT window presets: name -> (level, width) in Hounsfield units
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -61,6 +61,16 @@ def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[floa
     return out, (sp[0], sp[1], sp[2])
 
 
+def sphere_mask(shape: tuple[int, ...], centre: Any, radius: float, spacing: Any = None) -> np.ndarray:
+    """A boolean ball on a voxel grid: ``centre`` in voxel indices (i, j, k), ``radius`` in
+    voxels, or in millimetres when ``spacing`` (mm per voxel along i, j, k) is given."""
+    c = np.asarray(centre, dtype=float)[:3]
+    sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=float)[:3]
+    g = np.indices(tuple(shape)[:3], dtype=float)
+    d2 = sum(((g[a] - c[a]) * sp[a]) ** 2 for a in range(3))
+    return d2 <= float(radius) ** 2
+
+
 class ImageViewer:
     """Orthogonal slices (axial, coronal, sagittal) of an :class:`~medmm.records.Image`.
 
@@ -73,13 +83,16 @@ class ImageViewer:
     mask:
         An overlay with the image's voxel grid (array or ``Image``): a segmentation or a
         lesion mask, drawn in colour with its outline.
+    lesion:
+        ``(centre_ijk, radius_voxels)``: a ball drawn as the mask (instead of ``mask``).
     point:
         Voxel ``(i, j, k)`` (image's own axes) where the three planes cross; default the
         mask's centre of mass, else the volume centre.
     """
 
     def __init__(self, image: Any, *, window: str | tuple[float, float] | None = "auto", mask: Any = None,
-                 point: tuple[int, int, int] | None = None, title: str | None = None) -> None:
+                 lesion: tuple[Any, float] | None = None, point: tuple[int, int, int] | None = None,
+                 title: str | None = None) -> None:
         data = np.asarray(getattr(image, "data", image), dtype=np.float32)
         if data.ndim == 4:
             data = data[..., 0]
@@ -90,6 +103,8 @@ class ImageViewer:
         affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=float)
         self.window = window
         self.title = title
+        if lesion is not None:
+            mask = sphere_mask(data.shape, lesion[0], lesion[1])
         m = None
         if mask is not None:
             m = np.asarray(getattr(mask, "data", mask))
