@@ -124,3 +124,21 @@ def test_log_to_mlflow(model, tiny_loaded, tmp_path):
     names = {f.path for f in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/roc.png", "evaluation/report.html", "evaluation/subgroups_forest.png"} <= names
     assert not any("patient" in k for k in run.data.params)
+
+
+def test_calibration_fitted_once_is_applied_at_inference(model, tiny_loaded, tmp_path):
+    from medmm.evaluate.api import evaluate_scored
+    from medmm.evaluate.calibration import CalibratedModel, TaskCalibrator
+    from medmm.evaluate.scoring import score_cohort
+
+    test = score_cohort(model, tiny_loaded, split="test", progress=False)
+    val = score_cohort(model, tiny_loaded, split="val", progress=False)
+    fitted = evaluate_scored(test, val=val, calibrate="isotonic", n_boot=20, min_subgroup=1)
+    path = fitted.calibrator.save(tmp_path / "calibration.json")
+    again = evaluate_scored(test, calibrate=path, n_boot=20, min_subgroup=1)  # no validation needed now
+    assert again.calibration_method == "isotonic"
+    assert np.allclose(again.predictions.prob_tumor_calibrated, fitted.predictions.prob_tumor_calibrated)
+    wrapped = CalibratedModel(model, TaskCalibrator.load(path))
+    recs = tiny_loaded.split("test")[:5]
+    assert np.allclose(wrapped.predict_records(recs)[:, 0], fitted.predictions.prob_tumor_calibrated[:5], atol=1e-6)
+    assert wrapped.tasks == model.tasks

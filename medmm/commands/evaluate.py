@@ -12,8 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="medmm_eval",
                    help="folder for predictions.parquet, the tables, figures and report.html (default medmm_eval)")
     p.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
-    p.add_argument("--calibrate", choices=("none", "temperature", "isotonic"), default="none",
-                   help="fit a calibrator on --calibration-split and report before/after (default none)")
+    p.add_argument("--calibrate", default="none", metavar="METHOD_OR_FILE",
+                   help="temperature or isotonic: fit a calibrator on --calibration-split and report before/after; "
+                        "or the calibration.json of an earlier evaluation, applied as it is (default none)")
     p.add_argument("--calibration-split", default="val",
                    help="split used to fit the calibrator and to choose thresholds (default val)")
     p.add_argument("--subgroups", default=None,
@@ -40,6 +41,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _calibration(value: str):
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..evaluate.calibration import CALIBRATORS
+
+    if value == "none":
+        return None
+    if value in CALIBRATORS:
+        return value
+    if Path(value).is_file():
+        return Path(value)
+    raise ConfigError(f"--calibrate {value!r} is neither a method nor a file",
+                      hint=f"use none, {', '.join(sorted(CALIBRATORS))} or a calibration.json path")
+
+
 def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
@@ -51,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(
         split=None if args.split == "all" else args.split,
-        calibrate=None if args.calibrate == "none" else args.calibrate,
+        calibrate=_calibration(args.calibrate),
         calibration_split=args.calibration_split,
         subgroups=[c.strip() for c in args.subgroups.split(",") if c.strip()] if args.subgroups else None,
         robustness=not args.no_robustness, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,

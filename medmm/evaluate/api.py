@@ -256,7 +256,7 @@ def evaluate_scored(
     scored,
     *,
     val=None,
-    calibrate: str | None = None,
+    calibrate: Any = None,
     subgroups: list[str] | tuple[str, ...] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
@@ -290,17 +290,21 @@ def evaluate_scored(
                   for t in tasks}
     curves = {t: {"uncalibrated": metrics[t]["calibration"]} for t in tasks}
     calibrator, cal_metrics = None, None
-    if calibrate:
+    if calibrate is not None and not isinstance(calibrate, str):  # a fitted calibrator (or its JSON file)
+        calibrator = calibrate if isinstance(calibrate, TaskCalibrator) else TaskCalibrator.load(calibrate)
+        calibrate = calibrator.method
+    elif calibrate:
         if not has_val:
             notes.append(f"no validation patients: {calibrate} calibration was skipped")
         else:
             calibrator = TaskCalibrator(method=calibrate).fit(val.predictions, tasks)
-            cal = calibrator.transform(preds)
-            cal_metrics = {t: bootstrap_metrics(cal[f"label_{t}"], cal[f"prob_{t}"], n_boot=n_boot, seed=seed,
-                                                ops=ops) for t in tasks}
-            for t in tasks:
-                curves[t][calibrate] = cal_metrics[t]["calibration"]
-                preds[f"prob_{t}_calibrated"] = cal[f"prob_{t}"].to_numpy(float)
+    if calibrator is not None:
+        cal = calibrator.transform(preds)
+        cal_metrics = {t: bootstrap_metrics(cal[f"label_{t}"], cal[f"prob_{t}"], n_boot=n_boot, seed=seed,
+                                            ops=ops) for t in tasks}
+        for t in tasks:
+            curves[t][calibrate] = cal_metrics[t]["calibration"]
+            preds[f"prob_{t}_calibrated"] = cal[f"prob_{t}"].to_numpy(float)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSubgroupWarning)
         sub = subgroup_metrics(preds, tasks, by=subgroups, n_boot=min(n_boot, 1000), seed=seed, min_n=min_subgroup)
@@ -335,7 +339,7 @@ def evaluate_cohort(
     cohort: Any,
     *,
     split: str | None = "test",
-    calibrate: str | None = None,
+    calibrate: Any = None,
     calibration_split: str = "val",
     subgroups: list[str] | tuple[str, ...] | None = None,
     robustness: bool = True,
@@ -365,7 +369,8 @@ def evaluate_cohort(
         The split to evaluate (``None`` or ``'all'``: every patient).
     calibrate:
         ``'temperature'`` or ``'isotonic'``: fit on ``calibration_split`` and report before
-        and after. Thresholds (Youden, target sensitivity) are also chosen on that split
+        and after; or a fitted :class:`~medmm.evaluate.calibration.TaskCalibrator` (or the
+        ``calibration.json`` an earlier evaluation saved) to apply at inference as it is. Thresholds (Youden, target sensitivity) are also chosen on that split
         when it has patients, and evaluated held fixed.
     subgroups:
         Columns to break the metrics down by (default sex, age band, site, scanner

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import ConfigError, NotFittedError
 
-__all__ = ["TemperatureScaling", "IsotonicCalibration", "TaskCalibrator", "create_calibrator", "CALIBRATORS"]
+__all__ = ["TemperatureScaling", "IsotonicCalibration", "TaskCalibrator", "CalibratedModel", "create_calibrator",
+           "CALIBRATORS"]
 
 _EPS = 1e-6
 
@@ -157,3 +158,25 @@ class TaskCalibrator:
         obj = cls(method=d["method"])
         obj.calibrators_ = {t: CALIBRATORS[c["method"]].from_dict(c) for t, c in d["tasks"].items()}
         return obj
+
+
+class CalibratedModel:
+    """A model whose binary task probabilities pass through a fitted :class:`TaskCalibrator`
+    at inference (``predict_records``); everything else is the wrapped model's."""
+
+    def __init__(self, model: Any, calibrator: "TaskCalibrator | str | Path") -> None:
+        self.model = model
+        self.calibrator = calibrator if isinstance(calibrator, TaskCalibrator) else TaskCalibrator.load(calibrator)
+
+    def predict_records(self, records: Any, **kwargs: Any) -> np.ndarray:
+        probs = np.asarray(self.model.predict_records(records, **kwargs), dtype=float)
+        columns = list(getattr(self.model, "output_columns", self.model.tasks))
+        out = probs.copy()
+        for t, c in self.calibrator.calibrators_.items():
+            if t in columns:
+                k = columns.index(t)
+                out[:, k] = c.transform(out[:, k])
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
