@@ -217,3 +217,21 @@ def test_baseline_table_compares_on_patients_with_the_baselines_modalities():
     assert row.auroc_fused == pytest.approx(roc_auc_score(y[sel], fused[sel]))
     assert row.auroc_baseline == pytest.approx(roc_auc_score(y[sel], weak[sel]))
     assert row.fusion_helps and row.p_value < 1e-3
+
+
+def test_compare_by_group():
+    from medmm.evaluate.compare import compare_by_group
+
+    rng = np.random.default_rng(1)
+    n = 300
+    y = (rng.random(n) < 0.5).astype(float)
+    site = np.where(rng.random(n) < 0.5, "a", "b")
+    good = y * 2 + rng.normal(size=n)
+    # model 2 is as good at site a and useless at site b
+    other = np.where(site == "a", good, rng.normal(size=n))
+    p1 = pd.DataFrame({"patient_id": range(n), "site": site, "label_t": y, "prob_t": good})
+    p2 = pd.DataFrame({"patient_id": range(n), "prob_t": other})
+    df = compare_by_group(p1, p2, ["t"], ["site"], names=("one", "two")).set_index("group")
+    assert df.loc["a", "difference"] == pytest.approx(0) and df.loc["a", "n"] == (site == "a").sum()
+    assert df.loc["b", "low"] > 0 and df.loc["b", "p_value"] < 1e-3
+    assert df.loc["b", "one"] == pytest.approx(roc_auc_score(y[site == "b"], good[site == "b"]))

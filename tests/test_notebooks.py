@@ -85,6 +85,7 @@ def test_cohort_evaluation_notebook(tmp_path, monkeypatch):
     nb = run_notebook("03_cohort_evaluation.ipynb", tmp_path, monkeypatch)
     html = "\n".join(outputs(nb, "text/html"))
     assert "DeLong" in html and "paired bootstrap" in html
+    assert "image+notes+vitals+ehr" in html and "<th>attention</th>" in html  # per-pattern comparison
     assert "fusion_helps" in html and "shapley_auroc" in html
     assert len(outputs(nb, "image/png")) >= 4  # ROC overlay, forest plot, heat map, calibration
     text = "\n".join(outputs(nb, "text/plain"))

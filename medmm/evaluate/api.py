@@ -127,6 +127,17 @@ class EvaluationResult:
         self.comparisons[f"{names[0]} vs {names[1]}"] = df
         return df
 
+    def compare_groups(self, other: "EvaluationResult", *, by: list[str] | tuple[str, ...] = ("pattern",),
+                       names: tuple[str, str] = ("this", "other")):
+        """AUROC of this model and ``other`` per subgroup or presence pattern (DeLong per
+        group); stored in :attr:`comparisons` for the report."""
+        from .compare import compare_by_group
+
+        by = [c for c in by if c in self.predictions.columns and c in other.predictions.columns]
+        df = compare_by_group(self.predictions, other.predictions, self.tasks, by, names=names)
+        self.comparisons[f"{names[0]} vs {names[1]} by {', '.join(by)}"] = df
+        return df
+
     def compare_baselines(self, baselines: dict[str, Any]):
         """Fusion against separately trained baselines (e.g. one unimodal model per modality:
         ``{"image only": image_result, ...}``), each on the patients that have its modalities.

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["delong_test", "compare_models", "compare_predictions"]
+__all__ = ["delong_test", "compare_models", "compare_predictions", "compare_by_group"]
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:
@@ -113,3 +113,31 @@ def compare_models(pred_1, pred_2, tasks: list[str] | tuple[str, ...], *, n_boot
     if names[0] == names[1]:
         names = (f"{names[0]} (1)", f"{names[1]} (2)")
     return res.rename(columns={"model_1": names[0], "model_2": names[1]})
+
+
+def compare_by_group(pred_1, pred_2, tasks, by: list[str] | tuple[str, ...], *,
+                     names: tuple[str, str] = ("model_1", "model_2")):
+    """AUROC of two models per group of each column in ``by`` (``'pattern'``, ``'sex'``,
+    ``'site'`` ...), on the patients both scored, with DeLong's test per group.
+
+    Returns ``task, column, group, n, n_positive, <name 1>, <name 2>, difference, low, high,
+    p_value``; groups with fewer than two patients of each class give NaN.
+    """
+    import pandas as pd
+
+    cols = ["patient_id", *by, *[f"label_{t}" for t in tasks], *[f"prob_{t}" for t in tasks]]
+    m = pred_1[cols].merge(pred_2[["patient_id", *[f"prob_{t}" for t in tasks]]], on="patient_id",
+                           suffixes=("", "__2"))
+    if names[0] == names[1]:
+        names = (f"{names[0]} (1)", f"{names[1]} (2)")
+    rows = []
+    for t in tasks:
+        for c in by:
+            for g, sub in m.groupby(c, sort=True):
+                y = sub[f"label_{t}"].to_numpy(float)
+                d = delong_test(y, sub[f"prob_{t}"], sub[f"prob_{t}__2"])
+                rows.append({"task": t, "column": c, "group": str(g), "n": int((~np.isnan(y)).sum()),
+                             "n_positive": int(np.nansum(y)), names[0]: d["auroc_1"], names[1]: d["auroc_2"],
+                             "difference": d["difference"], "low": d["low"], "high": d["high"],
+                             "p_value": d["p_value"]})
+    return pd.DataFrame(rows)
