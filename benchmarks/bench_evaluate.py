@@ -78,22 +78,26 @@ def make_model(manifest: Path, out: Path) -> Path:
     return model.save(out)
 
 
-def bench_throughput(manifest: Path, model_dir: Path, device: str, batch_size: int) -> None:
+def bench_throughput(manifest: Path, model_dir: Path, device: str, batch_size: int, workers: int) -> None:
     from medmm.evaluate.scoring import score_cohort
     from medmm.models.multimodal import MultimodalModel
 
     model = MultimodalModel.load(model_dir)
     score_cohort(model, manifest, split=None, progress=False, device=device, batch_size=batch_size)  # warm
     rows = []
-    for subsets in (False, True):
+    for subsets, nw in ((False, 0), (True, 0), (False, workers)):
+        if nw == 0 and subsets is False and rows:
+            continue
+        if subsets is False and nw and not workers:
+            continue
         t0 = time.perf_counter()
         s = score_cohort(model, manifest, split=None, subsets=subsets, progress=False, device=device,
-                         batch_size=batch_size)
+                         batch_size=batch_size, num_workers=nw)
         dt = time.perf_counter() - t0
-        rows.append((subsets, len(s.predictions), dt))
-    print(f"batch scoring throughput (cache warm, device {device}, batch {batch_size}):")
-    for subsets, n, dt in rows:
-        label = "plain" if not subsets else "plus 16 masked subsets"
+        rows.append((subsets, nw, len(s.predictions), dt))
+    print(f"batch scoring throughput (cache warm, device {device}, batch {batch_size}, {os.cpu_count()} CPUs):")
+    for subsets, nw, n, dt in rows:
+        label = ("plus 16 masked subsets" if subsets else "plain") + (f", {nw} reader workers" if nw else "")
         print(f"  {label:<40}{n / dt:8.1f} patients/s  ({n} patients in {dt:.1f} s)")
 
 
@@ -156,6 +160,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (200 and 2,000 patients; 500 resamples)")
     ap.add_argument("--device", default="auto", help="torch device for scoring (default auto: CUDA when available)")
     ap.add_argument("--batch-size", type=int, default=64, help="patients per scoring batch (default 64)")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                    help="reader processes for the throughput run with workers (default min(4, CPUs); 0: skip it)")
     ap.add_argument("--skip", default="",
                     help="comma-separated parts to skip: bootstrap, throughput, memory, reference (the load-all run)")
     ap.add_argument("--sizes", default=None,
@@ -178,7 +184,7 @@ def main() -> int:
         print(f"demo cohort: {n_demo} patients, {size}^3 DICOM volumes, written in {time.perf_counter() - t0:.0f} s")
         model_dir = make_model(manifest, tmp / "model")
         if "throughput" not in skip:
-            bench_throughput(manifest, model_dir, args.device, args.batch_size)
+            bench_throughput(manifest, model_dir, args.device, args.batch_size, args.workers)
         if "memory" not in skip:
             sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (
                 (200, 2_000) if args.quick else (1_000, 10_000))

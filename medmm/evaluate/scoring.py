@@ -151,6 +151,36 @@ def _proba(model: Any, values: dict[str, Any], present: Any):
     return torch.sigmoid(model(values, present))
 
 
+def _entry(r: PatientRecord, preprocessor: Any) -> dict[str, Any]:
+    """What scoring keeps of a record: its preprocessed values, labels and table row."""
+    return {"values": preprocessor.transform(r), "labels": dict(r.labels), "id": r.patient_id,
+            "row": {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern, **record_metadata(r)}}
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+class _ManifestRows:
+    """Manifest rows -> (scoring entry, problems), for a DataLoader's worker processes."""
+
+    def __init__(self, manifest: Path, rows: list[dict], index: list[int], preprocessor: Any,
+                 modalities: tuple[str, ...]) -> None:
+        self.manifest, self.rows, self.index = manifest, rows, index
+        self.preprocessor, self.modalities = preprocessor, modalities
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, Any], list]:
+        from ..cohort import ProblemReport, row_to_record
+
+        rep = ProblemReport()
+        r = row_to_record(self.rows[i], base=self.manifest.parent, report=rep, row_index=int(self.index[i]),
+                          modalities=self.modalities)
+        return _entry(r, self.preprocessor), rep.problems
+
+
 def _resolve_device(device: str):
     import torch
 
@@ -171,6 +201,7 @@ def score_cohort(
     device: str = "auto",
     report: Any = None,
     cache_encoders: bool = True,
+    num_workers: int = 0,
 ) -> ScoredCohort:
     """Score every patient of ``cohort`` (a manifest path, a :class:`~medmm.cohort.Cohort` or
     a list of records) with ``model``, ``batch_size`` patients at a time.
@@ -178,7 +209,9 @@ def score_cohort(
     ``subsets=True`` also scores each subset of the model's modalities (the others masked);
     ``out`` names a Parquet file the predictions are streamed to. ``cache_encoders`` runs
     each encoder once per batch for all the masked passes (see :class:`_EncoderCache`).
-    Only binary tasks are evaluated (a column per task).
+    ``num_workers`` > 0 reads and preprocesses a manifest's patients in that many worker
+    processes (a torch DataLoader) while the model scores. Only binary tasks are evaluated
+    (a column per task).
     """
     import time
 
@@ -186,7 +219,7 @@ def score_cohort(
     import torch
     from tqdm.auto import tqdm
 
-    from ..data import collate, encode_records
+    from ..data import collate
 
     t0 = time.perf_counter()
     dev = _resolve_device(device)
@@ -202,19 +235,40 @@ def score_cohort(
         subset_list = [tuple(s) for s in subsets]
     else:
         subset_list = []
+    pre = model.preprocessor
     if isinstance(cohort, (str, Path)):
         from ..cohort import read_manifest
 
         df = read_manifest(cohort)
-        total = int((df["split"] == split).sum()) if split not in (None, "all") and "split" in df else len(df)
+        if split not in (None, "all") and "split" in df.columns:
+            df = df[df["split"] == split]
+        total = len(df)
+        if num_workers > 0:
+            ds = _ManifestRows(Path(cohort), df.to_dict(orient="records"), df.index.tolist(), pre, mods)
+            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
+                                                 collate_fn=_as_list, shuffle=False)
+
+            def entry_batches():
+                for b in loader:
+                    for _, problems in b:
+                        if report is not None:
+                            report.problems.extend(problems)
+                    yield [e for e, _ in b]
+        else:
+            def entry_batches():
+                for recs in iter_record_batches(cohort, batch_size=batch_size, split=split, modalities=mods,
+                                                report=report):
+                    yield [_entry(r, pre) for r in recs]
         del df
-        batches = iter_record_batches(cohort, batch_size=batch_size, split=split, modalities=mods, report=report)
     else:
         records = list(getattr(cohort, "records", cohort))
         if split not in (None, "all"):
             records = [r for r in records if r.split == split]
         total = len(records)
-        batches = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
+
+        def entry_batches():
+            for s in range(0, len(records), batch_size):
+                yield [_entry(r, pre) for r in records[s:s + batch_size]]
 
     writer = None
     frames: list[Any] = []
@@ -222,8 +276,7 @@ def score_cohort(
     bar = tqdm(total=total, desc="score", unit="pt", disable=not progress)
     try:
         with torch.inference_mode():
-            for recs in batches:
-                items = encode_records(recs, model.preprocessor)
+            for items in entry_batches():
                 batch = collate(items, mods, shapes, ()).to(dev)
                 probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
                 if subset_list:
@@ -236,11 +289,10 @@ def score_cohort(
                             pm = _proba(model, batch.values, batch.present & keep[None, :]).float().cpu().numpy()
                             masked[subset_name(s)].append(pm[:, cols])
                 rows = []
-                for r, pr in zip(recs, probs):
-                    row = {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern,
-                           **record_metadata(r)}
+                for it, pr in zip(items, probs):
+                    row = dict(it["row"])
                     for k, t in enumerate(tasks):
-                        y = r.labels.get(t)
+                        y = it["labels"].get(t)
                         row[f"label_{t}"] = np.nan if y is None else float(y)
                         row[f"prob_{t}"] = float(pr[k])
                     rows.append(row)
@@ -252,12 +304,12 @@ def score_cohort(
 
                     if writer is None:
                         Path(out).parent.mkdir(parents=True, exist_ok=True)
-                        columns = list(frame.columns)
+                        pq_columns = list(frame.columns)
                         schema = pa.Table.from_pandas(frame, preserve_index=False).schema
                         writer = pq.ParquetWriter(str(out), schema)
-                    part = frame.reindex(columns=columns, fill_value="unknown")
+                    part = frame.reindex(columns=pq_columns, fill_value="unknown")
                     writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
-                bar.update(len(recs))
+                bar.update(len(items))
     finally:
         bar.close()
         if writer is not None:
