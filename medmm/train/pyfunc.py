@@ -7,7 +7,6 @@ one ``prob_<task>`` column per task.
 
 from __future__ import annotations
 
-from typing import Any
 
 import mlflow.pyfunc
 
