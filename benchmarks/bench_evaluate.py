@@ -85,11 +85,7 @@ def bench_throughput(manifest: Path, model_dir: Path, device: str, batch_size: i
     model = MultimodalModel.load(model_dir)
     score_cohort(model, manifest, split=None, progress=False, device=device, batch_size=batch_size)  # warm
     rows = []
-    for subsets, nw in ((False, 0), (True, 0), (False, workers)):
-        if nw == 0 and subsets is False and rows:
-            continue
-        if subsets is False and nw and not workers:
-            continue
+    for subsets, nw in [(False, 0), (True, 0)] + ([(False, workers)] if workers else []):
         t0 = time.perf_counter()
         s = score_cohort(model, manifest, split=None, subsets=subsets, progress=False, device=device,
                          batch_size=batch_size, num_workers=nw)
