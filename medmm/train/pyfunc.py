@@ -29,7 +29,7 @@ class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
 
         self.model = MultimodalModel.load(context.artifacts["medmm_model"])
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+    def predict(self, context, model_input, params=None):  # the signature is given at logging, not by type hints
         import pandas as pd
 
         from ..cohort import row_to_record
