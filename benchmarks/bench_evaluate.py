@@ -184,16 +184,17 @@ def main() -> int:
         if "memory" not in skip:
             sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (
                 (200, 2_000) if args.quick else (1_000, 10_000))
-            print(f"peak memory (RSS, fresh process) scoring {sizes[0]:,} and {sizes[1]:,} patients:")
-            print(f"  {'':<28}{sizes[0]:>12,}{sizes[1]:>12,}   growth   time at {sizes[1]:,}")
+            print(f"peak memory (RSS of a fresh process) scoring {' and '.join(f'{n:,}' for n in sizes)} patients:",
+                  flush=True)
             for mode, label in (("stream", "medmm score_cohort (stream)"), ("load", "reference: load all, predict")):
                 if mode == "load" and "reference" in skip:
                     continue
-                r = [peak_memory(replicate(manifest, n, tmp), model_dir, mode, args.device, args.batch_size)
-                     for n in sizes]
-                print(f"  {label:<28}{r[0]['peak_mb']:>9.0f} MB{r[1]['peak_mb']:>9.0f} MB"
-                      f"{r[1]['peak_mb'] / r[0]['peak_mb']:>8.2f}x   {r[1]['seconds']:.0f} s "
-                      f"({r[1]['n'] / r[1]['seconds']:.0f} patients/s)")
+                first = None
+                for n in sizes:
+                    r = peak_memory(replicate(manifest, n, tmp), model_dir, mode, args.device, args.batch_size)
+                    first = first or r["peak_mb"]
+                    print(f"  {label:<30}{n:>8,} patients {r['peak_mb']:8.0f} MB  ({r['peak_mb'] / first:.2f}x)  "
+                          f"{r['seconds']:.0f} s, {r['n'] / r['seconds']:.0f} patients/s", flush=True)
     return 0
 
 
