@@ -43,7 +43,8 @@ _TRAIN_DOCS = {
     "grad_clip": "Clip the global gradient norm to this value (0: off).",
     "seed": "Seed of every random draw of the training (sampler, dropout, initialisation).",
     "device": "auto (CUDA when available), cpu, cuda or cuda:N.",
-    "monitor": "Validation metric for early stopping and model selection: val_loss, val_auroc_mean, val_auroc_<task>.",
+    "monitor": "Validation metric for early stopping and model selection: val_loss, val_auroc_mean, val_auroc_<task>, "
+               "or last (keep the last epoch's weights).",
     "max_steps": "Stop after this many optimiser steps (smoke tests).",
     "optimizer": "adamw or sgd.",
     "momentum": "SGD momentum (Nesterov when > 0).",
