@@ -145,3 +145,16 @@ def test_calibration_fitted_once_is_applied_at_inference(model, tiny_loaded, tmp
     recs = tiny_loaded.split("test")[:5]
     assert np.allclose(wrapped.predict_records(recs)[:, 0], fitted.predictions.prob_tumor_calibrated[:5], atol=1e-6)
     assert wrapped.tasks == model.tasks
+
+
+def test_streamed_splits_match_load_cohort_when_the_manifest_has_none(tiny_cohort, tmp_path):
+    from medmm.cohort import load_cohort
+    from medmm.evaluate.scoring import manifest_with_splits
+
+    df = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False).drop(columns=["split"])
+    df.loc[:4, "label_tumor"] = ""  # unknown labels are a stratum of their own
+    path = tmp_path / "no_split.csv"  # files are not read here (modalities=())
+    df.to_csv(path, index=False)
+    want = {r.patient_id: r.split for r in load_cohort(path, progress=False, modalities=()).records}
+    got = manifest_with_splits(path).set_index("patient_id")["split"].to_dict()
+    assert got == want and set(got.values()) == {"train", "val", "test"}

@@ -68,18 +68,45 @@ def record_metadata(r: PatientRecord) -> dict[str, str]:
     return out
 
 
+def manifest_with_splits(manifest: str | Path, *, split_seed: int = 0):
+    """The manifest table with every patient's split: rows without a valid one get the split
+    :func:`~medmm.cohort.load_cohort` would assign them (same function, labels and seed)."""
+    from ..cohort import assign_splits, read_manifest
+
+    df = read_manifest(manifest)
+    valid = ("train", "val", "test")
+    if "split" not in df.columns:
+        df["split"] = None
+    todo = ~df["split"].isin(valid)
+    if todo.any() and "patient_id" in df.columns:
+        label_cols = [c for c in df.columns if str(c).startswith("label_")]
+
+        def num(v: Any) -> float | None:
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                return None
+            return None if np.isnan(f) else f
+
+        ids = df.loc[todo, "patient_id"].astype(str).tolist()
+        labels = [num(v) for v in df.loc[todo, label_cols[0]]] if label_cols else None
+        splits = assign_splits(ids, labels, seed=split_seed)
+        df.loc[todo, "split"] = [splits[i] for i in ids]
+    return df
+
+
 def iter_record_batches(manifest: str | Path, *, batch_size: int = 64, split: str | None = None,
                         modalities: tuple[str, ...] = MODALITIES, report: Any = None) -> Iterator[list[PatientRecord]]:
     """Records of a manifest, ``batch_size`` at a time (read errors go to ``report``).
 
-    ``split`` keeps the rows of that split (``None`` or ``'all'``: every row; a manifest
-    without a ``split`` column is scored whole).
+    ``split`` keeps the rows of that split (``None`` or ``'all'``: every row); patients
+    without a split get the one :func:`~medmm.cohort.load_cohort` would assign.
     """
-    from ..cohort import read_manifest, row_to_record
+    from ..cohort import row_to_record
 
     manifest = Path(manifest)
-    df = read_manifest(manifest)
-    if split not in (None, "all") and "split" in df.columns:
+    df = manifest_with_splits(manifest)
+    if split not in (None, "all"):
         df = df[df["split"] == split]
     rows = df.to_dict(orient="records")
     index = df.index.tolist()
@@ -237,10 +264,8 @@ def score_cohort(
         subset_list = []
     pre = model.preprocessor
     if isinstance(cohort, (str, Path)):
-        from ..cohort import read_manifest
-
-        df = read_manifest(cohort)
-        if split not in (None, "all") and "split" in df.columns:
+        df = manifest_with_splits(cohort)
+        if split not in (None, "all"):
             df = df[df["split"] == split]
         total = len(df)
         if num_workers > 0:
