@@ -235,3 +235,13 @@ def test_compare_by_group():
     assert df.loc["a", "difference"] == pytest.approx(0) and df.loc["a", "n"] == (site == "a").sum()
     assert df.loc["b", "low"] > 0 and df.loc["b", "p_value"] < 1e-3
     assert df.loc["b", "one"] == pytest.approx(roc_auc_score(y[site == "b"], good[site == "b"]))
+
+
+def test_subgroups_order_age_bands_by_age():
+    y, p = _data(120, seed=6)
+    bands = np.array(["80+", "<50", "unknown", "50-64", "65-79"] * 24)
+    df = pd.DataFrame({"label_t": y, "prob_t": p, "age_band": bands})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSubgroupWarning)
+        sub = subgroup_metrics(df, ["t"], by=["age_band"], n_boot=10)
+    assert list(sub.group) == ["<50", "50-64", "65-79", "80+", "unknown"]

@@ -14,6 +14,17 @@ DEFAULT_SUBGROUPS = ("sex", "age_band", "site", "scanner_manufacturer")
 TABLE_METRICS = ("auroc", "auprc", "brier", "ece", "youden.sensitivity", "youden.specificity")
 
 
+def _order(value: Any) -> tuple:
+    """Age bands in age order, 'unknown' last, everything else alphabetically."""
+    from .scoring import AGE_BANDS
+
+    bands = [label for _, label in AGE_BANDS]
+    v = str(value)
+    if v in bands:
+        return (0, bands.index(v), v)
+    return (2, 0, v) if v in ("unknown", "nan", "None") else (1, 0, v)
+
+
 class SmallSubgroupWarning(UserWarning):
     """A subgroup has too few patients or events for its metrics to be estimated."""
 
@@ -63,7 +74,8 @@ def subgroup_metrics(
     rows, small = [], []
     for t in tasks:
         for c in cols:
-            for g, sub in predictions.groupby(c, sort=True, dropna=False):
+            groups = sorted(predictions.groupby(c, sort=False, dropna=False), key=lambda kv: _order(kv[0]))
+            for g, sub in groups:
                 y = sub[f"label_{t}"].to_numpy(float)
                 p = sub[f"prob_{t}"].to_numpy(float)
                 lab = ~np.isnan(y)
