@@ -17,7 +17,8 @@ tasks; ``attention`` at least as good as ``concat`` when 50 % of each modality i
 The cohort is generated complete; missingness is then drawn per patient and modality with a
 fixed seed (``--missing-rate`` for the main comparison, 0.5 for attention vs concat), in
 training and test alike. Preprocessing is fitted on each scenario's training split only;
-model selection uses the validation split; the test split is only scored.
+model selection uses the validation split (for a model meant for any subset, its loss over every
+subset of each validation patient's modalities); the test split is only scored.
 
     python benchmarks/bench_missing.py --out bench_missing.json            # ~500 patients, 16^3
     python benchmarks/bench_missing.py --quick --out /tmp/quick.json       # smoke run (a minute or two)
@@ -65,6 +66,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="where the cohort is written (default: a folder beside --out)")
     p.add_argument("--quick", action="store_true", help="smoke run: 120 patients, 2 epochs")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-val-every-subset", dest="val_every_subset", action="store_false",
+                   help="select the single model's epoch on the validation patients as they are, not once per "
+                        "modality subset")
     p.add_argument("--sweep", default=None,
                    help="instead of the targets: train the default single model at these comma-separated missing "
                         "rates (e.g. 0,0.4,0.8) and report its test AUROC beside the oracle's")
@@ -98,14 +102,18 @@ class Scenario:
         self.shapes = self.pre.output_shapes()
         self.items = {s: encode_records(r, self.pre) for s, r in recs.items()}
 
-    def view(self, split: str, mods: tuple[str, ...], tasks: tuple[str, ...]):
+    def view(self, split: str, mods: tuple[str, ...], tasks: tuple[str, ...], *, every_subset: bool = False):
+        """A dataset of ``split`` seen through ``mods``; with ``every_subset`` each patient once per
+        non-empty subset of ``mods`` (validation of a model meant for any subset)."""
         from medmm.train.transfer import DatasetView
 
-        items = [{**it, "values": {m: it["values"][m] for m in mods}} for it in self.items[split]]
+        shows = [c for r in range(1, len(mods) + 1) for c in itertools.combinations(mods, r)] if every_subset else [mods]
+        items = [{**it, "id": f"{it['id']}|{name(sub)}", "values": {m: it["values"][m] if m in sub else None for m in mods}}
+                 for sub in shows for it in self.items[split]]
         return DatasetView(items, tasks, tuple(mods), {m: self.shapes[m] for m in mods})
 
 
-def fit_model(sc: Scenario, mods, tasks, args, **model_kw):
+def fit_model(sc: Scenario, mods, tasks, args, *, any_subset: bool = False, **model_kw):
     from medmm.models import ModelConfig, MultimodalModel
     from medmm.train.trainer import TrainConfig, train
 
@@ -115,7 +123,8 @@ def fit_model(sc: Scenario, mods, tasks, args, **model_kw):
     tc = TrainConfig(epochs=args.epochs, patience=args.patience, min_epochs=min(8, args.epochs), seed=args.seed,
                      device="cpu", deterministic=False)
     t0 = time.perf_counter()
-    res = train(model, sc.view("train", mods, tasks), sc.view("val", mods, tasks), tc, progress=False)
+    val = sc.view("val", mods, tasks, every_subset=any_subset and args.val_every_subset)
+    res = train(model, sc.view("train", mods, tasks), val, tc, progress=False)
     return model, time.perf_counter() - t0, res.best_epoch
 
 
@@ -146,7 +155,7 @@ def sweep(cohort, oracle, tasks, args, out: Path, t0: float) -> int:
     print(f"{'missing':>8}{'task':>9}{'model':>8}{'oracle':>8}{'gap':>8}{'seconds':>9}")
     for rate in (float(r) for r in args.sweep.split(",")):
         sc = Scenario(cohort, rate, args.seed)
-        model, secs, _ = fit_model(sc, MODS, tasks, args)
+        model, secs, _ = fit_model(sc, MODS, tasks, args, any_subset=True)
         s = score(model, sc, MODS, tasks, oracle)
         for t in tasks:
             rows.append({"missing_rate": rate, "task": t, "single_model_auroc": round(s[t]["auroc"], 4),
@@ -187,7 +196,7 @@ def main(argv=None) -> int:
           f"{len(main_sc.items['val'])}/{len(main_sc.items['test'])} train/val/test; missing rate {args.missing_rate}; "
           f"data ready in {t_prep:.0f} s", flush=True)
 
-    single, secs, ep = fit_model(main_sc, MODS, tasks, args)
+    single, secs, ep = fit_model(main_sc, MODS, tasks, args, any_subset=True)
     print(f"single model (attention, ModDrop): trained in {secs:.0f} s, best epoch {ep}", flush=True)
     rows = []
     for mods in subsets():
@@ -223,7 +232,7 @@ def main(argv=None) -> int:
     half = Scenario(cohort, args.half_rate, args.seed + 1)
     res = {}
     for fusion in ("attention", "concat"):
-        m, secs, ep = fit_model(half, MODS, tasks, args, fusion={"name": fusion})
+        m, secs, ep = fit_model(half, MODS, tasks, args, any_subset=True, fusion={"name": fusion})
         s = score(m, half, MODS, tasks, oracle)
         res[fusion] = {t: round(s[t]["auroc"], 4) for t in tasks}
         res["oracle"] = {t: round(s[t]["oracle"], 4) for t in tasks}
