@@ -65,13 +65,6 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def subset(self, modality: str) -> "MultimodalDataset":
-        """A view with only the patients that have ``modality``, and only that modality."""
-        view = object.__new__(type(self))
-        view.items = [it for it in self.items if it["values"].get(modality) is not None]
-        view.tasks, view.modalities, view.shapes = self.tasks, (modality,), self.shapes
-        return view
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
 

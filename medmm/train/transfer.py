@@ -23,7 +23,31 @@ from torch import nn
 
 from ..errors import ConfigError, ReadError
 
-__all__ = ["DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_weights", "encoder_blocks"]
+__all__ = ["UnimodalView", "DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_weights", "encoder_blocks"]
+
+
+class UnimodalView(nn.Module):
+    """One modality's encoder and auxiliary head of a multimodal model, as a model of its own.
+
+    Training the view trains those modules of the multimodal model in place.
+    """
+
+    def __init__(self, model: nn.Module, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        self.encoder = model.encoders[modality]
+        self.head = model.aux_heads[modality]
+
+    def forward(self, values: dict[str, torch.Tensor], present: torch.Tensor, return_aux: bool = False):
+        logits = self.head(self.encoder(values[self.modality], present[:, 0]))
+        return (logits, {}) if return_aux else logits
+
+
+def _trains_in_place(model: nn.Module) -> bool:
+    """True for a model whose auxiliary unimodal heads feed its logits (binary tasks only)."""
+    cfg = getattr(model, "config", None)
+    return (hasattr(model, "aux_heads") and bool(getattr(cfg, "unimodal_residual", False))
+            and all(kind == "binary" for kind in getattr(cfg, "tasks", {}).values()))
 
 
 class DatasetView(torch.utils.data.Dataset):
@@ -139,6 +163,15 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
         tr = DatasetView.of(train_ds, modalities=(m,), present_only=True)
         va = DatasetView.of(val_ds, modalities=(m,), present_only=True) if val_ds is not None else None
         if not len(tr):
+            continue
+        if _trains_in_place(model):
+            # the encoder and its auxiliary unimodal head are trained together, in place: the
+            # fused model then starts from calibrated unimodal logits on its residual path
+            cbs = callbacks_for(m) if callbacks_for else []
+            tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
+                                     checkpoint_dir=None, max_steps=config.max_steps)
+            results[m] = train(UnimodalView(model, m), tr, va if va is not None and len(va) else None, tc,
+                               callbacks=cbs, progress=progress)
             continue
         spec = dict(base.encoders.get(m) or DEFAULT_ENCODERS[m])
         cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: spec},
