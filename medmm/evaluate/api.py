@@ -284,7 +284,7 @@ def evaluate_scored(
     from .scoring import modality_subsets, subset_name
     from .subgroups import SmallSubgroupWarning, subgroup_metrics
 
-    tasks, preds = scored.tasks, scored.predictions
+    tasks, preds = scored.tasks, scored.predictions.copy()
     ops = OperatingPoints(fixed=fixed_threshold, target_sensitivity=target_sensitivity)
     notes: list[str] = []
     val_thr: dict[str, dict[str, float]] = {}
