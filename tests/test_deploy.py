@@ -138,3 +138,21 @@ def test_onnx_static_quantisation_calibrates(exported, tmp_path):
     sess = onnx_session(out)
     probs = sess.run(None, onnx_feed(sess, inputs))[0]
     assert probs.shape == (16, 2) and np.isfinite(probs).all()
+
+
+def test_compare_methods_table(exported, tiny_loaded, tmp_path):
+    from medmm.data import MultimodalDataset
+    from medmm.deploy.compress import compare_methods
+
+    model, model_dir, _ = exported
+    train = MultimodalDataset(tiny_loaded.split("train"), model.preprocessor, model.tasks)
+    val = MultimodalDataset(tiny_loaded.split("val") + tiny_loaded.split("test"), model.preprocessor, model.tasks)
+    df = compare_methods(model_dir, train, val, out_dir=tmp_path, methods=("fp32", "dynamic-int8", "pruned", "distilled"),
+                         distill_epochs=1, n_latency=5)
+    assert list(df["method"]) == ["fp32", "dynamic-int8", "pruned", "distilled"]
+    for col in ("size_mb", "p50_ms", "p99_ms", "auroc_tumor", "d_auroc_tumor", "auprc_disease", "d_auprc_disease"):
+        assert col in df.columns
+    fp32 = df.set_index("method").loc["fp32"]
+    assert fp32["d_auroc_tumor"] == 0 and fp32["speedup_p50"] == 1
+    assert df.set_index("method").loc["dynamic-int8", "size_mb"] < fp32["size_mb"]
+    assert (tmp_path / "student" / "medmm_model.json").exists()
