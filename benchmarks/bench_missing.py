@@ -66,6 +66,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="where the cohort is written (default: a folder beside --out)")
     p.add_argument("--quick", action="store_true", help="smoke run: 120 patients, 2 epochs")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--dedicated-from", default=None,
+                   help="take the dedicated models' AUROCs from an earlier --out of this script with the same "
+                        "cohort and training settings instead of training them again")
     p.add_argument("--no-val-every-subset", dest="val_every_subset", action="store_false",
                    help="select the single model's epoch on the validation patients as they are, not once per "
                         "modality subset")
@@ -108,7 +111,8 @@ class Scenario:
         from medmm.train.transfer import DatasetView
 
         shows = [c for r in range(1, len(mods) + 1) for c in itertools.combinations(mods, r)] if every_subset else [mods]
-        items = [{**it, "id": f"{it['id']}|{name(sub)}", "values": {m: it["values"][m] if m in sub else None for m in mods}}
+        items = [{**it, "id": f"{it['id']}|{name(sub)}" if every_subset else it["id"],
+                  "values": {m: it["values"][m] if m in sub else None for m in mods}}
                  for sub in shows for it in self.items[split]]
         return DatasetView(items, tasks, tuple(mods), {m: self.shapes[m] for m in mods})
 
@@ -199,15 +203,29 @@ def main(argv=None) -> int:
     single, secs, ep = fit_model(main_sc, MODS, tasks, args, any_subset=True)
     print(f"single model (attention, ModDrop): trained in {secs:.0f} s, best epoch {ep}", flush=True)
     rows = []
+    earlier = {}
+    if args.dedicated_from:  # dedicated models do not depend on the single model's settings
+        prev = json.loads(Path(args.dedicated_from).read_text())
+        prev_set = json.loads(Path(f"{args.dedicated_from}.checks.json").read_text())["settings"]
+        same = ("patients", "image_size", "missing_rate", "epochs", "patience", "seed")
+        if any(prev_set[k] != getattr(args, k) for k in same):
+            raise SystemExit(f"--dedicated-from was run with other settings: {prev_set}")
+        earlier = {(r["task"], r["subset"]): r["dedicated_model_auroc"] for r in prev}
     for mods in subsets():
-        ded, secs, ep = fit_model(main_sc, mods, tasks, args, modality_dropout=0.0)
         s_single = score(single, main_sc, mods, tasks, oracle)
-        s_ded = score(ded, main_sc, mods, tasks, oracle)
+        if earlier:
+            s_ded = {t: {"auroc": earlier[(t, name(mods))]} for t in tasks}
+            print(f"  dedicated {name(mods):<26} from {args.dedicated_from}", flush=True)
+            secs = ep = None
+        else:
+            ded, secs, ep = fit_model(main_sc, mods, tasks, args, modality_dropout=0.0)
+            s_ded = score(ded, main_sc, mods, tasks, oracle)
         for t in tasks:
             rows.append({"task": t, "subset": name(mods), "single_model_auroc": round(s_single[t]["auroc"], 4),
                          "dedicated_model_auroc": round(s_ded[t]["auroc"], 4),
                          "oracle_auroc": round(s_single[t]["oracle"], 4), "n": s_single[t]["n"]})
-        print(f"  dedicated {name(mods):<26} {secs:5.0f} s, best epoch {ep}", flush=True)
+        if secs is not None:
+            print(f"  dedicated {name(mods):<26} {secs:5.0f} s, best epoch {ep}", flush=True)
 
     head = f"{'task':<8}{'subset':<26}{'single':>8}{'dedicated':>11}{'oracle':>8}{'single-ded':>12}"
     print("\n" + head + "\n" + "-" * len(head))
