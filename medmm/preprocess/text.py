@@ -11,18 +11,23 @@ __all__ = ["TextPreprocessor"]
 
 
 class TextPreprocessor:
-    """TF-IDF over word n-grams, fitted on the training notes only.
+    """TF-IDF over word n-grams, fitted on the training notes only, plus extracted findings.
 
     N-grams up to three words keep negation cues with their finding ("no evidence of",
-    "denies shortness of"), so a linear or MLP encoder on top can tell them apart.
+    "denies shortness of"), so a linear or MLP encoder on top can tell them apart. With
+    ``findings=True`` the vector ends with the NegEx/ConText claim of each concept group
+    (affirmed / possible / negated / unmentioned, one-hot; see
+    :func:`medmm.preprocess.notes_nlp.finding_features`): a handful of negation-aware
+    features that a model learns from far fewer notes than the n-grams need.
     """
 
     def __init__(self, *, max_features: int = 2000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 3,
-                 token_pattern: str = r"(?u)\b[^\W\d_]{2,}\b") -> None:
+                 token_pattern: str = r"(?u)\b[^\W\d_]{2,}\b", findings: bool = True) -> None:
         self.max_features = max_features
         self.ngram_range = tuple(ngram_range)
         self.min_df = min_df
         self.token_pattern = token_pattern  # words of letters only: numbers and ids make poor features
+        self.findings = findings
 
     def fit(self, notes: list[Notes]) -> "TextPreprocessor":
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -35,13 +40,24 @@ class TextPreprocessor:
         )
         self.vectorizer_.fit(texts or ["empty"])
         self.n_features_ = len(self.vectorizer_.vocabulary_)
+        self.finding_names_: list[str] = []
+        if self.findings:
+            from .notes_nlp import finding_features
+
+            self.finding_names_ = sorted(finding_features(""))
         return self
 
     def transform(self, notes: Notes) -> np.ndarray:
         if not hasattr(self, "vectorizer_"):
             raise NotFittedError("TextPreprocessor is not fitted", hint="call fit() on training notes first")
-        return self.vectorizer_.transform([notes.text]).toarray()[0].astype(np.float32)
+        bag = self.vectorizer_.transform([notes.text]).toarray()[0].astype(np.float32)
+        if not self.finding_names_:
+            return bag
+        from .notes_nlp import finding_features
+
+        claims = finding_features(notes.text)
+        return np.concatenate([bag, np.array([claims[k] for k in self.finding_names_], dtype=np.float32)])
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return (self.n_features_,)
+        return (self.n_features_ + len(getattr(self, "finding_names_", [])),)

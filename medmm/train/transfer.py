@@ -168,10 +168,11 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
             # the encoder and its auxiliary unimodal head are trained together, in place: the
             # fused model then starts from calibrated unimodal logits on its residual path
             cbs = callbacks_for(m) if callbacks_for else []
+            ckpt = Path(config.checkpoint_dir) / f"pretrain_{m}" if config.checkpoint_dir else None
             tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
-                                     checkpoint_dir=None, max_steps=config.max_steps)
+                                     checkpoint_dir=str(ckpt) if ckpt else None, max_steps=config.max_steps)
             results[m] = train(UnimodalView(model, m), tr, va if va is not None and len(va) else None, tc,
-                               callbacks=cbs, progress=progress)
+                               callbacks=cbs, progress=progress, resume=bool(ckpt))
             continue
         spec = dict(base.encoders.get(m) or DEFAULT_ENCODERS[m])
         cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: spec},
