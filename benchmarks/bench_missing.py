@@ -66,6 +66,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="where the cohort is written (default: a folder beside --out)")
     p.add_argument("--quick", action="store_true", help="smoke run: 120 patients, 2 epochs")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--monitor", default="val_loss",
+                   help="validation metric that selects each model's epoch: val_loss (default) or val_auroc_mean")
     p.add_argument("--dedicated-from", default=None,
                    help="take the dedicated models' AUROCs from an earlier --out of this script with the same "
                         "cohort and training settings instead of training them again")
@@ -125,7 +127,7 @@ def fit_model(sc: Scenario, mods, tasks, args, *, any_subset: bool = False, **mo
                       encoders={m: dict(ENCODERS[m]) for m in mods}, **model_kw)
     model = MultimodalModel(cfg, {m: sc.shapes[m] for m in mods}, sc.pre)
     tc = TrainConfig(epochs=args.epochs, patience=args.patience, min_epochs=min(8, args.epochs), seed=args.seed,
-                     device="cpu", deterministic=False)
+                     device="cpu", deterministic=False, monitor=args.monitor)
     t0 = time.perf_counter()
     val = sc.view("val", mods, tasks, every_subset=any_subset and args.val_every_subset)
     res = train(model, sc.view("train", mods, tasks), val, tc, progress=False)
