@@ -53,9 +53,15 @@ def test_streaming_scores_equal_predict_records_and_masking_is_consistent(model,
     for k in plain.masked:
         assert np.allclose(plain.masked[k], s.masked[k][:6], atol=1e-6)
     assert (s.predictions.split == "test").all()
-    # worker processes read and preprocess; same table
-    w = score_cohort(model, tiny_cohort, split="test", batch_size=5, num_workers=2, progress=False)
-    pd.testing.assert_frame_equal(w.predictions, s.predictions)
+
+
+@pytest.mark.slow
+def test_reader_workers_give_the_same_table(model, tiny_cohort):
+    from medmm.evaluate.scoring import score_cohort
+
+    inline = score_cohort(model, tiny_cohort, split="test", batch_size=5, progress=False)
+    workers = score_cohort(model, tiny_cohort, split="test", batch_size=5, num_workers=2, progress=False)
+    pd.testing.assert_frame_equal(workers.predictions, inline.predictions)
 
 
 def test_evaluate_cohort_end_to_end(model_dir, tiny_loaded, tmp_path):
