@@ -1,8 +1,8 @@
 """The notebooks run top to bottom on small data, and their outputs show what they promise.
 
 Executed with nbclient on the ``python3`` kernel of the running interpreter's environment
-(jupyter_client resolves a kernelspec's ``python`` to ``sys.executable``). The quickstart and
-the cohort-evaluation notebooks train models and are marked slow; ``make test-slow`` runs them.
+(jupyter_client resolves a kernelspec's ``python`` to ``sys.executable``). All three run in the
+default suite: every notebook in ``notebooks/`` must run top to bottom in ``make test``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ def test_bring_your_own_data_notebook(tmp_path, monkeypatch):
     assert (tmp_path / "work" / "byod" / "export" / "manifest.csv").exists()
 
 
-@pytest.mark.slow
 def test_quickstart_notebook(tmp_path, monkeypatch):
     nb = run_notebook("01_quickstart.ipynb", tmp_path, monkeypatch)
     html = "\n".join(outputs(nb, "text/html"))
@@ -80,7 +79,6 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
     assert "MLflow run" in "\n".join(outputs(nb, "text/plain"))
 
 
-@pytest.mark.slow
 def test_cohort_evaluation_notebook(tmp_path, monkeypatch):
     nb = run_notebook("03_cohort_evaluation.ipynb", tmp_path, monkeypatch)
     html = "\n".join(outputs(nb, "text/html"))
