@@ -10,8 +10,7 @@ Public API (heavy libraries such as torch, monai and mlflow are imported only wh
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_attributes
 
 from .errors import (  # noqa: F401  (light: no third-party imports)
     ConfigError,
@@ -62,15 +61,4 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'medmm' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, _ = lazy_attributes("medmm", _LAZY, __all__)
