@@ -51,12 +51,13 @@ class TextPreprocessor:
         if not hasattr(self, "vectorizer_"):
             raise NotFittedError("TextPreprocessor is not fitted", hint="call fit() on training notes first")
         bag = self.vectorizer_.transform([notes.text]).toarray()[0].astype(np.float32)
-        if not self.finding_names_:
+        names = getattr(self, "finding_names_", [])  # absent in models saved before findings existed
+        if not names:
             return bag
         from .notes_nlp import finding_features
 
         claims = finding_features(notes.text)
-        return np.concatenate([bag, np.array([claims[k] for k in self.finding_names_], dtype=np.float32)])
+        return np.concatenate([bag, np.array([claims[k] for k in names], dtype=np.float32)])
 
     @property
     def output_shape(self) -> tuple[int, ...]:
