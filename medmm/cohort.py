@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import html
 import json
-import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -156,18 +155,13 @@ def read_manifest(path: str | Path):
 
 
 def _cell(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    try:
-        import pandas as pd
+    """A table cell with pandas' missing markers (NaN, NA, NaT) as ``None``."""
+    import pandas as pd
 
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v
+    try:
+        return None if v is None or pd.isna(v) else v
+    except (TypeError, ValueError):  # list-like cells: not a missing marker
+        return v
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -175,7 +169,7 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def validate_manifest(path: str | Path, *, check_files: bool = True) -> ProblemReport:
+def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any = None) -> ProblemReport:
     """Check a manifest against its schema and the files it names; report every problem."""
     import jsonschema
     import pandas as pd
@@ -184,7 +178,7 @@ def validate_manifest(path: str | Path, *, check_files: bool = True) -> ProblemR
 
     path = Path(path)
     report = ProblemReport(source=str(path))
-    df = read_manifest(path)
+    df = read_manifest(path) if frame is None else frame  # ``frame``: the table, already read
     base = path.parent
     cols = list(df.columns)
     if "patient_id" not in cols:
@@ -380,7 +374,7 @@ def row_to_record(
         labels=labels,
         split=row.get("split") if row.get("split") in ("train", "val", "test") else None,
         index_time=index_time,
-        meta={k: v for k, v in row.items() if k not in KNOWN_COLUMNS[1:3] and k != "patient_id"
+        meta={k: v for k, v in row.items() if k not in ("patient_id", "split", "index_time")
               and not k.startswith("label_") and not k.endswith("_path") and not k.endswith("_format")},
     )
     for m in modalities:
@@ -425,7 +419,8 @@ def load_cohort(
     from tqdm.auto import tqdm
 
     manifest = Path(manifest)
-    report = validate_manifest(manifest, check_files=False)
+    df = read_manifest(manifest)
+    report = validate_manifest(manifest, check_files=False, frame=df)
     structural = [p for p in report.errors if p.row is None]
     if structural:
         raise ManifestError(
@@ -436,7 +431,6 @@ def load_cohort(
         p = report.errors[0]
         raise ManifestError(p.message, path=manifest, row=p.row, column=p.column)
     bad_rows = {p.row for p in report.errors if p.column in ("patient_id",)}
-    df = read_manifest(manifest)
     label_cols = [c for c in df.columns if c.startswith("label_")]
     records: list[PatientRecord] = []
     rows = df.to_dict(orient="records")

@@ -83,12 +83,8 @@ def build_preprocessor(preprocess: Any, model_config: Any):
                 steps[m] = cls(**kw)
             except TypeError as exc:
                 raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
-    try:
-        from .models.multimodal import build_preprocessor as for_model  # picks token/embedding steps by encoder
-    except ImportError:
-        from .preprocess import MultimodalPreprocessor
+    from .models.multimodal import build_preprocessor as for_model  # picks token/embedding steps by encoder
 
-        return MultimodalPreprocessor(modalities=model_config.modalities, **steps)
     return for_model(model_config, **steps)
 
 
