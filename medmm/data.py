@@ -46,9 +46,15 @@ def encode_records(records: list[PatientRecord], preprocessor: Any, *, progress:
     """Preprocess every record once: ``{"values": {m: array|None}, "labels": ..., "id": ...}``."""
     from tqdm.auto import tqdm
 
+    many = getattr(preprocessor, "transform_many", None)
     out = []
-    for r in tqdm(records, desc="preprocess", unit="pt", disable=not progress):
-        out.append({"values": preprocessor.transform(r), "labels": dict(r.labels), "id": r.patient_id})
+    chunk = 64 if many is not None else 1
+    with tqdm(total=len(records), desc="preprocess", unit="pt", disable=not progress) as bar:
+        for s in range(0, len(records), chunk):
+            part = records[s:s + chunk]
+            values = many(part) if many is not None else [preprocessor.transform(r) for r in part]
+            out.extend({"values": v, "labels": dict(r.labels), "id": r.patient_id} for v, r in zip(values, part))
+            bar.update(len(part))
     return out
 
 

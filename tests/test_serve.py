@@ -99,6 +99,23 @@ def test_not_json_and_too_large(client):
     assert r.status_code == 413
 
 
+def test_chunked_upload_is_measured_as_it_arrives(client):
+    import json
+
+    def chunks(body: bytes, size: int = 4096):
+        for i in range(0, len(body), size):
+            yield body[i:i + size]
+
+    hdr = {**H, "Content-Type": "application/json"}
+    big = json.dumps({"patient_id": "x", "notes": [{"text": "a" * 30_000}]}).encode()
+    r = client.post("/predict", content=chunks(big), headers=hdr)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    small = json.dumps(PATIENT).encode()
+    r = client.post("/predict", content=chunks(small, 100), headers=hdr)  # under the limit: served as usual
+    assert r.status_code == 200, r.text
+    assert r.json()["patient_id"] == "P1"
+
+
 def test_monitor_observations_alert_and_state(client):
     obs = [{"time": "2024-05-01T08:00:00", "signal": "resp_rate", "value": 16},
            {"time": "2024-05-01T08:00:00", "signal": "HR", "value": 75}]

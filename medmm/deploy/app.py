@@ -133,7 +133,7 @@ def _vitals_frame(obs: list[ObservationIn]) -> Any:
             t = t.astimezone(__import__("datetime").timezone.utc).replace(tzinfo=None)
         acc.setdefault((t, sig), []).append(v)
     rows = sorted(((t, sig, sum(v) / len(v)) for (t, sig), v in acc.items()), key=lambda r: (r[0], r[1]))
-    frame = pd.DataFrame({"time": pd.to_datetime([r[0] for r in rows]).astype("datetime64[ns]"),
+    frame = pd.DataFrame({"time": np.array([r[0] for r in rows], dtype="datetime64[ns]"),
                           "signal": [r[1] for r in rows], "value": np.array([r[2] for r in rows], dtype=float),
                           "unit": [units[r[1]] for r in rows]})
     return frame
@@ -162,32 +162,6 @@ def _record_from_json(p: PatientIn) -> Any:
     else:
         index_time = last
     return PatientRecord(p.patient_id, notes=notes, vitals=vitals, ehr=ehr, index_time=index_time)
-
-
-def transform_batch(preprocessor: Any, records: list[Any]) -> list[dict[str, Any]]:
-    """``preprocessor.transform`` of many records, one batched call per modality where the step has
-    ``transform_many`` (the EHR ColumnTransformer costs the same for one row as for thirty)."""
-    from ..records import Missing
-
-    out: list[dict[str, Any]] = [{} for _ in records]
-    for m in preprocessor.modalities:
-        step = preprocessor.steps[m]
-        idx = [i for i, r in enumerate(records) if not isinstance(getattr(r, m), Missing)]
-        for i, r in enumerate(records):
-            out[i][m] = None
-        if not idx:
-            continue
-        if m == "vitals":
-            for i in idx:
-                out[i][m] = step.transform(records[i].vitals, index_time=records[i].index_time)
-        elif hasattr(step, "transform_many") and m != "image":
-            rows = step.transform_many([getattr(records[i], m) for i in idx])
-            for k, i in enumerate(idx):
-                out[i][m] = rows[k]
-        else:
-            for i in idx:
-                out[i][m] = step.transform(getattr(records[i], m))
-    return out
 
 
 class _Batcher:
@@ -236,14 +210,14 @@ class _Batcher:
 
     def _run(self, records: list[Any]) -> list[Any]:
         try:
-            items = transform_batch(self.predictor.preprocessor, records)
+            items = self.predictor.preprocessor.transform_many(records)
             probs = self.predictor.predict_values(items)
             return [(probs[i], items[i]) for i in range(len(records))]
         except Exception:  # noqa: BLE001 - one bad record must not fail the others: score them one by one
             out: list[Any] = []
             for r in records:
                 try:
-                    it = transform_batch(self.predictor.preprocessor, [r])
+                    it = self.predictor.preprocessor.transform_many([r])
                     out.append((self.predictor.predict_values(it)[0], it[0]))
                 except MedmmError as exc:
                     out.append(exc)
@@ -270,6 +244,92 @@ def _record_from_fhir(doc: dict[str, Any]) -> Any:
 
 class _Unprocessable(Exception):
     pass
+
+
+class _LimitAndMeasure:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs about a millisecond of CPU a
+    request): refuses bodies over ``max_body_bytes`` with a 413 (by Content-Length, or by counting
+    a chunked upload as it arrives), counts requests by endpoint and status, observes latency, and
+    turns anything that escapes the app into a plain 500 without a stack trace."""
+
+    def __init__(self, app: Any, *, max_body_bytes: int, requests_total: Any, latency: Any) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.requests_total = requests_total
+        self.latency = latency
+
+    async def _reply(self, send: Any, status: int, detail: str) -> None:
+        import orjson
+
+        body = orjson.dumps({"detail": detail})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        path = scope.get("path", "")
+        endpoint = "/monitor" if path.startswith("/monitor/") else path
+        limit = self.max_body_bytes
+        length = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                length = value
+                break
+        if length is not None:
+            try:
+                too_big = int(length) > limit
+            except ValueError:
+                self.requests_total.labels(endpoint, "400").inc()
+                await self._reply(send, 400, "invalid Content-Length")
+                return
+            if too_big:
+                self.requests_total.labels(endpoint, "413").inc()
+                await self._reply(send, 413, f"request body over the limit of {limit} bytes")
+                return
+        elif scope.get("method") in ("POST", "PUT", "PATCH"):
+            # chunked upload: read it here, counting, and hand the app what arrived
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    self.requests_total.labels(endpoint, "413").inc()
+                    await self._reply(send, 413, f"request body over the limit of {limit} bytes")
+                    return
+                if not message.get("more_body", False):
+                    break
+            body, replayed = b"".join(chunks), False
+
+            async def receive() -> dict[str, Any]:  # noqa: F811 - the app reads the buffered body
+                nonlocal replayed
+                if replayed:
+                    return {"type": "http.disconnect"}
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+        status: list[int] = []
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:  # noqa: BLE001 - never leak a stack trace
+            self.requests_total.labels(endpoint, "500").inc()
+            if not status:
+                await self._reply(send, 500, "internal error")
+            return
+        self.requests_total.labels(endpoint, str(status[0] if status else 500)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
 def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
@@ -309,35 +369,8 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
             raise HTTPException(status_code=401, detail="missing or invalid API key (header X-API-Key)",
                                 headers={"WWW-Authenticate": "API-Key"})
 
-    @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next):
-        t0 = time.perf_counter()
-        endpoint = request.scope.get("path", "")
-        endpoint = "/monitor" if endpoint.startswith("/monitor/") else endpoint
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > max_body_bytes
-            except ValueError:
-                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
-            if too_big:
-                requests_total.labels(endpoint, "413").inc()
-                return JSONResponse({"detail": f"request body over the limit of {max_body_bytes} bytes"},
-                                    status_code=413)
-        elif request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked upload: measure what arrived
-            if len(body) > max_body_bytes:
-                requests_total.labels(endpoint, "413").inc()
-                return JSONResponse({"detail": f"request body over the limit of {max_body_bytes} bytes"},
-                                    status_code=413)
-        try:
-            response = await call_next(request)
-        except Exception:  # noqa: BLE001 - never leak a stack trace
-            requests_total.labels(endpoint, "500").inc()
-            return JSONResponse({"detail": "internal error"}, status_code=500)
-        requests_total.labels(endpoint, str(response.status_code)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(_LimitAndMeasure, max_body_bytes=max_body_bytes, requests_total=requests_total,
+                       latency=latency)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

@@ -129,7 +129,7 @@ class Predictor:
 
     def predict_records(self, records: list[Any]) -> np.ndarray:
         """Probabilities ``[N, T]`` for raw :class:`~medmm.records.PatientRecord` objects."""
-        return self.predict_values([self.preprocessor.transform(r) for r in records])
+        return self.predict_values(self.preprocessor.transform_many(records))
 
 
 def _eager_fn(model: Any):

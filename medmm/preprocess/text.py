@@ -48,16 +48,23 @@ class TextPreprocessor:
         return self
 
     def transform(self, notes: Notes) -> np.ndarray:
+        return self.transform_many([notes])[0]
+
+    def transform_many(self, notes: list[Notes]) -> np.ndarray:
+        """``float32 [len(notes), output_shape[0]]``: one vectorizer call for the lot (what a
+        micro-batching service wants)."""
         if not hasattr(self, "vectorizer_"):
             raise NotFittedError("TextPreprocessor is not fitted", hint="call fit() on training notes first")
-        bag = self.vectorizer_.transform([notes.text]).toarray()[0].astype(np.float32)
+        texts = [n.text for n in notes]
+        bag = self.vectorizer_.transform(texts).toarray().astype(np.float32, copy=False)
         names = getattr(self, "finding_names_", [])  # absent in models saved before findings existed
         if not names:
             return bag
         from .notes_nlp import finding_features
 
-        claims = finding_features(notes.text)
-        return np.concatenate([bag, np.array([claims[k] for k in names], dtype=np.float32)])
+        claims = [finding_features(t) for t in texts]
+        found = np.array([[c[k] for k in names] for c in claims], dtype=np.float32).reshape(len(texts), len(names))
+        return np.concatenate([bag, found], axis=1)
 
     @property
     def output_shape(self) -> tuple[int, ...]:

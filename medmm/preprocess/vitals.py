@@ -49,36 +49,52 @@ class VitalsPreprocessor:
         import pandas as pd
 
         df = vitals.frame
-        end = pd.Timestamp(index_time) if index_time is not None else df["time"].max()
-        hours_before = (end - df["time"]).dt.total_seconds().to_numpy() / 3600.0
+        times = df["time"].to_numpy("datetime64[ns]")
+        if index_time is not None:
+            end = pd.Timestamp(index_time).to_datetime64().astype("datetime64[ns]")
+        else:
+            end = times.max() if len(times) else np.datetime64(0, "ns")
+        hours_before = (end - times).astype(np.float64) / 3.6e12
         keep = (hours_before >= 0) & (hours_before <= self.hours)
         t = self.n_steps
         c = len(self.signals_)
         out = np.zeros((t, 3 * c), dtype=np.float32)
         if c == 0:
             return out
-        col = {s: i for i, s in enumerate(self.signals_)}
+        col = self._columns()
         sig = df["signal"].to_numpy()[keep]
         val = df["value"].to_numpy(np.float64)[keep]
         pos = self.hours - hours_before[keep]  # hours since window start
         b = np.minimum((pos / self.step_hours).astype(int), t - 1)
-        chan = np.array([col.get(s, -1) for s in sig], dtype=int)
+        chan = np.fromiter((col.get(s, -1) for s in sig), dtype=np.int64, count=len(sig))
         ok = chan >= 0
-        sums = np.zeros((t, c))
-        counts = np.zeros((t, c))
-        np.add.at(sums, (b[ok], chan[ok]), (val[ok] - self.mean_[chan[ok]]) / self.std_[chan[ok]])
-        np.add.at(counts, (b[ok], chan[ok]), 1.0)
+        b, chan = b[ok], chan[ok]
+        sums = np.bincount(b * c + chan, weights=(val[ok] - self.mean_[chan]) / self.std_[chan],
+                           minlength=t * c).reshape(t, c)
+        counts = np.bincount(b * c + chan, minlength=t * c).reshape(t, c)
         observed = counts > 0
-        last = np.zeros(c)
-        since = np.full(c, self.hours)
-        for step in range(t):
-            obs = observed[step]
-            last[obs] = sums[step, obs] / counts[step, obs]
-            since = np.where(obs, 0.0, since + (self.step_hours if step else 0.0))
-            out[step, :c] = last
-            out[step, c:2 * c] = obs
-            out[step, 2 * c:] = np.minimum(since, self.hours) / self.hours
+        # last observation carried forward: index of the latest observed step at or before each step
+        steps = np.arange(t)[:, None]
+        last_step = np.maximum.accumulate(np.where(observed, steps, -1), axis=0)
+        seen = last_step >= 0
+        means = np.divide(sums, counts, out=np.zeros((t, c)), where=observed)
+        out[:, :c] = np.where(seen, means[np.maximum(last_step, 0), np.arange(c)], 0.0)
+        out[:, c:2 * c] = observed
+        # hours since the last observation (the whole window, capped, before the first one)
+        since = np.where(seen, (steps - last_step) * self.step_hours, steps * self.step_hours + self.hours)
+        out[:, 2 * c:] = np.minimum(since, self.hours) / self.hours
         return out
+
+    def _columns(self) -> dict[str, int]:
+        col = getattr(self, "_col_cache", None)
+        if col is None:
+            col = self._col_cache = {s: i for i, s in enumerate(self.signals_)}
+        return col
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_col_cache", None)
+        return state
 
     @property
     def output_shape(self) -> tuple[int, ...]:
