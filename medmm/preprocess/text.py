@@ -19,9 +19,17 @@ class TextPreprocessor:
     (affirmed / possible / negated / unmentioned, one-hot; see
     :func:`medmm.preprocess.notes_nlp.finding_features`): a handful of negation-aware
     features that a model learns from far fewer notes than the n-grams need.
+
+    ``max_features="auto"`` (the default) sizes the n-gram vocabulary to the training notes: a
+    quarter of their number, between 32 and 2000. With fewer notes than n-grams an MLP learns
+    the training notes by heart from n-grams that carry nothing (on the demo cohort's 130
+    training notes, 2000 n-grams gave a held-out tumour AUROC of 0.834, 128 gave 0.857 and 32
+    gave 0.881, beside an oracle of 0.917); a cohort of 8000 notes or more gets all 2000.
     """
 
-    def __init__(self, *, max_features: int = 2000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 3,
+    AUTO_MIN, AUTO_MAX, AUTO_NOTES_PER_FEATURE = 32, 2000, 4
+
+    def __init__(self, *, max_features: int | str = "auto", ngram_range: tuple[int, int] = (1, 3), min_df: int = 3,
                  token_pattern: str = r"(?u)\b[^\W\d_]{2,}\b", findings: bool = True) -> None:
         self.max_features = max_features
         self.ngram_range = tuple(ngram_range)
@@ -34,8 +42,9 @@ class TextPreprocessor:
 
         texts = [n.text for n in notes]
         min_df = self.min_df if len(texts) >= 4 * self.min_df else 1
+        self.max_features_ = self.vocabulary_size(len(texts))
         self.vectorizer_ = TfidfVectorizer(
-            max_features=self.max_features, ngram_range=self.ngram_range, min_df=min_df,
+            max_features=self.max_features_, ngram_range=self.ngram_range, min_df=min_df,
             sublinear_tf=True, lowercase=True, dtype=np.float32, token_pattern=self.token_pattern,
         )
         self.vectorizer_.fit(texts or ["empty"])
@@ -46,6 +55,17 @@ class TextPreprocessor:
 
             self.finding_names_ = sorted(finding_features(""))
         return self
+
+    def vocabulary_size(self, n_notes: int) -> int:
+        """The most n-grams kept when fitting on ``n_notes`` notes."""
+        if self.max_features == "auto":
+            return int(min(self.AUTO_MAX, max(self.AUTO_MIN, n_notes // self.AUTO_NOTES_PER_FEATURE)))
+        if isinstance(self.max_features, bool) or not isinstance(self.max_features, int) or self.max_features < 1:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"TextPreprocessor max_features must be 'auto' or a positive integer, "
+                              f"got {self.max_features!r}", hint="e.g. preprocess.notes.max_features: 500")
+        return int(self.max_features)
 
     def transform(self, notes: Notes) -> np.ndarray:
         return self.transform_many([notes])[0]
