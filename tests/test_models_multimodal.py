@@ -248,3 +248,41 @@ def test_saved_model_with_token_inputs_and_cross_attention_predicts_raw_records(
     assert before.shape == (len(test_recs), 2) and np.isfinite(before).all()
     empty = [r.masked(*MODS) for r in test_recs[:2]]
     np.testing.assert_allclose(*loaded.predict_records(empty), atol=1e-6)  # nothing present: the prior
+
+
+def test_attention_readout_sums_present_tokens_and_version_1_models_keep_the_cls_readout(tiny_loaded, tmp_path):
+    import json
+
+    import torch
+
+    from medmm.errors import ConfigError
+    from medmm.models.fusion import AttentionFusion
+
+    fusion = AttentionFusion(modalities=("a", "b"), dim=8, heads=2).eval()
+    cls_only = AttentionFusion(modalities=("a", "b"), dim=8, heads=2, readout="cls").eval()
+    cls_only.load_state_dict(fusion.state_dict())
+    x = torch.randn(1, 8)
+    feats = {"a": x.repeat(3, 1), "b": x.repeat(3, 1)}
+    present = torch.tensor([[True, False], [True, True], [False, False]])
+    with torch.no_grad():
+        out, base = fusion(feats, present), cls_only(feats, present)
+    torch.testing.assert_close(out[2], base[2])  # nothing present: both read out the CLS token alone
+    assert not torch.allclose(out[0], out[1], atol=1e-4)  # the same evidence twice is not once
+    with pytest.raises(ConfigError, match="readout"):
+        AttentionFusion(modalities=("a",), dim=8, heads=2, readout="mean")
+
+    cfg = ModelConfig(tasks={"tumor": "binary"}, dim=16, fusion={"name": "attention", "heads": 2, "readout": "cls"},
+                      encoders={"image": {"name": "tiny_cnn3d", "channels": (4, 8)}, "notes": {"name": "tfidf_mlp"},
+                                "vitals": {"name": "gru", "hidden": 8}, "ehr": {"name": "mlp"}})
+    train_recs, test_recs = tiny_loaded.split("train"), tiny_loaded.split("test")
+    pre = build_preprocessor(cfg).fit(train_recs)
+    model = MultimodalModel(cfg, pre.output_shapes(), pre)
+    folder = model.save(tmp_path / "v1")
+    meta = json.loads((folder / "medmm_model.json").read_text())
+    meta["format_version"] = 1  # as medmm wrote it before the read-out was a setting
+    del meta["config"]["fusion"]["readout"]
+    (folder / "medmm_model.json").write_text(json.dumps(meta))
+    loaded = MultimodalModel.load(folder)
+    assert loaded.fusion.readout == "cls"
+    np.testing.assert_allclose(loaded.predict_records(test_recs), model.predict_records(test_recs), atol=1e-6)
+    assert MultimodalModel(ModelConfig(), pre.output_shapes(), pre).fusion.readout == "cls+sum"

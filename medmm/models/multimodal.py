@@ -28,7 +28,7 @@ DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
     "ehr": {"name": "mlp"},
 }
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the attention fusion's read-out is a config field (version 1 models read out CLS only)
 SCHEDULES = ("constant", "linear")
 
 
@@ -355,9 +355,12 @@ class MultimodalModel(nn.Module):
             raise ReadError("not a medmm model folder (no medmm_model.json)", path=path,
                             hint="give the folder written by MultimodalModel.save or `medmm train`")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ReadError(f"model format version {meta.get('format_version')} is not supported", path=meta_path,
-                            hint=f"this medmm reads version {FORMAT_VERSION}")
+        version = meta.get("format_version")
+        if version not in (1, FORMAT_VERSION):
+            raise ReadError(f"model format version {version} is not supported", path=meta_path,
+                            hint=f"this medmm reads versions 1 to {FORMAT_VERSION}")
+        if version == 1 and meta["config"].get("fusion", {}).get("name") == "attention":
+            meta["config"]["fusion"].setdefault("readout", "cls")  # what version 1 computed
         with open(path / "preprocessor.pkl", "rb") as fh:
             pre = pickle.load(fh)
         model = cls(ModelConfig.from_dict(meta["config"]), meta["input_shapes"], pre)
