@@ -47,7 +47,9 @@ class ModelConfig:
     80 %: ModDrop at 0.25 is mild where little is missing and adds to real missingness where much
     is, and the auxiliary heads keep every encoder trained on the rows it has.
     ``benchmarks/bench_missing.py`` measures them against dedicated per-subset models and the
-    oracle (``--sweep 0,0.4,0.8`` over missing rates).
+    oracle (``--sweep 0,0.4,0.8`` over missing rates). Measured there with the demo's two-stage
+    recipe: within 0.035 AUROC of the oracle up to 40 % missing; at 80 % the image-driven tumour
+    task falls well short (0.56 against 0.72: each encoder then sees a fifth of the patients).
 
     ``modality_dropout``
         The chance, during training only, that a present modality is hidden from the fusion for
