@@ -143,3 +143,17 @@ def test_metrics_and_openapi(client):
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/monitor/{patient_id}/observations", "/health", "/metrics"} <= set(schema["paths"])
     assert "APIKeyHeader" in str(schema.get("components", {}).get("securitySchemes", {}))
+
+
+def test_freeze_heap_moves_long_lived_objects_out_of_the_collector():
+    import gc
+
+    from medmm.deploy.app import freeze_heap
+
+    before = gc.get_threshold()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == 50_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

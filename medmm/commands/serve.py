@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..deploy.app import create_app
+    from ..deploy.app import create_app, freeze_heap
     from ..deploy.runtime import Predictor
     from ..errors import ConfigError
     from ..monitor.health import MonitorConfig
@@ -38,14 +38,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, runtime=args.runtime, threads=args.threads)
     cfg = MonitorConfig(model_threshold=args.model_threshold, model_high=max(args.model_threshold, 0.8))
     app = create_app(predictor, api_keys=keys, max_body_bytes=args.max_body_bytes, monitor_config=cfg)
-    # The model, torch and pandas leave a few hundred thousand long-lived objects; a full garbage
-    # collection walking them all stalls every request in flight for tens of milliseconds. Move
-    # them out of the collector's sight (gc.freeze) and collect the young generation less often.
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    freeze_heap()
     print(f"medmm serve: {args.model} ({args.runtime}) on http://{args.host}:{args.port}  (OpenAPI at /docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

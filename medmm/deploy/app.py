@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import MedmmError
 
-__all__ = ["create_app", "PatientIn", "ObservationIn", "PredictOut"]
+__all__ = ["create_app", "freeze_heap", "PatientIn", "ObservationIn", "PredictOut"]
 
 MAX_OBSERVATIONS = 20_000
 MAX_NOTES = 200
@@ -330,6 +330,20 @@ class _LimitAndMeasure:
             return
         self.requests_total.labels(endpoint, str(status[0] if status else 500)).inc()
         self.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+
+def freeze_heap() -> None:
+    """Call once the model is loaded, before serving. The model, torch and pandas leave a few
+    hundred thousand long-lived objects; a full garbage collection walking them all stalls every
+    request in flight for tens of milliseconds (on the demo model, a 10 s load test's p99 went
+    from 377 ms to 24 ms). This moves them out of the collector's sight (``gc.freeze``) and
+    collects the young generation less often. ``medmm serve`` calls it; call it yourself when you
+    mount :func:`create_app` in your own server."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
