@@ -55,25 +55,15 @@ def inputs_for(model, present: dict[str, bool], batch: int, image_shape=None, se
 
 
 def raw_record(model):
-    """One patient as a service receives it: 24 h of five vital signs, an EHR row, a note."""
+    """One patient as the service receives it (``bench_serve.payload``: 24 h of five vital signs,
+    an EHR row, a note), parsed by the service's own JSON path."""
     if model.preprocessor is None:
         return None
-    import pandas as pd
+    from bench_serve import payload
 
-    from medmm.records import Note, Notes, PatientRecord, Tabular, Vitals
+    from medmm.deploy.app import PatientIn, _record_from_json
 
-    rng = np.random.default_rng(0)
-    rows = []
-    for h in range(24):
-        t = pd.Timestamp("2024-05-01") + pd.Timedelta(hours=h)
-        rows += [(t, "heart_rate", rng.normal(80, 8), "bpm"), (t, "resp_rate", rng.normal(16, 2), "/min"),
-                 (t, "spo2", min(100.0, rng.normal(97, 1)), "%"), (t, "sbp", rng.normal(124, 10), "mmHg"),
-                 (t, "temperature", rng.normal(36.9, 0.3), "degC")]
-    vitals = Vitals(pd.DataFrame(rows, columns=["time", "signal", "value", "unit"]))
-    note = Notes([Note("HISTORY: fatigue and weight loss. FINDINGS: no focal lesion. IMPRESSION: stable.")])
-    ehr = Tabular({"age [years]": 64, "sex": "F", "smoking": "never", "sodium [mmol/L]": 140.0,
-                   "hemoglobin [g/dL]": 12.5, "lactate [mmol/L]": 1.4})
-    return PatientRecord("bench", notes=note, vitals=vitals, ehr=ehr, index_time=pd.Timestamp("2024-05-02"))
+    return _record_from_json(PatientIn.model_validate(payload(0)))
 
 
 def main(argv=None) -> int:

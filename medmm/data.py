@@ -82,7 +82,7 @@ def collate(items: list[dict[str, Any]], modalities: tuple[str, ...], shapes: di
             tasks: tuple[str, ...]) -> Batch:
     b = len(items)
     values: dict[str, torch.Tensor] = {}
-    present = torch.zeros((b, len(modalities)), dtype=torch.bool)
+    present = np.zeros((b, len(modalities)), dtype=bool)  # filled in numpy: element writes to tensors are slow
     for j, m in enumerate(modalities):
         arr = np.zeros((b, *shapes[m]), dtype=np.float32)
         for i, it in enumerate(items):
@@ -91,12 +91,13 @@ def collate(items: list[dict[str, Any]], modalities: tuple[str, ...], shapes: di
                 arr[i] = v
                 present[i, j] = True
         values[m] = torch.from_numpy(arr)
-    labels = torch.zeros((b, len(tasks)), dtype=torch.float32)
-    lmask = torch.zeros((b, len(tasks)), dtype=torch.bool)
+    labels = np.zeros((b, len(tasks)), dtype=np.float32)
+    lmask = np.zeros((b, len(tasks)), dtype=bool)
     for i, it in enumerate(items):
         for k, t in enumerate(tasks):
             y = it["labels"].get(t)
             if y is not None and not (isinstance(y, float) and np.isnan(y)):
                 labels[i, k] = float(y)
                 lmask[i, k] = True
+    present, labels, lmask = torch.from_numpy(present), torch.from_numpy(labels), torch.from_numpy(lmask)
     return Batch(values, present, tuple(modalities), labels, lmask, tuple(tasks), [it["id"] for it in items])

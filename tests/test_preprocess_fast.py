@@ -47,6 +47,19 @@ def test_tabular_fast_path_defers_what_it_cannot_parse_and_survives_pickling(tin
     np.testing.assert_allclose(clone.transform_many(rows), pre._sklearn_transform(rows), atol=1e-5)
 
 
+def test_tabular_refit_rebuilds_the_fast_path(tiny_loaded):
+    from medmm.preprocess.tabular import TabularPreprocessor
+
+    rows = _train_rows(tiny_loaded)
+    pre = TabularPreprocessor().fit(rows)
+    pre.transform_many(rows)  # builds the mirror of this fit
+    col = pre.numeric_[0]
+    scaled = [Tabular({**r.values, col: float(r.values[col]) * 100 if r.values.get(col) is not None else None})
+              for r in rows]
+    pre.fit(scaled)
+    np.testing.assert_allclose(pre.transform_many(rows), pre._sklearn_transform(rows), atol=1e-5)
+
+
 def test_tabular_fast_path_is_refused_when_it_disagrees(tiny_loaded, monkeypatch):
     from medmm.preprocess import tabular
 

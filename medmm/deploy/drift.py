@@ -33,9 +33,9 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["DriftFeatures", "DriftReport", "extract_features", "drift_report", "mmd_test", "psi", "ks_test"]
+EMBEDDED = ("image", "notes")  # modalities whose encoder embeddings are compared (MMD)
 
-VITALS_SUMMARY = ("mean", "last")
+__all__ = ["DriftFeatures", "DriftReport", "extract_features", "drift_report", "mmd_test", "psi", "ks_test"]
 
 
 @dataclass
@@ -130,9 +130,9 @@ def _model_features(feats: DriftFeatures, records: list[Any], model: Any, batch_
             for j, m in enumerate(model.modalities):
                 rows = torch.nonzero(b.present[:, j], as_tuple=True)[0]
                 enc = model.encoders[m]
-                if rows.numel() and hasattr(enc, "encode"):
+                if m in EMBEDDED and rows.numel() and hasattr(enc, "encode"):
                     embs[m].append(enc.encode(b.values[m].index_select(0, rows)).numpy())
-    feats.embeddings = {m: np.concatenate(v) for m, v in embs.items() if v and m in ("image", "notes")}
+    feats.embeddings = {m: np.concatenate(v) for m, v in embs.items() if v}
     feats.probs = np.concatenate(probs) if probs else None
     feats.labels = np.concatenate(labels) if labels else None
     feats.tasks = tuple(getattr(model, "output_columns", None) or model.tasks)
@@ -168,10 +168,9 @@ def ks_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def _rbf_median(x: np.ndarray, y: np.ndarray) -> float:
-    z = np.concatenate([x, y])
-    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
-    med = np.median(d[np.triu_indices(len(z), 1)])
+def _median_bandwidth(d: np.ndarray) -> float:
+    """Median of the pairwise squared distances ``d`` (the RBF bandwidth heuristic)."""
+    med = np.median(d[np.triu_indices(len(d), 1)])
     return float(med) if med > 0 else 1.0
 
 
@@ -183,7 +182,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, n_permutations: int = 200, seed: i
         return float("nan"), float("nan")
     z = np.concatenate([x, y])
     d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
-    k = np.exp(-d / _rbf_median(x, y))
+    k = np.exp(-d / _median_bandwidth(d))
     n, m = len(x), len(y)
 
     def stat(ix: np.ndarray) -> float:
@@ -226,13 +225,6 @@ def _missing_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
         return float(abs(cur.mean() - ref.mean())), float(p)
     res = chi2_contingency(table, correction=False)  # Yates' correction is needlessly conservative here
     return float(res.statistic), float(res.pvalue)
-
-
-def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return float(sum(abs(p[idx == b].mean() - y[idx == b].mean()) * (idx == b).mean()
-                     for b in range(bins) if (idx == b).any()))
 
 
 @dataclass
@@ -311,8 +303,8 @@ def drift_report(reference: DriftFeatures, current: DriftFeatures, *, alpha: flo
                 r_res = reference.labels[ra, k] - reference.probs[ra, k]
                 c_res = current.labels[ca, k] - current.probs[ca, k]
                 res = ttest_ind(r_res, c_res, equal_var=False)
-                ece_r = _ece(reference.probs[ra, k], reference.labels[ra, k])
-                ece_c = _ece(current.probs[ca, k], current.labels[ca, k])
+                ece_r = expected_calibration_error(reference.labels[ra, k], reference.probs[ra, k])
+                ece_c = expected_calibration_error(current.labels[ca, k], current.probs[ca, k])
                 add("calibration", f"{t} mean residual {r_res.mean():+.3f} -> {c_res.mean():+.3f}; "
                     f"ECE {ece_r:.3f} -> {ece_c:.3f}", "welch_t", float(res.statistic), float(res.pvalue),
                     ra.sum(), ca.sum())

@@ -49,21 +49,11 @@ class MultimodalPreprocessor:
         return self
 
     def transform(self, record: PatientRecord) -> dict[str, np.ndarray | None]:
-        if not getattr(self, "fitted_", False):
-            raise NotFittedError("MultimodalPreprocessor is not fitted", hint="call fit(train_records) first")
-        out: dict[str, np.ndarray | None] = {}
-        for m in self.modalities:
-            value = getattr(record, m)
-            if isinstance(value, Missing):
-                out[m] = None
-            elif m == "vitals":
-                out[m] = self.steps[m].transform(value, index_time=record.index_time)
-            else:
-                out[m] = self.steps[m].transform(value)
-        return out
+        """``{modality: array, or None where the record lacks it}`` for one record."""
+        return self.transform_many([record])[0]
 
     def transform_many(self, records: list[PatientRecord]) -> list[dict[str, np.ndarray | None]]:
-        """:meth:`transform` of many records, one batched call per modality where the step has
+        """:meth:`transform` of many records: one batched call per modality where the step has
         ``transform_many`` (the text and EHR steps cost nearly the same for one row as for thirty;
         what a micro-batching service and batch scoring want)."""
         if not getattr(self, "fitted_", False):

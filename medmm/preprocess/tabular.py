@@ -36,6 +36,7 @@ class TabularPreprocessor:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import OneHotEncoder, QuantileTransformer
 
+        self.__dict__.pop("_fast_", None)  # the numpy mirror of an earlier fit is stale
         df = self._frame(rows)
         numeric, categorical = [], []
         for c in df.columns:

@@ -61,7 +61,7 @@ class VitalsPreprocessor:
         out = np.zeros((t, 3 * c), dtype=np.float32)
         if c == 0:
             return out
-        col = self._columns()
+        col = {s: i for i, s in enumerate(self.signals_)}
         sig = df["signal"].to_numpy()[keep]
         val = df["value"].to_numpy(np.float64)[keep]
         pos = self.hours - hours_before[keep]  # hours since window start
@@ -84,17 +84,6 @@ class VitalsPreprocessor:
         since = np.where(seen, (steps - last_step) * self.step_hours, steps * self.step_hours + self.hours)
         out[:, 2 * c:] = np.minimum(since, self.hours) / self.hours
         return out
-
-    def _columns(self) -> dict[str, int]:
-        col = getattr(self, "_col_cache", None)
-        if col is None:
-            col = self._col_cache = {s: i for i, s in enumerate(self.signals_)}
-        return col
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_col_cache", None)
-        return state
 
     @property
     def output_shape(self) -> tuple[int, ...]:
