@@ -296,6 +296,8 @@ def drift_report(reference: DriftFeatures, current: DriftFeatures, *, alpha: flo
         if reference.labels is not None and current.labels is not None:
             from scipy.stats import ttest_ind
 
+            from ..evaluate.metrics import expected_calibration_error
+
             for k, t in enumerate(reference.tasks):
                 ra, ca = ~np.isnan(reference.labels[:, k]), ~np.isnan(current.labels[:, k])
                 if ra.sum() < min_n or ca.sum() < min_n:
