@@ -145,6 +145,20 @@ def test_ct_small_rescaled_to_hu() -> None:
     assert img.meta["Manufacturer"] == ds.Manufacturer
 
 
+def test_extensionless_dicom_file_is_inferred_and_read(tmp_path: Path) -> None:
+    from medmm.io import infer_format, read_modality
+    from medmm.io.image import image_format
+
+    path = tmp_path / "IM0001"
+    shutil.copy(_testdata("CT_small.dcm"), path)
+    assert infer_format("image", path) == image_format(path) == "dicom"
+    a, b = read_modality("image", path), read_image(path)
+    np.testing.assert_array_equal(a.data, b.data)
+    assert a.shape[:2] == pydicom.dcmread(path).pixel_array.T.shape
+    with pytest.raises(ReadError, match="cannot tell"):
+        infer_format("image", tmp_path / "missing.xyz")
+
+
 def test_dicomdir_ct_series_loads_as_volume() -> None:
     folder = TEST_FILES / "dicomdirtests" / "98892001" / "CT5N"
     img = read_image(folder)

@@ -154,6 +154,22 @@ def test_nrrd_ras_space_and_list_axis(tmp_path: Path) -> None:
     np.testing.assert_array_equal(img.data, np.moveaxis(data, 0, -1))
 
 
+def test_nrrd_2d_rgb_keeps_channels(tmp_path: Path) -> None:
+    import nrrd
+
+    data = np.random.default_rng(4).integers(0, 255, (3, 5, 4)).astype(np.uint8)  # (rgb, i, j)
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.array([[np.nan] * 3, [0.5, 0, 0], [0, 0.7, 0]]),
+        "kinds": ["RGB-color", "domain", "domain"],
+    }
+    nrrd.write(str(tmp_path / "rgb.nrrd"), data, header, index_order="F")
+    img = read_nrrd(tmp_path / "rgb.nrrd")
+    assert img.shape == (5, 4, 1, 3)  # one slice, three channels (not three slices)
+    np.testing.assert_array_equal(img.data[:, :, 0, :], np.moveaxis(data, 0, -1))
+    np.testing.assert_allclose(np.diag(img.affine)[:3], [-0.5, -0.7, 1.0])
+
+
 def test_nrrd_registered_and_bad(tmp_path: Path) -> None:
     from medmm.io import infer_format, read_modality
 

@@ -105,18 +105,44 @@ def get_reader(modality: str, fmt: str) -> Callable[..., Any]:
     return target
 
 
+def _sniff_image(path: Path) -> str | None:
+    """An image file's format from its first bytes (``None`` when unknown)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(352)
+    except OSError:
+        return None
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:4] == b"NRRD":
+        return "nrrd"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00") or head[4:8] == b"n+2\x00":
+        return "nifti"
+    if "." not in path.name:
+        return "dicom"  # DICOM without a preamble (old exports); the reader decides
+    return None
+
+
 def infer_format(modality: str, path: str | Path) -> str:
-    """The format of ``path`` for ``modality``, from its suffix (a folder is a DICOM series)."""
+    """The format of ``path`` for ``modality``, from its suffix.
+
+    An image folder or DICOMDIR is DICOM, and an image file with an unknown suffix (or none,
+    as DICOM files often have) is recognised from its first bytes.
+    """
     p = Path(path)
-    if modality == "image" and p.is_dir():
+    if modality == "image" and (p.is_dir() or p.name.upper() == "DICOMDIR"):
         return "dicom"
     name = p.name.lower()
     for (mod, ext), fmt in sorted(_EXTENSIONS.items(), key=lambda kv: -len(kv[0][1])):
         if mod == modality and name.endswith(ext):
             return fmt
+    if modality == "image" and p.is_file():
+        sniffed = _sniff_image(p)
+        if sniffed is not None:
+            return sniffed
     known = sorted(ext for m, ext in _EXTENSIONS if m == modality)
     raise ReadError(
-        f"cannot tell the {modality} format of this file from its name",
+        f"cannot tell the {modality} format of this file",
         path=path,
         hint=f"give a file ending in one of {known}, or set the '{modality}_format' column",
     )

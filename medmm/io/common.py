@@ -9,7 +9,6 @@ records (FHIR).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "problem",
-    "problems_frame",
     "PROBLEM_COLUMNS",
     "parse_time",
     "parse_times",
@@ -42,25 +40,6 @@ def problem(
 ) -> MedmmError:
     """A collected (not raised) error naming the file, row and field."""
     return kind(message, path=path, row=row, column=column, hint=hint)
-
-
-def problems_frame(problems: Iterable[MedmmError], **extra: Any) -> "pd.DataFrame":
-    """A table of problems (``kind, path, row, column, message, hint`` + ``extra`` columns)."""
-    import pandas as pd
-
-    rows = [
-        {
-            **extra,
-            "kind": type(p).__name__,
-            "path": getattr(p, "path", None),
-            "row": getattr(p, "row", None),
-            "column": getattr(p, "column", None),
-            "message": getattr(p, "message", str(p)),
-            "hint": getattr(p, "hint", None),
-        }
-        for p in problems
-    ]
-    return pd.DataFrame(rows, columns=[*extra, *PROBLEM_COLUMNS])
 
 
 def to_timestamp(value: Any) -> "pd.Timestamp | None":

@@ -517,22 +517,8 @@ def _mosaic_frames(base: dict[str, Any], ds: Any, ipp: np.ndarray, n: int) -> li
     return out
 
 
-def _prefetch(path: Path, offset: int, length: int) -> np.ndarray:
-    buf = np.empty(length, dtype=np.uint8)
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        n = fh.readinto(memoryview(buf))
-    return buf[:n]
-
-
-def collect_frames(
-    path: str | Path, *, prefetch: ThreadPoolExecutor | None = None
-) -> tuple[list[Frame], list[str]]:
-    """Every image frame under ``path`` (folder, file or DICOMDIR), and skipped files.
-
-    With ``prefetch``, native pixel data is read in that pool while later headers are
-    parsed (the read overlaps the pure-Python header parsing).
-    """
+def collect_frames(path: str | Path) -> tuple[list[Frame], list[str]]:
+    """Every image frame under ``path`` (folder, file or DICOMDIR), and skipped files."""
     path = Path(path)
     frames: list[Frame] = []
     skipped: list[str] = []
@@ -546,10 +532,7 @@ def collect_frames(
         if not has_pixels:
             skipped.append(f"{f}: no pixel data ({ds.get('Modality', '?')} {ds.get('SOPClassUID', '')})")
             continue
-        new = _frames_of_file(f, ds, offset)
-        if prefetch is not None and offset is not None and new and new[0].mosaic is None:
-            ds._medmm_prefetch = prefetch.submit(_prefetch, f, offset, ds._medmm_pixel_length)
-        frames.extend(new)
+        frames.extend(_frames_of_file(f, ds, offset))
     return frames, skipped
 
 
@@ -855,22 +838,6 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
     if first.pixel_offset is not None and dtype is not None and first.mosaic is None:
         nframes = int(_num(first.ds.get("NumberOfFrames"), 1) or 1)
         length = getattr(first.ds, "_medmm_pixel_length", None)
-        fut = getattr(first.ds, "_medmm_prefetch", None)
-        if fut is not None and (length or 0) >= n * dtype.itemsize * nframes:
-            raw = fut.result()
-            del first.ds._medmm_prefetch
-            if raw.nbytes < n * dtype.itemsize * nframes:
-                raise DicomError(
-                    "pixel data is shorter than Rows x Columns x frames",
-                    path=path,
-                    column="PixelData",
-                    hint="the file is truncated; replace it",
-                )
-            allf = raw[: n * dtype.itemsize * nframes].view(dtype)
-            for frame, dst in jobs:
-                f = frame.frame or 0
-                _store(frame, allf[f * n : (f + 1) * n].reshape(first.rows, first.cols), dst, invert)
-            return
         if length is None or length >= n * dtype.itemsize * nframes:
             with open(path, "rb") as fh:
                 for frame, dst in jobs:

@@ -88,11 +88,9 @@ def read_nrrd(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
         affine[:3, 3] = np.asarray(origin, dtype=np.float64)[:3] * flips
     other = [a for a in range(ndim) if a not in spatial]
     data = np.transpose(data, spatial + other)
-    while data.ndim < 3:
-        data = data[..., None] if len(spatial) < 3 else data
-        if data.ndim < 3:
-            affine[2, 2] = affine[2, 2] or 1.0
     if len(spatial) < 3:
+        # the missing spatial axes go before the non-spatial ones (a 2D RGB image stays RGB)
+        data = np.expand_dims(data, tuple(range(len(spatial), 3)))
         # a 2D NRRD: the missing axis is the normal, 1 mm
         n = np.cross(affine[:3, 0], affine[:3, 1]) if len(spatial) == 2 else np.array([0, 0, 1.0])
         affine[:3, 2] = n / (np.linalg.norm(n) or 1.0)
