@@ -162,19 +162,55 @@ def test_transfer_pretrained_frozen_encoders_stay_fixed(tiny_cohort, tiny_loaded
 
 def test_partial_freezing_leaves_the_last_blocks_trainable():
     from medmm.models.multimodal import ModelConfig, MultimodalModel
-    from medmm.train.transfer import encoder_blocks, freeze_encoders
+    from medmm.train.transfer import freeze_encoders
 
     model = MultimodalModel(ModelConfig(modalities=("image", "ehr")), {"image": (1, 16, 16, 16), "ehr": (10,)})
     counts = freeze_encoders(model, "partial", unfreeze_last=1)
     for m in ("image", "ehr"):
+        enc = model.encoders[m]
         assert 0 < counts[m]["trainable"] < counts[m]["total"]
-        last = encoder_blocks(model.encoders[m])[-1]
-        assert all(p.requires_grad for p in last.parameters())
+        assert enc.frozen_stages == len(enc.stages()) - 1
+        assert all(p.requires_grad for p in enc.stages()[-1].parameters())
+        assert not any(p.requires_grad for st in enc.stages()[:-1] for p in st.parameters())
     assert all(p.requires_grad for p in model.heads.parameters())
     counts = freeze_encoders(model, "frozen")
     assert all(c["trainable"] == 0 for c in counts.values())
     model.train()
-    assert not model.encoders["image"].training and model.heads.training
+    bns = [mod for mod in model.encoders["image"].modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not any(bn.training for bn in bns) and model.heads.training
+
+
+def test_freezing_follows_the_encoders_own_stages():
+    """Partial freezing unfreezes the last stage of the encoder's own ``stages()`` (here a
+    Transformer's last layer norm, not its whole Transformer); parameters outside every stage
+    (its CLS token) are frozen as well."""
+    from medmm.models.multimodal import ModelConfig, MultimodalModel
+    from medmm.train.transfer import freeze_encoders
+
+    cfg = ModelConfig(modalities=("vitals",), encoders={"vitals": {"name": "vitals_transformer", "layers": 2,
+                                                                   "heads": 2, "dim": 16}})
+    model = MultimodalModel(cfg, {"vitals": (6, 5)})
+    enc = model.encoders["vitals"]
+    counts = freeze_encoders(model, "partial", unfreeze_last=1)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {f"proj.{k}" for k in ("weight", "bias")}
+    assert counts["vitals"]["trainable"] == sum(p.numel() for p in enc.proj.parameters())
+    assert freeze_encoders(model, "partial", unfreeze_last=99)["vitals"]["trainable"] > 0
+    assert freeze_encoders(model, "frozen")["vitals"]["trainable"] == 0
+
+
+def test_finetune_keeps_a_configured_freeze_stages():
+    from medmm.models.multimodal import ModelConfig, MultimodalModel
+    from medmm.train.transfer import freeze_encoders
+
+    cfg = ModelConfig(modalities=("image",), encoders={"image": {"name": "tiny_cnn3d", "freeze_stages": 2}})
+    model = MultimodalModel(cfg, {"image": (1, 16, 16, 16)})
+    enc = model.encoders["image"]
+    counts = freeze_encoders(model, "finetune")
+    assert enc.frozen_stages == 2
+    assert not any(p.requires_grad for st in enc.stages()[:2] for p in st.parameters())
+    assert all(p.requires_grad for p in enc.stages()[2].parameters())
+    assert 0 < counts["image"]["trainable"] < counts["image"]["total"]
 
 
 _KILL_SCRIPT = textwrap.dedent("""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..train.distributed import unwrap
 
 __all__ = ["LossWeighting", "LOSS_WEIGHTINGS", "task_losses", "multitask_loss"]
 
@@ -103,7 +104,7 @@ def task_losses(model: Any, logits: torch.Tensor, batch: Any, rows: torch.Tensor
 def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch.Tensor:
     """The training loss of a :class:`~medmm.models.multimodal.MultimodalModel` (possibly wrapped in
     ``DistributedDataParallel``): weighted task losses plus the auxiliary unimodal heads' losses."""
-    core = getattr(model, "module", model)
+    core = unwrap(model)
     missing = [c for cols in core.label_columns.values() for c in cols if c not in batch.tasks]
     if missing:
         raise ConfigError(f"the batch has no label column for {missing}",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DistInfo", "dist_info", "init_distributed", "is_main", "unwrap", "EpochSampler", "all_reduce_sum",
+__all__ = ["DistInfo", "dist_info", "init_distributed", "unwrap", "EpochSampler", "all_reduce_sum",
            "barrier"]
 
 
@@ -51,10 +51,6 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(info.local_rank)
     torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist_info()
-
-
-def is_main() -> bool:
-    return dist_info().rank == 0
 
 
 def barrier() -> None:

@@ -30,6 +30,7 @@ import torch
 
 from ..data import Batch, MultimodalDataset
 from ..errors import ConfigError
+from .distributed import unwrap
 from .losses import LOSSES, SAMPLERS, MaskedLoss, balanced_sample_weights, build_criterion
 
 __all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "predict_dataset", "resolve_device",
@@ -141,7 +142,7 @@ def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -
     (:func:`medmm.models.losses.multitask_loss`, called on the possibly DDP-wrapped model so
     that gradients are synchronised).
     """
-    core = getattr(model, "module", model)
+    core = unwrap(model)
     if hasattr(core, "loss_weighting") and hasattr(core, "label_columns"):
         from ..models.losses import multitask_loss
 
@@ -160,7 +161,7 @@ def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -
 def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size: int = 128,
                     device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, labels, label mask and presence mask for a whole dataset."""
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -185,7 +186,7 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     from ..evaluate.metrics import auroc
 
     p, y, m, _ = predict_dataset(model, ds, device=device)
-    cols = getattr(getattr(model, "module", model), "output_columns", None)
+    cols = getattr(unwrap(model), "output_columns", None)
     out: dict[str, float] = {}
     losses = []
     for k, t in enumerate(tasks):

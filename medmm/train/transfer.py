@@ -5,8 +5,10 @@ modality's encoder and a head, on the patients who have the modality), its weigh
 copied into the multimodal model, and the fused model is then trained with the encoders
 
 * ``frozen``: not trained at all (and their batch-norm statistics kept),
-* ``partial``: only the last ``unfreeze_last`` blocks of each encoder trained,
-* ``finetune``: trained with the rest (``TrainConfig.encoder_lr_scale`` can slow them down).
+* ``partial``: only the last ``unfreeze_last`` stages of each encoder trained
+  (:meth:`~medmm.models.encoders.Encoder.stages`),
+* ``finetune``: trained with the rest (``TrainConfig.encoder_lr_scale`` can slow them down),
+  except the stages a model-config ``freeze_stages`` froze.
 
 Encoder weights can also come from a file (:func:`load_encoder_weights`).
 """
@@ -14,7 +16,6 @@ Encoder weights can also come from a file (:func:`load_encoder_weights`).
 from __future__ import annotations
 
 import dataclasses
-import types
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError, ReadError
 
-__all__ = ["UnimodalView", "DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_weights", "encoder_blocks"]
+__all__ = ["UnimodalView", "DatasetView", "pretrain_encoders", "freeze_encoders", "load_encoder_weights"]
 
 
 class UnimodalView(nn.Module):
@@ -89,39 +90,26 @@ class DatasetView(torch.utils.data.Dataset):
         return collate(items, self.modalities, self.shapes, self.tasks)
 
 
-def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """An encoder's blocks in forward order: its children with parameters, descending
-    through a lone wrapper child (such as a single ``Sequential``)."""
-    node = encoder
-    while True:
-        kids = [c for c in node.children() if any(True for _ in c.parameters())]
-        if len(kids) == 1 and any(True for _ in kids[0].children()):
-            node = kids[0]
-            continue
-        return kids
-
-
-def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
-
-
 def freeze_encoders(model: nn.Module, mode: str, *, unfreeze_last: int = 1,
                     modalities: tuple[str, ...] | None = None) -> dict[str, dict[str, int]]:
-    """Freeze the model's encoders per ``mode``; returns trainable/total parameter counts per encoder."""
+    """Freeze the model's encoders per ``mode`` through :meth:`~medmm.models.encoders.Encoder.freeze`
+    (so each encoder's own :meth:`~medmm.models.encoders.Encoder.stages` apply, and frozen stages
+    keep their batch-norm statistics); returns trainable/total parameter counts per encoder.
+
+    ``finetune`` leaves the encoders as configured (a model-config ``freeze_stages`` stays).
+    """
     if mode not in ("finetune", "frozen", "partial"):
         raise ConfigError(f"unknown transfer mode {mode!r}", column="transfer.mode",
                           hint="use finetune, frozen or partial")
     counts = {}
     for m in modalities or tuple(model.encoders.keys()):
         enc = model.encoders[m]
-        enc.requires_grad_(mode == "finetune")
-        if mode == "frozen":
-            enc.train = types.MethodType(_eval_only_train, enc)  # keep batch-norm statistics fixed
-            enc.eval()
-        elif mode == "partial":
-            blocks = encoder_blocks(enc)
-            for b in blocks[len(blocks) - max(unfreeze_last, 0):] if unfreeze_last > 0 else []:
-                b.requires_grad_(True)
+        if mode != "finetune":
+            # parameters outside every stage (some encoders' CLS tokens, norms, GRU-D decays)
+            # are frozen too; freeze() then unfreezes exactly the stages it leaves trainable
+            enc.requires_grad_(False)
+            n = len(enc.stages())
+            enc.freeze(n if mode == "frozen" else n - min(max(unfreeze_last, 0), n))
         total = sum(p.numel() for p in enc.parameters())
         counts[m] = {"trainable": sum(p.numel() for p in enc.parameters() if p.requires_grad), "total": total}
     return counts
@@ -164,13 +152,13 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
         va = DatasetView.of(val_ds, modalities=(m,), present_only=True) if val_ds is not None else None
         if not len(tr):
             continue
+        cbs = callbacks_for(m) if callbacks_for else []
+        ckpt = Path(config.checkpoint_dir) / f"pretrain_{m}" if config.checkpoint_dir else None
+        tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
+                                 checkpoint_dir=str(ckpt) if ckpt else None)
         if _trains_in_place(model):
             # the encoder and its auxiliary unimodal head are trained together, in place: the
             # fused model then starts from calibrated unimodal logits on its residual path
-            cbs = callbacks_for(m) if callbacks_for else []
-            ckpt = Path(config.checkpoint_dir) / f"pretrain_{m}" if config.checkpoint_dir else None
-            tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
-                                     checkpoint_dir=str(ckpt) if ckpt else None, max_steps=config.max_steps)
             results[m] = train(UnimodalView(model, m), tr, va if va is not None and len(va) else None, tc,
                                callbacks=cbs, progress=progress, resume=bool(ckpt))
             continue
@@ -180,10 +168,6 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
                           unimodal_residual=False)
         uni = MultimodalModel(cfg, {m: model.input_shapes[m]}, None)
         uni.encoders[m].load_state_dict(model.encoders[m].state_dict())
-        ckpt = Path(config.checkpoint_dir) / f"pretrain_{m}" if config.checkpoint_dir else None
-        tc = dataclasses.replace(config, epochs=epochs, min_epochs=min(config.min_epochs, epochs),
-                                 checkpoint_dir=str(ckpt) if ckpt else None, max_steps=config.max_steps)
-        cbs = callbacks_for(m) if callbacks_for else []
         results[m] = train(uni, tr, va if va is not None and len(va) else None, tc, callbacks=cbs,
                            progress=progress, resume=bool(ckpt))
         model.encoders[m].load_state_dict(uni.encoders[m].state_dict())
