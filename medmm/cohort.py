@@ -30,10 +30,15 @@ __all__ = [
     "load_cohort",
     "row_to_record",
     "assign_splits",
+    "fill_splits",
+    "skipped_rows",
     "SCHEMA_DIR",
 ]
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data_schemas"
+
+#: the split names a manifest may give; any other value (blank included) gets one assigned
+SPLITS = ("train", "val", "test")
 
 KNOWN_COLUMNS = (
     "patient_id", "split", "index_time", "site", "sex",
@@ -164,6 +169,15 @@ def _cell(v: Any) -> Any:
         return v
 
 
+def _label(v: Any) -> float | None:
+    """A label cell as a record holds it: a number, or ``None`` when blank or not a number."""
+    v = _cell(v)
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None  # reported by validation
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
@@ -278,6 +292,42 @@ def assign_splits(
     return out
 
 
+def skipped_rows(report: ProblemReport) -> set[int]:
+    """Rows (positions) of a manifest that :func:`load_cohort` skips: those whose
+    ``patient_id`` is in error (missing, malformed, a duplicate) in ``report``."""
+    return {p.row for p in report.errors if p.column == "patient_id" and p.row is not None}
+
+
+def fill_splits(frame: Any, *, seed: int = 0, skip_rows: Any = ()) -> int:
+    """Give every row of a manifest table without a valid split one, in place; the number given.
+
+    The rows whose ``split`` is not one of ``train``/``val``/``test`` (blank included) are
+    split 60/20/20 by :func:`assign_splits`, stratified on the first ``label_*`` column (as
+    records read it) and seeded by ``seed``. Rows at the positions in ``skip_rows`` (see
+    :func:`skipped_rows`) take no part and keep their value. :func:`load_cohort` and
+    :mod:`medmm.evaluate` both split through here, so training and evaluation agree.
+    """
+    import numpy as np
+
+    if "split" not in frame.columns:
+        frame["split"] = None
+    if "patient_id" not in frame.columns:
+        return 0
+    todo = ~frame["split"].isin(SPLITS).to_numpy(dtype=bool)
+    skip = [i for i in skip_rows if 0 <= i < len(frame)]
+    todo[skip] = False
+    if not todo.any():
+        return 0
+    label_cols = [c for c in frame.columns if str(c).startswith("label_")]
+    ids = [str(_cell(v)) for v in frame["patient_id"].to_numpy()[todo]]
+    labels = [_label(v) for v in frame[label_cols[0]].to_numpy()[todo]] if label_cols else None
+    splits = assign_splits(ids, labels, seed=seed)
+    col = frame["split"].to_numpy(dtype=object, copy=True)
+    col[todo] = [splits[i] for i in ids]
+    frame["split"] = col
+    return int(todo.sum())
+
+
 class Cohort:
     """Loaded patient records with their problem report."""
 
@@ -359,12 +409,7 @@ def row_to_record(
 
     row = {k: _cell(v) for k, v in raw.items()}
     pid = str(row["patient_id"])
-    labels: dict[str, float | None] = {}
-    for c in (k for k in row if k.startswith("label_")):
-        try:
-            labels[c[len("label_"):]] = None if row[c] is None else float(row[c])
-        except (TypeError, ValueError):
-            labels[c[len("label_"):]] = None  # reported by validation
+    labels = {c[len("label_"):]: _label(row[c]) for c in row if c.startswith("label_")}
     try:
         index_time = pd.Timestamp(row["index_time"]) if row.get("index_time") else None
     except (ValueError, TypeError):
@@ -372,7 +417,7 @@ def row_to_record(
     rec = PatientRecord(
         patient_id=pid,
         labels=labels,
-        split=row.get("split") if row.get("split") in ("train", "val", "test") else None,
+        split=row.get("split") if row.get("split") in SPLITS else None,
         index_time=index_time,
         meta={k: v for k, v in row.items() if k not in ("patient_id", "split", "index_time")
               and not k.startswith("label_") and not k.endswith("_path") and not k.endswith("_format")},
@@ -430,8 +475,9 @@ def load_cohort(
     if strict and report.errors:
         p = report.errors[0]
         raise ManifestError(p.message, path=manifest, row=p.row, column=p.column)
-    bad_rows = {p.row for p in report.errors if p.column in ("patient_id",)}
+    bad_rows = skipped_rows(report)
     label_cols = [c for c in df.columns if c.startswith("label_")]
+    assigned = fill_splits(df, seed=split_seed, skip_rows=bad_rows)
     records: list[PatientRecord] = []
     rows = df.to_dict(orient="records")
     for i, raw in enumerate(tqdm(rows, desc="load cohort", unit="pt", disable=not progress)):
@@ -439,16 +485,8 @@ def load_cohort(
             continue
         records.append(row_to_record(raw, base=manifest.parent, report=report, row_index=i, strict=strict,
                                      modalities=modalities))
-    if any(r.split is None for r in records):
+    if assigned:
         first = label_cols[0][len("label_"):] if label_cols else None
-        todo = [r for r in records if r.split is None]
-        splits = assign_splits(
-            [r.patient_id for r in todo],
-            [r.labels.get(first) for r in todo] if first else None,
-            seed=split_seed,
-        )
-        for r in todo:
-            r.split = splits[r.patient_id]
-        report.add("warning", f"{len(todo)} patient(s) had no split; assigned train/val/test 60/20/20 "
+        report.add("warning", f"{assigned} patient(s) had no split; assigned train/val/test 60/20/20 "
                    f"stratified on {first!r} with seed {split_seed}")
     return Cohort(records, report, manifest)

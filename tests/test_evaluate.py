@@ -245,3 +245,29 @@ def test_subgroups_order_age_bands_by_age():
         warnings.simplefilter("ignore", SmallSubgroupWarning)
         sub = subgroup_metrics(df, ["t"], by=["age_band"], n_boot=10)
     assert list(sub.group) == ["<50", "50-64", "65-79", "80+", "unknown"]
+
+
+def test_roc_and_pr_figures_share_one_bootstrap_per_series_and_task(monkeypatch):
+    from medmm.evaluate import report
+
+    rng = np.random.default_rng(0)
+    frames = {}
+    for name in ("model", "other"):
+        d = {}
+        for t in ("a", "b"):
+            y = rng.integers(0, 2, 120).astype(float)
+            d[f"label_{t}"], d[f"prob_{t}"] = y, np.clip(0.3 * y + rng.uniform(0, 0.7, 120), 0, 1)
+        frames[name] = pd.DataFrame(d)
+    calls = []
+    real = report._curve_bands
+    monkeypatch.setattr(report, "_curve_bands", lambda *a, **k: calls.append(1) or real(*a, **k))
+    roc, pr = report.curve_figures(frames["model"], ["a", "b"], n_boot=20, labels={"other": frames["other"]})
+    assert len(calls) == 4  # 2 series x 2 tasks, not twice that
+    alone_roc = report.roc_figure(frames["model"], ["a", "b"], n_boot=20, labels={"other": frames["other"]})
+    alone_pr = report.pr_figure(frames["model"], ["a", "b"], n_boot=20, labels={"other": frames["other"]})
+    for shared, alone in ((roc, alone_roc), (pr, alone_pr)):
+        for ax1, ax2 in zip(shared.axes, alone.axes):
+            assert [ln.get_label() for ln in ax1.lines] == [ln.get_label() for ln in ax2.lines]
+            for l1, l2 in zip(ax1.lines, ax2.lines):
+                assert np.allclose(l1.get_ydata(), l2.get_ydata())
+            assert "ROC" in roc.axes[0].get_title() and "PR" in pr.axes[0].get_title()

@@ -164,3 +164,42 @@ def test_streamed_splits_match_load_cohort_when_the_manifest_has_none(tiny_cohor
     want = {r.patient_id: r.split for r in load_cohort(path, progress=False, modalities=()).records}
     got = manifest_with_splits(path).set_index("patient_id")["split"].to_dict()
     assert got == want and set(got.values()) == {"train", "val", "test"}
+
+
+def test_streamed_splits_match_load_cohort_with_some_splits_blank_and_bad_rows(tiny_cohort, tmp_path):
+    """Training (load_cohort) and evaluation (manifest_with_splits) split through one helper:
+    given splits are kept, bad rows (no or a duplicate patient_id) are skipped by both."""
+    from medmm.cohort import load_cohort
+    from medmm.evaluate.scoring import manifest_with_splits
+
+    df = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
+    given = df.loc[::3, ["patient_id", "split"]].set_index("patient_id")["split"].to_dict()
+    df.loc[df.index % 3 != 0, "split"] = ""  # two thirds without a split
+    df.loc[1, "label_tumor"] = "nan"  # a label cell that is not 0/1
+    df.loc[2, "label_tumor"] = "unknown"
+    dup = df.iloc[[4]].assign(label_tumor="1" if df.loc[4, "label_tumor"] == "0" else "0")
+    no_id = df.iloc[[5]].assign(patient_id="")
+    df = pd.concat([df, dup, no_id], ignore_index=True)
+    path = tmp_path / "some_split.csv"
+    df.to_csv(path, index=False)
+    cohort = load_cohort(path, progress=False, modalities=())
+    want = {r.patient_id: r.split for r in cohort.records}
+    table = manifest_with_splits(path)
+    assert len(table) == len(want) == 40 and table["patient_id"].is_unique
+    got = table.set_index("patient_id")["split"].to_dict()
+    assert got == want and set(got.values()) == {"train", "val", "test"}
+    assert all(got[p] == s for p, s in given.items())  # splits the manifest gives are kept
+    assert any("26 patient(s) had no split" in p.message for p in cohort.report.warnings)
+
+
+def test_fill_splits_only_fills_the_rows_it_should(tmp_path):
+    from medmm.cohort import fill_splits
+
+    df = pd.DataFrame({"patient_id": [f"p{i}" for i in range(10)],
+                       "split": ["test", None, "", "training", "val", None, None, None, None, None],
+                       "label_x": ["1", "0"] * 5})
+    assert fill_splits(df, seed=3, skip_rows={9}) == 7  # rows 1-3 and 5-8 ("training" is no split)
+    assert df.loc[0, "split"] == "test" and df.loc[4, "split"] == "val"
+    assert set(df.loc[1:8, "split"]) <= {"train", "val", "test"} and pd.isna(df.loc[9, "split"])
+    bare = df.drop(columns=["split"])
+    assert fill_splits(bare) == 10 and set(bare["split"]) <= {"train", "val", "test"}

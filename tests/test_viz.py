@@ -56,7 +56,7 @@ def test_window_presets_and_errors():
 
 
 def test_news2_bands_follow_the_chart():
-    from medmm.viz.vitals import NEWS2_TABLE, news2_bands
+    from medmm.viz.vitals import news2_bands
 
     def score_at(signal, v):
         return next(s for a, b, s in news2_bands(signal, 0, 250) if a <= v < b)
@@ -65,8 +65,25 @@ def test_news2_bands_follow_the_chart():
     assert [score_at("resp_rate", v) for v in (7, 10, 16, 22, 30)] == [3, 1, 0, 2, 3]
     assert [score_at("pulse", v) for v in (35, 70)] == [3, 0]  # an alias
     t = news2_bands("temperature", 34, 41)
-    assert [s for *_, s in t] == [s for *_, s in NEWS2_TABLE["temperature"]]
+    assert [s for *_, s in t] == [3, 1, 0, 1, 2]
     assert news2_bands("glucose", 0, 10) == []
+    assert news2_bands("consciousness", 0, 10) == []  # a NEWS2 parameter, but not a plotted number
+
+
+def test_news2_bands_for_the_readers_signal_names():
+    """Names medmm.io.vitals gives (pulse_rate, abp_sys) and raw headers get the chart's bands."""
+    from medmm.io.vitals import canonical_signal
+    from medmm.viz.vitals import news2_bands
+
+    def score_at(signal, v):
+        return next(s for a, b, s in news2_bands(signal, 0, 250) if a <= v < b)
+
+    assert canonical_signal("pulse") == "pulse_rate"
+    for name in ("pulse_rate", "Heart Rate", "HR", "pulse"):
+        assert [score_at(name, v) for v in (35, 45, 70, 100, 120, 140)] == [3, 1, 0, 1, 2, 3], name
+    for name in ("abp_sys", "ABP Sys", "sbp", "NBP Sys"):
+        assert [score_at(name, v) for v in (85, 95, 105, 150, 230)] == [3, 2, 1, 0, 3], name
+    assert news2_bands("abp_dia", 0, 250) == []  # diastolic is not charted
 
 
 def test_plot_vitals_shades_bands():

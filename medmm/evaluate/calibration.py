@@ -171,12 +171,7 @@ class CalibratedModel:
     def predict_records(self, records: Any, **kwargs: Any) -> np.ndarray:
         probs = np.asarray(self.model.predict_records(records, **kwargs), dtype=float)
         columns = list(getattr(self.model, "output_columns", self.model.tasks))
-        out = probs.copy()
-        for t, c in self.calibrator.calibrators_.items():
-            if t in columns:
-                k = columns.index(t)
-                out[:, k] = c.transform(out[:, k])
-        return out
+        return self.calibrator.apply(probs, columns)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["roc_figure", "pr_figure", "calibration_figure", "forest_figure", "heatmap_figure",
+__all__ = ["roc_figure", "pr_figure", "curve_figures", "calibration_figure", "forest_figure", "heatmap_figure",
            "confusion_figure", "make_figures", "render_html", "figure_png"]
 
 _GRID = np.linspace(0, 1, 101)
@@ -75,24 +75,44 @@ def _curve_bands(y, p, *, n_boot: int, seed: int):
 def roc_figure(predictions, tasks, *, n_boot: int = 200, seed: int = 0, labels: dict[str, Any] | None = None):
     """ROC curves with 95% bootstrap bands, one panel per task (``labels``: more prediction
     tables to overlay, by name)."""
-    return _curves_figure(predictions, tasks, "roc", n_boot=n_boot, seed=seed, others=labels)
+    series = {"model": predictions, **(labels or {})}
+    return _curves_figure(tasks, "roc", _series_bands(series, tasks, n_boot=n_boot, seed=seed))
 
 
 def pr_figure(predictions, tasks, *, n_boot: int = 200, seed: int = 0, labels: dict[str, Any] | None = None):
     """Precision-recall curves with 95% bootstrap bands, one panel per task."""
-    return _curves_figure(predictions, tasks, "pr", n_boot=n_boot, seed=seed, others=labels)
+    series = {"model": predictions, **(labels or {})}
+    return _curves_figure(tasks, "pr", _series_bands(series, tasks, n_boot=n_boot, seed=seed))
 
 
-def _curves_figure(predictions, tasks, kind, *, n_boot, seed, others=None):
+def curve_figures(predictions, tasks, *, n_boot: int = 200, seed: int = 0,
+                  labels: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """``(roc_figure, pr_figure)`` from one bootstrap per series and task (the two figures
+    share it; calling :func:`roc_figure` and :func:`pr_figure` runs it twice)."""
+    series = {"model": predictions, **(labels or {})}
+    bands = _series_bands(series, tasks, n_boot=n_boot, seed=seed)
+    return _curves_figure(tasks, "roc", bands), _curves_figure(tasks, "pr", bands)
+
+
+def _series_bands(series: dict[str, Any], tasks, *, n_boot: int, seed: int) -> dict[str, dict[str, tuple]]:
+    """task -> series name -> ``(y, p, roc, pr, prevalence)``, :func:`_curve_bands` once each."""
+    out: dict[str, dict[str, tuple]] = {}
+    for t in tasks:
+        out[t] = {}
+        for name, df in series.items():
+            y, p = df[f"label_{t}"].to_numpy(float), df[f"prob_{t}"].to_numpy(float)
+            out[t][name] = (y, p, *_curve_bands(y, p, n_boot=n_boot, seed=seed))
+    return out
+
+
+def _curves_figure(tasks, kind, bands):
     from .metrics import auroc
 
-    series = {"model": predictions, **(others or {})}
     fig = _new_fig(figsize=(4.2 * len(tasks), 4))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
-        for i, (name, df) in enumerate(series.items()):
-            y, p = df[f"label_{t}"].to_numpy(float), df[f"prob_{t}"].to_numpy(float)
-            roc, pr, prev = _curve_bands(y, p, n_boot=n_boot, seed=seed)
+        prev = np.nan
+        for i, (name, (y, p, roc, pr, prev)) in enumerate(bands[t].items()):
             est, lo, hi = roc if kind == "roc" else pr
             if est is None:
                 continue
@@ -216,9 +236,10 @@ def confusion_figure(predictions, tasks, thresholds: dict[str, float]):
 def make_figures(result, *, n_boot: int = 200) -> dict[str, Any]:
     """Every figure of the report, by file name."""
     tasks = list(result.tasks)
+    roc, pr = curve_figures(result.predictions, tasks, n_boot=n_boot, seed=result.seed)
     figs = {
-        "roc.png": roc_figure(result.predictions, tasks, n_boot=n_boot, seed=result.seed),
-        "pr.png": pr_figure(result.predictions, tasks, n_boot=n_boot, seed=result.seed),
+        "roc.png": roc,
+        "pr.png": pr,
         "calibration.png": calibration_figure(result.calibration_curves),
     }
     if result.subgroups is not None and len(result.subgroups):

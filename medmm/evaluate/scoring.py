@@ -69,43 +69,32 @@ def record_metadata(r: PatientRecord) -> dict[str, str]:
 
 
 def manifest_with_splits(manifest: str | Path, *, split_seed: int = 0):
-    """The manifest table with every patient's split: rows without a valid one get the split
-    :func:`~medmm.cohort.load_cohort` would assign them (same function, labels and seed)."""
-    from ..cohort import assign_splits, read_manifest
+    """The manifest table with every patient's split, as :func:`~medmm.cohort.load_cohort`
+    gives it: the rows it skips (a missing or duplicate ``patient_id``) are left out, and rows
+    without a valid split get one from the same :func:`~medmm.cohort.fill_splits`."""
+    from ..cohort import fill_splits, read_manifest, skipped_rows, validate_manifest
 
     df = read_manifest(manifest)
-    valid = ("train", "val", "test")
-    if "split" not in df.columns:
-        df["split"] = None
-    todo = ~df["split"].isin(valid)
-    if todo.any() and "patient_id" in df.columns:
-        label_cols = [c for c in df.columns if str(c).startswith("label_")]
-
-        def num(v: Any) -> float | None:
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                return None
-            return None if np.isnan(f) else f
-
-        ids = df.loc[todo, "patient_id"].astype(str).tolist()
-        labels = [num(v) for v in df.loc[todo, label_cols[0]]] if label_cols else None
-        splits = assign_splits(ids, labels, seed=split_seed)
-        df.loc[todo, "split"] = [splits[i] for i in ids]
-    return df
+    skip: set[int] = set()
+    if "patient_id" in df.columns:
+        skip = skipped_rows(validate_manifest(manifest, check_files=False, frame=df))
+    fill_splits(df, seed=split_seed, skip_rows=skip)
+    return df.drop(index=df.index[sorted(skip)]) if skip else df
 
 
 def iter_record_batches(manifest: str | Path, *, batch_size: int = 64, split: str | None = None,
-                        modalities: tuple[str, ...] = MODALITIES, report: Any = None) -> Iterator[list[PatientRecord]]:
+                        modalities: tuple[str, ...] = MODALITIES, report: Any = None,
+                        frame: Any = None) -> Iterator[list[PatientRecord]]:
     """Records of a manifest, ``batch_size`` at a time (read errors go to ``report``).
 
     ``split`` keeps the rows of that split (``None`` or ``'all'``: every row); patients
-    without a split get the one :func:`~medmm.cohort.load_cohort` would assign.
+    without a split get the one :func:`~medmm.cohort.load_cohort` would assign. ``frame``:
+    the manifest's table from :func:`manifest_with_splits`, when the caller has it already.
     """
     from ..cohort import row_to_record
 
     manifest = Path(manifest)
-    df = manifest_with_splits(manifest)
+    df = manifest_with_splits(manifest) if frame is None else frame
     if split not in (None, "all"):
         df = df[df["split"] == split]
     rows = df.to_dict(orient="records")
@@ -208,14 +197,6 @@ class _ManifestRows:
         return _entry(r, self.preprocessor), rep.problems
 
 
-def _resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def score_cohort(
     model: Any,
     cohort: Any,
@@ -247,9 +228,10 @@ def score_cohort(
     from tqdm.auto import tqdm
 
     from ..data import collate
+    from ..train.trainer import resolve_device
 
     t0 = time.perf_counter()
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     mods = tuple(model.modalities)
     columns = list(getattr(model, "output_columns", model.tasks))
@@ -281,10 +263,9 @@ def score_cohort(
                     yield [e for e, _ in b]
         else:
             def entry_batches():
-                for recs in iter_record_batches(cohort, batch_size=batch_size, split=split, modalities=mods,
-                                                report=report):
+                for recs in iter_record_batches(cohort, batch_size=batch_size, modalities=mods, report=report,
+                                                frame=df):
                     yield [_entry(r, pre) for r in recs]
-        del df
     else:
         records = list(getattr(cohort, "records", cohort))
         if split not in (None, "all"):

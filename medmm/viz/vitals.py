@@ -1,7 +1,8 @@
 """Vital-sign plots with the NEWS2 bands shaded (RCP 2017 Chart 1).
 
-The bands come from :mod:`medmm.monitor.news2`'s scoring functions when that module is
-present (so the plot and the monitor agree), else from the small table below.
+The bands come from :mod:`medmm.monitor.news2`'s scoring functions, and a signal's name is
+resolved as the monitor resolves it (:func:`medmm.io.vitals.canonical_signal`, then
+:data:`medmm.monitor.health.NEWS2_SIGNALS`), so the plot and the monitor agree.
 """
 
 from __future__ import annotations
@@ -10,50 +11,29 @@ from typing import Any
 
 import numpy as np
 
+from ..io.vitals import canonical_signal
+from ..monitor.health import NEWS2_SIGNALS
+from ..monitor.news2 import score_pulse, score_respiration_rate, score_spo2, score_systolic_bp, score_temperature
 from .common import figure_html, new_figure
 
-__all__ = ["NEWS2_TABLE", "SIGNAL_ALIASES", "news2_bands", "plot_vitals", "VitalsView"]
+__all__ = ["news2_bands", "plot_vitals", "VitalsView"]
 
-#: NEWS2 Chart 1 (SpO2 scale 1, air): signal -> [(low, high, score)], edges between chart values
-NEWS2_TABLE: dict[str, list[tuple[float, float, int]]] = {
-    "resp_rate": [(-np.inf, 8.5, 3), (8.5, 11.5, 1), (11.5, 20.5, 0), (20.5, 24.5, 2), (24.5, np.inf, 3)],
-    "spo2": [(-np.inf, 91.5, 3), (91.5, 93.5, 2), (93.5, 95.5, 1), (95.5, np.inf, 0)],
-    "sbp": [(-np.inf, 90.5, 3), (90.5, 100.5, 2), (100.5, 110.5, 1), (110.5, 219.5, 0), (219.5, np.inf, 3)],
-    "heart_rate": [(-np.inf, 40.5, 3), (40.5, 50.5, 1), (50.5, 90.5, 0), (90.5, 110.5, 1), (110.5, 130.5, 2),
-                   (130.5, np.inf, 3)],
-    "temperature": [(-np.inf, 35.05, 3), (35.05, 36.05, 1), (36.05, 38.05, 0), (38.05, 39.05, 1),
-                    (39.05, np.inf, 2)],
-}
-#: other spellings of the five charted signals
-SIGNAL_ALIASES = {
-    "pulse": "heart_rate", "hr": "heart_rate", "respiratory_rate": "resp_rate", "rr": "resp_rate",
-    "systolic_bp": "sbp", "systolic_blood_pressure": "sbp", "oxygen_saturation": "spo2", "temp": "temperature",
-    "body_temperature": "temperature",
-}
-_NEWS2_FUNCS = {"resp_rate": "score_respiration_rate", "spo2": "score_spo2", "sbp": "score_systolic_bp",
-                "heart_rate": "score_pulse", "temperature": "score_temperature"}
+#: NEWS2 parameter -> its Chart 1 scoring function (SpO2 on scale 1, air)
+_NEWS2_FUNCS = {"resp_rate": score_respiration_rate, "spo2": score_spo2, "sbp": score_systolic_bp,
+                "pulse": score_pulse, "temperature": score_temperature}
 _COLORS = {0: None, 1: "#fff3b0", 2: "#ffd08a", 3: "#ff9d8a"}
 
 
-def _canonical(signal: str) -> str | None:
-    s = signal.lower().strip()
-    s = SIGNAL_ALIASES.get(s, s)
-    return s if s in NEWS2_TABLE else None
-
-
 def news2_bands(signal: str, lo: float, hi: float) -> list[tuple[float, float, int]]:
-    """``(low, high, score)`` runs of the NEWS2 sub-score over ``[lo, hi]`` for ``signal``."""
-    name = _canonical(signal)
-    if name is None:
-        return []
-    try:
-        from ..monitor import news2 as n2
+    """``(low, high, score)`` runs of the NEWS2 sub-score over ``[lo, hi]`` for ``signal``.
 
-        fn = getattr(n2, _NEWS2_FUNCS[name])
-    except (ImportError, AttributeError):
-        fn = None
+    ``signal`` is any name :func:`medmm.io.vitals.canonical_signal` knows (``'pulse'``,
+    ``'Heart Rate'``, ``'abp_sys'`` ...); signals NEWS2 does not chart give ``[]``.
+    """
+    name = NEWS2_SIGNALS.get(canonical_signal(signal))
+    fn = _NEWS2_FUNCS.get(name)
     if fn is None:
-        return [(max(a, lo), min(b, hi), s) for a, b, s in NEWS2_TABLE[name] if b > lo and a < hi]
+        return []
     step = 0.01 if name == "temperature" else 0.1
     grid = np.arange(lo, hi + step, step)
     scores = []
