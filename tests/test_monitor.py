@@ -102,8 +102,15 @@ def test_fhir_observations_and_bundle():
         {"resource": _obs("9279-1", 7, "/min", "2024-01-01T08:05:00Z")},
         {"resource": _obs("8310-5", 95.0, "[degF]", "2024-01-01T08:05:00Z")}]}  # 35.0 degC: 3
     alerts = mon.observe_fhir(bundle)
-    # the rate alone is a red score (low-medium); the temperature escalates it to medium
-    assert [(a.patient_id, a.band) for a in alerts] == [("pat-9", "low-medium"), ("pat-9", "medium")]
+    # charted together, the red rate and the low temperature are scored as one set: one medium alert
+    assert [(a.patient_id, a.band) for a in alerts] == [("pat-9", "medium")]
+    later = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": _obs("9279-1", 7, "/min", "2024-01-01T09:00:00Z")},
+        {"resource": _obs("8310-5", 95.0, "[degF]", "2024-01-01T10:00:00Z")}]}
+    other = HealthMonitor()
+    other.observe_fhir(_obs("8867-4", 80, "/min", "2024-01-01T08:00:00Z"))
+    # charted at different times: the rate alone alerts first (low-medium), the temperature escalates
+    assert [a.band for a in other.observe_fhir(later)] == ["low-medium", "medium"]
     st = mon.state("pat-9")["news2"]
     assert st["scores"]["resp_rate"] == 3 and st["scores"]["temperature"] == 3 and st["band"] == "medium"
     with pytest.raises(SchemaError):
@@ -127,3 +134,41 @@ def test_replay_reports_sensitivity_and_burden_per_strategy():
     assert res.n_patients == 10 and res.n_positive == 5
     assert abs(res.patient_days - 10 * 11 / 24) < 1e-9
     assert t.loc[2, "alerts_per_patient_day"] == pytest.approx(t.loc[2, "alerts"] / res.patient_days)
+
+
+def test_observe_many_scores_each_charted_set_once():
+    """A set of vitals charted at one time is scored as a set: no alert on the partial set, one
+    model evaluation per time, not per observation; a bad observation names its position."""
+    from medmm.errors import MedmmError
+    from medmm.monitor.health import HealthMonitor
+
+    class CountingPredictor:
+        tasks = ("disease",)
+        columns = ("disease",)
+        modalities = ("vitals",)
+
+        def __init__(self):
+            self.calls = 0
+
+            class Pre:
+                def transform(self, rec):
+                    return {"vitals": 1.0}
+
+            self.preprocessor = Pre()
+
+        def predict_values(self, items):
+            self.calls += 1
+            return np.full((len(items), 1), 0.01)
+
+    pred = CountingPredictor()
+    mon = HealthMonitor(pred)
+    t0, t1 = "2024-05-01T08:00:00", "2024-05-01T09:00:00"
+    rows = [(t0, "resp_rate", 16, None), (t0, "HR", 75, None), (t0, "spo2", 97, None),
+            (t1, "resp_rate", 30, None), (t1, "HR", 135, None), (t1, "spo2", 90, None)]
+    alerts = mon.observe_many("P", rows)
+    assert pred.calls == 2  # two charted times, not six observations
+    assert len(alerts) == 1 and alerts[0].time == pd.Timestamp(t1)
+    assert mon.state("P")["news2"]["scores"]["resp_rate"] == 3
+    with pytest.raises(MedmmError) as err:
+        mon.observe_many("P", [(t1, "HR", 80, None), (t1, "spo2", 150, None)])
+    assert err.value.observation_index == 1

@@ -444,14 +444,10 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
             else:
                 if len(body) > MAX_OBSERVATIONS:
                     raise _Unprocessable(f"more than {MAX_OBSERVATIONS} observations in one request")
-                alerts = []
-                for k, o in enumerate(body):
-                    try:
-                        a = monitor.observe(patient_id, o.time, o.signal, o.value, o.unit)
-                    except (MedmmError, NEWS2Error) as exc:
-                        raise _Unprocessable(f"observation {k}: {exc}") from None
-                    if a is not None:
-                        alerts.append(a)
+                try:
+                    alerts = monitor.observe_many(patient_id, [(o.time, o.signal, o.value, o.unit) for o in body])
+                except (MedmmError, NEWS2Error) as exc:
+                    raise _Unprocessable(f"observation {getattr(exc, 'observation_index', '?')}: {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise _Unprocessable(f"the observations cannot be used: {exc}") from None
         for a in alerts:

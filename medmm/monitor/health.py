@@ -116,7 +116,6 @@ class HealthMonitor:
         self.config = config or MonitorConfig()
         self.patients: dict[str, _Patient] = defaultdict(_Patient)
         self.alerts: list[Alert] = []
-        self.n_observations = 0
         if predictor is not None:
             columns = tuple(getattr(predictor, "columns", predictor.tasks))
             task = self.config.model_task or columns[0]
@@ -138,21 +137,56 @@ class HealthMonitor:
     def observe(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None = None) -> Alert | None:
         """One observation. ``signal`` is any name medmm knows (``HR``, ``heart_rate``, ...),
         ``consciousness`` (ACVPU), ``on_oxygen`` (bool) or ``o2_flow`` (L/min; > 0 is oxygen)."""
+        pid = str(patient_id)
+        return self._evaluate(pid, self.patients[pid], self._ingest(pid, time, signal, value, unit))
+
+    def observe_many(self, patient_id: str, observations: Any) -> list[Alert]:
+        """Observations ``(time, signal, value, unit)`` in the order given; each run of observations
+        with the same time (a set of vitals charted together) is scored once, after the whole set,
+        not signal by signal: NEWS2 sees the set, and the model runs once per time, not once per
+        observation. A bad observation raises with ``observation_index`` set to its position."""
+        pid = str(patient_id)
+        p = self.patients[pid]
+        alerts: list[Alert] = []
+        last = None
+        for k, (time, signal, value, unit) in enumerate(observations):
+            try:
+                t = self._time(time)
+                if last is not None and t != last:  # the previous set is complete: score it
+                    alert = self._evaluate(pid, p, last)
+                    if alert is not None:
+                        alerts.append(alert)
+                last = self._ingest(pid, t, signal, value, unit)
+            except Exception as exc:
+                exc.observation_index = k  # type: ignore[attr-defined]
+                raise
+        if last is not None:
+            alert = self._evaluate(pid, p, last)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    @staticmethod
+    def _time(time: Any) -> Any:
         import pandas as pd
 
-        from ..io.vitals import SIGNALS, canonical_signal, convert_unit
-
-        pid = str(patient_id)
         try:
             t = pd.Timestamp(time)
         except (ValueError, TypeError):
             raise SchemaError(f"observation time {time!r} is not a time", column="time",
                               hint="give an ISO 8601 time") from None
-        if t.tzinfo is not None:
-            t = t.tz_convert("UTC").tz_localize(None)
+        return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+    def _ingest(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None) -> Any:
+        """Validate one observation and add it to the patient's window; returns its time."""
+        import pandas as pd
+
+        from ..io.vitals import SIGNALS, canonical_signal, convert_unit
+
+        pid = str(patient_id)
+        t = self._time(time)
         sig = canonical_signal(signal)
         p = self.patients[pid]
-        self.n_observations += 1
         param = NEWS2_SIGNALS.get(sig)
         if param == "consciousness":
             from .news2 import normalise_consciousness
@@ -185,7 +219,7 @@ class HealthMonitor:
         cutoff = t - pd.Timedelta(hours=self.config.window_hours)
         while p.obs and p.obs[0][0] < cutoff:
             p.obs.popleft()
-        return self._evaluate(pid, p, t)
+        return t
 
     def observe_fhir(self, resource: dict[str, Any], *, patient_id: str | None = None) -> list[Alert]:
         """Observations from a FHIR Observation or Bundle (LOINC codes, as medmm.io.fhir reads them)."""
@@ -205,17 +239,12 @@ class HealthMonitor:
         if not pid:
             raise SchemaError("the Observation names no patient", column="Observation.subject",
                               hint="give subject.reference, or the patient id in the URL")
-        alerts = []
-        rows = sorted(bundle.observations, key=lambda o: o["time"])
-        for o in rows:
-            code = o.get("code")
-            sig = VITAL_LOINC.get(code) or EXTRA_LOINC.get(code)
-            if sig is None or o.get("value") is None:
-                continue
-            a = self.observe(pid, o["time"], canonical_signal(sig), o["value"], o.get("unit") or None)
-            if a is not None:
-                alerts.append(a)
-        return alerts
+        rows = []
+        for o in sorted(bundle.observations, key=lambda o: o["time"]):
+            sig = VITAL_LOINC.get(o.get("code")) or EXTRA_LOINC.get(o.get("code"))
+            if sig is not None and o.get("value") is not None:
+                rows.append((o["time"], canonical_signal(sig), o["value"], o.get("unit") or None))
+        return self.observe_many(pid, rows)
 
     # ------------------------------------------------------------------ state
     def state(self, patient_id: str) -> dict[str, Any]:
