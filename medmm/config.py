@@ -136,7 +136,7 @@ class TrackingSection(_Section):
 
 
 def _train_section() -> type[BaseModel]:
-    from .train.trainer import TrainConfig
+    from .train.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     fields: dict[str, Any] = {}
@@ -167,7 +167,7 @@ class ExperimentConfig(_Section):
 
     # ------------------------------------------------------------------ builders
     def train_config(self) -> Any:
-        from .train.trainer import TrainConfig
+        from .train.config import TrainConfig
 
         d = self.train.model_dump()
         if not d.get("checkpoint_dir"):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .records import MODALITIES, PatientRecord
+from .records import PatientRecord
 
 __all__ = ["Batch", "MultimodalDataset", "collate", "encode_records"]
 

@@ -16,6 +16,13 @@ def test_import_medmm_stays_light():
     assert out.stdout.strip() == "", f"import medmm pulled in {out.stdout.strip()}"
 
 
+def test_reading_an_experiment_config_does_not_import_torch():
+    code = ("import sys, medmm; cfg = medmm.ExperimentConfig.model_validate({'cohort': {'manifest': 'm.csv'}, "
+            "'train': {'epochs': 3}}); assert cfg.train_config().epochs == 3; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_cli_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "medmm", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("synth", "validate", "demo", "train"):

@@ -23,11 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .config import LOSSES, SAMPLERS  # the names live with TrainConfig (torch-free)
 
 __all__ = ["MaskedLoss", "LOSSES", "SAMPLERS", "label_counts", "build_criterion", "balanced_sample_weights"]
-
-LOSSES = ("bce", "weighted_bce", "focal")
-SAMPLERS = ("shuffle", "balanced")
 
 
 def label_counts(dataset: Any) -> tuple[np.ndarray, np.ndarray]:

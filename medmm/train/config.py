@@ -1,0 +1,80 @@
+"""Training settings: :class:`TrainConfig` and the names it accepts.
+
+Kept free of torch so that reading and validating an experiment config
+(:mod:`medmm.config`) does not import it; :mod:`medmm.train.trainer` re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULERS", "LOSSES", "SAMPLERS"]
+
+LOSSES = ("bce", "weighted_bce", "focal")
+SAMPLERS = ("shuffle", "balanced")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "onecycle", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    min_epochs: int = 15
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    monitor: str = "val_loss"  # a metric name, or "last" (keep the last epoch's weights)
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    # optimiser and schedule
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # SGD only
+    scheduler: str = "cosine"  # cosine (per epoch) | onecycle (per step) | constant
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, constant), or the rising phase of onecycle
+    grad_accum: int = 1  # micro-batches per optimiser step
+    amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
+    amp_dtype: str = "float16"  # float16 (with a gradient scaler) | bfloat16
+    encoder_lr_scale: float = 1.0  # encoders' learning rate relative to lr (fine-tuning)
+    monitor_mode: str = "auto"  # min | max | auto (min for a *loss* metric)
+    # class imbalance
+    loss: str = "bce"  # bce | weighted_bce | focal
+    pos_weight: Any = None  # None | "auto" (N_neg/N_pos from training prevalence) | number | list per task
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    sampler: str = "shuffle"  # shuffle | balanced (classes of balance_task equally likely)
+    balance_task: str | None = None  # default: the first task
+    # data loading, determinism, checkpoints
+    num_workers: int = 0
+    deterministic: bool = True  # torch.use_deterministic_algorithms (warn only)
+    checkpoint_dir: str | None = None  # write last.pt here each epoch and on interrupt
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs, batch_size and lr must be positive")
+        checks = [("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("loss", LOSSES), ("sampler", SAMPLERS),
+                  ("monitor_mode", ("auto", "min", "max")), ("amp_dtype", ("float16", "bfloat16"))]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not supported", column=name,
+                                  hint=f"use one of {allowed}")
+        if self.grad_accum < 1 or self.num_workers < 0 or self.warmup_epochs < 0:
+            raise ConfigError("grad_accum must be >= 1, num_workers and warmup_epochs >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.monitor == "last":
+            return True
+        if self.monitor_mode != "auto":
+            return self.monitor_mode == "max"
+        return "loss" not in self.monitor
