@@ -92,14 +92,13 @@ def test_import_cohort(tmp_path):
 
 
 def test_imported_cohort_loads(tmp_path):
-    pytest.importorskip("medmm.cohort")
     from medmm.cohort import load_cohort
 
     src = _folder(tmp_path, n=3)
     out = tmp_path / "cohort"
     import_fhir_cohort(src, out, ImportConfig(labels={"sepsis": ["91302008"]}), workers=1)
     cohort = load_cohort(out / "manifest.csv")
-    records = list(cohort.records) if hasattr(cohort, "records") else list(cohort)[0]
+    records = cohort.records
     assert len(records) == 4
     rec = next(r for r in records if r.patient_id == "p0")
     assert rec.present == {"image": False, "notes": True, "vitals": True, "ehr": True}

@@ -15,7 +15,7 @@ def client(tiny_loaded):
 
     from medmm.deploy.app import create_app
     from medmm.deploy.runtime import Predictor
-    from tests.test_deploy import build_tiny_model
+    from model_helpers import build_tiny_model
 
     model = build_tiny_model(tiny_loaded)
     pred = Predictor.from_model(model, runtime="eager", export_dir="unused")

@@ -67,7 +67,11 @@ def test_balanced_sampler_evens_out_the_classes():
     ys = [ds.items[i]["labels"]["a"] for e in range(3) for i in (s.set_epoch(e) or s.indices())]
     assert 0.4 < np.mean(ys) < 0.6  # a plain shuffle gives about 0.1
     s.set_epoch(1)
-    assert s.indices() == s.indices()  # fixed by (seed, epoch)
+    again = EpochSampler(len(ds), seed=0, weights=w)
+    again.set_epoch(1)
+    assert s.indices() == again.indices()  # fixed by (seed, epoch)
+    again.set_epoch(2)
+    assert s.indices() != again.indices()
     with pytest.raises(ConfigError):
         balanced_sample_weights(ds, "nope")
 
