@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import ManifestError, MedmmError
@@ -25,6 +26,8 @@ __all__ = [
     "Problem",
     "ProblemReport",
     "Cohort",
+    "split_indices",
+    "read_image_or_missing",
     "read_manifest",
     "validate_manifest",
     "load_cohort",
@@ -266,6 +269,62 @@ def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any 
     return report
 
 
+def split_indices(
+    strata: Any,
+    groups: Any,
+    *,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> tuple[Any, Any, Any]:
+    """Positions of the train, val and test parts: stratified by ``strata`` and grouped by
+    ``groups`` (a group never straddles two parts), with scikit-learn's
+    ``StratifiedGroupKFold``. The one split implementation of medmm: manifests without a
+    split column and ``split.mode: assign`` both draw through it."""
+    import numpy as np
+
+    strata = np.asarray(strata)
+    groups = np.asarray(groups, dtype=object)
+    idx = np.arange(len(strata))
+    f_train, f_val, f_test = fractions
+    rest, test = _take_part(idx, strata, groups, f_test, seed)
+    train, val = _take_part(rest, strata, groups, f_val / max(f_train + f_val, 1e-12), seed + 1)
+    return train, val, test
+
+
+def _take_part(idx: Any, y: Any, groups: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Split ``idx`` into (rest, held) with about ``fraction`` held out, stratified and grouped."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if fraction <= 0 or len(idx) == 0:
+        return idx, idx[:0]
+    n_splits = max(2, int(round(1.0 / fraction)))
+    n_groups = len(set(groups[idx].tolist()))
+    if n_groups < 2:
+        return idx, idx[:0]
+    n_splits = min(n_splits, n_groups)  # a tiny cohort: hold out one group
+    strata = y[idx]
+    if np.unique(strata, return_counts=True)[1].max() < n_splits:
+        strata = np.zeros(len(idx), dtype=int)  # too few per stratum to stratify: grouped only
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a stratum smaller than n_splits is fine here
+        warnings.simplefilter("ignore", UserWarning)
+        rest, held = next(cv.split(np.zeros(len(idx)), strata, groups[idx]))
+    return idx[rest], idx[held]
+
+
+def label_strata(labels: list[Any]) -> Any:
+    """Strata of a label list: 0/1 by the label (>= 0.5), -1 when unknown."""
+    import numpy as np
+
+    out = []
+    for y in labels:
+        out.append(-1 if y is None or (isinstance(y, float) and np.isnan(y)) else int(float(y) >= 0.5))
+    return np.asarray(out, dtype=int)
+
+
 def assign_splits(
     patient_ids: list[str],
     labels: list[int | None] | None = None,
@@ -273,22 +332,18 @@ def assign_splits(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
 ) -> dict[str, str]:
-    """Patient-level train/val/test split, stratified by ``labels`` when given."""
+    """Patient-level train/val/test split, stratified by ``labels`` when given
+    (:func:`split_indices` with one group per patient)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    ids = np.asarray(sorted(set(patient_ids)))
-    strata = np.zeros(len(ids), dtype=object) if labels is None else None
-    if labels is not None:
-        by_id = dict(zip(patient_ids, labels))
-        strata = np.array([str(by_id[i]) for i in ids], dtype=object)
+    ids = list(dict.fromkeys(patient_ids))
+    by_id = dict(zip(patient_ids, labels)) if labels is not None else {}
+    strata = label_strata([by_id.get(i) for i in ids]) if labels is not None else np.zeros(len(ids), dtype=int)
+    parts = split_indices(strata, np.asarray(ids, dtype=object), fractions=fractions, seed=seed)
     out: dict[str, str] = {}
-    for s in sorted(set(strata.tolist()), key=str):
-        idx = rng.permutation(np.flatnonzero(strata == s))
-        a = round(len(idx) * fractions[0])
-        b = round(len(idx) * (fractions[0] + fractions[1]))
-        for j, k in enumerate(idx):
-            out[str(ids[k])] = "train" if j < a else "val" if j < b else "test"
+    for name, sel in zip(("train", "val", "test"), parts):
+        for k in sel:
+            out[str(ids[k])] = name
     return out
 
 
@@ -328,34 +383,216 @@ def fill_splits(frame: Any, *, seed: int = 0, skip_rows: Any = ()) -> int:
     return int(todo.sum())
 
 
-class Cohort:
-    """Loaded patient records with their problem report."""
+#: how many times a manifest was validated by :meth:`Cohort.from_manifest` (tests count it)
+VALIDATIONS = {"count": 0}
 
-    def __init__(self, records: list[PatientRecord], report: ProblemReport, manifest: Path | None = None) -> None:
-        self.records = records
+
+class Cohort:
+    """A cohort: a manifest parsed and validated once, whose records are built on access.
+
+    ``len(cohort)``, ``cohort[i]`` (a :class:`PatientRecord`), ``cohort[a:b]``,
+    ``cohort.split("train")`` (a view) and iteration build each record from its manifest row
+    when asked: notes, vitals and EHR files are read then, images stay on disk behind a proxy
+    (see :class:`~medmm.records.Image`), so memory does not grow with the cohort. ``iter(workers=N)``
+    builds records in N processes. Problems found while building records go into ``report``
+    (once each, however often a record is built). ``records`` materialises every record (small:
+    no pixels) and keeps the list.
+
+    A cohort made of records already in memory (``Cohort.from_records``) behaves the same.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]] | None, report: ProblemReport, manifest: Path | None = None, *,
+                 modalities: tuple[str, ...] = MODALITIES, strict: bool = False, frame: Any = None,
+                 records: list[PatientRecord] | None = None, index: list[int] | None = None,
+                 _shared: dict[str, Any] | None = None) -> None:
         self.report = report
         self.manifest = manifest
+        self.modalities = tuple(modalities)
+        self.strict = strict
+        self.frame = frame
+        self._rows = rows
+        self._all_records = records
+        n = len(records) if records is not None else len(rows or [])
+        self._index = list(range(n)) if index is None else list(index)
+        self._shared = _shared if _shared is not None else {"cache": {}, "seen": set()}
 
-    def __iter__(self):  # ``records, report = load_cohort(...)``
-        return iter((self.records, self.report))
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_manifest(cls, manifest: str | Path, *, strict: bool = False, modalities: tuple[str, ...] = MODALITIES,
+                      split_seed: int = 0, progress: bool = True) -> "Cohort":
+        """Read and validate ``manifest`` once; records are built later, on access."""
+        manifest = Path(manifest)
+        df = read_manifest(manifest)
+        report = validate_manifest(manifest, check_files=False, frame=df)
+        VALIDATIONS["count"] += 1
+        structural = [p for p in report.errors if p.row is None]
+        if structural:
+            raise ManifestError(
+                "; ".join(p.message for p in structural), path=manifest,
+                hint="fix the manifest's columns (see data_schemas/manifest.schema.json)",
+            )
+        if strict and report.errors:
+            p = report.errors[0]
+            raise ManifestError(p.message, path=manifest, row=p.row, column=p.column)
+        bad_rows = skipped_rows(report)
+        label_cols = [c for c in df.columns if c.startswith("label_")]
+        assigned = fill_splits(df, seed=split_seed, skip_rows=bad_rows)
+        if assigned:
+            first = label_cols[0][len("label_"):] if label_cols else None
+            report.add("warning", f"{assigned} patient(s) had no split; assigned train/val/test 60/20/20 "
+                       f"stratified on {first!r} with seed {split_seed}")
+        if bad_rows:
+            df = df.drop(index=df.index[sorted(bad_rows)])
+        rows = []
+        for i, raw in zip(df.index.tolist(), df.to_dict(orient="records")):
+            row = {k: _cell(v) for k, v in raw.items()}
+            row["_row"] = int(i)
+            rows.append(row)
+        return cls(rows, report, manifest, modalities=modalities, strict=strict, frame=df)
+
+    @classmethod
+    def from_records(cls, records: list[PatientRecord], report: ProblemReport | None = None,
+                     manifest: Path | None = None) -> "Cohort":
+        """A cohort of records already in memory."""
+        return cls(None, report if report is not None else ProblemReport(), manifest, records=list(records))
+
+    def _view(self, index: list[int]) -> "Cohort":
+        return Cohort(self._rows, self.report, self.manifest, modalities=self.modalities, strict=self.strict,
+                      frame=self.frame, records=self._all_records, index=index, _shared=self._shared)
+
+    # -------------------------------------------------------------------- records
+
+    def _build(self, k: int) -> PatientRecord:
+        """The record of row ``k`` (a position in the full cohort)."""
+        if self._all_records is not None:
+            return self._all_records[k]
+        cached = self._shared["cache"].get(k)
+        if cached is not None:
+            return cached
+        local = ProblemReport()
+        row = self._rows[k]  # type: ignore[index]
+        rec = row_to_record(row, base=self.manifest.parent if self.manifest else Path("."), report=local,
+                            row_index=row.get("_row"), strict=self.strict, modalities=self.modalities)
+        self._note(local.problems)
+        return rec
+
+    def _note(self, problems: list[Problem]) -> None:
+        seen = self._shared["seen"]
+        for prob in problems:
+            key = (prob.row, prob.column, prob.patient_id, prob.message)
+            if key not in seen:
+                seen.add(key)
+                self.report.problems.append(prob)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._index)
 
-    def split(self, name: str) -> list[PatientRecord]:
-        return [r for r in self.records if r.split == name]
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self._view(self._index[i])
+        return self._build(self._index[i])
+
+    def __iter__(self) -> Iterator[PatientRecord]:
+        return self.iter()
+
+    def iter(self, *, workers: int = 0, progress: bool = False, chunksize: int = 8) -> Iterator[PatientRecord]:
+        """The records in order; ``workers`` > 0 builds them in that many processes."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(self), desc="records", unit="pt", disable=not progress)
+        try:
+            if workers <= 0 or self._all_records is not None or len(self) < 2:
+                for k in self._index:
+                    yield self._build(k)
+                    bar.update(1)
+                return
+            import multiprocessing as mp
+
+            todo = [k for k in self._index]
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            builder = _RowBuilder(self._rows, self.manifest, self.modalities, self.strict)
+            with ctx.Pool(workers, initializer=_init_builder, initargs=(builder,)) as pool:
+                for rec, problems in pool.imap(_build_row, todo, chunksize=chunksize):
+                    self._note(problems)
+                    yield rec
+                    bar.update(1)
+        finally:
+            bar.close()
+
+    @property
+    def records(self) -> list[PatientRecord]:
+        """Every record, built once and kept (images stay on disk)."""
+        cache = self._shared["cache"]
+        if self._all_records is None:
+            for k in self._index:
+                if k not in cache:
+                    cache[k] = self._build(k)
+            return [cache[k] for k in self._index]
+        return [self._all_records[k] for k in self._index]
+
+    @property
+    def patient_ids(self) -> list[str]:
+        if self._all_records is not None:
+            return [self._all_records[k].patient_id for k in self._index]
+        return [str(self._rows[k]["patient_id"]) for k in self._index]  # type: ignore[index]
+
+    def _row_value(self, k: int, key: str) -> Any:
+        if self._all_records is not None:
+            r = self._all_records[k]
+            return getattr(r, key) if key in ("split",) else None
+        return self._rows[k].get(key)  # type: ignore[index]
+
+    @property
+    def splits(self) -> list[str | None]:
+        """The split of each patient, in order."""
+        if self._all_records is not None:
+            return [self._all_records[k].split for k in self._index]
+        return [self._rows[k].get("split") if self._rows[k].get("split") in SPLITS else None  # type: ignore[index]
+                for k in self._index]
+
+    def split(self, name: str) -> "Cohort":
+        """The patients of one split (a view: nothing is read)."""
+        return self._view([k for k, s in zip(self._index, self.splits) if s == name])
+
+    def subset(self, positions: Any) -> "Cohort":
+        """The patients at ``positions`` (positions in this cohort) as a view."""
+        return self._view([self._index[int(i)] for i in positions])
+
+    def __add__(self, other: "Cohort") -> "Cohort":
+        if not isinstance(other, Cohort) or other._shared is not self._shared:
+            return NotImplemented
+        return self._view(self._index + other._index)
+
+    def labels(self, task: str) -> list[float | None]:
+        """The ``task`` label of each patient (parsed once, with the manifest)."""
+        if self._all_records is not None:
+            return [self._all_records[k].labels.get(task) for k in self._index]
+        return [_label(self._rows[k].get(f"label_{task}")) for k in self._index]  # type: ignore[index]
 
     @property
     def tasks(self) -> list[str]:
-        return sorted({t for r in self.records for t in r.labels})
+        if self._all_records is not None:
+            return sorted({t for k in self._index for t in self._all_records[k].labels})
+        cols = self.frame.columns if self.frame is not None else []
+        return sorted(c[len("label_"):] for c in cols if str(c).startswith("label_"))
+
+    def check(self, *, read_images: bool = True, workers: int = 0, progress: bool = False) -> ProblemReport:
+        """Build every record and read every image once (voxels not kept), so that every
+        unreadable file is in the report; returns the report."""
+        for rec in self.iter(workers=workers, progress=progress):
+            if read_images and "image" in self.modalities:
+                read_image_or_missing(rec, self.report)
+        return self.report
 
     def summary(self):
         """One row per split: patients, per-modality presence and label prevalence."""
         import pandas as pd
 
+        recs_all = self.records
         rows = []
-        for split in sorted({str(r.split) for r in self.records}):
-            recs = [r for r in self.records if str(r.split) == split]
+        for split in sorted({str(r.split) for r in recs_all}):
+            recs = [r for r in recs_all if str(r.split) == split]
             row: dict[str, Any] = {"split": split, "patients": len(recs)}
             for m in MODALITIES:
                 row[f"{m} present"] = sum(r.present[m] for r in recs)
@@ -366,7 +603,7 @@ class Cohort:
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
-        return f"Cohort({len(self.records)} patients, {len(self.report.errors)} error(s))"
+        return f"Cohort({len(self)} patients, {len(self.report.errors)} error(s))"
 
     def _repr_html_(self) -> str:
         from collections import Counter
@@ -377,7 +614,7 @@ class Cohort:
         report = self.report._repr_html_() if self.report.problems else "<p>No problems found.</p>"
         return (
             f"<div style='font-family:sans-serif;font-size:13px'><b>Cohort</b> "
-            f"{html.escape(str(self.manifest or ''))}: {len(self.records)} patients, "
+            f"{html.escape(str(self.manifest or ''))}: {len(self)} patients, "
             f"tasks: {html.escape(', '.join(self.tasks) or 'none')}, "
             f"<span style='color:{'#a33' if self.report.errors else '#2a8a2a'}'>{len(self.report.errors)} error(s)"
             f"</span>, {len(self.report.warnings)} warning(s)"
@@ -405,7 +642,7 @@ def row_to_record(
     """
     import pandas as pd
 
-    from .io import read_modality
+    from .io import lazy_image, read_modality
 
     row = {k: _cell(v) for k, v in raw.items()}
     pid = str(row["patient_id"])
@@ -419,7 +656,7 @@ def row_to_record(
         labels=labels,
         split=row.get("split") if row.get("split") in SPLITS else None,
         index_time=index_time,
-        meta={k: v for k, v in row.items() if k not in ("patient_id", "split", "index_time")
+        meta={k: v for k, v in row.items() if k not in ("patient_id", "split", "index_time", "_row")
               and not k.startswith("label_") and not k.endswith("_path") and not k.endswith("_format")},
     )
     for m in modalities:
@@ -428,9 +665,12 @@ def row_to_record(
             setattr(rec, m, Missing("not_acquired"))
             continue
         try:
-            value = read_modality(
-                m, _resolve(base, str(value)), row.get(f"{m}_format"), patient_id=pid, index_time=index_time,
-            )
+            if m == "image":  # voxels stay on disk until used
+                value = lazy_image(_resolve(base, str(value)), row.get(f"{m}_format"))
+            else:
+                value = read_modality(
+                    m, _resolve(base, str(value)), row.get(f"{m}_format"), patient_id=pid, index_time=index_time,
+                )
             setattr(rec, m, value)
             # readers collect per-row problems (a dropped bad row, an unknown code) instead of failing
             for prob in getattr(value, "problems", None) or []:
@@ -446,6 +686,48 @@ def row_to_record(
     return rec
 
 
+def read_image_or_missing(record: PatientRecord, report: ProblemReport | None = None) -> PatientRecord:
+    """Read ``record``'s image once (voxels not kept) to check it; an unreadable one becomes
+    ``Missing("read_error")`` with its error in ``report``. Returns the record."""
+    img = record.image
+    if isinstance(img, Missing) or getattr(img, "in_memory", True):
+        return record
+    try:
+        img.loaded()
+    except MedmmError as exc:
+        if report is not None:
+            report.add_error(exc, patient_id=record.patient_id, modality="image", column="image_path")
+        record.image = Missing("read_error", str(exc))
+    return record
+
+
+class _RowBuilder:
+    """Manifest rows -> records in a worker process."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None, manifest: Path | None, modalities: tuple[str, ...],
+                 strict: bool) -> None:
+        self.rows, self.manifest, self.modalities, self.strict = rows, manifest, modalities, strict
+
+    def __call__(self, k: int) -> tuple[PatientRecord, list[Problem]]:
+        local = ProblemReport()
+        row = self.rows[k]  # type: ignore[index]
+        rec = row_to_record(row, base=self.manifest.parent if self.manifest else Path("."), report=local,
+                            row_index=row.get("_row"), strict=self.strict, modalities=self.modalities)
+        return rec, local.problems
+
+
+_BUILDER: _RowBuilder | None = None
+
+
+def _init_builder(builder: _RowBuilder) -> None:
+    global _BUILDER
+    _BUILDER = builder
+
+
+def _build_row(k: int) -> tuple[PatientRecord, list[Problem]]:
+    return _BUILDER(k)  # type: ignore[misc]
+
+
 def load_cohort(
     manifest: str | Path,
     *,
@@ -454,39 +736,12 @@ def load_cohort(
     modalities: tuple[str, ...] = MODALITIES,
     split_seed: int = 0,
 ) -> Cohort:
-    """Read every patient of a manifest into a :class:`PatientRecord`.
+    """The :class:`Cohort` of a manifest (:meth:`Cohort.from_manifest`).
 
-    Returns a :class:`Cohort`, which unpacks as ``records, report``. A modality that cannot
-    be read becomes ``Missing("read_error")`` and its error goes into the report; with
-    ``strict=True`` the first problem raises instead. Patients without a split are assigned
-    one (stratified on the first label, seeded by ``split_seed``).
+    The manifest is validated once; records are built on access, their images read on
+    demand. Patients without a split are assigned one (stratified on the first label, seeded
+    by ``split_seed``). A modality that cannot be read becomes ``Missing("read_error")`` and
+    its error goes into ``cohort.report``; with ``strict=True`` the first problem raises.
     """
-    from tqdm.auto import tqdm
-
-    manifest = Path(manifest)
-    df = read_manifest(manifest)
-    report = validate_manifest(manifest, check_files=False, frame=df)
-    structural = [p for p in report.errors if p.row is None]
-    if structural:
-        raise ManifestError(
-            "; ".join(p.message for p in structural), path=manifest,
-            hint="fix the manifest's columns (see data_schemas/manifest.schema.json)",
-        )
-    if strict and report.errors:
-        p = report.errors[0]
-        raise ManifestError(p.message, path=manifest, row=p.row, column=p.column)
-    bad_rows = skipped_rows(report)
-    label_cols = [c for c in df.columns if c.startswith("label_")]
-    assigned = fill_splits(df, seed=split_seed, skip_rows=bad_rows)
-    records: list[PatientRecord] = []
-    rows = df.to_dict(orient="records")
-    for i, raw in enumerate(tqdm(rows, desc="load cohort", unit="pt", disable=not progress)):
-        if i in bad_rows:
-            continue
-        records.append(row_to_record(raw, base=manifest.parent, report=report, row_index=i, strict=strict,
-                                     modalities=modalities))
-    if assigned:
-        first = label_cols[0][len("label_"):] if label_cols else None
-        report.add("warning", f"{assigned} patient(s) had no split; assigned train/val/test 60/20/20 "
-                   f"stratified on {first!r} with seed {split_seed}")
-    return Cohort(records, report, manifest)
+    return Cohort.from_manifest(manifest, strict=strict, modalities=modalities, split_seed=split_seed,
+                                progress=progress)

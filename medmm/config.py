@@ -107,9 +107,12 @@ class PreprocessSection(_Section):
     notes: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TextPreprocessor.")
     vitals: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of VitalsPreprocessor.")
     ehr: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TabularPreprocessor.")
-    cache_dir: str | None = Field(None, description="On-disk cache of preprocessed images: when set, images are read "
-                                  "in the DataLoader workers (train.num_workers) through it instead of being held in "
-                                  "memory, and augmented there when preprocess.image.augment is set.")
+    cache_dir: str | None = Field(None, description="On-disk cache of preprocessed images (default: <out_dir>/cache). "
+                                  "Images are read in the DataLoader workers (train.num_workers) through it instead of "
+                                  "being held in memory, and augmented there when preprocess.image.augment is set; "
+                                  "`medmm preprocess` fills it ahead of training.")
+    workers: int = Field(0, ge=0, description="Processes that fill the image cache before the first epoch (0: in "
+                         "this process).")
 
 
 class TransferSection(_Section):

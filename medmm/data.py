@@ -42,8 +42,13 @@ class Batch:
                      self.patient_ids)
 
 
-def encode_records(records: list[PatientRecord], preprocessor: Any, *, progress: bool = False) -> list[dict[str, Any]]:
-    """Preprocess every record once: ``{"values": {m: array|None}, "labels": ..., "id": ...}``."""
+def encode_records(records: Any, preprocessor: Any, *, progress: bool = False,
+                   modalities: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Preprocess every record once: ``{"values": {m: array|None}, "labels": ..., "id": ...}``.
+
+    ``records`` may be a list or a lazy :class:`~medmm.cohort.Cohort` (records are built and
+    dropped 64 at a time); ``modalities`` limits the work to those (the others are ``None``).
+    """
     from tqdm.auto import tqdm
 
     many = getattr(preprocessor, "transform_many", None)
@@ -51,8 +56,11 @@ def encode_records(records: list[PatientRecord], preprocessor: Any, *, progress:
     chunk = 64 if many is not None else 1
     with tqdm(total=len(records), desc="preprocess", unit="pt", disable=not progress) as bar:
         for s in range(0, len(records), chunk):
-            part = records[s:s + chunk]
-            values = many(part) if many is not None else [preprocessor.transform(r) for r in part]
+            part = [records[i] for i in range(s, min(s + chunk, len(records)))]
+            if many is not None:
+                values = many(part, modalities=modalities) if modalities is not None else many(part)
+            else:
+                values = [preprocessor.transform(r) for r in part]
             out.extend({"values": v, "labels": dict(r.labels), "id": r.patient_id} for v, r in zip(values, part))
             bar.update(len(part))
     return out

@@ -185,7 +185,8 @@ def _splits(cfg, records, tasks) -> dict[str, list]:
     return parts
 
 
-def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tracker, callbacks, progress, resume):
+def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tracker, callbacks, progress, resume,
+         report=None):
     """Fit preprocessing on ``train_recs``, build and train a model; returns (model, result, datasets)."""
     from .data import MultimodalDataset
     from .models.multimodal import MultimodalModel
@@ -197,13 +198,16 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     model = MultimodalModel(model_config, pre.output_shapes(), pre)
     columns = tuple(getattr(model, "label_columns_flat", model_config.tasks))
     parts = (("train", train_recs), ("val", val_recs), ("test", test_recs))
-    if cfg.preprocess.cache_dir:
-        from .train.datasets import CachedImageDataset, image_sources
+    if "image" in model_config.modalities:
+        # images stream from disk through the preprocessed-volume cache: memory does not grow with the cohort
+        from .train.datasets import CachedImageDataset
 
-        sources = image_sources(cfg.cohort.manifest)
-        datasets = {s: CachedImageDataset(r, pre, columns, sources=sources, cache_dir=cfg.preprocess.cache_dir,
-                                          training=s == "train", seed=train_config.seed, progress=progress)
+        cache_dir = cfg.preprocess.cache_dir or str(Path(cfg.out_dir) / "cache")
+        datasets = {s: CachedImageDataset(r, pre, columns, cache_dir=cache_dir, training=s == "train",
+                                          seed=train_config.seed, progress=progress)
                     for s, r in parts}
+        for ds in datasets.values():
+            ds.prefill(workers=cfg.preprocess.workers, report=report, progress=progress)
     else:
         datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in parts}
     tc = cfg.transfer
@@ -257,7 +261,7 @@ def _plots(tracker, history, preds, tasks, split) -> None:
     tracker.log_figure(fig, f"plots/roc_{split}.png")
 
 
-def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, resume):
+def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, resume, report=None):
     import numpy as np
     import pandas as pd
 
@@ -274,7 +278,7 @@ def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, 
                                 resume=resume) as ft:
             ft.log_params({"fold": i, "n_train": len(tr), "n_val": len(va)})
             model, res, ds = _fit(cfg, model_config, tc, [dev[j] for j in tr], [dev[j] for j in va], [],
-                                  tracker=ft, callbacks=[], progress=progress, resume=resume)
+                                  tracker=ft, callbacks=[], progress=progress, resume=resume, report=report)
             preds = predictions_frame(model, ds["val"], "cv")
             preds["fold"] = i
             m = evaluate_predictions(preds, tasks, by=None)
@@ -302,7 +306,7 @@ def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, 
 def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentResult:
     import torch
 
-    from .cohort import load_cohort
+    from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
     from .train.distributed import barrier, init_distributed
     from .train.tracking import MlflowTracker, NullTracker
@@ -320,7 +324,11 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(cfg.cohort.manifest)
-    cohort = cohort if cohort is not None else load_cohort(manifest, strict=cfg.cohort.strict, progress=progress)
+    if cohort is None:
+        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress)
+    elif not isinstance(cohort, Cohort):  # a list of records
+        cohort = Cohort.from_records(list(cohort), manifest=manifest)
+    records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
     timings["load_s"] = time.perf_counter() - t0
     tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
     if not tasks:
@@ -330,7 +338,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     model_config = cfg.model_config_for(tasks)
     cfg.model = model_config.to_dict()  # logged in full: a resumed run must not pick up changed defaults
     train_config = cfg.train_config()
-    parts = _splits(cfg, cohort.records, tasks)
+    parts = _splits(cfg, records, tasks)
     if not parts["train"]:
         raise ConfigError("the train split is empty", path=manifest, hint="set split=train for some patients")
     resume = resume_run_id is not None
@@ -359,14 +367,13 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         if main:
             (out_dir / "config.yaml").write_text(cfg.to_yaml())
             tracker.log_environment()
-            tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
 
         t2 = time.perf_counter()
         cv_table = None
         if cfg.split.cv_folds:
             dev = parts["train"] + parts["val"]
             cv_table, oof, n_epochs = _cross_validate(cfg, model_config, train_config, dev, tracker=tracker,
-                                                      progress=progress, resume=resume)
+                                                      progress=progress, resume=resume, report=cohort.report)
             if main:
                 cv_table.to_csv(out_dir / "cv_metrics.csv", index=False)
                 oof.to_parquet(out_dir / "cv_predictions.parquet", index=False)
@@ -375,12 +382,15 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
             final_tc = dataclasses.replace(train_config, epochs=max(n_epochs, 1), min_epochs=max(n_epochs, 1),
                                            monitor="last", checkpoint_dir=str(Path(train_config.checkpoint_dir) / "final"))
             model, result, datasets = _fit(cfg, model_config, final_tc, dev, [], parts["test"], tracker=tracker,
-                                           callbacks=callbacks, progress=progress, resume=resume)
+                                           callbacks=callbacks, progress=progress, resume=resume,
+                                           report=cohort.report)
         else:
             model, result, datasets = _fit(cfg, model_config, train_config, parts["train"], parts["val"],
                                            parts["test"], tracker=tracker, callbacks=callbacks, progress=progress,
-                                           resume=resume)
+                                           resume=resume, report=cohort.report)
         timings["train_s"] = time.perf_counter() - t2
+        if main:  # after training: the image pass adds the images it could not read
+            tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
         eval_split = "test" if len(datasets["test"]) else "val"
         preds = metrics = model_dir = model_uri = None
         if main and len(datasets[eval_split]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -21,6 +22,8 @@ __all__ = [
     "MODALITIES",
     "Missing",
     "Image",
+    "ImageSource",
+    "ImageProxy",
     "Note",
     "Notes",
     "Vitals",
@@ -53,27 +56,221 @@ class Missing:
         return f"Missing({self.reason!r}{', ' + repr(self.detail) if self.detail else ''})"
 
 
-@dataclass
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an image's voxels come from: a file or folder, its format and the reader options.
+
+    ``options`` are the reader's keyword arguments as sorted ``(name, value)`` pairs of plain
+    values (``series_uid``, ``irregular``, ...), so a source is hashable and pickles small.
+    """
+
+    path: str
+    format: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, path: Any, format: str | None = None, **options: Any) -> "ImageSource":
+        return cls(str(path), format, tuple(sorted((str(k), v) for k, v in options.items() if v is not None)))
+
+    def read(self) -> "Image":
+        """Read the whole image (voxels included) with the registered reader."""
+        from .io import read_modality
+
+        return read_modality("image", self.path, self.format, **dict(self.options))
+
+
+class ImageProxy:
+    """An array proxy (nibabel's ``dataobj`` idea): reads the voxels of a source on demand.
+
+    ``np.asarray(proxy)`` reads the whole image; ``proxy[i, j, k]`` reads only what is asked
+    where the format allows it (NIfTI through nibabel's own proxy), else reads and slices.
+    Nothing is kept after a read.
+    """
+
+    is_proxy = True
+
+    def __init__(self, source: ImageSource, shape: tuple[int, ...] | None = None, dtype: Any = np.float32,
+                 slicer: Any = None) -> None:
+        self.source = source
+        self._shape = None if shape is None else tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._slicer = slicer  # callable(key) -> ndarray, for formats that read parts
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self._shape is None:
+            self._shape = tuple(self.source.read().data.shape)
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self._slicer(()) if self._slicer is not None else self.source.read().data
+        arr = np.asarray(arr)
+        if self._shape is None:
+            self._shape = tuple(arr.shape)
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self._slicer is not None:
+            return np.asarray(self._slicer(key))
+        return np.asarray(self)[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_slicer"] = None  # rebuilt from the source where the format has one
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.source.format == "nifti":
+            from .io.nifti import nifti_slicer
+
+            self._slicer = nifti_slicer(self.source.path)
+
+    def __repr__(self) -> str:
+        return f"ImageProxy({self.source.path!r}, shape={self._shape}, dtype={self.dtype})"
+
+
 class Image:
     """An image: voxel data, an affine to RAS+ world millimetres, and header metadata.
 
     ``data``'s first three axes are voxel axes i, j, k (nibabel's convention); a fourth
     axis holds time, echo or volume when there is one. ``affine`` maps ``(i, j, k, 1)`` to
     RAS+ millimetres.
+
+    An image read from a file keeps its :class:`ImageSource` and may hold no voxels: they are
+    read on demand through ``dataobj`` (an :class:`ImageProxy`). ``data`` reads and keeps them
+    (nibabel's ``get_fdata(caching="fill")``); :meth:`get_data` with ``caching="unchanged"``
+    and :meth:`loaded` read without keeping; :meth:`uncache` drops them. An image with a source
+    pickles without voxels, so records travel to worker processes and cluster nodes cheaply.
+    Where the format has no cheap header read (DICOM), ``affine`` and ``meta`` are read on
+    first use, and kept.
     """
 
-    data: np.ndarray
-    affine: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, data: Any = None, affine: Any = None, meta: dict[str, Any] | None = None, *,
+                 source: ImageSource | None = None) -> None:
+        if data is None and source is None:
+            raise ValueError("an Image needs data or a source")
+        self.source = source
+        self._data: np.ndarray | None = None
+        if data is None:
+            self.dataobj: Any = ImageProxy(source)
+        elif getattr(data, "is_proxy", False):
+            self.dataobj = data
+        else:
+            self._data = np.asarray(data)
+            self.dataobj = self._data
+        self._affine: np.ndarray | None = None
+        if affine is not None:
+            self._affine = np.asarray(affine, dtype=np.float64)
+            if self._affine.shape != (4, 4):
+                raise ValueError(f"affine must be 4x4, got {self._affine.shape}")
+        elif source is None:
+            raise ValueError("an Image without a source needs an affine")
+        self._meta: dict[str, Any] | None = dict(meta) if meta is not None else ({} if source is None else None)
 
-    def __post_init__(self) -> None:
-        self.affine = np.asarray(self.affine, dtype=np.float64)
-        if self.affine.shape != (4, 4):
-            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+    # ----------------------------------------------------------------- lazy parts
+
+    def _read_header(self) -> "Image":
+        """Read the source (the whole image) to learn the header; keep the header only."""
+        full = self.source.read()  # type: ignore[union-attr]
+        self._affine = full.affine
+        self._meta = dict(full.meta)
+        if getattr(self.dataobj, "is_proxy", False) and self.dataobj._shape is None:
+            self.dataobj._shape = tuple(full.data.shape)
+            self.dataobj.dtype = full.data.dtype
+        return full
+
+    @property
+    def affine(self) -> np.ndarray:
+        if self._affine is None:
+            self._read_header()
+        return self._affine  # type: ignore[return-value]
+
+    @affine.setter
+    def affine(self, value: Any) -> None:
+        self._affine = np.asarray(value, dtype=np.float64)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            self._read_header()
+        return self._meta  # type: ignore[return-value]
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = dict(value)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The voxels (read from the source on first use, then kept)."""
+        if self._data is None:
+            self._data = self.loaded()._data
+            self.dataobj = self._data
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = np.asarray(value)
+        self.dataobj = self._data
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the voxels are held (``data`` will not read the source)."""
+        return self._data is not None
+
+    def get_data(self, *, caching: str = "fill") -> np.ndarray:
+        """The voxels; ``caching="unchanged"`` reads them without keeping them."""
+        if caching not in ("fill", "unchanged"):
+            raise ValueError(f"caching must be 'fill' or 'unchanged', got {caching!r}")
+        if self._data is not None or caching == "fill":
+            return self.data
+        return self.loaded()._data  # type: ignore[return-value]
+
+    def loaded(self) -> "Image":
+        """This image with its voxels in memory: ``self`` when they are, else a new eager
+        :class:`Image` (the source read once; this one keeps only the header)."""
+        if self._data is not None:
+            return self
+        if self._affine is not None and self._meta is not None and getattr(self.dataobj, "_slicer", None) is not None:
+            return Image(np.asarray(self.dataobj), self._affine, self._meta)
+        full = self._read_header()
+        return Image(full.data, full.affine, full.meta)
+
+    def uncache(self) -> None:
+        """Drop the voxels held in memory (an image with a source reads them again on demand)."""
+        if self.source is None or self._data is None:
+            return
+        self.dataobj = ImageProxy(self.source, self._data.shape, self._data.dtype,
+                                  slicer=_slicer_for(self.source))
+        self._data = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.source is not None and self._data is not None:  # pickle the source, not the pixels
+            state["_data"] = None
+            state["dataobj"] = ImageProxy(self.source, self._data.shape, self._data.dtype)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ geometry
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        if self._data is not None:
+            return tuple(self._data.shape)
+        if getattr(self.dataobj, "_shape", 1) is None:
+            self._read_header()
+        return tuple(self.dataobj.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype if self._data is not None else np.dtype(self.dataobj.dtype)
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -93,8 +290,20 @@ class Image:
         return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
 
     def __repr__(self) -> str:
+        where = "" if self.source is None else f", source={Path(self.source.path).name!r}"
+        if self.source is not None and self._affine is None:
+            return f"Image(not read yet{where})"
         sp = ", ".join(f"{s:.3g}" for s in self.spacing)
-        return f"Image(shape={self.shape}, spacing=({sp}) mm, dtype={self.data.dtype})"
+        lazy = "" if self.in_memory else ", lazy"
+        return f"Image(shape={self.shape}, spacing=({sp}) mm, dtype={self.dtype}{lazy}{where})"
+
+
+def _slicer_for(source: ImageSource) -> Any:
+    if source.format == "nifti":
+        from .io.nifti import nifti_slicer
+
+        return nifti_slicer(source.path)
+    return None
 
 
 @dataclass

@@ -71,7 +71,8 @@ def test_load_cohort_collects_read_errors_and_goes_on(tiny_cohort, tmp_path):
     n_row = int((df["notes_path"] != "").to_numpy().argmax())
     (path.parent / df.loc[n_row, "notes_path"]).write_bytes(b"caf\xe9 au lait")
 
-    records, report = load_cohort(path, progress=False)
+    cohort = load_cohort(path, progress=False)
+    records, report = cohort.records, cohort.report  # records are built (files read) on access
     assert len(records) == len(df)  # nobody is dropped
     by_id = {r.patient_id: r for r in records}
     bad_v = by_id[df.loc[v_row, "patient_id"]]
@@ -82,7 +83,7 @@ def test_load_cohort_collects_read_errors_and_goes_on(tiny_cohort, tmp_path):
     assert any("UTF-8" in m for m in msgs), msgs
     assert {p.modality for p in report.errors} == {"vitals", "notes"}
     with pytest.raises(MedmmError, match="UTF-8|not a number"):
-        load_cohort(path, progress=False, strict=True)
+        load_cohort(path, progress=False, strict=True).records  # strict: the first bad file raises when read
 
 
 def test_loaded_records_match_the_manifest(tiny_cohort, tiny_loaded):

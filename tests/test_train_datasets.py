@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from medmm.data import MultimodalDataset
 from medmm.preprocess import MultimodalPreprocessor
 from medmm.preprocess.cache import VolumeCache
 from medmm.preprocess.image import ImagePreprocessor
-from medmm.train.datasets import CachedImageDataset, image_sources
+from medmm.train.datasets import CachedImageDataset
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def test_workers_read_images_through_the_cache(few, tiny_cohort, tmp_path):
     pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(few)
     tasks = ("tumor", "disease")
     mem = MultimodalDataset(few, pre, tasks)
-    lazy = CachedImageDataset(few, pre, tasks, sources=image_sources(tiny_cohort), cache_dir=tmp_path / "cache")
+    lazy = CachedImageDataset(few, pre, tasks, cache_dir=tmp_path / "cache")
     assert all("image" not in it["values"] for it in lazy.items)  # nothing big held in memory
     loader = torch.utils.data.DataLoader(lazy, batch_size=4, num_workers=2, collate_fn=lazy.collate)
     got = list(loader)
@@ -41,12 +43,43 @@ def test_training_augmentation_is_fixed_by_seed_epoch_and_index(few, tiny_cohort
         "flip_prob": 0.5, "noise_prob": 1.0, "rotate_prob": 0.0, "affine_prob": 0.0, "bias_prob": 0.0,
         "gamma_prob": 0.0})).fit(few)
     i = next(k for k, r in enumerate(few) if r.present["image"])
-    ds = CachedImageDataset(few, pre, ("tumor",), sources=image_sources(tiny_cohort), cache_dir=tmp_path, training=True)
+    ds = CachedImageDataset(few, pre, ("tumor",), cache_dir=tmp_path, training=True)
     ds.set_epoch(0)
     a, a2 = ds[i]["values"]["image"], ds[i]["values"]["image"]
     ds.set_epoch(1)
     b = ds[i]["values"]["image"]
     np.testing.assert_array_equal(a, a2)
     assert not np.array_equal(a, b)
-    plain = CachedImageDataset(few, pre, ("tumor",), sources=image_sources(tiny_cohort), cache_dir=tmp_path)
+    plain = CachedImageDataset(few, pre, ("tumor",), cache_dir=tmp_path)
     assert not np.array_equal(plain[i]["values"]["image"], a)  # evaluation datasets are never augmented
+
+
+def test_prefill_fills_the_cache_in_workers_and_resumes(few, tmp_path):
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(few)
+    ds = CachedImageDataset(few, pre, ("tumor",), cache_dir=tmp_path)
+    first = ds.prefill(workers=2)
+    n_images = sum(r.present["image"] for r in few)
+    assert first == {"images": n_images, "failed": 0, "computed": n_images}
+    assert ds.prefill() == {"images": n_images, "failed": 0, "computed": 0}  # a re-run computes nothing
+
+
+def test_an_image_that_vanishes_is_missing_and_reported_not_a_crash(tiny_cohort, tmp_path):
+    import shutil
+
+    from medmm.cohort import ProblemReport, load_cohort
+
+    src = tiny_cohort.parent
+    copy = tmp_path / "cohort"
+    shutil.copytree(src, copy)
+    cohort = load_cohort(copy / "manifest.csv", progress=False)
+    recs = [r for r in cohort.records if r.present["image"]][:4]
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(recs)
+    ds = CachedImageDataset(recs, pre, ("tumor",), cache_dir=tmp_path / "cache")
+    gone = recs[1].image.source.path
+    shutil.rmtree(gone) if Path(gone).is_dir() else Path(gone).unlink()  # deleted after validation
+    report = ProblemReport()
+    assert ds.prefill(report=report)["failed"] == 1
+    assert len(report.errors) == 1 and report.errors[0].patient_id == recs[1].patient_id
+    assert ds[1]["values"]["image"] is None and ds[0]["values"]["image"] is not None
+    batch = ds.collate([ds[i] for i in range(len(ds))])
+    assert batch.present[:, ds.modalities.index("image")].tolist() == [True, False, True, True]

@@ -96,7 +96,7 @@ def extract_features(records: list[Any], model: Any = None, *, batch_size: int =
     for r in records:
         if isinstance(r.image, Missing):
             continue
-        d = np.asarray(r.image.data, dtype=np.float64)
+        d = np.asarray(r.image.get_data(caching="unchanged"), dtype=np.float64)
         p5, p95 = np.percentile(d, [5, 95])
         img_rows.append({"intensity_mean": d.mean(), "intensity_std": d.std(), "intensity_p5": p5,
                          "intensity_p95": p95})

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import MedmmError, ReadError
 
-__all__ = ["register_reader", "get_reader", "read_modality", "infer_format", "list_readers"]
+__all__ = ["register_reader", "get_reader", "read_modality", "infer_format", "list_readers", "lazy_image"]
 
 # (modality, format) -> "module:function" or a callable
 _READERS: dict[tuple[str, str], str | Callable[..., Any]] = {
@@ -164,7 +164,7 @@ def read_modality(modality: str, path: str | Path, fmt: str | None = None, **con
     fmt = fmt or infer_format(modality, path)
     reader = get_reader(modality, fmt)
     try:
-        return reader(path, **context)
+        value = reader(path, **context)
     except MedmmError:
         raise
     except Exception as exc:  # translate library errors at the boundary
@@ -173,3 +173,45 @@ def read_modality(modality: str, path: str | Path, fmt: str | None = None, **con
             path=path,
             hint=f"check that the file is a valid {fmt} file",
         ) from exc
+    if modality == "image" and getattr(value, "source", False) is None:
+        value.source = image_source(path, fmt, context)
+    return value
+
+
+#: reader options an image source may keep: plain values only (a source is re-read elsewhere)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def image_source(path: Path, fmt: str, options: dict[str, Any]) -> Any:
+    """The :class:`~medmm.records.ImageSource` that re-reads ``path`` as it was read, or
+    ``None`` when an option is not a plain value (a de-identifier object, say)."""
+    from ..records import ImageSource
+
+    keep = {k: v for k, v in options.items() if k not in ("patient_id", "index_time")}
+    if not all(isinstance(v, _PLAIN) for v in keep.values()):
+        return None
+    return ImageSource.of(Path(path).resolve(), fmt, **keep)
+
+
+def lazy_image(path: str | Path, fmt: str | None = None, **options: Any) -> Any:
+    """An :class:`~medmm.records.Image` that holds no voxels yet.
+
+    NIfTI files have their header read now (cheap: the voxels stay behind a proxy that reads
+    only the slices asked for); other formats are not opened until the image is used, when
+    the whole image is read and its header kept. A missing file raises :class:`ReadError`
+    now; an unreadable one when it is first used.
+    """
+    from ..records import Image, ImageSource
+
+    path = Path(path)
+    if not path.exists():
+        raise ReadError("image file does not exist", path=path,
+                        hint="check the path in the manifest (relative paths are resolved against the "
+                        "manifest's folder)")
+    fmt = fmt or infer_format("image", path)
+    get_reader("image", fmt)  # an unknown format fails now
+    if fmt == "nifti" and not options:
+        from .nifti import read_nifti
+
+        return read_nifti(path, lazy=True)
+    return Image(source=ImageSource.of(path.resolve(), fmt, **options))

@@ -21,31 +21,61 @@ __all__ = ["read_nifti", "write_nifti"]
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
 
-def read_nifti(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
-    """Read a NIfTI-1 or NIfTI-2 file into an :class:`Image` (``float32`` data by default)."""
+def _load(path: Path) -> Any:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    path = Path(path)
     try:
         img = nib.load(str(path))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
-            raise ReadError(
-                f"{type(img).__name__} is not a NIfTI image",
-                path=path,
-                hint="give a .nii or .nii.gz NIfTI-1/2 file",
-            )
-        data = np.asarray(img.get_fdata(dtype=np.float32 if dtype in (None, np.float32) else np.float64))
-    except ReadError:
-        raise
     except (ImageFileError, OSError, EOFError, ValueError, TypeError) as exc:
         raise ReadError(
             f"not a readable NIfTI file ({type(exc).__name__}: {exc})",
             path=path,
             hint="check that the file is a complete .nii or .nii.gz",
         ) from exc
-    if dtype is not None and data.dtype != np.dtype(dtype):
-        data = data.astype(dtype)
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
+        raise ReadError(
+            f"{type(img).__name__} is not a NIfTI image",
+            path=path,
+            hint="give a .nii or .nii.gz NIfTI-1/2 file",
+        )
+    return img
+
+
+def nifti_slicer(path: str | Path) -> Any:
+    """``key -> float32 array`` reading only that part of a NIfTI file (nibabel's array proxy;
+    ``()`` reads all of it, exactly as :func:`read_nifti` does)."""
+    path = Path(path)
+    state: dict[str, Any] = {}
+
+    def read(key: Any) -> np.ndarray:
+        img = state.get("img")
+        if img is None:
+            img = state["img"] = _load(path)
+        try:
+            if key == ():
+                return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
+            return np.asarray(img.dataobj[key], dtype=np.float32)
+        except (OSError, EOFError, ValueError, TypeError) as exc:
+            raise ReadError(
+                f"cannot read the voxels of this NIfTI file ({type(exc).__name__}: {exc})",
+                path=path,
+                hint="the file changed or is truncated since it was listed; check it",
+            ) from exc
+
+    return read
+
+
+def read_nifti(path: str | Path, *, dtype: Any = np.float32, lazy: bool = False, **_: Any) -> Image:
+    """Read a NIfTI-1 or NIfTI-2 file into an :class:`Image` (``float32`` data by default).
+
+    ``lazy=True`` reads the header only: the voxels stay on disk behind the image's
+    ``dataobj`` proxy, which reads only the slices asked for.
+    """
+    from ..records import ImageProxy, ImageSource
+
+    path = Path(path)
+    img = _load(path)
     hdr = img.header
     sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
     affine = np.array(img.affine, dtype=np.float64)
@@ -54,7 +84,7 @@ def read_nifti(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
     if scale != 1.0:
         affine[:3, :] *= scale
     meta: dict[str, Any] = {
-        "format": "nifti2" if isinstance(img, (nib.Nifti2Image, nib.Nifti2Pair)) else "nifti1",
+        "format": "nifti2" if type(img).__name__.startswith("Nifti2") else "nifti1",
         "affine_source": "sform" if sform_code > 0 else "qform" if qform_code > 0 else "fallback",
         "sform_code": sform_code,
         "qform_code": qform_code,
@@ -67,12 +97,26 @@ def read_nifti(path: str | Path, *, dtype: Any = np.float32, **_: Any) -> Image:
     inter = getattr(img.dataobj, "inter", None)
     if slope is not None and (float(slope) != 1.0 or float(inter or 0.0) != 0.0):
         meta["scl_slope"], meta["scl_inter"] = float(slope), float(inter or 0.0)
-    if data.ndim >= 4:
+    if len(img.shape) >= 4:
         meta["tr"] = float(hdr.get_zooms()[3])
     descrip = np.asarray(hdr["descrip"]).tobytes().decode("latin-1").strip("\x00 ")
     if descrip:
         meta["description"] = descrip
-    return Image(data=data, affine=affine, meta=meta)
+    source = ImageSource.of(path.resolve(), "nifti")
+    if lazy and dtype in (None, np.float32):
+        proxy = ImageProxy(source, img.shape, np.float32, slicer=nifti_slicer(path))
+        return Image(proxy, affine, meta, source=source)
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32 if dtype in (None, np.float32) else np.float64))
+    except (OSError, EOFError, ValueError, TypeError) as exc:
+        raise ReadError(
+            f"not a readable NIfTI file ({type(exc).__name__}: {exc})",
+            path=path,
+            hint="check that the file is a complete .nii or .nii.gz",
+        ) from exc
+    if dtype is not None and data.dtype != np.dtype(dtype):
+        data = data.astype(dtype)
+    return Image(data=data, affine=affine, meta=meta, source=source if dtype in (None, np.float32) else None)
 
 
 def write_nifti(image: Image, path: str | Path, *, dtype: Any = np.float32) -> Path:

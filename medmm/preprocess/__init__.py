@@ -52,14 +52,16 @@ class MultimodalPreprocessor:
         """``{modality: array, or None where the record lacks it}`` for one record."""
         return self.transform_many([record])[0]
 
-    def transform_many(self, records: list[PatientRecord]) -> list[dict[str, np.ndarray | None]]:
+    def transform_many(self, records: list[PatientRecord], *,
+                       modalities: tuple[str, ...] | None = None) -> list[dict[str, np.ndarray | None]]:
         """:meth:`transform` of many records: one batched call per modality where the step has
         ``transform_many`` (the text and EHR steps cost nearly the same for one row as for thirty;
-        what a micro-batching service and batch scoring want)."""
+        what a micro-batching service and batch scoring want). ``modalities`` limits the work to
+        those (the others are ``None``)."""
         if not getattr(self, "fitted_", False):
             raise NotFittedError("MultimodalPreprocessor is not fitted", hint="call fit(train_records) first")
         out: list[dict[str, np.ndarray | None]] = [dict.fromkeys(self.modalities) for _ in records]
-        for m in self.modalities:
+        for m in self.modalities if modalities is None else [m for m in self.modalities if m in modalities]:
             step = self.steps[m]
             idx = [i for i, r in enumerate(records) if not isinstance(getattr(r, m), Missing)]
             if not idx:

@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,13 @@ import numpy as np
 __all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "CACHE_VERSION"]
 
 #: Bumped when the on-disk layout or a preprocessing default changes meaning.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+def _checksum(array: np.ndarray) -> str:
+    """CRC-32 of an array's bytes (with its dtype and shape), as hex."""
+    head = f"{array.dtype.str}{array.shape}".encode()
+    return f"{zlib.crc32(memoryview(np.ascontiguousarray(array)).cast('B'), zlib.crc32(head)):08x}"
 
 
 def source_identity(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, int, int]]:
@@ -41,10 +48,17 @@ def source_identity(sources: str | os.PathLike | Iterable[str | os.PathLike]) ->
     out: list[tuple[str, int, int]] = []
     for src in sources:
         p = Path(src).resolve()
-        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file()]
-        for f in files:
-            st = f.stat()
-            out.append((str(f), int(st.st_size), int(st.st_mtime_ns)))
+        try:
+            files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file()]
+            for f in files:
+                st = f.stat()
+                out.append((str(f), int(st.st_size), int(st.st_mtime_ns)))
+        except OSError as exc:
+            from ..errors import ReadError
+
+            raise ReadError(f"image source cannot be read ({type(exc).__name__}: {exc.strerror or exc})", path=p,
+                            hint="the file was moved or deleted after the cohort was validated; restore it or "
+                            "remove it from the manifest") from exc
     return sorted(out)
 
 
@@ -82,6 +96,7 @@ class VolumeCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self.corrupt = 0
 
     # -------------------------------------------------------------------------- keys
 
@@ -101,12 +116,23 @@ class VolumeCache:
     # ------------------------------------------------------------------------ access
 
     def get(self, key: str) -> np.ndarray | None:
-        """The memory-mapped (read-only) entry, or None."""
+        """The memory-mapped (read-only) entry, or None. An entry whose checksum does not
+        match (a torn or corrupted file) is deleted and reported as a miss, so it is rebuilt."""
         p = self.path(key)
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            want = p.with_suffix(".crc").read_text().strip()
         except (FileNotFoundError, ValueError, OSError):
             self.misses += 1
+            return None
+        if want != _checksum(arr):
+            self.corrupt += 1
+            self.misses += 1
+            for q in (p, p.with_suffix(".crc")):
+                try:
+                    q.unlink()
+                except OSError:
+                    pass
             return None
         try:
             os.utime(p)  # last use, for LRU eviction
@@ -120,15 +146,20 @@ class VolumeCache:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
+        array = np.ascontiguousarray(array)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+                np.save(fh, array, allow_pickle=False)
+            crc_tmp = tmp[:-4] + ".crc"
+            Path(crc_tmp).write_text(_checksum(array) + "\n")
+            os.replace(crc_tmp, p.with_suffix(".crc"))  # the checksum first: a reader never sees an entry without it
             os.replace(tmp, p)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            for q in (tmp, tmp[:-4] + ".crc"):
+                try:
+                    os.unlink(q)
+                except OSError:
+                    pass
             raise
         self.evict(keep=p)
         return np.load(p, mmap_mode="r", allow_pickle=False)
@@ -170,10 +201,11 @@ class VolumeCache:
                 break
             if keep is not None and p == keep:
                 continue
-            try:
-                p.unlink()  # readers holding a memory map keep their data (POSIX)
-            except FileNotFoundError:
-                pass
+            for q in (p, p.with_suffix(".crc")):
+                try:
+                    q.unlink()  # readers holding a memory map keep their data (POSIX)
+                except FileNotFoundError:
+                    pass
             total -= n
             removed += 1
         self._clean_temps()
@@ -190,10 +222,11 @@ class VolumeCache:
 
     def clear(self) -> None:
         for p, _, _ in self.entries():
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
+            for q in (p, p.with_suffix(".crc")):
+                try:
+                    q.unlink()
+                except FileNotFoundError:
+                    pass
 
     def __len__(self) -> int:
         return len(self.entries())
@@ -203,7 +236,7 @@ class VolumeCache:
 
 
 def preprocess_cached(
-    path: str | os.PathLike,
+    path: Any,
     preprocessor: Any,
     cache: VolumeCache | None,
     *,
@@ -212,17 +245,28 @@ def preprocess_cached(
     reader: Callable[..., Any] | None = None,
     **read_options: Any,
 ) -> np.ndarray:
-    """Read and preprocess the image at ``path`` through ``cache``.
+    """Read and preprocess the image at ``path`` (a path, or an
+    :class:`~medmm.records.ImageSource` that knows its format and reader options) through ``cache``.
 
     Only the deterministic part (``preprocessor.transform_deterministic``, else
     ``transform``) is cached; with ``training=True`` augmentation
     (``preprocessor.augment_array``) is applied afterwards, to a copy, with ``seed``.
     """
-    if reader is None:
-        from ..io.image import read_image as reader
+    if hasattr(path, "read") and hasattr(path, "options"):  # an ImageSource
+        source = path
+        path = source.path
+        read_options = {**dict(source.options), "_format": source.format, **read_options}
+
+        def read(_p: Any, **_o: Any) -> Any:
+            return source.read()
+    else:
+        read = reader
+        if read is None:
+            from ..io.image import read_image as read
 
     def compute() -> np.ndarray:
-        image = reader(path, **read_options)
+        opts = {k: v for k, v in read_options.items() if k != "_format"}
+        image = read(path, **opts)
         fn = getattr(preprocessor, "transform_deterministic", None) or preprocessor.transform
         return np.asarray(fn(image))
 

@@ -179,6 +179,8 @@ class ImagePreprocessor:
             Spacingd,
         )
 
+        if isinstance(image, Image):
+            image = image.loaded()  # a lazy image is read here, its voxels not kept by the record
         data = np.asarray(image.data, dtype=np.float32)
         if data.ndim == 4:  # time/echo axis: keep the first volume
             data = data[..., 0]

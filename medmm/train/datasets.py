@@ -2,53 +2,54 @@
 
 :class:`~medmm.data.MultimodalDataset` preprocesses every record once, in the main process, and
 holds the arrays in memory. :class:`CachedImageDataset` keeps only the small modalities in
-memory; each image is read by ``__getitem__`` (so in the DataLoader's worker processes) through
-a :class:`~medmm.preprocess.cache.VolumeCache` of deterministically preprocessed volumes
-(``.npy`` files opened with ``mmap``, shared by the workers through the page cache), and, for a
-training dataset whose image preprocessor has ``augment`` set, augmented afterwards with a
-seed fixed by ``(seed, epoch, index)``, so that a resumed run draws the same augmentations.
+memory; each image is read by ``__getitem__`` (so in the DataLoader's worker processes) from its
+record's :class:`~medmm.records.ImageSource` through a :class:`~medmm.preprocess.cache.VolumeCache`
+of deterministically preprocessed volumes (``.npy`` files opened with ``mmap``, shared by the
+workers through the page cache), and, for a training dataset whose image preprocessor has
+``augment`` set, augmented afterwards with a seed fixed by ``(seed, epoch, index)``, so that a
+resumed run draws the same augmentations. Memory does not grow with the cohort: one batch of
+volumes at a time.
+
+:meth:`CachedImageDataset.prefill` fills the cache ahead of the first epoch in worker processes
+(what ``medmm preprocess`` does for a whole manifest); an image that cannot be read there becomes
+missing for that patient, with its error in the cohort's report. An image that turns unreadable
+later (deleted between the passes) is treated as missing for that sample, with a warning, never
+a crash in a worker.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import MedmmError
 from ..records import Missing, PatientRecord
 
-__all__ = ["CachedImageDataset", "image_sources"]
+__all__ = ["CachedImageDataset", "fill_image_cache", "ImageReadWarning"]
 
 
-def image_sources(manifest: str | Path) -> dict[str, str]:
-    """``{patient_id: image path}`` from a manifest (paths resolved against its folder)."""
-    from ..cohort import read_manifest
+class ImageReadWarning(UserWarning):
+    """An image could not be read while training; the sample was used without it."""
 
-    manifest = Path(manifest)
-    df = read_manifest(manifest)
-    out = {}
-    if "image_path" not in df.columns:
-        return out
-    for pid, p in zip(df["patient_id"].astype(str), df["image_path"]):
-        if isinstance(p, str) and p.strip():
-            q = Path(p)
-            out[pid] = str(q if q.is_absolute() else (manifest.parent / q).resolve())
-    return out
+
+def _source_of(record: PatientRecord) -> Any:
+    img = record.image
+    if isinstance(img, Missing):
+        return None
+    src = getattr(img, "source", None)
+    return src if src is not None else img  # an in-memory image without a file
 
 
 class CachedImageDataset(torch.utils.data.Dataset):
     """Records -> items like :class:`~medmm.data.MultimodalDataset`, with images read lazily
-    through ``cache_dir``.
+    through ``cache_dir`` from each record's image source."""
 
-    ``sources`` maps a patient to the image path that its record was read from; a patient whose
-    record has no image (missing or unreadable) stays without one.
-    """
-
-    def __init__(self, records: list[PatientRecord], preprocessor: Any, tasks: tuple[str, ...], *,
-                 sources: dict[str, str], cache_dir: str | Path, training: bool = False, seed: int = 0,
+    def __init__(self, records: Any, preprocessor: Any, tasks: tuple[str, ...], *,
+                 cache_dir: str | Path, training: bool = False, seed: int = 0,
                  progress: bool = False) -> None:
         from ..data import encode_records
 
@@ -62,10 +63,11 @@ class CachedImageDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self._cache = None
         use_image = "image" in self.modalities
-        light = [dataclasses.replace(r, image=Missing("deferred")) if use_image else r for r in records]
-        self.items = encode_records(light, preprocessor, progress=progress)
+        others = tuple(m for m in self.modalities if m != "image")
+        records = list(records)
+        self.items = encode_records(records, preprocessor, progress=progress, modalities=others)
         for it, r in zip(self.items, records):
-            it["image_path"] = sources.get(r.patient_id) if use_image and r.present["image"] else None
+            it["image_source"] = _source_of(r) if use_image else None
             it["values"].pop("image", None)
 
     def set_epoch(self, epoch: int) -> None:
@@ -85,6 +87,22 @@ class CachedImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def prefill(self, *, workers: int = 0, report: Any = None, progress: bool = False) -> dict[str, int]:
+        """Preprocess every image into the cache now (in ``workers`` processes); an image that
+        cannot be read becomes missing here, its error added to ``report``. Returns counts."""
+        todo = [(i, it["image_source"]) for i, it in enumerate(self.items)
+                if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
+        results = fill_image_cache([s for _, s in todo], self.preprocessor.steps["image"], self.cache_dir,
+                                   workers=workers, progress=progress)
+        failed = 0
+        for (i, _), (status, err) in zip(todo, results):
+            if status == "error":
+                failed += 1
+                self.items[i]["image_source"] = None
+                if report is not None:
+                    report.add("error", err, patient_id=self.items[i]["id"], modality="image", column="image_path")
+        return {"images": len(todo), "failed": failed, "computed": sum(s == "computed" for s, _ in results)}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         from ..preprocess.cache import preprocess_cached
 
@@ -92,14 +110,80 @@ class CachedImageDataset(torch.utils.data.Dataset):
         values = dict(it["values"])
         if "image" in self.modalities:
             values["image"] = None
-            if it["image_path"]:
+            src = it.get("image_source")
+            if src is not None:
                 seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
-                values["image"] = np.asarray(preprocess_cached(
-                    it["image_path"], self.preprocessor.steps["image"], self.cache, training=self.training,
-                    seed=seed), dtype=np.float32)
+                step = self.preprocessor.steps["image"]
+                try:
+                    if hasattr(src, "read"):
+                        arr = preprocess_cached(src, step, self.cache, training=self.training, seed=seed)
+                    else:  # an in-memory image: nothing to cache
+                        arr = step.transform(src)
+                        if self.training and getattr(step, "augment", False):
+                            arr = step.augment_array(arr, seed=seed)
+                    values["image"] = np.asarray(arr, dtype=np.float32)
+                except MedmmError as exc:
+                    warnings.warn(f"patient {it['id']}: image not read, used without it: {exc}", ImageReadWarning,
+                                  stacklevel=2)
         return {"values": values, "labels": it["labels"], "id": it["id"]}
 
     def collate(self, items: list[dict[str, Any]]):
         from ..data import collate
 
         return collate(items, self.modalities, self.shapes, self.tasks)
+
+
+class _Filler:
+    def __init__(self, preprocessor: Any, cache_dir: str) -> None:
+        self.preprocessor, self.cache_dir = preprocessor, cache_dir
+        self._cache = None
+
+    def __call__(self, source: Any) -> tuple[str, str]:
+        from ..preprocess.cache import VolumeCache, preprocess_cached
+
+        if self._cache is None:
+            self._cache = VolumeCache(self.cache_dir)
+        before = self._cache.misses
+        try:
+            preprocess_cached(source, self.preprocessor, self._cache)
+        except MedmmError as exc:
+            return "error", str(exc)
+        return ("computed" if self._cache.misses > before else "hit"), ""
+
+
+_FILLER: _Filler | None = None
+
+
+def _init_filler(filler: _Filler) -> None:
+    global _FILLER
+    torch.set_num_threads(1)  # one process per core
+    _FILLER = filler
+
+
+def _fill_one(source: Any) -> tuple[str, str]:
+    return _FILLER(source)  # type: ignore[misc]
+
+
+def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Path, *, workers: int = 0,
+                     progress: bool = False) -> list[tuple[str, str]]:
+    """Preprocess each image source into the cache at ``cache_dir``; ``(status, error)`` per
+    source, status ``"hit"``, ``"computed"`` or ``"error"``. Entries already there are kept,
+    so a killed run resumes where it stopped."""
+    from tqdm.auto import tqdm
+
+    filler = _Filler(preprocessor, str(cache_dir))
+    out: list[tuple[str, str]] = []
+    with tqdm(total=len(sources), desc="preprocess images", unit="img", disable=not progress) as bar:
+        if workers <= 0 or len(sources) < 2:
+            for s in sources:
+                out.append(filler(s))
+                bar.update(1)
+            return out
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_filler, initargs=(filler,)) as pool:
+            for res in pool.imap(_fill_one, sources, chunksize=1):
+                out.append(res)
+                bar.update(1)
+    return out

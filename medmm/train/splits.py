@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cohort import label_strata, split_indices
 from ..errors import ConfigError
 from ..records import PatientRecord
 
@@ -39,27 +40,7 @@ def split_groups(records: list[PatientRecord], group_by: str | None) -> np.ndarr
 def _strata(records: list[PatientRecord], task: str | None) -> np.ndarray:
     if task is None:
         return np.zeros(len(records), dtype=int)
-    ys = []
-    for r in records:
-        y = r.labels.get(task)
-        ys.append(-1 if y is None or (isinstance(y, float) and np.isnan(y)) else int(float(y) >= 0.5))
-    return np.asarray(ys)
-
-
-def _take_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (rest, held) with about ``fraction`` held out, stratified and grouped."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if fraction <= 0 or len(idx) == 0:
-        return idx, idx[:0]
-    n_splits = max(2, int(round(1.0 / fraction)))
-    n_groups = len(set(groups[idx].tolist()))
-    if n_groups < n_splits:
-        raise ConfigError(f"{n_groups} group(s) cannot be split into folds of {fraction:.0%}",
-                          hint="use fewer folds, larger fractions, or no group_by")
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    rest, held = next(cv.split(np.zeros(len(idx)), y[idx], groups[idx]))
-    return idx[rest], idx[held]
+    return label_strata([r.labels.get(task) for r in records])
 
 
 def assign_patient_splits(records: list[PatientRecord], *, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
@@ -67,12 +48,10 @@ def assign_patient_splits(records: list[PatientRecord], *, fractions: tuple[floa
     """``{patient_id: "train" | "val" | "test"}``: stratified by ``stratify``'s label,
     grouped by patient (and by ``group_by`` when given)."""
     groups = split_groups(records, group_by)
-    y = _strata(records, stratify)
-    idx = np.arange(len(records))
-    f_train, f_val, f_test = fractions
-    rest, test = _take_fold(idx, y, groups, f_test, seed)
-    val_share = f_val / max(f_train + f_val, 1e-12)
-    train, val = _take_fold(rest, y, groups, val_share, seed + 1)
+    if group_by and len(set(groups.tolist())) < 3:
+        raise ConfigError(f"{len(set(groups.tolist()))} {group_by!r} group(s) cannot make train, val and test splits",
+                          column=group_by, hint="use more groups, or no group_by")
+    train, val, test = split_indices(_strata(records, stratify), groups, fractions=fractions, seed=seed)
     out: dict[str, str] = {}
     for name, sel in (("train", train), ("val", val), ("test", test)):
         for i in sel:

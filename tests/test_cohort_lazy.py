@@ -1,0 +1,114 @@
+"""The lazy Cohort: a manifest validated once, records built on access, images read on demand."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from medmm import cohort as cohort_mod
+from medmm.cohort import Cohort, load_cohort
+from medmm.io import read_modality
+from medmm.records import Image, ImageSource, Missing
+
+
+@pytest.fixture(scope="module")
+def nifti_cohort(tmp_path_factory):
+    from medmm.synth import generate_cohort
+
+    return generate_cohort(tmp_path_factory.mktemp("nifti_cohort"), n_patients=12, seed=3, image_size=16,
+                           image_format="nifti", progress=False)
+
+
+def test_the_manifest_is_validated_once_whatever_is_done_with_the_cohort(tiny_cohort):
+    before = cohort_mod.VALIDATIONS["count"]
+    c = Cohort.from_manifest(tiny_cohort, progress=False)
+    train = c.split("train")
+    _ = [r.patient_id for r in train], c[0], c[3:5], len(c.split("test")), c.records, list(c.iter(workers=2))
+    assert cohort_mod.VALIDATIONS["count"] == before + 1
+
+
+def test_records_hold_no_voxels_and_pickle_small(tiny_cohort):
+    c = load_cohort(tiny_cohort, progress=False)
+    rec = next(r for r in c if r.present["image"])
+    assert isinstance(rec.image, Image) and not rec.image.in_memory
+    small = len(pickle.dumps(rec))
+    voxels = rec.image.data  # read on demand, then held (nibabel's caching="fill")
+    assert rec.image.in_memory and voxels.nbytes > 10_000
+    assert len(pickle.dumps(rec)) < small + 4_000 < voxels.nbytes  # the source travels, not the pixels
+    back = pickle.loads(pickle.dumps(rec))
+    assert not back.image.in_memory
+    np.testing.assert_array_equal(back.image.data, voxels)
+    np.testing.assert_array_equal(back.image.affine, rec.image.affine)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_cohort", "nifti_cohort"])
+def test_proxies_read_the_eager_readers_voxels(fixture, request):
+    manifest = request.getfixturevalue(fixture)
+    c = load_cohort(manifest, progress=False)
+    for rec in c:
+        if not rec.present["image"]:
+            continue
+        path = rec.image.source.path
+        eager = read_modality("image", path)
+        lazy = rec.image
+        assert lazy.shape == eager.shape
+        np.testing.assert_array_equal(lazy.affine, eager.affine)
+        got = lazy.get_data(caching="unchanged")
+        assert not lazy.in_memory
+        np.testing.assert_array_equal(got, eager.data)
+        np.testing.assert_array_equal(np.asarray(lazy.dataobj[2:5, :, 7]), eager.data[2:5, :, 7])
+
+
+def test_nifti_headers_are_read_without_voxels(nifti_cohort):
+    c = load_cohort(nifti_cohort, progress=False)
+    rec = next(r for r in c if r.present["image"])
+    assert rec.image._affine is not None and rec.image.meta["format"] == "nifti1"  # header known at build time
+    assert not rec.image.in_memory
+
+
+def test_workers_build_the_same_records_and_report(tiny_cohort):
+    a = load_cohort(tiny_cohort, progress=False)
+    b = load_cohort(tiny_cohort, progress=False)
+    one = list(a.iter(workers=0))
+    two = list(b.iter(workers=2))
+    assert [r.patient_id for r in one] == [r.patient_id for r in two]
+    for x, y in zip(one, two):
+        assert x.pattern == y.pattern and x.labels == y.labels and x.split == y.split
+        if x.present["ehr"]:
+            assert x.ehr.values == y.ehr.values
+    assert [str(p) for p in a.report] == [str(p) for p in b.report]
+
+
+def test_views_index_and_add(tiny_cohort):
+    c = load_cohort(tiny_cohort, progress=False)
+    tr, va = c.split("train"), c.split("val")
+    both = tr + va
+    assert len(both) == len(tr) + len(va)
+    assert both.patient_ids == tr.patient_ids + va.patient_ids
+    assert [r.patient_id for r in c.subset([2, 0])] == [c.patient_ids[2], c.patient_ids[0]]
+    assert {r.split for r in tr} == {"train"}
+
+
+def test_an_unreadable_image_found_by_check_is_missing_with_a_problem(tiny_cohort, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_cohort.parent, tmp_path / "c")
+    c = load_cohort(tmp_path / "c" / "manifest.csv", progress=False)
+    recs = c.records
+    victim = next(r for r in recs if r.present["image"])
+    folder = victim.image.source.path
+    for f in sorted(p for p in __import__("pathlib").Path(folder).iterdir())[:1]:
+        f.write_bytes(b"not a dicom file at all")  # a slice corrupted after validation
+    c.check()
+    assert isinstance(victim.image, Missing) and victim.image.reason == "read_error"
+    assert any(p.patient_id == victim.patient_id and p.modality == "image" for p in c.report.errors)
+
+
+def test_image_source_rereads_with_its_options(tiny_cohort):
+    c = load_cohort(tiny_cohort, progress=False)
+    rec = next(r for r in c if r.present["image"])
+    src = ImageSource.of(rec.image.source.path, "dicom", irregular="accept")
+    assert dict(src.options) == {"irregular": "accept"}
+    np.testing.assert_array_equal(src.read().data, rec.image.get_data(caching="unchanged"))
