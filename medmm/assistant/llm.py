@@ -28,7 +28,7 @@ SYSTEM_PROMPT = (
     "exactly as the evidence writes them. If a finding is negated in the evidence, say it is absent."
 )
 _CITE = re.compile(r"\[([A-Za-z]:?[\w:.\-]*(?:\s*,\s*[A-Za-z]:?[\w:.\-]*)*)\]")
-_SENTENCE = re.compile(r"[^.!?]+(?:[.!?](?!\d)|$)(?:\s*\[[^\]]*\])*")
+_SPLIT = re.compile(r"(?<=[.!?\]])\s+(?=[A-Z\[])")
 
 
 class LLMError(MedmmError):
@@ -100,7 +100,15 @@ class LLMPhraser:
         derived = {f"{k}_{i}": v for i, st in enumerate(answer.statements) for k, v in st.derived.items()}
         derived.update(answer.context)
         out, problems = [], []
-        sentences = [s.strip() for s in _SENTENCE.findall(reply.strip()) if s.strip()]
+        sentences: list[str] = []
+        for part in _SPLIT.split(reply.strip()):
+            part = part.strip()
+            if not part:
+                continue
+            if sentences and _CITE.sub("", part).strip(" .") == "":  # "... 38.6 degC. [V3]"
+                sentences[-1] += " " + part
+            else:
+                sentences.append(part)
         if not sentences:
             return [], ["the reply is empty"]
         for s in sentences:
