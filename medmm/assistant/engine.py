@@ -223,7 +223,8 @@ def _parse_window(q: str, ix: RecordIndex, query: Query) -> str:
     import pandas as pd
 
     now = ix.now
-    m = _WINDOW.search(q)
+    m = next((m for m in _WINDOW.finditer(q) if (m.group("n") or m.group("n2"))
+              or (m.group("unit") or m.group("unit2") or "").lower() in ("hour", "day", "week", "month", "year")), None)
     if m and now is not None:
         n, unit = (m.group("n"), m.group("unit")) if m.group("unit") else (m.group("n2"), m.group("unit2"))
         hours = _hours(n, unit)
@@ -825,10 +826,8 @@ def answer_finding(query: Query, ix: RecordIndex) -> Answer:
             phrases = [" ".join(phrase_words)]
         scores = ix.bm25_scores(tokenize(" ".join(phrases)))
         order = np.argsort(-scores, kind="stable")
-        for k in order:
-            if scores[k] <= 0:
-                break
-            s = ix.sentences[int(k)]
+        for k in order:  # BM25 ranks; a sentence must hold every word of the phrase (BM25's IDF is 0 for a
+            s = ix.sentences[int(k)]  # word in half of a small note set, so the score alone cannot gate)
             for ph in phrases:
                 toks = tokenize(ph)
                 if toks and all(t in s.tokens for t in toks):
