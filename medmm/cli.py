@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fhir": ("medmm.commands.fhir", "FHIR tools: `import` a folder of FHIR R4 bundles as a cohort"),
     "serve": ("medmm.commands.serve", "serve a model over HTTP: /predict, the NEWS2 health monitor, /metrics"),
     "compress": ("medmm.commands.compress", "quantise, prune and distil a model; compare size, latency and AUROC"),
+    "ask": ("medmm.commands.ask", "answer a question about one patient from the record, every statement cited"),
     "drift": ("medmm.commands.drift", "compare a current cohort with a reference: input, missingness, prediction and calibration drift"),
 }
 

@@ -9,6 +9,8 @@ Endpoints (all but ``/health`` and the OpenAPI schema need the ``X-API-Key`` hea
 * ``POST /monitor/{patient_id}/observations``: observations (plain or a FHIR Observation or
   Bundle) fed to the health monitor; returns the alerts raised and the patient's NEWS2 and risk.
 * ``GET /monitor/{patient_id}``: the patient's current monitor state.
+* ``POST /assistant/{patient_id}/ask``: a question about the patient answered from the monitor's
+  state, every statement cited (:mod:`medmm.assistant`).
 * ``GET /health``: liveness and the model loaded (no patient data).
 * ``GET /metrics``: Prometheus text format (request counts and latencies, alerts).
 
@@ -272,7 +274,7 @@ class _LimitAndMeasure:
             return
         t0 = time.perf_counter()
         path = scope.get("path", "")
-        endpoint = "/monitor" if path.startswith("/monitor/") else path
+        endpoint = "/monitor" if path.startswith("/monitor/") else "/assistant" if path.startswith("/assistant/") else path
         limit = self.max_body_bytes
         length = None
         for name, value in scope.get("headers", ()):
@@ -462,7 +464,31 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no observations of patient {patient_id!r}") from None
 
+    _add_assistant_route(app, monitor, predictor, require_key)
     return app
+
+
+class AskIn(BaseModel):
+    question: str = Field(..., min_length=1, max_length=1000, description="a question about the patient")
+
+
+def _add_assistant_route(app: Any, monitor: Any, predictor: Any, require_key: Any) -> None:
+    """``POST /assistant/{patient_id}/ask`` ``{"question": ...}``: the consultation assistant on the
+    monitor's state of the patient (its observation window and registered context), so that
+    "why did you alert at 03:00?" is answered from the alert the monitor raised."""
+    from fastapi import Body, Depends, HTTPException
+
+    @app.post("/assistant/{patient_id}/ask", tags=["assistant"], dependencies=[Depends(require_key)],
+              responses={404: {"description": "the monitor has no such patient"},
+                         422: {"description": "empty or unusable question"}})
+    def ask(patient_id: str, body: AskIn = Body(...)) -> dict[str, Any]:
+        from ..assistant import Assistant
+
+        if str(patient_id) not in monitor.patients:
+            raise HTTPException(status_code=404, detail=f"no observations of patient {patient_id!r}; post them to "
+                                                        f"/monitor/{patient_id}/observations first")
+        bot = Assistant.from_monitor(monitor, patient_id, model=predictor)
+        return _jsonable(bot.ask(body.question).to_dict())
 
 
 def _jsonable(d: Any) -> Any:

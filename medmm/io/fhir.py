@@ -204,6 +204,7 @@ def _condition(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     out.conditions.append({
         "time": t, "system": system, "code": code, "display": display,
         "end": ctx.time(res.get("abatementDateTime"), i, "Condition.abatementDateTime"),
+        "id": res.get("id"), "entry": i,
     })
 
 
@@ -233,7 +234,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
         else:
             out.observations.append({"time": t, "system": system, "code": code, "display": display,
                                      "value": value, "unit": unit, "kind": kind, "category": category,
-                                     "entry": i, "field": "Observation"})
+                                     "entry": i, "field": "Observation", "id": res.get("id")})
     for k, comp in enumerate(res.get("component") or []):
         if not isinstance(comp, dict):
             continue
@@ -247,7 +248,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
             continue
         out.observations.append({"time": t, "system": csys, "code": ccode, "display": cdisp, "value": cval,
                                  "unit": cunit, "kind": ckind, "category": category, "entry": i,
-                                 "field": f"Observation.component[{k}]"})
+                                 "field": f"Observation.component[{k}]", "id": res.get("id")})
 
 
 def _medication(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
@@ -262,7 +263,7 @@ def _medication(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
                     "MedicationRequest.authoredOn", "give authoredOn")
         return
     out.medications.append({"time": t, "system": system, "code": code or display, "display": display,
-                            "status": res.get("status") or ""})
+                            "status": res.get("status") or "", "id": res.get("id"), "entry": i})
 
 
 def _procedure(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
@@ -270,7 +271,8 @@ def _procedure(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     when = res.get("performedDateTime") or (res.get("performedPeriod") or {}).get("start")
     t = ctx.time(when, i, "Procedure.performedDateTime")
     if t is not None and code:
-        out.procedures.append({"time": t, "system": system, "code": code, "display": display})
+        out.procedures.append({"time": t, "system": system, "code": code, "display": display,
+                               "id": res.get("id"), "entry": i})
 
 
 def _imaging(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
@@ -289,7 +291,8 @@ def _imaging(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     out.imaging.append({"time": t, "uid": next((str(x.get("value")) for x in res.get("identifier") or []
                                                 if isinstance(x, dict)), res.get("id")),
                         "modalities": "+".join(sorted(m for m in modalities if m)),
-                        "n_series": len(res.get("series") or []), "n_instances": n_inst})
+                        "n_series": len(res.get("series") or []), "n_instances": n_inst,
+                        "id": res.get("id"), "entry": i})
 
 
 def _docref(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:

@@ -258,6 +258,7 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
         "not detected", "not demonstrated", "is excluded", "has been excluded", "was excluded",
         "are excluded", "is absent", "are absent", "was absent", "free", "resolved", "has resolved",
         "have resolved", "unlikely", "is unlikely", "no longer present", "not noted", "not found",
+        "denied", "is denied", "was denied", "are denied",
     ),
     # pre-possibility (uncertainty) for targets that follow
     "PREP": (

@@ -1,0 +1,261 @@
+"""The :class:`Assistant`: questions about one patient's record, answered from it with citations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import MedmmError, ReadError
+from ..records import Missing, PatientRecord
+from .answer import REFUSED, Answer, Citation
+from .engine import QuestionError, answer_query, parse_question
+from .index import RecordIndex
+
+__all__ = ["Assistant", "AssistantError", "load_patient", "events_from_fhir"]
+
+
+class AssistantError(MedmmError):
+    """The assistant cannot work on this input (unknown patient, unusable endpoint ...)."""
+
+
+class Assistant:
+    """Answer questions about one patient from the record, every statement cited.
+
+    Parameters
+    ----------
+    record:
+        The patient's :class:`~medmm.records.PatientRecord`.
+    model:
+        Optional trained model (a :class:`~medmm.deploy.runtime.Predictor` or a
+        :class:`~medmm.models.multimodal.MultimodalModel`) for risk questions.
+    monitor:
+        Optional :class:`~medmm.monitor.health.HealthMonitor` whose alerts "why did you alert"
+        questions explain.
+    events:
+        The patient's EHR event table (conditions, medications, labs ... with dates), e.g. from
+        a FHIR import's ``events/<pid>.events.csv`` or :func:`events_from_fhir`.
+    sources:
+        modality -> the file it was read from (shown in citations).
+    now:
+        The time questions are asked at; default the record's index time.
+    phraser:
+        Optional :class:`~medmm.assistant.llm.LLMPhraser`: a language model rephrases each
+        answer from its evidence only, and the reply is used only when it passes verification.
+    """
+
+    def __init__(self, record: PatientRecord, model: Any = None, monitor: Any = None, *, events: Any = None,
+                 sources: dict[str, str] | None = None, now: Any = None, phraser: Any = None) -> None:
+        if not isinstance(record, PatientRecord):
+            raise AssistantError(f"the assistant needs a PatientRecord, got {type(record).__name__}",
+                                 hint="load the patient with medmm.assistant.load_patient(manifest, patient_id)")
+        self.record = record
+        self.model = model
+        self.monitor = monitor
+        self.phraser = phraser
+        self.index = RecordIndex(record, events=events, sources=sources, now=now)
+
+    @property
+    def patient_id(self) -> str:
+        return self.record.patient_id
+
+    def ask(self, question: str) -> Answer:
+        """The answer to ``question`` (raises :class:`~medmm.assistant.engine.QuestionError` for an
+        empty or unparseable question)."""
+        from .verify import dates_in, numbers_in
+
+        query = parse_question(question, self.index)
+        ans = answer_query(query, self.index, model=self.model, monitor=self.monitor, patient_id=self.patient_id)
+        ans.patient_id = self.patient_id
+        ans._assistant = self
+        ctx = {"now": self.index.now} if self.index.now is not None else {}
+        for k in ("start", "end", "at"):
+            if getattr(query, k) is not None:
+                ctx[f"query_{k}"] = getattr(query, k)
+        if query.window_hours is not None:
+            ctx["window_hours"] = query.window_hours
+            ctx["window_days"] = query.window_hours / 24
+        for i, n in enumerate(numbers_in(query.question)):
+            ctx[f"question_number_{i}"] = float(n)
+        for i, d in enumerate(dates_in(query.question)):
+            ctx[f"question_date_{i}"] = d
+        ans.context = ctx
+        if self.phraser is not None and ans.status != REFUSED:
+            ans = self.phraser.phrase(ans)
+        return ans
+
+    __call__ = ask
+
+    def resolve(self, citation: Citation) -> dict[str, Any]:
+        """The record item a citation points to: ``{'value', 'time', 'text'}``; raises
+        :class:`AssistantError` when it does not resolve."""
+        import pandas as pd
+
+        ref = citation.ref
+        rec = self.record
+        try:
+            if ref.startswith("V"):
+                row = rec.vitals.frame.iloc[int(ref[1:])]
+                return {"value": float(row["value"]), "time": pd.Timestamp(row["time"]), "text": str(row["signal"]),
+                        "unit": str(row.get("unit", ""))}
+            if ref.startswith("E"):
+                row = self.index.events.iloc[int(ref[1:])]
+                v = pd.to_numeric(row["value"], errors="coerce")
+                value = float(v) if pd.notna(v) else str(row["code"])
+                return {"value": value, "time": pd.Timestamp(row["time"]), "text": str(row["name"]),
+                        "unit": str(row.get("unit", ""))}
+            if ref.startswith("T:"):
+                feat = ref[2:]
+                v = rec.ehr.values[feat]
+                return {"value": v, "time": rec.index_time, "text": feat, "unit": rec.ehr.units.get(feat, "")}
+            if ref.startswith("N"):
+                k, span = ref[1:].split(":")
+                a, b = (int(x) for x in span.split("-"))
+                note = rec.notes.notes[int(k)]
+                return {"value": None, "time": note.time, "text": note.text[a:b], "unit": ""}
+            if ref.startswith("A"):
+                a = self.monitor.alerts[int(ref[1:])]
+                return {"value": a.level, "time": pd.Timestamp(a.time), "text": "\n".join(a.explanation), "unit": ""}
+            if ref.startswith("M:"):
+                m = ref[2:]
+                if isinstance(getattr(rec, m), Missing):
+                    raise KeyError(m)
+                return {"value": None, "time": rec.index_time, "text": m, "unit": ""}
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+            raise AssistantError(f"citation {ref!r} does not resolve in patient {self.patient_id}'s record ({exc})",
+                                 hint="cite only items of this record") from None
+        raise AssistantError(f"unknown citation kind {ref!r}")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_manifest(cls, manifest: str | Path, patient_id: str, **kwargs: Any) -> "Assistant":
+        """The assistant of one patient of a cohort manifest (EHR events are read from a FHIR
+        import's ``events/<pid>.events.csv`` when there is one)."""
+        record, events, sources = load_patient(manifest, patient_id)
+        return cls(record, events=events, sources=sources, **kwargs)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path | None = None, *, data: Any = None, index_time: Any = None,
+                    **kwargs: Any) -> "Assistant":
+        """The assistant of the patient of one FHIR R4 Bundle: notes, vital signs and EHR events
+        (cited by their FHIR resource ids); ``index_time`` defaults to the bundle's last event."""
+        import pandas as pd
+
+        from ..io.fhir import load_bundle
+        from ..io.vitals import vitals_from_observations
+        from ..records import Notes, Vitals
+
+        bundle = load_bundle(path, data=data)
+        if bundle.patient_id is None:
+            raise AssistantError("the bundle has no Patient", path=str(path) if path else None,
+                                 hint="give one patient's Bundle with its Patient resource")
+        events = events_from_fhir(bundle)
+        vit = vitals_from_observations(bundle.observations, path=str(path or "<bundle>"), problems=[])
+        times = [t for t in (*events["time"].dropna(), *(vit["time"] if len(vit) else [])) if t is not None]
+        when = pd.Timestamp(index_time) if index_time is not None else (max(times) if times else None)
+        if when is not None and len(vit):
+            vit = vit[vit["time"] <= when].reset_index(drop=True)
+        notes = [n for n in bundle.notes if when is None or n.time is None or n.time <= when]
+        record = PatientRecord(bundle.patient_id, notes=Notes(notes) if notes else Missing("not_acquired"),
+                               vitals=Vitals(vit[["time", "signal", "value", "unit"]]) if len(vit) else Missing(),
+                               index_time=when)
+        src = str(path) if path is not None else "bundle"
+        return cls(record, events=events, sources={"vitals": f"{src} (vital-sign Observations)", "notes": src,
+                                                   "events": src}, **kwargs)
+
+    @classmethod
+    def from_monitor(cls, monitor: Any, patient_id: str, **kwargs: Any) -> "Assistant":
+        """The assistant of a patient the health monitor follows: its observation window as the
+        vital signs, the notes / EHR / image registered with ``set_context``."""
+        import pandas as pd
+
+        from ..records import Vitals
+
+        pid = str(patient_id)
+        if pid not in monitor.patients:
+            raise AssistantError(f"the monitor has no patient {pid!r}", column="patient_id",
+                                 hint="post the patient's observations to the monitor first")
+        p = monitor.patients[pid]
+        frame = pd.DataFrame(list(p.obs), columns=["time", "signal", "value", "unit"])
+        if len(frame):
+            frame["time"] = frame["time"].astype("datetime64[ns]")
+            frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+        ctx = p.context
+        last = [t for t, _ in p.latest.values()]
+        now = max([*frame["time"], *last]) if len(frame) or last else None
+        record = PatientRecord(pid, vitals=Vitals(frame) if len(frame) else Missing("empty"),
+                               notes=ctx.get("notes", Missing()), ehr=ctx.get("ehr", Missing()),
+                               image=ctx.get("image", Missing()), index_time=now)
+        return cls(record, monitor=monitor, sources={"vitals": "health monitor observations"}, **kwargs)
+
+
+def events_from_fhir(bundle: Any) -> Any:
+    """The EHR events of a :class:`~medmm.io.fhir.FhirBundle` as
+    :func:`medmm.io.ehr.events_from_bundle` gives them, with a ``source`` column: each row's
+    FHIR resource (``Condition/<id>``) or, without an id, its ``Bundle.entry[i]``."""
+    import pandas as pd
+
+    from ..io.ehr import OBSERVATION_KINDS
+
+    def src(kind: str, item: dict[str, Any]) -> str:
+        if item.get("id"):
+            return f"{kind}/{item['id']}"
+        return f"Bundle.entry[{item['entry']}]" if item.get("entry") is not None else kind
+
+    rows = []
+    for e in bundle.encounters:
+        rows.append((e["start"], "encounter", e["class"] or e["code"], e["display"], None, "", e["end"],
+                     src("Encounter", e)))
+    for c in bundle.conditions:
+        rows.append((c["time"], "condition", c["code"], c["display"], None, "", c["end"], src("Condition", c)))
+    for o in bundle.observations:
+        kind = OBSERVATION_KINDS.get(o["category"])
+        if kind:
+            rows.append((o["time"], kind, o["code"], o["display"], o["value"], o["unit"], None,
+                         src("Observation", o)))
+    for m in bundle.medications:
+        rows.append((m["time"], "medication", m["code"], m["display"], None, "", None, src("MedicationRequest", m)))
+    for pr in bundle.procedures:
+        rows.append((pr["time"], "procedure", pr["code"], pr["display"], None, "", None, src("Procedure", pr)))
+    for im in bundle.imaging:
+        rows.append((im["time"], "imaging", im["modalities"], im["uid"], float(im["n_instances"]), "", None,
+                     src("ImagingStudy", im)))
+    df = pd.DataFrame(rows, columns=["time", "kind", "code", "name", "value", "unit", "end", "source"])
+    df.insert(0, "patient_id", bundle.patient_id)
+    df["time"] = pd.to_datetime(df["time"]).astype("datetime64[ns]")
+    df["end"] = pd.to_datetime(df["end"]).astype("datetime64[ns]")
+    return df
+
+
+def load_patient(manifest: str | Path, patient_id: str) -> tuple[PatientRecord, Any, dict[str, str]]:
+    """One patient of a cohort manifest: ``(record, events or None, sources)``. Only that
+    patient's files are read."""
+    from ..cohort import ProblemReport, read_manifest, row_to_record
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ReadError("manifest not found", path=manifest, hint="give the cohort's manifest.csv")
+    df = read_manifest(manifest)
+    ids = df["patient_id"].astype(str)
+    pid = str(patient_id)
+    hit = df[ids == pid]
+    if hit.empty:
+        close = [i for i in ids if i.lower().startswith(pid[:3].lower())][:5] or ids.head(5).tolist()
+        raise AssistantError(f"patient {pid!r} is not in the cohort ({len(df)} patients)", path=manifest,
+                             column="patient_id", hint=f"give a patient_id of the manifest, e.g. {', '.join(close)}")
+    raw = hit.iloc[0].to_dict()
+    report = ProblemReport()
+    record = row_to_record(raw, base=manifest.parent, report=report, row_index=int(hit.index[0]))
+    sources = {m: str(raw.get(f"{m}_path")) for m in ("image", "notes", "vitals", "ehr")
+               if isinstance(raw.get(f"{m}_path"), str) and raw.get(f"{m}_path")}
+    events = None
+    from ..io.fhir_cohort import _safe_name
+
+    ev_path = manifest.parent / "events" / f"{_safe_name(pid)}.events.csv"
+    if ev_path.is_file():
+        from ..io.ehr import load_events
+
+        ev = load_events(ev_path)
+        events = ev[ev["patient_id"].astype(str) == pid].reset_index(drop=True)
+        events = events.assign(source=[f"events/{ev_path.name} row {i}" for i in range(len(events))])
+        sources["events"] = f"events/{ev_path.name}"
+    return record, events, sources
