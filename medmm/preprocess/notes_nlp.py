@@ -106,7 +106,7 @@ _HEADING_TO_SECTION = {h: name for name, hs in SECTION_NAMES.items() for h in hs
 _TITLE = r"[A-Za-z][A-Za-z0-9 /&'()-]{0,60}?"
 # "Heading:" after the start of a line, or inline after a sentence or a flattened note's ".," / ","
 _COLON_HEADING = re.compile(
-    r"(?P<lead>^|\n|[.,;!?][ \t]*|[ \t]{2,})[ \t]*(?P<title>" + _TITLE + r")[ \t]*:(?![\d/])")
+    r"(?:^|(?<=[\n.,;:!?*])|(?<=[ \t]{2}))[ \t]*(?P<title>" + _TITLE + r")[ \t]*:(?![\d/])")
 # "# Heading", "## Heading ##"; "**Heading:**" on its own or before the text
 _MD_HEADING = re.compile(r"(?m)^[ \t]*#{1,6}[ \t]+(?P<title>[^\n#]{1,80}?)[ \t]*#*[ \t]*:?[ \t]*$")
 _BOLD_HEADING = re.compile(r"(?m)^[ \t]*\*\*(?P<title>[^*\n:]{1,60}?)[ \t]*(?::\*\*|\*\*[ \t]*:?)")
@@ -173,13 +173,13 @@ def _heading_marks(text: str) -> list[tuple[int, int, str, str]]:
         m = _COLON_HEADING.search(text, pos)
         if m is None:
             break
-        pos = max(m.end(), pos + 1)
         title = m["title"].strip()
-        line_start = m["lead"] in ("", "\n")
+        line_start = m.start() == 0 or text[m.start() - 1] == "\n"
         name = _section_of(title, inline=not line_start)
         if name is None:
             pos = m.start("title") + 1  # a heading may still start inside this candidate's tail
             continue
+        pos = m.end()
         marks.append((m.start("title"), m.end(), name, title))
     for m in _LINE_HEADING.finditer(text):
         title = m["title"].strip()
@@ -247,7 +247,8 @@ _UNIT_AFTER = re.compile(
 #: words before a number that make it clinical ("ABG of 7/12/25", "PA pressures 10/12/14")
 _CLINICAL_BEFORE = re.compile(
     r"(?i)\b(?:abgs?|vbgs?|blood gas(?:es)?|gas(?:es)?|ph|pressures?|pa|ra|rv|cvp|pcwp|rvsp|wedge|score[sd]?|"
-    r"mmse|moca|gcs|apgars?|nihss|dose[sd]?|dosing|ratio|titers?|sig|strength|rated)\b[^\w\n]{0,3}"
+    r"mmse|moca|gcs|apgars?|nihss|dose[sd]?|dosing|ratio|titers?|sig|strength|rated|dilut(?:ed|ion)|"
+    r"concentrations?)\b[^\w\n]{0,3}"
     r"(?:(?:of|is|was|were|at|about|around|approximately)[^\w\n]{1,3}){0,2}$")
 _NAME_STOP = frozenset(
     """the a an he she his her hers him they them their it its this that these those there then we i you
@@ -278,7 +279,7 @@ _PHI_PATTERNS: dict[str, list[str]] = {
         r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Mx)\.?[ \t]+(?P<name>[A-Z][a-zA-Z'-]*\.?(?:[ \t]+[A-Z][a-zA-Z'-]*\.?){0,2})",
         r"\b(?:Patient|Pt|Name|Patient name|Attending|Physician|Signed by|Electronically signed by|"
         r"Dictated by|Referring physician|Provider|Nurse|RN|MD):[ \t]*(?P<phi>[A-Z][a-zA-Z'-]+"
-        r"(?:,?[ \t]+[A-Z]\.?(?![a-z]))?(?:[ \t]+[A-Z][a-zA-Z'-]+){0,2})",
+        r"(?:,?[ \t]+[A-Z]\.?(?![A-Za-z']))?(?:[ \t]+[A-Z][a-zA-Z'-]+){0,2})",
     ],
 }
 
@@ -298,7 +299,7 @@ def _plausible_date(text: str, m: re.Match[str]) -> bool:
         return False
     if _UNIT_AFTER.match(text, m.end()) or _UNIT_AFTER.match(text[m.end():m.end() + 30]):
         return False
-    if (year is None or len(year) == 2) and _CLINICAL_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
+    if (year is None or len(year) == 2 or a is None) and _CLINICAL_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
         return False
     return True
 
@@ -309,7 +310,8 @@ def _trim_name(text: str, start: int, end: int) -> int:
     keep = start
     for k, tok in enumerate(tokens):
         word = tok.group(0)
-        if word.rstrip(".").lower() in _NAME_STOP:
+        initial = len(word) == 2 and word.endswith(".")
+        if not initial and word.rstrip(".").lower() in _NAME_STOP:
             break
         if k:
             gap = text[start + tokens[k - 1].end():start + tok.start()]
