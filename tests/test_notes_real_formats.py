@@ -131,3 +131,51 @@ def test_scrubber_recall_on_a_phi_corpus():
         out = scrub(text)
         assert not [p for p in phi if p in out], (text, out)
         assert "The patient is a 64-year-old" in out and "50/1000 mg" in out and "132/84" in out
+
+
+# ---------------------------------------------------------------------------- note tables (item 15)
+
+
+def _mtsamples_csv(tmp_path):
+    import pandas as pd
+
+    p = tmp_path / "mtsamples.csv"
+    pd.DataFrame({
+        "description": [" A 23-year-old white female presents with complaint of allergies.",
+                        " Consult for laparoscopic gastric bypass.", " Lung nodule."],
+        "medical_specialty": [" Allergy / Immunology", " Bariatrics", " Consult - History and Phy."],
+        "sample_name": [" Allergic Rhinitis ", " Laparoscopic Gastric Bypass Consult - 2 ", " Lung Nodule "],
+        "transcription": [MTSAMPLE, None, "HISTORY OF PRESENT ILLNESS:, A 2.1 cm nodule.,IMPRESSION:, Suspicious."],
+        "keywords": ["allergy / immunology, allergic rhinitis, allergies, asthma", "", "nodule"],
+    }).to_csv(p)  # MTSamples' CSV keeps the pandas index as an unnamed first column
+    return p
+
+
+def test_mtsamples_table_reads_its_transcription_column(tmp_path):
+    from medmm.io.notes import read_notes_table
+
+    p = _mtsamples_csv(tmp_path)
+    notes = read_notes_table(p)
+    assert [n.text[:11] for n in notes.notes] == ["SUBJECTIVE:", "HISTORY OF "]
+    (err,) = notes.problems  # the empty transcription is reported, not fatal
+    assert err.row == 1 and err.column == "text"
+    desc = read_notes_table(p, text_column="description")
+    assert desc.notes[0].text.startswith("A 23-year-old") and len(desc.notes) == 3
+
+
+def test_note_table_without_text_column_names_the_likely_one(tmp_path):
+    import pandas as pd
+
+    from medmm.errors import ReadError
+    from medmm.io.notes import read_notes_table
+
+    p = tmp_path / "reports.csv"
+    pd.DataFrame({"id": ["a", "b"], "kind": ["CT", "MR"],
+                  "narrative": ["FINDINGS: No mass. IMPRESSION: Normal.", "FINDINGS: 2 cm lesion."]}).to_csv(
+        p, index=False)
+    with pytest.raises(ReadError, match="text_column='narrative'") as ei:
+        read_notes_table(p)
+    assert ei.value.path == str(p) and ei.value.column == "text"
+    assert [n.text for n in read_notes_table(p, text_column="narrative").notes][1] == "FINDINGS: 2 cm lesion."
+    with pytest.raises(ReadError, match="'nope' is not a column"):
+        read_notes_table(p, text_column="nope")
