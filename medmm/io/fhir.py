@@ -68,6 +68,9 @@ class FhirBundle:
     procedures: list[dict[str, Any]] = field(default_factory=list)
     imaging: list[dict[str, Any]] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    #: Encounter id -> the latest time of a resource recorded in it (Observation.encounter,
+    #: DocumentReference.context.encounter): how long an encounter without an end ran
+    encounter_activity: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[MedmmError] = field(default_factory=list)
     n_bytes: int = 0
@@ -215,6 +218,12 @@ def _category(res: dict) -> str:
     return ""
 
 
+def _activity(out: FhirBundle, ref: Any, t: Any) -> None:
+    eid = _ref_id(ref)
+    if eid is not None and t is not None and (eid not in out.encounter_activity or t > out.encounter_activity[eid]):
+        out.encounter_activity[eid] = t
+
+
 def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     eff = (res.get("effectiveDateTime") or (res.get("effectivePeriod") or {}).get("start")
            or res.get("effectiveInstant") or res.get("issued"))
@@ -223,6 +232,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
         ctx.missing(eff, "Observation has no effective time; skipped", i, "Observation.effectiveDateTime",
                     "give effectiveDateTime")
         return
+    _activity(out, res.get("encounter"), t)
     category = _category(res)
     system, code, display = _coding(res.get("code"))
     value, unit, kind = _value(res)
@@ -295,7 +305,12 @@ def _imaging(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
 def _docref(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     from .notes import notes_from_document_reference
 
-    out.notes.extend(notes_from_document_reference(res, path=ctx.path, row=i, problems=ctx.problems))
+    notes = notes_from_document_reference(res, path=ctx.path, row=i, problems=ctx.problems)
+    out.notes.extend(notes)
+    context = res.get("context")
+    for ref in (context.get("encounter") or [] if isinstance(context, dict) else []):
+        for n in notes:
+            _activity(out, ref, n.time)
 
 
 _HANDLERS = {
