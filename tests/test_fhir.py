@@ -102,7 +102,7 @@ def test_imported_cohort_loads(tmp_path):
     assert len(records) == 4
     rec = next(r for r in records if r.patient_id == "p0")
     assert rec.present == {"image": False, "notes": True, "vitals": True, "ehr": True}
-    assert rec.index_time == pd.Timestamp("2024-06-10T09:00:00")  # last encounter start
+    assert rec.index_time == pd.Timestamp("2024-06-10T09:00:00")  # the last encounter is open, nothing in it: its start
     assert all(n.time <= rec.index_time for n in rec.notes.notes)
 
 

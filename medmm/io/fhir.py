@@ -224,6 +224,19 @@ def _activity(out: FhirBundle, ref: Any, t: Any) -> None:
         out.encounter_activity[eid] = t
 
 
+def _check_quantity(res: dict, i: int, ctx: _Ctx, where: str) -> None:
+    """Report a ``valueQuantity`` that is no Quantity (``"x"``) or has no value."""
+    q = res.get("valueQuantity")
+    if q is None:
+        return
+    if not isinstance(q, dict):
+        ctx.report(f"valueQuantity {q!r} is not a Quantity; skipped", i, f"{where}.valueQuantity",
+                   'give {"value": <number>, "unit": "..."}')
+    elif q.get("value") is None:
+        ctx.report("valueQuantity has no value; skipped", i, f"{where}.valueQuantity.value",
+                   "give the numeric value (or leave valueQuantity out and give dataAbsentReason)")
+
+
 def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     eff = (res.get("effectiveDateTime") or (res.get("effectivePeriod") or {}).get("start")
            or res.get("effectiveInstant") or res.get("issued"))
@@ -236,6 +249,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     category = _category(res)
     system, code, display = _coding(res.get("code"))
     value, unit, kind = _value(res)
+    _check_quantity(res, i, ctx, "Observation")
     if kind:
         if kind == "num" and not isinstance(value, (int, float)) or isinstance(value, bool) and kind == "num":
             ctx.report(f"value {value!r} is not a number; skipped", i, "Observation.valueQuantity.value",
@@ -249,6 +263,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
             continue
         csys, ccode, cdisp = _coding(comp.get("code"))
         cval, cunit, ckind = _value(comp)
+        _check_quantity(comp, i, ctx, f"Observation.component[{k}]")
         if not ckind:
             continue
         if ckind == "num" and (not isinstance(cval, (int, float)) or isinstance(cval, bool)):
