@@ -109,6 +109,10 @@ def test_scrubber_still_finds_dates(date):
     assert PhiScrubber()(f"Seen on {date} in clinic.") == "Seen on [DATE] in clinic."
 
 
+def test_scrubber_finds_date_ranges():
+    assert PhiScrubber()("Admitted 2/3/2021-2/5/2021, seen 05/2019-06/2020.") == "Admitted [DATE]-[DATE], seen [DATE]-[DATE]."
+
+
 @pytest.mark.parametrize("text", ["Dose 13/32/2023 units", "on 13/14/21", "the 0/12/2020 value"])
 def test_impossible_dates_are_not_dates(text):
     assert "[DATE]" not in PhiScrubber()(text)

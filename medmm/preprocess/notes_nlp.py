@@ -247,8 +247,8 @@ def split_sections(text: str) -> list[Section]:
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 # a number glued to others ("7.39/42/79", "0.15/30", "18-20/28") is no date
-_NUM_BEFORE = r"(?<![\w.,/:+-])"
-_NUM_AFTER = r"(?![\w/+-]|[.,:]\d)"
+_NUM_BEFORE = r"(?<![\w.,/:+])"
+_NUM_AFTER = r"(?![\w/+]|[.,:]\d)"
 #: units and dose forms after a number: "37.5/25 mg", "31/14/21 mmHg" are clinical numbers
 _UNIT_AFTER = re.compile(
     r"(?i)^[ \t]*(?:mg|mcg|µg|ug|micrograms?|milligrams?|g|gm|grams?|kg|ng|ml|cc|l|mmol|meq|iu|units?|u|"
