@@ -102,7 +102,7 @@ def test_imported_cohort_loads(tmp_path):
     assert len(records) == 4
     rec = next(r for r in records if r.patient_id == "p0")
     assert rec.present == {"image": False, "notes": True, "vitals": True, "ehr": True}
-    assert rec.index_time == pd.Timestamp("2024-06-10T09:00:00")  # last encounter start
+    assert rec.index_time == pd.Timestamp("2024-06-10T09:00:00")  # the last encounter is open, nothing in it: its start
     assert all(n.time <= rec.index_time for n in rec.notes.notes)
 
 
@@ -176,3 +176,75 @@ def test_mixed_lab_units_across_patients_reported(tmp_path):
     assert "mmol/L: 2" in msg and "mg/dL: 1" in msg
     assert "lab:2339-0 [mmol/L]" in pd.read_csv(out / "ehr.csv").columns
     assert json.loads((out / "import_report.json").read_text())["problems"] == len(prob)
+
+
+def _synthea_bundle(pid: str, start: str, *, end: str | None, note_at: str) -> dict:
+    """Synthea's habit: the encounter's note is stamped a fraction of a second after it starts."""
+    from fhir_factory import document, observation
+
+    eid = f"{pid}-enc"
+    doc = document(pid, "Chief complaint: cough.,ASSESSMENT:, Acute bronchitis. No fever.", note_at)
+    doc["context"] = {"encounter": [{"reference": f"urn:uuid:{eid}"}]}
+    hr = observation(pid, "8867-4", 92, "/min", start, category="vital-signs")
+    hr["encounter"] = {"reference": f"urn:uuid:{eid}"}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{pid}", "resource": patient(pid)},
+        {"fullUrl": f"urn:uuid:{pid}-old", "resource": encounter(f"{pid}-old", pid, "2018-01-02T10:00:00-05:00",
+                                                                 "2018-01-02T10:15:00-05:00")},
+        {"fullUrl": f"urn:uuid:{eid}", "resource": encounter(eid, pid, start, end)},
+        {"fullUrl": f"urn:uuid:{pid}-hr", "resource": hr},
+        {"fullUrl": f"urn:uuid:{pid}-doc", "resource": doc}]}
+
+
+def test_index_encounter_notes_are_kept_and_guard_drops_reported(tmp_path):
+    src = tmp_path / "synthea"
+    src.mkdir()
+    for i in range(3):
+        write_bundle(src / f"s{i}.json", _synthea_bundle(f"s{i}", f"2019-02-1{i}T23:38:55-05:00",
+                                                         end=f"2019-02-1{i}T23:53:55-05:00",
+                                                         note_at=f"2019-02-1{i}T23:38:55.433-05:00"))
+    # an encounter still open: it ends at the last resource recorded in it (the note, 20 min in)
+    write_bundle(src / "open.json", _synthea_bundle("open", "2019-03-01T08:00:00+00:00", end=None,
+                                                    note_at="2019-03-01T08:20:00+00:00"))
+    out = tmp_path / "default"
+    import_fhir_cohort(src, out, ImportConfig(min_patients=1), workers=1)
+    m = pd.read_csv(out / "manifest.csv").set_index("patient_id")
+    assert m.loc["s0", "index_time"] == "2019-02-11T04:53:55"  # the end of the index encounter, UTC
+    assert m.loc["open", "index_time"] == "2019-03-01T08:20:00"
+    for pid in m.index:
+        notes = read_modality("notes", out / m.loc[pid, "notes_path"], patient_id=pid,
+                              index_time=pd.Timestamp(m.loc[pid, "index_time"]))
+        assert len(notes) == 1 and "Acute bronchitis" in notes.notes[0].text
+    prob = pd.read_csv(out / "problems.csv")
+    assert not (prob["kind"] == "LeakageGuard").any()
+    assert json.loads((out / "import_report.json").read_text())["leakage_guard"]["notes"] == 0
+
+    # at the start of the index encounter its note is after the index time: dropped, and said so per patient
+    out = tmp_path / "start"
+    import_fhir_cohort(src, out, ImportConfig(index_time="last-encounter-start", min_patients=1), workers=1)
+    prob = pd.read_csv(out / "problems.csv")
+    guard = prob[prob["kind"] == "LeakageGuard"].set_index("patient_id")
+    assert sorted(guard.index) == ["open", "s0", "s1", "s2"]
+    assert guard.loc["s1", "column"] == "index_time"
+    assert guard.loc["s1", "message"].startswith("leakage guard: 1 note(s), 0 vital-sign value(s) and 0 EHR")
+    assert "1 of the notes written during the index encounter" in guard.loc["s1", "message"]
+    assert "last-encounter-end" in guard.loc["s1", "hint"]
+    report = json.loads((out / "import_report.json").read_text())["leakage_guard"]
+    assert report["patients_losing_index_notes"] == 4 and report["notes"] == 4 and report["vitals"] == 0
+    m = pd.read_csv(out / "manifest.csv").set_index("patient_id")
+    with pytest.raises(Exception, match="no usable note"):
+        read_modality("notes", out / m.loc["s1", "notes_path"], patient_id="s1",
+                      index_time=pd.Timestamp(m.loc["s1", "index_time"]))
+
+
+def test_guard_counts_later_data_under_a_fixed_index_time(tmp_path):
+    src = tmp_path / "b"
+    src.mkdir()
+    write_bundle(src / "p0.json", patient_bundle("p0"))
+    out = tmp_path / "c"
+    import_fhir_cohort(src, out, ImportConfig(index_time="2024-06-01T12:00:00Z", min_patients=1), workers=1)
+    prob = pd.read_csv(out / "problems.csv")
+    (msg,) = prob.loc[prob["kind"] == "LeakageGuard", "message"]
+    # after the index: one note, one heart rate, and lactate 9.9, sepsis, piperacillin, encounter e3
+    assert msg.startswith("leakage guard: 1 note(s), 1 vital-sign value(s) and ")
+    assert "index encounter" not in msg

@@ -157,3 +157,37 @@ def test_freeze_heap_moves_long_lived_objects_out_of_the_collector():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _obs(value_quantity, t="2024-05-01T07:00:00Z", code="8867-4"):
+    return {"resource": {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/F2"},
+                         "category": [{"coding": [{"code": "vital-signs"}]}],
+                         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                         "effectiveDateTime": t, "valueQuantity": value_quantity}}
+
+
+def test_fhir_bundle_with_nothing_usable_is_refused_with_its_problems(client):
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "F2"}},
+        _obs("x"), _obs({"value": "x", "unit": "/min"}), _obs({"value": 98, "unit": "lightyears"}, code="8310-5")]}
+    r = client.post("/predict", json=bundle, headers=H)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert [d["loc"][:3] for d in detail] == [["body", "entry", 1], ["body", "entry", 2], ["body", "entry", 3]]
+    assert "'x' is not a Quantity" in detail[0]["msg"] and detail[0]["loc"][3] == "Observation.valueQuantity"
+    assert "not a number" in detail[1]["msg"] and "lightyears" in detail[2]["msg"]
+    assert all(d["hint"] for d in detail) and "nothing to predict from" in r.json()["message"]
+
+
+def test_fhir_bundle_partly_usable_carries_its_problems(client):
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "F2"}},
+        _obs({"value": 101, "unit": "/min"}), _obs("x", t="2024-05-01T07:05:00Z")]}
+    r = client.post("/predict", json=bundle, headers=H)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["present"]["vitals"] is True and set(body["probabilities"]) == {"tumor", "disease"}
+    (p,) = body["problems"]
+    assert p["loc"] == ["body", "entry", 2, "Observation.valueQuantity"] and "not a Quantity" in p["msg"]
+    clean = client.post("/predict", json={**bundle, "entry": bundle["entry"][:2]}, headers=H).json()
+    assert clean["problems"] == [] and clean["probabilities"] == body["probabilities"]

@@ -17,9 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     imp.add_argument("src", metavar="DIR", help="folder of *.json bundles (searched recursively)")
     imp.add_argument("out", metavar="OUT", help="output cohort folder")
-    imp.add_argument("--index-time", default="last-encounter-start",
-                     help="last-encounter-start (default), last-encounter-end, last-event, an ISO time for "
-                     "every patient, or a CSV with patient_id,index_time")
+    imp.add_argument("--index-time", default="last-encounter-end",
+                     help="last-encounter-end (default: the close of the last encounter, its notes and results "
+                     "included), last-encounter-start, last-event, an ISO time for every patient, or a CSV with "
+                     "patient_id,index_time")
     imp.add_argument("--lookback", default="365D", help="EHR feature window before the index time (default 365D)")
     imp.add_argument("--label", action="append", default=[], metavar="NAME=CODE[,CODE...]",
                      help="a label: 1 when a condition with one of these codes starts within --horizon "

@@ -5,7 +5,8 @@ Endpoints (all but ``/health`` and the OpenAPI schema need the ``X-API-Key`` hea
 
 * ``POST /predict``: a patient record as JSON (vitals observations, notes, EHR features) or a
   FHIR R4 Bundle (vital-sign Observations by LOINC and DocumentReference notes); returns the
-  probability of each task and which modalities the model saw.
+  probability of each task, which modalities the model saw and the problems of the entries it
+  could not use. A Bundle with problems and nothing usable is refused (422, the problems listed).
 * ``POST /monitor/{patient_id}/observations``: observations (plain or a FHIR Observation or
   Bundle) fed to the health monitor; returns the alerts raised and the patient's NEWS2 and risk.
 * ``GET /monitor/{patient_id}``: the patient's current monitor state.
@@ -76,12 +77,21 @@ class FhirResource(BaseModel):
     resourceType: Literal["Bundle", "Observation"]
 
 
+class ProblemOut(BaseModel):
+    """An input entry that could not be used (left out of the prediction)."""
+
+    loc: list[Union[str, int]] = Field(description="where: body, entry index, field")
+    msg: str
+    hint: str | None = None
+
+
 class PredictOut(BaseModel):
     patient_id: str
     probabilities: dict[str, float]
     present: dict[str, bool]
     runtime: str
     latency_ms: float
+    problems: list[ProblemOut] = Field(default_factory=list, description="entries left out, and why")
 
 
 class MonitorOut(BaseModel):
@@ -230,7 +240,21 @@ class _Batcher:
             return out
 
 
-def _record_from_fhir(doc: dict[str, Any]) -> Any:
+def _problem_out(e: MedmmError) -> dict[str, Any]:
+    loc: list[Any] = ["body"]
+    if e.row is not None:
+        loc += ["entry", e.row]
+    if e.column:
+        loc.append(e.column)
+    return {"loc": loc, "msg": e.message, "hint": e.hint}
+
+
+def _record_from_fhir(doc: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """The record of a FHIR Bundle and the problems of the entries left out of it.
+
+    Raises :class:`_Unusable` when there are problems and nothing usable: a prediction from the
+    prior alone would hide that every entry was refused.
+    """
     from ..io.fhir import load_bundle
     from ..io.vitals import vitals_from_observations
     from ..records import Missing, Notes, PatientRecord, Vitals
@@ -238,14 +262,25 @@ def _record_from_fhir(doc: dict[str, Any]) -> Any:
     bundle = load_bundle(data=doc, only={"Observation", "DocumentReference"})
     problems = list(bundle.problems)
     df = vitals_from_observations(bundle.observations, problems=problems)
+    if problems and not len(df) and not bundle.notes:
+        raise _Unusable([_problem_out(e) for e in problems])
     pid = bundle.patient_id or "unknown"
-    return PatientRecord(pid, vitals=Vitals(df) if len(df) else Missing("empty"),
-                         notes=Notes(bundle.notes) if bundle.notes else Missing(),
-                         index_time=df["time"].max() if len(df) else None)
+    record = PatientRecord(pid, vitals=Vitals(df) if len(df) else Missing("empty"),
+                           notes=Notes(bundle.notes) if bundle.notes else Missing(),
+                           index_time=df["time"].max() if len(df) else None)
+    return record, [_problem_out(e) for e in problems]
 
 
 class _Unprocessable(Exception):
     pass
+
+
+class _Unusable(Exception):
+    """No entry of the input could be used; ``problems`` says why, entry by entry."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = problems
 
 
 class _LimitAndMeasure:
@@ -402,6 +437,12 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     async def unprocessable(request: Request, exc: _Unprocessable):
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(_Unusable)
+    async def unusable(request: Request, exc: _Unusable):
+        detail = [{**p, "type": "unusable_entry"} for p in exc.problems]
+        return JSONResponse({"detail": detail, "message": "no usable vital sign or note in the input; "
+                             "nothing to predict from"}, status_code=422)
+
     @app.exception_handler(Exception)
     async def any_error(request: Request, exc: Exception):
         return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -409,14 +450,15 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     batcher = _Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
     app.state.batcher = batcher
 
-    async def score(record: Any) -> PredictOut:
+    async def score(record: Any, problems: list[dict[str, Any]] | None = None) -> PredictOut:
         t0 = time.perf_counter()
         probs, values = await batcher.submit(record)
         predictions_total.inc()
         return PredictOut(patient_id=record.patient_id,
                           probabilities={t: float(p) for t, p in zip(predictor.columns, probs)},
                           present={m: values.get(m) is not None for m in predictor.modalities},
-                          runtime=predictor.runtime, latency_ms=(time.perf_counter() - t0) * 1e3)
+                          runtime=predictor.runtime, latency_ms=(time.perf_counter() - t0) * 1e3,
+                          problems=problems or [])
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -432,7 +474,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
                          422: {"description": "invalid record"}})
     async def predict(body: Union[PatientIn, FhirResource] = Body(...)) -> PredictOut:
         if isinstance(body, FhirResource):
-            return await score(_record_from_fhir(body.model_dump()))
+            return await score(*_record_from_fhir(body.model_dump()))
         return await score(_record_from_json(body))
 
     @app.post("/monitor/{patient_id}/observations", response_model=MonitorOut, tags=["monitor"],

@@ -68,6 +68,9 @@ class FhirBundle:
     procedures: list[dict[str, Any]] = field(default_factory=list)
     imaging: list[dict[str, Any]] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    #: Encounter id -> the latest time of a resource recorded in it (Observation.encounter,
+    #: DocumentReference.context.encounter): how long an encounter without an end ran
+    encounter_activity: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[MedmmError] = field(default_factory=list)
     n_bytes: int = 0
@@ -216,6 +219,25 @@ def _category(res: dict) -> str:
     return ""
 
 
+def _activity(out: FhirBundle, ref: Any, t: Any) -> None:
+    eid = _ref_id(ref)
+    if eid is not None and t is not None and (eid not in out.encounter_activity or t > out.encounter_activity[eid]):
+        out.encounter_activity[eid] = t
+
+
+def _check_quantity(res: dict, i: int, ctx: _Ctx, where: str) -> None:
+    """Report a ``valueQuantity`` that is no Quantity (``"x"``) or has no value."""
+    q = res.get("valueQuantity")
+    if q is None:
+        return
+    if not isinstance(q, dict):
+        ctx.report(f"valueQuantity {q!r} is not a Quantity; skipped", i, f"{where}.valueQuantity",
+                   'give {"value": <number>, "unit": "..."}')
+    elif q.get("value") is None:
+        ctx.report("valueQuantity has no value; skipped", i, f"{where}.valueQuantity.value",
+                   "give the numeric value (or leave valueQuantity out and give dataAbsentReason)")
+
+
 def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     eff = (res.get("effectiveDateTime") or (res.get("effectivePeriod") or {}).get("start")
            or res.get("effectiveInstant") or res.get("issued"))
@@ -224,9 +246,11 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
         ctx.missing(eff, "Observation has no effective time; skipped", i, "Observation.effectiveDateTime",
                     "give effectiveDateTime")
         return
+    _activity(out, res.get("encounter"), t)
     category = _category(res)
     system, code, display = _coding(res.get("code"))
     value, unit, kind = _value(res)
+    _check_quantity(res, i, ctx, "Observation")
     if kind:
         if kind == "num" and not isinstance(value, (int, float)) or isinstance(value, bool) and kind == "num":
             ctx.report(f"value {value!r} is not a number; skipped", i, "Observation.valueQuantity.value",
@@ -240,6 +264,7 @@ def _observation(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
             continue
         csys, ccode, cdisp = _coding(comp.get("code"))
         cval, cunit, ckind = _value(comp)
+        _check_quantity(comp, i, ctx, f"Observation.component[{k}]")
         if not ckind:
             continue
         if ckind == "num" and (not isinstance(cval, (int, float)) or isinstance(cval, bool)):
@@ -298,7 +323,12 @@ def _imaging(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
 def _docref(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
     from .notes import notes_from_document_reference
 
-    out.notes.extend(notes_from_document_reference(res, path=ctx.path, row=i, problems=ctx.problems))
+    notes = notes_from_document_reference(res, path=ctx.path, row=i, problems=ctx.problems)
+    out.notes.extend(notes)
+    context = res.get("context")
+    for ref in (context.get("encounter") or [] if isinstance(context, dict) else []):
+        for n in notes:
+            _activity(out, ref, n.time)
 
 
 _HANDLERS = {

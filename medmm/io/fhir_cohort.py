@@ -11,10 +11,21 @@ worker) and writes, under the output folder:
 * ``events/<pid>.events.csv`` — the EHR events (long layout), for other index times or windows;
 * ``ehr.csv`` — one row per patient of EHR features at the index time (look-back window,
   leakage guard), with a vocabulary of codes fitted on the *training* patients only;
-* ``problems.csv`` — every problem (file, patient, entry, field, message, hint);
+* ``problems.csv`` — every problem (file, patient, entry, field, message, hint), and per patient
+  what the leakage guard left out (kind ``LeakageGuard``);
 * ``import_report.json`` — counts, bytes, seconds and throughput.
 
 Readers apply the index time again when the cohort is loaded, so files may hold later data.
+
+Index time
+----------
+The default policy, ``'last-encounter-end'``, puts the prediction at the close of the patient's
+last encounter (the *index encounter*): everything recorded during it (its vitals, labs and
+notes, which Synthea stamps a fraction of a second after the encounter starts) is known at the
+index time. An index encounter without an end (still open) ends at the latest resource that
+references it. ``'last-encounter-start'`` predicts at admission: the index encounter's own notes
+and results then fall after the index time and are left out, and the problem report says how
+many, per patient.
 """
 
 from __future__ import annotations
@@ -41,14 +52,15 @@ _SEX = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
 class ImportConfig:
     """Settings of a FHIR import.
 
-    ``index_time``: ``'last-encounter-start'`` (default), ``'last-encounter-end'``,
-    ``'last-event'``, an ISO time shared by all patients, or a CSV ``patient_id,index_time``.
+    ``index_time``: ``'last-encounter-end'`` (default: the close of the last encounter, see the
+    module notes), ``'last-encounter-start'``, ``'last-event'``, an ISO time shared by all
+    patients, or a CSV ``patient_id,index_time``.
     ``labels``: label name -> condition codes (SNOMED CT); ``label_<name>`` is 1 when such a
     condition starts within ``horizon`` after the index time, 0 when none does, empty when the
     patient already had it at the index time (prevalent).
     """
 
-    index_time: str = "last-encounter-start"
+    index_time: str = "last-encounter-end"
     lookback: str = "365D"
     horizon: str = "365D"
     labels: dict[str, list[str]] = field(default_factory=dict)
@@ -84,18 +96,41 @@ def _safe_name(pid: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in pid)[:120]
 
 
-def _index_time(policy: str, bundle: Any, events: Any, fixed: dict[str, Any]) -> Any:
+def _encounter_end(bundle: Any, enc: dict[str, Any]) -> Any:
+    """An encounter's end; for an open one, the latest resource recorded in it (else its start)."""
+    if enc["end"] is not None:
+        return enc["end"]
+    last = bundle.encounter_activity.get(str(enc["id"])) if enc.get("id") is not None else None
+    return max(enc["start"], last) if last is not None else enc["start"]
+
+
+def _index_time(policy: str, bundle: Any, events: Any, fixed: dict[str, Any]) -> tuple[Any, dict | None]:
+    """``(index time, index encounter or None)`` of one patient under ``policy``."""
     if policy in fixed:
-        return fixed[policy]
+        return fixed[policy], None
     if bundle.patient_id in fixed:
-        return fixed[bundle.patient_id]
-    if policy == "last-encounter-start" and bundle.encounters:
-        return max(e["start"] for e in bundle.encounters)
-    if policy == "last-encounter-end" and bundle.encounters:
-        return max((e["end"] or e["start"]) for e in bundle.encounters)
+        return fixed[bundle.patient_id], None
+    if policy in ("last-encounter-start", "last-encounter-end") and bundle.encounters:
+        enc = max(bundle.encounters, key=lambda e: e["start"])
+        if policy == "last-encounter-start":
+            return enc["start"], enc
+        return max(_encounter_end(bundle, e) for e in bundle.encounters), enc
     if policy == "last-event" and len(events):
-        return events["time"].max()
-    return None
+        return events["time"].max(), None
+    return None, None
+
+
+def _guard_report(bundle: Any, index: Any, enc: dict | None, vitals: Any, events: Any) -> dict[str, int]:
+    """What the leakage guard leaves out of one patient: counts of notes, vitals, EHR events
+    after the index time, and of notes of the index encounter among them."""
+    late_notes = [n.time for n in bundle.notes if n.time is not None and n.time > index]
+    in_index = 0
+    if enc is not None:
+        end = _encounter_end(bundle, enc)
+        in_index = sum(enc["start"] <= t <= end for t in late_notes)
+    return {"notes": len(late_notes), "index_encounter_notes": in_index,
+            "vitals": int((vitals["time"] > index).sum()) if len(vitals) else 0,
+            "events": int((events["time"] > index).sum()) if len(events) else 0}
 
 
 def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +147,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
 
     rel = os.path.relpath(path, cfg["src"])
     result: dict[str, Any] = {"file": rel, "row": None, "features": None, "units": {}, "problems": [],
-                              "bytes": 0, "counts": {}}
+                              "bytes": 0, "counts": {}, "guard": None}
 
     def add(errors: list[MedmmError], pid: str | None) -> None:
         for e in errors:
@@ -138,7 +173,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
         add(problems, None)
         return result
     events = events_from_bundle(bundle)
-    index = _index_time(cfg["index_time"], bundle, events, fixed)
+    index, index_encounter = _index_time(cfg["index_time"], bundle, events, fixed)
     if index is None:
         problems.append(ReadError(f"no index time by {cfg['index_time']!r} for this patient; skipped",
                                   path=rel, column="index_time",
@@ -170,6 +205,8 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
         row["notes_path"] = f"notes/{name}.jsonl"
     # vitals
     vit = vitals_from_observations(bundle.observations, path=rel, problems=problems)
+    guard = _guard_report(bundle, index, index_encounter, vit, events)
+    result["guard"] = guard
     if len(vit):
         vit = vit.assign(time=vit["time"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
         vit.to_csv(Path(out) / "vitals" / f"{name}.csv", index=False)
@@ -193,6 +230,17 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
             row[f"label_{label}"] = int(any(index < t <= horizon_end for t in onsets))
     result["row"] = row
     add(problems, pid)
+    if guard["notes"] or guard["vitals"] or guard["events"]:
+        message = (f"leakage guard: {guard['notes']} note(s), {guard['vitals']} vital-sign value(s) and "
+                   f"{guard['events']} EHR event(s) dated after the index time {index.isoformat()} are left out "
+                   "of this patient's inputs")
+        hint = "expected when data follow the index time; the files keep them for other index times"
+        if guard["index_encounter_notes"]:
+            message += f", {guard['index_encounter_notes']} of the notes written during the index encounter"
+            hint = ("the index time is the start of the index encounter, so its own notes are after it; "
+                    "use --index-time last-encounter-end to keep them")
+        result["problems"].append({"patient_id": pid, "file": rel, "kind": "LeakageGuard", "path": rel,
+                                   "row": None, "column": "index_time", "message": message, "hint": hint})
     return result
 
 
@@ -253,6 +301,7 @@ def import_fhir_cohort(
     n_bytes = n_failed = n_problems = 0
     seen_pids: set[str] = set()
     kinds: Counter = Counter()
+    guard_total: Counter = Counter()
     workers = workers or min(os.cpu_count() or 1, 4)
     jobs = ((f, str(out), cfgd, fixed) for f in files)
     with open(out / "problems.csv", "w", newline="", encoding="utf-8") as pf:
@@ -283,13 +332,17 @@ def import_fhir_cohort(
                     row = None
                 for p in res["problems"]:
                     writer.writerow(p)
-                    kinds[p["message"].split(" (")[0][:60]] += 1
+                    kinds["leakage guard" if p["kind"] == "LeakageGuard" else p["message"].split(" (")[0][:60]] += 1
                 n_problems += len(res["problems"])
                 if row is None:
                     n_failed += 1
                     continue
                 seen_pids.add(row["patient_id"])
                 rows.append(row)
+                if res["guard"]:
+                    guard_total.update({k: v for k, v in res["guard"].items()})
+                    guard_total["patients"] += any(res["guard"][k] for k in ("notes", "vitals", "events"))
+                    guard_total["patients_losing_index_notes"] += bool(res["guard"]["index_encounter_notes"])
                 if res["features"] is not None:
                     features[row["patient_id"]] = res["features"]
                     for k, u in res["units"].items():
@@ -338,6 +391,8 @@ def import_fhir_cohort(
         "seconds": round(seconds, 3), "mb_per_s": round(result.mb_per_s, 2),
         "resource_counts": dict(counts.most_common()), "ehr_features": len(vocab),
         "splits": dict(Counter(splits.values())), "config": asdict(cfg),
+        "leakage_guard": {k: guard_total[k] for k in ("patients", "notes", "index_encounter_notes",
+                                                      "patients_losing_index_notes", "vitals", "events")},
     }
     (out / "import_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return result

