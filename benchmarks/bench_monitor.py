@@ -45,6 +45,9 @@ def numerics(pid: int, hours: float, rng: np.random.Generator) -> list[tuple]:
     spo2 = np.clip(np.round(96 + rng.normal(0, 1, n)), 85, 100)
     rr = np.round(16 + rng.normal(0, 1.5, n))
     abp = np.round(125 + 8 * np.sin(minutes / 120) + rng.normal(0, 3, n))
+    if pid % 2 == 0:  # a real deterioration in the 20th hour: NEWS2 must still escalate
+        worse = slice(int(19 * n / 24), int(20 * n / 24))
+        rr[worse], hr[worse], pr[worse] = 27.0, 124.0, 124.0
     # device habits
     abp[: int(0.6 * n)] = 0.0  # line closed / flushed most of the stay
     frozen = slice(int(0.7 * n), int(0.7 * n) + 40)
