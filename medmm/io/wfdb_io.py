@@ -73,6 +73,34 @@ def _record_name(path: str | Path) -> str:
     return p[:-4] if p.endswith((".hea", ".dat")) else p
 
 
+def _read_record(name: str) -> Any:
+    """A WFDB record; a multi-segment one (fixed or variable layout, with ``~`` gaps) joined into
+    one signal matrix over the layout's channels, gaps and absent channels as NaN."""
+    import wfdb
+
+    rec = wfdb.rdrecord(name, m2s=False)
+    if not isinstance(rec, wfdb.MultiRecord):
+        return rec
+    segs = [(g, n) for g, n in zip(rec.segments, rec.seg_len)]
+    head = next((g for g, n in segs if g is not None and n == 0), None)  # variable layout
+    if head is None:
+        head = next((g for g, _ in segs if g is not None), None)
+    if head is None:
+        raise ValueError("every segment is a gap")
+    names, units = list(head.sig_name), list(head.units or [""] * len(head.sig_name))
+    out = np.full((int(sum(n for _, n in segs)), len(names)), np.nan)
+    pos = 0
+    for g, n in segs:
+        if g is not None and n and g.p_signal is not None:
+            for j, nm in enumerate(g.sig_name):
+                if nm in names:
+                    out[pos:pos + n, names.index(nm)] = g.p_signal[:, j]
+        pos += n
+    return wfdb.Record(record_name=rec.record_name, n_sig=len(names), fs=rec.fs, sig_len=len(out),
+                       base_date=rec.base_date, base_time=rec.base_time, p_signal=out, sig_name=names,
+                       units=units)
+
+
 def _base_time(rec: Any, start_time: Any, path: Any) -> "pd.Timestamp":
     import pandas as pd
 
@@ -137,15 +165,14 @@ def read_wfdb_vitals(
     numeric); other waveforms (PLETH, ABP, RESP ...) are skipped with one problem per channel.
     """
     import pandas as pd
-    import wfdb
 
     from .vitals import signal_loss_rules
 
     rules = signal_loss_rules(signal_loss)
     name = _record_name(path)
     try:
-        rec = wfdb.rdrecord(name)
-    except (FileNotFoundError, ValueError, OSError, IndexError) as exc:
+        rec = _read_record(name)
+    except (FileNotFoundError, ValueError, OSError, IndexError, AttributeError, TypeError) as exc:
         raise ReadError(f"not a readable WFDB record ({exc})", path=path,
                         hint="give the .hea header next to its data file (and every segment of a multi-segment record)"
                         ) from exc

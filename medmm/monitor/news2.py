@@ -138,7 +138,7 @@ def _measurement(name: str, value: Any) -> float:
         raise NEWS2Error(f"{name} {value!r} is not a number", column=name,
                          hint=f"give the measured {name} as a number") from None
     if not math.isfinite(x):
-        raise NEWS2Error(f"{name} {value!r} is not a finite number", column=name,
+        raise NEWS2Error(f"{name} {x:g} is not a finite number", column=name,
                          hint=f"give the measured {name}, or None if it was not observed")
     return x
 
@@ -336,7 +336,8 @@ class News2Result:
         for p, s in sorted(self.scores.items(), key=lambda kv: -kv[1]):
             if s > 0:
                 v = self.values.get(p)
-                shown = ("oxygen" if v else "air") if p == "air_or_oxygen" else f"{v}{units.get(p, '')}"
+                num = f"{v:g}" if isinstance(v, float) else v
+                shown = ("oxygen" if v else "air") if p == "air_or_oxygen" else f"{num}{units.get(p, '')}"
                 src = f" (from {self.sources[p]})" if p in self.sources else ""
                 out.append(f"{p} {shown}{src} scores {s}")
         return out
