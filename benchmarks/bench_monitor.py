@@ -8,25 +8,31 @@ closed: in one real record 1,929 of 1,936 ABPSys minutes are 0) and a frozen, fl
 arterial line. Feeds them through :meth:`HealthMonitor.observe_many` (one charted set per
 minute) and prints
 
-* throughput in observations/s beside the reference (the monitor before issue 13, same
-  stream, same machine: ``REFERENCE_OBS_S``);
+* throughput in observations/s beside the reference: the monitor before issue 13 on the same
+  stream, measured in the same run from ``--reference-tree`` (a checkout of main before the
+  change), else the figure recorded in ``REFERENCE_OBS_S``; on a shared machine compare the two
+  figures of one run, not figures of different runs;
 * clinical (NEWS2) alerts, and how many of them rest on a zero reading (target: 0);
 * technical "signal lost" alerts.
 
     python benchmarks/bench_monitor.py                 # 20 patients x 24 h
     python benchmarks/bench_monitor.py --patients 4    # quick run
+    python benchmarks/bench_monitor.py --reference-tree /path/to/main-before   # side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.environ.get("MEDMM_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
 #: observations/s of the monitor before issue 13 (main at 3e3af9a), this stream, --patients 4 --hours 24,
 #: on the 2-core dev machine; its alerts: every patient escalated on zero readings
@@ -70,6 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=20)
     ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--reference-tree", help="a medmm checkout to measure as the reference, same stream")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     from medmm.monitor.health import HealthMonitor
 
@@ -86,9 +94,19 @@ def main() -> None:
     technical = [a for a in alerts if getattr(a, "kind", "clinical") == "technical"]
     on_zero = [a for a in clinical if any(v == 0 for k, v in a.news2["values"].items() if k != "air_or_oxygen")]
     rate = n_obs / dt
-    ref = f"{REFERENCE_OBS_S:,.0f}" if REFERENCE_OBS_S else "n/a"
+    if args.json:
+        print(json.dumps({"rate": rate, "clinical": len(clinical), "on_zero": len(on_zero)}))
+        return
+    ref = f"{REFERENCE_OBS_S:,.0f} obs/s (recorded)" if REFERENCE_OBS_S else "n/a"
+    if args.reference_tree:
+        out = subprocess.run([sys.executable, __file__, "--json", "--patients", str(args.patients), "--hours",
+                              str(args.hours)], env={**os.environ, "MEDMM_BENCH_TREE": args.reference_tree},
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        ref = (f"{r['rate']:,.0f} obs/s (this run; its clinical alerts: {r['clinical']}, on a zero reading: "
+               f"{r['on_zero']})")
     print(f"observations: {n_obs:,} from {args.patients} patients x {args.hours:g} h of minute numerics")
-    print(f"throughput:   {rate:,.0f} obs/s   (reference, monitor before issue 13: {ref} obs/s; target >= 10,000)")
+    print(f"throughput:   {rate:,.0f} obs/s   (reference, the monitor before issue 13: {ref}; target >= 10,000)")
     print(f"clinical alerts: {len(clinical)}, resting on a zero reading: {len(on_zero)}   (target 0)")
     print(f"technical (signal lost) alerts: {len(technical)}")
 

@@ -39,10 +39,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SchemaError
+from ..io.vitals import SIGNALS, canonical_signal, convert_unit, signal_loss_rules
+
+_canonical = lru_cache(maxsize=4096)(canonical_signal)
+_converter = lru_cache(maxsize=4096)(convert_unit)
 from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2, parse_on_oxygen
 
 __all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "NEWS2_SOURCES", "ReplayResult"]
@@ -132,7 +137,7 @@ class Alert:
 class _Patient:
     obs: deque = field(default_factory=deque)  # (time, signal, value, unit)
     latest: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source signal -> (time, valid value)
-    lost: dict[str, tuple[Any, str]] = field(default_factory=dict)  # source signal -> (since, why)
+    lost: dict[str, tuple[Any, str, str]] = field(default_factory=dict)  # source signal -> (since, why, note)
     lost_alerted: set = field(default_factory=set)
     runs: dict[str, list] = field(default_factory=dict)  # signal -> [value, since, count] (flat-lines)
     context: dict[str, Any] = field(default_factory=dict)  # modality -> value for the model
@@ -154,9 +159,8 @@ class HealthMonitor:
         self.config = config or MonitorConfig()
         self.patients: dict[str, _Patient] = defaultdict(_Patient)
         self.alerts: list[Alert] = []
-        from ..io.vitals import signal_loss_rules
-
         self._rules = signal_loss_rules(self.config.signal_loss)
+        self._cut: tuple[Any, Any] = (None, None)  # (time, time - window) of the last observation
         if predictor is not None:
             columns = tuple(getattr(predictor, "columns", predictor.tasks))
             task = self.config.model_task or columns[0]
@@ -209,6 +213,8 @@ class HealthMonitor:
     def _time(time: Any) -> Any:
         import pandas as pd
 
+        if type(time) is pd.Timestamp and time.tzinfo is None:
+            return time
         try:
             t = pd.Timestamp(time)
         except (ValueError, TypeError):
@@ -218,13 +224,9 @@ class HealthMonitor:
 
     def _ingest(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None) -> Any:
         """Validate one observation and add it to the patient's window; returns its time."""
-        import pandas as pd
-
-        from ..io.vitals import SIGNALS, canonical_signal, convert_unit
-
         pid = str(patient_id)
         t = self._time(time)
-        sig = canonical_signal(signal)
+        sig = _canonical(signal) if isinstance(signal, str) else canonical_signal(signal)
         p = self.patients[pid]
         param = NEWS2_SIGNALS.get(sig)
         if param == "consciousness":
@@ -244,7 +246,7 @@ class HealthMonitor:
             self._set_latest(p, "on_oxygen", t, bool(on))
         else:
             v = _num(value, sig)
-            conv = convert_unit(sig, unit)
+            conv = _converter(sig, unit) if unit is None or isinstance(unit, str) else convert_unit(sig, unit)
             if conv is None:
                 raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
                                   hint=f"give {sig} in {SIGNALS[sig][0]}")
@@ -260,7 +262,9 @@ class HealthMonitor:
             p.obs.append((t, sig, v, SIGNALS[sig][0] if sig in SIGNALS else (unit or "")))
             if param:
                 self._set_latest(p, sig, t, v)
-        cutoff = t - pd.Timedelta(hours=self.config.window_hours)
+        if self._cut[0] is not t:  # a charted set shares one time: one subtraction per set
+            self._cut = (t, t - _delta(hours=self.config.window_hours))
+        cutoff = self._cut[1]
         while p.obs and p.obs[0][0] < cutoff:
             p.obs.popleft()
         return t
@@ -335,15 +339,13 @@ class HealthMonitor:
         if old is None or t >= old[0]:
             p.latest.pop(sig, None)
             if sig not in p.lost:
-                p.lost[sig] = (t, why)
+                p.lost[sig] = (t, why, f"{SOURCE_LABELS.get(sig, sig)} signal lost since {t}: {why}; not scored")
         return why
 
     def _news2(self, p: _Patient, t: Any) -> tuple[News2Result, list[str]]:
-        import pandas as pd
-
         cfg = self.config
-        stale = t - pd.Timedelta(hours=cfg.stale_hours)
-        recent = t - pd.Timedelta(minutes=cfg.source_window_minutes)
+        stale = t - _delta(hours=cfg.stale_hours)
+        recent = t - _delta(minutes=cfg.source_window_minutes)
         fresh = {k: v for k, (tt, v) in p.latest.items() if tt >= stale and k in ("on_oxygen", "consciousness")}
         notes: list[str] = []
         sources: dict[str, str] = {}
@@ -363,8 +365,7 @@ class HealthMonitor:
                         notes.append(f"{SOURCE_LABELS.get(s1, s1)} {v1:g} and {SOURCE_LABELS.get(s2, s2)} {v2:g} "
                                      f"disagree by {abs(v1 - v2):g} {_UNITS.get(param, '')} (> {limit:g}): NEWS2 uses "
                                      f"{sources[param]}; check the patient, the leads and the probe or line")
-        for sig, (since, why) in p.lost.items():
-            notes.append(f"{SOURCE_LABELS.get(sig, sig)} signal lost since {since}: {why}; not scored")
+        notes += [note for _, _, note in p.lost.values()]
         on_oxygen = fresh.get("on_oxygen")
         consciousness = fresh.get("consciousness")
         if self.config.assume_normal:
@@ -432,7 +433,7 @@ class HealthMonitor:
         p.lost_alerted.update(new)
         expl = []
         for s in new:
-            since, why = p.lost[s]
+            since, why, _ = p.lost[s]
             param = NEWS2_SIGNALS.get(s)
             other = [o for o in NEWS2_SOURCES.get(param or "", ()) if o != s and o in p.latest]
             fallback = (f"NEWS2 uses {SOURCE_LABELS.get(other[0], other[0])}" if other
@@ -453,7 +454,7 @@ class HealthMonitor:
             model_level = 3 if p.risk >= cfg.model_high else 2 if p.risk >= cfg.model_threshold else 0
         level = max(res.level, model_level)
         p.last = {"time": str(t), "news2": res.to_dict(), "risk": p.risk, "level": level, "notes": list(assumed),
-                  "signal_lost": {s: {"since": str(since), "why": why} for s, (since, why) in p.lost.items()},
+                  "signal_lost": {s: {"since": str(since), "why": why} for s, (since, why, _) in p.lost.items()},
                   "band": _LEVEL_NAME[level] if level == res.level or model_level == 0 else f"model-{_LEVEL_NAME[level]}"}
         if level < cfg.alert_level:
             p.last_alert_level = 0  # re-armed
@@ -472,6 +473,13 @@ class HealthMonitor:
         p.last_alert_time = t
         self.alerts.append(alert)
         return alert
+
+
+@lru_cache(maxsize=64)
+def _delta(*, hours: float = 0.0, minutes: float = 0.0) -> Any:
+    import pandas as pd
+
+    return pd.Timedelta(hours=hours, minutes=minutes)
 
 
 def _resources(resource: dict[str, Any]) -> list[dict[str, Any]]:
