@@ -349,3 +349,17 @@ def test_news2_numeric_strings_score_as_numbers():
     r = news2(resp_rate="21", temperature="38.05", pulse=" 130 ")
     assert r.scores == {"resp_rate": 2, "temperature": 1, "pulse": 2}
     assert r.values["resp_rate"] == 21.0 and r.missing == ["spo2", "air_or_oxygen", "sbp", "consciousness"]
+
+
+def test_replay_counts_escalations_not_technical_alerts():
+    from medmm.monitor.health import replay
+
+    t = pd.date_range("2750-03-04T10:00", periods=30, freq="min")
+    rows = [(pid, x, "HR", hr, "bpm") for pid, hr in (("sick", 135.0), ("well", 0.0)) for x in t]
+    rows += [(pid, x, "RR", 16.0, None) for pid in ("sick", "well") for x in t]
+    frame = pd.DataFrame(rows, columns=["patient_id", "time", "signal", "value", "unit"])
+    res = replay(frame, outcomes={"sick": 1, "well": 0}, news2_levels=(2,))
+    row = res.table.iloc[0]
+    # "well" has only HR 0 (leads off): a technical alert, not a false alarm
+    assert row["sensitivity"] == 1.0 and row["false_alarm_rate"] == 0.0
+    assert row["alerts"] == 1 and row["technical_alerts"] == 1

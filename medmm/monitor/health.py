@@ -246,7 +246,9 @@ class HealthMonitor:
             self._set_latest(p, "on_oxygen", t, bool(on))
         else:
             v = _num(value, sig)
-            conv = _converter(sig, unit) if unit is None or isinstance(unit, str) else convert_unit(sig, unit)
+            if unit is not None and not isinstance(unit, str):
+                unit = None if unit != unit else str(unit)  # a table's empty unit cell is NaN
+            conv = _converter(sig, unit)
             if conv is None:
                 raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
                                   hint=f"give {sig} in {SIGNALS[sig][0]}")
@@ -606,11 +608,13 @@ def replay(source: Any, *, outcomes: dict[str, float] | Any = None, task: str | 
                 mon.observe(rec.patient_id, rec.time, rec.signal, rec.value, getattr(rec, "unit", None))
             except (SchemaError, NEWS2Error):
                 continue
-        alerted = {a.patient_id for a in mon.alerts}
+        clinical = [a for a in mon.alerts if a.kind == "clinical"]  # technical alerts are not escalations
+        alerted = {a.patient_id for a in clinical}
         rows.append({"strategy": name, "threshold": thr, "patients": len(span), "positives": len(positives),
                      "sensitivity": len(alerted & positives) / max(len(positives), 1),
                      "false_alarm_rate": len(alerted & negatives) / max(len(negatives), 1),
-                     "alerts": len(mon.alerts), "alerts_per_patient_day": len(mon.alerts) / patient_days})
+                     "alerts": len(clinical), "alerts_per_patient_day": len(clinical) / patient_days,
+                     "technical_alerts": len(mon.alerts) - len(clinical)})
         all_alerts += [{"strategy": name, "threshold": thr, **a.to_dict()} for a in mon.alerts]
     table = pd.DataFrame(rows)
     table["sensitivity"] = table["sensitivity"].astype(float).round(4)
