@@ -33,7 +33,7 @@ def test_single_red_parameter_alerts_at_low_medium_with_explanation():
     assert len(alerts) == 1
     a = alerts[0]
     assert (a.level, a.band, a.source) == (2, "low-medium", "news2")
-    assert any("resp_rate 26.0/min scores 3" in line for line in a.explanation)
+    assert any("resp_rate 26/min scores 3" in line for line in a.explanation)
     assert any("assumed alert" in line for line in a.explanation)
 
 

@@ -13,16 +13,28 @@ times naive UTC) after the same cleaning (:func:`clean_vitals`):
 Rows that cannot be used are collected as problems in ``vitals.problems`` (a list of
 :class:`~medmm.errors.ReadError` naming file, row and column); ``strict=True`` raises the
 first one instead. Signals medmm does not know are kept with their own unit, unchecked.
+
+Times are ``datetime64[ns]``; a record whose times lie beyond its range (1677-2262, e.g.
+MIMIC's de-identified dates in the 2700s-2900s) keeps ``datetime64[us]`` instead
+(:func:`vitals_times`): the dates are kept as written, not shifted.
+
+**Device signal loss.** A bedside monitor writes 0 when it has no signal (ECG leads off,
+SpO2 probe off, an arterial line closed or flushed) and holds a frozen transducer's value
+unchanged. :data:`DEVICE_SIGNAL_LOSS` says, per signal, which readings mean "no signal"
+(:class:`SignalLoss`); :func:`drop_signal_loss` removes them and reports one problem per
+signal and kind. Device numerics (WFDB) apply it by default; the table readers on request
+(``signal_loss="device"``), since a charted 0 is a clinician's entry.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MedmmError, ReadError
+from ..errors import ConfigError, MedmmError, ReadError
 from ..records import Vitals
 from .common import parse_times, problem, to_timestamp
 
@@ -36,6 +48,12 @@ __all__ = [
     "read_fhir_vitals",
     "vitals_from_observations",
     "clean_vitals",
+    "vitals_times",
+    "SignalLoss",
+    "DEVICE_SIGNAL_LOSS",
+    "signal_loss_rules",
+    "find_signal_loss",
+    "drop_signal_loss",
     "canonical_signal",
     "convert_unit",
     "LONG_COLUMNS",
@@ -71,13 +89,13 @@ _SIGNAL_ALIASES = {
     "pulse_rate": ["pulse", "pulse rate", "pulse_rate", "pr"],
     "resp_rate": ["rr", "resp", "resp rate", "respiratory rate", "resp_rate", "respiration", "rr rate"],
     "spo2": ["spo2", "%spo2", "sp02", "sao2", "o2 sat", "o2sat", "oxygen saturation", "spo2 %"],
-    "sbp": ["sbp", "nbp sys", "nbpsys", "nibp sys", "nbp_sys", "systolic", "systolic bp", "nisysabp"],
+    "sbp": ["sbp", "nbp sys", "nbpsys", "nibp sys", "nbp_sys", "systolic", "systolic bp", "nisysabp", "nbps"],
     "dbp": ["dbp", "nbp dias", "nbpdias", "nibp dia", "nbp_dias", "nbp dia", "diastolic", "diastolic bp",
-            "nidiasabp"],
-    "map": ["map", "nbp mean", "nbpmean", "nibp mean", "nbp_mean", "mean bp", "nimap"],
-    "abp_sys": ["abp sys", "abpsys", "art sys", "abp_sys", "sysabp", "ibp sys"],
-    "abp_dia": ["abp dias", "abpdias", "abp dia", "art dia", "abp_dia", "diasabp", "ibp dia"],
-    "abp_mean": ["abp mean", "abpmean", "art mean", "abp_mean", "meanabp", "ibp mean"],
+            "nidiasabp", "nbpd"],
+    "map": ["map", "nbp mean", "nbpmean", "nibp mean", "nbp_mean", "mean bp", "nimap", "nbpm"],
+    "abp_sys": ["abp sys", "abpsys", "art sys", "abp_sys", "sysabp", "ibp sys", "abps", "arts"],
+    "abp_dia": ["abp dias", "abpdias", "abp dia", "art dia", "abp_dia", "diasabp", "ibp dia", "abpd", "artd"],
+    "abp_mean": ["abp mean", "abpmean", "art mean", "abp_mean", "meanabp", "ibp mean", "abpm", "artm"],
     "cvp": ["cvp"],
     "temperature": ["temp", "temperature", "body temperature", "t"],
     "weight": ["weight", "body weight", "wt"],
@@ -179,22 +197,27 @@ def clean_vitals(
     path: Any = None,
     problems: list[MedmmError] | None = None,
     rename: bool = True,
+    signal_loss: Mapping[str, SignalLoss] | None = None,
 ) -> "pd.DataFrame":
     """Canonical names, canonical units, range checks and de-duplication of a long frame.
 
     ``frame`` has :data:`LONG_COLUMNS` (``time`` datetime64, ``value`` float); its index is the
-    row reported in problems. Returns the cleaned frame sorted by time and signal (fresh index).
+    row reported in problems. ``signal_loss`` (rules per signal, see :func:`signal_loss_rules`)
+    drops the device's "no signal" readings first. Returns the cleaned frame sorted by time and
+    signal (fresh index).
     """
     import numpy as np
     import pandas as pd
 
     problems = [] if problems is None else problems
     df = frame[list(LONG_COLUMNS)].copy()
-    df["time"] = pd.to_datetime(df["time"]).astype("datetime64[ns]")
+    df["time"] = vitals_times(df["time"])
     df["unit"] = df["unit"].fillna("").astype(str)
     if rename:
         mapping = {s: canonical_signal(s) for s in df["signal"].unique()}
         df["signal"] = df["signal"].map(mapping)
+    if signal_loss:
+        df = drop_signal_loss(df, signal_loss, path=path, problems=problems)
     keep = np.ones(len(df), dtype=bool)
     values = df["value"].to_numpy(dtype=float, copy=True)
     units = df["unit"].to_numpy(dtype=object, copy=True)
@@ -248,6 +271,142 @@ def clean_vitals(
         df.loc[dup, "value"] = means
         df = df.drop_duplicates(subset=["time", "signal"])
     return df.sort_values(["time", "signal"], kind="stable").reset_index(drop=True)
+
+
+def vitals_times(values: Any) -> Any:
+    """Times as ``datetime64[ns]``, or ``datetime64[us]`` when they lie beyond the ns range
+    (1677-2262: MIMIC's de-identified dates in the 2700s-2900s), never shifted."""
+    import pandas as pd
+
+    t = pd.to_datetime(values)
+    try:
+        return t.astype("datetime64[ns]")
+    except pd.errors.OutOfBoundsDatetime:
+        return t.astype("datetime64[us]")
+
+
+@dataclass(frozen=True)
+class SignalLoss:
+    """Which device readings of one signal mean "no signal".
+
+    ``zero``: a reading of exactly 0 (leads off, probe off, line closed or flushed).
+    ``flat_s``: one value held unchanged for at least this many seconds (and 3 readings), a
+    frozen or damped transducer; ``None`` where a steady value is physiological (a paced heart
+    rate, SpO2 100 % on oxygen, a ventilator's set rate, a temperature).
+    """
+
+    zero: bool = True
+    flat_s: float | None = None
+
+
+#: device numerics: readings that mean "no signal", per canonical signal. A 0 is loss for every
+#: rate, saturation and systemic pressure (none is compatible with a monitored, living patient
+#: whose other signals go on); a central venous pressure of 0 mmHg is real, so only its flat-line is.
+#: Invasive pressures vary beat to beat: one value held 15 minutes is a frozen or flushed line.
+DEVICE_SIGNAL_LOSS: dict[str, SignalLoss] = {
+    "heart_rate": SignalLoss(),
+    "pulse_rate": SignalLoss(),
+    "resp_rate": SignalLoss(),
+    "spo2": SignalLoss(),
+    "sbp": SignalLoss(),
+    "dbp": SignalLoss(),
+    "map": SignalLoss(),
+    "abp_sys": SignalLoss(flat_s=900.0),
+    "abp_dia": SignalLoss(flat_s=900.0),
+    "abp_mean": SignalLoss(flat_s=900.0),
+    "cvp": SignalLoss(zero=False, flat_s=900.0),
+}
+
+
+def signal_loss_rules(signal_loss: Any = "device") -> dict[str, SignalLoss]:
+    """The per-signal rules from a reader's ``signal_loss`` option.
+
+    ``"device"`` (or ``True``): :data:`DEVICE_SIGNAL_LOSS`; ``None``/``False``: none; a mapping
+    ``signal -> SignalLoss | bool | None`` overrides the device rules per signal (``False`` or
+    ``None`` turns a signal's rule off, ``True`` keeps its default).
+    """
+    if signal_loss is None or signal_loss is False:
+        return {}
+    if signal_loss is True or signal_loss == "device":
+        return dict(DEVICE_SIGNAL_LOSS)
+    if not isinstance(signal_loss, Mapping):
+        raise ConfigError(f"signal_loss {signal_loss!r} is not 'device', None or a mapping of signal to SignalLoss")
+    rules = dict(DEVICE_SIGNAL_LOSS)
+    for name, rule in signal_loss.items():
+        sig = canonical_signal(name)
+        if rule is None or rule is False:
+            rules.pop(sig, None)
+        elif rule is True:
+            rules[sig] = DEVICE_SIGNAL_LOSS.get(sig, SignalLoss())
+        elif isinstance(rule, SignalLoss):
+            rules[sig] = rule
+        else:
+            raise ConfigError(f"signal_loss[{name!r}] = {rule!r} is not a SignalLoss, True, False or None")
+    return rules
+
+
+def find_signal_loss(times: Any, values: Any, rule: SignalLoss) -> tuple[Any, Any]:
+    """Masks ``(zero, flat)`` of the readings of one signal (in time order) that are signal loss.
+
+    A flat-line is a run of one non-zero value over at least ``rule.flat_s`` seconds and 3
+    readings; NaN readings neither break nor extend a run.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    zero = (v == 0) if rule.zero else np.zeros(len(v), dtype=bool)
+    flat = np.zeros(len(v), dtype=bool)
+    if rule.flat_s is not None and len(v) >= 3:
+        ok = np.flatnonzero(~np.isnan(v))
+        x = v[ok]
+        t = np.asarray(times).astype("datetime64[us]").astype(np.int64)[ok]
+        if len(x) >= 3:
+            brk = np.flatnonzero(np.diff(x) != 0) + 1
+            starts = np.r_[0, brk]
+            ends = np.r_[brk, len(x)]
+            for a, b in zip(starts, ends):
+                if b - a >= 3 and x[a] != 0 and (t[b - 1] - t[a]) >= rule.flat_s * 1e6:
+                    flat[ok[a:b]] = True
+    return zero, flat
+
+
+def drop_signal_loss(
+    frame: "pd.DataFrame",
+    rules: Mapping[str, SignalLoss],
+    *,
+    path: Any = None,
+    problems: list[MedmmError],
+    column: str | None = None,
+) -> "pd.DataFrame":
+    """``frame`` (long, canonical signals) without its signal-loss readings, one problem per
+    signal and kind (zeros, flat-lines) naming how many readings, when, and the first row."""
+    import numpy as np
+
+    if not rules or frame.empty:
+        return frame
+    drop = np.zeros(len(frame), dtype=bool)
+    for signal, idx in frame.groupby("signal", sort=False).indices.items():
+        rule = rules.get(signal)
+        if rule is None:
+            continue
+        idx = idx[np.argsort(frame["time"].to_numpy()[idx], kind="stable")]
+        zero, flat = find_signal_loss(frame["time"].to_numpy()[idx], frame["value"].to_numpy()[idx], rule)
+        for mask, what, hint in (
+                (zero, "are 0, the device's 'no signal' (leads or probe off, line closed or flushed)",
+                 f"signal_loss={{{signal!r}: False}} keeps them if a 0 is a real measurement here"),
+                (flat, f"hold one value for {rule.flat_s or 0:g} s or more (a frozen or damped line)",
+                 f"signal_loss={{{signal!r}: SignalLoss(flat_s=...)}} changes the limit")):
+            if not mask.any():
+                continue
+            sel = idx[mask]
+            runs = int(np.count_nonzero(np.diff(np.r_[0, mask.astype(np.int8)]) == 1))
+            times = frame["time"].iloc[sel]
+            problems.append(problem(
+                f"{int(mask.sum()):,} of {len(idx):,} {signal} readings {what}, in {runs} run(s) from "
+                f"{times.min()} to {times.max()}; treated as signal loss and left out",
+                path=path, row=_row(frame, int(sel[0])), column=column or "value", hint=hint))
+            drop[sel] = True
+    return frame[~drop]
 
 
 def _num(x: Any) -> str:
@@ -315,12 +474,14 @@ def read_vitals_long(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    signal_loss: Any = None,
     **_: Any,
 ) -> Vitals:
     """Read a long-layout vitals CSV (``time, signal, value, unit``), cleaned.
 
     An optional ``patient_id`` column is filtered by ``patient_id``; when ``index_time`` is
     given, observations after it are left out. Problems are in ``vitals.problems``.
+    ``signal_loss="device"`` drops a monitor export's "no signal" readings (zeros, flat-lines).
     """
     import pandas as pd
 
@@ -330,7 +491,8 @@ def read_vitals_long(
         raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
     problems: list[MedmmError] = []
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems), problems, path=path, strict=strict,
+    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+                   problems, path=path, strict=strict,
                    index_time=index_time)
 
 
@@ -340,6 +502,7 @@ def read_vitals_parquet(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    signal_loss: Any = None,
     **_: Any,
 ) -> Vitals:
     """Read a long-layout vitals Parquet file (``time, signal, value, unit``), cleaned."""
@@ -358,7 +521,8 @@ def read_vitals_parquet(
         df["time"] = t.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
     problems: list[MedmmError] = []
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems), problems, path=path, strict=strict,
+    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+                   problems, path=path, strict=strict,
                    index_time=index_time)
 
 
@@ -372,6 +536,7 @@ def read_vitals_wide(
     index_time: Any = None,
     strict: bool = False,
     time_column: str = "time",
+    signal_loss: Any = None,
     **_: Any,
 ) -> Vitals:
     """Read a wide vitals CSV: a ``time`` column, one column per signal (``'HR [bpm]'``)."""
@@ -401,7 +566,8 @@ def read_vitals_wide(
     long.index = long.index.astype(int)
     problems: list[MedmmError] = []
     long = _from_table(long, path=path, problems=problems, patient_id=None)
-    return _finish(clean_vitals(long, path=path, problems=problems), problems, path=path, strict=strict,
+    return _finish(clean_vitals(long, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+                   problems, path=path, strict=strict,
                    index_time=index_time)
 
 

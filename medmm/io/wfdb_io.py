@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,27 +26,42 @@ import numpy as np
 from ..errors import MedmmError, ReadError
 from ..records import Vitals
 from .common import problem, to_timestamp
-from .vitals import SIGNALS, _finish, canonical_signal, clean_vitals
+from .vitals import SIGNALS, _finish, canonical_signal, clean_vitals, drop_signal_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["Waveform", "read_wfdb_vitals", "read_ecg", "read_ecg_heart_rate", "is_ecg_lead"]
+__all__ = ["Waveform", "read_wfdb_vitals", "read_ecg", "read_ecg_heart_rate", "is_ecg_lead", "sample_times",
+           "WAVEFORM_HZ"]
 
-_ECG_LEADS = {"i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6", "mli", "mlii",
-              "mliii", "ecg", "ecg1", "ecg2", "ecg i", "ecg ii", "ecg iii", "mv1", "mv2", "v", "lead i",
-              "lead ii", "lead iii", "d1", "d2", "d3"}
 _VOLT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nv": 1e-6}
+#: a lead after an optional ``ECG``/``EKG``/``Lead`` prefix: limb (I-III, aVR/aVL/aVF, D1-D3), precordial
+#: (V, V1-V9, V3R-V6R), modified (MLI-MLIII, MCL1-6, MV1-2, CM5, CC5, CS), Frank (VX-VZ); a bare digit only
+#: after the prefix (``ECG 1``). PLETH/PPG, ABP, RESP, ``ECG HR`` are not leads.
+_LEAD_RE = re.compile(
+    r"^(?:(?P<pre>ECG|EKG)[\s_.:-]*)?(?:LEAD[\s_.:-]*)?"
+    r"(?P<lead>I{1,3}|AV[RLF]|D[1-3]|V(?:[1-9]R?)?|ML(?:I{1,3}|[1-3])|MCL[1-6]?|MV[1-6]|CM[1-6]|CC[1-6]|CS\d?"
+    r"|V[XYZ]|\d)?[+]?$")
+#: channels sampled at least this fast are waveforms, not vital-sign numerics
+WAVEFORM_HZ = 5.0
 
 
-def is_ecg_lead(name: str) -> bool:
-    """Whether a channel name is an ECG lead (``II``, ``V1``, ``MLII``, ``ECG`` ...)."""
-    return _lead_name(name).lower() in _ECG_LEADS
+def is_ecg_lead(name: str, unit: str | None = None) -> bool:
+    """Whether a channel is an ECG lead (``II``, ``V1``, ``MLII``, ``MCL1``, ``ECG 1``, ``ECG`` ...).
+
+    A channel whose ``unit`` is given and is not a voltage (``bpm``, ``NU``, ``mmHg``) is not.
+    """
+    key = re.sub(r"\s+", " ", str(name).strip().upper())
+    m = _LEAD_RE.match(key)
+    if not m or not (m["pre"] or m["lead"]) or (m["lead"] or "").isdigit() and not m["pre"]:
+        return False
+    return unit is None or not unit.strip() or unit.strip().lower() in _VOLT
 
 
 def _lead_name(label: str) -> str:
-    """``'Lead I (Einthoven)'`` -> ``'I'``, ``'Lead aVR'`` -> ``'aVR'``, others unchanged."""
-    m = re.match(r"^\s*(?:lead\s+)?(?P<lead>I{1,3}|aV[RLF]|V[1-6]|MLI{1,3})\b", label, re.I)
+    """``'Lead I (Einthoven)'`` -> ``'I'``, ``'Lead aVR'`` -> ``'aVR'``, ``'ECG II'`` -> ``'II'``;
+    others unchanged."""
+    m = re.match(r"^\s*(?:(?:ecg|ekg)[\s_.:-]*)?(?:lead\s+)?(?P<lead>I{1,3}|aV[RLF]|V[1-6]|MLI{1,3})\b", label, re.I)
     if not m:
         return label.strip()
     lead = m["lead"]
@@ -55,6 +71,34 @@ def _lead_name(label: str) -> str:
 def _record_name(path: str | Path) -> str:
     p = str(path)
     return p[:-4] if p.endswith((".hea", ".dat")) else p
+
+
+def _read_record(name: str) -> Any:
+    """A WFDB record; a multi-segment one (fixed or variable layout, with ``~`` gaps) joined into
+    one signal matrix over the layout's channels, gaps and absent channels as NaN."""
+    import wfdb
+
+    rec = wfdb.rdrecord(name, m2s=False)
+    if not isinstance(rec, wfdb.MultiRecord):
+        return rec
+    segs = [(g, n) for g, n in zip(rec.segments, rec.seg_len)]
+    head = next((g for g, n in segs if g is not None and n == 0), None)  # variable layout
+    if head is None:
+        head = next((g for g, _ in segs if g is not None), None)
+    if head is None:
+        raise ValueError("every segment is a gap")
+    names, units = list(head.sig_name), list(head.units or [""] * len(head.sig_name))
+    out = np.full((int(sum(n for _, n in segs)), len(names)), np.nan)
+    pos = 0
+    for g, n in segs:
+        if g is not None and n and g.p_signal is not None:
+            for j, nm in enumerate(g.sig_name):
+                if nm in names:
+                    out[pos:pos + n, names.index(nm)] = g.p_signal[:, j]
+        pos += n
+    return wfdb.Record(record_name=rec.record_name, n_sig=len(names), fs=rec.fs, sig_len=len(out),
+                       base_date=rec.base_date, base_time=rec.base_time, p_signal=out, sig_name=names,
+                       units=units)
 
 
 def _base_time(rec: Any, start_time: Any, path: Any) -> "pd.Timestamp":
@@ -74,51 +118,114 @@ def _base_time(rec: Any, start_time: Any, path: Any) -> "pd.Timestamp":
     )
 
 
+def sample_times(start: "pd.Timestamp", n: int, fs: float) -> np.ndarray:
+    """``start + k / fs`` for ``k < n`` as ``datetime64``, exact to the unit (no float drift).
+
+    ``fs`` is read as the nearest fraction with a denominator up to 10,000 (a header's
+    ``0.0166667`` is 1/60 Hz), offsets are computed in integers and rounded half up. The unit is
+    ns, or us where the times lie beyond the ns range (MIMIC's de-identified 2700s-2900s).
+    """
+    import pandas as pd
+
+    f = Fraction(float(fs)).limit_denominator(10_000)
+    if f <= 0:
+        raise ValueError(f"sampling frequency {fs!r} is not positive")
+    unit, scale = "ns", 10**9
+    try:
+        pd.Timestamp(start).as_unit("ns")
+        (pd.Timestamp(start) + pd.Timedelta(seconds=float(n / f) + 1)).as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
+        unit, scale = "us", 10**6
+    k = np.arange(n, dtype=np.int64)
+    off = (k * (scale * f.denominator) + f.numerator // 2) // f.numerator
+    return pd.Timestamp(start).as_unit(unit).to_datetime64() + off.astype(f"timedelta64[{unit}]")
+
+
 def read_wfdb_vitals(
     path: str | Path,
     *,
     index_time: Any = None,
     start_time: Any = None,
     strict: bool = False,
+    signal_loss: Any = "device",
+    waveform_hz: float = WAVEFORM_HZ,
     **_: Any,
 ) -> Vitals:
-    """Read a WFDB numerics record (``.hea`` + data) into cleaned long vitals.
+    """Read a WFDB numerics record (``.hea`` + data, single- or multi-segment) into cleaned long vitals.
 
-    Channel names are mapped to medmm's signals (``HR`` -> ``heart_rate``, ``ABP Sys`` ->
-    ``abp_sys``, ``NBP Sys`` -> ``sbp`` ...); units are converted as for any vitals file.
-    ECG waveform channels are skipped (use :func:`read_ecg_heart_rate`).
+    Channel names are mapped to medmm's signals (``HR`` -> ``heart_rate``, ``ABPSys`` ->
+    ``abp_sys``, ``NBPSys`` -> ``sbp``, ``PULSE`` -> ``pulse_rate`` ...); units are converted as
+    for any vitals file. Sample ``k`` is at ``base + k / fs`` exactly (:func:`sample_times`);
+    de-identified dates in the 2700s-2900s are kept (``datetime64[us]``).
+
+    The device's "no signal" readings (0, flat-lines; per signal, :data:`~medmm.io.vitals.
+    DEVICE_SIGNAL_LOSS`, changed with ``signal_loss``) are left out and reported, one problem
+    per signal and kind. Channels sampled at ``waveform_hz`` or faster are waveforms, not vitals:
+    ECG leads give the heart rate their QRS complexes imply (when the record has no heart-rate
+    numeric); other waveforms (PLETH, ABP, RESP ...) are skipped with one problem per channel.
     """
     import pandas as pd
-    import wfdb
 
+    from .vitals import signal_loss_rules
+
+    rules = signal_loss_rules(signal_loss)
     name = _record_name(path)
     try:
-        rec = wfdb.rdrecord(name)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+        rec = _read_record(name)
+    except (FileNotFoundError, ValueError, OSError, IndexError, AttributeError, TypeError) as exc:
         raise ReadError(f"not a readable WFDB record ({exc})", path=path,
-                        hint="give the .hea header next to its data file") from exc
+                        hint="give the .hea header next to its data file (and every segment of a multi-segment record)"
+                        ) from exc
     start = _base_time(rec, start_time, path)
     problems: list[MedmmError] = []
-    if rec.p_signal is None or rec.n_sig == 0:
+    if rec.p_signal is None or rec.n_sig == 0 or not rec.fs:
         raise ReadError("record has no signal", path=path, hint="remove it from the manifest")
     sig = np.asarray(rec.p_signal, dtype=float)
-    t = start + pd.to_timedelta(np.arange(sig.shape[0]) / float(rec.fs), unit="s")
-    frames = []
-    for k, (cname, unit) in enumerate(zip(rec.sig_name, rec.units)):
-        if is_ecg_lead(cname):
-            problems.append(problem(f"channel {cname!r} is an ECG waveform; skipped here", path=path,
-                                    column=f"sig_name[{k}]", hint="read ECGs with the 'ecg_wfdb' format"))
+    t = sample_times(start, sig.shape[0], float(rec.fs))
+    spf = list(getattr(rec, "samps_per_frame", None) or [1] * rec.n_sig)
+    units = list(rec.units or [""] * rec.n_sig)
+    frames, ecg = [], []
+    for k, (cname, unit) in enumerate(zip(rec.sig_name, units)):
+        hz = float(rec.fs) * (spf[k] or 1)
+        if hz >= waveform_hz:
+            if is_ecg_lead(cname, unit):
+                ecg.append(k)
+            else:
+                problems.append(problem(
+                    f"channel {cname!r} is a {hz:g} Hz waveform, not a vital-sign numeric; skipped", path=path,
+                    column=f"sig_name[{k}]", hint="read the record's numerics (MIMIC's '...n' record) as vitals"))
             continue
         signal = canonical_signal(cname)
         if signal not in SIGNALS:
             problems.append(problem(f"unknown channel {cname!r}; kept unconverted", path=path,
                                     column=f"sig_name[{k}]", hint=f"known signals: {sorted(SIGNALS)}"))
         col = sig[:, k]
-        ok = ~np.isnan(col)
-        frames.append(pd.DataFrame({"time": t[ok], "signal": signal, "value": col[ok], "unit": unit or ""},
-                                   index=np.flatnonzero(ok)))
-    if not frames:  # an ECG record: its derived heart rate
-        return read_ecg_heart_rate(path, index_time=index_time, start_time=start_time, strict=strict)
+        ok = np.flatnonzero(~np.isnan(col))
+        frame = pd.DataFrame({"time": t[ok], "signal": signal, "value": col[ok], "unit": unit or ""}, index=ok)
+        if signal in rules:
+            frame = drop_signal_loss(frame, {signal: rules[signal]}, path=path, problems=problems,
+                                     column=f"sig_name[{k}]")
+        frames.append(frame)
+    has_hr = any(len(f) and f["signal"].iloc[0] == "heart_rate" for f in frames)
+    if ecg and not has_hr:
+        wf = Waveform((sig[:, ecg] * np.asarray([_VOLT.get((units[k] or "mV").lower(), 1.0) for k in ecg])
+                       ).astype(np.float32), float(rec.fs), [_lead_name(rec.sig_name[k]) for k in ecg],
+                      pd.Timestamp(t[0]))
+        hr = wf.heart_rate()
+        if hr.empty:
+            problems.append(problem("no QRS complexes detected in the ECG leads", path=path, column="sig_name",
+                                    hint="check the ECG's leads and sampling rate"))
+        else:
+            secs = (hr["time"] - pd.Timestamp(t[0])).dt.total_seconds().to_numpy()
+            hr.index = np.minimum(np.round(secs * float(rec.fs)), sig.shape[0] - 1).astype(np.int64)
+            frames.append(hr)
+    elif ecg:
+        problems.append(problem(f"ECG lead(s) {[rec.sig_name[k] for k in ecg]} skipped: the record has a heart-rate "
+                                "numeric", path=path, column="sig_name", hint="read ECGs with the 'ecg_wfdb' format"))
+    if not frames:
+        raise ReadError("no vital-sign channel in the record"
+                        + (f" ({len(problems)} problem(s), first: {problems[0].message})" if problems else ""),
+                        path=path, hint="give a numerics record, or an ECG record for its heart rate")
     df = pd.concat(frames)
     return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
                    strict=strict, index_time=index_time)
@@ -264,7 +371,7 @@ def read_ecg(path: str | Path, *, start_time: Any = None, group: int | None = No
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise ReadError(f"not a readable WFDB record ({exc})", path=path,
                         hint="give the .hea header next to its data file") from exc
-    keep = [k for k, n in enumerate(rec.sig_name) if is_ecg_lead(n)]
+    keep = [k for k, n in enumerate(rec.sig_name) if is_ecg_lead(n, (rec.units or [None] * rec.n_sig)[k])]
     if not keep:
         raise ReadError(f"no ECG lead among channels {rec.sig_name}", path=path, column="sig_name",
                         hint="name ECG channels I, II, III, aVR, V1 ... or MLII")

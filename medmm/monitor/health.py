@@ -15,6 +15,23 @@ the patient.
 
 Unrecorded consciousness and oxygen are assumed *alert* and *on air* (``assume_normal``),
 which is stated in the explanation of every alert that relied on it.
+
+**Sources.** Two NEWS2 parameters have two sources (:data:`NEWS2_SOURCES`, most trusted
+first): pulse from the ECG heart rate, else the pleth pulse rate; systolic pressure from the
+invasive arterial line, else the cuff. A parameter uses the most trusted source with a valid
+reading in the last ``source_window_minutes``, else the newest valid reading of any source
+(not older than ``stale_hours``); the result names it (``news2['sources']``). When both
+sources have a recent valid reading and disagree by more than ``agreement`` (pulse 10 bpm,
+systolic 20 mmHg) the disagreement is stated in the state and in every alert: a pulse deficit
+or an artifact (ECG double counting, a damped line, a loose probe) that a nurse must check.
+
+**Artifact rejection.** Impossible values are refused (:class:`SchemaError`). The device's
+"no signal" readings (per signal, :data:`~medmm.io.vitals.DEVICE_SIGNAL_LOSS`: a 0 from the
+ECG, the pleth, the impedance respiration or an arterial line; a frozen arterial line held
+unchanged 15 minutes) are signal loss: never scored, never shown to the model; the source
+counts as lost until a valid reading comes, the parameter falls back to its other source, and
+a *technical* alert (``kind='technical'``, band ``signal-lost``) is raised once per loss instead
+of a NEWS2 escalation.
 """
 
 from __future__ import annotations
@@ -22,13 +39,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SchemaError
-from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2
+from ..io.vitals import SIGNALS, canonical_signal, convert_unit, signal_loss_rules
 
-__all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "ReplayResult"]
+_canonical = lru_cache(maxsize=4096)(canonical_signal)
+_converter = lru_cache(maxsize=4096)(convert_unit)
+from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2, parse_on_oxygen
+
+__all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "NEWS2_SOURCES", "ReplayResult"]
 
 #: canonical vitals signal -> NEWS2 parameter
 NEWS2_SIGNALS = {
@@ -44,6 +66,18 @@ NEWS2_SIGNALS = {
     "o2_flow": "on_oxygen",
     "fio2": "on_oxygen",
 }
+#: NEWS2 parameter -> its source signals, most trusted first
+NEWS2_SOURCES: dict[str, tuple[str, ...]] = {
+    "resp_rate": ("resp_rate",),
+    "spo2": ("spo2",),
+    "sbp": ("abp_sys", "sbp"),
+    "pulse": ("heart_rate", "pulse_rate"),
+    "temperature": ("temperature",),
+}
+#: how a source is named in explanations
+SOURCE_LABELS = {"heart_rate": "heart_rate (ECG)", "pulse_rate": "pulse_rate (pleth)",
+                 "abp_sys": "abp_sys (arterial line)", "sbp": "sbp (cuff)"}
+_UNITS = {"pulse": "bpm", "sbp": "mmHg"}
 #: LOINC codes of the NEWS2 parameters that are not vital signs in medmm.io.vitals
 EXTRA_LOINC = {
     "67775-7": "consciousness",  # level of responsiveness (AVPU)
@@ -67,6 +101,10 @@ class MonitorConfig:
     use_model: bool = True
     assume_normal: bool = True
     spo2_scale: int = 1
+    signal_loss: Any = "device"  # device "no signal" readings: see medmm.io.vitals.signal_loss_rules
+    source_window_minutes: float = 15.0  # a source's reading this recent is preferred by priority
+    agreement: dict[str, float] = field(default_factory=lambda: {"pulse": 10.0, "sbp": 20.0})
+    technical_alerts: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.alert_level <= 4:
@@ -87,16 +125,21 @@ class Alert:
     news2: dict[str, Any]
     risk: float | None
     explanation: list[str] = field(default_factory=list)
+    kind: str = "clinical"  # "clinical" (NEWS2 / model escalation) or "technical" (signal lost)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"patient_id": self.patient_id, "time": str(self.time), "level": self.level, "band": self.band,
-                "source": self.source, "news2": self.news2, "risk": self.risk, "explanation": self.explanation}
+        return {"patient_id": self.patient_id, "time": str(self.time), "kind": self.kind, "level": self.level,
+                "band": self.band, "source": self.source, "news2": self.news2, "risk": self.risk,
+                "explanation": self.explanation}
 
 
 @dataclass
 class _Patient:
     obs: deque = field(default_factory=deque)  # (time, signal, value, unit)
-    latest: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # NEWS2 parameter -> (time, value)
+    latest: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # source signal -> (time, valid value)
+    lost: dict[str, tuple[Any, str, str]] = field(default_factory=dict)  # source signal -> (since, why, note)
+    lost_alerted: set = field(default_factory=set)
+    runs: dict[str, list] = field(default_factory=dict)  # signal -> [value, since, count] (flat-lines)
     context: dict[str, Any] = field(default_factory=dict)  # modality -> value for the model
     spo2_scale: int | None = None
     last_alert_level: int = 0
@@ -116,6 +159,8 @@ class HealthMonitor:
         self.config = config or MonitorConfig()
         self.patients: dict[str, _Patient] = defaultdict(_Patient)
         self.alerts: list[Alert] = []
+        self._rules = signal_loss_rules(self.config.signal_loss)
+        self._cut: tuple[Any, Any] = (None, None)  # (time, time - window) of the last observation
         if predictor is not None:
             columns = tuple(getattr(predictor, "columns", predictor.tasks))
             task = self.config.model_task or columns[0]
@@ -138,7 +183,9 @@ class HealthMonitor:
         """One observation. ``signal`` is any name medmm knows (``HR``, ``heart_rate``, ...),
         ``consciousness`` (ACVPU), ``on_oxygen`` (bool) or ``o2_flow`` (L/min; > 0 is oxygen)."""
         pid = str(patient_id)
-        return self._evaluate(pid, self.patients[pid], self._ingest(pid, time, signal, value, unit))
+        alerts = self._evaluate(pid, self.patients[pid], self._ingest(pid, time, signal, value, unit))
+        clinical = [a for a in alerts if a.kind == "clinical"]
+        return (clinical or alerts or [None])[0]
 
     def observe_many(self, patient_id: str, observations: Any) -> list[Alert]:
         """Observations ``(time, signal, value, unit)`` in the order given; each run of observations
@@ -153,23 +200,21 @@ class HealthMonitor:
             try:
                 t = self._time(time)
                 if last is not None and t != last:  # the previous set is complete: score it
-                    alert = self._evaluate(pid, p, last)
-                    if alert is not None:
-                        alerts.append(alert)
+                    alerts += self._evaluate(pid, p, last)
                 last = self._ingest(pid, t, signal, value, unit)
             except Exception as exc:
                 exc.observation_index = k  # type: ignore[attr-defined]
                 raise
         if last is not None:
-            alert = self._evaluate(pid, p, last)
-            if alert is not None:
-                alerts.append(alert)
+            alerts += self._evaluate(pid, p, last)
         return alerts
 
     @staticmethod
     def _time(time: Any) -> Any:
         import pandas as pd
 
+        if type(time) is pd.Timestamp and time.tzinfo is None:
+            return time
         try:
             t = pd.Timestamp(time)
         except (ValueError, TypeError):
@@ -179,13 +224,9 @@ class HealthMonitor:
 
     def _ingest(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None) -> Any:
         """Validate one observation and add it to the patient's window; returns its time."""
-        import pandas as pd
-
-        from ..io.vitals import SIGNALS, canonical_signal, convert_unit
-
         pid = str(patient_id)
         t = self._time(time)
-        sig = canonical_signal(signal)
+        sig = _canonical(signal) if isinstance(signal, str) else canonical_signal(signal)
         p = self.patients[pid]
         param = NEWS2_SIGNALS.get(sig)
         if param == "consciousness":
@@ -194,7 +235,9 @@ class HealthMonitor:
             self._set_latest(p, "consciousness", t, normalise_consciousness(value))
         elif param == "on_oxygen":
             if sig == "on_oxygen":
-                on = _truthy(value)
+                on = parse_on_oxygen(value)
+                if on is None:
+                    raise SchemaError("on_oxygen has no value", column="value", hint="give yes/no, oxygen/air or 1/0")
             elif sig == "fio2":  # above room air (21%, or 0.21 as a fraction)
                 v = _num(value, sig)
                 on = v > (21.0 if v > 1 else 0.21)
@@ -203,7 +246,9 @@ class HealthMonitor:
             self._set_latest(p, "on_oxygen", t, bool(on))
         else:
             v = _num(value, sig)
-            conv = convert_unit(sig, unit)
+            if unit is not None and not isinstance(unit, str):
+                unit = None if unit != unit else str(unit)  # a table's empty unit cell is NaN
+            conv = _converter(sig, unit)
             if conv is None:
                 raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
                                   hint=f"give {sig} in {SIGNALS[sig][0]}")
@@ -213,10 +258,15 @@ class HealthMonitor:
                 if not lo <= v <= hi:
                     raise SchemaError(f"{sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible", column="value",
                                       hint="check the value and its unit")
+            lost = self._signal_lost(p, sig, t, v)
+            if lost is not None:
+                return t
             p.obs.append((t, sig, v, SIGNALS[sig][0] if sig in SIGNALS else (unit or "")))
             if param:
-                self._set_latest(p, param, t, v)
-        cutoff = t - pd.Timedelta(hours=self.config.window_hours)
+                self._set_latest(p, sig, t, v)
+        if self._cut[0] is not t:  # a charted set shares one time: one subtraction per set
+            self._cut = (t, t - _delta(hours=self.config.window_hours))
+        cutoff = self._cut[1]
         while p.obs and p.obs[0][0] < cutoff:
             p.obs.popleft()
         return t
@@ -259,17 +309,65 @@ class HealthMonitor:
 
     # ------------------------------------------------------------------ internals
     @staticmethod
-    def _set_latest(p: _Patient, param: str, t: Any, value: Any) -> None:
-        old = p.latest.get(param)
+    def _set_latest(p: _Patient, key: str, t: Any, value: Any) -> None:
+        old = p.latest.get(key)
         if old is None or t >= old[0]:
-            p.latest[param] = (t, value)
+            p.latest[key] = (t, value)
+            lost = p.lost.get(key)
+            if lost is not None and t >= lost[0]:  # the signal is back
+                del p.lost[key]
+                p.lost_alerted.discard(key)
+
+    def _signal_lost(self, p: _Patient, sig: str, t: Any, v: float) -> str | None:
+        """Why reading ``v`` of ``sig`` at ``t`` is the device's "no signal" (None: it is valid)."""
+        rule = self._rules.get(sig)
+        if rule is None:
+            return None
+        why = None
+        if rule.zero and v == 0:
+            p.runs.pop(sig, None)
+            why = "reading 0, the device's 'no signal' (leads or probe off, line closed or flushed)"
+        elif rule.flat_s is not None:
+            run = p.runs.get(sig)
+            if run is not None and run[0] == v and t >= run[1]:
+                run[2] += 1
+                if run[2] >= 3 and (t - run[1]).total_seconds() >= rule.flat_s:
+                    why = f"held at {v:g} since {run[1]} (a frozen or damped line)"
+            else:
+                p.runs[sig] = [v, t, 1]
+        if why is None:
+            return None
+        old = p.latest.get(sig)
+        if old is None or t >= old[0]:
+            p.latest.pop(sig, None)
+            if sig not in p.lost:
+                p.lost[sig] = (t, why, f"{SOURCE_LABELS.get(sig, sig)} signal lost since {t}: {why}; not scored")
+        return why
 
     def _news2(self, p: _Patient, t: Any) -> tuple[News2Result, list[str]]:
-        import pandas as pd
-
-        stale = t - pd.Timedelta(hours=self.config.stale_hours)
-        fresh = {k: v for k, (tt, v) in p.latest.items() if tt >= stale}
-        notes = []
+        cfg = self.config
+        stale = t - _delta(hours=cfg.stale_hours)
+        recent = t - _delta(minutes=cfg.source_window_minutes)
+        fresh = {k: v for k, (tt, v) in p.latest.items() if tt >= stale and k in ("on_oxygen", "consciousness")}
+        notes: list[str] = []
+        sources: dict[str, str] = {}
+        for param, srcs in NEWS2_SOURCES.items():
+            cands = [(s, p.latest[s]) for s in srcs if s in p.latest and p.latest[s][0] >= stale]
+            if not cands:
+                continue
+            pick = next(((s, tv) for s, tv in cands if tv[0] >= recent), None) or max(cands, key=lambda c: c[1][0])
+            fresh[param] = pick[1][1]
+            if len(srcs) > 1:
+                sources[param] = SOURCE_LABELS.get(pick[0], pick[0])
+                both = [(s, tv) for s, tv in cands if tv[0] >= recent]
+                limit = cfg.agreement.get(param)
+                if len(both) >= 2 and limit is not None:
+                    (s1, (_, v1)), (s2, (_, v2)) = both[:2]
+                    if abs(v1 - v2) > limit:
+                        notes.append(f"{SOURCE_LABELS.get(s1, s1)} {v1:g} and {SOURCE_LABELS.get(s2, s2)} {v2:g} "
+                                     f"disagree by {abs(v1 - v2):g} {_UNITS.get(param, '')} (> {limit:g}): NEWS2 uses "
+                                     f"{sources[param]}; check the patient, the leads and the probe or line")
+        notes += [note for _, _, note in p.lost.values()]
         on_oxygen = fresh.get("on_oxygen")
         consciousness = fresh.get("consciousness")
         if self.config.assume_normal:
@@ -281,7 +379,8 @@ class HealthMonitor:
                 notes.append("consciousness not recorded: assumed alert")
         res = news2(resp_rate=fresh.get("resp_rate"), spo2=fresh.get("spo2"), on_oxygen=on_oxygen,
                     sbp=fresh.get("sbp"), pulse=fresh.get("pulse"), consciousness=consciousness,
-                    temperature=fresh.get("temperature"), spo2_scale=p.spo2_scale or self.config.spo2_scale)
+                    temperature=fresh.get("temperature"), spo2_scale=p.spo2_scale or self.config.spo2_scale,
+                    sources=sources)
         return res, notes
 
     def _model_risk(self, pid: str, p: _Patient, t: Any) -> None:
@@ -296,7 +395,9 @@ class HealthMonitor:
                 and t - p.last_model_time < pd.Timedelta(hours=cfg.model_every_hours)):
             return
         frame = pd.DataFrame(list(p.obs), columns=["time", "signal", "value", "unit"])
-        frame["time"] = frame["time"].astype("datetime64[ns]")
+        from ..io.vitals import vitals_times
+
+        frame["time"] = vitals_times(frame["time"])
         rec = PatientRecord(pid, vitals=Vitals(frame) if len(frame) else Missing("empty"),
                             notes=p.context.get("notes", Missing()), ehr=p.context.get("ehr", Missing()),
                             image=p.context.get("image", Missing()), index_time=t)
@@ -317,7 +418,34 @@ class HealthMonitor:
             expl.append(f"not available to the model: {', '.join(absent)}")
         p.risk_explanation = expl
 
-    def _evaluate(self, pid: str, p: _Patient, t: Any) -> Alert | None:
+    def _evaluate(self, pid: str, p: _Patient, t: Any) -> list[Alert]:
+        out = []
+        technical = self._technical(pid, p, t)
+        if technical is not None:
+            out.append(technical)
+        clinical = self._clinical(pid, p, t)
+        if clinical is not None:
+            out.append(clinical)
+        return out
+
+    def _technical(self, pid: str, p: _Patient, t: Any) -> Alert | None:
+        new = [s for s in p.lost if s not in p.lost_alerted]
+        if not new or not self.config.technical_alerts:
+            return None
+        p.lost_alerted.update(new)
+        expl = []
+        for s in new:
+            since, why, _ = p.lost[s]
+            param = NEWS2_SIGNALS.get(s)
+            other = [o for o in NEWS2_SOURCES.get(param or "", ()) if o != s and o in p.latest]
+            fallback = (f"NEWS2 uses {SOURCE_LABELS.get(other[0], other[0])}" if other
+                        else f"{param} is not scored until a valid reading comes" if param else "not used")
+            expl.append(f"{SOURCE_LABELS.get(s, s)} signal lost since {since}: {why}; {fallback}")
+        alert = Alert(pid, t, 0, "signal-lost", "device", {}, None, expl, kind="technical")
+        self.alerts.append(alert)
+        return alert
+
+    def _clinical(self, pid: str, p: _Patient, t: Any) -> Alert | None:
         import pandas as pd
 
         cfg = self.config
@@ -327,7 +455,8 @@ class HealthMonitor:
         if p.risk is not None:
             model_level = 3 if p.risk >= cfg.model_high else 2 if p.risk >= cfg.model_threshold else 0
         level = max(res.level, model_level)
-        p.last = {"time": str(t), "news2": res.to_dict(), "risk": p.risk, "level": level,
+        p.last = {"time": str(t), "news2": res.to_dict(), "risk": p.risk, "level": level, "notes": list(assumed),
+                  "signal_lost": {s: {"since": str(since), "why": why} for s, (since, why, _) in p.lost.items()},
                   "band": _LEVEL_NAME[level] if level == res.level or model_level == 0 else f"model-{_LEVEL_NAME[level]}"}
         if level < cfg.alert_level:
             p.last_alert_level = 0  # re-armed
@@ -348,17 +477,18 @@ class HealthMonitor:
         return alert
 
 
+@lru_cache(maxsize=64)
+def _delta(*, hours: float = 0.0, minutes: float = 0.0) -> Any:
+    import pandas as pd
+
+    return pd.Timedelta(hours=hours, minutes=minutes)
+
+
 def _resources(resource: dict[str, Any]) -> list[dict[str, Any]]:
     if resource.get("resourceType") == "Bundle":
         return [e.get("resource") for e in resource.get("entry") or [] if isinstance(e, dict)
                 and isinstance(e.get("resource"), dict)]
     return [resource]
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "y", "oxygen", "o2", "on")
-    return bool(value)
 
 
 def _num(value: Any, signal: str) -> float:
@@ -415,6 +545,7 @@ def _observation_stream(source: Any) -> tuple[Any, dict[str, dict[str, Any]], di
         if isinstance(r.vitals, Missing):
             continue
         f = r.vitals.frame.copy()
+        f["time"] = f["time"].astype("datetime64[us]")  # ns and us (de-identified dates) frames concatenate
         f.insert(0, "patient_id", r.patient_id)
         frames.append(f)
         context[r.patient_id] = {m: getattr(r, m) for m in ("notes", "ehr", "image")
@@ -477,11 +608,13 @@ def replay(source: Any, *, outcomes: dict[str, float] | Any = None, task: str | 
                 mon.observe(rec.patient_id, rec.time, rec.signal, rec.value, getattr(rec, "unit", None))
             except (SchemaError, NEWS2Error):
                 continue
-        alerted = {a.patient_id for a in mon.alerts}
+        clinical = [a for a in mon.alerts if a.kind == "clinical"]  # technical alerts are not escalations
+        alerted = {a.patient_id for a in clinical}
         rows.append({"strategy": name, "threshold": thr, "patients": len(span), "positives": len(positives),
                      "sensitivity": len(alerted & positives) / max(len(positives), 1),
                      "false_alarm_rate": len(alerted & negatives) / max(len(negatives), 1),
-                     "alerts": len(mon.alerts), "alerts_per_patient_day": len(mon.alerts) / patient_days})
+                     "alerts": len(clinical), "alerts_per_patient_day": len(clinical) / patient_days,
+                     "technical_alerts": len(mon.alerts) - len(clinical)})
         all_alerts += [{"strategy": name, "threshold": thr, **a.to_dict()} for a in mon.alerts]
     table = pd.DataFrame(rows)
     table["sensitivity"] = table["sensitivity"].astype(float).round(4)

@@ -53,6 +53,8 @@ __all__ = [
     "score_temperature",
     "response_band",
     "round_to_chart",
+    "parse_on_oxygen",
+    "OXYGEN_WORDS",
     "PARAMETERS",
     "BANDS",
 ]
@@ -94,8 +96,57 @@ class NEWS2Error(MedmmError, ValueError):
     """A vital-sign value that NEWS2 cannot score (not a number, unknown ACVPU level ...)."""
 
 
+#: how the monitor's parser reads ``on_oxygen`` (case and spaces ignored)
+OXYGEN_WORDS: dict[str, bool] = {
+    **{w: True for w in ("1", "true", "yes", "y", "oxygen", "o2", "on", "supplemental oxygen", "on oxygen")},
+    **{w: False for w in ("0", "false", "no", "n", "air", "room air", "ra", "off", "on air")},
+}
+
+
+def parse_on_oxygen(value: Any) -> bool | None:
+    """Whether the patient is on supplemental oxygen, from a bool, 0/1 or a word (``'yes'``,
+    ``'no'``, ``'air'``, ``'O2'`` ...); ``None`` stays ``None`` (not recorded).
+
+    Anything else (``'maybe'``, 2, NaN) is a :class:`NEWS2Error`, never a guess.
+    """
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        key = " ".join(value.strip().lower().split())
+        if key in OXYGEN_WORDS:
+            return OXYGEN_WORDS[key]
+    elif isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    raise NEWS2Error(f"on_oxygen {value!r} is neither oxygen nor air", column="on_oxygen",
+                     hint="give True/False, 1/0, 'yes'/'no', 'oxygen'/'air', or None if not recorded")
+
+
+def _measurement(name: str, value: Any) -> float:
+    """A measured value as a float: numbers and numeric strings; bools and NaN are refused."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        raise NEWS2Error(f"{name}={value!r} is a bool, not a measurement", column=name,
+                         hint=f"give the measured {name} as a number")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise NEWS2Error(f"{name} {value!r} is not a number", column=name,
+                         hint=f"give the measured {name} as a number") from None
+    if not math.isfinite(x):
+        raise NEWS2Error(f"{name} {x:g} is not a finite number", column=name,
+                         hint=f"give the measured {name}, or None if it was not observed")
+    return x
+
+
 def round_to_chart(value: float, decimals: int = 0) -> Decimal:
     """Round ``value`` half up to ``decimals`` places, in decimal arithmetic on its repr."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise NEWS2Error(f"{value!r} is a bool, not a measurement", hint="give the measured value as a number")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -251,6 +302,7 @@ class News2Result:
     values: dict[str, Any]
     missing: list[str] = field(default_factory=list)
     spo2_scale: int = 1
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -284,15 +336,17 @@ class News2Result:
         for p, s in sorted(self.scores.items(), key=lambda kv: -kv[1]):
             if s > 0:
                 v = self.values.get(p)
-                shown = ("oxygen" if v else "air") if p == "air_or_oxygen" else f"{v}{units.get(p, '')}"
-                out.append(f"{p} {shown} scores {s}")
+                num = f"{v:g}" if isinstance(v, float) else v
+                shown = ("oxygen" if v else "air") if p == "air_or_oxygen" else f"{num}{units.get(p, '')}"
+                src = f" (from {self.sources[p]})" if p in self.sources else ""
+                out.append(f"{p} {shown}{src} scores {s}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "band": self.band, "risk": self.risk, "level": self.level,
                 "monitoring": self.monitoring, "response": self.response, "scores": dict(self.scores),
                 "values": dict(self.values), "missing": list(self.missing), "complete": self.complete,
-                "spo2_scale": self.spo2_scale, "red_parameters": self.red_parameters,
+                "spo2_scale": self.spo2_scale, "sources": dict(self.sources), "red_parameters": self.red_parameters,
                 "explanation": self.explain()}
 
 
@@ -300,33 +354,44 @@ def news2(
     *,
     resp_rate: float | None = None,
     spo2: float | None = None,
-    on_oxygen: bool | None = None,
+    on_oxygen: bool | str | None = None,
     sbp: float | None = None,
     pulse: float | None = None,
     consciousness: Any = None,
     temperature: float | None = None,
     spo2_scale: int = 1,
+    sources: dict[str, str] | None = None,
 ) -> News2Result:
-    """NEWS2 of one set of observations. Unobserved parameters (``None``) are listed in
-    ``missing`` and contribute nothing (``on_oxygen=None`` is read as air, and listed)."""
+    """NEWS2 of one set of observations.
+
+    Unobserved parameters (``None``) are listed in ``missing`` and contribute nothing
+    (``on_oxygen=None`` is read as air, and listed). Measurements are numbers or numeric
+    strings; a bool, NaN or infinity is a :class:`NEWS2Error` (NaN is not "not observed":
+    give ``None``). ``on_oxygen`` is read by :func:`parse_on_oxygen` (``'no'`` is air).
+    ``sources`` names the signal each parameter came from (``{'pulse': 'heart_rate (ECG)'}``).
+    """
+    if isinstance(spo2_scale, bool) or spo2_scale not in (1, 2):
+        raise NEWS2Error(f"SpO2 scale {spo2_scale!r} does not exist", column="spo2_scale", hint="use scale 1 or 2")
+    oxygen = parse_on_oxygen(on_oxygen)
     scores: dict[str, int] = {}
     values: dict[str, Any] = {}
     missing: list[str] = []
 
     def put(name: str, value: Any, fn) -> None:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None:
             missing.append(name)
             return
-        scores[name] = fn(value)
-        values[name] = value
+        x = _measurement(name, value)
+        scores[name] = fn(x)
+        values[name] = value if isinstance(value, (int, float)) else x
 
     put("resp_rate", resp_rate, score_respiration_rate)
-    put("spo2", spo2, lambda v: score_spo2(v, scale=spo2_scale, on_oxygen=bool(on_oxygen)))
-    if on_oxygen is None:
+    put("spo2", spo2, lambda v: score_spo2(v, scale=spo2_scale, on_oxygen=bool(oxygen)))
+    if oxygen is None:
         missing.append("air_or_oxygen")
     else:
-        scores["air_or_oxygen"] = score_air_or_oxygen(bool(on_oxygen))
-        values["air_or_oxygen"] = bool(on_oxygen)
+        scores["air_or_oxygen"] = score_air_or_oxygen(oxygen)
+        values["air_or_oxygen"] = oxygen
     put("sbp", sbp, score_systolic_bp)
     put("pulse", pulse, score_pulse)
     if consciousness is None:
@@ -337,4 +402,4 @@ def news2(
     put("temperature", temperature, score_temperature)
     total = sum(scores.values())
     return News2Result(total, response_band(total, max(scores.values(), default=0)), scores, values,
-                       missing, spo2_scale)
+                       missing, spo2_scale, dict(sources or {}))

@@ -49,12 +49,12 @@ class VitalsPreprocessor:
         import pandas as pd
 
         df = vitals.frame
-        times = df["time"].to_numpy("datetime64[ns]")
+        times = df["time"].to_numpy("datetime64[us]")  # us: de-identified dates in the 2700s fit
         if index_time is not None:
-            end = pd.Timestamp(index_time).to_datetime64().astype("datetime64[ns]")
+            end = pd.Timestamp(index_time).to_datetime64().astype("datetime64[us]")
         else:
-            end = times.max() if len(times) else np.datetime64(0, "ns")
-        hours_before = (end - times).astype(np.float64) / 3.6e12
+            end = times.max() if len(times) else np.datetime64(0, "us")
+        hours_before = (end - times).astype(np.float64) / 3.6e9
         keep = (hours_before >= 0) & (hours_before <= self.hours)
         t = self.n_steps
         c = len(self.signals_)
