@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fhir": ("medmm.commands.fhir", "FHIR tools: `import` a folder of FHIR R4 bundles as a cohort"),
     "serve": ("medmm.commands.serve", "serve a model over HTTP: /predict, the NEWS2 health monitor, /metrics"),
     "compress": ("medmm.commands.compress", "quantise, prune and distil a model; compare size, latency and AUROC"),
+    "export": ("medmm.commands.export", "export a model to TorchScript and ONNX (checked against the eager model)"),
+    "model": ("medmm.commands.model", "model folder tools: `upgrade` an old pickle-based folder to the data-only bundle"),
     "drift": ("medmm.commands.drift", "compare a current cohort with a reference: input, missingness, prediction and calibration drift"),
 }
 
