@@ -230,10 +230,12 @@ class ModelSection(_Section):
     def _encoders(self) -> "ModelSection":
         from .catalog import meta, suggest
 
+        from .records import MODALITIES
+
         for m, enc in self.encoders.items():
-            if m not in self.modalities:
-                raise ValueError(f"encoders names {m!r}{suggest(m, self.modalities)}, which is not among the "
-                                 f"modalities {self.modalities}")
+            if m not in MODALITIES:  # an encoder of a known modality the model does not read is unused
+                raise ValueError(f"encoders names {m!r}{suggest(m, list(MODALITIES))}, which is not a modality "
+                                 f"({MODALITIES})")
             kind = meta("encoder", enc.name)
             if kind.get("modality") and kind["modality"] != m:
                 raise ValueError(f"encoder {enc.name!r} reads {kind['modality']}, not {m}")
