@@ -42,6 +42,8 @@ _LAZY = {
     "read_image": "medmm.io.image:read_image",
     "MultimodalModel": "medmm.models.multimodal:MultimodalModel",
     "ModelConfig": "medmm.models.multimodal:ModelConfig",
+    "load_model": "medmm.train.hub:load_model",
+    "create_model": "medmm.models.factory:create_model",
     "train": "medmm.train.trainer:train",
     "TrainConfig": "medmm.train.trainer:TrainConfig",
     "run_experiment": "medmm.experiment:run_experiment",

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("medmm.commands.serve", "serve a model over HTTP: /predict, the NEWS2 health monitor, /metrics"),
     "compress": ("medmm.commands.compress", "quantise, prune and distil a model; compare size, latency and AUROC"),
     "ask": ("medmm.commands.ask", "answer a question about one patient from the record, every statement cited"),
+    "export": ("medmm.commands.export", "export a model to TorchScript and ONNX (checked against the eager model)"),
+    "model": ("medmm.commands.model", "model folder tools: `upgrade` an old pickle-based folder to the data-only bundle"),
     "drift": ("medmm.commands.drift", "compare a current cohort with a reference: input, missingness, prediction and calibration drift"),
 }
 

@@ -13,8 +13,13 @@ training and the tracking settings::
 (``train.lr=0.001``, ``model.fusion.name=concat``); values are parsed as YAML. The JSON
 Schema of the file is ``data_schemas/experiment.schema.json``, written by
 ``python -m medmm.config`` from these models. The ``train`` section mirrors
-:class:`medmm.train.trainer.TrainConfig` (same fields, same defaults); the ``model`` section
-is passed to :class:`medmm.models.multimodal.ModelConfig`.
+:class:`medmm.train.trainer.TrainConfig` (same fields, same defaults); the ``model`` section is
+a typed :class:`ModelSection` that becomes a :class:`medmm.models.multimodal.ModelConfig`.
+
+Every name is checked when the config is loaded, before any file is read and without importing
+torch: encoder, fusion and head names against the registries (:mod:`medmm.catalog`, with "did
+you mean"), each encoder against its modality, and the preprocessing options against the
+preprocessors' settings.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -115,6 +120,147 @@ class PreprocessSection(_Section):
                          "this process).")
 
 
+_PREPROCESSORS = {"image": "medmm.preprocess.image:ImagePreprocessor",
+                   "notes": "medmm.preprocess.text:TextPreprocessor",
+                   "vitals": "medmm.preprocess.vitals:VitalsPreprocessor",
+                   "ehr": "medmm.preprocess.tabular:TabularPreprocessor",
+                   "tokens": "medmm.preprocess.tokens:TokenPreprocessor",
+                   "embedding": "medmm.preprocess.tokens:SentenceEmbeddingPreprocessor"}
+
+
+def _check_preprocess_options(key: str, options: dict[str, Any]) -> None:
+    """Unknown settings of the preprocessor ``key`` (a modality or an input kind) and, for images,
+    unknown window presets and size modes, as a ValueError with "did you mean"."""
+    import importlib
+    import inspect
+
+    from .catalog import suggest
+
+    module, _, name = _PREPROCESSORS[key].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "encoder")]
+    for k in options:
+        if k not in allowed:
+            raise ValueError(f"{name} has no setting {k!r}{suggest(k, allowed)}; settings: {allowed}")
+    if key == "image":
+        from .preprocess.image import SIZE_MODES, WINDOWS
+
+        w = options.get("window")
+        choices = [*WINDOWS, "zscore", "zscore_nonzero"]
+        if isinstance(w, str) and w not in choices:
+            raise ValueError(f"unknown window {w!r}{suggest(w, choices)}; use one of {choices} or [low, high]")
+        mode = options.get("size_mode")
+        if mode is not None and mode not in SIZE_MODES:
+            raise ValueError(f"unknown size_mode {mode!r}{suggest(mode, list(SIZE_MODES))}; use one of {SIZE_MODES}")
+
+
+class EncoderSpec(BaseModel):
+    """One modality's encoder: a registered name, its options, and its preprocessor's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="A registered encoder (medmm.models.ENCODERS).")
+    preprocess: dict[str, Any] = Field(default_factory=dict,
+                                       description="Options of the preprocessor this encoder's input needs.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .catalog import check_name
+
+        return check_name("encoder", v)
+
+
+class FusionSpec(BaseModel):
+    """The fusion module: a registered name and its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field("attention", description="A registered fusion module (medmm.models.FUSIONS).")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .catalog import check_name
+
+        return check_name("fusion", v)
+
+
+class ModelSection(_Section):
+    """The model: mirrors :class:`medmm.models.multimodal.ModelConfig` (same fields and defaults);
+    only the fields given here are passed on."""
+
+    tasks: dict[str, str | dict[str, Any]] | None = Field(
+        None, description="task -> head kind (binary, multiclass, multilabel, regression) or {kind, options}; "
+                          "default: a binary head for each of `tasks`.")
+    modalities: list[str] = Field(default_factory=lambda: ["image", "notes", "vitals", "ehr"],
+                                  description="Modalities the model reads.")
+    encoders: dict[str, EncoderSpec] = Field(default_factory=dict, description="modality -> encoder (default per "
+                                             "modality: tiny_cnn3d, tfidf_mlp, gru, mlp).")
+    fusion: FusionSpec = Field(default_factory=FusionSpec, description="Fusion module.")
+    dim: int = Field(64, ge=1, description="Width of every encoder's output and of the fusion.")
+    modality_dropout: float | dict[str, float] = Field(0.25, description="ModDrop chance (one, or per modality).")
+    aux_weight: float = Field(0.5, ge=0, description="Weight of the auxiliary unimodal heads' loss.")
+    unimodal_residual: bool = Field(True, description="Add the present modalities' unimodal logits to the fused ones.")
+    modality_dropout_schedule: dict[str, Any] | None = Field(None, description="{kind: constant} or {kind: linear, "
+                                                             "warmup_steps: N}.")
+    loss_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="Multi-task loss weighting.")
+    task_weights: dict[str, float] | None = Field(None, description="Fixed per-task loss weights (default 1 each).")
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        from .catalog import suggest
+        from .records import MODALITIES
+
+        for m in v:
+            if m not in MODALITIES:
+                raise ValueError(f"unknown modality {m!r}{suggest(m, list(MODALITIES))}; use a subset of {MODALITIES}")
+        if not v:
+            raise ValueError(f"no modality given; use a non-empty subset of {MODALITIES}")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _heads(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from .catalog import check_name
+
+        for spec in (v or {}).values():
+            check_name("head", spec if isinstance(spec, str) else spec.get("kind", "binary"))
+        return v
+
+    @model_validator(mode="after")
+    def _encoders(self) -> "ModelSection":
+        from .catalog import meta, suggest
+
+        from .records import MODALITIES
+
+        for m, enc in self.encoders.items():
+            if m not in MODALITIES:  # an encoder of a known modality the model does not read is unused
+                raise ValueError(f"encoders names {m!r}{suggest(m, list(MODALITIES))}, which is not a modality "
+                                 f"({MODALITIES})")
+            kind = meta("encoder", enc.name)
+            if kind.get("modality") and kind["modality"] != m:
+                raise ValueError(f"encoder {enc.name!r} reads {kind['modality']}, not {m}")
+            key = kind.get("input") if kind.get("input") in ("tokens", "embedding") else m
+            try:
+                _check_preprocess_options(key, enc.preprocess)
+            except ValueError as exc:
+                raise ValueError(f"encoders.{m}.preprocess: {exc}") from None
+        return self
+
+    # dict-style reading, as when the section was a plain dict
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_config_dict().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_config_dict()[key]
+
+    def to_config_dict(self) -> dict[str, Any]:
+        """The fields given (defaults left to ModelConfig), as plain data."""
+        return self.model_dump(exclude_unset=True, mode="json")
+
+
 class TransferSection(_Section):
     pretrain_epochs: int = Field(0, description="> 0: first train each encoder alone (a unimodal model on the patients "
                                  "who have that modality) for this many epochs, then fuse (MedFuse's two stages).")
@@ -155,14 +301,15 @@ TrainSection = _train_section()
 class ExperimentConfig(_Section):
     """One experiment: cohort, splits, preprocessing, model, tasks, training and tracking."""
 
-    model_config = ConfigDict(extra="forbid", title="medmm experiment config")
+    model_config = ConfigDict(extra="forbid", title="medmm experiment config", validate_assignment=True)
 
     cohort: CohortSection
     tasks: list[str] | None = Field(None, description="Tasks (label_<task> columns) to train; default: all of them.")
     split: SplitSection = Field(default_factory=SplitSection)
     preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
-    model: dict[str, Any] = Field(default_factory=dict, description="ModelConfig fields (modalities, encoders, fusion, "
-                                  "dim, modality_dropout, aux_weight, ...); tasks default to binary ones for `tasks`.")
+    model: ModelSection = Field(default_factory=ModelSection, description="ModelConfig fields (modalities, encoders, "
+                                "fusion, dim, modality_dropout, aux_weight, ...); tasks default to binary ones for "
+                                "`tasks`. Names are checked against the registries when the config is loaded.")
     train: TrainSection = Field(default_factory=TrainSection)  # type: ignore[valid-type]
     transfer: TransferSection = Field(default_factory=TransferSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
@@ -180,8 +327,19 @@ class ExperimentConfig(_Section):
     def model_config_for(self, tasks: tuple[str, ...]) -> Any:
         from .models.multimodal import ModelConfig
 
-        d = dict(self.model)
+        section = self.model
+        if not isinstance(section, ModelSection):
+            try:
+                section = ModelSection.model_validate(section)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in ("model", *first["loc"]))
+                raise ConfigError(f"model section: {loc}: {first['msg']}", column=loc,
+                                  hint=f"known model keys: {list(ModelSection.model_fields)}") from exc
+        d = section.to_config_dict()
         d.setdefault("tasks", {t: "binary" for t in tasks})
+        if isinstance(d.get("modalities"), list):
+            d["modalities"] = tuple(d["modalities"])
         try:
             return ModelConfig(**d)
         except TypeError as exc:
@@ -257,6 +415,12 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
     except ConfigError as exc:
         raise ConfigError(exc.message, path=source, column=f"train.{exc.column}" if exc.column else "train",
                           hint=exc.hint) from exc
+    for m, options in cfg.preprocess.model_dump(exclude={"cache_dir"}).items():
+        try:
+            _check_preprocess_options(m, options)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=source, column=f"preprocess.{m}",
+                              hint="see data_schemas/experiment.schema.json") from exc
     return cfg
 
 

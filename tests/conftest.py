@@ -10,6 +10,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _export_cache(tmp_path_factory):
+    """Serving's export cache in a temporary folder, not the user's ~/.cache/medmm."""
+    old = os.environ.get("MEDMM_CACHE_DIR")
+    os.environ["MEDMM_CACHE_DIR"] = str(tmp_path_factory.mktemp("medmm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDMM_CACHE_DIR", None)
+    else:
+        os.environ["MEDMM_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """40 patients, 16^3 DICOM volumes, 20% missing per modality. Returns the manifest path."""

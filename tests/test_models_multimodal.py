@@ -279,10 +279,14 @@ def test_attention_readout_sums_present_tokens_and_version_1_models_keep_the_cls
     model = MultimodalModel(cfg, pre.output_shapes(), pre)
     folder = model.save(tmp_path / "v1")
     meta = json.loads((folder / "medmm_model.json").read_text())
-    meta["format_version"] = 1  # as medmm wrote it before the read-out was a setting
+    meta["format_version"] = 1  # as medmm wrote it before the read-out was a setting (preprocessing pickled)
     del meta["config"]["fusion"]["readout"]
     (folder / "medmm_model.json").write_text(json.dumps(meta))
-    loaded = MultimodalModel.load(folder)
+    import pickle
+
+    (folder / "preprocessor.pkl").write_bytes(pickle.dumps(pre))
+    with pytest.warns(UserWarning, match="unpickling"):
+        loaded = MultimodalModel.load(folder, trust_pickle=True)
     assert loaded.fusion.readout == "cls"
     np.testing.assert_allclose(loaded.predict_records(test_recs), model.predict_records(test_recs), atol=1e-6)
     assert MultimodalModel(ModelConfig(), pre.output_shapes(), pre).fusion.readout == "cls+sum"

@@ -14,11 +14,13 @@ METHODS = ("fp32", "torchscript", "onnx", "dynamic-int8", "onnx-dynamic-int8", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model folder written by `medmm train` / MultimodalModel.save")
+    parser.add_argument("model", help="model folder written by `medmm train` / MultimodalModel.save, or an MLflow "
+                                      "model URI (runs:/RUN_ID/model, models:/NAME/VERSION)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for a runs:/ or models:/ MODEL")
     parser.add_argument("--cohort", required=True,
                         help="cohort manifest: its validation split (test when there is none) is the evaluation "
                              "cohort, its train split trains the distilled student")
-    parser.add_argument("--out", default=None, help="output folder (default MODEL/compressed)")
+    parser.add_argument("--out", default="compressed", help="output folder (default ./compressed; never inside MODEL)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated methods (default all: {','.join(METHODS)})")
     parser.add_argument("--prune-amount", type=float, default=0.5,
@@ -37,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy.bench import machine_load
     from ..deploy.compress import compare_methods
     from ..errors import ConfigError
-    from ..models.multimodal import MultimodalModel
+    from ..train.hub import load_model
 
-    out = Path(args.out) if args.out else Path(args.model) / "compressed"
-    model = MultimodalModel.load(args.model)
+    out = Path(args.out)
+    model = load_model(args.model, tracking_uri=args.tracking_uri)
     cohort = load_cohort(args.cohort, progress=False)
     val = cohort.split("val") or cohort.split("test")
     if not val:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     train_ds = MultimodalDataset(train, model.preprocessor, tasks) if train else None
     val_ds = MultimodalDataset(val, model.preprocessor, tasks)
     print(f"before: {machine_load()}")
-    df = compare_methods(args.model, train_ds, val_ds, out_dir=out, methods=methods, prune_amount=args.prune_amount,
+    df = compare_methods(model, train_ds, val_ds, out_dir=out, methods=methods, prune_amount=args.prune_amount,
                          distill_epochs=args.distill_epochs, n_latency=args.latency_calls, threads=args.threads,
                          seed=args.seed)
     print(f"after:  {machine_load()}")

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("reference", help="reference cohort manifest (e.g. the training data)")
     parser.add_argument("current", help="current cohort manifest (e.g. last month's patients)")
     parser.add_argument("--model", default=None,
-                        help="model folder: adds embedding (MMD), prediction and calibration drift")
+                        help="model folder or MLflow URI: adds embedding (MMD), prediction and calibration drift")
     parser.add_argument("--out", default="drift_report", help="output folder (default drift_report)")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="family-wise false-alarm rate, Bonferroni over all tests (default 0.05)")
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use only this split of the reference cohort (e.g. train); default all patients")
     parser.add_argument("--seed", type=int, default=0, help="seed of the permutation tests")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI, for logging and for a runs:/ or "
+                        "models:/ --model (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--experiment", default="medmm-drift", help="MLflow experiment name (default medmm-drift)")
 
 
@@ -31,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = None
     if args.model:
-        from ..models.multimodal import MultimodalModel
+        from ..train.hub import load_model
 
-        model = MultimodalModel.load(args.model)
+        model = load_model(args.model, tracking_uri=args.tracking_uri)
     ref_cohort = load_cohort(args.reference, progress=False)
     ref = ref_cohort.split(args.reference_split) if args.reference_split else ref_cohort.records
     cur = load_cohort(args.current, progress=False).records
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         with MlflowTracker(experiment=args.experiment, tracking_uri=args.tracking_uri,
                            tags={"medmm.kind": "drift"}) as tracker:
             tracker.log_params({"reference": Path(args.reference).name, "current": Path(args.current).name,
-                                "alpha": args.alpha, "model": Path(args.model).name if args.model else "none"})
+                                "alpha": args.alpha, "model": _model_name(args.model)})
             tracker.log_metrics({f"drift_{m}": float(d) for m, d in report.modalities.items()}
                                 | {"drift_any": float(report.drifted), "n_alarms": float(len(alarms))})
             tracker.log_artifact(out / "drift_report.json", "drift")
@@ -63,3 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"logged to MLflow run {tracker.run_id}")
     print(f"wrote {out / 'drift_report.json'}")
     return 0
+
+
+def _model_name(ref: str | None) -> str:
+    from ..train.hub import is_mlflow_uri
+
+    return "none" if not ref else ref if is_mlflow_uri(ref) else Path(ref).name

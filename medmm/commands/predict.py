@@ -24,26 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(ref: str, tracking_uri: str | None = None):
-    """A :class:`MultimodalModel` from a folder or an MLflow model URI."""
-    from pathlib import Path
+    """A :class:`MultimodalModel` from a folder or an MLflow model URI (:func:`medmm.load_model`)."""
+    from ..train.hub import load_model as _load
 
-    from ..models.multimodal import MultimodalModel
-
-    if Path(ref).exists():
-        return MultimodalModel.load(ref)
-    import mlflow
-
-    from ..errors import ReadError
-    from ..train.tracking import default_tracking_uri
-
-    if ":/" not in ref:
-        raise ReadError("model not found", path=ref, hint="give a model folder or an MLflow URI such as runs:/ID/model")
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    try:
-        return mlflow.pyfunc.load_model(ref).unwrap_python_model().model
-    except mlflow.exceptions.MlflowException as exc:
-        raise ReadError(f"cannot load the MLflow model: {exc.message}", path=ref,
-                        hint="check the URI and --tracking-uri") from exc
+    return _load(ref, tracking_uri=tracking_uri)
 
 
 def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = False):

@@ -7,13 +7,18 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model folder written by `medmm train` / MultimodalModel.save")
+    parser.add_argument("model", help="model folder written by `medmm train` / MultimodalModel.save, or an MLflow "
+                                      "model URI (runs:/RUN_ID/model, models:/NAME/VERSION, models:/NAME@ALIAS)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for a runs:/ or models:/ MODEL "
+                        "(default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    parser.add_argument("--export-dir", default=None,
+                        help="artefacts written by `medmm export MODEL --out DIR` (read only); default: exported "
+                             "once into $MEDMM_CACHE_DIR (~/.cache/medmm), never into the model folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--runtime", default="onnx",
                         choices=["eager", "torchscript", "onnx", "onnx-full", "eager-int8", "onnx-int8"],
-                        help="inference runtime (default onnx: ONNX Runtime, each encoder on present rows only); "
-                             "exported into MODEL/export on first use")
+                        help="inference runtime (default onnx: ONNX Runtime, each encoder on present rows only)")
     parser.add_argument("--api-key", action="append", default=[],
                         help="an accepted API key (repeatable); also read from $MEDMM_API_KEYS (comma-separated)")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000,
@@ -35,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     keys = list(args.api_key) + [k.strip() for k in os.environ.get("MEDMM_API_KEYS", "").split(",") if k.strip()]
     if not keys:
         raise ConfigError("no API key given", hint="pass --api-key KEY or set MEDMM_API_KEYS")
-    predictor = Predictor.load(args.model, runtime=args.runtime, threads=args.threads)
+    predictor = Predictor.load(args.model, runtime=args.runtime, threads=args.threads, export_dir=args.export_dir,
+                               tracking_uri=args.tracking_uri)
     cfg = MonitorConfig(model_threshold=args.model_threshold, model_high=max(args.model_threshold, 0.8))
     app = create_app(predictor, api_keys=keys, max_body_bytes=args.max_body_bytes, monitor_config=cfg)
     freeze_heap()

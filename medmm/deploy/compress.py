@@ -239,17 +239,18 @@ def _auc_table(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, tasks: t
     return out
 
 
-def compare_methods(model_dir: str | Path, train_ds: Any, val_ds: Any, *, out_dir: str | Path,
+def compare_methods(model: Any, train_ds: Any, val_ds: Any, *, out_dir: str | Path,
                     methods: tuple[str, ...] = ("fp32", "torchscript", "onnx", "dynamic-int8", "onnx-dynamic-int8",
                                                 "onnx-static-int8", "pruned", "distilled"),
                     prune_amount: float = 0.5, distill_epochs: int = 20, n_latency: int = 200, threads: int | None = None,
                     seed: int = 0) -> Any:
     """One row per method: size, single-patient latency p50/p99, AUROC/AUPRC per task and their
-    change against the fp32 eager model on ``val_ds``. Artifacts are written to ``out_dir``."""
+    change against the fp32 eager model on ``val_ds``. ``model`` is a loaded model, a folder or an
+    MLflow URI (:func:`medmm.load_model`). Artifacts are written to ``out_dir``."""
     import pandas as pd
     import torch
 
-    from ..models.multimodal import MultimodalModel
+    from ..train.hub import load_model
     from .bench import measure_latency
     from .export import output_probs
     from .export import export_onnx, export_torchscript, onnx_session
@@ -258,7 +259,7 @@ def compare_methods(model_dir: str | Path, train_ds: Any, val_ds: Any, *, out_di
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = MultimodalModel.load(model_dir)
+    model = load_model(model)
     tasks = model.tasks
     full = val_ds.collate([val_ds[i] for i in range(len(val_ds))])
     inputs = [*[full.values[m].numpy() for m in model.modalities], full.present.numpy()]

@@ -322,17 +322,15 @@ def validation_inputs(model: Any, records: list | None = None, *, n: int = 32, s
 
 def export_model(model: Any, out_dir: str | Path, *, records: list | None = None, formats: tuple[str, ...] =
                  ("torchscript", "onnx", "onnx-split"), tol: float = 1e-4, opset: int = 18) -> ExportResult:
-    """Export ``model`` (a MultimodalModel or a folder written by its ``save``) to ``out_dir``.
+    """Export ``model`` (a MultimodalModel, a model folder or an MLflow URI: :func:`medmm.load_model`) to ``out_dir``.
 
     Writes ``model.ts``, ``model.onnx``, ``split/`` (:func:`export_onnx_split`) and ``export.json`` (inputs, shapes, tasks, parity),
     after checking each artifact against the eager model on ``records`` (the validation batch;
     random inputs covering every presence pattern when not given).
     """
-    from ..models.multimodal import MultimodalModel
+    from ..train.hub import load_model, model_fingerprint
 
-    if isinstance(model, (str, Path)):
-        model = MultimodalModel.load(model)
-    model = model.cpu().eval()
+    model = load_model(model).cpu().eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     val = validation_inputs(model, records)
@@ -368,12 +366,12 @@ def export_model(model: Any, out_dir: str | Path, *, records: list | None = None
         "onnx_split": "split/" if "onnx-split" in res.parity else None,
         "parity_max_abs_diff": res.parity, "parity_tol": tol, "parity_batch": int(val[-1].shape[0]),
         "parity_patterns": int(len({tuple(r) for r in val[-1].tolist()})),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "model_fingerprint": model_fingerprint(model),
     }
     old = out / EXPORT_META
     if old.exists():  # a partial re-export keeps what an earlier one recorded
         prev = json.loads(old.read_text())
-        if prev.get("modalities") == meta["modalities"] and prev.get("inputs") == meta["inputs"]:
+        if prev.get("model_fingerprint") == meta["model_fingerprint"]:
             meta["parity_max_abs_diff"] = {**prev.get("parity_max_abs_diff", {}), **res.parity}
             for k in ("torchscript", "onnx", "onnx_exporter", "onnx_split"):
                 meta[k] = meta[k] or prev.get(k)

@@ -1,13 +1,15 @@
 """One predictor interface over several runtimes: eager PyTorch, TorchScript, ONNX Runtime.
 
-``Predictor.load(model_dir, runtime=...)`` reads a folder written by
-:meth:`MultimodalModel.save` (for the preprocessing and the eager model) and, for the exported
-runtimes, the artifacts :func:`~medmm.deploy.export.export_model` wrote next to it (exported on
-the fly into ``<model_dir>/export`` when missing).
+``Predictor.load(ref, runtime=...)`` loads a model through :func:`medmm.load_model` (a folder
+or an MLflow URI) and, for the exported runtimes, reads the artefacts ``medmm export`` wrote
+(``export_dir``), or exports once into the cache (:func:`medmm.train.hub.export_cache_dir`),
+never into the model folder: a read-only model mount works and replicas do not race (each
+export is written aside and renamed into place).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +39,30 @@ class Predictor:
         self.shapes = {m: tuple(model.input_shapes[m]) for m in self.modalities}
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, runtime: str = "onnx", export_dir: str | Path | None = None,
-             threads: int | None = None) -> "Predictor":
-        from ..models.multimodal import MultimodalModel
+    def load(cls, ref: Any, *, runtime: str = "onnx", export_dir: str | Path | None = None,
+             threads: int | None = None, tracking_uri: str | None = None) -> "Predictor":
+        """A predictor of the model ``ref`` names (folder, MLflow URI or loaded model)."""
+        from ..train.hub import load_model
 
-        model_dir = Path(model_dir)
-        model = MultimodalModel.load(model_dir)
-        return cls.from_model(model, runtime=runtime, export_dir=Path(export_dir) if export_dir else model_dir / "export",
-                              threads=threads)
+        model = load_model(ref, tracking_uri=tracking_uri)
+        return cls.from_model(model, runtime=runtime, export_dir=export_dir, threads=threads)
 
     @classmethod
-    def from_model(cls, model: Any, *, runtime: str = "onnx", export_dir: str | Path, threads: int | None = None
-                   ) -> "Predictor":
-        """A predictor of a loaded model; exported artifacts are read from (or written to) ``export_dir``."""
+    def from_model(cls, model: Any, *, runtime: str = "onnx", export_dir: str | Path | None = None,
+                   threads: int | None = None) -> "Predictor":
+        """A predictor of a loaded model. Exported artefacts are read from ``export_dir`` (written
+        by ``medmm export``, checked to be this model's), or from the export cache, filled on
+        first use."""
         import torch
 
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime!r}", hint=f"choose one of {RUNTIMES}")
         if threads:
             torch.set_num_threads(int(threads))
-        export_dir = Path(export_dir)
         model = model.cpu().eval()
+        fmt = {"torchscript": "torchscript", "onnx-full": "onnx"}.get(runtime, "onnx-split")
+        if runtime not in ("eager", "eager-int8"):
+            export_dir = _export_dir(model, fmt, export_dir)
         if runtime == "eager":
             return cls(model, runtime, _eager_fn(model), threads=threads)
         if runtime == "eager-int8":
@@ -97,7 +102,7 @@ class Predictor:
 
             qdir = export_dir / "split-int8"
             if not (qdir / "fusion.onnx").exists():
-                qdir.mkdir(parents=True, exist_ok=True)
+                qdir = Path(tempfile.mkdtemp(prefix="medmm-int8-"))  # quantised per process, not written back
                 for f in split.glob("*.onnx"):
                     quantize_onnx_dynamic(f, qdir / f.name)
             split = qdir
@@ -130,6 +135,40 @@ class Predictor:
     def predict_records(self, records: list[Any]) -> np.ndarray:
         """Probabilities ``[N, T]`` for raw :class:`~medmm.records.PatientRecord` objects."""
         return self.predict_values(self.preprocessor.transform_many(records))
+
+
+def _export_dir(model: Any, fmt: str, export_dir: str | Path | None) -> Path:
+    """``export_dir`` checked against the model, or the cache folder of ``fmt``, exported there
+    atomically (a temporary sibling renamed into place) when missing."""
+    import json
+    import os
+    import shutil
+
+    from ..train.hub import export_cache_dir, model_fingerprint
+    from .export import EXPORT_META, export_model
+
+    if export_dir is not None:
+        export_dir = Path(export_dir)
+        meta = export_dir / EXPORT_META
+        recorded = json.loads(meta.read_text()).get("model_fingerprint") if meta.exists() else None
+        if recorded is not None and recorded != model_fingerprint(model):
+            raise ConfigError("the export folder holds another model's artefacts", path=export_dir,
+                              hint="re-run `medmm export MODEL --out DIR` for this model, or omit --export-dir")
+        return export_dir
+    final = export_cache_dir(model) / fmt
+    if (final / EXPORT_META).exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{fmt}-", dir=final.parent))
+    try:
+        export_model(model, tmp, formats=(fmt,))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process put it there first: use theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def _eager_fn(model: Any):

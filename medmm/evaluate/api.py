@@ -397,12 +397,12 @@ def evaluate_cohort(
     num_workers:
         Worker processes that read and preprocess a manifest's patients while the model scores.
     """
-    from ..models.multimodal import MultimodalModel
+    from ..train.hub import load_model
     from .scoring import score_cohort
 
     t0 = time.perf_counter()
     if isinstance(model, (str, Path)):
-        model = MultimodalModel.load(model)
+        model = load_model(model, tracking_uri=tracking_uri)
     if not hasattr(model, "predict_records"):
         raise ConfigError(f"cannot evaluate a {type(model).__name__}", hint="give a MultimodalModel or its folder")
     scored = score_cohort(model, cohort, split=split, batch_size=batch_size, subsets=bool(robustness),

@@ -5,11 +5,12 @@ from .fusion import FUSIONS, create_fusion, register_fusion
 from .heads import HEADS, create_head, register_head
 from .losses import LossWeighting, multitask_loss
 from .multimodal import ModelConfig, MultimodalModel, build_preprocessor
+from .factory import create_model
 
 __all__ = [
     "ENCODERS", "Encoder", "create_encoder", "register_encoder",
     "FUSIONS", "create_fusion", "register_fusion",
     "HEADS", "create_head", "register_head",
     "LossWeighting", "multitask_loss",
-    "ModelConfig", "MultimodalModel", "build_preprocessor",
+    "ModelConfig", "MultimodalModel", "build_preprocessor", "create_model",
 ]

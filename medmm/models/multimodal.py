@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ReadError
+from ..errors import ConfigError
 from ..records import MODALITIES, PatientRecord
 from .encoders import ENCODERS, create_encoder
 from .fusion import FUSIONS, create_fusion
@@ -28,7 +26,6 @@ DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
     "ehr": {"name": "mlp"},
 }
 
-FORMAT_VERSION = 2  # 2: the attention fusion's read-out is a config field (version 1 models read out CLS only)
 SCHEDULES = ("constant", "linear")
 
 
@@ -333,39 +330,18 @@ class MultimodalModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the model and its fitted preprocessing to the folder ``path``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "input_shapes": {m: list(s) for m, s in self.input_shapes.items()},
-        }
-        (path / "medmm_model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save(state, path / "weights.pt")
-        with open(path / "preprocessor.pkl", "wb") as fh:
-            pickle.dump(self.preprocessor, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        return path
+        """Write the model and its fitted preprocessing to the folder ``path`` as a data-only
+        bundle (:mod:`medmm.models.bundle`)."""
+        from .bundle import save_bundle
+
+        return save_bundle(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> "MultimodalModel":
-        """Load a model written by :meth:`save`."""
-        path = Path(path)
-        meta_path = path / "medmm_model.json"
-        if not meta_path.exists():
-            raise ReadError("not a medmm model folder (no medmm_model.json)", path=path,
-                            hint="give the folder written by MultimodalModel.save or `medmm train`")
-        meta = json.loads(meta_path.read_text())
-        version = meta.get("format_version")
-        if version not in (1, FORMAT_VERSION):
-            raise ReadError(f"model format version {version} is not supported", path=meta_path,
-                            hint=f"this medmm reads versions 1 to {FORMAT_VERSION}")
-        if version == 1 and meta["config"].get("fusion", {}).get("name") == "attention":
-            meta["config"]["fusion"].setdefault("readout", "cls")  # what version 1 computed
-        with open(path / "preprocessor.pkl", "rb") as fh:
-            pre = pickle.load(fh)
-        model = cls(ModelConfig.from_dict(meta["config"]), meta["input_shapes"], pre)
-        model.load_state_dict(torch.load(path / "weights.pt", map_location=map_location, weights_only=True))
-        model.eval()
-        return model
+    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu",
+             trust_pickle: bool = False) -> "MultimodalModel":
+        """Load a model folder written by :meth:`save` (see :func:`medmm.models.bundle.read_bundle`;
+        ``trust_pickle=True`` is needed for folders of format 1 and 2 only). :func:`medmm.load_model`
+        also takes MLflow URIs."""
+        from .bundle import read_bundle
+
+        return read_bundle(path, map_location=map_location, trust_pickle=trust_pickle)

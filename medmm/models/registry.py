@@ -28,8 +28,11 @@ class Registry:
         try:
             fn = self._items[name]
         except KeyError:
+            from ..catalog import suggest
+
             raise ConfigError(
-                f"unknown {self.kind} {name!r}", hint=f"choose one of {sorted(self._items)}"
+                f"unknown {self.kind} {name!r}{suggest(name, sorted(self._items))}",
+                hint=f"choose one of {sorted(self._items)}"
             ) from None
         return fn(**kwargs)
 

@@ -16,7 +16,8 @@ class MultimodalPreprocessor:
     """One fitted transform per modality; fitted on training records only (contract 2).
 
     ``transform(record)`` returns ``{modality: array or None}`` where ``None`` marks a
-    missing modality. The whole object is pickled with the model.
+    missing modality. It is saved with the model as data (:meth:`get_state`, see
+    :mod:`medmm.preprocess.state`), never as a pickle.
     """
 
     def __init__(
@@ -80,3 +81,28 @@ class MultimodalPreprocessor:
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {m: tuple(self.steps[m].output_shape) for m in self.modalities}
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Modalities and each step's state (arrays named ``<modality>/<name>``)."""
+        from .state import dump_preprocessor
+
+        steps, arrays = {}, {}
+        for m in self.modalities:
+            steps[m], a = dump_preprocessor(self.steps[m], prefix=f"{m}/")
+            arrays.update(a)
+        return {"modalities": list(self.modalities), "steps": steps,
+                "fitted": bool(getattr(self, "fitted_", False))}, arrays
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "MultimodalPreprocessor":
+        from .state import load_preprocessor
+
+        modalities = tuple(state["modalities"])
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}")
+        steps = {m: load_preprocessor(state["steps"][m], arrays, prefix=f"{m}/") for m in modalities}
+        obj = cls(modalities=modalities, **steps)
+        if state.get("fitted"):
+            obj.fitted_ = True
+        return obj

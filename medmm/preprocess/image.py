@@ -293,6 +293,25 @@ class ImagePreprocessor:
         out = out.as_tensor() if hasattr(out, "as_tensor") else out
         return np.ascontiguousarray(np.asarray(out, dtype=np.float32))
 
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings as JSON (nothing here is fitted on data besides the checked flag)."""
+        window = list(self.window) if isinstance(self.window, (tuple, list)) else self.window
+        spacing = np.atleast_1d(self.spacing).astype(float).tolist() if self.spacing is not None else None
+        params = {"spatial_size": list(self.spatial_size), "window": window, "orientation": self.orientation,
+                  "spacing": spacing, "size_mode": self.size_mode, "mask_margin": int(self.mask_margin),
+                  "augment": self.augment, "seed": int(self.seed)}
+        return {"params": params, "fitted": bool(getattr(self, "fitted_", False))}, {}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ImagePreprocessor":
+        p = dict(state["params"])
+        if isinstance(p.get("window"), list):
+            p["window"] = tuple(p["window"])
+        if isinstance(p.get("spacing"), list):
+            p["spacing"] = tuple(p["spacing"]) if len(p["spacing"]) > 1 else p["spacing"][0]
+        obj = cls(**p)
+        return obj.fit() if state.get("fitted") else obj
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_aug", None)  # rebuilt lazily (keeps pickles small and MONAI-version free)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import NotFittedError
@@ -98,6 +100,30 @@ class TabularPreprocessor:
 
     def transform(self, row: Tabular) -> np.ndarray:
         return self.transform_many([row])[0]
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings and column lists as JSON; the fitted ColumnTransformer as a skops blob."""
+        from .state import skops_dumps
+
+        state: dict[str, Any] = {"params": {"min_frequency": self.min_frequency, "exclude": list(self.exclude)},
+                                 "fitted": hasattr(self, "transformer_")}
+        if not state["fitted"]:
+            return state, {}
+        state.update(numeric_=list(self.numeric_), categorical_=list(self.categorical_), n_features_=self.n_features_)
+        return state, {"transformer.skops": skops_dumps(self.transformer_)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TabularPreprocessor":
+        from .state import skops_loads
+
+        p = state["params"]
+        obj = cls(min_frequency=p["min_frequency"], exclude=tuple(p["exclude"]))
+        if state.get("fitted"):
+            obj.numeric_ = [str(c) for c in state["numeric_"]]
+            obj.categorical_ = [str(c) for c in state["categorical_"]]
+            obj.n_features_ = int(state["n_features_"])
+            obj.transformer_ = skops_loads(arrays["transformer.skops"], "EHR ColumnTransformer")
+        return obj
 
     @property
     def output_shape(self) -> tuple[int, ...]:

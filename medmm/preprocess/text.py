@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import NotFittedError
@@ -89,3 +91,38 @@ class TextPreprocessor:
     @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.n_features_ + len(getattr(self, "finding_names_", [])),)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings, the n-gram vocabulary (in column order), its IDF weights and the findings' names."""
+        from .state import str_array
+
+        params = {"max_features": self.max_features, "ngram_range": list(self.ngram_range), "min_df": self.min_df,
+                  "token_pattern": self.token_pattern, "findings": self.findings}
+        if not hasattr(self, "vectorizer_"):
+            return {"params": params, "fitted": False}, {}
+        v = self.vectorizer_
+        terms = sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
+        fitted = {"max_features_": self.max_features_, "min_df_used": v.min_df,
+                  "finding_names_": list(getattr(self, "finding_names_", []))}
+        return ({"params": params, "fitted": True, **fitted},
+                {"vocabulary": str_array(terms), "idf": np.asarray(v.idf_, dtype=np.float64)})
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TextPreprocessor":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        p = dict(state["params"])
+        obj = cls(**{**p, "ngram_range": tuple(p["ngram_range"])})
+        if not state.get("fitted"):
+            return obj
+        terms = [str(t) for t in arrays["vocabulary"]]
+        obj.max_features_ = state["max_features_"]
+        v = TfidfVectorizer(max_features=obj.max_features_, ngram_range=obj.ngram_range, min_df=state["min_df_used"],
+                            sublinear_tf=True, lowercase=True, dtype=np.float32, token_pattern=obj.token_pattern,
+                            vocabulary={t: i for i, t in enumerate(terms)})
+        v._validate_vocabulary()
+        v.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
+        obj.vectorizer_ = v
+        obj.n_features_ = len(terms)
+        obj.finding_names_ = list(state.get("finding_names_", []))
+        return obj

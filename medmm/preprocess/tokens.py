@@ -62,6 +62,24 @@ class TokenPreprocessor:
         out[: len(ids)] = ids
         return out
 
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings and the vocabulary as words in id order (ids from 2)."""
+        from .state import str_array
+
+        state: dict[str, Any] = {"params": {"max_len": self.max_len, "max_vocab": self.max_vocab,
+                                            "min_df": self.min_df, "truncate": self.truncate},
+                                 "fitted": hasattr(self, "vocabulary_")}
+        if not state["fitted"]:
+            return state, {}
+        return state, {"vocabulary": str_array(sorted(self.vocabulary_, key=self.vocabulary_.__getitem__))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TokenPreprocessor":
+        obj = cls(**state["params"])
+        if state.get("fitted"):
+            obj.vocabulary_ = {str(w): i + 2 for i, w in enumerate(arrays["vocabulary"])}
+        return obj
+
     @property
     def vocab_size(self) -> int:
         return len(getattr(self, "vocabulary_", {})) + 2
@@ -112,6 +130,30 @@ class SentenceEmbeddingPreprocessor:
             raise NotFittedError("SentenceEmbeddingPreprocessor is not fitted", hint="call fit() first")
         emb = np.asarray(self._encoder().encode(self._chunks(notes.text)), dtype=np.float32)
         return emb.mean(axis=0)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings only: the default encoder's weights come from its package, not the model."""
+        from ..errors import ConfigError
+        from .notes_nlp import SentenceEncoder
+
+        if self.encoder is not None and not isinstance(self.encoder, SentenceEncoder):
+            raise ConfigError(f"a SentenceEmbeddingPreprocessor with a custom encoder "
+                              f"({type(self.encoder).__name__}) cannot be saved as data",
+                              hint="save models built with the default SentenceEncoder")
+        enc = {} if self.encoder is None else {"device": self.encoder.device, "batch_size": self.encoder.batch_size,
+                                                "normalize": self.encoder.normalize}
+        return {"params": {"chunk_words": self.chunk_words, "dim": self.dim}, "encoder": enc,
+                "fitted": bool(getattr(self, "fitted_", False))}, {}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SentenceEmbeddingPreprocessor":
+        from .notes_nlp import SentenceEncoder
+
+        enc = state.get("encoder") or {}
+        obj = cls(**state["params"], encoder=SentenceEncoder(**enc) if enc else None)
+        if state.get("fitted"):
+            obj.fitted_ = True
+        return obj
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

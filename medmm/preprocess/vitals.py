@@ -88,3 +88,23 @@ class VitalsPreprocessor:
     @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.n_steps, 3 * len(self.signals_))
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Grid settings, the channel list and the per-channel mean and standard deviation."""
+        state: dict[str, Any] = {"params": {"hours": self.hours, "step_hours": self.step_hours},
+                                 "fitted": hasattr(self, "signals_")}
+        if not state["fitted"]:
+            return state, {}
+        state["signals_"] = list(self.signals_)
+        return state, {"mean": np.asarray(self.mean_, dtype=np.float64), "std": np.asarray(self.std_, dtype=np.float64)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "VitalsPreprocessor":
+        obj = cls(**state["params"])
+        if state.get("fitted"):
+            obj.signals_ = [str(s) for s in state["signals_"]]
+            obj.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+            obj.std_ = np.asarray(arrays["std"], dtype=np.float64)
+            if obj.mean_.shape != (len(obj.signals_),) or obj.std_.shape != obj.mean_.shape:
+                raise ValueError(f"{len(obj.signals_)} signals but statistics of shape {obj.mean_.shape}")
+        return obj

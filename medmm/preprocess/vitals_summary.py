@@ -130,3 +130,19 @@ class VitalsSummarizer:
         return Tabular(values=values, units={k: units[k.split("__")[0]] for k in values
                                              if k.split("__")[0] in units and not k.endswith(
                                                  ("__count", "__n_peaks", "__hours_since_last", "__slope_per_hour"))})
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Settings and the fitted signal list."""
+        state: dict[str, Any] = {"params": {"hours": self.hours, "stats": list(self.stats),
+                                            "min_records": self.min_records}, "fitted": hasattr(self, "signals_")}
+        if state["fitted"]:
+            state["signals_"] = list(self.signals_)
+        return state, {}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> "VitalsSummarizer":
+        p = dict(state["params"])
+        obj = cls(hours=p["hours"], stats=tuple(p["stats"]), min_records=p["min_records"])
+        if state.get("fitted"):
+            obj.signals_ = [str(s) for s in state["signals_"]]
+        return obj

@@ -25,9 +25,9 @@ def pip_requirements() -> list[str]:
 
 class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from ..models.multimodal import MultimodalModel
+        from .hub import load_model
 
-        self.model = MultimodalModel.load(context.artifacts["medmm_model"])
+        self.model = load_model(context.artifacts["medmm_model"])
 
     def predict(self, context, model_input, params=None):  # the signature is given at logging, not by type hints
         import pandas as pd

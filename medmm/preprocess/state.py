@@ -1,0 +1,152 @@
+"""Fitted preprocessing as data: a JSON-able state plus named arrays, never a pickle.
+
+Every preprocessor has ``get_state() -> (state, arrays)``, where ``state`` is plain JSON
+(settings and small fitted values) and ``arrays`` maps names to numpy arrays (vocabulary
+weights, normalisation statistics), and a classmethod ``from_state(state, arrays)`` that
+rebuilds an object whose ``transform`` gives identical outputs. :func:`dump_preprocessor`
+adds the kind, :func:`load_preprocessor` picks the class from :data:`PREPROCESSOR_KINDS`
+only (a state can name no other class, so reading one imports and runs nothing it names).
+
+:func:`save_state` / :func:`read_state` write and read ``preprocessor.json`` +
+``preprocessor.npz`` (``np.load(allow_pickle=False)``). The scikit-learn ColumnTransformer of
+the EHR step is stored as a skops blob (an array of bytes), loaded with skops' trusted-types
+check against the fixed list :data:`SKOPS_TRUSTED`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ReadError
+
+__all__ = ["PREPROCESSOR_KINDS", "SKOPS_TRUSTED", "dump_preprocessor", "load_preprocessor", "save_state",
+           "read_state", "STATE_JSON", "STATE_NPZ"]
+
+STATE_JSON = "preprocessor.json"
+STATE_NPZ = "preprocessor.npz"
+
+#: kind written in a state -> "module:class" (the only classes a state can name)
+PREPROCESSOR_KINDS: dict[str, str] = {
+    "multimodal": "medmm.preprocess:MultimodalPreprocessor",
+    "image": "medmm.preprocess.image:ImagePreprocessor",
+    "tfidf": "medmm.preprocess.text:TextPreprocessor",
+    "tabular": "medmm.preprocess.tabular:TabularPreprocessor",
+    "vitals_grid": "medmm.preprocess.vitals:VitalsPreprocessor",
+    "vitals_summary": "medmm.preprocess.vitals_summary:VitalsSummarizer",
+    "tokens": "medmm.preprocess.tokens:TokenPreprocessor",
+    "sentence_embedding": "medmm.preprocess.tokens:SentenceEmbeddingPreprocessor",
+}
+
+#: types outside skops' default trusted set that a fitted ColumnTransformer holds
+SKOPS_TRUSTED: list[str] = ["numpy.dtype"]
+
+
+def _class(kind: str) -> type:
+    import importlib
+
+    target = PREPROCESSOR_KINDS.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        raise ReadError(f"unknown preprocessor kind {kind!r} in the model's preprocessing state",
+                        hint=f"a medmm state names one of {sorted(PREPROCESSOR_KINDS)}; the bundle is damaged "
+                             "or was not written by medmm")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kind_of(obj: Any) -> str:
+    for kind, target in PREPROCESSOR_KINDS.items():
+        module, _, name = target.partition(":")
+        if type(obj).__module__ == module and type(obj).__name__ == name:
+            return kind
+    from ..errors import ConfigError
+
+    raise ConfigError(f"{type(obj).__name__} cannot be saved as data",
+                      hint=f"use one of medmm's preprocessors ({sorted(PREPROCESSOR_KINDS)})")
+
+
+def dump_preprocessor(obj: Any, prefix: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``({"kind": ..., "state": ...}, arrays)``, array names prefixed with ``prefix``."""
+    state, arrays = obj.get_state()
+    return {"kind": _kind_of(obj), "state": state}, {prefix + k: np.asarray(v) for k, v in arrays.items()}
+
+
+def load_preprocessor(doc: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "") -> Any:
+    """The preprocessor described by :func:`dump_preprocessor`'s output."""
+    if not isinstance(doc, dict) or "kind" not in doc:
+        raise ReadError("a preprocessing state has no 'kind'", hint="the bundle is damaged; re-save the model")
+    cls = _class(doc["kind"])
+    own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    try:
+        return cls.from_state(doc.get("state") or {}, own)
+    except ReadError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReadError(f"the {doc['kind']} preprocessing state is malformed: {exc!r}",
+                        hint="the bundle is damaged or from an incompatible medmm; re-save the model") from exc
+
+
+def save_state(obj: Any, folder: str | Path) -> list[Path]:
+    """Write ``preprocessor.json`` and ``preprocessor.npz`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc, arrays = dump_preprocessor(obj)
+    js, npz = folder / STATE_JSON, folder / STATE_NPZ
+    js.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    npz.write_bytes(buf.getvalue())
+    return [js, npz]
+
+
+def read_state(folder: str | Path) -> Any:
+    """The preprocessor saved by :func:`save_state` in ``folder`` (no pickle is read)."""
+    folder = Path(folder)
+    js, npz = folder / STATE_JSON, folder / STATE_NPZ
+    try:
+        doc = json.loads(js.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReadError(f"cannot read the preprocessing state: {exc}", path=js,
+                        hint="re-save the model, or upgrade an old one with `medmm model upgrade`") from exc
+    arrays: dict[str, np.ndarray] = {}
+    if npz.exists():
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except ValueError as exc:  # an object array needs pickle: refused
+            raise ReadError(f"the preprocessing arrays hold objects that would need pickle: {exc}", path=npz,
+                            hint="a medmm bundle stores plain numeric/string arrays only") from exc
+    return load_preprocessor(doc, arrays)
+
+
+# ------------------------------------------------------------------ helpers for the state methods
+
+def fitted_flag(obj: Any, attr: str) -> bool:
+    return hasattr(obj, attr)
+
+
+def str_array(values: list[str]) -> np.ndarray:
+    """Strings as a fixed-width unicode array (readable without pickle)."""
+    return np.asarray(list(values), dtype=np.str_) if values else np.zeros(0, dtype="<U1")
+
+
+def skops_dumps(obj: Any) -> np.ndarray:
+    import skops.io as sio
+
+    return np.frombuffer(sio.dumps(obj), dtype=np.uint8)
+
+
+def skops_loads(blob: np.ndarray, what: str) -> Any:
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return sio.loads(np.asarray(blob, dtype=np.uint8).tobytes(), trusted=SKOPS_TRUSTED)
+    except UntrustedTypesFoundException as exc:
+        raise ReadError(f"the {what} state names types outside the trusted list: {exc}",
+                        hint="the bundle was tampered with or written by something other than medmm; "
+                             "do not load it") from exc
