@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("medmm.commands.ask", "answer a question about one patient from the record, every statement cited"),
     "export": ("medmm.commands.export", "export a model to TorchScript and ONNX (checked against the eager model)"),
     "model": ("medmm.commands.model", "model folder tools: `upgrade` an old pickle-based folder to the data-only bundle"),
+    "preprocess": ("medmm.commands.preprocess", "fill the image cache ahead of training (resumable; --workers, --engine ray)"),
     "drift": ("medmm.commands.drift", "compare a current cohort with a reference: input, missingness, prediction and calibration drift"),
 }
 

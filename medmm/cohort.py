@@ -477,6 +477,14 @@ class Cohort:
         self._note(local.problems)
         return rec
 
+    def record_and_problems(self, i: int) -> tuple[PatientRecord, list[Problem]]:
+        """The ``i``-th record and the problems found building it, leaving ``report`` alone
+        (what a worker process returns to the cohort that owns the report)."""
+        k = self._index[i]
+        if self._all_records is not None:
+            return self._all_records[k], []
+        return _RowBuilder(self._rows, self.manifest, self.modalities, self.strict)(k)
+
     def _note(self, problems: list[Problem]) -> None:
         seen = self._shared["seen"]
         for prob in problems:

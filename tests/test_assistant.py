@@ -120,8 +120,8 @@ def test_news2_at_a_time_and_its_drivers(bot):
     a = bot.ask("What was the NEWS2 at 03:00 and what drove it?")
     assert a.kind == "news2" and a.value == 8
     assert "spo2" not in a.text.split("driven by")[1].split("Not observed")[0]  # 96.67 % scores 0
-    for part in ("resp_rate 26.0/min scores 3", "sbp 95.0 mmHg scores 2",
-                 "pulse 125.0/min scores 2", "temperature 38.6 degC scores 1"):
+    for part in ("resp_rate 26/min scores 3", "sbp 95 mmHg (from sbp (cuff)) scores 2",
+                 "pulse 125/min (from heart_rate (ECG)) scores 2", "temperature 38.6 degC scores 1"):
         assert part in a.text
     assert "assumed alert" in a.text  # consciousness was not charted, and the answer says so
     _resolves(bot, a)

@@ -155,22 +155,22 @@ def test_calibration_fitted_once_is_applied_at_inference(model, tiny_loaded, tmp
 
 def test_streamed_splits_match_load_cohort_when_the_manifest_has_none(tiny_cohort, tmp_path):
     from medmm.cohort import load_cohort
-    from medmm.evaluate.scoring import manifest_with_splits
+    from medmm.evaluate.scoring import iter_record_batches
 
     df = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False).drop(columns=["split"])
     df.loc[:4, "label_tumor"] = ""  # unknown labels are a stratum of their own
     path = tmp_path / "no_split.csv"  # files are not read here (modalities=())
     df.to_csv(path, index=False)
     want = {r.patient_id: r.split for r in load_cohort(path, progress=False, modalities=()).records}
-    got = manifest_with_splits(path).set_index("patient_id")["split"].to_dict()
+    got = {r.patient_id: r.split for b in iter_record_batches(path, batch_size=7, modalities=()) for r in b}
     assert got == want and set(got.values()) == {"train", "val", "test"}
 
 
 def test_streamed_splits_match_load_cohort_with_some_splits_blank_and_bad_rows(tiny_cohort, tmp_path):
-    """Training (load_cohort) and evaluation (manifest_with_splits) split through one helper:
+    """Training (load_cohort) and evaluation (streamed batches) split through one Cohort:
     given splits are kept, bad rows (no or a duplicate patient_id) are skipped by both."""
     from medmm.cohort import load_cohort
-    from medmm.evaluate.scoring import manifest_with_splits
+    from medmm.evaluate.scoring import iter_record_batches
 
     df = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
     given = df.loc[::3, ["patient_id", "split"]].set_index("patient_id")["split"].to_dict()
@@ -184,9 +184,9 @@ def test_streamed_splits_match_load_cohort_with_some_splits_blank_and_bad_rows(t
     df.to_csv(path, index=False)
     cohort = load_cohort(path, progress=False, modalities=())
     want = {r.patient_id: r.split for r in cohort.records}
-    table = manifest_with_splits(path)
-    assert len(table) == len(want) == 40 and table["patient_id"].is_unique
-    got = table.set_index("patient_id")["split"].to_dict()
+    streamed = [r for b in iter_record_batches(path, batch_size=9, modalities=()) for r in b]
+    assert len(streamed) == len(want) == 40 and len({r.patient_id for r in streamed}) == 40
+    got = {r.patient_id: r.split for r in streamed}
     assert got == want and set(got.values()) == {"train", "val", "test"}
     assert all(got[p] == s for p, s in given.items())  # splits the manifest gives are kept
     assert any("26 patient(s) had no split" in p.message for p in cohort.report.warnings)

@@ -573,14 +573,16 @@ def _news2_at(ix: RecordIndex, t: Any, config: Any) -> tuple[Any, list[str], lis
         k = int(np.searchsorted(s.times, tt, "right")) - 1
         if k < 0 or s.times[k] < stale:
             continue
-        if param not in used or s.times[k] > used[param][0]:
-            used[param] = (s.times[k], s, k)
+        used[sig] = (s.times[k], s, k)  # by source: the monitor picks between ECG/pleth, line/cuff
     if not used:
         return None
-    for param, (when, s, k) in used.items():
-        p.latest[param] = (pd.Timestamp(when), float(s.values[k]))
+    for sig, (when, s, k) in used.items():
+        p.latest[sig] = (pd.Timestamp(when), float(s.values[k]))
     res, notes = mon._news2(p, pd.Timestamp(t))
-    return res, notes, [_cite_series(s, k) for _, s, k in used.values()]
+    chosen = {v.split(" ")[0] for v in (getattr(res, "sources", None) or {}).values()}
+    cites = [_cite_series(s, k) for sig, (_, s, k) in used.items()
+             if NEWS2_SIGNALS[sig] not in (getattr(res, "sources", None) or {}) or sig in chosen]
+    return res, notes, cites
 
 
 def answer_news2(query: Query, ix: RecordIndex, monitor: Any = None) -> Answer:

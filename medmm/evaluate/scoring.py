@@ -68,40 +68,22 @@ def record_metadata(r: PatientRecord) -> dict[str, str]:
     return out
 
 
-def manifest_with_splits(manifest: str | Path, *, split_seed: int = 0):
-    """The manifest table with every patient's split, as :func:`~medmm.cohort.load_cohort`
-    gives it: the rows it skips (a missing or duplicate ``patient_id``) are left out, and rows
-    without a valid split get one from the same :func:`~medmm.cohort.fill_splits`."""
-    from ..cohort import fill_splits, read_manifest, skipped_rows, validate_manifest
+def iter_record_batches(cohort: Any, *, batch_size: int = 64, split: str | None = None,
+                        modalities: tuple[str, ...] = MODALITIES) -> Iterator[list[PatientRecord]]:
+    """Records of a cohort (a manifest path or a :class:`~medmm.cohort.Cohort`), ``batch_size``
+    at a time; read errors go to the cohort's report.
 
-    df = read_manifest(manifest)
-    skip: set[int] = set()
-    if "patient_id" in df.columns:
-        skip = skipped_rows(validate_manifest(manifest, check_files=False, frame=df))
-    fill_splits(df, seed=split_seed, skip_rows=skip)
-    return df.drop(index=df.index[sorted(skip)]) if skip else df
-
-
-def iter_record_batches(manifest: str | Path, *, batch_size: int = 64, split: str | None = None,
-                        modalities: tuple[str, ...] = MODALITIES, report: Any = None,
-                        frame: Any = None) -> Iterator[list[PatientRecord]]:
-    """Records of a manifest, ``batch_size`` at a time (read errors go to ``report``).
-
-    ``split`` keeps the rows of that split (``None`` or ``'all'``: every row); patients
-    without a split get the one :func:`~medmm.cohort.load_cohort` would assign. ``frame``:
-    the manifest's table from :func:`manifest_with_splits`, when the caller has it already.
+    ``split`` keeps the patients of that split (``None`` or ``'all'``: every one); patients
+    without a split get the one :meth:`~medmm.cohort.Cohort.from_manifest` assigns.
     """
-    from ..cohort import row_to_record
+    from ..cohort import Cohort
 
-    manifest = Path(manifest)
-    df = manifest_with_splits(manifest) if frame is None else frame
+    if not isinstance(cohort, Cohort):
+        cohort = Cohort.from_manifest(cohort, modalities=modalities, progress=False)
     if split not in (None, "all"):
-        df = df[df["split"] == split]
-    rows = df.to_dict(orient="records")
-    index = df.index.tolist()
-    for s in range(0, len(rows), batch_size):
-        yield [row_to_record(raw, base=manifest.parent, report=report, row_index=int(i), modalities=modalities)
-               for raw, i in zip(rows[s:s + batch_size], index[s:s + batch_size])]
+        cohort = cohort.split(split)
+    for s in range(0, len(cohort), batch_size):
+        yield list(cohort[s:s + batch_size])
 
 
 @dataclass
@@ -167,9 +149,25 @@ def _proba(model: Any, values: dict[str, Any], present: Any):
     return torch.sigmoid(model(values, present))
 
 
-def _entry(r: PatientRecord, preprocessor: Any) -> dict[str, Any]:
-    """What scoring keeps of a record: its preprocessed values, labels and table row."""
-    return {"values": preprocessor.transform(r), "labels": dict(r.labels), "id": r.patient_id,
+def _entry(r: PatientRecord, preprocessor: Any, problems: list | None = None) -> dict[str, Any]:
+    """What scoring keeps of a record: its preprocessed values, labels and table row.
+
+    An image that cannot be read now (it changed after validation) is scored as missing, its
+    error appended to ``problems``."""
+    from ..cohort import Problem
+    from ..errors import MedmmError
+
+    try:
+        values = preprocessor.transform(r)  # first: a lazy image's header is kept for the metadata below
+    except MedmmError as exc:
+        if isinstance(r.image, Missing) or "image" not in getattr(preprocessor, "modalities", ()):
+            raise
+        if problems is not None:
+            problems.append(Problem("error", str(exc), column="image_path", path=str(exc.path or ""),
+                                    patient_id=r.patient_id, modality="image"))
+        r.image = Missing("read_error", str(exc))
+        values = preprocessor.transform(r)
+    return {"values": values, "labels": dict(r.labels), "id": r.patient_id,
             "row": {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern, **record_metadata(r)}}
 
 
@@ -177,24 +175,18 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-class _ManifestRows:
-    """Manifest rows -> (scoring entry, problems), for a DataLoader's worker processes."""
+class _CohortEntries:
+    """A cohort's patients -> (scoring entry, problems), for a DataLoader's worker processes."""
 
-    def __init__(self, manifest: Path, rows: list[dict], index: list[int], preprocessor: Any,
-                 modalities: tuple[str, ...]) -> None:
-        self.manifest, self.rows, self.index = manifest, rows, index
-        self.preprocessor, self.modalities = preprocessor, modalities
+    def __init__(self, cohort: Any, preprocessor: Any) -> None:
+        self.cohort, self.preprocessor = cohort, preprocessor
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.cohort)
 
     def __getitem__(self, i: int) -> tuple[dict[str, Any], list]:
-        from ..cohort import ProblemReport, row_to_record
-
-        rep = ProblemReport()
-        r = row_to_record(self.rows[i], base=self.manifest.parent, report=rep, row_index=int(self.index[i]),
-                          modalities=self.modalities)
-        return _entry(r, self.preprocessor), rep.problems
+        r, problems = self.cohort.record_and_problems(i)
+        return _entry(r, self.preprocessor, problems), problems
 
 
 def score_cohort(
@@ -245,36 +237,38 @@ def score_cohort(
     else:
         subset_list = []
     pre = model.preprocessor
-    if isinstance(cohort, (str, Path)):
-        df = manifest_with_splits(cohort)
-        if split not in (None, "all"):
-            df = df[df["split"] == split]
-        total = len(df)
-        if num_workers > 0:
-            ds = _ManifestRows(Path(cohort), df.to_dict(orient="records"), df.index.tolist(), pre, mods)
-            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
-                                                 collate_fn=_as_list, shuffle=False)
+    from ..cohort import Cohort
 
-            def entry_batches():
-                for b in loader:
-                    for _, problems in b:
-                        if report is not None:
-                            report.problems.extend(problems)
-                    yield [e for e, _ in b]
-        else:
-            def entry_batches():
-                for recs in iter_record_batches(cohort, batch_size=batch_size, modalities=mods, report=report,
-                                                frame=df):
-                    yield [_entry(r, pre) for r in recs]
-    else:
-        records = list(getattr(cohort, "records", cohort))
-        if split not in (None, "all"):
-            records = [r for r in records if r.split == split]
-        total = len(records)
+    if isinstance(cohort, (str, Path)):
+        cohort = Cohort.from_manifest(cohort, modalities=mods, progress=False)
+    elif not isinstance(cohort, Cohort):
+        cohort = Cohort.from_records(list(cohort))
+    if report is not None and report is not cohort.report:
+        report.problems.extend(cohort.report.problems)  # the manifest's own problems
+    if split not in (None, "all"):
+        cohort = cohort.split(split)
+    total = len(cohort)
+    if num_workers > 0 and total > 1:
+        loader = torch.utils.data.DataLoader(_CohortEntries(cohort, pre), batch_size=batch_size,
+                                             num_workers=num_workers, collate_fn=_as_list, shuffle=False)
 
         def entry_batches():
-            for s in range(0, len(records), batch_size):
-                yield [_entry(r, pre) for r in records[s:s + batch_size]]
+            for b in loader:
+                for _, problems in b:
+                    cohort._note(problems)
+                    if report is not None and report is not cohort.report:
+                        report.problems.extend(problems)
+                yield [e for e, _ in b]
+    else:
+        def entry_batches():
+            for s in range(0, total, batch_size):
+                n_before = len(cohort.report.problems)
+                problems: list = []
+                items = [_entry(r, pre, problems) for r in cohort[s:s + batch_size]]
+                cohort._note(problems)
+                if report is not None and report is not cohort.report:
+                    report.problems.extend(cohort.report.problems[n_before:])
+                yield items
 
     writer = None
     frames: list[Any] = []
