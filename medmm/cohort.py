@@ -504,22 +504,28 @@ class Cohort:
     def __iter__(self) -> Iterator[PatientRecord]:
         return self.iter()
 
-    def iter(self, *, workers: int = 0, progress: bool = False, chunksize: int = 8) -> Iterator[PatientRecord]:
-        """The records in order; ``workers`` > 0 builds them in that many processes."""
+    def iter(self, *, workers: int = 0, progress: bool = False, chunksize: int = 8,
+             check_images: bool = False) -> Iterator[PatientRecord]:
+        """The records in order; ``workers`` > 0 builds them in that many processes.
+        ``check_images`` also reads each image once (voxels dropped, header kept), an unreadable
+        one becoming ``Missing("read_error")`` with its problem in the report."""
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(self), desc="records", unit="pt", disable=not progress)
         try:
             if workers <= 0 or self._all_records is not None or len(self) < 2:
                 for k in self._index:
-                    yield self._build(k)
+                    rec = self._build(k)
+                    if check_images:
+                        read_image_or_missing(rec, self.report)
+                    yield rec
                     bar.update(1)
                 return
             import multiprocessing as mp
 
             todo = [k for k in self._index]
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            builder = _RowBuilder(self._rows, self.manifest, self.modalities, self.strict)
+            builder = _RowBuilder(self._rows, self.manifest, self.modalities, self.strict, check_images)
             with ctx.Pool(workers, initializer=_init_builder, initargs=(builder,)) as pool:
                 for rec, problems in pool.imap(_build_row, todo, chunksize=chunksize):
                     self._note(problems)
@@ -588,9 +594,8 @@ class Cohort:
     def check(self, *, read_images: bool = True, workers: int = 0, progress: bool = False) -> ProblemReport:
         """Build every record and read every image once (voxels not kept), so that every
         unreadable file is in the report; returns the report."""
-        for rec in self.iter(workers=workers, progress=progress):
-            if read_images and "image" in self.modalities:
-                read_image_or_missing(rec, self.report)
+        for _ in self.iter(workers=workers, progress=progress, check_images=read_images and "image" in self.modalities):
+            pass
         return self.report
 
     def summary(self):
@@ -713,14 +718,19 @@ class _RowBuilder:
     """Manifest rows -> records in a worker process."""
 
     def __init__(self, rows: list[dict[str, Any]] | None, manifest: Path | None, modalities: tuple[str, ...],
-                 strict: bool) -> None:
+                 strict: bool, check_images: bool = False) -> None:
         self.rows, self.manifest, self.modalities, self.strict = rows, manifest, modalities, strict
+        self.check_images = check_images
 
     def __call__(self, k: int) -> tuple[PatientRecord, list[Problem]]:
         local = ProblemReport()
         row = self.rows[k]  # type: ignore[index]
         rec = row_to_record(row, base=self.manifest.parent if self.manifest else Path("."), report=local,
                             row_index=row.get("_row"), strict=self.strict, modalities=self.modalities)
+        if self.check_images:
+            read_image_or_missing(rec, local)
+            for prob in local.problems:
+                prob.row = row.get("_row") if prob.row is None else prob.row
         return rec, local.problems
 
 

@@ -415,7 +415,7 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
     except ConfigError as exc:
         raise ConfigError(exc.message, path=source, column=f"train.{exc.column}" if exc.column else "train",
                           hint=exc.hint) from exc
-    for m, options in cfg.preprocess.model_dump(exclude={"cache_dir"}).items():
+    for m, options in cfg.preprocess.model_dump(exclude={"cache_dir", "workers"}).items():
         try:
             _check_preprocess_options(m, options)
         except ValueError as exc:

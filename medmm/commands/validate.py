@@ -9,7 +9,8 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="cohort manifest (CSV or Parquet)")
     p.add_argument("--read", action="store_true",
-                   help="also read every file with its reader (slower; finds unreadable files)")
+                   help="also read every file with its reader, images included (slower; finds unreadable files)")
+    p.add_argument("--workers", type=int, default=0, help="processes that read the files with --read (default 0)")
     p.add_argument("--json", action="store_true", help="print the problems as JSON lines")
 
 
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort import load_cohort, validate_manifest
 
     if args.read:
-        report = load_cohort(args.manifest, progress=sys.stderr.isatty()).report
+        report = load_cohort(args.manifest, progress=False).check(workers=args.workers, progress=sys.stderr.isatty())
     else:
         report = validate_manifest(args.manifest)
     if args.json:
