@@ -6,7 +6,9 @@ Run: ``.venv/bin/python benchmarks/bench_imaging.py [--slices 200] [--size 512] 
    read to a float32 HU volume with its affine by medmm, MONAI ``LoadImage(reader=
    "PydicomReader")``, SimpleITK ``ImageSeriesReader`` and a plain read of the files' bytes
    (median of ``--runs`` runs after imports), plus medmm's peak memory over the volume size.
-2. A small synthetic cohort's images are preprocessed through medmm's on-disk cache, cold
+2. Small series, where fixed costs dominate: a 28-slice CT (single-frame files) and an
+   enhanced multi-frame MR file (520 frames), each read by medmm and SimpleITK.
+3. A small synthetic cohort's images are preprocessed through medmm's on-disk cache, cold
    then warm.
 """
 
@@ -62,6 +64,48 @@ def write_ct(folder: Path, n: int, size: int, seed: int = 0) -> None:
         ds.save_as(folder / f"IM{names[k]:06d}", enforce_file_format=True)
 
 
+def write_enhanced(path: Path, n: int, size: int, seed: int = 1) -> None:
+    """One enhanced MR file of ``n`` frames (per-frame positions, shared orientation/spacing)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality, ds.Manufacturer, ds.SeriesDescription = "BENCH", "MR", "BENCH", "bench enhanced MR"
+    ds.InstanceNumber, ds.NumberOfFrames = 1, n
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    shared = Dataset()
+    pm, po, pvt = Dataset(), Dataset(), Dataset()
+    pm.PixelSpacing, pm.SliceThickness = [0.5, 0.5], 0.6
+    po.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # sagittal-ish stack of coronal frames
+    pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 1.0, 0.0, "US"
+    shared.PixelMeasuresSequence = Sequence([pm])
+    shared.PlaneOrientationSequence = Sequence([po])
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for k in range(n):
+        fg, pp, fc = Dataset(), Dataset(), Dataset()
+        pp.ImagePositionPatient = [-64.0, -100.0 + 0.6 * k, 64.0]
+        fg.PlanePositionSequence = Sequence([pp])
+        fc.StackID, fc.InStackPositionNumber = "1", k + 1
+        fg.FrameContentSequence = Sequence([fc])
+        per_frame.append(fg)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = rng.integers(0, 4096, size=(n, size, size)).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
 def timed(fn, runs: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(runs):
@@ -95,6 +139,31 @@ def read_sitk(folder: Path):
     r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))
     img = sitk.Cast(r.Execute(), sitk.sitkFloat32)
     return sitk.GetArrayFromImage(img), img.GetDirection(), img.GetOrigin(), img.GetSpacing()
+
+
+def read_sitk_file(path: Path):
+    import SimpleITK as sitk
+
+    img = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(img), img.GetDirection(), img.GetOrigin(), img.GetSpacing()
+
+
+def bench_small(root: Path, runs: int) -> None:
+    """Small series, where per-call costs (headers, pools, imports) weigh most."""
+    ct, enh = root / "small_ct", root / "enhanced.dcm"
+    write_ct(ct, 28, 512, seed=2)
+    write_enhanced(enh, 520, 192)
+    print(f"\nsmall series, median of {runs} runs (s):")
+    for label, path, sitk_fn in (
+        ("28-slice CT (512x512 files)", ct, read_sitk),
+        ("enhanced MR (520 frames, 1 file)", enh, read_sitk_file),
+    ):
+        read_medmm(path), sitk_fn(path)  # warm the page cache
+        t_medmm, img = timed(lambda: read_medmm(path), runs)
+        t_sitk, ref = timed(lambda: sitk_fn(path), runs)
+        same = np.array_equal(np.asarray(img.data).transpose(2, 1, 0), ref[0])
+        print(f"  {label:34s} medmm {t_medmm:7.3f}   SimpleITK {t_sitk:7.3f}   medmm is "
+              f"{t_sitk / t_medmm:5.2f}x faster (target >= 1); same voxels: {same}")
 
 
 def peak_rss_during(fn) -> tuple[int, int]:
@@ -156,6 +225,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--only-small", action="store_true", help="run only the small-series rows")
     args = ap.parse_args()
 
     import monai.transforms  # noqa: F401  (imports outside the timings)
@@ -165,6 +235,9 @@ def main() -> None:
     import medmm.io.image  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
+        bench_small(Path(tmp), args.runs)
+        if args.only_small:
+            return
         folder = Path(tmp) / "ct"
         write_ct(folder, args.slices, args.size)
         nbytes = args.slices * args.size * args.size * 4
