@@ -167,6 +167,7 @@ VENDORS = {
     "Philips": "Philips Medical Systems",
     "Siemens": "SIEMENS",
     "Canon": "Canon Medical Systems",
+    "Siemens-CSA": "SIEMENS",  # gradients only in the CSA image header
 }
 
 
@@ -182,7 +183,7 @@ def siemens_csa(tags: dict[str, tuple[str, list[Any]]]) -> bytes:
 
     out = [b"SV10", b"\x04\x03\x02\x01", struct.pack("<2I", len(tags), 77)]
     for name, (vr, values) in tags.items():
-        out.append(struct.pack("<64si4siii", name.encode(), 1 if values else 0, vr.encode(), 0, len(values), 77))
+        out.append(struct.pack("<64si4siii", name.encode(), len(values), vr.encode(), 0, len(values), 77))
         for v in values:
             text = (f"{v:.8f}" if isinstance(v, float) else str(v)).encode() + b"\x00"
             padded = text + b"\x00" * (-len(text) % 4)
@@ -193,17 +194,25 @@ def siemens_csa(tags: dict[str, tuple[str, list[Any]]]) -> bytes:
 def diffusion_tags(vendor: str, b: float, g_lps: np.ndarray, rot: np.ndarray, phase: str = "COL") -> dict[str, Any]:
     """Per-file header fields of one diffusion volume as ``vendor`` stores them in classic MR.
 
-    ``g_lps`` is the gradient direction in patient (LPS) coordinates. GE stores it in the
-    image frame (row, column, slice axes), Philips and Canon in (0018,9089), Siemens in
-    (0019,100E) and its CSA image header.
+    ``g_lps`` is the gradient direction in patient (LPS) coordinates. Philips stores it in
+    (0018,9089) and private tags, Siemens in (0019,100E) and its CSA image header, GE
+    (private tags) and Canon (0018,9089) along the image's (frequency, phase, slice) axes,
+    with the signs dcm2niix assumes.
     """
     g_lps = np.asarray(g_lps, dtype=float)
-    if vendor == "GE":  # the logical frame dcm2niix assumes: (row, column, -normal), x/y swapped
-        r = rot.T @ g_lps  # when the phase encoding runs along rows
-        g_ge = np.array([r[0], r[1], -r[2]]) if phase == "COL" else np.array([r[1], -r[0], -r[2]])
+    if vendor in ("GE", "Canon"):
+        r = rot.T @ g_lps
+        g_ge = np.array([r[0], r[1], -r[2]]) if phase == "COL" else np.array([-r[1], r[0], -r[2]])
+        if int(np.argmax(np.abs(rot[:, 2]))) == 1:  # coronal slices: y reversed
+            g_ge[1] = -g_ge[1]
+        if vendor == "Canon":  # the standard fields, but in GE's logical frame
+            tags = {"DiffusionBValue": float(b), "InPlanePhaseEncodingDirection": phase}
+            if b > 0:
+                tags["DiffusionGradientOrientation"] = [float(v) for v in g_ge]
+            return tags
         return {"_ge": (b, g_ge), "InPlanePhaseEncodingDirection": phase}
-    if vendor == "Siemens":
-        return {"_siemens": (b, g_lps)}
+    if vendor.startswith("Siemens"):
+        return {"_siemens" if vendor == "Siemens" else "_siemens_csa": (b, g_lps)}
     tags: dict[str, Any] = {"DiffusionBValue": float(b)}
     if b > 0:
         tags["DiffusionGradientOrientation"] = [float(v) for v in g_lps]
@@ -220,12 +229,14 @@ def apply_vendor_tags(ds: Any, tags: dict[str, Any]) -> None:
             _private(ds, 0x0043, "GEMS_PARM_01", {0x39: ("IS", [int(b) + 1000000000, 8, 0, 0])})
             _private(ds, 0x0019, "GEMS_ACQU_01", {0xBB: ("DS", f"{g[0]:.6f}"), 0xBC: ("DS", f"{g[1]:.6f}"),
                                                    0xBD: ("DS", f"{g[2]:.6f}")})
-        elif key == "_siemens":
+        elif key in ("_siemens", "_siemens_csa"):
             b, g = v
             csa = {"B_value": ("IS", [int(b)])}
             if b > 0:
                 csa["DiffusionGradientDirection"] = ("FD", [float(x) for x in g])
             _private(ds, 0x0029, "SIEMENS CSA HEADER", {0x10: ("OB", siemens_csa(csa))})
+            if key == "_siemens_csa":
+                continue
             elements = {0x0C: ("IS", int(b))}
             if b > 0:
                 elements[0x0E] = ("FD", [float(x) for x in g])

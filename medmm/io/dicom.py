@@ -442,7 +442,8 @@ def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, fl
     when there is none, e.g. b = 0), or None when the header holds no b-value.
 
     Read from the standard fields, or where vendors put them in classic MR files: GE
-    (0043,1039) and (0019,10BB-BD) (the logical frame, as dcm2niix reads it), Siemens
+    (0043,1039) and (0019,10BB-BD), Canon (0018,9089) (both in the image's logical
+    frame, as dcm2niix reads them), Siemens
     (0019,100C/100E) or its CSA image header, Philips (2001,1003) and (2005,10B0-B2).
     """
     b = _num(ds.get("DiffusionBValue"), None)
@@ -459,10 +460,10 @@ def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, fl
         if g is None and iop is not None and len(iop) == 6:
             comps = [_private_numbers(_private(ds, 0x0019, "GEMS_ACQU_01", e)) for e in (0xBB, 0xBC, 0xBD)]
             if all(comps):
-                g0, g1, g2 = (c[0] for c in comps)  # type: ignore[index]
-                rot = np.stack([iop[:3], iop[3:], slice_normal(iop)], axis=1)
-                rows = str(ds.get("InPlanePhaseEncodingDirection", "") or "").upper() == "ROW"
-                g = rot @ (np.array([-g1, g0, -g2]) if rows else np.array([g0, g1, -g2]))
+                g = _logical_to_lps([c[0] for c in comps], iop, ds)  # type: ignore[index]
+    elif maker.startswith(("CANON", "TOSHIBA")):
+        if g is not None and iop is not None and len(iop) == 6:
+            g = _logical_to_lps(g, iop, ds)
     elif maker.startswith("SIEMENS"):
         if b is None:
             v = _private_numbers(_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0C))
@@ -488,9 +489,25 @@ def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, fl
     return (round(float(b), 3), *(round(float(x), 5) + 0.0 for x in g))  # type: ignore[return-value]
 
 
+def _logical_to_lps(g: Any, iop: np.ndarray, ds: Any) -> np.ndarray:
+    """A GE or Canon gradient direction, given along the (frequency, phase, slice) axes of
+    the image, in patient LPS: dcm2niix's ``geCorrectBvecs`` (phase encoding along rows
+    swaps the in-plane axes; coronal slices reverse the phase axis; the slice axis is
+    reversed)."""
+    g0, g1, g2 = (float(v) for v in g)
+    normal = slice_normal(iop)
+    if int(np.argmax(np.abs(normal))) == 1:
+        g1 = -g1
+    rot = np.stack([iop[:3], iop[3:], normal], axis=1)
+    rows = str(ds.get("InPlanePhaseEncodingDirection", "") or "").upper() == "ROW"
+    return rot @ (np.array([g1, -g0, -g2]) if rows else np.array([g0, g1, -g2]))
+
+
 def _csa_diffusion(ds: Any, b: float | None, g: Any) -> tuple[float | None, Any]:
     try:
-        from nibabel.nicom import csareader
+        with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
+            warnings.simplefilter("ignore")
+            from nibabel.nicom import csareader
 
         csa = csareader.get_csa_header(ds, "image")
     except Exception:
@@ -1221,13 +1238,12 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 Problem("localizer", f"ignored {n_loc} localizer stack(s) in the same series"),
             ]
             return volumes[0]
-        desc = "; ".join(
-            f"{s.id}: {'x'.join(map(str, s.shape))} {_plane(s.first)}" for s in chosen
+        desc = "; ".join(f"{s.id}: {_stack_label(s)}" for s in chosen)
+        differ = "image type (magnitude/phase/...)" if len({s.kind for s in chosen}) > 1 else (
+            "series number" if len({s.first.keys.get("series_number") for s in chosen}) > 1
+            else "orientation, size or coverage"
         )
-        msg = (
-            f"series {chosen[0].uid} holds {len(chosen)} stacks of mixed orientation, size or "
-            f"coverage ({desc})"
-        )
+        msg = f"series {chosen[0].uid} holds {len(chosen)} stacks of mixed {differ} ({desc})"
         if irregular == "error":
             raise GeometryError(
                 msg,
@@ -1239,6 +1255,16 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
         warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=4)
         chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
     return chosen[0]
+
+
+def _stack_label(stack: Stack) -> str:
+    """``'8x6x4x2 axial phase, series 7'``: what tells a stack apart in a listing."""
+    words = ["x".join(map(str, stack.shape)), _plane(stack.first)]
+    if stack.kind:
+        words.append(stack.kind)
+    label = " ".join(words)
+    series = stack.first.keys.get("series_number")
+    return label + (f", series {series}" if series is not None and stack.n_stacks_in_uid > 1 else "")
 
 
 def _is_localizer(stack: Stack) -> bool:
@@ -1304,7 +1330,12 @@ def read_dicom(
     if irregular not in IRREGULAR_OPTIONS:
         raise ValueError(f"irregular must be one of {IRREGULAR_OPTIONS}, got {irregular!r}")
     if volume is not None and (isinstance(volume, bool) or not isinstance(volume, (int, np.integer))):
-        raise ValueError(f"volume must be an int (a 0-based volume index), got {volume!r}")
+        raise DicomError(
+            f"volume must be an int (a 0-based volume index), got {volume!r}",
+            path=path,
+            column="volume",
+            hint="pass volume=N (CLI: --volume N)",
+        )
     path = Path(path)
     workers = threads if threads is not None else min(8, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
