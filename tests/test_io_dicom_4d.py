@@ -250,7 +250,9 @@ def test_one_uid_two_series_numbers_are_two_stacks(tmp_path: Path, capsys: pytes
     assert len(stacks) == 2 and all(s.shape == (6, 5, 4) and not s.problems for s in stacks)
     assert main(["dicom", "ls", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("6x5x4") == 2 and "duplicate" not in out and "series 3" in out and "series 4" in out
+    rows = out.splitlines()[1:]
+    assert len(rows) == 2 and all(" 6x5x4 " in r for r in rows) and "duplicate" not in out
+    assert "series 3" in rows[0] + rows[1] and "series 4" in rows[0] + rows[1]
     with pytest.raises(GeometryError, match="mixed series number"):
         read_image(tmp_path)
     got = {pydicom.dcmread(read_image(tmp_path, series_uid=s.id).meta["files"][0]).SeriesNumber: s.id for s in stacks}
@@ -267,7 +269,7 @@ def test_ls_names_gzipped_dicom_and_how_to_read_it(tmp_path: Path, capsys: pytes
     assert main(["dicom", "ls", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "extra.dcm.gz" in err and "gzip-compressed DICOM" in err and "gunzip" in err
-    assert "notes.txt" not in err.split("gzip")[0] or "1 file(s) skipped: not DICOM" in err
+    assert "1 file(s) skipped: not DICOM" in err
     img = read_image(tmp_path)
     assert any("gzip-compressed DICOM" in s for s in img.meta["skipped_files"])
 

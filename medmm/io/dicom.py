@@ -683,6 +683,25 @@ def _mosaic_frames(base: dict[str, Any], ds: Any, ipp: np.ndarray, n: int) -> li
     return out
 
 
+GZIP_SKIP = "gzip-compressed DICOM"
+
+
+def _is_gzipped_dicom(path: Path) -> bool:
+    """True for a gzip file whose content starts like a DICOM file (``.dcm.gz`` exports)."""
+    import gzip
+    import zlib
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return False
+        with gzip.open(path, "rb") as gz:
+            head = gz.read(132)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
+
+
 def collect_frames(path: str | Path) -> tuple[list[Frame], list[str]]:
     """Every image frame under ``path`` (folder, file or DICOMDIR), and skipped files."""
     path = Path(path)
@@ -692,7 +711,10 @@ def collect_frames(path: str | Path) -> tuple[list[Frame], list[str]]:
     for f in _files_of(path):
         head = _read_header(f, force=single)
         if head is None:
-            skipped.append(f"{f}: not DICOM")
+            if _is_gzipped_dicom(f):
+                skipped.append(f"{f}: {GZIP_SKIP} (decompress it first: gunzip -k '{f}')")
+            else:
+                skipped.append(f"{f}: not DICOM")
             continue
         ds, offset, has_pixels = head
         if not has_pixels:
