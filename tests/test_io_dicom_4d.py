@@ -282,13 +282,13 @@ def _palette_big_endian(tmp_path: Path) -> tuple[Path, Path]:
 
     src = get_testdata_file("examples_palette.dcm", download=False)
     ds = pydicom.dcmread(src)
-    ds.decompress() if ds.file_meta.TransferSyntaxUID.is_compressed else None
     for colour in ("Red", "Green", "Blue"):  # OW data are stored in the file's byte order
         el = ds[f"{colour}PaletteColorLookupTableData"]
         el.value = np.frombuffer(el.value, "<u2").astype(">u2").tobytes()
+    ds["PixelData"].VR = "OB"  # 8-bit pixels: bytes, not swapped words
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
     out = tmp_path / "palette_be.dcm"
-    ds.save_as(out, implicit_vr=False, little_endian=False)
+    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False, force_encoding=True)
     return Path(src), out
 
 
@@ -306,7 +306,7 @@ def test_palette_lut_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     src, be = _palette_big_endian(tmp_path)
     ds = pydicom.dcmread(be)
     ds.RedPaletteColorLookupTableData = ds.RedPaletteColorLookupTableData[:100]
-    ds.save_as(be, implicit_vr=False, little_endian=False)
+    pydicom.dcmwrite(be, ds, implicit_vr=False, little_endian=False, force_encoding=True)
     with pytest.raises(DicomError) as exc:
         read_image(be)
     assert "RedPaletteColorLookupTableData" in str(exc.value) and be.name in str(exc.value)

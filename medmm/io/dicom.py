@@ -1046,6 +1046,65 @@ def _samples(ds: Any) -> int:
     return int(_num(ds.get("SamplesPerPixel"), 1) or 1)
 
 
+def _apply_palette(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
+    """Palette indices to RGB through the dataset's Palette Color LUTs.
+
+    pydicom's ``apply_color_lut`` reads non-segmented LUT data as little endian whatever
+    the transfer syntax, so 16-bit palettes of explicit big-endian files come out byte
+    swapped (256x too small); here the data are read in the file's byte order, and a LUT
+    whose length does not match its descriptor is refused.
+    """
+    if "RedPaletteColorLookupTableData" not in ds:
+        from pydicom.pixels import apply_color_lut  # segmented LUTs: pydicom honours the byte order
+
+        try:
+            return apply_color_lut(stored, ds)
+        except (ValueError, AttributeError, KeyError) as exc:
+            raise DicomError(
+                f"palette colour image without a usable colour LUT ({exc})",
+                path=path,
+                column="RedPaletteColorLookupTableDescriptor",
+                hint="the Palette Color Lookup Table module is missing or damaged; re-export the image",
+            ) from exc
+    ts = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+    little = True
+    if ts:
+        from pydicom.uid import UID
+
+        little = UID(str(ts)).is_little_endian if UID(str(ts)).is_transfer_syntax else True
+    elif getattr(ds, "original_encoding", (None, None))[1] is not None:
+        little = bool(ds.original_encoding[1])
+    luts = []
+    for colour in ("Red", "Green", "Blue"):
+        desc = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        data = ds.get(f"{colour}PaletteColorLookupTableData")
+        if desc is None or data is None:
+            raise DicomError(
+                f"palette colour image lacks the {colour} LUT",
+                path=path,
+                column=f"{colour}PaletteColorLookupTableData",
+                hint="re-export the image with its Palette Color Lookup Table module",
+            )
+        n = int(desc[0]) or 65536
+        first = int(desc[1])
+        raw = bytes(data)
+        width = len(raw) // n if n else 0
+        if width not in (1, 2) or len(raw) not in (n * width, n * width + 1):
+            raise DicomError(
+                f"{colour}PaletteColorLookupTableData holds {len(raw)} bytes for {n} entries "
+                f"(descriptor {list(desc)})",
+                path=path,
+                column=f"{colour}PaletteColorLookupTableData",
+                hint="the colour LUT does not match its descriptor; re-export the image",
+            )
+        dtype = np.dtype("u1") if width == 1 else np.dtype("<u2" if little else ">u2")
+        luts.append((np.frombuffer(raw[: n * width], dtype=dtype).astype(np.uint16 if width == 2 else np.uint8), first))
+    n_entries = len(luts[0][0])
+    first = luts[0][1]
+    idx = np.clip(stored.astype(np.int64) - first, 0, n_entries - 1)
+    return np.stack([lut[idx] for lut, _ in luts], axis=-1)
+
+
 def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> None:
     """Write a ``(rows, cols)`` stored-value frame into ``dst`` (a ``(cols, rows)`` view).
 
@@ -1054,9 +1113,7 @@ def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> N
     """
     if dst.ndim == 3:
         if stored.ndim == 2:  # palette colour: indices through the LUT
-            from pydicom.pixels import apply_color_lut
-
-            stored = apply_color_lut(stored, frame.ds)
+            stored = _apply_palette(stored, frame.ds, frame.path)
         np.copyto(dst.transpose(1, 0, 2), stored, casting="unsafe")
         return
     stored = _fix_bits(stored, frame.ds)
