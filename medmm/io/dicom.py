@@ -230,6 +230,10 @@ def _stop_at_pixels(tag: Any, vr: Any, length: Any) -> bool:
     return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
+def _stop_at_pixels_or_per_frame(tag: Any, vr: Any, length: Any) -> bool:
+    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x52009230)
+
+
 def _quick_header(fh: Any) -> Any:
     """The dataset up to the pixel data via :func:`pydicom.filereader.read_dataset`.
 
@@ -257,7 +261,23 @@ def _quick_header(fh: Any) -> Any:
     ts = str(meta.get("TransferSyntaxUID", "") or "").rstrip("\x00 ")
     if not ts or ts == _DEFLATED:
         return None
-    ds = read_dataset(fh, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2", stop_when=_stop_at_pixels)
+    implicit, little = ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2"
+    ds = read_dataset(fh, implicit, little, stop_when=_stop_at_pixels_or_per_frame if little else _stop_at_pixels)
+    pos = fh.tell()
+    if little and fh.read(4) == b"\x00\x52\x30\x92":  # (5200,9230): enhanced multi-frame
+        from ._perframe import PerFrameParseError, read_per_frame
+
+        fh.seek(pos)
+        try:
+            per_frame = read_per_frame(fh, implicit)
+        except PerFrameParseError:
+            fh.seek(pos)  # let pydicom parse the sequence
+            per_frame = None
+        ds.update(read_dataset(fh, implicit, little, stop_when=_stop_at_pixels))
+        if per_frame is not None:
+            ds._medmm_per_frame = per_frame
+    else:
+        fh.seek(pos)
     ds.file_meta = meta
     return ds
 
@@ -538,7 +558,7 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     iop = _float_list(ds.get("ImageOrientationPatient"))
     ipp = _float_list(ds.get("ImagePositionPatient"))
 
-    if "PerFrameFunctionalGroupsSequence" in ds:
+    if "PerFrameFunctionalGroupsSequence" in ds or getattr(ds, "_medmm_per_frame", None) is not None:
         return _enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
 
     geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
@@ -568,11 +588,63 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     return frames
 
 
+#: (functional group sequence, nested sequence or None, attribute) of each per-frame value
+_FRAME_VALUES = {
+    "ImageOrientationPatient": ("PlaneOrientationSequence", None),
+    "ImagePositionPatient": ("PlanePositionSequence", None),
+    "PixelSpacing": ("PixelMeasuresSequence", None),
+    "RescaleSlope": ("PixelValueTransformationSequence", None),
+    "RescaleIntercept": ("PixelValueTransformationSequence", None),
+    "EffectiveEchoTime": ("MREchoSequence", None),
+    "TemporalPositionIndex": ("FrameContentSequence", None),
+    "StackID": ("FrameContentSequence", None),
+    "DimensionIndexValues": ("FrameContentSequence", None),
+    "DiffusionBValue": ("MRDiffusionSequence", None),
+    "DiffusionGradientOrientation": ("MRDiffusionSequence", "DiffusionGradientDirectionSequence"),
+    "NominalCardiacTriggerDelayTime": ("CardiacSynchronizationSequence", None),
+    "FrameType": ("MRImageFrameTypeSequence", None),
+    "ComplexImageComponent": ("MRImageFrameTypeSequence", None),
+}
+
+
+def _frame_values(group: Any) -> dict[str, Any]:
+    """The values of :data:`_FRAME_VALUES` in one functional-groups item (pydicom), in the
+    plain form :func:`medmm.io._perframe.read_per_frame` gives them."""
+    out: dict[str, Any] = {}
+    if group is None:
+        return out
+    for name, (seq, inner) in _FRAME_VALUES.items():
+        item = _item(group, seq)
+        if item is not None and inner is not None:
+            item = _item(item, inner)
+        if item is None or name not in item:
+            continue
+        value = item[name].value
+        if value is None or value == "":
+            continue
+        if isinstance(value, (str, bytes)):
+            out[name] = str(value)
+        elif isinstance(value, Iterable):
+            out[name] = [v if isinstance(v, str) else float(v) for v in value]
+        else:
+            out[name] = [float(value)]
+    return out
+
+
+def _first(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return float(value[0]) if value else None
+    return _num(value, None)
+
+
 def _enhanced_frames(
     path: Path, ds: Any, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
 ) -> list[Frame]:
-    per_frame = ds.PerFrameFunctionalGroupsSequence
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    fast = getattr(ds, "_medmm_per_frame", None)
+    per_frame = fast if fast is not None else ds.PerFrameFunctionalGroupsSequence
+    shared = _frame_values(_item(ds, "SharedFunctionalGroupsSequence"))
     if len(per_frame) < n_frames:
         raise DicomError(
             f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
@@ -580,56 +652,49 @@ def _enhanced_frames(
             column="PerFrameFunctionalGroupsSequence",
             hint="the enhanced multi-frame header is damaged; re-export the series",
         )
+    top_slope = _num(ds.get("RescaleSlope"), 1.0)
+    top_intercept = _num(ds.get("RescaleIntercept"), 0.0)
+    fallback_spacing = _spacing(ds)[0]
     frames = []
     for f in range(n_frames):
-        pf = per_frame[f]
-        iop = _float_list(_fg(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"))
-        ipp = _float_list(_fg(pf, shared, "PlanePositionSequence", "ImagePositionPatient"))
-        sp = _float_list(_fg(pf, shared, "PixelMeasuresSequence", "PixelSpacing"))
-        slope = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"), None)
-        intercept = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"), None)
-        if slope is None:
-            slope = _num(ds.get("RescaleSlope"), 1.0)
-        if intercept is None:
-            intercept = _num(ds.get("RescaleIntercept"), 0.0)
+        v = {**shared, **(fast[f] if fast is not None else _frame_values(per_frame[f]))}
+        iop = _float_list(v.get("ImageOrientationPatient"))
+        ipp = _float_list(v.get("ImagePositionPatient"))
+        sp = _float_list(v.get("PixelSpacing"))
+        slope = _first(v.get("RescaleSlope"))
+        intercept = _first(v.get("RescaleIntercept"))
         geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
         keys: dict[str, Any] = {}
         if not geometry:  # e.g. enhanced XA/US: frames in time at one (unknown) place
             iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
             keys["frame"] = f
-        echo = _num(_fg(pf, shared, "MREchoSequence", "EffectiveEchoTime"), None)
+        echo = _first(v.get("EffectiveEchoTime"))
         if echo is not None:
             keys["echo"] = echo
-        content = _item(pf, "FrameContentSequence")
-        stack_id = None
-        if content is not None:
-            if content.get("TemporalPositionIndex") is not None:
-                keys["temporal"] = int(content.TemporalPositionIndex)
-            stack_id = content.get("StackID")
-            div = content.get("DimensionIndexValues")
-            if div is not None:
-                keys["dimension"] = tuple(int(v) for v in (div if isinstance(div, Iterable) else [div]))
-        b = _num(_fg(pf, shared, "MRDiffusionSequence", "DiffusionBValue"), None)
+        temporal = _first(v.get("TemporalPositionIndex"))
+        if temporal is not None:
+            keys["temporal"] = int(temporal)
+        div = v.get("DimensionIndexValues")
+        if div is not None:
+            keys["dimension"] = tuple(int(x) for x in (div if isinstance(div, list) else [div]))
+        b = _first(v.get("DiffusionBValue"))
         if b is not None:
-            diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
-            g = _float_list(_fg(diff, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation"))
+            g = _float_list(v.get("DiffusionGradientOrientation"))
             g = np.zeros(3) if g is None or len(g) != 3 or b <= 0 else g / max(float(np.linalg.norm(g)), 1e-12)
             keys["diffusion"] = (round(b, 3), *(round(float(x), 5) + 0.0 for x in g))
-        frame_type = _item(pf, "MRImageFrameTypeSequence") or _item(shared, "MRImageFrameTypeSequence")
-        keys["kind"] = _image_kind(
-            ds,
-            frame_type.get("FrameType") if frame_type is not None else None,
-            frame_type.get("ComplexImageComponent") if frame_type is not None else None,
-        )
-        trig = _num(_fg(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"), None)
+        keys["kind"] = _image_kind(ds, v.get("FrameType"), v.get("ComplexImageComponent"))
+        trig = _first(v.get("NominalCardiacTriggerDelayTime"))
         if trig is not None:
             keys["trigger"] = trig
+        stack_id = v.get("StackID")
         frames.append(
             Frame(
                 path=path, ds=ds, frame=f, rows=rows, cols=cols, iop=iop, ipp=ipp,
-                spacing=(float(sp[0]), float(sp[1])) if sp is not None else _spacing(ds)[0],
-                slope=float(slope), intercept=float(intercept), instance=instance,
-                stack_id=stack_id, keys=keys, pixel_offset=offset, geometry=geometry,
+                spacing=(float(sp[0]), float(sp[1])) if sp is not None and len(sp) == 2 else fallback_spacing,
+                slope=float(top_slope if slope is None else slope),
+                intercept=float(top_intercept if intercept is None else intercept),
+                instance=instance, stack_id=None if stack_id is None else str(stack_id), keys=keys,
+                pixel_offset=offset, geometry=geometry,
             )
         )
     return frames
@@ -1535,7 +1600,7 @@ def _read(
         meta["mosaic"] = True
     if color:
         meta["channels"] = "RGB"
-    if "PerFrameFunctionalGroupsSequence" in f0.ds:
+    if "PerFrameFunctionalGroupsSequence" in f0.ds or getattr(f0.ds, "_medmm_per_frame", None) is not None:
         meta["enhanced"] = True
     if str(f0.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         meta["monochrome1_inverted"] = bool(invert_monochrome1)
