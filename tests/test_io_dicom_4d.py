@@ -394,3 +394,94 @@ def test_convert_volume_option_and_bval_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(one.get_fdata(), vols[4])
     assert np.loadtxt(tmp_path / "v4.bval") == 1000.0
     assert main(["convert", str(tmp_path / "dcm"), str(tmp_path / "bad.nii.gz"), "--volume", "9"]) == 1
+
+
+# ------------------------------------------------- enhanced per-frame values, fast path
+
+
+def _frames_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch):
+    from medmm.io import _perframe
+    from medmm.io.dicom import collect_frames
+
+    fast, _ = collect_frames(path)
+    assert getattr(fast[0].ds, "_medmm_per_frame", None) is not None  # the byte walker ran
+
+    def refuse(*_a, **_k):
+        raise _perframe.PerFrameParseError("forced")
+
+    monkeypatch.setattr(_perframe, "read_per_frame", refuse)
+    slow, _ = collect_frames(path)
+    assert getattr(slow[0].ds, "_medmm_per_frame", None) is None
+    monkeypatch.undo()
+    return fast, slow
+
+
+def _assert_same_frames(fast, slow) -> None:
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a.ipp, b.ipp)
+        np.testing.assert_allclose(a.iop, b.iop)
+        assert a.spacing == b.spacing and a.slope == b.slope and a.intercept == b.intercept
+        assert a.keys == b.keys and a.stack_id == b.stack_id and a.geometry == b.geometry
+
+
+def _philips_enhanced(path: Path, n: int = 12, implicit: bool = False) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_imaging import write_enhanced
+
+    write_enhanced(path, n, 16)
+    if implicit:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=True, little_endian=True)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_enhanced_fast_per_frame_values_equal_pydicom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      implicit: bool) -> None:
+    path = tmp_path / "enh.dcm"
+    _philips_enhanced(path, implicit=implicit)
+    fast, slow = _frames_both_ways(path, monkeypatch)
+    _assert_same_frames(fast, slow)
+    assert fast[3].keys["kind"] == "magnitude" and fast[3].keys["diffusion"] == (0.0, 0.0, 0.0, 0.0)
+    np.testing.assert_allclose(fast[3].ipp, [-64.0, -100.0 + 0.6 * 3, 64.0])
+    assert fast[3].keys["dimension"] == (1, 4) and fast[3].stack_id == "1"
+
+
+def test_enhanced_fast_path_on_a_real_philips_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = Path(__import__("nibabel").__file__).parent / "nicom" / "tests" / "data" / "philips_mprage.dcm.gz"
+    if not src.exists():
+        pytest.skip("nibabel enhanced MR test file not present")
+    path = tmp_path / "mprage.dcm"
+    path.write_bytes(gzip.decompress(src.read_bytes()))
+    fast, slow = _frames_both_ways(path, monkeypatch)
+    _assert_same_frames(fast, slow)
+
+
+def test_enhanced_damaged_per_frame_sequence_falls_back_to_pydicom(tmp_path: Path) -> None:
+    """A sequence length that disagrees with its items: the walker gives up, pydicom reads it."""
+    path = tmp_path / "enh.dcm"
+    _philips_enhanced(path, n=4)
+    good = read_image(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"\x00\x52\x30\x92SQ\x00\x00")
+    assert at > 0
+    length = int.from_bytes(raw[at + 8 : at + 12], "little")
+    if length == 0xFFFFFFFF:  # undefined length: break the first item's header instead
+        item = raw.find(b"\xfe\xff\x00\xe0", at)
+        raw[item + 4 : item + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    else:
+        raw[at + 8 : at + 12] = (length + 2).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    from io import BytesIO
+
+    from medmm.io._perframe import PerFrameParseError, read_per_frame
+
+    with pytest.raises(PerFrameParseError):
+        read_per_frame(BytesIO(bytes(raw[at:])), implicit=False)
+    try:
+        again = read_image(path)
+    except DicomError:
+        return  # pydicom refuses it too: an error naming the file, never wrong geometry
+    np.testing.assert_array_equal(again.data, good.data)
+    np.testing.assert_allclose(again.affine, good.affine)
