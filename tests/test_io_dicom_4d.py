@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from medmm.errors import DicomError, GeometryError
-from medmm.io.dicom import DicomWarning, list_series, read_dicom
+from medmm.io.dicom import DicomWarning, list_series
 from medmm.io.image import read_image
 
 from imaging_helpers import ORIENTATIONS, diffusion_tags, make_stored, write_4d, write_series

@@ -7,20 +7,24 @@ Reading runs in three steps:
    frame of an enhanced multi-frame file (geometry from its per-frame functional groups),
    or one tile of a Siemens mosaic.
 2. **Stacks.** Frames are grouped by SeriesInstanceUID, then split into stacks by
-   orientation, size and enhanced StackID. A stack whose positions repeat is split into
-   volumes by echo, temporal position, acquisition, trigger time or b-value (a 4D image);
-   frames are ordered by ImagePositionPatient projected on the slice normal (never by file
-   name or InstanceNumber). Missing slices, irregular spacing, gantry tilt and duplicate
-   positions are detected here as :class:`Problem` s.
+   orientation, size, enhanced StackID, SeriesNumber and image kind (magnitude, phase,
+   real, imaginary, derived maps: dcm2niix writes these as separate files). A stack whose
+   positions repeat is split into volumes (a 4D image) the way dcm2niix does: by echo,
+   temporal position, b-value and gradient direction (standard tags, GE/Philips private
+   tags, Siemens CSA), trigger time, enhanced dimension index or acquisition, and, where
+   no header field tells frames apart (GE fMRI), by instance order at each position.
+   Within a volume, frames are ordered by ImagePositionPatient projected on the slice
+   normal (never by file name or InstanceNumber). Missing slices, irregular spacing,
+   gantry tilt and duplicate positions are detected here as :class:`Problem` s.
 3. **Pixels.** Native little-endian pixel data is read straight from the file into a
    preallocated float32 volume, slice by slice in a thread pool (BitsStored masking,
    sign, MONOCHROME1 inversion, per-frame RescaleSlope/Intercept); compressed and deflated
    transfer syntaxes are decoded by pydicom (pylibjpeg plugins).
 
 The affine maps ``(i, j, k)`` (i along a row, j down a column, k along the slices) to RAS+
-millimetres. A series with a geometry problem raises :class:`~medmm.errors.GeometryError`
-unless ``irregular="accept"`` (read as is, with a warning) or ``irregular="resample"``
-(interpolate onto a regular, untilted grid).
+millimetres. A series with geometry problems raises one :class:`~medmm.errors.GeometryError`
+naming all of them, unless ``irregular="accept"`` (read as is, with a warning) or
+``irregular="resample"`` (interpolate onto a regular, untilted grid).
 """
 
 from __future__ import annotations
@@ -471,7 +475,8 @@ def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, fl
     seq = _item(ds, "MRDiffusionSequence")
     if seq is not None:
         b = _num(seq.get("DiffusionBValue"), b)
-        g = _float_list(_fg(seq, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation")) if g is None else g
+        if g is None:
+            g = _float_list(_fg(seq, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation"))
     maker = str(ds.get("Manufacturer", "") or "").upper()
     if maker.startswith("GE"):
         if b is None:
@@ -1518,7 +1523,8 @@ def _read(
     kinds = {p.kind for p in stack.problems}
     blocking = [p for p in stack.problems if p.kind not in ("mixed", "localizer")]
     if blocking and irregular == "error":
-        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind, "pass irregular='accept' or 'resample'") for p in blocking))
+        default = "pass irregular='accept' or 'resample'"
+        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind, default) for p in blocking))
         raise GeometryError(
             f"series {stack.id}: {'; '.join(p.message for p in blocking)}",
             path=path,
