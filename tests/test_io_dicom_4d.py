@@ -515,3 +515,24 @@ def test_4d_convert_matches_dicom2nifti(tmp_path: Path, case: str) -> None:
         # and its bvecs for classic Siemens files disagree with dcm2niix's (which ours match,
         # see test_4d_convert_matches_dcm2niix)
         np.testing.assert_allclose(np.loadtxt(tmp_path / "medmm.bval"), result["BVAL"])
+
+
+def test_4d_meta_and_ls_follow_their_schemas(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from medmm.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "data_schemas"
+    _write_dti(tmp_path / "dti", "GE")
+    _write_fieldmap(tmp_path / "fmap", "Philips")
+    meta_schema = json.loads((root / "image_meta.schema.json").read_text())
+    jsonschema.validate(read_image(tmp_path / "dti").meta, meta_schema)
+    jsonschema.validate(read_image(tmp_path / "dti", volume=1).meta, meta_schema)
+    ls_schema = json.loads((root / "dicom_ls.schema.json").read_text())
+    assert main(["dicom", "ls", "--json", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        jsonschema.validate(row, ls_schema)
+    assert sorted(r["image_kind"] for r in rows) == ["", "magnitude", "phase"]
+    assert sorted(r["volumes"] for r in rows) == ["diffusion+instance", "echo", "echo"]
