@@ -50,6 +50,8 @@ def write_series(
     extra: dict[str, Any] | None = None,
     per_slice: list[dict[str, Any]] | None = None,
     start_instance: int = 1,
+    prefix: str = "f",
+    study_uid: str | None = None,
 ) -> list[Path]:
     """Write ``stored`` (i, j, k) as single-frame files; returns the paths in slice order."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -62,8 +64,8 @@ def write_series(
         normal = -normal
     ni, nj, nk = stored.shape
     series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
-    names = [f"f{n:04d}.dcm" for n in range(nk)]
+    study_uid = study_uid or generate_uid()
+    names = [f"{prefix}{n:04d}.dcm" for n in range(nk)]
     if shuffle is not None:
         names = list(np.random.default_rng(shuffle).permutation(names))
     paths = []
@@ -105,10 +107,8 @@ def write_series(
         ds.PixelRepresentation = 1 if signed else 0
         ds.RescaleIntercept = intercept[k] if isinstance(intercept, list) else intercept
         ds.RescaleSlope = slope[k] if isinstance(slope, list) else slope
-        for key, v in (extra or {}).items():
-            setattr(ds, key, v)
-        for key, v in ((per_slice or [{}] * nk)[k]).items():
-            setattr(ds, key, v)
+        apply_vendor_tags(ds, extra or {})
+        apply_vendor_tags(ds, (per_slice or [{}] * nk)[k])
         plane = np.ascontiguousarray(stored[:, :, k].T)
         ds.PixelData = plane.astype(np.int16 if signed else np.uint16).tobytes()
         if transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
@@ -160,3 +160,126 @@ def assert_same_as_sitk(image, folder: Path, tol: float = 1e-3) -> None:
         s = np.round(m @ c)
         theirs = aff_lps @ s
         assert np.max(np.abs(ours[:3] - theirs[:3])) <= tol
+
+
+VENDORS = {
+    "GE": "GE MEDICAL SYSTEMS",
+    "Philips": "Philips Medical Systems",
+    "Siemens": "SIEMENS",
+    "Canon": "Canon Medical Systems",
+    "Siemens-CSA": "SIEMENS",  # gradients only in the CSA image header
+}
+
+
+def _private(ds: Any, group: int, creator: str, elements: dict[int, tuple[str, Any]]) -> None:
+    block = ds.private_block(group, creator, create=True)
+    for offset, (vr, value) in elements.items():
+        block.add_new(offset, vr, value)
+
+
+def siemens_csa(tags: dict[str, tuple[str, list[Any]]]) -> bytes:
+    """A Siemens CSA2 header (``SV10``) holding ``name -> (VR, values)``, as scanners write it."""
+    import struct
+
+    out = [b"SV10", b"\x04\x03\x02\x01", struct.pack("<2I", len(tags), 77)]
+    for name, (vr, values) in tags.items():
+        out.append(struct.pack("<64si4siii", name.encode(), len(values), vr.encode(), 0, len(values), 77))
+        for v in values:
+            text = (f"{v:.8f}" if isinstance(v, float) else str(v)).encode() + b"\x00"
+            padded = text + b"\x00" * (-len(text) % 4)
+            out.append(struct.pack("<4i", len(text), len(text), 77, len(text)) + padded)
+    return b"".join(out)
+
+
+def diffusion_tags(vendor: str, b: float, g_lps: np.ndarray, rot: np.ndarray, phase: str = "COL") -> dict[str, Any]:
+    """Per-file header fields of one diffusion volume as ``vendor`` stores them in classic MR.
+
+    ``g_lps`` is the gradient direction in patient (LPS) coordinates. Philips stores it in
+    (0018,9089) and private tags, Siemens in (0019,100E) and its CSA image header, GE
+    (private tags) and Canon (0018,9089) along the image's (frequency, phase, slice) axes,
+    with the signs dcm2niix assumes.
+    """
+    g_lps = np.asarray(g_lps, dtype=float)
+    if vendor in ("GE", "Canon"):
+        r = rot.T @ g_lps
+        g_ge = np.array([r[0], r[1], -r[2]]) if phase == "COL" else np.array([-r[1], r[0], -r[2]])
+        if int(np.argmax(np.abs(rot[:, 2]))) == 1:  # coronal slices: y reversed
+            g_ge[1] = -g_ge[1]
+        if vendor == "Canon":  # the standard fields, but in GE's logical frame
+            tags = {"DiffusionBValue": float(b), "InPlanePhaseEncodingDirection": phase}
+            if b > 0:
+                tags["DiffusionGradientOrientation"] = [float(v) for v in g_ge]
+            return tags
+        return {"_ge": (b, g_ge), "InPlanePhaseEncodingDirection": phase}
+    if vendor.startswith("Siemens"):
+        return {"_siemens" if vendor == "Siemens" else "_siemens_csa": (b, g_lps)}
+    tags: dict[str, Any] = {"DiffusionBValue": float(b)}
+    if b > 0:
+        tags["DiffusionGradientOrientation"] = [float(v) for v in g_lps]
+    if vendor == "Philips":
+        tags["_philips"] = (b, g_lps)
+    return tags
+
+
+def apply_vendor_tags(ds: Any, tags: dict[str, Any]) -> None:
+    """Set the plain and the vendor-private fields made by :func:`diffusion_tags`."""
+    for key, v in tags.items():
+        if key == "_ge":
+            b, g = v
+            _private(ds, 0x0043, "GEMS_PARM_01", {0x39: ("IS", [int(b) + 1000000000, 8, 0, 0])})
+            _private(ds, 0x0019, "GEMS_ACQU_01", {0xBB: ("DS", f"{g[0]:.6f}"), 0xBC: ("DS", f"{g[1]:.6f}"),
+                                                   0xBD: ("DS", f"{g[2]:.6f}")})
+        elif key in ("_siemens", "_siemens_csa"):
+            b, g = v
+            csa = {"B_value": ("IS", [int(b)])}
+            if b > 0:
+                csa["DiffusionGradientDirection"] = ("FD", [float(x) for x in g])
+            _private(ds, 0x0029, "SIEMENS CSA HEADER", {0x10: ("OB", siemens_csa(csa))})
+            if key == "_siemens_csa":
+                continue
+            elements = {0x0C: ("IS", int(b))}
+            if b > 0:
+                elements[0x0E] = ("FD", [float(x) for x in g])
+            _private(ds, 0x0019, "SIEMENS MR HEADER", elements)
+        elif key == "_philips":
+            b, g = v
+            _private(ds, 0x2001, "Philips Imaging DD 001", {0x03: ("FL", float(b))})
+            _private(ds, 0x2005, "Philips MR Imaging DD 001", {0xB0: ("FL", float(g[0])), 0xB1: ("FL", float(g[1])),
+                                                               0xB2: ("FL", float(g[2]))})
+        else:
+            setattr(ds, key, v)
+
+
+def write_4d(
+    out: Path,
+    volumes: list[np.ndarray],
+    tags: list[dict[str, Any]],
+    *,
+    vendor: str = "GE",
+    rot: np.ndarray | None = None,
+    interleaved: bool = False,
+    series_uid: str | None = None,
+    **options: Any,
+) -> list[list[Path]]:
+    """Write a classic (one file per slice) 4D MR series: volume t gets header fields ``tags[t]``.
+
+    Instance numbers run volume after volume, or slice after slice when ``interleaved``
+    (as Philips exports); file names are shuffled. Returns the paths per volume.
+    """
+    from pydicom.uid import generate_uid
+
+    series_uid = series_uid or generate_uid()
+    study = generate_uid()
+    nt, nk = len(volumes), volumes[0].shape[2]
+    paths = []
+    for t, (vol, extra) in enumerate(zip(volumes, tags)):
+        per_slice = []
+        for k in range(nk):
+            inst = 1 + (k * nt + t if interleaved else t * nk + k)
+            per_slice.append({"InstanceNumber": inst})
+        base = {"Manufacturer": VENDORS[vendor], "RepetitionTime": 2000.0, "EchoTime": 80.0, **extra}
+        paths.append(
+            write_series(out, vol, rot=rot, modality="MR", series_uid=series_uid, study_uid=study, extra=base,
+                         per_slice=per_slice, prefix=f"v{t:03d}_", shuffle=t, intercept=0.0, **options)
+        )
+    return paths

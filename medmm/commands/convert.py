@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="error",
         help="what to do with missing slices, irregular spacing, gantry tilt or duplicates",
     )
+    parser.add_argument(
+        "--volume", type=int, default=None, metavar="N",
+        help="write only volume N (0-based) of a 4D series (echo, time point, diffusion direction)",
+    )
     parser.add_argument("--deidentify", action="store_true", help="de-identify the header fields kept")
     parser.add_argument(
         "--no-invert",
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.series:
         options["series_uid"] = args.series
+    if args.volume is not None:
+        options["volume"] = args.volume
     out = Path(args.output)
     name = out.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz") or name.endswith(".nrrd")):
@@ -56,6 +62,15 @@ def run(args: argparse.Namespace) -> int:
             image = read_image(args.input)
     for w in caught:
         print(f"warning: {w.message}")
+    if args.volume is not None and "volume" not in image.meta:  # NIfTI/NRRD: pick it here
+        from medmm.records import Image
+
+        n = image.data.shape[3] if image.data.ndim == 4 else 1
+        if not -n <= args.volume < n:
+            raise ReadError(f"image has {n} volume(s); volume {args.volume} does not exist", path=args.input,
+                            hint=f"pass --volume from 0 to {n - 1}")
+        data = image.data[..., args.volume] if image.data.ndim == 4 else image.data
+        image = Image(data=data, affine=image.affine, meta={**image.meta, "volume": args.volume})
     if name.endswith(".nrrd"):
         from medmm.io.nrrd import write_nrrd
 
@@ -64,5 +79,11 @@ def run(args: argparse.Namespace) -> int:
         from medmm.io.nifti import write_nifti
 
         write_nifti(image, out, dtype="float32" if args.as_float else "auto")
-    print(f"{args.input} -> {out}: {image!r} {image.orientation}")
+    extra = ""
+    if image.meta.get("b_values") is not None:
+        from medmm.io.nifti import write_fsl_gradients
+
+        bval, bvec = write_fsl_gradients(image, out)
+        extra = f" (+ {bval.name}, {bvec.name})"
+    print(f"{args.input} -> {out}{extra}: {image!r} {image.orientation}")
     return 0

@@ -47,7 +47,7 @@ def _describe(stack: Any) -> dict[str, Any]:
     import nibabel as nib
     import numpy as np
 
-    from medmm.io.dicom import LPS_TO_RAS, _affine_lps, _plane
+    from medmm.io.dicom import LPS_TO_RAS, _affine_lps, _plane, _stack_label
 
     f0 = stack.first
     axcodes = "".join(nib.aff2axcodes(LPS_TO_RAS @ _affine_lps(stack.volumes[0]))) if f0.geometry else "-"
@@ -64,7 +64,14 @@ def _describe(stack: Any) -> dict[str, Any]:
         "orientation": f"{_plane(f0)} {axcodes}",
         "files": len({f.path for v in stack.volumes for f in v}),
         "problems": [p.message for p in stack.problems]
-        + ([f"series holds {stack.n_stacks_in_uid} stacks"] if stack.n_stacks_in_uid > 1 else []),
+        + (
+            [f"UID holds {stack.n_stacks_in_uid} stacks; this one: {_stack_label(stack)}"]
+            if stack.n_stacks_in_uid > 1
+            else []
+        ),
+        "series_number": stack.first.keys.get("series_number"),
+        "image_kind": stack.kind,
+        "volumes": stack.volume_key or "",
     }
 
 
@@ -79,7 +86,7 @@ def _ls(args: argparse.Namespace) -> int:
         return 0
     head = ("UID", "DESCRIPTION", "MOD", "SIZE", "SPACING", "ORIENTATION", "FILES", "PROBLEMS")
     table = [
-        (r["id"], r["description"][:32], r["modality"], r["size"], r["spacing"], r["orientation"],
+        (r["id"], (r["description"][:32] + (f" [{r['image_kind']}]" if r["image_kind"] else "")), r["modality"], r["size"], r["spacing"], r["orientation"],
          str(r["files"]), "; ".join(r["problems"]) or "-")
         for r in rows
     ]
@@ -87,7 +94,14 @@ def _ls(args: argparse.Namespace) -> int:
     for line in (head, *table):
         print("  ".join(str(x).ljust(w) for x, w in zip(line[:-1], widths)) + "  " + line[-1])
     if skipped:
-        print(f"({len(skipped)} file(s) skipped: not DICOM images)", file=sys.stderr)
+        from medmm.io.dicom import GZIP_SKIP
+
+        gz = [s for s in skipped if GZIP_SKIP in s]
+        rest = len(skipped) - len(gz)
+        if rest:
+            print(f"({rest} file(s) skipped: not DICOM images)", file=sys.stderr)
+        for line in gz:
+            print(f"skipped {line}", file=sys.stderr)
     return 0
 
 

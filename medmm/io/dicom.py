@@ -7,20 +7,24 @@ Reading runs in three steps:
    frame of an enhanced multi-frame file (geometry from its per-frame functional groups),
    or one tile of a Siemens mosaic.
 2. **Stacks.** Frames are grouped by SeriesInstanceUID, then split into stacks by
-   orientation, size and enhanced StackID. A stack whose positions repeat is split into
-   volumes by echo, temporal position, acquisition, trigger time or b-value (a 4D image);
-   frames are ordered by ImagePositionPatient projected on the slice normal (never by file
-   name or InstanceNumber). Missing slices, irregular spacing, gantry tilt and duplicate
-   positions are detected here as :class:`Problem` s.
+   orientation, size, enhanced StackID, SeriesNumber and image kind (magnitude, phase,
+   real, imaginary, derived maps: dcm2niix writes these as separate files). A stack whose
+   positions repeat is split into volumes (a 4D image) the way dcm2niix does: by echo,
+   temporal position, b-value and gradient direction (standard tags, GE/Philips private
+   tags, Siemens CSA), trigger time, enhanced dimension index or acquisition, and, where
+   no header field tells frames apart (GE fMRI), by instance order at each position.
+   Within a volume, frames are ordered by ImagePositionPatient projected on the slice
+   normal (never by file name or InstanceNumber). Missing slices, irregular spacing,
+   gantry tilt and duplicate positions are detected here as :class:`Problem` s.
 3. **Pixels.** Native little-endian pixel data is read straight from the file into a
    preallocated float32 volume, slice by slice in a thread pool (BitsStored masking,
    sign, MONOCHROME1 inversion, per-frame RescaleSlope/Intercept); compressed and deflated
    transfer syntaxes are decoded by pydicom (pylibjpeg plugins).
 
 The affine maps ``(i, j, k)`` (i along a row, j down a column, k along the slices) to RAS+
-millimetres. A series with a geometry problem raises :class:`~medmm.errors.GeometryError`
-unless ``irregular="accept"`` (read as is, with a warning) or ``irregular="resample"``
-(interpolate onto a regular, untilted grid).
+millimetres. A series with geometry problems raises one :class:`~medmm.errors.GeometryError`
+naming all of them, unless ``irregular="accept"`` (read as is, with a warning) or
+``irregular="resample"`` (interpolate onto a regular, untilted grid).
 """
 
 from __future__ import annotations
@@ -180,6 +184,11 @@ class Stack:
     def n_frames(self) -> int:
         return sum(len(v) for v in self.volumes)
 
+    @property
+    def kind(self) -> str:
+        """``magnitude``, ``phase``, ``real``, ``imaginary``, a derived map, or ``""``."""
+        return str(self.first.keys.get("kind", "") or "")
+
 
 def slice_normal(iop: Any) -> np.ndarray:
     """The unit normal (LPS) of a slice with ImageOrientationPatient ``iop``."""
@@ -225,6 +234,10 @@ def _stop_at_pixels(tag: Any, vr: Any, length: Any) -> bool:
     return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
+def _stop_at_pixels_or_per_frame(tag: Any, vr: Any, length: Any) -> bool:
+    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x52009230)
+
+
 def _quick_header(fh: Any) -> Any:
     """The dataset up to the pixel data via :func:`pydicom.filereader.read_dataset`.
 
@@ -252,7 +265,23 @@ def _quick_header(fh: Any) -> Any:
     ts = str(meta.get("TransferSyntaxUID", "") or "").rstrip("\x00 ")
     if not ts or ts == _DEFLATED:
         return None
-    ds = read_dataset(fh, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2", stop_when=_stop_at_pixels)
+    implicit, little = ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2"
+    ds = read_dataset(fh, implicit, little, stop_when=_stop_at_pixels_or_per_frame if little else _stop_at_pixels)
+    pos = fh.tell()
+    if little and fh.read(4) == b"\x00\x52\x30\x92":  # (5200,9230): enhanced multi-frame
+        from ._perframe import PerFrameParseError, read_per_frame
+
+        fh.seek(pos)
+        try:
+            per_frame = read_per_frame(fh, implicit)
+        except PerFrameParseError:
+            fh.seek(pos)  # let pydicom parse the sequence
+            per_frame = None
+        ds.update(read_dataset(fh, implicit, little, stop_when=_stop_at_pixels))
+        if per_frame is not None:
+            ds._medmm_per_frame = per_frame
+    else:
+        fh.seek(pos)
     ds.file_meta = meta
     return ds
 
@@ -350,7 +379,7 @@ def _spacing(ds: Any) -> tuple[tuple[float, float], bool]:
     return (1.0, 1.0), False
 
 
-def _volume_keys(ds: Any) -> dict[str, Any]:
+def _volume_keys(ds: Any, iop: np.ndarray | None = None) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name, tag in (
         ("echo", "EchoNumbers"),
@@ -358,13 +387,166 @@ def _volume_keys(ds: Any) -> dict[str, Any]:
         ("temporal", "TemporalPositionIdentifier"),
         ("acquisition", "AcquisitionNumber"),
         ("trigger", "TriggerTime"),
-        ("diffusion", "DiffusionBValue"),
         ("acquisition_time", "AcquisitionTime"),
     ):
         v = ds.get(tag)
         if v is not None and v != "":
             keys[name] = _num(v, None) if name != "acquisition_time" else str(v)
+    keys["kind"] = _image_kind(ds)
+    series = _num(ds.get("SeriesNumber"), None)
+    if series is not None:
+        keys["series_number"] = int(series)
+    if str(ds.get("Modality", "") or "") == "MR":
+        diff = _diffusion(ds, iop)
+        if diff is not None:
+            keys["diffusion"] = diff
     return keys
+
+
+# ----------------------------------------------------------------- vendor header fields
+
+
+def _private(ds: Any, group: int, creator: str, element: int) -> Any:
+    """The value of private element ``element`` (low byte) of ``creator``'s block, or None."""
+    try:
+        return ds.private_block(group, creator)[element].value
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def _private_numbers(value: Any, binary: str | None = None) -> list[float] | None:
+    """Numbers of a private value: as parsed, or from raw bytes (implicit VR: VR ``UN``)
+    decoded as text (IS/DS) or, with ``binary`` (a numpy dtype), as binary FL/FD."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        if binary is not None and len(value) % np.dtype(binary).itemsize == 0:
+            return [float(v) for v in np.frombuffer(bytes(value), dtype=binary)]
+        try:
+            value = bytes(value).decode("ascii").strip(" \x00").split("\\")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+_GE_IMAGE_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
+_DERIVED_TYPES = ("ADC", "EADC", "TRACEW", "ISOTROPIC", "FA", "EXP")
+
+
+def _image_kind(ds: Any, frame_type: Any = None, component: Any = None) -> str:
+    """``magnitude``, ``phase``, ``real``, ``imaginary``, a derived map (``adc``, ``tracew``,
+    ...) or ``""`` when the header does not say: dcm2niix's ImageType reading plus GE's
+    private image type (0043,102F) and enhanced MR's ComplexImageComponent."""
+    if component:
+        c = str(component).upper()
+        if c in ("MAGNITUDE", "PHASE", "REAL", "IMAGINARY"):
+            return c.lower()
+    tokens = {str(v).upper() for v in (frame_type or ds.get("ImageType") or [])}
+    for derived in _DERIVED_TYPES:
+        if derived in tokens:
+            return derived.lower()
+    if str(ds.get("Manufacturer", "") or "").upper().startswith("GE"):
+        ge = _private_numbers(_private(ds, 0x0043, "GEMS_PARM_01", 0x2F), "<i2")
+        if ge:
+            return _GE_IMAGE_TYPES.get(int(ge[0]), "")
+    for kind, names in (("phase", ("P", "PHASE")), ("real", ("R", "REAL")), ("imaginary", ("I", "IMAGINARY")),
+                        ("magnitude", ("M", "MAGNITUDE"))):
+        if tokens.intersection(names):
+            return kind
+    return ""
+
+
+def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, float] | None:
+    """``(b, gx, gy, gz)`` with the gradient direction a unit vector in patient LPS (zero
+    when there is none, e.g. b = 0), or None when the header holds no b-value.
+
+    Read from the standard fields, or where vendors put them in classic MR files: GE
+    (0043,1039) and (0019,10BB-BD), Canon (0018,9089) (both in the image's logical
+    frame, as dcm2niix reads them), Siemens
+    (0019,100C/100E) or its CSA image header, Philips (2001,1003) and (2005,10B0-B2).
+    """
+    b = _num(ds.get("DiffusionBValue"), None)
+    g = _float_list(ds.get("DiffusionGradientOrientation"))
+    seq = _item(ds, "MRDiffusionSequence")
+    if seq is not None:
+        b = _num(seq.get("DiffusionBValue"), b)
+        if g is None:
+            g = _float_list(_fg(seq, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation"))
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    if maker.startswith("GE"):
+        if b is None:
+            v = _private_numbers(_private(ds, 0x0043, "GEMS_PARM_01", 0x39))
+            b = float(v[0]) % 1e9 if v else None
+        if g is None and iop is not None and len(iop) == 6:
+            comps = [_private_numbers(_private(ds, 0x0019, "GEMS_ACQU_01", e)) for e in (0xBB, 0xBC, 0xBD)]
+            if all(comps):
+                g = _logical_to_lps([c[0] for c in comps], iop, ds)  # type: ignore[index]
+    elif maker.startswith(("CANON", "TOSHIBA")):
+        if g is not None and iop is not None and len(iop) == 6:
+            g = _logical_to_lps(g, iop, ds)
+    elif maker.startswith("SIEMENS"):
+        if b is None:
+            v = _private_numbers(_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0C))
+            b = v[0] if v else None
+        if g is None:
+            v = _private_numbers(_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0E), "<f8")
+            g = np.asarray(v) if v and len(v) == 3 else None
+        if b is None or g is None and b:
+            b, g = _csa_diffusion(ds, b, g)
+    elif maker.startswith("PHILIPS"):
+        if b is None:
+            v = _private_numbers(_private(ds, 0x2001, "Philips Imaging DD 001", 0x03), "<f4")
+            b = v[0] if v else None
+        if g is None:
+            comps = [_private_numbers(_private(ds, 0x2005, "Philips MR Imaging DD 001", e), "<f4")
+                     for e in (0xB0, 0xB1, 0xB2)]
+            g = np.array([c[0] for c in comps]) if all(comps) else None  # type: ignore[index]
+    if b is None:
+        return None
+    g = np.zeros(3) if g is None or len(g) != 3 else np.asarray(g, dtype=np.float64)
+    norm = float(np.linalg.norm(g))
+    g = g / norm if norm > 1e-6 and b > 0 else np.zeros(3)
+    return (round(float(b), 3), *(round(float(x), 5) + 0.0 for x in g))  # type: ignore[return-value]
+
+
+def _logical_to_lps(g: Any, iop: np.ndarray, ds: Any) -> np.ndarray:
+    """A GE or Canon gradient direction, given along the (frequency, phase, slice) axes of
+    the image, in patient LPS: dcm2niix's ``geCorrectBvecs`` (phase encoding along rows
+    swaps the in-plane axes; coronal slices reverse the phase axis; the slice axis is
+    reversed)."""
+    g0, g1, g2 = (float(v) for v in g)
+    normal = slice_normal(iop)
+    if int(np.argmax(np.abs(normal))) == 1:
+        g1 = -g1
+    rot = np.stack([iop[:3], iop[3:], normal], axis=1)
+    rows = str(ds.get("InPlanePhaseEncodingDirection", "") or "").upper() == "ROW"
+    return rot @ (np.array([g1, -g0, -g2]) if rows else np.array([g0, g1, -g2]))
+
+
+def _csa_diffusion(ds: Any, b: float | None, g: Any) -> tuple[float | None, Any]:
+    try:
+        with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
+            warnings.simplefilter("ignore")
+            from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+    except Exception:
+        return b, g
+    if not csa:
+        return b, g
+    if b is None:
+        b = csareader.get_b_value(csa)
+    if g is None:
+        try:
+            g = csareader.get_g_vector(csa)
+        except Exception:
+            g = None
+    return (None if b is None else float(b)), g
 
 
 def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
@@ -381,7 +563,7 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     iop = _float_list(ds.get("ImageOrientationPatient"))
     ipp = _float_list(ds.get("ImagePositionPatient"))
 
-    if "PerFrameFunctionalGroupsSequence" in ds:
+    if "PerFrameFunctionalGroupsSequence" in ds or getattr(ds, "_medmm_per_frame", None) is not None:
         return _enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
 
     geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
@@ -394,7 +576,7 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     mosaic = _mosaic_count(ds) if geometry else None
     if mosaic:
         return _mosaic_frames(base, ds, ipp, mosaic)
-    keys = _volume_keys(ds)
+    keys = _volume_keys(ds, iop)
     if n_frames == 1:
         return [Frame(frame=None, ipp=ipp, keys=keys, **base)]
     normal = slice_normal(iop)
@@ -411,11 +593,63 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     return frames
 
 
+#: (functional group sequence, nested sequence or None, attribute) of each per-frame value
+_FRAME_VALUES = {
+    "ImageOrientationPatient": ("PlaneOrientationSequence", None),
+    "ImagePositionPatient": ("PlanePositionSequence", None),
+    "PixelSpacing": ("PixelMeasuresSequence", None),
+    "RescaleSlope": ("PixelValueTransformationSequence", None),
+    "RescaleIntercept": ("PixelValueTransformationSequence", None),
+    "EffectiveEchoTime": ("MREchoSequence", None),
+    "TemporalPositionIndex": ("FrameContentSequence", None),
+    "StackID": ("FrameContentSequence", None),
+    "DimensionIndexValues": ("FrameContentSequence", None),
+    "DiffusionBValue": ("MRDiffusionSequence", None),
+    "DiffusionGradientOrientation": ("MRDiffusionSequence", "DiffusionGradientDirectionSequence"),
+    "NominalCardiacTriggerDelayTime": ("CardiacSynchronizationSequence", None),
+    "FrameType": ("MRImageFrameTypeSequence", None),
+    "ComplexImageComponent": ("MRImageFrameTypeSequence", None),
+}
+
+
+def _frame_values(group: Any) -> dict[str, Any]:
+    """The values of :data:`_FRAME_VALUES` in one functional-groups item (pydicom), in the
+    plain form :func:`medmm.io._perframe.read_per_frame` gives them."""
+    out: dict[str, Any] = {}
+    if group is None:
+        return out
+    for name, (seq, inner) in _FRAME_VALUES.items():
+        item = _item(group, seq)
+        if item is not None and inner is not None:
+            item = _item(item, inner)
+        if item is None or name not in item:
+            continue
+        value = item[name].value
+        if value is None or value == "":
+            continue
+        if isinstance(value, (str, bytes)):
+            out[name] = str(value)
+        elif isinstance(value, Iterable):
+            out[name] = [v if isinstance(v, str) else float(v) for v in value]
+        else:
+            out[name] = [float(value)]
+    return out
+
+
+def _first(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return float(value[0]) if value else None
+    return _num(value, None)
+
+
 def _enhanced_frames(
     path: Path, ds: Any, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
 ) -> list[Frame]:
-    per_frame = ds.PerFrameFunctionalGroupsSequence
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    fast = getattr(ds, "_medmm_per_frame", None)
+    per_frame = fast if fast is not None else ds.PerFrameFunctionalGroupsSequence
+    shared = _frame_values(_item(ds, "SharedFunctionalGroupsSequence"))
     if len(per_frame) < n_frames:
         raise DicomError(
             f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
@@ -423,47 +657,49 @@ def _enhanced_frames(
             column="PerFrameFunctionalGroupsSequence",
             hint="the enhanced multi-frame header is damaged; re-export the series",
         )
+    top_slope = _num(ds.get("RescaleSlope"), 1.0)
+    top_intercept = _num(ds.get("RescaleIntercept"), 0.0)
+    fallback_spacing = _spacing(ds)[0]
     frames = []
     for f in range(n_frames):
-        pf = per_frame[f]
-        iop = _float_list(_fg(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"))
-        ipp = _float_list(_fg(pf, shared, "PlanePositionSequence", "ImagePositionPatient"))
-        sp = _float_list(_fg(pf, shared, "PixelMeasuresSequence", "PixelSpacing"))
-        slope = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"), None)
-        intercept = _num(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"), None)
-        if slope is None:
-            slope = _num(ds.get("RescaleSlope"), 1.0)
-        if intercept is None:
-            intercept = _num(ds.get("RescaleIntercept"), 0.0)
+        v = {**shared, **(fast[f] if fast is not None else _frame_values(per_frame[f]))}
+        iop = _float_list(v.get("ImageOrientationPatient"))
+        ipp = _float_list(v.get("ImagePositionPatient"))
+        sp = _float_list(v.get("PixelSpacing"))
+        slope = _first(v.get("RescaleSlope"))
+        intercept = _first(v.get("RescaleIntercept"))
         geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
         keys: dict[str, Any] = {}
         if not geometry:  # e.g. enhanced XA/US: frames in time at one (unknown) place
             iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
             keys["frame"] = f
-        echo = _num(_fg(pf, shared, "MREchoSequence", "EffectiveEchoTime"), None)
+        echo = _first(v.get("EffectiveEchoTime"))
         if echo is not None:
             keys["echo"] = echo
-        content = _item(pf, "FrameContentSequence")
-        stack_id = None
-        if content is not None:
-            if content.get("TemporalPositionIndex") is not None:
-                keys["temporal"] = int(content.TemporalPositionIndex)
-            stack_id = content.get("StackID")
-            div = content.get("DimensionIndexValues")
-            if div is not None:
-                keys["dimension"] = tuple(int(v) for v in (div if isinstance(div, Iterable) else [div]))
-        b = _num(_fg(pf, shared, "MRDiffusionSequence", "DiffusionBValue"), None)
+        temporal = _first(v.get("TemporalPositionIndex"))
+        if temporal is not None:
+            keys["temporal"] = int(temporal)
+        div = v.get("DimensionIndexValues")
+        if div is not None:
+            keys["dimension"] = tuple(int(x) for x in (div if isinstance(div, list) else [div]))
+        b = _first(v.get("DiffusionBValue"))
         if b is not None:
-            keys["diffusion"] = b
-        trig = _num(_fg(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"), None)
+            g = _float_list(v.get("DiffusionGradientOrientation"))
+            g = np.zeros(3) if g is None or len(g) != 3 or b <= 0 else g / max(float(np.linalg.norm(g)), 1e-12)
+            keys["diffusion"] = (round(b, 3), *(round(float(x), 5) + 0.0 for x in g))
+        keys["kind"] = _image_kind(ds, v.get("FrameType"), v.get("ComplexImageComponent"))
+        trig = _first(v.get("NominalCardiacTriggerDelayTime"))
         if trig is not None:
             keys["trigger"] = trig
+        stack_id = v.get("StackID")
         frames.append(
             Frame(
                 path=path, ds=ds, frame=f, rows=rows, cols=cols, iop=iop, ipp=ipp,
-                spacing=(float(sp[0]), float(sp[1])) if sp is not None else _spacing(ds)[0],
-                slope=float(slope), intercept=float(intercept), instance=instance,
-                stack_id=stack_id, keys=keys, pixel_offset=offset, geometry=geometry,
+                spacing=(float(sp[0]), float(sp[1])) if sp is not None and len(sp) == 2 else fallback_spacing,
+                slope=float(top_slope if slope is None else slope),
+                intercept=float(top_intercept if intercept is None else intercept),
+                instance=instance, stack_id=None if stack_id is None else str(stack_id), keys=keys,
+                pixel_offset=offset, geometry=geometry,
             )
         )
     return frames
@@ -509,12 +745,31 @@ def _mosaic_frames(base: dict[str, Any], ds: Any, ipp: np.ndarray, n: int) -> li
     if normal is None or not np.all(np.isfinite(normal)):
         normal = slice_normal(iop)
     step = _num(ds.get("SpacingBetweenSlices"), None) or _num(ds.get("SliceThickness"), 1.0) or 1.0
-    keys = _volume_keys(ds)
+    keys = _volume_keys(ds, iop)
     out = []
     for s in range(n):
         fb = dict(base, rows=rows, cols=cols, pixel_offset=None)
         out.append(Frame(frame=None, ipp=origin + s * step * normal, keys=dict(keys), mosaic=(s, tiles), **fb))
     return out
+
+
+GZIP_SKIP = "gzip-compressed DICOM"
+
+
+def _is_gzipped_dicom(path: Path) -> bool:
+    """True for a gzip file whose content starts like a DICOM file (``.dcm.gz`` exports)."""
+    import gzip
+    import zlib
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return False
+        with gzip.open(path, "rb") as gz:
+            head = gz.read(132)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
 def collect_frames(path: str | Path) -> tuple[list[Frame], list[str]]:
@@ -526,7 +781,10 @@ def collect_frames(path: str | Path) -> tuple[list[Frame], list[str]]:
     for f in _files_of(path):
         head = _read_header(f, force=single)
         if head is None:
-            skipped.append(f"{f}: not DICOM")
+            if _is_gzipped_dicom(f):
+                skipped.append(f"{f}: {GZIP_SKIP} (decompress it first: gunzip -k '{f}')")
+            else:
+                skipped.append(f"{f}: not DICOM")
             continue
         ds, offset, has_pixels = head
         if not has_pixels:
@@ -554,35 +812,112 @@ def _same_positions(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == len(b) and bool(np.allclose(np.sort(a), np.sort(b), atol=_POS_TOL * 10))
 
 
-_SPLIT_KEYS = ("echo", "echo_time", "temporal", "diffusion", "trigger", "dimension", "acquisition", "frame", "acquisition_time")
+#: Header fields that tell the volumes of a 4D stack apart, in the order they are tried.
+_VOLUME_KEYS = ("echo", "echo_time", "temporal", "diffusion", "trigger", "dimension", "acquisition", "frame")
+
+
+def _position_ids(dist: np.ndarray) -> np.ndarray:
+    """An integer per frame: frames closer than the tolerance along the normal share one."""
+    order = np.argsort(dist, kind="stable")
+    ids = np.empty(len(dist), dtype=np.int64)
+    current, last = 0, None
+    for i in order:
+        if last is not None and dist[i] - last >= _POS_TOL:
+            current += 1
+        ids[i] = current
+        last = dist[i]
+    return ids
+
+
+def _key_values(frames: list[Frame], key: str) -> list[Any] | None:
+    if key == "dimension":
+        if any("dimension" not in f.keys for f in frames):
+            return None
+        keep = _dimension_indices_without_position(frames)
+        return [tuple(f.keys["dimension"][i] for i in keep if i < len(f.keys["dimension"])) for f in frames]
+    values = [f.keys.get(key) for f in frames]
+    return None if any(v is None for v in values) else values
+
+
+def _split_by_order(frames: list[Frame], pos_id: np.ndarray) -> list[list[Frame]] | None:
+    """Volumes of frames that no header field tells apart: the t-th frame (by instance
+    number, acquisition time, frame index) at every position is volume t, as dcm2niix does.
+    None when positions hold different numbers of frames."""
+    at: dict[int, list[Frame]] = {}
+    for f, pid in zip(frames, pos_id):
+        at.setdefault(int(pid), []).append(f)
+    counts = {len(v) for v in at.values()}
+    if len(counts) != 1:
+        return None
+    for v in at.values():
+        v.sort(key=lambda f: (f.instance, str(f.keys.get("acquisition_time", "")), f.frame or 0, str(f.path)))
+    n = counts.pop()
+    return [[at[p][t] for p in sorted(at)] for t in range(n)]
 
 
 def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, list[Any], bool]:
-    """Split a stack's frames into volumes: ``(volumes, key, labels, same_positions)``."""
+    """Split a stack's frames into volumes: ``(volumes, key, labels, same_positions)``.
+
+    A header field is a volume key when it varies among the frames at one position and
+    takes no more values than there are frames at a position (echo, temporal position,
+    b-value and gradient, trigger time, enhanced dimension index, acquisition, frame).
+    Frames still sharing a position within one label are told apart by instance order.
+    Volumes are ordered by their labels, diffusion volumes by acquisition (instance) order.
+    """
     _, dist = _positions(frames)
     if not _has_duplicates(dist):
         return [frames], None, [], True
-    for key in _SPLIT_KEYS:
-        values = [f.keys.get(key) for f in frames]
-        if any(v is None for v in values) or len(set(values)) < 2:
+    pos_id = _position_ids(dist)
+    per_position = int(np.bincount(pos_id).max())
+    keys: list[str] = []
+    columns: list[list[Any]] = []
+    n_groups = 1
+    for key in _VOLUME_KEYS:
+        if key == "echo_time" and "echo" in keys:
             continue
-        labels = sorted(set(values), key=lambda v: (str(type(v)), v))
-        if key == "dimension":  # enhanced: drop the in-stack position from the index
-            keep = _dimension_indices_without_position(frames)
-            groups: dict[Any, list[Frame]] = {}
-            for f in frames:
-                dims = f.keys.get("dimension", ())
-                groups.setdefault(tuple(dims[i] for i in keep if i < len(dims)), []).append(f)
-            labels = sorted(groups)
-            parts = [groups[label] for label in labels]
+        values = _key_values(frames, key)
+        if values is None or not 2 <= len(set(values)) <= per_position:
+            continue
+        seen: dict[int, Any] = {}
+        if all(seen.setdefault(int(pid), v) == v for pid, v in zip(pos_id, values)):
+            continue  # constant at each position: varies by slice, not by volume
+        groups = len(set(zip(*columns, values))) if columns else len(set(values))
+        if groups == n_groups:
+            continue  # adds nothing to the keys already chosen
+        keys.append(key)
+        columns.append(values)
+        n_groups = groups
+    by_label: dict[tuple[Any, ...], list[int]] = {}
+    for i, label in enumerate(zip(*columns) if columns else [()] * len(frames)):
+        by_label.setdefault(tuple(label), []).append(i)
+    parts: list[tuple[tuple[Any, ...], int, list[Frame]]] = []
+    by_order = False
+    for label, idx in by_label.items():
+        group = [frames[i] for i in idx]
+        sub = _split_by_order(group, pos_id[idx]) if _has_duplicates(dist[idx]) else None
+        if sub is None:
+            parts.append((label, 0, group))
         else:
-            parts = [[f for f in frames if f.keys.get(key) == label] for label in labels]
-        if len(parts) < 2 or any(_has_duplicates(_positions(p)[1]) for p in parts):
-            continue
-        first = _positions(parts[0])[1]
-        same = all(_same_positions(first, _positions(p)[1]) for p in parts[1:])
-        return parts, key, labels, same
-    return [frames], None, [], True
+            by_order = True
+            parts.extend((label, r, v) for r, v in enumerate(sub))
+    if len(parts) < 2:
+        return [frames], None, [], True
+
+    def order(part: tuple[tuple[Any, ...], int, list[Frame]]) -> tuple[Any, ...]:
+        label, r, group = part
+        first = min((f.instance, f.frame or 0) for f in group)
+        return tuple(first if k == "diffusion" else v for k, v in zip(keys, label)) + (first, r)
+
+    parts.sort(key=order)
+    name = "+".join(keys + (["instance"] if by_order else []))
+    labels: list[Any] = []
+    for label, r, _ in parts:
+        full = label + ((r,) if by_order else ())
+        labels.append(full[0] if len(full) == 1 else full)
+    volumes = [p[2] for p in parts]
+    first = _positions(volumes[0])[1]
+    same = all(_same_positions(first, _positions(v)[1]) for v in volumes[1:])
+    return volumes, name, labels, same
 
 
 def _dimension_indices_without_position(frames: list[Frame]) -> list[int]:
@@ -618,7 +953,13 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
     steps = np.diff(dist)
     dup = int(np.sum(steps < _POS_TOL))
     if dup:
-        problems.append(Problem("duplicate", f"{dup} duplicate slice position(s)"))
+        problems.append(
+            Problem(
+                "duplicate",
+                f"{dup} duplicate slice position(s) that no header field tells apart (echo, "
+                "temporal position, b-value/gradient, image type, instance order)",
+            )
+        )
         keep = np.concatenate([[True], steps >= _POS_TOL])
         pos, dist = pos[keep], dist[keep]
         steps = np.diff(dist)
@@ -663,6 +1004,8 @@ def scan_stacks(frames: list[Frame]) -> list[Stack]:
                     and r.cols == f.cols
                     and r.stack_id == f.stack_id
                     and r.geometry == f.geometry
+                    and r.keys.get("kind") == f.keys.get("kind")
+                    and r.keys.get("series_number") == f.keys.get("series_number")
                     and (r.geometry or r.path == f.path)
                     and np.allclose(r.iop, f.iop, atol=_ORIENT_TOL)
                     and np.allclose(r.spacing, f.spacing, rtol=1e-4)
@@ -773,6 +1116,65 @@ def _samples(ds: Any) -> int:
     return int(_num(ds.get("SamplesPerPixel"), 1) or 1)
 
 
+def _apply_palette(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
+    """Palette indices to RGB through the dataset's Palette Color LUTs.
+
+    pydicom's ``apply_color_lut`` reads non-segmented LUT data as little endian whatever
+    the transfer syntax, so 16-bit palettes of explicit big-endian files come out byte
+    swapped (256x too small); here the data are read in the file's byte order, and a LUT
+    whose length does not match its descriptor is refused.
+    """
+    if "RedPaletteColorLookupTableData" not in ds:
+        from pydicom.pixels import apply_color_lut  # segmented LUTs: pydicom honours the byte order
+
+        try:
+            return apply_color_lut(stored, ds)
+        except (ValueError, AttributeError, KeyError) as exc:
+            raise DicomError(
+                f"palette colour image without a usable colour LUT ({exc})",
+                path=path,
+                column="RedPaletteColorLookupTableDescriptor",
+                hint="the Palette Color Lookup Table module is missing or damaged; re-export the image",
+            ) from exc
+    ts = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+    little = True
+    if ts:
+        from pydicom.uid import UID
+
+        little = UID(str(ts)).is_little_endian if UID(str(ts)).is_transfer_syntax else True
+    elif getattr(ds, "original_encoding", (None, None))[1] is not None:
+        little = bool(ds.original_encoding[1])
+    luts = []
+    for colour in ("Red", "Green", "Blue"):
+        desc = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        data = ds.get(f"{colour}PaletteColorLookupTableData")
+        if desc is None or data is None:
+            raise DicomError(
+                f"palette colour image lacks the {colour} LUT",
+                path=path,
+                column=f"{colour}PaletteColorLookupTableData",
+                hint="re-export the image with its Palette Color Lookup Table module",
+            )
+        n = int(desc[0]) or 65536
+        first = int(desc[1])
+        raw = bytes(data)
+        width = len(raw) // n if n else 0
+        if width not in (1, 2) or len(raw) not in (n * width, n * width + 1):
+            raise DicomError(
+                f"{colour}PaletteColorLookupTableData holds {len(raw)} bytes for {n} entries "
+                f"(descriptor {list(desc)})",
+                path=path,
+                column=f"{colour}PaletteColorLookupTableData",
+                hint="the colour LUT does not match its descriptor; re-export the image",
+            )
+        dtype = np.dtype("u1") if width == 1 else np.dtype("<u2" if little else ">u2")
+        luts.append((np.frombuffer(raw[: n * width], dtype=dtype).astype(np.uint16 if width == 2 else np.uint8), first))
+    n_entries = len(luts[0][0])
+    first = luts[0][1]
+    idx = np.clip(stored.astype(np.int64) - first, 0, n_entries - 1)
+    return np.stack([lut[idx] for lut, _ in luts], axis=-1)
+
+
 def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> None:
     """Write a ``(rows, cols)`` stored-value frame into ``dst`` (a ``(cols, rows)`` view).
 
@@ -781,9 +1183,7 @@ def _store(frame: Frame, stored: np.ndarray, dst: np.ndarray, invert: bool) -> N
     """
     if dst.ndim == 3:
         if stored.ndim == 2:  # palette colour: indices through the LUT
-            from pydicom.pixels import apply_color_lut
-
-            stored = apply_color_lut(stored, frame.ds)
+            stored = _apply_palette(stored, frame.ds, frame.path)
         np.copyto(dst.transpose(1, 0, 2), stored, casting="unsafe")
         return
     stored = _fix_bits(stored, frame.ds)
@@ -951,7 +1351,7 @@ def list_series(path: str | Path) -> list[Stack]:
 
 
 _PROBLEM_HINT = {
-    "duplicate": "pass irregular='accept' to keep the first slice at each position, or pick one volume",
+    "duplicate": "pass irregular='accept' to keep the first slice (by instance number) at each position",
     "tilt": "pass irregular='resample' to resample onto an untilted grid, or irregular='accept' to keep a sheared affine",
     "missing": "pass irregular='resample' to interpolate onto a regular grid, or irregular='accept' to read with a warning",
     "irregular": "pass irregular='resample' to interpolate onto a regular grid, or irregular='accept' to read with a warning",
@@ -987,13 +1387,12 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 Problem("localizer", f"ignored {n_loc} localizer stack(s) in the same series"),
             ]
             return volumes[0]
-        desc = "; ".join(
-            f"{s.id}: {'x'.join(map(str, s.shape))} {_plane(s.first)}" for s in chosen
+        desc = "; ".join(f"{s.id}: {_stack_label(s)}" for s in chosen)
+        differ = "image type (magnitude/phase/...)" if len({s.kind for s in chosen}) > 1 else (
+            "series number" if len({s.first.keys.get("series_number") for s in chosen}) > 1
+            else "orientation, size or coverage"
         )
-        msg = (
-            f"series {chosen[0].uid} holds {len(chosen)} stacks of mixed orientation, size or "
-            f"coverage ({desc})"
-        )
+        msg = f"series {chosen[0].uid} holds {len(chosen)} stacks of mixed {differ} ({desc})"
         if irregular == "error":
             raise GeometryError(
                 msg,
@@ -1005,6 +1404,16 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
         warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=4)
         chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
     return chosen[0]
+
+
+def _stack_label(stack: Stack) -> str:
+    """``'8x6x4x2 axial phase, series 7'``: what tells a stack apart in a listing."""
+    words = ["x".join(map(str, stack.shape)), _plane(stack.first)]
+    if stack.kind:
+        words.append(stack.kind)
+    label = " ".join(words)
+    series = stack.first.keys.get("series_number")
+    return label + (f", series {series}" if series is not None and stack.n_stacks_in_uid > 1 else "")
 
 
 def _is_localizer(stack: Stack) -> bool:
@@ -1029,6 +1438,7 @@ def read_dicom(
     deidentify: bool | Any = False,
     invert_monochrome1: bool = True,
     threads: int | None = None,
+    volume: int | None = None,
     **_: Any,
 ) -> Image:
     """Read a DICOM series folder, a DICOMDIR or a single (multi-frame) file into an :class:`Image`.
@@ -1052,20 +1462,34 @@ def read_dicom(
         Invert MONOCHROME1 images so that higher values are brighter.
     threads:
         Threads for pixel decoding (default: up to 8, one per CPU).
+    volume:
+        Read only this volume (0-based, negative counts from the end) of a 4D series
+        (echoes, time points, diffusion directions); ``meta["volume"]`` records it.
 
     Returns
     -------
     Image
-        float32 data ``(X, Y, Z)`` (``(X, Y, Z, T)`` for several echoes/time points,
-        ``(X, Y)`` for a single projection image), RAS+ affine, header fields in ``meta``.
+        float32 data ``(X, Y, Z)`` (``(X, Y, Z, T)`` for several echoes/time points/
+        diffusion directions, ``(X, Y)`` for a single projection image), RAS+ affine,
+        header fields in ``meta``. A diffusion series also has ``meta["b_values"]`` and
+        ``meta["gradient_directions"]`` (one unit vector per volume, RAS+ world axes;
+        zero for b = 0); :func:`medmm.io.nifti.write_fsl_gradients` writes them as FSL
+        ``.bval``/``.bvec``.
     """
     if irregular not in IRREGULAR_OPTIONS:
         raise ValueError(f"irregular must be one of {IRREGULAR_OPTIONS}, got {irregular!r}")
+    if volume is not None and (isinstance(volume, bool) or not isinstance(volume, (int, np.integer))):
+        raise DicomError(
+            f"volume must be an int (a 0-based volume index), got {volume!r}",
+            path=path,
+            column="volume",
+            hint="pass volume=N (CLI: --volume N)",
+        )
     path = Path(path)
     workers = threads if threads is not None else min(8, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        return _read(path, pool, series_uid, irregular, deidentify, invert_monochrome1)
+        return _read(path, pool, series_uid, irregular, deidentify, invert_monochrome1, volume)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -1078,21 +1502,34 @@ def _read(
     irregular: str,
     deidentify: Any,
     invert_monochrome1: bool,
+    volume: int | None = None,
 ) -> Image:
     # no prefetch: reading pixels while headers are parsed costs more in GIL switches
     # than it saves (measured); pixels are read after ordering, in the pool
     frames, skipped = collect_frames(path)
     stack = _select(scan_stacks(frames), path, series_uid, irregular)
     volumes = stack.volumes
+    labels = list(stack.volume_labels)
+    if volume is not None:
+        n = len(volumes)
+        if not -n <= int(volume) < n:
+            raise DicomError(
+                f"series {stack.id} has {n} volume(s); volume {volume} does not exist",
+                path=path,
+                hint=f"pass volume= (CLI: --volume) from 0 to {n - 1}",
+            )
+        volumes = [volumes[int(volume)]]
+        labels = labels[int(volume) : int(volume) + 1 or None] if labels else []
     kinds = {p.kind for p in stack.problems}
     blocking = [p for p in stack.problems if p.kind not in ("mixed", "localizer")]
     if blocking and irregular == "error":
-        p = blocking[0]
+        default = "pass irregular='accept' or 'resample'"
+        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind, default) for p in blocking))
         raise GeometryError(
-            f"series {stack.id}: {p.message}",
+            f"series {stack.id}: {'; '.join(p.message for p in blocking)}",
             path=path,
             column="ImagePositionPatient",
-            hint=_PROBLEM_HINT.get(p.kind, "pass irregular='accept' or 'resample'"),
+            hint="; ".join(hints),
         )
     msgs = [p.message for p in stack.problems]
     if blocking:
@@ -1151,14 +1588,25 @@ def _read(
     )
     if stack.volume_key:
         meta["volume_key"] = stack.volume_key
-        meta["volume_labels"] = [_plain(v) if not isinstance(v, tuple) else list(v) for v in stack.volume_labels]
+        meta["volume_labels"] = [_plain(v) if not isinstance(v, tuple) else [_plain(x) for x in v] for v in labels]
+    if volume is not None:
+        meta["volume"] = int(volume)
+        meta["n_volumes"] = len(stack.volumes)
+    if stack.kind:
+        meta["image_kind"] = stack.kind
+    diffusion = [v[0].keys.get("diffusion") for v in volumes]
+    if all(d is not None for d in diffusion):
+        meta["b_values"] = [float(d[0]) for d in diffusion]
+        meta["gradient_directions"] = [
+            [round(float(-d[1]), 5) + 0.0, round(float(-d[2]), 5) + 0.0, float(d[3])] for d in diffusion
+        ]
     if not f0.geometry:
         meta["geometry"] = "none: no ImagePositionPatient/ImageOrientationPatient; axes assumed"
     if f0.mosaic is not None:
         meta["mosaic"] = True
     if color:
         meta["channels"] = "RGB"
-    if "PerFrameFunctionalGroupsSequence" in f0.ds:
+    if "PerFrameFunctionalGroupsSequence" in f0.ds or getattr(f0.ds, "_medmm_per_frame", None) is not None:
         meta["enhanced"] = True
     if str(f0.ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         meta["monochrome1_inverted"] = bool(invert_monochrome1)

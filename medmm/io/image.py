@@ -21,7 +21,8 @@ def read_image(path: str | Path, **options: Any) -> Image:
     """Read a DICOM series folder, DICOMDIR, single DICOM file, NIfTI or NRRD file.
 
     ``options`` go to the format's reader: for DICOM ``series_uid``, ``irregular``
-    (``"error"``/``"accept"``/``"resample"``) and ``deidentify``; see
+    (``"error"``/``"accept"``/``"resample"``), ``volume`` (one volume of a 4D series) and
+    ``deidentify``; see
     :func:`medmm.io.dicom.read_dicom`, :func:`medmm.io.nifti.read_nifti` and
     :func:`medmm.io.nrrd.read_nrrd`. This is :func:`medmm.io.read_modality` for ``"image"``.
     """

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ReadError
 from ..records import Image
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["read_nifti", "write_nifti", "fsl_gradients", "write_fsl_gradients"]
 
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 
@@ -147,3 +147,44 @@ def write_nifti(image: Image, path: str | Path, *, dtype: Any = np.float32) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
     return path
+
+
+def fsl_gradients(image: Image) -> tuple[np.ndarray, np.ndarray]:
+    """``(bvals [T], bvecs [3, T])`` of a diffusion image in FSL's convention.
+
+    ``image.meta`` holds ``b_values`` and ``gradient_directions`` (RAS+ world, as the
+    DICOM reader fills them). FSL wants each direction in the voxel frame of the image as
+    stored, with x negated when the affine's determinant is positive (a neurological
+    voxel order), which is what dcm2niix writes.
+    """
+    meta = image.meta or {}
+    if "b_values" not in meta or "gradient_directions" not in meta:
+        raise ReadError(
+            "image has no diffusion gradients (meta b_values / gradient_directions)",
+            hint="read a diffusion-weighted DICOM series",
+        )
+    bvals = np.asarray(meta["b_values"], dtype=np.float64)
+    world = np.asarray(meta["gradient_directions"], dtype=np.float64).reshape(-1, 3)
+    m = np.asarray(image.affine, dtype=np.float64)[:3, :3]
+    vox = np.linalg.solve(m / np.linalg.norm(m, axis=0), world.T)  # (3, T)
+    norms = np.linalg.norm(vox, axis=0)
+    vox = np.where(norms > 1e-9, vox / np.where(norms > 1e-9, norms, 1.0), 0.0)
+    if np.linalg.det(m) > 0:
+        vox[0] = -vox[0]
+    return bvals, vox + 0.0
+
+
+def write_fsl_gradients(image: Image, nifti_path: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.bval`` and ``<stem>.bvec`` beside ``nifti_path`` (see :func:`fsl_gradients`)."""
+    nifti_path = Path(nifti_path)
+    name = nifti_path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    bvals, bvecs = fsl_gradients(image)
+    bval_path = nifti_path.with_name(name + ".bval")
+    bvec_path = nifti_path.with_name(name + ".bvec")
+    bval_path.write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
+    bvec_path.write_text("".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in bvecs))
+    return bval_path, bvec_path
