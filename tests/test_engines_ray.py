@@ -79,6 +79,18 @@ def _same(a, b) -> None:
         np.testing.assert_allclose(a.masked[k], b.masked[k], rtol=0, atol=1e-6)
 
 
+def test_two_node_cluster_scores_the_test_split_like_the_local_engine(cluster, model, tiny_cohort):
+    """The default suite's real Ray run: one Ray Data job on both nodes."""
+    from medmm.evaluate.scoring import score_cohort
+
+    local = score_cohort(model, tiny_cohort, split="test", batch_size=16, progress=False)
+    got = score_cohort(model, tiny_cohort, split="test", batch_size=16, progress=False, engine="ray",
+                       address=cluster.address)
+    assert len(got.predictions) == len(local.predictions) > 5
+    _same(local, got)
+
+
+@pytest.mark.slow
 def test_two_node_cluster_scores_like_the_local_engine_and_resumes(cluster, model, tiny_cohort, tmp_path,
                                                                     monkeypatch):
     from medmm.cohort import ProblemReport
@@ -125,6 +137,7 @@ def test_two_node_cluster_scores_like_the_local_engine_and_resumes(cluster, mode
     assert len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_ray_matches_local(cluster, model, tiny_cohort, tmp_path):
     from medmm.cli import main
 
