@@ -328,13 +328,14 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
                                                     rows[starts[k]:starts[k] + batch_size])), protocol=5)}
              for k in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    # the memory a read task reserves: a batch of raw and preprocessed inputs; it also keeps the
-    # reads in tasks, out of the actors (Ray Data fuses stages whose remote arguments agree)
+    # the memory a read task reserves (a worker with torch, ~400 MiB, and a batch of raw and
+    # preprocessed inputs); it also keeps the reads in tasks, out of the actors (Ray Data fuses
+    # stages whose remote arguments agree)
     per_patient = sum(int(np.prod(s)) for s in shapes.values()) * 4 * 8
-    ds = ds.map_batches(_read_batch, batch_size=1, memory=64 * 2**20 + batch_size * per_patient,
+    ds = ds.map_batches(_read_batch, batch_size=1, memory=400 * 2**20 + batch_size * per_patient,
                         fn_kwargs={"base": str(manifest.parent), "bundle": ref, "digest": digest, "modalities": mods})
-    ds = ds.map_batches(_Scorer, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors), num_gpus=1 if gpus else 0,
-                        num_cpus=0 if gpus else 1,
+    ds = ds.map_batches(_Scorer, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
+                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
                         fn_constructor_kwargs={"bundle": ref, "digest": digest, "subsets": subset_list,
                                                "device": device, "cache_encoders": cache_encoders})
     try:
