@@ -19,6 +19,7 @@ __all__ = [
     "ManifestError",
     "NotFittedError",
     "ConfigError",
+    "EngineError",
 ]
 
 
@@ -105,3 +106,7 @@ class NotFittedError(MedmmError, ValueError):
 
 class ConfigError(MedmmError, ValueError):
     """An experiment or model configuration is invalid."""
+
+
+class EngineError(MedmmError):
+    """Work could not run where it was sent (a Ray cluster unreachable, a node lost mid-run)."""

@@ -29,6 +29,27 @@ def test_same_seed_writes_identical_files_and_another_seed_does_not(tmp_path):
     assert da["manifest.csv"] != dc["manifest.csv"] or da["oracle.csv"] != dc["oracle.csv"]
 
 
+@pytest.mark.parametrize("image_format", ["dicom", "nifti"])
+def test_worker_processes_write_the_same_cohort_as_one_process(tmp_path, image_format):
+    kw = dict(n_patients=9, seed=5, image_size=8, image_format=image_format, progress=False)
+    one = generate_cohort(tmp_path / "one", workers=1, **kw)
+    two = generate_cohort(tmp_path / "two", workers=2, **kw)  # 9 patients: uneven chunks across 2 workers
+    d1, d2 = _digest(one.parent), _digest(two.parent)
+    assert d1 == d2
+    images = [k for k in d1 if k.startswith("images/")]
+    assert len(images) >= (5 if image_format == "nifti" else 5 * 8)
+    assert len(pd.read_csv(one)) == 9
+
+
+def test_cli_synth_workers(tmp_path):
+    from medmm.cli import main
+
+    assert main(["synth", str(tmp_path / "c"), "--patients", "5", "--seed", "2", "--image-size", "8",
+                 "--image-format", "nifti", "--workers", "2", "--quiet"]) == 0
+    ref = generate_cohort(tmp_path / "r", n_patients=5, seed=2, image_size=8, image_format="nifti", progress=False)
+    assert _digest(tmp_path / "c") == _digest(ref.parent)
+
+
 def test_dicom_read_back_matches_the_generator_geometry(tiny_cohort):
     truth = pd.read_csv(tiny_cohort.parent / "truth.csv").set_index("patient_id")
     manifest = pd.read_csv(tiny_cohort, dtype=str, keep_default_na=False)
@@ -106,3 +127,5 @@ def test_bad_settings_are_refused(tmp_path):
         generate_cohort(tmp_path, n_patients=2, image_format="png", progress=False)
     with pytest.raises(ValueError, match="missing_rate"):
         generate_cohort(tmp_path, n_patients=2, missing_rate=1.5, progress=False)
+    with pytest.raises(ValueError, match="workers"):
+        generate_cohort(tmp_path, n_patients=2, workers=-1, progress=False)

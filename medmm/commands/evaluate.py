@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="patients scored per batch (default 64)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes reading and preprocessing patients while the model scores (default 0: inline)")
+    from ..engines import add_engine_arguments
+
+    add_engine_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda:0 ...")
     p.add_argument("--mlflow", action="store_true", help="log metrics, figures and the report to a new MLflow run")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         robustness=not args.no_robustness, n_boot=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         fixed_threshold=args.threshold, target_sensitivity=args.target_sensitivity,
         min_subgroup=args.min_subgroup, progress=not args.quiet, device=args.device, num_workers=args.workers,
+        engine=args.engine, address=args.address,
     )
     res = evaluate_cohort(args.model, args.manifest, **common)
     if args.compare:

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI for a models:/ or runs:/ URI (default $MLFLOW_TRACKING_URI, "
                         "else sqlite:///mlflow.db here)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    from ..engines import add_engine_arguments
+
+    add_engine_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -52,12 +55,40 @@ def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = 
     return df, cohort.report
 
 
+def predict_manifest_engine(model, manifest, *, batch_size: int = 64, progress: bool = False, engine: str = "ray",
+                            address: str | None = None):
+    """:func:`predict_manifest`'s table, scored by :func:`~medmm.evaluate.scoring.score_cohort`
+    on ``engine`` (streamed, bounded memory)."""
+    from ..cohort import ProblemReport
+    from ..errors import ConfigError
+    from ..evaluate.scoring import score_cohort
+
+    other = [t for t in model.tasks if t not in set(getattr(model, "output_columns", model.tasks))]
+    if other:
+        raise ConfigError(f"--engine {engine} scores binary tasks only; {', '.join(other)} are not",
+                          hint="use --engine local for this model")
+    report = ProblemReport()
+    scored = score_cohort(model, manifest, split=None, batch_size=batch_size, progress=progress, report=report,
+                          device=str(next(model.parameters()).device), engine=engine, address=address)
+    p = scored.predictions
+    cols = ["patient_id", "split", "pattern"]
+    for t in model.tasks:
+        if p[f"label_{t}"].notna().any():
+            cols.append(f"label_{t}")
+        cols.append(f"prob_{t}")
+    return p[cols].reset_index(drop=True), report
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     model = load_model(args.model, args.tracking_uri)
     model.to(args.device)
-    df, report = predict_manifest(model, args.manifest, batch_size=args.batch_size, progress=not args.quiet)
+    if args.engine == "local":
+        df, report = predict_manifest(model, args.manifest, batch_size=args.batch_size, progress=not args.quiet)
+    else:
+        df, report = predict_manifest_engine(model, args.manifest, batch_size=args.batch_size,
+                                             progress=not args.quiet, engine=args.engine, address=args.address)
     if report.problems:
         print(report)
     out = Path(args.out)

@@ -367,6 +367,8 @@ def evaluate_cohort(
     progress: bool = True,
     device: str = "auto",
     num_workers: int = 0,
+    engine: str = "local",
+    address: str | None = None,
 ) -> EvaluationResult:
     """Score ``cohort`` with ``model`` in batches and evaluate it.
 
@@ -396,6 +398,9 @@ def evaluate_cohort(
         ``True`` logs to a new MLflow run, a run id string logs into that run.
     num_workers:
         Worker processes that read and preprocess a manifest's patients while the model scores.
+    engine, address:
+        Where a manifest is scored: ``'local'`` or ``'ray'`` (a Ray cluster at ``address``,
+        see :mod:`medmm.engines`); the results are the same.
     """
     from ..train.hub import load_model
     from .scoring import score_cohort
@@ -406,14 +411,16 @@ def evaluate_cohort(
     if not hasattr(model, "predict_records"):
         raise ConfigError(f"cannot evaluate a {type(model).__name__}", hint="give a MultimodalModel or its folder")
     scored = score_cohort(model, cohort, split=split, batch_size=batch_size, subsets=bool(robustness),
-                          progress=progress, device=device, num_workers=num_workers)
+                          progress=progress, device=device, num_workers=num_workers,
+                          engine=engine, address=address)
     if not len(scored.predictions):
         raise ConfigError(f"no patient in split {split!r}", path=cohort if isinstance(cohort, (str, Path)) else None,
                           hint="choose another --split, or 'all'")
     val = None
     if calibration_split and calibration_split != split:
         val = score_cohort(model, cohort, split=calibration_split, batch_size=batch_size, subsets=False,
-                           progress=progress, device=device, num_workers=num_workers)
+                           progress=progress, device=device, num_workers=num_workers,
+                          engine=engine, address=address)
     res = evaluate_scored(scored, val=val, calibrate=calibrate, subgroups=subgroups, n_boot=n_boot, seed=seed,
                           fixed_threshold=fixed_threshold, target_sensitivity=target_sensitivity,
                           min_subgroup=min_subgroup)

@@ -202,6 +202,8 @@ def score_cohort(
     report: Any = None,
     cache_encoders: bool = True,
     num_workers: int = 0,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ScoredCohort:
     """Score every patient of ``cohort`` (a manifest path, a :class:`~medmm.cohort.Cohort` or
     a list of records) with ``model``, ``batch_size`` patients at a time.
@@ -211,31 +213,30 @@ def score_cohort(
     each encoder once per batch for all the masked passes (see :class:`_EncoderCache`).
     ``num_workers`` > 0 reads and preprocesses a manifest's patients in that many worker
     processes (a torch DataLoader) while the model scores. Only binary tasks are evaluated
-    (a column per task).
+    (a column per task). ``engine='ray'`` scores a manifest on a Ray cluster at ``address``
+    (:mod:`medmm.engines`); the predictions are the same.
     """
     import time
+
+    from ..engines import check_engine
+
+    if check_engine(engine) == "ray":
+        from ..engines.ray_engine import score_manifest
+
+        return score_manifest(model, cohort, split=split, batch_size=batch_size, subsets=subsets, out=out,
+                              progress=progress, device=device, report=report, cache_encoders=cache_encoders,
+                              address=address)
 
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
 
-    from ..data import collate
     from ..train.trainer import resolve_device
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    mods = tuple(model.modalities)
-    columns = list(getattr(model, "output_columns", model.tasks))
-    tasks = tuple(t for t in model.tasks if t in columns)
-    cols = [columns.index(t) for t in tasks]
-    shapes = model.preprocessor.output_shapes()
-    if subsets is True:
-        subset_list = modality_subsets(mods)
-    elif subsets:
-        subset_list = [tuple(s) for s in subsets]
-    else:
-        subset_list = []
+    mods, tasks, cols, shapes, subset_list = _setup(model, subsets)
     pre = model.preprocessor
     from ..cohort import Cohort
 
@@ -270,50 +271,109 @@ def score_cohort(
                     report.problems.extend(cohort.report.problems[n_before:])
                 yield items
 
-    writer = None
     frames: list[Any] = []
     masked: dict[str, list[np.ndarray]] = {subset_name(s): [] for s in subset_list}
+    writer = _ParquetAppender(out)
     bar = tqdm(total=total, desc="score", unit="pt", disable=not progress)
     try:
         with torch.inference_mode():
             for items in entry_batches():
-                batch = collate(items, mods, shapes, ()).to(dev)
-                probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
-                if subset_list:
-                    import contextlib
-
-                    ctx = _EncoderCache(model, batch.values, batch.present) if cache_encoders else contextlib.nullcontext()
-                    with ctx:
-                        for s in subset_list:
-                            keep = torch.tensor([m in s for m in mods], device=dev)
-                            pm = _proba(model, batch.values, batch.present & keep[None, :]).float().cpu().numpy()
-                            masked[subset_name(s)].append(pm[:, cols])
-                rows = []
-                for it, pr in zip(items, probs):
-                    row = dict(it["row"])
-                    for k, t in enumerate(tasks):
-                        y = it["labels"].get(t)
-                        row[f"label_{t}"] = np.nan if y is None else float(y)
-                        row[f"prob_{t}"] = float(pr[k])
-                    rows.append(row)
+                rows, m = _score_batch(model, items, mods=mods, shapes=shapes, subset_list=subset_list, tasks=tasks,
+                                       cols=cols, device=dev, cache_encoders=cache_encoders)
+                for k, v in m.items():
+                    masked[k].append(v)
                 frame = pd.DataFrame(rows)
                 frames.append(frame)
-                if out is not None:
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
-                    if writer is None:
-                        Path(out).parent.mkdir(parents=True, exist_ok=True)
-                        pq_columns = list(frame.columns)
-                        schema = pa.Table.from_pandas(frame, preserve_index=False).schema
-                        writer = pq.ParquetWriter(str(out), schema)
-                    part = frame.reindex(columns=pq_columns, fill_value="unknown")
-                    writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+                writer.add(frame)
                 bar.update(len(items))
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
+        writer.close()
+    return _scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
+
+
+def _setup(model: Any, subsets: bool | list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...], list[int],
+                                                                     dict, list[tuple[str, ...]]]:
+    """What scoring needs of a model: modalities, binary tasks, their output columns, input
+    shapes and the modality subsets to score."""
+    mods = tuple(model.modalities)
+    columns = list(getattr(model, "output_columns", model.tasks))
+    tasks = tuple(t for t in model.tasks if t in columns)
+    cols = [columns.index(t) for t in tasks]
+    shapes = model.preprocessor.output_shapes()
+    if subsets is True:
+        subset_list = modality_subsets(mods)
+    elif subsets:
+        subset_list = [tuple(s) for s in subsets]
+    else:
+        subset_list = []
+    return mods, tasks, cols, shapes, subset_list
+
+
+class _ParquetAppender:
+    """Append per-batch prediction tables to one Parquet file (the first batch's columns)."""
+
+    def __init__(self, out: str | Path | None) -> None:
+        self.out, self.writer = out, None
+
+    def add(self, frame: Any) -> None:
+        if self.out is None:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            Path(self.out).parent.mkdir(parents=True, exist_ok=True)
+            self.columns = list(frame.columns)
+            self.schema = pa.Table.from_pandas(frame, preserve_index=False).schema
+            self.writer = pq.ParquetWriter(str(self.out), self.schema)
+        part = frame.reindex(columns=self.columns, fill_value="unknown")
+        self.writer.write_table(pa.Table.from_pandas(part, schema=self.schema, preserve_index=False))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ...], shapes: dict, subset_list: list,
+                 tasks: tuple[str, ...], cols: list[int], device: Any,
+                 cache_encoders: bool = True) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Score one batch of :func:`_entry` items: its table rows and ``{subset name: probs [B, T]}``.
+
+    Every engine scores through this, so results do not depend on where it runs.
+    """
+    import contextlib
+
+    import torch
+
+    from ..data import collate
+
+    batch = collate(items, mods, shapes, ()).to(device)
+    probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
+    masked: dict[str, np.ndarray] = {}
+    if subset_list:
+        ctx = _EncoderCache(model, batch.values, batch.present) if cache_encoders else contextlib.nullcontext()
+        with ctx:
+            for s in subset_list:
+                keep = torch.tensor([m in s for m in mods], device=device)
+                pm = _proba(model, batch.values, batch.present & keep[None, :]).float().cpu().numpy()
+                masked[subset_name(s)] = pm[:, cols]
+    rows = []
+    for it, pr in zip(items, probs):
+        row = dict(it["row"])
+        for k, t in enumerate(tasks):
+            y = it["labels"].get(t)
+            row[f"label_{t}"] = np.nan if y is None else float(y)
+            row[f"prob_{t}"] = float(pr[k])
+        rows.append(row)
+    return rows, masked
+
+
+def _scored(frames: list[Any], masked: dict[str, list[np.ndarray]], tasks: tuple[str, ...], mods: tuple[str, ...],
+            seconds: float, out: str | Path | None) -> ScoredCohort:
+    """The :class:`ScoredCohort` of per-batch tables and masked scores, in cohort order."""
+    import pandas as pd
+
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["patient_id", "split", "pattern", *[c for t in tasks for c in (f"label_{t}", f"prob_{t}")]])
     # metadata columns may differ between batches (a column only some rows have)
@@ -323,4 +383,4 @@ def score_cohort(
         preds[c] = preds[c].fillna("unknown").astype(str)
     return ScoredCohort(preds, tasks, mods, {k: np.concatenate(v) if v else np.zeros((0, len(tasks)))
                                              for k, v in masked.items()},
-                        time.perf_counter() - t0, Path(out) if out is not None else None)
+                        seconds, Path(out) if out is not None else None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,114 @@ def render_vitals(z: float, hours: int, index_time: np.datetime64, rng: np.rando
 # --------------------------------------------------------------------------- driver
 
 
+def _render_patient(out: Path, cfg: SynthConfig, p: dict[str, Any]) -> tuple[dict, dict, dict | None]:
+    """Write one patient's files; return its manifest row, truth row and EHR row (or None).
+
+    Everything random comes from the patient's own stream ``(seed, index)``, so patients can be
+    rendered in any order, in any process, and give the same bytes.
+    """
+    import pandas as pd
+
+    pid = p["pid"]
+    prng = np.random.default_rng([cfg.seed, p["index"]])  # each patient its own stream
+    row: dict[str, Any] = {
+        "patient_id": pid,
+        "split": p["split"],
+        "index_time": str(p["index_time"]),
+        "site": p["site"],
+        "sex": p["sex"],
+    }
+    t_row: dict[str, Any] = {"patient_id": pid}
+    # image
+    vol, lesion = render_volume(p["z_image"], cfg.image_size, prng)
+    spacing = np.array([1.5, 1.5, 2.0])
+    rot = _rotation(prng, 20.0) if prng.random() < cfg.oblique_fraction else np.eye(3)
+    lps = np.eye(4)
+    lps[:3, :3] = rot @ np.diag(spacing)
+    lps[:3, 3] = rot @ (-(np.array(vol.shape) - 1) / 2 * spacing)
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    t_row.update({"affine_ras": json.dumps(np.round(ras, 6).tolist()), "oblique": bool(not np.allclose(rot, np.eye(3))), **{f"lesion_{k}": json.dumps(v) if isinstance(v, list) else v for k, v in lesion.items()}})
+    if p["present_image"]:
+        if cfg.image_format == "dicom":
+            rel = f"images/{pid}"
+            date = str(p["index_time"])[:10].replace("-", "")
+            _write_dicom_series(out / rel, vol, lps, pid, prng, date)
+        else:
+            import nibabel as nib
+
+            rel = f"images/{pid}.nii.gz"
+            img = nib.Nifti1Image(np.round(vol).astype(np.int16), ras)
+            img.header.set_xyzt_units("mm", "sec")
+            nib.save(img, str(out / rel))
+        row["image_path"] = rel
+    else:
+        row["image_path"] = ""
+    # notes
+    if p["present_notes"]:
+        rel = f"notes/{pid}.txt"
+        text = render_note(int(p["age"]), str(p["sex"]), p["note_tumor"], p["note_disease"], prng)
+        (out / rel).write_text(text, encoding="utf-8")
+        row["notes_path"] = rel
+    else:
+        row["notes_path"] = ""
+    # vitals
+    if p["present_vitals"]:
+        rel = f"vitals/{pid}.csv"
+        vrows = render_vitals(p["z_vitals"], cfg.vitals_hours, p["index_time"], prng)
+        pd.DataFrame(vrows, columns=["time", "signal", "value", "unit"]).to_csv(out / rel, index=False)
+        row["vitals_path"] = rel
+    else:
+        row["vitals_path"] = ""
+    # ehr
+    ehr_row = None
+    if p["present_ehr"]:
+        ehr_row = {
+            "patient_id": pid,
+            "age [years]": int(p["age"]),
+            "sex": p["sex"],
+            "smoking": str(prng.choice(["never", "former", "current"], p=[0.5, 0.3, 0.2])),
+            "sodium [mmol/L]": round(float(prng.normal(139, 3)), 1),
+            "hemoglobin [g/dL]": round(float(prng.normal(13.2, 1.5)), 1),
+            "cea [ng/mL]": round(float(np.exp(0.9 + 0.45 * p["z_cea"])), 3) if p["has_cea"] else None,
+            "lactate [mmol/L]": round(float(np.exp(0.25 + 0.3 * p["z_lactate"])), 3) if p["has_lactate"] else None,
+            "wbc [10^9/L]": round(float(np.exp(2.0 + 0.25 * p["z_wbc"])), 3) if p["has_wbc"] else None,
+        }
+        row["ehr_path"] = "ehr.csv"
+    else:
+        row["ehr_path"] = ""
+    row["label_tumor"] = int(p["tumor"])
+    row["label_disease"] = int(p["disease"])
+    for key in ("z_image", "z_cea", "z_vitals", "z_lactate", "z_wbc", "note_tumor", "note_disease"):
+        t_row[key] = p[key].item() if hasattr(p[key], "item") else p[key]
+    return row, t_row, ehr_row
+
+
+
+def _render_chunk(out: Path, cfg: SynthConfig, chunk: list[dict[str, Any]]) -> list[tuple]:
+    return [_render_patient(out, cfg, p) for p in chunk]
+
+
+def _render_all(out: Path, cfg: SynthConfig, patients: Any, n: int, workers: int, bar: Any):
+    """Rendered patients in order, from this process or from ``workers`` processes."""
+    if workers <= 1 or n < 2:
+        for p in patients:
+            yield _render_patient(out, cfg, p)
+            bar.update(1)
+        return
+    import itertools
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    size = max(1, min(32, n // (workers * 4)))
+    chunks = iter(lambda: list(itertools.islice(patients, size)), [])
+    # forkserver: forking a process that runs torch or MLflow threads can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+        for done in pool.map(partial(_render_chunk, out, cfg), chunks):
+            yield from done
+            bar.update(len(done))
+
+
 def generate_cohort(
     out: str | Path,
     *,
@@ -362,6 +471,7 @@ def generate_cohort(
     image_size: int = 32,
     image_format: str = "dicom",
     progress: bool = True,
+    workers: int = 1,
     **kwargs: Any,
 ) -> Path:
     """Write a synthetic cohort under ``out`` and return the manifest's path.
@@ -369,7 +479,8 @@ def generate_cohort(
     Files written: ``manifest.csv``, ``images/<pid>/`` (DICOM series) or
     ``images/<pid>.nii.gz``, ``notes/<pid>.txt``, ``vitals/<pid>.csv``, ``ehr.csv``,
     ``oracle.csv`` (Bayes-optimal scores), ``truth.csv`` (latent evidence and geometry) and
-    ``synth_config.json``.
+    ``synth_config.json``. ``workers`` > 1 renders patients in that many processes (0: one
+    per CPU); the files do not depend on it.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -378,6 +489,9 @@ def generate_cohort(
         raise ValueError(f"image_format must be 'dicom' or 'nifti', got {image_format!r}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 voxels, got {image_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (one per CPU) or more, got {workers}")
+    workers = workers or os.cpu_count() or 1
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
     cfg = SynthConfig(
@@ -406,82 +520,17 @@ def generate_cohort(
     days = root.integers(0, 365, n)
     index_times = [np.datetime64("2024-01-01T08:00:00") + np.timedelta64(int(d), "D") for d in days]
 
-    manifest, truth, ehr_rows = [], [], []
     for dirname in ("images", "notes", "vitals"):
         (out / dirname).mkdir(exist_ok=True)
-    for i in tqdm(range(n), desc="synth patients", disable=not progress, unit="pt"):
-        pid = pids[i]
-        prng = np.random.default_rng([cfg.seed, i])  # each patient its own stream
-        row: dict[str, Any] = {
-            "patient_id": pid,
-            "split": split[i],
-            "index_time": str(index_times[i]),
-            "site": site[i],
-            "sex": sex[i],
-        }
-        t_row: dict[str, Any] = {"patient_id": pid}
-        # image
-        vol, lesion = render_volume(lat["z_image"][i], cfg.image_size, prng)
-        spacing = np.array([1.5, 1.5, 2.0])
-        rot = _rotation(prng, 20.0) if prng.random() < cfg.oblique_fraction else np.eye(3)
-        lps = np.eye(4)
-        lps[:3, :3] = rot @ np.diag(spacing)
-        lps[:3, 3] = rot @ (-(np.array(vol.shape) - 1) / 2 * spacing)
-        ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-        t_row.update({"affine_ras": json.dumps(np.round(ras, 6).tolist()), "oblique": bool(not np.allclose(rot, np.eye(3))), **{f"lesion_{k}": json.dumps(v) if isinstance(v, list) else v for k, v in lesion.items()}})
-        if lat["present_image"][i]:
-            if cfg.image_format == "dicom":
-                rel = f"images/{pid}"
-                date = str(index_times[i])[:10].replace("-", "")
-                _write_dicom_series(out / rel, vol, lps, pid, prng, date)
-            else:
-                import nibabel as nib
-
-                rel = f"images/{pid}.nii.gz"
-                img = nib.Nifti1Image(np.round(vol).astype(np.int16), ras)
-                img.header.set_xyzt_units("mm", "sec")
-                nib.save(img, str(out / rel))
-            row["image_path"] = rel
-        else:
-            row["image_path"] = ""
-        # notes
-        if lat["present_notes"][i]:
-            rel = f"notes/{pid}.txt"
-            text = render_note(int(age[i]), str(sex[i]), lat["note_tumor"][i], lat["note_disease"][i], prng)
-            (out / rel).write_text(text, encoding="utf-8")
-            row["notes_path"] = rel
-        else:
-            row["notes_path"] = ""
-        # vitals
-        if lat["present_vitals"][i]:
-            rel = f"vitals/{pid}.csv"
-            vrows = render_vitals(lat["z_vitals"][i], cfg.vitals_hours, index_times[i], prng)
-            pd.DataFrame(vrows, columns=["time", "signal", "value", "unit"]).to_csv(out / rel, index=False)
-            row["vitals_path"] = rel
-        else:
-            row["vitals_path"] = ""
-        # ehr
-        if lat["present_ehr"][i]:
-            ehr_rows.append({
-                "patient_id": pid,
-                "age [years]": int(age[i]),
-                "sex": sex[i],
-                "smoking": str(prng.choice(["never", "former", "current"], p=[0.5, 0.3, 0.2])),
-                "sodium [mmol/L]": round(float(prng.normal(139, 3)), 1),
-                "hemoglobin [g/dL]": round(float(prng.normal(13.2, 1.5)), 1),
-                "cea [ng/mL]": round(float(np.exp(0.9 + 0.45 * lat["z_cea"][i])), 3) if lat["has_cea"][i] else None,
-                "lactate [mmol/L]": round(float(np.exp(0.25 + 0.3 * lat["z_lactate"][i])), 3) if lat["has_lactate"][i] else None,
-                "wbc [10^9/L]": round(float(np.exp(2.0 + 0.25 * lat["z_wbc"][i])), 3) if lat["has_wbc"][i] else None,
-            })
-            row["ehr_path"] = "ehr.csv"
-        else:
-            row["ehr_path"] = ""
-        row["label_tumor"] = int(lat["tumor"][i])
-        row["label_disease"] = int(lat["disease"][i])
-        manifest.append(row)
-        for key in ("z_image", "z_cea", "z_vitals", "z_lactate", "z_wbc", "note_tumor", "note_disease"):
-            t_row[key] = lat[key][i].item() if hasattr(lat[key][i], "item") else lat[key][i]
-        truth.append(t_row)
+    patients = ({"index": i, "pid": pids[i], "split": split[i], "index_time": index_times[i], "site": site[i],
+                 "sex": sex[i], "age": age[i], **{k: v[i] for k, v in lat.items()}} for i in range(n))
+    manifest, truth, ehr_rows = [], [], []
+    with tqdm(total=n, desc="synth patients", disable=not progress, unit="pt") as bar:
+        for row, t_row, ehr_row in _render_all(out, cfg, patients, n, workers, bar):
+            manifest.append(row)
+            truth.append(t_row)
+            if ehr_row is not None:
+                ehr_rows.append(ehr_row)
 
     pd.DataFrame(ehr_rows).to_csv(out / "ehr.csv", index=False)
     pd.DataFrame(truth).to_csv(out / "truth.csv", index=False)

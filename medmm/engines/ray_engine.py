@@ -1,0 +1,399 @@
+"""The Ray engine: scoring a manifest and mapping rows on a Ray cluster (``pip install medmm[ray]``).
+
+Scoring is one Ray Data pipeline, streamed with backpressure::
+
+    manifest batches --(tasks: read + preprocess)--> entries --(actor pool: the model)--> tables
+
+Batches are the local engine's batches (``batch_size`` manifest rows, in order) and every one
+is scored by :func:`medmm.evaluate.scoring._score_batch`, so the predictions equal the local
+engine's. Each scored batch is written as a Parquet part next to ``out`` as soon as it is back;
+a re-run of the same job skips the parts already there, and the final Parquet file is
+assembled from the parts in cohort order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError, MedmmError
+
+__all__ = ["connect", "score_manifest", "map_rows_ray"]
+
+_MASKED = "__masked__"
+_models: dict[str, Any] = {}  # bundle digest -> model, per Ray worker process
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise EngineError("the ray engine needs Ray", hint="pip install 'medmm[ray]', or use --engine local") from exc
+    return ray
+
+
+def _where(address: str | None) -> str:
+    return address or os.environ.get("RAY_ADDRESS") or "a local Ray instance"
+
+
+def _reachable(address: str) -> None:
+    """Refuse quickly a ``host:port`` or ``ray://host:port`` nothing listens on (Ray itself
+    retries for a minute or more)."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(f"cannot parse the Ray address {address!r}", hint="give auto, host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})",
+                          hint="start it (ray start --head), check the host and port, or use --engine local") from exc
+
+
+def connect(address: str | None = None) -> str:
+    """Join the Ray cluster at ``address`` (an already connected Ray is used as it is); its
+    address, for messages."""
+    ray = _ray()
+    if ray.is_initialized():
+        return _where(address)
+    if address not in (None, "auto"):
+        _reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+        raise EngineError(f"cannot connect to the Ray cluster at {_where(address)}: {exc}",
+                          hint="start it (ray start --head), check --address, or use --engine local") from exc
+    return _where(address)
+
+
+# --------------------------------------------------------------------------- the model on the workers
+
+
+def _bundle(model: Any) -> dict[str, bytes]:
+    """The files of a model folder, in memory: what the workers load the model from."""
+    from pathlib import Path as _P
+
+    if isinstance(model, (str, _P)):
+        folder = _P(model)
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    with tempfile.TemporaryDirectory(prefix="medmm-model-") as tmp:
+        model.save(tmp)
+        return {p.name: p.read_bytes() for p in sorted(_P(tmp).iterdir()) if p.is_file()}
+
+
+def _digest(bundle: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name, data in sorted(bundle.items()):
+        h.update(name.encode())
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def _load(bundle: Any, digest: str) -> Any:
+    """The model of ``bundle``, loaded once per worker process through the one model loader."""
+    if digest not in _models:
+        ray = _ray()
+        if isinstance(bundle, ray.ObjectRef):
+            bundle = ray.get(bundle)
+        from ..models.multimodal import MultimodalModel
+
+        with tempfile.TemporaryDirectory(prefix="medmm-model-") as tmp:
+            for name, data in bundle.items():
+                Path(tmp, name).write_bytes(data)
+            _models.clear()
+            _models[digest] = MultimodalModel.load(tmp)
+    return _models[digest]
+
+
+# --------------------------------------------------------------------------- pipeline stages
+
+
+def _read_batch(batch: dict[str, Any], *, base: str, bundle: Any, digest: str, modalities: tuple[str, ...]) -> dict:
+    """Ray task: manifest rows -> preprocessed scoring entries (and the rows' problems)."""
+    from ..cohort import ProblemReport, row_to_record
+    from ..evaluate.scoring import _entry
+
+    pre = _load(bundle, digest).preprocessor
+    out_k, out_e = [], []
+    for k, blob in zip(batch["k"], batch["rows"]):
+        rep = ProblemReport()
+        entries = [_entry(row_to_record(raw, base=Path(base), report=rep, row_index=int(i), modalities=modalities), pre)
+                   for i, raw in pickle.loads(blob)]
+        out_k.append(k)
+        out_e.append(pickle.dumps((entries, rep.problems), protocol=5))
+    return {"k": np.asarray(out_k), "entries": np.array(out_e, dtype=object)}
+
+
+class _Scorer:
+    """Ray actor: scores batches of entries with the model (on its GPU when it has one)."""
+
+    def __init__(self, bundle: Any, digest: str, subsets: Any, device: str, cache_encoders: bool) -> None:
+        from ..evaluate.scoring import _setup
+        from ..train.trainer import resolve_device
+
+        self.device = resolve_device(device)
+        self.model = _load(bundle, digest).to(self.device).eval()
+        self.setup = _setup(self.model, subsets)
+        self.cache_encoders = cache_encoders
+
+    def __call__(self, batch: dict[str, Any]) -> dict:
+        import torch
+
+        from ..evaluate.scoring import _score_batch
+
+        mods, tasks, cols, shapes, subset_list = self.setup
+        out_k, out_p = [], []
+        for k, blob in zip(batch["k"], batch["entries"]):
+            entries, problems = pickle.loads(blob)
+            with torch.inference_mode():
+                rows, masked = _score_batch(self.model, entries, mods=mods, shapes=shapes, subset_list=subset_list,
+                                            tasks=tasks, cols=cols, device=self.device,
+                                            cache_encoders=self.cache_encoders)
+            out_k.append(k)
+            out_p.append(pickle.dumps((rows, masked, problems), protocol=5))
+        return {"k": np.asarray(out_k), "part": np.array(out_p, dtype=object)}
+
+
+# --------------------------------------------------------------------------- parts on disk
+
+
+def _part_path(parts: Path, k: int) -> Path:
+    return parts / f"part-{k:06d}.parquet"
+
+
+def _write_part(parts: Path, k: int, rows: list[dict], masked: dict[str, Any], tasks: tuple[str, ...]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for name, probs in masked.items():
+        for j, t in enumerate(tasks):
+            frame[f"{_MASKED}{name}{_MASKED}{t}"] = probs[:, j]
+    tmp = parts / f".part-{k:06d}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, _part_path(parts, k))
+
+
+def _read_part(path: Path, tasks: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    mcols = [c for c in frame.columns if c.startswith(_MASKED)]
+    names = list(dict.fromkeys(c[len(_MASKED):].split(_MASKED)[0] for c in mcols))
+    masked = {n: np.stack([frame[f"{_MASKED}{n}{_MASKED}{t}"].to_numpy() for t in tasks], axis=1) for n in names}
+    return frame.drop(columns=mcols), masked
+
+
+def _job_state(parts: Path, job: dict[str, Any]) -> set[int]:
+    """Batches already written for this very job; parts of another job are removed."""
+    meta = parts / "job.json"
+    if parts.exists():
+        try:
+            same = json.loads(meta.read_text()) == job
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return {int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")}
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    meta.write_text(json.dumps(job, indent=1))
+    return set()
+
+
+def _medmm_cause(exc: BaseException) -> MedmmError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MedmmError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_manifest(
+    model: Any,
+    manifest: Any,
+    *,
+    split: str | None = "test",
+    batch_size: int = 64,
+    subsets: Any = False,
+    out: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    report: Any = None,
+    cache_encoders: bool = True,
+    address: str | None = None,
+    actors: int | None = None,
+) -> Any:
+    """:func:`medmm.evaluate.scoring.score_cohort` of a manifest on a Ray cluster.
+
+    ``model`` is a model or its folder; the workers load it from its files. ``actors``: the
+    most scoring actors (default: one per GPU, else half the cluster's CPUs). With ``out``,
+    scored batches are kept in ``<out>.parts/`` until the job is done, so a re-run after a
+    failure resumes from them.
+    """
+    import time
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..evaluate.scoring import ScoredCohort, _ParquetAppender, _scored, _setup, manifest_with_splits
+    from ..models.multimodal import MultimodalModel
+
+    if not isinstance(manifest, (str, Path)):
+        raise EngineError("the ray engine scores a manifest file", hint="give the manifest's path, or use engine='local'")
+    t0 = time.perf_counter()
+    manifest = Path(manifest)
+    if isinstance(model, (str, Path)):
+        model = MultimodalModel.load(model)
+    mods, tasks, _, shapes, subset_list = _setup(model, subsets)
+    df = manifest_with_splits(manifest)
+    if split not in (None, "all"):
+        df = df[df["split"] == split]
+    rows, index = df.to_dict(orient="records"), df.index.tolist()
+    starts = list(range(0, len(rows), batch_size))
+    bundle = _bundle(model)
+    digest = _digest(bundle)
+    job = {"manifest": str(manifest.resolve()), "manifest_mtime_ns": manifest.stat().st_mtime_ns,
+           "model": digest, "split": split, "batch_size": batch_size, "patients": len(rows),
+           "subsets": [list(s) for s in subset_list], "cache_encoders": cache_encoders}
+    tmp_parts = out is None
+    parts = Path(tempfile.mkdtemp(prefix="medmm-parts-")) / "parts" if tmp_parts else Path(f"{out}.parts")
+    done = _job_state(parts, job)
+    todo = [k for k in range(len(starts)) if k not in done]
+    where = address
+    bar = tqdm(total=len(rows), desc="score (ray)", unit="pt", disable=not progress,
+               initial=sum(len(rows[starts[k]:starts[k] + batch_size]) for k in done))
+    problems: list = []
+    try:
+        if todo:
+            where = connect(address)
+            _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, shapes, subset_list, device,
+                 cache_encoders, actors, parts, tasks, problems, bar, where, len(starts) - len(todo))
+    finally:
+        bar.close()
+    if report is not None:
+        report.problems.extend(problems)
+    frames, masked = [], {}
+    writer = _ParquetAppender(out)
+    try:
+        for k in range(len(starts)):
+            frame, m = _read_part(_part_path(parts, k), tasks)
+            frames.append(frame)
+            writer.add(frame)
+            for name, v in m.items():
+                masked.setdefault(name, []).append(v)
+    finally:
+        writer.close()
+    shutil.rmtree(parts.parent if tmp_parts else parts, ignore_errors=True)
+    from ..evaluate.scoring import subset_name
+
+    masked = {subset_name(s): masked.get(subset_name(s), []) for s in subset_list}
+    scored: ScoredCohort = _scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
+    if not len(frames):
+        scored.predictions = pd.DataFrame(columns=scored.predictions.columns)
+    return scored
+
+
+def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, shapes, subset_list, device, cache_encoders,
+         actors, parts, tasks, problems, bar, where, written) -> None:
+    """Run the Ray Data pipeline over the batches ``todo``, writing each scored batch."""
+    ray = _ray()
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    n_actors = actors or (gpus or max(1, int(resources.get("CPU", 1)) // 2))
+    ref = ray.put(bundle)
+    items = [{"k": k, "rows": pickle.dumps(list(zip(index[starts[k]:starts[k] + batch_size],
+                                                    rows[starts[k]:starts[k] + batch_size])), protocol=5)}
+             for k in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # the memory a read task reserves (a worker with torch, ~400 MiB, and a batch of raw and
+    # preprocessed inputs); it also keeps the reads in tasks, out of the actors (Ray Data fuses
+    # stages whose remote arguments agree)
+    per_patient = sum(int(np.prod(s)) for s in shapes.values()) * 4 * 8
+    ds = ds.map_batches(_read_batch, batch_size=1, memory=400 * 2**20 + batch_size * per_patient,
+                        fn_kwargs={"base": str(manifest.parent), "bundle": ref, "digest": digest, "modalities": mods})
+    ds = ds.map_batches(_Scorer, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
+                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+                        fn_constructor_kwargs={"bundle": ref, "digest": digest, "subsets": subset_list,
+                                               "device": device, "cache_encoders": cache_encoders})
+    try:
+        for out in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+            for k, blob in zip(out["k"], out["part"]):
+                batch_rows, masked, probs = pickle.loads(blob)
+                _write_part(parts, int(k), batch_rows, masked, tasks)
+                problems.extend(probs)
+                written += 1
+                bar.update(len(batch_rows))
+    except MedmmError:
+        raise
+    except Exception as exc:
+        cause = _medmm_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise EngineError(
+            f"the Ray cluster at {where} failed while scoring {manifest} ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}",
+            hint="run the same command again to resume from them") from exc
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _call(fn: Callable[[dict], Any], row: dict) -> Any:
+    return fn(row)
+
+
+def map_rows_ray(todo: list[tuple[str, dict]], fn: Callable[[dict], Any], done: Callable[[str, Any], None], *,
+                 address: str | None, state_dir: Path) -> None:
+    """Run ``fn`` on every row of ``todo`` as Ray tasks, at most twice the cluster's CPUs in
+    flight; ``done(key, result)`` as each comes back (see :func:`medmm.engines.map_rows`)."""
+    if not todo:
+        return
+    ray = _ray()
+    where = connect(address)
+    remote = ray.remote(num_cpus=1, max_retries=3)(_call)
+    fn_ref = ray.put(fn)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, str] = {}
+    queue = list(todo)
+    n_done = 0
+    try:
+        while queue or pending:
+            while queue and len(pending) < window:
+                k, row = queue.pop(0)
+                pending[remote.remote(fn_ref, row)] = k
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for r in ready:
+                done(pending.pop(r), ray.get(r))
+                n_done += 1
+    except MedmmError:
+        raise
+    except Exception as exc:
+        cause = _medmm_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise EngineError(f"the Ray cluster at {where} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                          f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}",
+                          hint="run the same command again to resume from them") from exc
