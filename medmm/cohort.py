@@ -546,6 +546,14 @@ class Cohort:
         return [self._all_records[k] for k in self._index]
 
     @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The validated manifest rows of this view (cells cleaned, split filled, ``_row`` the
+        manifest position): what a worker needs to build each record with :func:`row_to_record`."""
+        if self._rows is None:
+            raise TypeError("a cohort of in-memory records has no manifest rows")
+        return [self._rows[k] for k in self._index]
+
+    @property
     def patient_ids(self) -> list[str]:
         if self._all_records is not None:
             return [self._all_records[k].patient_id for k in self._index]

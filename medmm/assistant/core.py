@@ -229,22 +229,21 @@ def events_from_fhir(bundle: Any) -> Any:
 def load_patient(manifest: str | Path, patient_id: str) -> tuple[PatientRecord, Any, dict[str, str]]:
     """One patient of a cohort manifest: ``(record, events or None, sources)``. Only that
     patient's files are read."""
-    from ..cohort import ProblemReport, read_manifest, row_to_record
+    from ..cohort import Cohort
 
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ReadError("manifest not found", path=manifest, hint="give the cohort's manifest.csv")
-    df = read_manifest(manifest)
-    ids = df["patient_id"].astype(str)
+    cohort = Cohort.from_manifest(manifest, progress=False)
+    ids = cohort.patient_ids
     pid = str(patient_id)
-    hit = df[ids == pid]
-    if hit.empty:
-        close = [i for i in ids if i.lower().startswith(pid[:3].lower())][:5] or ids.head(5).tolist()
-        raise AssistantError(f"patient {pid!r} is not in the cohort ({len(df)} patients)", path=manifest,
+    if pid not in ids:
+        close = [i for i in ids if i.lower().startswith(pid[:3].lower())][:5] or ids[:5]
+        raise AssistantError(f"patient {pid!r} is not in the cohort ({len(ids)} patients)", path=manifest,
                              column="patient_id", hint=f"give a patient_id of the manifest, e.g. {', '.join(close)}")
-    raw = hit.iloc[0].to_dict()
-    report = ProblemReport()
-    record = row_to_record(raw, base=manifest.parent, report=report, row_index=int(hit.index[0]))
+    k = ids.index(pid)
+    record = cohort[k]  # only this patient's files are read
+    raw = cohort.rows[k]
     sources = {m: str(raw.get(f"{m}_path")) for m in ("image", "notes", "vitals", "ehr")
                if isinstance(raw.get(f"{m}_path"), str) and raw.get(f"{m}_path")}
     events = None

@@ -130,7 +130,8 @@ def _read_batch(batch: dict[str, Any], *, base: str, bundle: Any, digest: str, m
     out_k, out_e = [], []
     for k, blob in zip(batch["k"], batch["rows"]):
         rep = ProblemReport()
-        entries = [_entry(row_to_record(raw, base=Path(base), report=rep, row_index=int(i), modalities=modalities), pre)
+        entries = [_entry(row_to_record(raw, base=Path(base), report=rep, row_index=int(i), modalities=modalities), pre,
+                          rep.problems)
                    for i, raw in pickle.loads(blob)]
         out_k.append(k)
         out_e.append(pickle.dumps((entries, rep.problems), protocol=5))
@@ -253,7 +254,8 @@ def score_manifest(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..evaluate.scoring import ScoredCohort, _ParquetAppender, _scored, _setup, manifest_with_splits
+    from ..cohort import Cohort
+    from ..evaluate.scoring import ScoredCohort, _ParquetAppender, _scored, _setup
     from ..models.multimodal import MultimodalModel
 
     if not isinstance(manifest, (str, Path)):
@@ -263,10 +265,13 @@ def score_manifest(
     if isinstance(model, (str, Path)):
         model = MultimodalModel.load(model)
     mods, tasks, _, shapes, subset_list = _setup(model, subsets)
-    df = manifest_with_splits(manifest)
+    cohort = Cohort.from_manifest(manifest, modalities=mods, progress=False)
+    if report is not None:
+        report.problems.extend(cohort.report.problems)  # the manifest's own problems
     if split not in (None, "all"):
-        df = df[df["split"] == split]
-    rows, index = df.to_dict(orient="records"), df.index.tolist()
+        cohort = cohort.split(split)
+    rows = cohort.rows
+    index = [int(r["_row"]) for r in rows]
     starts = list(range(0, len(rows), batch_size))
     bundle = _bundle(model)
     digest = _digest(bundle)
