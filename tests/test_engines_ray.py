@@ -186,3 +186,24 @@ def test_map_rows_writes_each_row_and_resumes(cluster, tiny_cohort, tmp_path, en
     runs = {r["patient_id"]: (tmp_path / f"{r['patient_id']}.log").read_text().count("run") for r in rows}
     assert runs == {r["patient_id"]: 2 if i == 3 else 1 for i, r in enumerate(rows)}
     assert json.loads(row_state_path(state, rows[0]["patient_id"]).read_text())["key"] == rows[0]["patient_id"]
+
+
+def test_preprocess_on_ray_fills_the_same_cache_as_the_local_engine(cluster, tiny_cohort, tmp_path):
+    import argparse
+
+    from medmm.commands import preprocess
+    from medmm.preprocess.cache import VolumeCache
+
+    def run(engine: str, cache) -> int:
+        ns = argparse.Namespace(args=[str(tiny_cohort)], config=None, cache=str(cache), workers=0, engine=engine,
+                                address=cluster.address, strict=False, quiet=True)
+        return preprocess.run(ns)
+
+    assert run("ray", tmp_path / "ray") == 0
+    assert run("local", tmp_path / "local") == 0
+    ray_cache, local_cache = VolumeCache(tmp_path / "ray"), VolumeCache(tmp_path / "local")
+    names = sorted(p.name for p, _, _ in ray_cache.entries())
+    assert names and names == sorted(p.name for p, _, _ in local_cache.entries())
+    for p, _, _ in local_cache.entries():
+        key = p.stem
+        np.testing.assert_array_equal(ray_cache.get(key), local_cache.get(key))

@@ -56,24 +56,36 @@ def run(args: argparse.Namespace) -> int:
     step = pre.steps["image"].fit()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    records = list(cohort.iter(workers=args.workers, progress=False))
-    todo = [(r.patient_id, r.image.source) for r in records
-            if not isinstance(r.image, Missing) and r.image.source is not None]
-    sources = [s for _, s in todo]
-    if args.engine == "ray":
-        from ..engines import get_engine
+    if args.engine == "ray":  # each row read and preprocessed as a Ray task; results kept per row to resume
+        import functools
+        import hashlib
 
-        results = get_engine("ray", address=args.address).fill_image_cache(sources, step, cache, progress=progress)
+        from ..engines import map_rows
+        from ..train.datasets import preprocess_row
+
+        key = hashlib.sha256(json.dumps(step.deterministic_config(), sort_keys=True).encode()).hexdigest()[:16]
+        fn = functools.partial(preprocess_row, base=str(Path(cfg.cohort.manifest).parent), preprocessor=step,
+                               cache_dir=str(cache.resolve()))
+        out = map_rows(cohort.rows, fn, state_dir=cache / ".rows" / key, engine="ray", address=args.address,
+                       progress=progress)
+        pairs = [(pid, o) for pid, o in zip(cohort.patient_ids, out) if o["status"] != "none"]
+        todo = [(pid, None) for pid, _ in pairs]
+        results = [(o["status"], o["error"]) for _, o in pairs]
+        n_patients = len(cohort)
     else:
         from ..train.datasets import fill_image_cache
 
-        results = fill_image_cache(sources, step, cache, workers=args.workers, progress=progress)
+        records = list(cohort.iter(workers=args.workers, progress=False))
+        n_patients = len(records)
+        todo = [(r.patient_id, r.image.source) for r in records
+                if not isinstance(r.image, Missing) and r.image.source is not None]
+        results = fill_image_cache([s for _, s in todo], step, cache, workers=args.workers, progress=progress)
     for (pid, _), (status, err) in zip(todo, results):
         if status == "error":
             cohort.report.add("error", err, patient_id=pid, modality="image", column="image_path")
     counts = {s: sum(st == s for st, _ in results) for s in ("computed", "hit", "error")}
     summary = {"manifest": str(cfg.cohort.manifest), "images": len(todo), **counts,
-               "patients": len(records), "preprocess": step.deterministic_config(),
+               "patients": n_patients, "preprocess": step.deterministic_config(),
                "problems": [str(p) for p in cohort.report.problems]}
     (cache / "preprocess_report.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{len(todo)} image(s): {counts['computed']} preprocessed, {counts['hit']} already cached, "

@@ -187,3 +187,17 @@ def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Pat
                 out.append(res)
                 bar.update(1)
     return out
+
+
+def preprocess_row(row: dict[str, Any], *, base: str, preprocessor: Any, cache_dir: str) -> dict[str, str]:
+    """One manifest row's image into the cache (for :func:`medmm.engines.map_rows`):
+    ``{"status": "hit" | "computed" | "error" | "none", "error": message}``."""
+    from ..cohort import ProblemReport, row_to_record
+
+    rep = ProblemReport()
+    rec = row_to_record(row, base=Path(base), report=rep, row_index=row.get("_row"), modalities=("image",))
+    src = None if isinstance(rec.image, Missing) else rec.image.source
+    if src is None:
+        return {"status": "error" if rep.errors else "none", "error": "; ".join(p.message for p in rep.errors)}
+    status, err = _Filler(preprocessor, cache_dir)(src)
+    return {"status": status, "error": err}
