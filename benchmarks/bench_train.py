@@ -93,12 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- medmm trainer, images read by DataLoader workers through the on-disk cache (warmed first)
     from medmm.preprocess.cache import VolumeCache
-    from medmm.train.datasets import CachedImageDataset, image_sources
+    from medmm.train.datasets import CachedImageDataset
 
-    lazy = CachedImageDataset(cohort.split("train"), pre, TASKS, sources=image_sources(manifest),
-                              cache_dir=tmp / "image_cache", training=True)
-    for i in range(len(lazy)):
-        lazy[i]
+    lazy = CachedImageDataset(cohort.split("train"), pre, TASKS, cache_dir=tmp / "image_cache", training=True)
+    lazy.prefill()
     n_cached = len(VolumeCache(tmp / "image_cache"))
     seed_everything(0)
     model = MultimodalModel(mc, pre.output_shapes(), pre)

@@ -4,7 +4,7 @@ Public API (heavy libraries such as torch, monai and mlflow are imported only wh
 
     import medmm
     manifest = medmm.generate_cohort("cohort", n_patients=300, seed=0)
-    records, report = medmm.load_cohort(manifest)
+    cohort = medmm.load_cohort(manifest)   # lazy: records built on access, images read on demand
     image = medmm.read_image("series_folder_or_file")
 """
 

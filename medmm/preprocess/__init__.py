@@ -43,6 +43,7 @@ class MultimodalPreprocessor:
         }
 
     def fit(self, records: list[PatientRecord]) -> "MultimodalPreprocessor":
+        records = list(records)  # a lazy Cohort is built once, not once per modality
         for m in self.modalities:
             values = [getattr(r, m) for r in records if not isinstance(getattr(r, m), Missing)]
             self.steps[m].fit(values)
