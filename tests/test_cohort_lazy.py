@@ -112,3 +112,36 @@ def test_image_source_rereads_with_its_options(tiny_cohort):
     src = ImageSource.of(rec.image.source.path, "dicom", irregular="accept")
     assert dict(src.options) == {"irregular": "accept"}
     np.testing.assert_array_equal(src.read().data, rec.image.get_data(caching="unchanged"))
+
+
+def test_a_training_data_pass_stays_within_a_memory_budget_below_the_cohorts_voxels(tmp_path):
+    """A small-scale version of bench_scale: 30 patients of 64^3 voxels (30 MB as float32) go through
+    cohort building, preprocessing fit, cache fill and an epoch of reads; traced peak memory stays
+    under a budget that holding the volumes would break (numpy reports its buffers to tracemalloc)."""
+    import tracemalloc
+
+    from medmm.preprocess import MultimodalPreprocessor
+    from medmm.preprocess.image import ImagePreprocessor
+    from medmm.synth import generate_cohort
+    from medmm.train.datasets import CachedImageDataset
+
+    manifest = generate_cohort(tmp_path / "c", n_patients=30, seed=2, image_size=64, missing_rate=0.0,
+                               image_format="nifti", progress=False)
+    voxel_bytes = 30 * 64**3 * 4
+    budget = voxel_bytes // 4
+    warm = load_cohort(manifest, progress=False)[0]  # imports (monai, nibabel, ...) are not the cohort's memory
+    MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit([warm]).transform(warm)
+    tracemalloc.start()
+    try:
+        cohort = load_cohort(manifest, progress=False)
+        records = cohort.records
+        pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(records)
+        ds = CachedImageDataset(records, pre, ("tumor",), cache_dir=tmp_path / "cache")
+        assert ds.prefill()["computed"] == 30
+        for i in range(len(ds)):
+            assert ds[i]["values"]["image"].shape == (1, 16, 16, 16)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not any(r.image.in_memory for r in records)
+    assert peak < budget, f"peak {peak / 2**20:.1f} MiB >= budget {budget / 2**20:.1f} MiB"
