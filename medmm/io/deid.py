@@ -1,21 +1,25 @@
 """DICOM de-identification by the PS3.15 Annex E basic application level confidentiality profile.
 
-What :class:`Deidentifier` does to a dataset (recursively, into sequences):
+The action of every attribute comes from PS3.15 Table E.1-1 as the ``dicom-anonymizer``
+package ships it (generated from the standard, release 2026c; :data:`PROFILE`), not from a
+hand-typed list. What :class:`Deidentifier` does to a dataset (recursively, into sequences):
 
-* attributes the basic profile lists for removal (``X``) are deleted and those it lists
-  as "zero length" or "dummy" (``Z``/``D``) are blanked or given a dummy value;
-* every private attribute is removed (the profile's default, no Retain Private option);
+* ``X`` (and ``X/Z``, ``X/D``, ``X/Z/D``: medmm takes the first choice, removal) deletes the
+  attribute; ``Z`` and ``Z/D`` keep it with an empty value; ``D`` puts a dummy value of its VR;
+  ``X/Z/U*`` sequences are kept and the UIDs inside them replaced;
+* curves, overlay data and comments (the table's repeating groups) and every private attribute
+  are removed (the profile's default, no Retain Private option);
 * every UID except the DICOM-defined ones (SOP classes, transfer syntaxes, coding
   schemes: ``1.2.840.10008.*``) is replaced by a new UID derived from the original and a
   secret ``salt``, so that references between files stay consistent;
-* the Modified Dates option: every DA/DT value is shifted by a per-patient number of
-  days derived from the salt and the original PatientID, so intervals within a patient
-  are kept; PatientBirthDate is emptied;
+* the Retain Longitudinal Temporal Information, Modified Dates option: every DA/DT value is
+  shifted by a per-patient number of days derived from the salt and the original PatientID
+  (times are kept), so intervals within a patient are kept; PatientBirthDate is emptied;
+* the Retain Patient Characteristics option: sex, age (ages over 89 become ``090Y``), size,
+  weight, ethnic group, smoking and pregnancy status are kept;
 * free-text descriptors (series/study description, protocol name) are removed unless
-  ``keep_descriptors=True``;
+  ``keep_descriptors=True`` (the Retain Description option without its cleaning: check them);
 * PatientID becomes a pseudonym derived from the salt, PatientName the same pseudonym;
-  PatientSex and PatientAge are kept (ages over 89 become ``090Y``: the Retain Patient
-  Characteristics option);
 * PatientIdentityRemoved, DeidentificationMethod and its code sequence are set.
 
 Pixel data is never touched: a file whose BurnedInAnnotation is ``YES`` is flagged
@@ -29,63 +33,23 @@ import datetime as dt
 import hashlib
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import DicomError
 
-__all__ = ["Deidentifier", "deidentify_path", "REMOVE", "BLANK", "DESCRIPTORS"]
+__all__ = ["Deidentifier", "deidentify_path", "profile", "action_for", "DESCRIPTORS", "RETAINED_CHARACTERISTICS",
+           "PROFILE_RELEASE"]
 
-#: Attributes deleted (PS3.15 Table E.1-1, action X / X/Z / X/D and friends).
-REMOVE: frozenset[str] = frozenset(
-    """
-    AcquisitionComments AcquisitionContextSequence AcquisitionDeviceProcessingDescription
-    AcquisitionProtocolDescription ActualHumanPerformersSequence AdditionalPatientHistory AddressTrial
-    AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription AdmittingTime
-    AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID
-    CommentsOnThePerformedProcedureStep ConfidentialityConstraintOnPatientDataDescription
-    ContentCreatorIdentificationCodeSequence ContributionDescription CountryOfResidence
-    CurrentPatientLocation CurveDate CurveTime CustodialOrganizationSequence DataSetTrailingPadding
-    DerivationDescription DetectorID DeviceSerialNumber DigitalSignaturesSequence DischargeDiagnosisDescription
-    DistributionAddress DistributionName EthnicGroup FrameComments GantryID GeneratorID
-    GraphicAnnotationSequence HumanPerformerName HumanPerformerOrganization IconImageSequence
-    IdentifyingComments ImageComments ImagePresentationComments ImagingServiceRequestComments Impressions
-    InstitutionAddress InstitutionalDepartmentName InstitutionName InsurancePlanIdentification
-    IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence InterpretationAuthor
-    InterpretationDiagnosisDescription InterpretationIDIssuer InterpretationRecorder InterpretationText
-    InterpretationTranscriber IssuerOfAdmissionID IssuerOfPatientID IssuerOfServiceEpisodeID
-    MedicalAlerts MedicalRecordLocator MilitaryRank ModifiedAttributesSequence ModifiedImageDescription
-    ModifyingDeviceID NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults Occupation
-    OperatorIdentificationSequence OperatorsName OriginalAttributesSequence OrderCallbackPhoneNumber
-    OrderEnteredBy OrderEntererLocation OtherPatientIDs OtherPatientIDsSequence OtherPatientNames
-    OverlayComments OverlayDate OverlayTime ParticipantSequence PatientAddress PatientBirthName
-    PatientBirthTime PatientComments PatientInstitutionResidence PatientInsurancePlanCodeSequence
-    PatientMotherBirthName PatientPrimaryLanguageCodeSequence PatientPrimaryLanguageModifierCodeSequence
-    PatientReligiousPreference PatientState PatientTelephoneNumbers PatientTelecomInformation
-    PatientTransportArrangements PerformedLocation PerformedProcedureStepDescription
-    PerformedProcedureStepID PerformingPhysicianIdentificationSequence PerformingPhysicianName
-    PersonAddress PersonTelephoneNumbers PersonTelecomInformation PhysicianApprovingInterpretation
-    PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence PhysiciansReadingStudyIdentificationSequence
-    PlateID PreMedication PregnancyStatus ReasonForTheImagingServiceRequest ReasonForStudy
-    ReferencedDigitalSignatureSequence ReferencedPatientAliasSequence ReferencedPatientPhotoSequence
-    ReferencedPatientSequence ReferencedSOPInstanceMACSequence ReferringPhysicianAddress
-    ReferringPhysicianIdentificationSequence ReferringPhysicianTelephoneNumbers RegionOfResidence
-    RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments RequestedProcedureID
-    RequestedProcedureLocation RequestingPhysician RequestingService ResponsibleOrganization
-    ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer
-    ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
-    ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName
-    ScheduledProcedureStepDescription ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
-    ScheduledProcedureStepLocation ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime
-    ScheduledStationAETitle ScheduledStationGeographicLocationCodeSequence ScheduledStationName
-    ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle ServiceEpisodeID
-    ServiceEpisodeDescription SmokingStatus SpecialNeeds StationName StudyComments StudyIDIssuer
-    TextComments TextString TopicAuthor TopicKeywords TopicSubject TopicTitle VerifyingObserverIdentificationCodeSequence
-    VerifyingObserverName VerifyingObserverSequence VerifyingOrganization VisitComments
-    PatientSize PatientWeight MilitaryRank AdmittingDiagnosesCodeSequence
-    RequestedProcedureDescription PerformedProcedureStepStartDate
-    """.split()
-)
+#: The release of PS3.15 whose Table E.1-1 is applied (a database of ``dicom-anonymizer``).
+PROFILE_RELEASE = "2026c"
+
+#: ``dicom-anonymizer``'s category lists -> the action code of PS3.15 Table E.1-1.
+_CATEGORIES = {
+    "D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z", "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*",
+}
 
 #: Free-text descriptors the basic profile removes; kept with ``keep_descriptors=True``
 #: (then check them for identifiers yourself).
@@ -93,22 +57,77 @@ DESCRIPTORS: frozenset[str] = frozenset(
     "SeriesDescription StudyDescription ProtocolName".split()
 )
 
-#: Attributes kept but emptied (type 2 attributes: action Z or D).
-BLANK: frozenset[str] = frozenset(
-    """
-    AccessionNumber PatientBirthDate ReferringPhysicianName StudyID ContentCreatorName PersonName VerifyingObserverName
-    FillerOrderNumberImagingServiceRequest PlacerOrderNumberImagingServiceRequest
-    ConsultingPhysicianName
-    """.split()
+#: Kept by the Retain Patient Characteristics option (PS3.15 E.3.7, column "K").
+RETAINED_CHARACTERISTICS: frozenset[str] = frozenset(
+    "PatientSex PatientAge PatientSize PatientWeight EthnicGroup PatientSexNeutered SmokingStatus "
+    "PregnancyStatus".split()
 )
 
+#: Dates about the patient rather than the care episode: the temporal option does not keep them.
+_PATIENT_DATES = frozenset({"PatientBirthDate", "PatientBirthTime"})
+
+
+class _Masked(NamedTuple):
+    group: int
+    element: int
+    group_mask: int
+    element_mask: int
+    action: str
+
+
+class _Profile(NamedTuple):
+    exact: dict[int, str]
+    masked: tuple[_Masked, ...]
+
+
+@lru_cache(maxsize=1)
+def profile() -> _Profile:
+    """PS3.15 Table E.1-1: tag -> action code (``"X"``, ``"Z"``, ``"D"``, ``"U"``, ``"X/Z"``, ...)."""
+    import importlib
+
+    try:
+        table = importlib.import_module(f"dicomanonymizer.dicom_anonymization_databases.dicomfields_{PROFILE_RELEASE}")
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise DicomError("the PS3.15 Table E.1-1 database is not installed",
+                         hint="pip install dicom-anonymizer") from exc
+    exact: dict[int, str] = {}
+    masked: list[_Masked] = []
+    for category, action in _CATEGORIES.items():
+        for tag in getattr(table, category):
+            if len(tag) == 4:
+                masked.append(_Masked(*tag, action))
+                continue
+            key = (tag[0] << 16) | tag[1]
+            if exact.setdefault(key, action) != action:
+                raise DicomError(f"PS3.15 table lists ({tag[0]:04X},{tag[1]:04X}) as both {exact[key]} and {action}",
+                                 hint="upgrade dicom-anonymizer")
+    return _Profile(exact, tuple(masked))
+
+
+def action_for(tag: int) -> str | None:
+    """The Table E.1-1 action of a tag (an int such as ``0x00100010``), or ``None`` (kept)."""
+    prof = profile()
+    action = prof.exact.get(int(tag))
+    if action is not None:
+        return action
+    group, element = int(tag) >> 16, int(tag) & 0xFFFF
+    for m in prof.masked:
+        if group & m.group_mask == m.group & m.group_mask and element & m.element_mask == m.element & m.element_mask:
+            return m.action
+    return None
+
+
 _STANDARD_UID_ROOT = "1.2.840.10008."
-_METHOD = "PS3.15 Basic Profile, Modified Dates Option (medmm)"
+_METHOD = f"medmm: PS3.15 {PROFILE_RELEASE} basic profile, modified dates, patient chars"  # LO: <= 64
 _CODES = (
     ("113100", "Basic Application Confidentiality Profile"),
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    ("113108", "Retain Patient Characteristics Option"),  # sex and (capped) age are kept
+    ("113108", "Retain Patient Characteristics Option"),
 )
+#: D (dummy) values by VR; VRs not listed get an empty value
+_DUMMY = {"PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "CS": "ANONYMIZED", "LT": "ANONYMIZED",
+          "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "AE": "ANONYMIZED",
+          "DS": "0", "IS": "0", "US": 0, "SS": 0, "UL": 0, "SL": 0, "FL": 0.0, "FD": 0.0}
 
 
 class Deidentifier:
@@ -203,14 +222,18 @@ class Deidentifier:
         ds.remove_private_tags()
         for elem in list(ds):
             kw = elem.keyword
-            group = elem.tag.group
-            curve = 0x5000 <= group <= 0x50FF
-            overlay_data = 0x6000 <= group <= 0x60FF and elem.tag.element in (0x3000, 0x4000)
-            if kw in REMOVE or curve or overlay_data or (kw in DESCRIPTORS and not self.keep_descriptors):
+            if kw in RETAINED_CHARACTERISTICS or (kw in DESCRIPTORS and self.keep_descriptors):
+                continue
+            action = action_for(elem.tag)
+            temporal = elem.VR in ("DA", "DT", "TM") and kw not in _PATIENT_DATES
+            if action is not None and action.startswith("X") and action != "X/Z/U*" and not temporal:
                 del ds[elem.tag]
                 continue
-            if kw in BLANK:
-                elem.value = None if elem.VR == "SQ" else ""
+            if action in ("Z", "Z/D") and not temporal and elem.VR != "UI":
+                elem.value = [] if elem.VR == "SQ" else ""
+                continue
+            if action == "D" and not temporal and elem.VR not in ("UI", "SQ"):
+                elem.value = _DUMMY.get(elem.VR, "")
                 continue
             if elem.VR == "SQ":
                 for item in elem.value or []:
