@@ -357,7 +357,6 @@ def fill_splits(frame: Any, *, seed: int = 0, skip_rows: Any = ()) -> int:
     :func:`skipped_rows`) take no part and keep their value. :func:`load_cohort` and
     :mod:`medmm.evaluate` both split through here, so training and evaluation agree.
     """
-    import numpy as np
 
     if "split" not in frame.columns:
         frame["split"] = None

@@ -65,7 +65,7 @@ def test_classic_dti_is_4d_with_gradients(tmp_path: Path, vendor: str, orientati
     for t, vol in enumerate(vols):  # volumes in acquisition order, each one intact
         np.testing.assert_array_equal(img.data[..., t], vol.astype(np.float32))
     assert img.meta["b_values"] == [b for b, _ in DTI]
-    for (b, g), got in zip(DTI, img.meta["gradient_directions"]):
+    for (_b, g), got in zip(DTI, img.meta["gradient_directions"]):
         np.testing.assert_allclose(got, np.array(g) * LPS_TO_RAS, atol=1e-4)
     assert "diffusion" in img.meta["volume_key"] and not img.meta["problems"]
 

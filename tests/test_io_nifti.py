@@ -184,7 +184,6 @@ def test_nrrd_registered_and_bad(tmp_path: Path) -> None:
 
 
 def test_meta_follows_schema(tmp_path: Path) -> None:
-    import json
 
     jsonschema = pytest.importorskip("jsonschema")
     schema = load_schema("image_meta.schema.json")
