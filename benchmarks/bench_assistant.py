@@ -253,7 +253,7 @@ def latency(n_obs: int = 10_000, n_notes: int = 100, seed: int = 0) -> tuple[flo
     frame = pd.DataFrame({"time": t, "signal": s, "value": [round(base[x] + rng.normal(0, 3), 2) for x in s],
                           "unit": [units[x] for x in s]})
     notes = []
-    for k in range(n_notes):
+    for _k in range(n_notes):
         parts = [str(rng.choice(v)) for d in (_TUMOR_TEXT, _DISEASE_TEXT) for v in d.values()] + list(_FILLER)
         text = "FINDINGS:\n" + " ".join(p.format(size=2.1, organ="liver") for p in rng.permutation(parts)[:8])
         notes.append(Note(text, now - pd.Timedelta(hours=int(rng.integers(0, 24 * 30))), "progress"))

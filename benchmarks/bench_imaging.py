@@ -248,8 +248,8 @@ def bench_small(root: Path, runs: int) -> None:
         ("enhanced MR (520 frames, Philips-like)", enh, read_sitk_file),
     ):
         read_medmm(path), sitk_fn(path)  # warm the page cache
-        t_medmm, img = timed(lambda: read_medmm(path), runs)
-        t_sitk, ref = timed(lambda: sitk_fn(path), runs)
+        t_medmm, img = timed(lambda path=path: read_medmm(path), runs)
+        t_sitk, ref = timed(lambda path=path, fn=sitk_fn: fn(path), runs)
         same = np.array_equal(np.asarray(img.data).transpose(2, 1, 0), ref[0])
         print(f"  {label:38s} medmm {t_medmm:7.3f}   SimpleITK {t_sitk:7.3f}   medmm is "
               f"{t_sitk / t_medmm:5.2f}x faster (target >= 1); same voxels: {same}")

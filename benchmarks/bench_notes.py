@@ -68,7 +68,7 @@ def main() -> int:
     scrub = PhiScrubber()
     kept = [n in scrub(s) for s, n in corpus.CLINICAL_NUMBERS]
     print(f"\nscrubber precision on clinical numbers: {np.mean(kept):.1%} of {len(kept)} kept intact (target 100%)")
-    for (s, n), ok in zip(corpus.CLINICAL_NUMBERS, kept):
+    for (s, _n), ok in zip(corpus.CLINICAL_NUMBERS, kept):
         if not ok:
             print(f"    damaged: {s!r} -> {scrub(s)!r}")
     rng = np.random.default_rng(args.seed)

@@ -1,7 +1,7 @@
 """Cohort manifests: validation, loading into records, patient-level splits.
 
 A manifest is one table (CSV or Parquet), one row per patient; its row schema is
-``data_schemas/manifest.schema.json``. :func:`validate_manifest` reports every problem
+``medmm/schemas/manifest.schema.json``. :func:`validate_manifest` reports every problem
 with its row and column; :func:`load_cohort` reads every modality through the reader
 registry, collects per-patient problems into a :class:`ProblemReport` instead of dying on
 the first bad file (unless ``strict=True``), and turns a failed modality into
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import difflib
 import html
-import json
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
+from . import schemas as _schemas
 from .errors import ManifestError, MedmmError
+from .schemas import load_schema
 from .records import MODALITIES, Missing, PatientRecord
 
 __all__ = [
@@ -38,7 +38,8 @@ __all__ = [
     "SCHEMA_DIR",
 ]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data_schemas"
+#: the packaged JSON Schemas (manifest.schema.json and the others)
+SCHEMA_DIR = Path(_schemas.__file__).parent
 
 #: the split names a manifest may give; any other value (blank included) gets one assigned
 SPLITS = ("train", "val", "test")
@@ -48,12 +49,6 @@ KNOWN_COLUMNS = (
     *(f"{m}_path" for m in MODALITIES),
     *(f"{m}_format" for m in MODALITIES),
 )
-
-
-@lru_cache(maxsize=None)
-def load_schema(name: str) -> dict[str, Any]:
-    """A JSON Schema from ``data_schemas/`` by file name."""
-    return json.loads((SCHEMA_DIR / name).read_text())
 
 
 @dataclass
@@ -362,7 +357,6 @@ def fill_splits(frame: Any, *, seed: int = 0, skip_rows: Any = ()) -> int:
     :func:`skipped_rows`) take no part and keep their value. :func:`load_cohort` and
     :mod:`medmm.evaluate` both split through here, so training and evaluation agree.
     """
-    import numpy as np
 
     if "split" not in frame.columns:
         frame["split"] = None
@@ -430,7 +424,7 @@ class Cohort:
         if structural:
             raise ManifestError(
                 "; ".join(p.message for p in structural), path=manifest,
-                hint="fix the manifest's columns (see data_schemas/manifest.schema.json)",
+                hint="fix the manifest's columns (see medmm/schemas/manifest.schema.json)",
             )
         if strict and report.errors:
             p = report.errors[0]

@@ -11,7 +11,7 @@ training and the tracking settings::
 
 :func:`load_config` reads the file and applies ``key=value`` overrides with dotted keys
 (``train.lr=0.001``, ``model.fusion.name=concat``); values are parsed as YAML. The JSON
-Schema of the file is ``data_schemas/experiment.schema.json``, written by
+Schema of the file is ``medmm/schemas/experiment.schema.json``, written by
 ``python -m medmm.config`` from these models. The ``train`` section mirrors
 :class:`medmm.train.trainer.TrainConfig` (same fields, same defaults); the ``model`` section is
 a typed :class:`ModelSection` that becomes a :class:`medmm.models.multimodal.ModelConfig`.
@@ -33,10 +33,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .errors import ConfigError
+from .schemas import schema_path
 
 __all__ = ["ExperimentConfig", "load_config", "apply_overrides", "parse_overrides", "json_schema", "SCHEMA_PATH"]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "data_schemas" / "experiment.schema.json"
+SCHEMA_PATH = schema_path("experiment.schema.json")
 
 _TRAIN_DOCS = {
     "epochs": "Maximum number of epochs.",
@@ -409,7 +410,7 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
         raise ConfigError(
             f"{exc.error_count()} problem(s) in the experiment config; first: {loc}: {first['msg']}",
             path=source, column=loc or None,
-            hint="see data_schemas/experiment.schema.json or `medmm train --help`") from exc
+            hint="see medmm/schemas/experiment.schema.json or `medmm train --help`") from exc
     try:
         cfg.train_config()  # the trainer's own checks (allowed optimiser, scheduler, loss names)
     except ConfigError as exc:
@@ -420,7 +421,7 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
             _check_preprocess_options(m, options)
         except ValueError as exc:
             raise ConfigError(str(exc), path=source, column=f"preprocess.{m}",
-                              hint="see data_schemas/experiment.schema.json") from exc
+                              hint="see medmm/schemas/experiment.schema.json") from exc
     return cfg
 
 
@@ -460,5 +461,5 @@ def json_schema() -> dict[str, Any]:
             "$id": "https://medmm.dev/schemas/experiment.schema.json", **schema}
 
 
-if __name__ == "__main__":  # python -m medmm.config > data_schemas/experiment.schema.json
+if __name__ == "__main__":  # python -m medmm.config > medmm/schemas/experiment.schema.json
     print(json.dumps(json_schema(), indent=2))

@@ -93,7 +93,7 @@ class GeometryError(DicomError):
 
 
 class SchemaError(MedmmError):
-    """A table or document does not follow its schema in ``data_schemas/``."""
+    """A table or document does not follow its schema in ``medmm/schemas/``."""
 
 
 class ManifestError(SchemaError):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fhir_factory import condition, document, observation, patient_bundle
+from fhir_factory import patient_bundle
 from medmm.assistant import (ANSWERED, PARTIAL, REFUSED, Assistant, LLMPhraser, QuestionError, check_answer)
 from medmm.monitor.health import HealthMonitor
 from medmm.records import Note, Notes, PatientRecord, Tabular, Vitals

@@ -84,7 +84,7 @@ def test_stored_schema_matches_the_models_and_validates_configs():
         return {name: sorted(d.get("properties", {})) for name, d in schema.get("$defs", {}).items()} | {
             "": sorted(schema["properties"])}
 
-    assert keys(stored) == keys(current), "regenerate with: python -m medmm.config > data_schemas/experiment.schema.json"
+    assert keys(stored) == keys(current), "regenerate with: python -m medmm.config > medmm/schemas/experiment.schema.json"
     jsonschema.validate(CFG, stored)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**CFG, "train": {"epochs": "x"}}, stored)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import medmm.schemas
+
 from medmm.cli import main
 from medmm.io import read_modality
 from medmm.io.fhir_cohort import ImportConfig, import_fhir_cohort
@@ -143,7 +145,7 @@ def test_index_time_csv_and_validation(tmp_path):
 def test_outputs_follow_their_schemas(tmp_path):
     import jsonschema
 
-    schemas = Path(__file__).resolve().parents[1] / "data_schemas"
+    schemas = Path(medmm.schemas.__file__).parent
     src = _folder(tmp_path, n=1)
     out = tmp_path / "c"
     import_fhir_cohort(src, out, ImportConfig(), workers=1)

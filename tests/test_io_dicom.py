@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import medmm.schemas
+
 from medmm.errors import DicomError, GeometryError, ReadError
 from medmm.io.dicom import DicomWarning, list_series, read_dicom, read_dicom_series
 from medmm.io.image import read_image
@@ -626,7 +628,7 @@ def test_meta_and_ls_follow_their_schemas(tmp_path: Path, capsys: pytest.Capture
     jsonschema = pytest.importorskip("jsonschema")
     from medmm.cli import main
 
-    root = Path(__file__).resolve().parents[1] / "data_schemas"
+    root = Path(medmm.schemas.__file__).parent
     write_series(tmp_path / "s", make_stored((6, 5, 4)), series_uid="1.2.3.13")
     meta_schema = json.loads((root / "image_meta.schema.json").read_text())
     jsonschema.validate(read_image(tmp_path / "s").meta, meta_schema)

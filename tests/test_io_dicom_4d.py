@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import medmm.schemas
+
 from medmm.errors import DicomError, GeometryError
 from medmm.io.dicom import DicomWarning, list_series
 from medmm.io.image import read_image
@@ -63,7 +65,7 @@ def test_classic_dti_is_4d_with_gradients(tmp_path: Path, vendor: str, orientati
     for t, vol in enumerate(vols):  # volumes in acquisition order, each one intact
         np.testing.assert_array_equal(img.data[..., t], vol.astype(np.float32))
     assert img.meta["b_values"] == [b for b, _ in DTI]
-    for (b, g), got in zip(DTI, img.meta["gradient_directions"]):
+    for (_b, g), got in zip(DTI, img.meta["gradient_directions"]):
         np.testing.assert_allclose(got, np.array(g) * LPS_TO_RAS, atol=1e-4)
     assert "diffusion" in img.meta["volume_key"] and not img.meta["problems"]
 
@@ -523,7 +525,7 @@ def test_4d_meta_and_ls_follow_their_schemas(tmp_path: Path, capsys: pytest.Capt
     jsonschema = pytest.importorskip("jsonschema")
     from medmm.cli import main
 
-    root = Path(__file__).resolve().parents[1] / "data_schemas"
+    root = Path(medmm.schemas.__file__).parent
     _write_dti(tmp_path / "dti", "GE")
     _write_fieldmap(tmp_path / "fmap", "Philips")
     meta_schema = json.loads((root / "image_meta.schema.json").read_text())

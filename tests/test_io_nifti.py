@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medmm.schemas import load_schema
 from medmm.errors import ReadError
 from medmm.io.image import read_image
 from medmm.io.nifti import read_nifti, write_nifti
@@ -183,10 +184,9 @@ def test_nrrd_registered_and_bad(tmp_path: Path) -> None:
 
 
 def test_meta_follows_schema(tmp_path: Path) -> None:
-    import json
 
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((Path(__file__).resolve().parents[1] / "data_schemas" / "image_meta.schema.json").read_text())
+    schema = load_schema("image_meta.schema.json")
     jsonschema.validate(read_image(NIB_DATA / "example4d.nii.gz").meta, schema)
     write_nrrd(Image(np.zeros((2, 3, 4), np.float32), np.eye(4)), tmp_path / "z.nrrd")
     jsonschema.validate(read_image(tmp_path / "z.nrrd").meta, schema)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medmm.schemas import load_schema
 from medmm.errors import ConfigError, ReadError
 from model_helpers import build_tiny_model
 
@@ -45,7 +46,7 @@ def test_folder_round_trip_is_data_only_and_predicts_the_same(saved, tiny_loaded
     assert sorted(p.name for p in folder.iterdir()) == ["medmm_model.json", "preprocessor.json",
                                                          "preprocessor.npz", "weights.pt"]
     meta = json.loads((folder / "medmm_model.json").read_text())
-    schema = json.loads((Path(__file__).parent.parent / "data_schemas" / "model_bundle.schema.json").read_text())
+    schema = load_schema("model_bundle.schema.json")
     import jsonschema
 
     jsonschema.validate(meta, schema)

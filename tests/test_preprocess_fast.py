@@ -4,7 +4,6 @@ import pickle
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from medmm.records import Missing, Notes, Note, PatientRecord, Tabular, Vitals
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import MedmmError, ReadError
 from ..records import Missing, PatientRecord
 from .answer import REFUSED, Answer, Citation
-from .engine import QuestionError, answer_query, parse_question
+from .engine import answer_query, parse_question
 from .index import RecordIndex
 
 __all__ = ["Assistant", "AssistantError", "load_patient", "events_from_fhir"]

@@ -144,7 +144,7 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
     for sig, words in SIGNAL_TERMS.items():
         for w in words:
             names.append((w, "vitals", sig))
-    for key, (label, codes, words, _) in LABS.items():
+    for key, (_label, codes, words, _) in LABS.items():
         for w in (*words, *codes):
             names.append((w, "lab", key))
     for key, s in ix.labs.items():
@@ -351,7 +351,7 @@ def _finding_concept(q: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def _condition_named(q: str, ix: RecordIndex) -> tuple[str, tuple[str, ...]] | None:
-    for key, (label, codes, words) in CONDITIONS.items():
+    for key, (label, _codes, words) in CONDITIONS.items():
         if any(_phrase_in(w, q) for w in words):
             return label, ("__condition__", key)
     for row in ix.clinical.get("condition", []):

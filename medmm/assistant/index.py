@@ -230,17 +230,18 @@ class RecordIndex:
                 self.clinical[kind] = flags
 
     def _notes(self) -> None:
-        from ..preprocess.notes_nlp import _sentences, _default, split_sections
+        from ..text.context import default_extractor, sentences
+        from ..text.sections import split_sections
 
         notes = self.record.notes
         if isinstance(notes, Missing) or notes is None:
             return
-        ex = _default()
+        ex = default_extractor()
         for k, note in enumerate(notes.notes):
             text = note.text
             for sec in split_sections(text) or []:
                 body_start = text.find(sec.text, sec.start) if sec.text else sec.start
-                for off, sent in _sentences(sec.text):
+                for off, sent in sentences(sec.text):
                     stripped = sent.strip()
                     if not stripped:
                         continue

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = (
         "Train a multimodal model and log it to MLflow.\n\n"
-        "The experiment is described by a YAML config (schema: data_schemas/experiment.schema.json) with the\n"
+        "The experiment is described by a YAML config (schema: medmm/schemas/experiment.schema.json) with the\n"
         "sections cohort, tasks, split, preprocess, model, train, transfer, tracking and out_dir. Any key can be\n"
         "overridden on the command line as KEY=VALUE with a dotted key (train.lr=0.001, model.fusion.name=concat);\n"
         "values are read as YAML. The resolved config is written to OUT_DIR/config.yaml and logged with the run.\n"

@@ -282,7 +282,6 @@ def compare_methods(model: Any, train_ds: Any, val_ds: Any, *, out_dir: str | Pa
         names = [i.name for i in sess.get_inputs()]
         return lambda xs: sess.run(None, dict(zip(names, xs)))[0]
 
-    variants: dict[str, tuple[Any, int, str]] = {}
     rows = []
     onnx_path = out / "model.onnx"
     for method in methods:

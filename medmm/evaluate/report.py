@@ -112,7 +112,7 @@ def _curves_figure(tasks, kind, bands):
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         prev = np.nan
-        for i, (name, (y, p, roc, pr, prev)) in enumerate(bands[t].items()):
+        for i, (name, (y, p, roc, pr, prev)) in enumerate(bands[t].items()):  # noqa: B007 (prev: the prevalence line drawn after the loop)
             est, lo, hi = roc if kind == "roc" else pr
             if est is None:
                 continue

@@ -157,7 +157,7 @@ def baseline_table(predictions, baselines: dict[str, Any], tasks) -> Any:
             bpred, bmods = b.predictions, tuple(b.modalities)
         m = predictions[["patient_id", "pattern", *[f"label_{t}" for t in tasks], *[f"prob_{t}" for t in tasks]]].merge(
             bpred[["patient_id", *[f"prob_{t}" for t in tasks]]], on="patient_id", suffixes=("", "__b"))
-        has = m["pattern"].astype(str).str.split("+").map(lambda p: set(bmods) <= set(p)).to_numpy(bool)
+        has = m["pattern"].astype(str).str.split("+").map(lambda p, bmods=bmods: set(bmods) <= set(p)).to_numpy(bool)
         for t in tasks:
             y = m[f"label_{t}"].to_numpy(float)
             sel = has & ~np.isnan(y)

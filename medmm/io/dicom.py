@@ -1572,7 +1572,7 @@ def _read(
     header = f0.ds
     deid = None
     if deidentify:
-        from .deid import Deidentifier
+        from ..deid.dicom import Deidentifier
 
         deid = deidentify if isinstance(deidentify, Deidentifier) else Deidentifier()
         header = deid.dataset(header)

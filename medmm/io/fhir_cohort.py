@@ -192,7 +192,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
     if bundle.notes:
         texts = [n.text for n in bundle.notes]
         if cfg["scrub_phi"]:
-            from ..preprocess.notes_nlp import PhiScrubber
+            from ..deid.text import PhiScrubber
 
             scrub = PhiScrubber(known_names=bundle.patient.get("names", []))
             texts = [scrub(t) for t in texts]

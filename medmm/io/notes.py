@@ -56,7 +56,7 @@ def _scrubber(deid: Any):
     """``deid``: False/None (off), True (default :class:`PhiScrubber`), a scrubber, or its settings."""
     if not deid:
         return None
-    from ..preprocess.notes_nlp import PhiScrubber
+    from ..deid.text import PhiScrubber
 
     if deid is True:
         return PhiScrubber()
@@ -70,7 +70,7 @@ def read_text_note(
 ) -> Notes:
     """Read one plain-text (UTF-8) note; its time is the record's index time.
 
-    ``deid`` scrubs PHI on read (``True``, a :class:`~medmm.preprocess.notes_nlp.PhiScrubber`
+    ``deid`` scrubs PHI on read (``True``, a :class:`~medmm.deid.text.PhiScrubber`
     or its settings as a dict).
     """
     raw = Path(path).read_bytes()
@@ -284,7 +284,7 @@ def read_notes_table(
     strict:
         Raise the first problem instead of collecting it.
     deid:
-        Scrub PHI on read: ``True``, a :class:`~medmm.preprocess.notes_nlp.PhiScrubber` or its
+        Scrub PHI on read: ``True``, a :class:`~medmm.deid.text.PhiScrubber` or its
         settings as a dict.
     text_column:
         The column holding the note text when it is neither ``text`` nor an alias (MTSamples'
@@ -401,7 +401,7 @@ def read_fhir_notes(
 
     bundle = load_bundle(path, only={"DocumentReference"})
     if deid is True:
-        from ..preprocess.notes_nlp import PhiScrubber
+        from ..deid.text import PhiScrubber
 
         deid = PhiScrubber(known_names=bundle.patient.get("names", []))
     problems = list(bundle.problems)

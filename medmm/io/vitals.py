@@ -207,7 +207,6 @@ def clean_vitals(
     signal (fresh index).
     """
     import numpy as np
-    import pandas as pd
 
     problems = [] if problems is None else problems
     df = frame[list(LONG_COLUMNS)].copy()

@@ -1,6 +1,6 @@
 """The model bundle: one folder of data (config, weights, fitted preprocessing), never code.
 
-Layout (format 3, described by ``data_schemas/model_bundle.schema.json``)::
+Layout (format 3, described by ``medmm/schemas/model_bundle.schema.json``)::
 
     medmm_model.json    format, format_version, config, input_shapes, files
     weights.pt          the state dict, read with torch.load(weights_only=True)
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedmmError, ReadError
+from ..schemas import schema_path
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_bundle", "read_bundle", "upgrade_bundle", "is_bundle",
            "bundle_version", "UntrustedPickleWarning", "SCHEMA_PATH"]
@@ -33,7 +34,7 @@ FORMAT_VERSION = 3
 META = "medmm_model.json"
 WEIGHTS = "weights.pt"
 LEGACY_PICKLE = "preprocessor.pkl"
-SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "data_schemas" / "model_bundle.schema.json"
+SCHEMA_PATH = schema_path("model_bundle.schema.json")
 
 
 class UntrustedPickleWarning(UserWarning):

@@ -45,10 +45,10 @@ from typing import Any
 
 from ..errors import ConfigError, SchemaError
 from ..io.vitals import SIGNALS, canonical_signal, convert_unit, signal_loss_rules
+from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2, parse_on_oxygen
 
 _canonical = lru_cache(maxsize=4096)(canonical_signal)
 _converter = lru_cache(maxsize=4096)(convert_unit)
-from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2, parse_on_oxygen
 
 __all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "NEWS2_SOURCES", "ReplayResult"]
 

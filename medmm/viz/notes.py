@@ -1,5 +1,5 @@
 """Clinical notes with the extracted findings highlighted: affirmed, possible and negated
-mentions (NegEx/ConText, :mod:`medmm.preprocess.notes_nlp`) each in their own style."""
+mentions (NegEx/ConText, :mod:`medmm.text.context`) each in their own style."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _kind(f: Any) -> str:
 def highlight_findings(text: str, *, extractor: Any = None, legend: bool = True) -> str:
     """HTML of ``text`` with each finding wrapped in a styled ``<span class='finding {kind}'>``
     (``title`` gives concept, group and context flags)."""
-    from ..preprocess.notes_nlp import extract_findings
+    from ..text.context import extract_findings
 
     findings = extractor(text) if extractor is not None else extract_findings(text)
     findings = sorted(findings, key=lambda f: (f.start, -f.end))
@@ -69,7 +69,7 @@ class NotesView:
         """Every finding as a DataFrame: ``note, concept, group, polarity, text, sentence``."""
         import pandas as pd
 
-        from ..preprocess.notes_nlp import extract_findings
+        from ..text.context import extract_findings
 
         rows = []
         for i, (_, text) in enumerate(self._texts()):
