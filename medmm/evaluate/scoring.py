@@ -20,7 +20,7 @@ import numpy as np
 
 from ..records import MODALITIES, Missing, PatientRecord
 
-__all__ = ["ScoredCohort", "score_cohort", "iter_record_batches", "modality_subsets", "subset_name",
+__all__ = ["ScoredCohort", "score_cohort", "register_scorer", "get_scorer", "iter_record_batches", "modality_subsets", "subset_name",
            "record_metadata", "AGE_BANDS"]
 
 #: (upper bound exclusive, label) of the age bands used for subgroups
@@ -66,6 +66,33 @@ def record_metadata(r: PatientRecord) -> dict[str, str]:
     manu = None if isinstance(r.image, Missing) else (getattr(r.image, "meta", {}) or {}).get("Manufacturer")
     out["scanner_manufacturer"] = str(manu).strip() if manu else "unknown"
     return out
+
+
+#: engine name -> its scorer (``"module:function"`` or a callable), the same signature as
+#: :func:`score_cohort` less ``engine`` and ``num_workers``. Engines sit above evaluation
+#: (DESIGN.md's floors) and plug in here, as readers plug into :mod:`medmm.io`.
+_SCORERS: dict[str, Any] = {"ray": "medmm.engines.ray_engine:score_manifest"}
+
+
+def register_scorer(engine: str, scorer: Any) -> None:
+    """Make ``score_cohort(..., engine=engine)`` call ``scorer`` (a callable or ``"module:function"``)."""
+    _SCORERS[str(engine)] = scorer
+
+
+def get_scorer(engine: str) -> Any:
+    """The scorer of ``engine`` (imported on first use)."""
+    import importlib
+
+    from ..errors import ConfigError
+
+    target = _SCORERS.get(engine)
+    if target is None:
+        raise ConfigError(f"unknown engine {engine!r}", column="engine",
+                          hint=f"use one of {', '.join(['local', *sorted(_SCORERS)])}")
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = _SCORERS[engine] = getattr(importlib.import_module(module), name)
+    return target
 
 
 def iter_record_batches(cohort: Any, *, batch_size: int = 64, split: str | None = None,
@@ -218,14 +245,10 @@ def score_cohort(
     """
     import time
 
-    from ..engines import check_engine
-
-    if check_engine(engine) == "ray":
-        from ..engines.ray_engine import score_manifest
-
-        return score_manifest(model, cohort, split=split, batch_size=batch_size, subsets=subsets, out=out,
-                              progress=progress, device=device, report=report, cache_encoders=cache_encoders,
-                              address=address)
+    if engine != "local":
+        return get_scorer(engine)(model, cohort, split=split, batch_size=batch_size, subsets=subsets, out=out,
+                                  progress=progress, device=device, report=report, cache_encoders=cache_encoders,
+                                  address=address)
 
     import pandas as pd
     import torch
