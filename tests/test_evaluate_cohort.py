@@ -113,7 +113,8 @@ def test_evaluate_command(model_dir, tiny_cohort, tmp_path, capsys):
     assert not (tmp_path / "cli" / "masking.csv").exists()
     rc = main(["evaluate", str(tmp_path / "nope"), str(tiny_cohort), "--out", str(tmp_path / "x")])
     assert rc == 1
-    assert "medmm_model.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nope: model not found" in err and "runs:/RUN_ID/model" in err  # the path and the fix
 
 
 @pytest.mark.slow

@@ -98,7 +98,8 @@ def test_shifted_record_enters_a_cohort_through_the_manifest(tmp_path):
     pd.DataFrame({"patient_id": ["A", "B"], "split": ["train", "test"],
                   "index_time": ["2750-03-04T18:00:00", "2930-01-02T09:00:00"],
                   "vitals_path": ["a.hea", "b.hea"]}).to_csv(tmp_path / "manifest.csv", index=False)
-    records, report = load_cohort(tmp_path / "manifest.csv", progress=False, modalities=("vitals",))
+    cohort = load_cohort(tmp_path / "manifest.csv", progress=False, modalities=("vitals",))
+    records, report = cohort.records, cohort.report
     assert not report.errors, [str(e) for e in report.errors]
     by = {r.patient_id: r for r in records}
     assert not isinstance(by["A"].vitals, Missing)
