@@ -341,6 +341,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     parts = _splits(cfg, records, tasks)
     if not parts["train"]:
         raise ConfigError("the train split is empty", path=manifest, hint="set split=train for some patients")
+    audit = _audit(cfg, records, parts, tasks, cohort.report) if main else None
     resume = resume_run_id is not None
 
     tr = cfg.tracking
@@ -362,6 +363,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                             "data": {f"n_{s}": len(r) for s, r in parts.items()} | {
                                 f"present_{m}_train": sum(x.present[m] for x in parts["train"])
                                 for m in model_config.modalities}})
+        if audit is not None:
+            tracker.log_dict(audit.to_dict(), "data/audit.json")
+            tracker.log_metrics(audit.metrics())
+            (out_dir / "audit.json").write_text(audit.to_json() + "\n")
         tracker.log_text(cfg.to_yaml(), "config/resolved_config.yaml")
         tracker.log_dict(resolved, "config/resolved_config.json")
         if main:
@@ -428,6 +433,22 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     torch.set_grad_enabled(True)
     return ExperimentResult(tracker.run_id, tracker.experiment_id, tracker.tracking_uri, model_dir, model_uri,
                             metrics, preds, result.history, timings, cv_table, model, result)
+
+
+def _audit(cfg, records, parts, tasks, report):
+    """The data audit on the drawn splits (single-feature AUROCs on train), added to ``report``;
+    raises with ``cohort.strict_audit`` when it finds anything."""
+    from .audit import audit_cohort
+
+    if not getattr(cfg.cohort, "audit", True):
+        return None
+    strict = bool(getattr(cfg.cohort, "strict_audit", False))
+    audit = audit_cohort(records, splits=parts, tasks=list(tasks), strict=strict)
+    audit.add_to(report)
+    if strict and not audit.ok:
+        raise ConfigError(f"the data audit found {len(audit.warnings)} problem(s):\n{audit}",
+                          hint="fix the data, or set cohort.strict_audit=false to train anyway")
+    return audit
 
 
 def _empty_preds(tasks):
