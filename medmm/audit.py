@@ -270,15 +270,41 @@ def _binary_labels(records: list[Any], task: str):
 def _auroc(x, y) -> float:
     """AUROC of score ``x`` for binary ``y`` (ties count half), as ``max(auc, 1 - auc)``."""
     import numpy as np
-    from scipy.stats import rankdata
 
     n1 = float(y.sum())
     n0 = float(len(y) - n1)
     if n1 == 0 or n0 == 0:
         return float("nan")
-    r = rankdata(x)
+    r = _average_ranks(np.asarray(x, dtype=float))
     auc = (r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
     return float(max(auc, 1 - auc))
+
+
+def _average_ranks(x):
+    """Ranks 1..n, ties given their average rank (``scipy.stats.rankdata``'s default)."""
+    import numpy as np
+
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    start = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    end = np.r_[start[1:], len(xs)]
+    avg = (start + end + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(avg, end - start)
+    return ranks
+
+
+def _chi2_p(table) -> float:
+    """Pearson's chi-squared test of independence of a contingency table (no continuity correction)."""
+    import numpy as np
+    from scipy.special import chdtrc
+
+    obs = np.asarray(table, dtype=float)
+    exp = obs.sum(axis=1, keepdims=True) * obs.sum(axis=0, keepdims=True) / obs.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = float(np.nansum(np.where(exp > 0, (obs - exp) ** 2 / exp, 0.0)))
+    dof = (obs.shape[0] - 1) * (obs.shape[1] - 1)
+    return float(chdtrc(dof, stat)) if dof > 0 else 1.0
 
 
 def _pid(rec: Any) -> str:
@@ -615,7 +641,6 @@ def _check_prevalence(records: list[Any], split_of: dict[int, str], tasks: list[
                       alpha: float, min_site: int) -> None:
     import numpy as np
     import pandas as pd
-    from scipy.stats import chi2_contingency
 
     rows = []
     for task in tasks:
@@ -640,7 +665,7 @@ def _check_prevalence(records: list[Any], split_of: dict[int, str], tasks: list[
             big = tab[tab.sum(axis=1) >= (min_site if by == "site" else 1)]
             if big.shape[0] < 2 or big.shape[1] < 2:
                 continue
-            p = float(chi2_contingency(big.to_numpy())[1])
+            p = _chi2_p(big.to_numpy())
             prev = (big.get(1.0, 0) / big.sum(axis=1)).round(3)
             shown = [f"{k}: {v:.2f} (n={int(big.loc[k].sum())})" for k, v in prev.items()]
             if p < alpha:

@@ -245,7 +245,7 @@ def bca_interval(estimate: float, boot: np.ndarray, jack: np.ndarray | None, alp
     z = ndtri(np.array([alpha / 2, 1 - alpha / 2]))
     denom = 1.0 - a * (z0 + z)
     method = "bca"
-    if (denom > 0).all():
+    if alpha / 2 <= below <= 1 - alpha / 2 and (denom > 0).all():
         levels = ndtr(z0 + (z0 + z) / denom)
         lo, hi = (float(v) for v in np.quantile(boot, levels))
     else:

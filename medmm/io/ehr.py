@@ -134,7 +134,7 @@ def _placeholders_to_missing(df: "pd.DataFrame") -> tuple["pd.DataFrame", dict[s
 
     tokens: dict[str, dict[str, str]] = {}
     for col in df.columns:
-        if col == "patient_id" or df[col].dtype != object:
+        if col == "patient_id" or not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
             continue
         s = df[col]
         present = s.notna()
@@ -147,7 +147,7 @@ def _placeholders_to_missing(df: "pd.DataFrame") -> tuple["pd.DataFrame", dict[s
         else:
             hit = texts.map(lambda v: is_placeholder(v, numeric=False))
             if hit.any():
-                df[col] = s.where(~hit.reindex(df.index, fill_value=False))
+                df[col] = s.astype(object).where(~hit.reindex(df.index, fill_value=False))
         if hit.any():
             idx = hit[hit].index
             tokens[str(col)] = {str(df.at[i, "patient_id"]): str(texts[i]).strip() for i in idx}
