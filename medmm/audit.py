@@ -17,7 +17,7 @@
     time-stamped modalities of patients without an index time (which no reader could window).
 ``duplicate``
     The same EHR row or the same note (normalised text hash) in two splits, and near-duplicate
-    notes across splits (TF-IDF cosine >= ``near_duplicate``).
+    notes across splits (Jaccard similarity of their word 3-shingles >= ``near_duplicate``).
 ``type_drift``
     Numeric columns holding text: placeholder tokens (``?``, ``-``, ``missing``) that the EHR
     reader read as missing, and any other text that would turn the column into categories.
@@ -363,13 +363,15 @@ def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditRep
         for k, r in enumerate(best_by_col.itertuples(index=False)):
             runner_up = aucs[1] if k == 0 and len(aucs) > 1 else (aucs[0] if k > 0 else 0.5)
             named = bool(_POST_INDEX_NAME.search(_norm_name(r.column)))
-            why = None
+            why = []
             if r.auroc >= near_perfect:
-                why = f"nearly determines label_{task} on its own"
+                why.append(f"nearly determines label_{task} on its own")
             elif k == 0 and r.auroc >= standout_auroc and r.auroc - runner_up >= standout_margin:
-                why = (f"predicts label_{task} far better than any other column (runner-up {runner_up:.3f})")
-            elif named and r.auroc >= leak_auroc:
-                why = f"is named like something known only after the index time and predicts label_{task}"
+                why.append(f"predicts label_{task} far better than any other column (runner-up {runner_up:.3f})")
+            if named and r.auroc >= leak_auroc:
+                why.append("is named like something known only after the index time"
+                           + ("" if why else f" and predicts label_{task}"))
+            why = "; it ".join(why) or None
             if why is None:
                 continue
             what = "its missingness" if r.by == "missingness" else "the column"
@@ -508,7 +510,7 @@ def _report_dups(groups: dict[str, list[int]], records, split_of, rep, *, what: 
 
 def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exact: set) -> None:
     import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import CountVectorizer
 
     by_mod: dict[str, list[int]] = defaultdict(list)
     for k, (_, m, _) in enumerate(docs):
@@ -519,19 +521,24 @@ def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exa
         texts = [docs[k][2] for k in ks]
         owners = np.array([docs[k][0] for k in ks])
         splits = np.array([str(split_of.get(int(o))) for o in owners], dtype=object)
-        try:
-            X = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1).fit_transform(texts)
-        except ValueError:  # empty vocabulary
+        try:  # word 3-shingles of each note, as a binary matrix: (X @ X.T) counts shared shingles
+            X = CountVectorizer(analyzer="word", ngram_range=(3, 3), binary=True, token_pattern=r"\S+",
+                                dtype=np.float32).fit_transform(texts).tocsr()
+        except ValueError:  # notes shorter than three words
             continue
+        size = np.asarray(X.sum(axis=1)).ravel()
         found: list[str] = []
         seen: set = set()
         n_pairs = 0
         step = 512
         for a in range(0, X.shape[0], step):
-            sim = (X[a:a + step] @ X.T).tocoo()
-            for r, c, v in zip(sim.row, sim.col, sim.data):
+            shared = (X[a:a + step] @ X.T).tocoo()
+            for r, c, inter in zip(shared.row, shared.col, shared.data):
                 i, j = a + int(r), int(c)
-                if j <= i or v < threshold or v >= 0.999999 or splits[i] == splits[j]:
+                if j <= i or splits[i] == splits[j]:
+                    continue
+                v = float(inter) / max(size[i] + size[j] - inter, 1.0)  # Jaccard of the shingle sets
+                if v < threshold or v >= 0.999999:
                     continue
                 oi, oj = int(owners[i]), int(owners[j])
                 pair = (min(oi, oj), max(oi, oj))
@@ -541,10 +548,10 @@ def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exa
                 n_pairs += 1
                 if len(found) < 5:
                     found.append(f"{_pid(records[oi])} ({splits[i]}) ~ {_pid(records[oj])} ({splits[j]}), "
-                                 f"cosine {v:.2f}")
+                                 f"Jaccard {v:.2f}")
         if n_pairs:
             rep.findings.append(Finding(
-                "duplicate", f"near-duplicate notes in different splits (TF-IDF cosine >= {threshold:g})",
+                "duplicate", f"near-duplicate notes in different splits (word 3-shingle Jaccard >= {threshold:g})",
                 source=m, count=n_pairs, examples=found,
                 fix="near-copies (templates, copy-forward, one report transcribed twice) belong in one split: "
                     "group them (split.group_by) or drop the copies"))
@@ -699,7 +706,7 @@ def audit_cohort(
     near_perfect: float = 0.99,
     standout_auroc: float = 0.75,
     standout_margin: float = 0.1,
-    near_duplicate: float = 0.9,
+    near_duplicate: float = 0.5,
     min_per_class: int = 10,
     min_features: int = 3,
     alpha: float = 0.001,
