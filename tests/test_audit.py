@@ -297,6 +297,14 @@ def test_training_runs_the_audit_and_strict_audit_stops_it(dirty, tmp_path):
     assert run.data.metrics["audit_leakage"] == 1.0
     arts = {a.path for a in client.list_artifacts(res.run_id, "data")}
     assert "data/audit.json" in arts
+    # the evaluation report carries the findings too
+    from medmm.evaluate import evaluate_cohort
+
+    ev = evaluate_cohort(res.model, man, split="test", robustness=False, n_boot=50, out=tmp_path / "eval",
+                         progress=False)
+    assert any(f.column == "follow_up_days" for f in ev.audit.findings)
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "<h2>Data audit</h2>" in page and "follow_up_days" in page
 
 
 # ------------------------------------------------------------------------------ bootstrap intervals
