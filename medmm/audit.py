@@ -44,7 +44,7 @@ from typing import Any
 
 from .io.ehr import ALWAYS_MISSING_TOKENS, PLACEHOLDER_TOKENS, is_placeholder
 
-__all__ = ["Finding", "AuditReport", "audit_cohort", "CHECKS", "PLACEHOLDER_TOKENS", "is_placeholder"]
+__all__ = ["Finding", "AuditReport", "audit_cohort", "audit_splits", "CHECKS", "PLACEHOLDER_TOKENS", "is_placeholder"]
 
 CHECKS = ("leakage", "post_index", "duplicate", "type_drift", "disguised_missing", "prevalence")
 
@@ -746,3 +746,21 @@ def audit_cohort(
     if "prevalence" in checks:
         _check_prevalence(records, split_of, tasks, rep, alpha=alpha, min_site=20)
     return rep
+
+
+def audit_splits(records: list[Any], splits: dict[str, list[Any]], tasks: list[str] | tuple[str, ...],
+                 report: Any = None, *, enabled: bool = True, strict: bool = False) -> AuditReport | None:
+    """The audit training runs once its splits are drawn (single-feature AUROCs on ``splits['train']``):
+    findings added to ``report``; with ``strict`` any finding raises :class:`~medmm.errors.ConfigError`
+    (on every rank of a distributed run, so all of them stop)."""
+    from .errors import ConfigError
+
+    if not enabled:
+        return None
+    audit = audit_cohort(records, splits=splits, tasks=list(tasks), strict=strict)
+    if report is not None:
+        audit.add_to(report)
+    if strict and not audit.ok:
+        raise ConfigError(f"the data audit found {len(audit.warnings)} problem(s):\n{audit}",
+                          hint="fix the data, or set cohort.strict_audit=false to train anyway")
+    return audit

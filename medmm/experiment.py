@@ -306,6 +306,7 @@ def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, 
 def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentResult:
     import torch
 
+    from .audit import audit_splits
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
     from .train.distributed import barrier, init_distributed
@@ -341,7 +342,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     parts = _splits(cfg, records, tasks)
     if not parts["train"]:
         raise ConfigError("the train split is empty", path=manifest, hint="set split=train for some patients")
-    audit = _audit(cfg, records, parts, tasks, cohort.report) if main else None
+    audit = audit_splits(records, parts, tasks, cohort.report, enabled=cfg.cohort.audit, strict=cfg.cohort.strict_audit)
     resume = resume_run_id is not None
 
     tr = cfg.tracking
@@ -363,7 +364,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                             "data": {f"n_{s}": len(r) for s, r in parts.items()} | {
                                 f"present_{m}_train": sum(x.present[m] for x in parts["train"])
                                 for m in model_config.modalities}})
-        if audit is not None:
+        if audit is not None and main:
             tracker.log_dict(audit.to_dict(), "data/audit.json")
             tracker.log_metrics(audit.metrics())
             (out_dir / "audit.json").write_text(audit.to_json() + "\n")
@@ -433,22 +434,6 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     torch.set_grad_enabled(True)
     return ExperimentResult(tracker.run_id, tracker.experiment_id, tracker.tracking_uri, model_dir, model_uri,
                             metrics, preds, result.history, timings, cv_table, model, result)
-
-
-def _audit(cfg, records, parts, tasks, report):
-    """The data audit on the drawn splits (single-feature AUROCs on train), added to ``report``;
-    raises with ``cohort.strict_audit`` when it finds anything."""
-    from .audit import audit_cohort
-
-    if not getattr(cfg.cohort, "audit", True):
-        return None
-    strict = bool(getattr(cfg.cohort, "strict_audit", False))
-    audit = audit_cohort(records, splits=parts, tasks=list(tasks), strict=strict)
-    audit.add_to(report)
-    if strict and not audit.ok:
-        raise ConfigError(f"the data audit found {len(audit.warnings)} problem(s):\n{audit}",
-                          hint="fix the data, or set cohort.strict_audit=false to train anyway")
-    return audit
 
 
 def _empty_preds(tasks):
