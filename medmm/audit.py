@@ -17,7 +17,8 @@
     time-stamped modalities of patients without an index time (which no reader could window).
 ``duplicate``
     The same EHR row or the same note (normalised text hash) in two splits, and near-duplicate
-    notes across splits (Jaccard similarity of their word 3-shingles >= ``near_duplicate``).
+    notes across splits (Jaccard similarity of their word 3-shingles >= ``near_duplicate``,
+    0.8 by default: two templated notes that differ in a value or two, a copy-forward).
 ``type_drift``
     Numeric columns holding text: placeholder tokens (``?``, ``-``, ``missing``) that the EHR
     reader read as missing, and any other text that would turn the column into categories.
@@ -706,7 +707,7 @@ def audit_cohort(
     near_perfect: float = 0.99,
     standout_auroc: float = 0.75,
     standout_margin: float = 0.1,
-    near_duplicate: float = 0.5,
+    near_duplicate: float = 0.8,
     min_per_class: int = 10,
     min_features: int = 3,
     alpha: float = 0.001,

@@ -211,14 +211,15 @@ def test_tabular_preprocessor_keeps_a_column_with_placeholders_numeric():
 
 
 def _notes_records():
-    base = ("Patient is a 64 year old man with chest pain radiating to the left arm. ECG shows ST elevation in "
-            "leads II III aVF. Troponin elevated. Plan: cardiac catheterisation, aspirin, heparin.")
+    base = ("HISTORY: Patient is a 64 year old man with chest pain radiating to the left arm since this morning, "
+            "sweating and nausea. Known hypertension and type 2 diabetes, smoker of 30 pack years. EXAM: pale, "
+            "blood pressure 150/90, heart rate 98, chest clear, no murmur. ECG shows ST elevation in leads II III "
+            "aVF with reciprocal depression in I and aVL. Troponin elevated. IMPRESSION: acute inferior myocardial "
+            "infarction. PLAN: cardiac catheterisation, aspirin, ticagrelor, heparin, admit to coronary care.")
     other = ("Follow-up for type 2 diabetes. HbA1c 7.9 percent. Feet examined, monofilament intact. Increase "
              "metformin to 1 g twice daily; dietitian referral.")
     recs = []
-    texts = [(base, "train"), ("  PATIENT is a 64 year old man with chest pain radiating to the left arm.\n\nECG shows ST "
-                               "elevation in leads II III aVF. Troponin elevated. Plan: cardiac catheterisation, "
-                               "aspirin, heparin. ", "test"),
+    texts = [(base, "train"), ("  " + base.upper().replace(". ", ".\n\n").replace(", ", " , ") + " ", "test"),
              (base.replace("64 year old man", "71 year old woman"), "val"),
              (other, "train"), ("Knee pain after a fall; X-ray without fracture; rest, ice, ibuprofen.", "test")]
     for k, (t, s) in enumerate(texts):
