@@ -351,3 +351,19 @@ def test_bca_matches_scipy_on_auroc():
                           random_state=0).confidence_interval
     assert ours["ci_method"]["auroc"] == "bca"
     assert abs(ours["auroc"][1] - ref.low) < 0.01 and abs(ours["auroc"][2] - ref.high) < 0.01
+
+
+def test_long_event_table_placeholders(tmp_path):
+    from medmm.io.ehr import read_ehr_long
+
+    p = tmp_path / "events.csv"
+    p.write_text("patient_id,time,kind,code,name,value,unit\n"
+                 "7,2020-01-01,lab,2093-3,cholesterol,?,mg/dL\n"
+                 "7,2020-01-02,lab,2160-0,creatinine,1.1,mg/dL\n"
+                 "7,2020-01-03,lab,5804-0,urine protein,trace,\n"
+                 "8,2020-01-01,lab,2093-3,cholesterol,240,mg/dL\n")
+    tab = read_ehr_long(p, patient_id="7", index_time="2020-02-01")
+    assert tab.values["lab:2160-0"] == 1.1 and tab.values["lab:5804-0"] == "trace"
+    assert tab.values["lab:2093-3"] is None or tab.values["lab:2093-3"] != tab.values["lab:2093-3"]
+    assert tab.missing_tokens == {"lab:2093-3": "?"}
+    assert not hasattr(read_ehr_long(p, patient_id="8", index_time="2020-02-01"), "missing_tokens")

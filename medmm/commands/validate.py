@@ -54,4 +54,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({k: v for k, v in vars(p).items() if v is not None}))
     else:
         print(report)
+        if audit is not None and audit.prevalence is not None and len(audit.prevalence):
+            print("label prevalence:")
+            for (task, by), g in audit.prevalence.groupby(["task", "by"], sort=False):
+                cells = ", ".join(f"{r.group} {r.prevalence:.2f} (n={r.n})" for r in g.itertuples())
+                print(f"  label_{task} by {by}: {cells}")
     return 1 if report.errors else 0

@@ -416,8 +416,16 @@ def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
                                          hint="date every event, or give demographics the kind 'static'")))
     df = df[~undated]
     df["end"] = pd.NaT
+    # '?' / 'n/a' as a lab value is a missing value, not a categorical result
+    held = df["kind"].isin(VALUE_KINDS) & df["value"].map(is_placeholder) & df["value"].notna()
+    tokens = [(str(p), _feature_name(k, c, n), str(v).strip())
+              for p, k, c, n, v in zip(df["patient_id"][held], df["kind"][held], df["code"][held], df["name"][held],
+                                       df["value"][held])]
+    if held.any():
+        df["value"] = df["value"].astype(object).where(~held, None)
     out = df[[*EVENT_COLUMNS, "end"]].copy()
     out.attrs["problems"] = problems
+    out.attrs["missing_tokens"] = tokens
     return out
 
 
@@ -449,6 +457,9 @@ def read_ehr_long(
                         column="index_time", hint="set the manifest's index_time for this patient")
     tab = event_features(rows, index_time, lookback=lookback, numeric_stats=numeric_stats)
     tab.problems = problems  # type: ignore[attr-defined]
+    replaced = {feature: token for p, feature, token in df.attrs.get("missing_tokens", ()) if p == pid}
+    if replaced:  # placeholders read as missing: the audit reports them per feature
+        tab.missing_tokens = replaced  # type: ignore[attr-defined]
     return tab
 
 
