@@ -400,9 +400,7 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
                 t = pd.Timestamp(v)
             except (ValueError, TypeError):
                 continue
-            it = pd.Timestamp(rec.index_time)
-            if (t.tz is None) != (it.tz is None):
-                t, it = t.tz_localize(None) if t.tz is not None else t, it.tz_localize(None) if it.tz is not None else it
+            t, it = _naive(t), _naive(pd.Timestamp(rec.index_time))
             if t > it:
                 after.append(f"{_pid(rec)}: {t.date()} > {it.date()}")
         if after:
@@ -413,21 +411,23 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
     series_after: dict[str, list[str]] = defaultdict(list)
     no_index: dict[str, list[str]] = defaultdict(list)
     for rec in records:
-        it = None if rec.index_time is None else pd.Timestamp(rec.index_time)
+        it = None if rec.index_time is None else _naive(pd.Timestamp(rec.index_time))
         for m, vit in _values(rec, "series"):
-            times = pd.to_datetime(vit.frame["time"])
             if it is None:
                 no_index[m].append(_pid(rec))
-            else:
-                n = int((times > (it.tz_localize(None) if it.tz is not None else it)).sum())
-                if n:
-                    series_after[m].append(f"{_pid(rec)} ({n} obs)")
+                continue
+            times = pd.to_datetime(vit.frame["time"])
+            if getattr(times.dt, "tz", None) is not None:
+                times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+            n = int((times > it).sum())
+            if n:
+                series_after[m].append(f"{_pid(rec)} ({n} obs)")
         for m, notes in _values(rec, "text"):
-            times = [n.time for n in notes.notes if n.time is not None]
+            times = [n.time for n in notes.notes if n.time is not None and not _is_missing(n.time)]
             if it is None:
                 if times:
                     no_index[m].append(_pid(rec))
-            elif any(pd.Timestamp(t) > it for t in times):
+            elif any(_naive(pd.Timestamp(t)) > it for t in times):
                 series_after[m].append(_pid(rec))
     for m, ex in series_after.items():
         rep.findings.append(Finding("post_index", f"{m} recorded after the index_time", source=m, count=len(ex),
@@ -438,6 +438,11 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
             "post_index", f"patients with time-stamped {m} but no index_time: nothing after the prediction "
             "time could be left out", source=m, count=len(ex), examples=ex[:5],
             fix="give every patient an index_time (the prediction time) in the manifest"))
+
+
+def _naive(t: Any) -> Any:
+    """A timestamp in UTC without its zone (naive ones are taken as they are)."""
+    return t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
 
 
 def _norm_text(text: str) -> str:

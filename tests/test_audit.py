@@ -247,6 +247,11 @@ def test_vitals_after_index_time_and_missing_index_time():
     unset = [f for f in audit.findings if "no index_time" in f.message]
     assert len(late) == 1 and late[0].examples == ["V1 (2 obs)"]
     assert len(unset) == 1 and unset[0].examples == ["V2"]
+    # zoned times (FHIR exports) are compared in UTC: 09:00-14:00 in Berlin is 07:00-12:00 UTC
+    zoned = frame.assign(time=frame["time"].dt.tz_localize("Europe/Berlin"))
+    rec = PatientRecord("V3", vitals=Vitals(zoned), index_time=pd.Timestamp("2022-05-01 10:00", tz="UTC"))
+    late = audit_cohort([rec], checks=("post_index",)).findings
+    assert [f.examples for f in late] == [["V3 (2 obs)"]]
 
 
 def test_prevalence_differs_between_splits():
