@@ -174,10 +174,10 @@ def audit_section(work: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     alarms: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    tables = {"breast_cancer": (breast_cancer, dict(leak_in="ehr", text_col="mean texture",
-                                                   zero_cols=["mean radius"])),
-              "diabetes": (diabetes, dict(leak_in="manifest", text_col="bp", zero_cols=["bmi", "total_cholesterol"],
-                                          sentinel_col="glucose", n_dup=15))}
+    tables = {"breast_cancer": (breast_cancer, {"leak_in": "ehr", "text_col": "mean texture",
+                                                "zero_cols": ["mean radius"]}),
+              "diabetes": (diabetes, {"leak_in": "manifest", "text_col": "bp", "zero_cols": ["bmi", "total_cholesterol"],
+                                      "sentinel_col": "glucose", "n_dup": 15})}
     for name, (load, kw) in tables.items():
         X, y = load()
         clean = load_cohort(write_cohort(work / f"{name}_clean", X, y), progress=False)

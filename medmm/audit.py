@@ -45,7 +45,16 @@ from typing import Any
 
 from .io.ehr import ALWAYS_MISSING_TOKENS, PLACEHOLDER_TOKENS, is_placeholder
 
-__all__ = ["Finding", "AuditReport", "audit_cohort", "audit_splits", "CHECKS", "PLACEHOLDER_TOKENS", "is_placeholder"]
+__all__ = [
+    "ALWAYS_MISSING_TOKENS",
+    "CHECKS",
+    "PLACEHOLDER_TOKENS",
+    "AuditReport",
+    "Finding",
+    "audit_cohort",
+    "audit_splits",
+    "is_placeholder",
+]
 
 CHECKS = ("leakage", "post_index", "duplicate", "type_drift", "disguised_missing", "prevalence")
 
@@ -187,7 +196,7 @@ def _norm_name(column: str) -> str:
 def _is_missing(v: Any) -> bool:
     if v is None:
         return True
-    if isinstance(v, float) and v != v:
+    if isinstance(v, float) and math.isnan(v):
         return True
     try:
         import pandas as pd
@@ -353,7 +362,7 @@ def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditRep
             if miss.sum() >= min_per_class and (lab & present).sum() >= min_per_class:
                 cand.append((_auroc((~present[lab]).astype(float), y_all[lab]), "missingness", int(lab.sum())))
             for auc, how, n in cand:
-                if auc == auc:
+                if not math.isnan(auc):
                     rows.append({"task": task, "source": src, "column": col, "by": how, "n": n, "auroc": auc})
     table = pd.DataFrame(rows, columns=["task", "source", "column", "by", "n", "auroc"])
     rep.auroc = table.sort_values(["task", "auroc"], ascending=[True, False]).reset_index(drop=True)

@@ -229,7 +229,7 @@ def bca_interval(estimate: float, boot: np.ndarray, jack: np.ndarray | None, alp
 
     boot = np.asarray(boot, dtype=np.float64)
     boot = boot[~np.isnan(boot)]
-    if not len(boot) or estimate != estimate:
+    if not len(boot) or np.isnan(estimate):
         return float("nan"), float("nan"), "none"
     b = len(boot)
     below = (np.count_nonzero(boot < estimate) + 0.5 * np.count_nonzero(boot == estimate)) / b
