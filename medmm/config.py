@@ -80,6 +80,9 @@ class _Section(BaseModel):
 class CohortSection(_Section):
     manifest: str = Field(description="Cohort manifest (CSV or Parquet), relative to the config file or absolute.")
     strict: bool = Field(False, description="Stop at the first unreadable file instead of reporting it.")
+    audit: bool = Field(True, description="Audit the data after the splits are drawn (leakage suspects, post-index "
+                        "data, duplicates across splits, type drift, disguised missing values; see medmm.audit).")
+    strict_audit: bool = Field(False, description="Stop before training when the data audit finds anything.")
 
 
 class SplitSection(_Section):

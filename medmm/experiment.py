@@ -306,6 +306,7 @@ def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, 
 def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentResult:
     import torch
 
+    from .audit import audit_splits
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
     from .train.distributed import barrier, init_distributed
@@ -341,6 +342,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     parts = _splits(cfg, records, tasks)
     if not parts["train"]:
         raise ConfigError("the train split is empty", path=manifest, hint="set split=train for some patients")
+    audit = audit_splits(records, parts, tasks, cohort.report, enabled=cfg.cohort.audit, strict=cfg.cohort.strict_audit)
     resume = resume_run_id is not None
 
     tr = cfg.tracking
@@ -362,6 +364,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                             "data": {f"n_{s}": len(r) for s, r in parts.items()} | {
                                 f"present_{m}_train": sum(x.present[m] for x in parts["train"])
                                 for m in model_config.modalities}})
+        if audit is not None and main:
+            tracker.log_dict(audit.to_dict(), "data/audit.json")
+            tracker.log_metrics(audit.metrics())
+            (out_dir / "audit.json").write_text(audit.to_json() + "\n")
         tracker.log_text(cfg.to_yaml(), "config/resolved_config.yaml")
         tracker.log_dict(resolved, "config/resolved_config.json")
         if main:

@@ -52,6 +52,7 @@ class EvaluationResult:
     baselines: Any = None
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    audit: Any = None  # the cohort's data audit (medmm.audit.AuditReport)
 
     # ------------------------------------------------------------------ tables
     def summary(self):
@@ -201,6 +202,9 @@ class EvaluationResult:
             "metrics": {t: {k: list(v) for k, v in self.metrics[t].items() if isinstance(v, tuple)}
                         for t in self.tasks}}, indent=2, default=str) + "\n")
         paths["summary"] = out / "evaluation.json"
+        if self.audit is not None:
+            paths["audit"] = out / "audit.json"
+            paths["audit"].write_text(self.audit.to_json() + "\n")
         return paths
 
     def log_to_mlflow(self, *, run_id: str | None = None, experiment: str = "medmm",
@@ -233,6 +237,9 @@ class EvaluationResult:
                 mlflow.log_figure(fig, f"evaluation/{name}")
             mlflow.log_text(self.to_html(figures=figures), "evaluation/report.html")
             mlflow.log_text(self.metrics_frame().to_csv(index=False), "evaluation/metrics.csv")
+            if self.audit is not None:
+                mlflow.log_text(self.audit.to_json(), "evaluation/audit.json")
+                mlflow.log_metrics(self.audit.metrics())
             for name in ("subgroups", "masking", "fusion", "shapley"):
                 df = getattr(self, name)
                 if df is not None and len(df):
@@ -345,6 +352,23 @@ def evaluate_scored(
     )
 
 
+def _audit(cohort: Any, tasks: tuple[str, ...], notes: list[str]) -> Any:
+    """The data audit of the evaluated cohort (``None`` for a cohort the audit cannot read)."""
+    from ..audit import audit_cohort
+    from ..cohort import load_cohort
+    from ..errors import MedmmError
+
+    try:
+        c = load_cohort(cohort, progress=False) if isinstance(cohort, (str, Path)) else cohort
+        rep = audit_cohort(c, tasks=list(tasks))
+    except MedmmError as exc:
+        notes.append(f"the data audit could not run: {exc}")
+        return None
+    if rep.warnings:
+        notes.append(f"the data audit found {len(rep.warnings)} problem(s) in the cohort; see 'Data audit'")
+    return rep
+
+
 def evaluate_cohort(
     model: Any,
     cohort: Any,
@@ -369,6 +393,7 @@ def evaluate_cohort(
     num_workers: int = 0,
     engine: str = "local",
     address: str | None = None,
+    audit: bool = True,
 ) -> EvaluationResult:
     """Score ``cohort`` with ``model`` in batches and evaluate it.
 
@@ -401,6 +426,9 @@ def evaluate_cohort(
     engine, address:
         Where a manifest is scored: ``'local'`` or ``'ray'`` (a Ray cluster at ``address``,
         see :mod:`medmm.engines`); the results are the same.
+    audit:
+        Also run the data audit (:func:`medmm.audit.audit_cohort`) on the cohort; its findings
+        go into the report.
     """
     from ..train.hub import load_model
     from .scoring import score_cohort
@@ -426,6 +454,8 @@ def evaluate_cohort(
                           min_subgroup=min_subgroup)
     res.info.update({"split": split or "all", "calibration split": calibration_split if val is not None else "–",
                      "model": type(model).__name__, "modalities": "+".join(res.modalities)})
+    if audit:
+        res.audit = _audit(cohort, res.tasks, res.warnings)
     figures = None
     if out is not None or mlflow:
         figures = res.figures()

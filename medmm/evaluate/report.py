@@ -323,5 +323,10 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
     if result.comparisons:
         for name, df in result.comparisons.items():
             parts.append(f"<h2>Paired comparison: {e(name)}</h2>" + _table(df))
+    audit = getattr(result, "audit", None)
+    if audit is not None:
+        parts.append("<h2>Data audit</h2><p class='note'>Leakage suspects (single-feature AUROC on the training "
+                     "split), data recorded after the index time, duplicates across splits, type drift, disguised "
+                     "missing values and label prevalence (medmm.audit).</p>" + audit.to_html())
     parts.append("</body></html>")
     return "".join(parts)

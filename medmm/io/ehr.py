@@ -42,6 +42,8 @@ __all__ = [
     "event_features",
     "EventFeaturizer",
     "EVENT_COLUMNS",
+    "PLACEHOLDER_TOKENS",
+    "is_placeholder",
 ]
 
 #: columns of a long (event) EHR table
@@ -55,6 +57,23 @@ OBSERVATION_KINDS = {"laboratory": "lab", "social-history": "observation", "surv
 VALUE_KINDS = ("lab", "numeric", "vital", "observation")
 #: kinds counted in the window
 COUNT_KINDS = ("encounter", "condition", "medication", "procedure", "imaging", "lab")
+
+#: text a numeric export writes for "no value" (compared stripped and case-folded)
+PLACEHOLDER_TOKENS = frozenset({"?", "??", "???", "-", "--", "---", ".", "..", "na", "n/a", "n.a.", "nan", "null",
+                                "none", "missing", "unknown", "unk", "not done", "nd", "n.d.", "#n/a", "#na",
+                                "#value!", "#div/0!", "(null)", "<na>", "empty", "blank"})
+#: the placeholders that never name a category (``-`` may mean a negative dipstick, ``unknown`` a level)
+ALWAYS_MISSING_TOKENS = frozenset({"?", "??", "???", "#n/a", "#na", "#value!", "#div/0!", "(null)", "<na>"})
+
+
+def is_placeholder(value: Any, *, numeric: bool = True) -> bool:
+    """Whether ``value`` is text an export writes for "no value" (``?``, ``n/a``, ``-`` ...);
+    with ``numeric=False`` only the tokens that never name a category count."""
+    if not isinstance(value, str):
+        return False
+    v = value.strip().casefold()
+    return v in (PLACEHOLDER_TOKENS if numeric else ALWAYS_MISSING_TOKENS) or (numeric and v == "")
+
 
 _UNIT = re.compile(r"^\s*(?P<name>.*?)\s*\[(?P<unit>[^\]]*)\]\s*$")
 
@@ -96,7 +115,43 @@ def _load_table(path: str, mtime: float):
             column="patient_id",
             hint="keep one row per patient (aggregate events first)",
         )
-    return df.set_index("patient_id")
+    df, tokens = _placeholders_to_missing(df)
+    out = df.set_index("patient_id")
+    out.attrs["missing_tokens"] = tokens
+    return out
+
+
+def _placeholders_to_missing(df: "pd.DataFrame") -> tuple["pd.DataFrame", dict[str, dict[str, str]]]:
+    """Read placeholder text (``?``, ``-``, ``n/a``, ``missing`` ...) as missing.
+
+    In a column whose other values are all numbers every placeholder of
+    :data:`PLACEHOLDER_TOKENS` becomes missing and the column numeric (left as
+    text, ``?`` would turn a numeric column into categories); in a text column only the tokens
+    that never name a category (``?``, ``#N/A``) do. Returns the table and
+    ``{column: {patient_id: token}}`` of what was replaced, which the audit reports.
+    """
+    import pandas as pd
+
+    tokens: dict[str, dict[str, str]] = {}
+    for col in df.columns:
+        if col == "patient_id" or not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
+            continue
+        s = df[col]
+        present = s.notna()
+        texts = s[present].astype(str)
+        numeric_like = pd.to_numeric(texts.str.strip(), errors="coerce").notna()
+        loose = texts.map(is_placeholder)
+        if numeric_like.any() and (numeric_like | loose).all():
+            hit = loose
+            df[col] = pd.to_numeric(texts.str.strip().where(~loose), errors="coerce").reindex(df.index)
+        else:
+            hit = texts.map(lambda v: is_placeholder(v, numeric=False))
+            if hit.any():
+                df[col] = s.astype(object).where(~hit.reindex(df.index, fill_value=False))
+        if hit.any():
+            idx = hit[hit].index
+            tokens[str(col)] = {str(df.at[i, "patient_id"]): str(texts[i]).strip() for i in idx}
+    return df, tokens
 
 
 def read_ehr_wide(path: str | Path, *, patient_id: str, **_: Any) -> Tabular:
@@ -121,7 +176,12 @@ def read_ehr_wide(path: str | Path, *, patient_id: str, **_: Any) -> Tabular:
         values[name] = None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
         if unit:
             units[name] = unit
-    return Tabular(values=values, units=units)
+    tab = Tabular(values=values, units=units)
+    replaced = {parse_header(c)[0]: by_pid[patient_id]
+                for c, by_pid in table.attrs.get("missing_tokens", {}).items() if patient_id in by_pid}
+    if replaced:  # placeholders read as missing: the audit reports them per column
+        tab.missing_tokens = replaced  # type: ignore[attr-defined]
+    return tab
 
 
 # --------------------------------------------------------------------------- events
@@ -356,8 +416,16 @@ def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
                                          hint="date every event, or give demographics the kind 'static'")))
     df = df[~undated]
     df["end"] = pd.NaT
+    # '?' / 'n/a' as a lab value is a missing value, not a categorical result
+    held = df["kind"].isin(VALUE_KINDS) & df["value"].map(is_placeholder) & df["value"].notna()
+    tokens = [(str(p), _feature_name(k, c, n), str(v).strip())
+              for p, k, c, n, v in zip(df["patient_id"][held], df["kind"][held], df["code"][held], df["name"][held],
+                                       df["value"][held])]
+    if held.any():
+        df["value"] = df["value"].astype(object).where(~held, None)
     out = df[[*EVENT_COLUMNS, "end"]].copy()
     out.attrs["problems"] = problems
+    out.attrs["missing_tokens"] = tokens
     return out
 
 
@@ -389,6 +457,9 @@ def read_ehr_long(
                         column="index_time", hint="set the manifest's index_time for this patient")
     tab = event_features(rows, index_time, lookback=lookback, numeric_stats=numeric_stats)
     tab.problems = problems  # type: ignore[attr-defined]
+    replaced = {feature: token for p, feature, token in df.attrs.get("missing_tokens", ()) if p == pid}
+    if replaced:  # placeholders read as missing: the audit reports them per feature
+        tab.missing_tokens = replaced  # type: ignore[attr-defined]
     return tab
 
 

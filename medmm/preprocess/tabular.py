@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ..errors import NotFittedError
+from ..io.ehr import is_placeholder
 from ..records import Tabular
 
 __all__ = ["TabularPreprocessor"]
@@ -41,9 +43,22 @@ class TabularPreprocessor:
         self.__dict__.pop("_fast_", None)  # the numpy mirror of an earlier fit is stale
         df = self._frame(rows)
         numeric, categorical = [], []
+        placeholders: dict[str, int] = {}
         for c in df.columns:
             conv = pd.to_numeric(df[c], errors="coerce")
-            (numeric if conv.notna().sum() >= df[c].notna().sum() * 0.95 and df[c].notna().any() else categorical).append(c)
+            # placeholder text ('?', 'n/a', '-') is a missing value, not evidence that a column is categorical
+            held = df[c].map(is_placeholder) & conv.isna()
+            given = int((df[c].notna() & ~held).sum())
+            if conv.notna().sum() >= given * 0.95 and conv.notna().any():
+                numeric.append(c)
+                if held.any():
+                    placeholders[str(c)] = int(held.sum())
+            else:
+                categorical.append(c)
+        if placeholders:
+            warnings.warn("EHR placeholder text read as missing in numeric column(s) "
+                          + ", ".join(f"{c!r} (x{n})" for c, n in placeholders.items())
+                          + "; export missing values as empty cells", UserWarning, stacklevel=2)
         self.numeric_, self.categorical_ = numeric, categorical
         n_q = max(2, min(100, len(df)))
         self.transformer_ = ColumnTransformer(
@@ -70,8 +85,8 @@ class TabularPreprocessor:
         df = df.reindex(columns=self.numeric_ + self.categorical_)
         for c in self.numeric_:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-        for c in self.categorical_:
-            df[c] = df[c].astype(object).where(df[c].notna(), np.nan)
+        for c in self.categorical_:  # '?' never names a category
+            df[c] = df[c].astype(object).where(df[c].notna() & ~df[c].map(_never_a_category), np.nan)
         return df
 
     def transform_many(self, rows: list[Tabular]) -> np.ndarray:
@@ -257,6 +272,10 @@ class _FastTabular:
         missing = np.isnan(z)
         z = np.where(missing, self.medians[None, :], z)
         return np.concatenate([z, missing[:, self.indicator].astype(np.float64)], axis=1)
+
+
+def _never_a_category(v: Any) -> bool:
+    return is_placeholder(v, numeric=False)
 
 
 def _cat_key(v):
