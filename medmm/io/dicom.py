@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DicomError, GeometryError
+from ..problems import Problem
 from ..records import Image
 
 __all__ = [
@@ -115,15 +116,6 @@ _ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientatio
 
 class DicomWarning(UserWarning):
     """A DICOM series was read despite a problem (``irregular='accept'``) or resampled."""
-
-
-@dataclass
-class Problem:
-    """A geometry problem of a stack: ``kind`` is one of ``duplicate``, ``tilt``,
-    ``missing``, ``irregular``, ``mixed``."""
-
-    kind: str
-    message: str
 
 
 @dataclass
@@ -955,8 +947,9 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
     if dup:
         problems.append(
             Problem(
-                "duplicate",
-                f"{dup} duplicate slice position(s) that no header field tells apart (echo, "
+                "warning",
+                kind="duplicate",
+                message=f"{dup} duplicate slice position(s) that no header field tells apart (echo, "
                 "temporal position, b-value/gradient, image type, instance order)",
             )
         )
@@ -973,7 +966,7 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
         shear = inplane[-1] / span if span > 0 else inplane[-1]
         angle = math.degrees(math.atan(float(np.linalg.norm(shear))))
         problems.append(
-            Problem("tilt", f"slice positions are not along the slice normal (gantry tilt {angle:.2f} deg)")
+            Problem("warning", kind="tilt", message=f"slice positions are not along the slice normal (gantry tilt {angle:.2f} deg)")
         )
     med = float(np.median(steps))
     tol = max(0.02, 0.01 * med)
@@ -982,9 +975,9 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
         ratio = steps[bad] / med
         if np.all((np.abs(ratio - np.round(ratio)) < 0.1) & (np.round(ratio) >= 2)):
             n_missing = int(np.sum(np.round(ratio) - 1))
-            problems.append(Problem("missing", f"{n_missing} missing slice(s) (spacing {med:.4g} mm, gaps up to {steps.max():.4g} mm)"))
+            problems.append(Problem("warning", kind="missing", message=f"{n_missing} missing slice(s) (spacing {med:.4g} mm, gaps up to {steps.max():.4g} mm)"))
         else:
-            problems.append(Problem("irregular", f"irregular slice spacing ({steps.min():.4g} to {steps.max():.4g} mm)"))
+            problems.append(Problem("warning", kind="irregular", message=f"irregular slice spacing ({steps.min():.4g} to {steps.max():.4g} mm)"))
     return problems
 
 
@@ -1033,7 +1026,7 @@ def scan_stacks(frames: list[Frame]) -> list[Stack]:
                     if all(p.kind != q.kind for q in probs):
                         probs.append(p)
             if len({len(v) for v in s.volumes}) > 1:
-                probs.append(Problem("irregular", "volumes have different numbers of slices"))
+                probs.append(Problem("warning", kind="irregular", message="volumes have different numbers of slices"))
             s.problems = probs
             stacks.append(s)
     return stacks
@@ -1384,7 +1377,7 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
             n_loc = len(chosen) - 1
             volumes[0].problems = [
                 *volumes[0].problems,
-                Problem("localizer", f"ignored {n_loc} localizer stack(s) in the same series"),
+                Problem("warning", kind="localizer", message=f"ignored {n_loc} localizer stack(s) in the same series"),
             ]
             return volumes[0]
         desc = "; ".join(f"{s.id}: {_stack_label(s)}" for s in chosen)
@@ -1402,7 +1395,7 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 "irregular='accept' to read the largest stack with a warning",
             )
         warnings.warn(f"{path}: {msg}; reading the largest ({chosen[0].id})", DicomWarning, stacklevel=4)
-        chosen[0].problems = [*chosen[0].problems, Problem("mixed", msg)]
+        chosen[0].problems = [*chosen[0].problems, Problem("warning", kind="mixed", message=msg)]
     return chosen[0]
 
 
