@@ -125,14 +125,29 @@ class CachedImageDataset(torch.utils.data.Dataset):
 def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, report: Any = None,
                      progress: bool = False) -> dict[str, int]:
     """:meth:`CachedImageDataset.prefill` for several datasets (the splits of one run, sharing a
-    preprocessor and a cache) in one pass, so that one worker pool serves them all."""
+    preprocessor and a cache) in one pass, so that one worker pool serves them all.
+
+    Under ``torchrun`` or Ray Train every rank first fills its share of the images (every
+    ``world_size``-th from its rank) into the shared cache, then, after a barrier, finds them
+    all there; so the ranks of all nodes fill the cache together and agree on what is missing.
+    """
+    from .distributed import barrier, dist_info
+
     if not datasets:
         return {"images": 0, "failed": 0, "computed": 0}
     first = datasets[0]
     todo = [(ds, i, it["image_source"]) for ds in datasets for i, it in enumerate(ds.items)
             if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
-    results = fill_image_cache([s for _, _, s in todo], first.preprocessor.steps["image"], first.cache_dir,
-                               workers=workers, progress=progress)
+    sources = [s for _, _, s in todo]
+    step = first.preprocessor.steps["image"] if "image" in first.preprocessor.steps else None
+    info = dist_info()
+    computed = 0
+    if info.enabled and step is not None:
+        share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
+                                 progress=progress)
+        computed = sum(s == "computed" for s, _ in share)
+        barrier()
+    results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress) if todo else []
     failed = 0
     for (ds, i, _), (status, err) in zip(todo, results):
         if status == "error":
@@ -140,7 +155,7 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
             ds.items[i]["image_source"] = None
             if report is not None:
                 report.add("error", err, patient_id=ds.items[i]["id"], modality="image", column="image_path")
-    return {"images": len(todo), "failed": failed, "computed": sum(s == "computed" for s, _ in results)}
+    return {"images": len(todo), "failed": failed, "computed": computed + sum(s == "computed" for s, _ in results)}
 
 
 class _Filler:
