@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from medmm.cli import main
 
@@ -34,17 +35,21 @@ def test_two_ray_train_workers_on_two_nodes_match_one_process(tiny_cohort, tmp_p
     from medmm.preprocess.cache import VolumeCache
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [str(tiny_cohort), "preprocess.image.spatial_size=[16,16,16]", "model.dim=16",
-              "model.modality_dropout=0.0", "model.encoders.image.name=tiny_cnn3d", "model.encoders.image.dropout=0.0",
-              "model.encoders.notes.name=tfidf_mlp", "model.encoders.notes.dropout=0.0",
-              "model.encoders.ehr.dropout=0.0", "train.min_epochs=1", "train.device=cpu",
-              "train.scheduler=constant", "tracking.plots=false", "--epochs", "2", "--quiet", "--no-log-model",
-              "--tracking-uri", uri]
+    base = {"cohort": {"manifest": str(tiny_cohort)},
+            "preprocess": {"image": {"spatial_size": [16, 16, 16]}},
+            "model": {"dim": 16, "modality_dropout": 0.0,
+                      "encoders": {"image": {"name": "tiny_cnn3d", "dropout": 0.0}, "notes": {"name": "tfidf_mlp",
+                                   "dropout": 0.0}, "vitals": {"name": "gru"}, "ehr": {"name": "mlp", "dropout": 0.0}}},
+            "train": {"min_epochs": 1, "device": "cpu", "scheduler": "constant"},
+            "tracking": {"plots": False}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(base))
+    common = ["--config", str(tmp_path / "exp.yaml")]
+    opts = ["--epochs", "2", "--quiet", "--no-log-model", "--tracking-uri", uri]
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 120 * 2**20})
     c.add_node(num_cpus=1, object_store_memory=120 * 2**20)
     c.wait_for_nodes()
     try:
-        assert main(["train", *common, "train.batch_size=4", f"preprocess.cache_dir={tmp_path / 'cache'}",
+        assert main(["train", "train.batch_size=4", f"preprocess.cache_dir={tmp_path / 'cache'}", *common, *opts,
                      "--experiment", "ray", "--out", str(tmp_path / "ray"), "--engine", "ray", "--address",
                      c.address, "--num-workers", "2"]) == 0
         nodes = [n for n in ray.nodes() if n["Alive"]]
@@ -52,7 +57,7 @@ def test_two_ray_train_workers_on_two_nodes_match_one_process(tiny_cohort, tmp_p
         ray.shutdown()
         c.shutdown()
     assert len(nodes) == 2 and all(n["Resources"]["CPU"] == 1 for n in nodes)  # so one worker per node
-    assert main(["train", *common, "train.batch_size=8", "--experiment", "single", "--out",
+    assert main(["train", "train.batch_size=8", *common, *opts, "--experiment", "single", "--out",
                  str(tmp_path / "single")]) == 0
 
     client = MlflowClient(uri)

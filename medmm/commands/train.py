@@ -173,7 +173,7 @@ def train_on_ray(cfg: Any, *, address: str | None = None, num_workers: int = 2, 
     (Path(cfg.out_dir) / "run.json").unlink(missing_ok=True)
     trainer = TorchTrainer(
         _ray_train_loop,
-        train_loop_config={"config": cfg.resolved()},
+        train_loop_config={"config": cfg},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(name="medmm-train", storage_path=str(Path(cfg.out_dir) / "ray_train")),
     )
@@ -190,10 +190,9 @@ def _ray_train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: the experiment, as one rank of the process group Ray Train set up."""
     import ray.train
 
-    from ..config import load_config
     from ..experiment import run_experiment
 
-    res = run_experiment(config=load_config(config["config"]), progress=False)
+    res = run_experiment(config=config["config"], progress=False)
     ray.train.report({"best_epoch": float(res.train_result.best_epoch) if res.train_result else -1.0})
 
 
