@@ -39,7 +39,8 @@ _WRAP = """
 import json, resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
 with open(sys.argv[1], "w") as fh:
-    json.dump({"rc": rc, "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    json.dump({"rc": rc, "maxrss_kb": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}, fh)
 sys.exit(rc)
 """
 
@@ -49,8 +50,9 @@ def _medmm() -> list[str]:
 
 
 def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd``; wall seconds, peak RSS of its process tree (MB, polled every 50 ms) and the
-    largest single descendant's ``ru_maxrss`` (MB). Raises when it fails, with its log's tail."""
+    """Run ``cmd``; wall seconds, peak RSS of its process tree (MB, polled every 50 ms), the
+    largest single descendant's ``ru_maxrss`` (MB), the CPU seconds of the tree and the machine's
+    1-minute load average at the end. Raises when it fails, with its log's tail."""
     import psutil
 
     stats = log.with_suffix(".rusage.json")
@@ -88,8 +90,9 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     th.join()
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
-    maxrss = json.loads(stats.read_text())["maxrss_kb"] / 1024
-    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "max_process_rss_mb": maxrss}
+    ru = json.loads(stats.read_text())
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "max_process_rss_mb": ru["maxrss_kb"] / 1024,
+            "cpu_s": ru["cpu_s"], "load_1min": os.getloadavg()[0]}
 
 
 def ensure_cohort(data_dir: Path, n: int, size: int, workers: int) -> tuple[Path, float | None]:
@@ -139,7 +142,9 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
     row: dict[str, object] = {"n_patients": n, "image_size": args.image_size, "spatial_size": s}
     if synth_s is not None:
         row["synth_s"] = round(synth_s, 2)
-    say = lambda msg: print(f"[n={n}] {msg}", flush=True)  # noqa: E731
+
+    def say(msg: str) -> None:
+        print(f"[n={n}] {msg}", flush=True)
 
     for w in (1, 2):
         cache = work / f"cache_pre{w}"
@@ -147,7 +152,10 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
                           "--workers", str(w), "--quiet"], log=work / f"preprocess_{w}w.log")
         row[f"load_patients_per_s_{w}w"] = round(n / r["wall_s"], 2)
         row[f"preprocess_{w}w_wall_s"] = round(r["wall_s"], 2)
-        say(f"preprocess --workers {w}: {r['wall_s']:.1f} s, {n / r['wall_s']:.1f} patients/s")
+        row[f"preprocess_{w}w_cpu_s"] = round(r["cpu_s"], 2)
+        row[f"preprocess_{w}w_load_1min"] = round(r["load_1min"], 1)
+        say(f"preprocess --workers {w}: {r['wall_s']:.1f} s, {n / r['wall_s']:.1f} patients/s "
+            f"({r['cpu_s']:.1f} CPU s; machine load {r['load_1min']:.1f} on {os.cpu_count()} CPUs)")
         if w == 1:
             shutil.rmtree(cache, ignore_errors=True)
 
@@ -165,6 +173,7 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
         row[f"train_prefill_s_{phase}"] = round(secs["prefill_s"], 2)
         row[f"train_s_{phase}"] = round(secs["train_s"], 2)
         row[f"train_{phase}_wall_s"] = round(r["wall_s"], 2)
+        row[f"train_{phase}_cpu_s"] = round(r["cpu_s"], 2)
         if phase == "cold":
             row["train_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
             row["train_max_process_rss_mb"] = round(r["max_process_rss_mb"], 1)
@@ -179,11 +188,13 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
     row["evaluate_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
     row["evaluate_max_process_rss_mb"] = round(r["max_process_rss_mb"], 1)
     row["local_evaluate_s"] = round(r["wall_s"], 2)
+    row["local_evaluate_load_1min"] = round(r["load_1min"], 1)
     say(f"evaluate local --workers {args.eval_workers}: {r['wall_s']:.1f} s, tree peak RSS {r['peak_rss_mb']:.0f} MB")
     if cluster_address is not None:
         r = run_measured([*ev, "--out", str(work / "eval_ray"), "--engine", "ray", "--address", cluster_address],
                          log=work / "eval_ray.log")
         row["ray_evaluate_s"] = round(r["wall_s"], 2)
+        row["ray_evaluate_load_1min"] = round(r["load_1min"], 1)
         same, diff = _predictions_equal(work / "eval_local" / "predictions.parquet",
                                         work / "eval_ray" / "predictions.parquet")
         row["predictions_identical"] = same
@@ -216,6 +227,10 @@ def report(rows: list[dict[str, object]]) -> None:
         n = r["n_patients"]
         speed = r["load_patients_per_s_2w"] / r["load_patients_per_s_1w"]
         _check(f"[{n}] preprocess 2 workers / 1 worker", speed, ">= 1.7x", speed >= 1.7)
+        if "preprocess_1w_cpu_s" in r:
+            extra = r["preprocess_2w_cpu_s"] / r["preprocess_1w_cpu_s"]
+            print(f"         (CPU seconds 2 workers / 1 worker {extra:.2f}: what the pool adds; machine load "
+                  f"{r['preprocess_1w_load_1min']} / {r['preprocess_2w_load_1min']} on {os.cpu_count()} CPUs)")
         warm = r["train_epoch_s_cold"] / r["train_epoch_s_warm"]
         _check(f"[{n}] cold epoch / warm epoch", warm, ">= 5x", warm >= 5)
         if r.get("ray_evaluate_s") is not None:

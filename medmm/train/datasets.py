@@ -139,7 +139,7 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
     todo = [(ds, i, it["image_source"]) for ds in datasets for i, it in enumerate(ds.items)
             if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
     sources = [s for _, _, s in todo]
-    step = first.preprocessor.steps["image"] if "image" in first.preprocessor.steps else None
+    step = first.preprocessor.steps.get("image")
     info = dist_info()
     computed = 0
     if info.enabled and step is not None:
