@@ -233,6 +233,9 @@ def report(rows: list[dict[str, object]]) -> None:
                   f"{r['preprocess_1w_load_1min']} / {r['preprocess_2w_load_1min']} on {os.cpu_count()} CPUs)")
         warm = r["train_epoch_s_cold"] / r["train_epoch_s_warm"]
         _check(f"[{n}] cold epoch / warm epoch", warm, ">= 5x", warm >= 5)
+        if r.get("train_prefill_s_warm"):
+            print(f"         (of which filling the cache: cold {r['train_prefill_s_cold']:.1f} s, warm "
+                  f"{r['train_prefill_s_warm']:.1f} s; the rest is the model's training loop)")
         if r.get("ray_evaluate_s") is not None:
             ray = r["ray_evaluate_s"] / r["local_evaluate_s"]
             _check(f"[{n}] evaluate ray / local process pool", ray, "<= 1.3x", ray <= 1.3)
