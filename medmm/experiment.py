@@ -200,14 +200,16 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     parts = (("train", train_recs), ("val", val_recs), ("test", test_recs))
     if "image" in model_config.modalities:
         # images stream from disk through the preprocessed-volume cache: memory does not grow with the cohort
-        from .train.datasets import CachedImageDataset
+        from .train.datasets import CachedImageDataset, prefill_datasets
 
         cache_dir = cfg.preprocess.cache_dir or str(Path(cfg.out_dir) / "cache")
         datasets = {s: CachedImageDataset(r, pre, columns, cache_dir=cache_dir, training=s == "train",
                                           seed=train_config.seed, progress=progress)
                     for s, r in parts}
-        for ds in datasets.values():
-            ds.prefill(workers=cfg.preprocess.workers, report=report, progress=progress)
+        t = time.perf_counter()
+        filled = prefill_datasets(list(datasets.values()), workers=cfg.preprocess.workers, report=report,
+                                  progress=progress)
+        tracker.log_metrics({"prefill_s": time.perf_counter() - t, "prefill_computed": filled["computed"]})
     else:
         datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in parts}
     tc = cfg.transfer
@@ -225,6 +227,7 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
         tracker.log_dict(transfer_info, "transfer/transfer.json")
     result = train(model, datasets["train"], val, train_config, callbacks=[tracker, *callbacks], progress=progress,
                    resume=resume)
+    tracker.log_metrics({"train_loop_s": result.seconds})
     return model, result, datasets
 
 

@@ -83,3 +83,29 @@ def test_an_image_that_vanishes_is_missing_and_reported_not_a_crash(tiny_cohort,
     assert ds[1]["values"]["image"] is None and ds[0]["values"]["image"] is not None
     batch = ds.collate([ds[i] for i in range(len(ds))])
     assert batch.present[:, ds.modalities.index("image")].tolist() == [True, False, True, True]
+
+
+def test_prefill_of_several_splits_reads_only_what_is_not_cached(tiny_loaded, tmp_path, monkeypatch):
+    """One pass over the run's splits: entries already cached are found without reading an image,
+    the rest computed in workers, each split's dataset sees its own results."""
+    from medmm.records import ImageSource
+    from medmm.train.datasets import prefill_datasets
+
+    train = [r for r in tiny_loaded.records if r.split == "train"][:8]
+    val = [r for r in tiny_loaded.records if r.split == "val"][:6]
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(train)
+    n_train = sum(r.present["image"] for r in train)
+    n_val = sum(r.present["image"] for r in val)
+    assert CachedImageDataset(train, pre, ("tumor",), cache_dir=tmp_path).prefill()["computed"] == n_train
+    made = [CachedImageDataset(rs, pre, ("tumor",), cache_dir=tmp_path) for rs in (train, val)]
+    assert prefill_datasets(made, workers=2) == {"images": n_train + n_val, "failed": 0, "computed": n_val}
+    assert len(VolumeCache(tmp_path)) == n_train + n_val
+
+    def no_read(self):
+        raise AssertionError(f"{self.path} read although cached")
+
+    monkeypatch.setattr(ImageSource, "read", no_read)
+    again = [CachedImageDataset(rs, pre, ("tumor",), cache_dir=tmp_path) for rs in (train, val)]
+    assert prefill_datasets(again, workers=2) == {"images": n_train + n_val, "failed": 0, "computed": 0}
+    i = next(k for k, r in enumerate(val) if r.present["image"])
+    np.testing.assert_array_equal(again[1][i]["values"]["image"], made[1][i]["values"]["image"])

@@ -7,11 +7,13 @@ Examples::
     medmm train cohort/manifest.csv --epochs 20            # no config file: defaults everywhere
     medmm train --resume 3f2a...                           # continue a killed run from its last checkpoint
     torchrun --nproc_per_node 2 -m medmm train --config experiment.yaml   # DistributedDataParallel
+    medmm train --config experiment.yaml --engine ray --address auto --num-workers 4   # Ray Train, across nodes
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +51,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--register", metavar="NAME", default=None,
                    help="register the logged model under NAME in the MLflow model registry")
     p.add_argument("--no-log-model", action="store_true", help="do not log the model to MLflow")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (or each torchrun process); ray: --num-workers processes of a Ray "
+                        "cluster under Ray Train's TorchTrainer, one DDP process group (default local)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster for --engine ray: auto, host:port or ray://host:port (default $RAY_ADDRESS, "
+                        "else a Ray started for this command)")
+    p.add_argument("--num-workers", type=int, default=2, metavar="N",
+                   help="training processes for --engine ray, one CPU (or GPU with --gpu) each (default 2)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker (NCCL); --engine ray")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -93,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.distributed import dist_info
 
     main = dist_info().rank == 0
+    if args.engine != "local" and args.resume:
+        raise ConfigError("--resume runs locally", hint="resume without --engine ray, or start a new run on Ray")
     if args.resume:
         if args.args or args.config:
             raise ConfigError("--resume takes no config or overrides", hint="a resumed run keeps its logged settings")
@@ -102,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
+        if args.engine == "ray":
+            return _print_ray(train_on_ray(cfg, address=args.address, num_workers=args.num_workers,
+                                           use_gpu=args.gpu))
         res = run_experiment(config=cfg, progress=not args.quiet)
     _shutdown()
     if main:
@@ -119,3 +135,76 @@ def _shutdown() -> None:
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------ Ray Train
+
+
+def train_on_ray(cfg: Any, *, address: str | None = None, num_workers: int = 2, use_gpu: bool = False) -> dict[str, Any]:
+    """Run the experiment ``cfg`` under Ray Train's ``TorchTrainer``: ``num_workers`` processes
+    anywhere on the cluster, joined in one process group (gloo, NCCL with ``use_gpu``) by Ray
+    Train; each runs :func:`medmm.experiment.run_experiment` as a ``torchrun`` rank would (its
+    shard of every epoch, DDP, the image cache filled in shares; rank 0 logs, checkpoints and
+    writes ``out_dir``). The manifest, its files, ``preprocess.cache_dir`` and ``out_dir`` must
+    be at the same paths on every node (a shared filesystem), medmm installed on each.
+
+    Returns rank 0's summary: ``run_id``, ``tracking_uri``, ``model_dir``, ``out_dir``."""
+    import json
+    from pathlib import Path
+
+    from ..engines.ray_engine import connect
+    from ..errors import ConfigError, EngineError
+    from ..train.tracking import default_tracking_uri
+
+    if num_workers < 1:
+        raise ConfigError(f"--num-workers must be at least 1, got {num_workers}", column="num_workers")
+    connect(address)
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise EngineError("Ray Train is not installed", hint="pip install 'medmm[ray]' (ray[train])") from exc
+    # the workers run in other folders, on other machines: every path absolute, the cache shared
+    cfg.out_dir = str(Path(cfg.out_dir).resolve())
+    cfg.cohort.manifest = str(Path(cfg.cohort.manifest).resolve())
+    cfg.preprocess.cache_dir = str(Path(cfg.preprocess.cache_dir or Path(cfg.out_dir) / "cache").resolve())
+    cfg.tracking.tracking_uri = cfg.tracking.tracking_uri or default_tracking_uri()
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "run.json").unlink(missing_ok=True)
+    trainer = TorchTrainer(
+        _ray_train_loop,
+        train_loop_config={"config": cfg},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="medmm-train", storage_path=str(Path(cfg.out_dir) / "ray_train")),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps the workers' errors, with their tracebacks
+        raise EngineError(f"training on Ray failed: {exc}",
+                          hint="the same config runs locally without --engine ray") from exc
+    run = json.loads((Path(cfg.out_dir) / "run.json").read_text())
+    return {**run, "out_dir": cfg.out_dir, "model_dir": str(Path(cfg.out_dir) / "model"), "num_workers": num_workers}
+
+
+def _ray_train_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the experiment, as one rank of the process group Ray Train set up."""
+    import ray.train
+
+    from ..experiment import run_experiment
+
+    res = run_experiment(config=config["config"], progress=False)
+    ray.train.report({"best_epoch": float(res.train_result.best_epoch) if res.train_result else -1.0})
+
+
+def _print_ray(summary: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    metrics = Path(summary["out_dir"]) / "metrics_by_pattern.csv"
+    if metrics.exists():
+        import pandas as pd
+
+        m = pd.read_csv(metrics)
+        print(m[m["group"] == "all"].to_string(index=False))
+    print(f"model: {summary['model_dir']} (Ray Train, {summary['num_workers']} workers)\n"
+          f"MLflow run {summary['run_id']} in {summary['tracking_uri']}")
+    return 0

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "CACHE_VERSION"]
+__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "cached_entry", "CACHE_VERSION"]
 
 #: Bumped when the on-disk layout or a preprocessing default changes meaning.
 CACHE_VERSION = 2
@@ -235,23 +235,10 @@ class VolumeCache:
         return f"VolumeCache({str(self.root)!r}, entries={len(self)}, max_bytes={self.max_bytes})"
 
 
-def preprocess_cached(
-    path: Any,
-    preprocessor: Any,
-    cache: VolumeCache | None,
-    *,
-    training: bool = False,
-    seed: int | None = None,
-    reader: Callable[..., Any] | None = None,
-    **read_options: Any,
-) -> np.ndarray:
-    """Read and preprocess the image at ``path`` (a path, or an
-    :class:`~medmm.records.ImageSource` that knows its format and reader options) through ``cache``.
-
-    Only the deterministic part (``preprocessor.transform_deterministic``, else
-    ``transform``) is cached; with ``training=True`` augmentation
-    (``preprocessor.augment_array``) is applied afterwards, to a copy, with ``seed``.
-    """
+def _request(path: Any, preprocessor: Any, reader: Callable[..., Any] | None,
+             read_options: dict[str, Any]) -> tuple[Any, dict[str, Any], Callable[[], np.ndarray]]:
+    """``(sources, config, compute)`` of one cache entry: what :meth:`VolumeCache.key` hashes,
+    and how to build the entry on a miss."""
     if hasattr(path, "read") and hasattr(path, "options"):  # an ImageSource
         source = path
         path = source.path
@@ -270,8 +257,35 @@ def preprocess_cached(
         fn = getattr(preprocessor, "transform_deterministic", None) or preprocessor.transform
         return np.asarray(fn(image))
 
-    config = {"preprocessor": config_fingerprint(preprocessor), "read": read_options}
-    arr = cache.get_or_compute(path, config, compute) if cache is not None else compute()
+    return path, {"preprocessor": config_fingerprint(preprocessor), "read": read_options}, compute
+
+
+def cached_entry(path: Any, preprocessor: Any, cache: VolumeCache, **read_options: Any) -> np.ndarray | None:
+    """The cache's (memory-mapped) entry for ``path`` preprocessed by ``preprocessor``, or None;
+    never reads the image. A missing source file is a :class:`~medmm.errors.ReadError`."""
+    sources, config, _ = _request(path, preprocessor, None, read_options)
+    return cache.get(cache.key(sources, config))
+
+
+def preprocess_cached(
+    path: Any,
+    preprocessor: Any,
+    cache: VolumeCache | None,
+    *,
+    training: bool = False,
+    seed: int | None = None,
+    reader: Callable[..., Any] | None = None,
+    **read_options: Any,
+) -> np.ndarray:
+    """Read and preprocess the image at ``path`` (a path, or an
+    :class:`~medmm.records.ImageSource` that knows its format and reader options) through ``cache``.
+
+    Only the deterministic part (``preprocessor.transform_deterministic``, else
+    ``transform``) is cached; with ``training=True`` augmentation
+    (``preprocessor.augment_array``) is applied afterwards, to a copy, with ``seed``.
+    """
+    sources, config, compute = _request(path, preprocessor, reader, read_options)
+    arr = cache.get_or_compute(sources, config, compute) if cache is not None else compute()
     if training and getattr(preprocessor, "augment", False) and hasattr(preprocessor, "augment_array"):
         return preprocessor.augment_array(np.array(arr), seed=seed)
     return arr

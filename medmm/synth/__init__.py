@@ -441,6 +441,20 @@ def _render_chunk(out: Path, cfg: SynthConfig, chunk: list[dict[str, Any]]) -> l
     return [_render_patient(out, cfg, p) for p in chunk]
 
 
+def _pool_context():
+    """``fork`` when nothing here runs threads that a fork could catch holding a lock (torch's,
+    MLflow's): the workers start at once with this process's imports. Otherwise ``forkserver``,
+    preloaded with what the workers import, so that they do not each pay for it."""
+    import multiprocessing as mp
+    import sys
+
+    if "fork" in mp.get_all_start_methods() and not {"torch", "mlflow", "ray"} & set(sys.modules):
+        return mp.get_context("fork")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "pandas", "nibabel", "pydicom"])
+    return ctx
+
+
 def _render_all(out: Path, cfg: SynthConfig, patients: Any, n: int, workers: int, bar: Any):
     """Rendered patients in order, from this process or from ``workers`` processes."""
     if workers <= 1 or n < 2:
@@ -449,14 +463,12 @@ def _render_all(out: Path, cfg: SynthConfig, patients: Any, n: int, workers: int
             bar.update(1)
         return
     import itertools
-    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     size = max(1, min(32, n // (workers * 4)))
     chunks = iter(lambda: list(itertools.islice(patients, size)), [])
-    # forkserver: forking a process that runs torch or MLflow threads can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         for done in pool.map(partial(_render_chunk, out, cfg), chunks):
             yield from done
             bar.update(len(done))

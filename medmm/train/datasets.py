@@ -29,7 +29,7 @@ import torch
 from ..errors import MedmmError
 from ..records import Missing, PatientRecord
 
-__all__ = ["CachedImageDataset", "fill_image_cache", "ImageReadWarning"]
+__all__ = ["CachedImageDataset", "fill_image_cache", "prefill_datasets", "ImageReadWarning"]
 
 
 class ImageReadWarning(UserWarning):
@@ -90,18 +90,7 @@ class CachedImageDataset(torch.utils.data.Dataset):
     def prefill(self, *, workers: int = 0, report: Any = None, progress: bool = False) -> dict[str, int]:
         """Preprocess every image into the cache now (in ``workers`` processes); an image that
         cannot be read becomes missing here, its error added to ``report``. Returns counts."""
-        todo = [(i, it["image_source"]) for i, it in enumerate(self.items)
-                if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
-        results = fill_image_cache([s for _, s in todo], self.preprocessor.steps["image"], self.cache_dir,
-                                   workers=workers, progress=progress)
-        failed = 0
-        for (i, _), (status, err) in zip(todo, results):
-            if status == "error":
-                failed += 1
-                self.items[i]["image_source"] = None
-                if report is not None:
-                    report.add("error", err, patient_id=self.items[i]["id"], modality="image", column="image_path")
-        return {"images": len(todo), "failed": failed, "computed": sum(s == "computed" for s, _ in results)}
+        return prefill_datasets([self], workers=workers, report=report, progress=progress)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         from ..preprocess.cache import preprocess_cached
@@ -133,22 +122,74 @@ class CachedImageDataset(torch.utils.data.Dataset):
         return collate(items, self.modalities, self.shapes, self.tasks)
 
 
+def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, report: Any = None,
+                     progress: bool = False) -> dict[str, int]:
+    """:meth:`CachedImageDataset.prefill` for several datasets (the splits of one run, sharing a
+    preprocessor and a cache) in one pass, so that one worker pool serves them all.
+
+    Under ``torchrun`` or Ray Train every rank first fills its share of the images (every
+    ``world_size``-th from its rank) into the shared cache, then, after a barrier, finds them
+    all there; so the ranks of all nodes fill the cache together and agree on what is missing.
+    """
+    from .distributed import barrier, dist_info
+
+    if not datasets:
+        return {"images": 0, "failed": 0, "computed": 0}
+    first = datasets[0]
+    todo = [(ds, i, it["image_source"]) for ds in datasets for i, it in enumerate(ds.items)
+            if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
+    sources = [s for _, _, s in todo]
+    step = first.preprocessor.steps.get("image")
+    info = dist_info()
+    computed = 0
+    if info.enabled and step is not None:
+        share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
+                                 progress=progress)
+        computed = sum(s == "computed" for s, _ in share)
+        barrier()
+    results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress) if todo else []
+    failed = 0
+    for (ds, i, _), (status, err) in zip(todo, results):
+        if status == "error":
+            failed += 1
+            ds.items[i]["image_source"] = None
+            if report is not None:
+                report.add("error", err, patient_id=ds.items[i]["id"], modality="image", column="image_path")
+    return {"images": len(todo), "failed": failed, "computed": computed + sum(s == "computed" for s, _ in results)}
+
+
 class _Filler:
     def __init__(self, preprocessor: Any, cache_dir: str) -> None:
         self.preprocessor, self.cache_dir = preprocessor, cache_dir
         self._cache = None
 
-    def __call__(self, source: Any) -> tuple[str, str]:
-        from ..preprocess.cache import VolumeCache, preprocess_cached
+    @property
+    def cache(self):
+        from ..preprocess.cache import VolumeCache
 
         if self._cache is None:
             self._cache = VolumeCache(self.cache_dir)
-        before = self._cache.misses
+        return self._cache
+
+    def lookup(self, source: Any) -> tuple[str, str] | None:
+        """``("hit", "")`` when the entry is there, ``("error", message)`` when the source is
+        gone, None when it must be computed; reads no image."""
+        from ..preprocess.cache import cached_entry
+
         try:
-            preprocess_cached(source, self.preprocessor, self._cache)
+            return None if cached_entry(source, self.preprocessor, self.cache) is None else ("hit", "")
         except MedmmError as exc:
             return "error", str(exc)
-        return ("computed" if self._cache.misses > before else "hit"), ""
+
+    def __call__(self, source: Any) -> tuple[str, str]:
+        from ..preprocess.cache import preprocess_cached
+
+        before = self.cache.misses
+        try:
+            preprocess_cached(source, self.preprocessor, self.cache)
+        except MedmmError as exc:
+            return "error", str(exc)
+        return ("computed" if self.cache.misses > before else "hit"), ""
 
 
 _FILLER: _Filler | None = None
@@ -168,25 +209,42 @@ def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Pat
                      progress: bool = False) -> list[tuple[str, str]]:
     """Preprocess each image source into the cache at ``cache_dir``; ``(status, error)`` per
     source, status ``"hit"``, ``"computed"`` or ``"error"``. Entries already there are kept,
-    so a killed run resumes where it stopped."""
+    so a killed run resumes where it stopped.
+
+    Hits are found in this process (a stat and a checksum, no image read), so only the images
+    to compute go to the ``workers`` processes; the first of them is computed here before the
+    pool forks, so that the workers inherit the readers' and transforms' imports instead of
+    each paying them.
+    """
     from tqdm.auto import tqdm
 
     filler = _Filler(preprocessor, str(cache_dir))
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str] | None] = [None] * len(sources)
     with tqdm(total=len(sources), desc="preprocess images", unit="img", disable=not progress) as bar:
-        if workers <= 0 or len(sources) < 2:
-            for s in sources:
-                out.append(filler(s))
+        todo = []
+        for i, s in enumerate(sources):
+            found = filler.lookup(s)
+            if found is None:
+                todo.append(i)
+            else:
+                out[i] = found
                 bar.update(1)
-            return out
-        import multiprocessing as mp
+        if workers > 0 and len(todo) > 2:
+            import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers, initializer=_init_filler, initargs=(filler,)) as pool:
-            for res in pool.imap(_fill_one, sources, chunksize=1):
-                out.append(res)
+            i = todo.pop(0)
+            out[i] = filler(sources[i])
+            bar.update(1)
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(min(workers, len(todo)), initializer=_init_filler, initargs=(filler,)) as pool:
+                for i, res in zip(todo, pool.imap(_fill_one, [sources[i] for i in todo], chunksize=1)):
+                    out[i] = res
+                    bar.update(1)
+        else:
+            for i in todo:
+                out[i] = filler(sources[i])
                 bar.update(1)
-    return out
+    return out  # type: ignore[return-value]
 
 
 def preprocess_row(row: dict[str, Any], *, base: str, preprocessor: Any, cache_dir: str) -> dict[str, str]:
