@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,10 @@ class ModelConfig:
         return spec.pop("name"), spec, pre
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        import copy
+        from dataclasses import fields
+
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "modalities"}
         d["modalities"] = list(self.modalities)
         d["modality_kinds"] = self.modalities.kinds
         return d
