@@ -255,7 +255,8 @@ class ModelSection(_Section):
             kind = meta("encoder", enc.name)
             mkind = declared.get(m)
             if mkind and kind.get("kind") and kind["kind"] != mkind:
-                raise ValueError(f"encoder {enc.name!r} reads {kind['kind']} modalities, not {m} ({mkind})")
+                raise ValueError(f"encoder {enc.name!r} reads {kind['kind']} modalities ({kind.get('modality')}), "
+                                 f"not {m} ({mkind})")
             step = {"image": "image", "text": "notes", "series": "vitals", "table": "ehr"}.get(mkind or "", None)
             key = kind.get("input") if kind.get("input") in ("tokens", "embedding") else (step or
                                                                                             DEFAULT_KIND_STEP.get(kind.get("kind"), "ehr"))
@@ -527,7 +528,29 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         candidate = path.parent / cfg.cohort.manifest
         if candidate.exists() or not Path(cfg.cohort.manifest).exists():
             cfg.cohort.manifest = str(candidate)
+    _check_model_modalities(cfg, path)
     return cfg
+
+
+def _check_model_modalities(cfg: ExperimentConfig, source: Any) -> None:
+    """``model.modalities`` names declared modalities (the defaults, the manifest's sidecar, the
+    ``modalities:`` section), with "did you mean" for a misspelt one."""
+    from .catalog import suggest
+    from .cohort import modality_spec
+
+    chosen = cfg.model.modalities if isinstance(cfg.model, ModelSection) else None
+    if not chosen:
+        return
+    try:
+        spec = modality_spec(cfg.cohort.manifest, cfg.modalities)
+    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
+        return
+    for m in chosen:
+        if m not in spec:
+            raise ConfigError(f"model.modalities names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
+                              path=source, column="model.modalities",
+                              hint=f"declared: {list(spec)}; declare others with their kind in the `modalities:` "
+                                   "section or the manifest's sidecar <manifest>.modalities.yaml")
 
 
 def json_schema() -> dict[str, Any]:
