@@ -14,25 +14,25 @@ from typing import Any
 
 __all__ = ["BUILTIN", "names", "meta", "suggest", "check_name"]
 
-#: family -> name -> registry metadata that config checks need (modality and input kind of encoders)
+#: family -> name -> registry metadata that config checks need (default modality, modality kind and input of encoders)
 BUILTIN: dict[str, dict[str, dict[str, Any]]] = {
     "encoder": {
-        "tiny_cnn3d": {"modality": "image", "input": "image"},
-        "monai_resnet": {"modality": "image", "input": "image"},
-        "monai_densenet": {"modality": "image", "input": "image"},
-        "monai_efficientnet": {"modality": "image", "input": "image"},
-        "monai_seresnet": {"modality": "image", "input": "image"},
-        "monai_vit": {"modality": "image", "input": "image"},
-        "swin": {"modality": "image", "input": "image"},
-        "tfidf_mlp": {"modality": "notes", "input": "vector"},
-        "text_transformer": {"modality": "notes", "input": "tokens"},
-        "sentence_mlp": {"modality": "notes", "input": "embedding"},
-        "gru": {"modality": "vitals", "input": "sequence"},
-        "grud": {"modality": "vitals", "input": "sequence"},
-        "tcn": {"modality": "vitals", "input": "sequence"},
-        "vitals_transformer": {"modality": "vitals", "input": "sequence"},
-        "mlp": {"modality": "ehr", "input": "vector"},
-        "ft_transformer": {"modality": "ehr", "input": "vector"},
+        "tiny_cnn3d": {"modality": "image", "kind": "image", "input": "image"},
+        "monai_resnet": {"modality": "image", "kind": "image", "input": "image"},
+        "monai_densenet": {"modality": "image", "kind": "image", "input": "image"},
+        "monai_efficientnet": {"modality": "image", "kind": "image", "input": "image"},
+        "monai_seresnet": {"modality": "image", "kind": "image", "input": "image"},
+        "monai_vit": {"modality": "image", "kind": "image", "input": "image"},
+        "swin": {"modality": "image", "kind": "image", "input": "image"},
+        "tfidf_mlp": {"modality": "notes", "kind": "text", "input": "vector"},
+        "text_transformer": {"modality": "notes", "kind": "text", "input": "tokens"},
+        "sentence_mlp": {"modality": "notes", "kind": "text", "input": "embedding"},
+        "gru": {"modality": "vitals", "kind": "series", "input": "sequence"},
+        "grud": {"modality": "vitals", "kind": "series", "input": "sequence"},
+        "tcn": {"modality": "vitals", "kind": "series", "input": "sequence"},
+        "vitals_transformer": {"modality": "vitals", "kind": "series", "input": "sequence"},
+        "mlp": {"modality": "ehr", "kind": "table", "input": "vector"},
+        "ft_transformer": {"modality": "ehr", "kind": "table", "input": "vector"},
     },
     "fusion": {"attention": {}, "concat": {}, "gated": {}, "late": {}, "cross_attention": {}},
     "head": {"binary": {}, "multiclass": {}, "multilabel": {}, "regression": {}},

@@ -6,6 +6,12 @@ with its row and column; :func:`load_cohort` reads every modality through the re
 registry, collects per-patient problems into a :class:`ProblemReport` instead of dying on
 the first bad file (unless ``strict=True``), and turns a failed modality into
 ``Missing("read_error")``.
+
+Modalities: the four defaults (``image``, ``notes``, ``vitals``, ``ehr``) need no declaration;
+any other ``<name>_path`` column is a modality declared with its kind in the sidecar
+``<manifest stem>.modalities.yaml`` (schema ``medmm/schemas/modalities.schema.json``) or in the
+experiment config's ``modalities:`` section (:func:`modality_spec`). An undeclared ``*_path``
+column is an error, never silently metadata.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from typing import Any
 from . import schemas as _schemas
 from .errors import ManifestError, MedmmError
 from .problems import Problem, ProblemReport
+from .records import MODALITIES, Missing, ModalitySpec, PatientRecord
 from .schemas import load_schema
-from .records import MODALITIES, Missing, PatientRecord
 
 __all__ = [
     "Problem",
@@ -35,6 +41,8 @@ __all__ = [
     "assign_splits",
     "fill_splits",
     "skipped_rows",
+    "modality_spec",
+    "sidecar_path",
     "SCHEMA_DIR",
 ]
 
@@ -44,11 +52,76 @@ SCHEMA_DIR = Path(_schemas.__file__).parent
 #: the split names a manifest may give; any other value (blank included) gets one assigned
 SPLITS = ("train", "val", "test")
 
+BASE_COLUMNS = ("patient_id", "split", "index_time", "site", "sex")
+
 KNOWN_COLUMNS = (
-    "patient_id", "split", "index_time", "site", "sex",
+    *BASE_COLUMNS,
     *(f"{m}_path" for m in MODALITIES),
     *(f"{m}_format" for m in MODALITIES),
 )
+
+SIDECAR_SUFFIXES = (".modalities.yaml", ".modalities.yml", ".modalities.json")
+
+
+def known_columns(spec: Any = None) -> tuple[str, ...]:
+    """The manifest columns medmm reads for the modalities of ``spec`` (default: the four)."""
+    names = tuple(ModalitySpec.coerce(spec))
+    return (*BASE_COLUMNS, *(f"{m}_path" for m in names), *(f"{m}_format" for m in names))
+
+
+def sidecar_path(manifest: str | Path) -> Path | None:
+    """The modality declarations next to ``manifest`` (``<stem>.modalities.yaml``), if any."""
+    manifest = Path(manifest)
+    stem = manifest.name.split(".")[0] if manifest.name else "manifest"
+    for suffix in SIDECAR_SUFFIXES:
+        cand = manifest.parent / f"{stem}{suffix}"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_modality_declarations(path: str | Path) -> dict[str, str]:
+    """``{name: kind}`` of a modality declaration file (YAML or JSON), checked against
+    ``medmm/schemas/modalities.schema.json``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ManifestError(f"cannot read the modality declarations: {exc}", path=path,
+                            hint="write YAML such as `modalities: {pet: image, labs: table}`") from exc
+    return check_modality_declarations(doc, source=path)
+
+
+def check_modality_declarations(doc: Any, *, source: Any = None) -> dict[str, str]:
+    """``{name: kind}`` of a declaration document (``{"modalities": {...}}`` or the mapping itself)."""
+    import jsonschema
+
+    if isinstance(doc, dict) and "modalities" not in doc:
+        doc = {"modalities": doc}
+    validator = jsonschema.Draft202012Validator(load_schema("modalities.schema.json"))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if err is not None:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top)"
+        raise ManifestError(f"modality declarations: {where}: {err.message}", path=source,
+                            hint="declare each modality as `name: kind` with kind one of image, text, series, table "
+                                 "(see medmm/schemas/modalities.schema.json)")
+    return {str(k): (v["kind"] if isinstance(v, dict) else v) for k, v in doc["modalities"].items()}
+
+
+def modality_spec(manifest: str | Path | None = None, declared: Any = None) -> ModalitySpec:
+    """The modalities of a cohort: the four defaults, then those declared in the manifest's
+    sidecar (:func:`sidecar_path`), then ``declared`` (an experiment config's ``modalities:``
+    section, a mapping ``name -> kind``); a later declaration of a name overrides its kind."""
+    spec = ModalitySpec()
+    side = sidecar_path(manifest) if manifest is not None else None
+    if side is not None:
+        spec = spec.merged(read_modality_declarations(side))
+    if declared:
+        spec = spec.merged(declared if isinstance(declared, ModalitySpec)
+                           else check_modality_declarations(dict(declared)))
+    return spec
 
 
 def read_manifest(path: str | Path):
@@ -97,8 +170,13 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any = None) -> ProblemReport:
-    """Check a manifest against its schema and the files it names; report every problem."""
+def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any = None,
+                      modalities: Any = None) -> ProblemReport:
+    """Check a manifest against its schema and the files it names; report every problem.
+
+    ``modalities`` is the cohort's :class:`~medmm.records.ModalitySpec` (default: the four
+    defaults and the sidecar's declarations, :func:`modality_spec`). A ``<name>_path`` or
+    ``<name>_format`` column of an undeclared modality is an error saying how to declare it."""
     import jsonschema
     import pandas as pd
 
@@ -106,9 +184,15 @@ def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any 
 
     path = Path(path)
     report = ProblemReport(source=str(path))
+    try:
+        spec = modalities if isinstance(modalities, ModalitySpec) else modality_spec(path, modalities)
+    except MedmmError as exc:
+        report.add_error(exc)
+        return report
     df = read_manifest(path) if frame is None else frame  # ``frame``: the table, already read
     base = path.parent
     cols = list(df.columns)
+    known = known_columns(spec)
     if "patient_id" not in cols:
         close = difflib.get_close_matches("patient_id", cols, n=1, cutoff=0.6)
         report.add("error", "required column 'patient_id' is missing"
@@ -116,10 +200,18 @@ def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any 
         return report
     label_cols = [c for c in cols if c.startswith("label_")]
     for c in cols:
-        if c in KNOWN_COLUMNS or c.startswith("label_"):
+        if c in known or c.startswith("label_"):
             continue
-        close = difflib.get_close_matches(c, KNOWN_COLUMNS, n=1, cutoff=0.8)
-        if close:
+        close = difflib.get_close_matches(c, known, n=1, cutoff=0.8)
+        if c.endswith(("_path", "_format")) and not close:
+            name = c.rsplit("_", 1)[0]
+            side = sidecar_path(path)
+            report.add("error", f"column {c!r} names a modality {name!r} that is not declared, so its files would "
+                       f"never be read. Declare it with its kind (image, text, series or table) in "
+                       f"{(side or path.parent / (path.name.split('.')[0] + '.modalities.yaml')).name} "
+                       f"(`modalities: {{{name}: image}}`) or the experiment config's `modalities:` section, or "
+                       f"rename the column if it is patient metadata", column=c)
+        elif close:
             report.add("error", f"unknown column {c!r}: did you mean {close[0]!r}? Rename it, or the column is "
                        "treated as patient metadata and its files are never read", column=c)
     if not label_cols:
@@ -162,7 +254,7 @@ def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any 
                            row=i, column="index_time", patient_id=pid)
         if not check_files:
             continue
-        for m in MODALITIES:
+        for m in spec:
             value = row.get(f"{m}_path")
             if not value:
                 continue
@@ -174,7 +266,7 @@ def validate_manifest(path: str | Path, *, check_files: bool = True, frame: Any 
                 continue
             if not row.get(f"{m}_format"):
                 try:
-                    infer_format(m, target)
+                    infer_format(spec.kind(m), target, name=m)
                 except MedmmError as exc:
                     report.add_error(exc, row=i, column=f"{m}_path", patient_id=pid, modality=m)
     return report
@@ -312,12 +404,17 @@ class Cohort:
     """
 
     def __init__(self, rows: list[dict[str, Any]] | None, report: ProblemReport, manifest: Path | None = None, *,
-                 modalities: tuple[str, ...] = MODALITIES, strict: bool = False, frame: Any = None,
+                 modalities: Any = None, strict: bool = False, frame: Any = None,
                  records: list[PatientRecord] | None = None, index: list[int] | None = None,
                  _shared: dict[str, Any] | None = None) -> None:
         self.report = report
         self.manifest = manifest
-        self.modalities = tuple(modalities)
+        if modalities is None and records:
+            from .records import spec_of_records
+
+            modalities = spec_of_records(records)
+        #: the modalities records are built with (a :class:`~medmm.records.ModalitySpec`)
+        self.modalities = ModalitySpec.coerce(modalities)
         self.strict = strict
         self.frame = frame
         self._rows = rows
@@ -329,12 +426,22 @@ class Cohort:
     # ---------------------------------------------------------------- construction
 
     @classmethod
-    def from_manifest(cls, manifest: str | Path, *, strict: bool = False, modalities: tuple[str, ...] = MODALITIES,
-                      split_seed: int = 0, progress: bool = True) -> "Cohort":
-        """Read and validate ``manifest`` once; records are built later, on access."""
+    def from_manifest(cls, manifest: str | Path, *, strict: bool = False, modalities: Any = None,
+                      declare: Any = None, split_seed: int = 0, progress: bool = True) -> "Cohort":
+        """Read and validate ``manifest`` once; records are built later, on access.
+
+        The cohort's modalities are the defaults plus the sidecar's and ``declare``'s
+        declarations (:func:`modality_spec`); ``modalities`` (names, or a
+        :class:`~medmm.records.ModalitySpec` such as a model's, which also declares) limits the
+        records to those."""
         manifest = Path(manifest)
         df = read_manifest(manifest)
-        report = validate_manifest(manifest, check_files=False, frame=df)
+        extra = modalities if isinstance(modalities, (ModalitySpec, dict)) else None
+        declared = modality_spec(manifest, declare)
+        if extra is not None:
+            declared = declared.merged(extra)
+        spec = declared if modalities is None else declared.subset(list(modalities))
+        report = validate_manifest(manifest, check_files=False, frame=df, modalities=declared)
         VALIDATIONS["count"] += 1
         structural = [p for p in report.errors if p.row is None]
         if structural:
@@ -359,7 +466,7 @@ class Cohort:
             row = {k: _cell(v) for k, v in raw.items()}
             row["_row"] = int(i)
             rows.append(row)
-        return cls(rows, report, manifest, modalities=modalities, strict=strict, frame=df)
+        return cls(rows, report, manifest, modalities=spec, strict=strict, frame=df)
 
     @classmethod
     def from_records(cls, records: list[PatientRecord], report: ProblemReport | None = None,
@@ -512,9 +619,19 @@ class Cohort:
     def check(self, *, read_images: bool = True, workers: int = 0, progress: bool = False) -> ProblemReport:
         """Build every record and read every image once (voxels not kept), so that every
         unreadable file is in the report; returns the report."""
-        for _ in self.iter(workers=workers, progress=progress, check_images=read_images and "image" in self.modalities):
+        for _ in self.iter(workers=workers, progress=progress,
+                           check_images=read_images and bool(self.modalities.of_kind("image"))):
             pass
         return self.report
+
+    def available_modalities(self) -> ModalitySpec:
+        """The modalities this cohort has: a ``<name>_path`` column with at least one non-empty
+        cell (for in-memory records: present in at least one), in declaration order."""
+        if self._all_records is not None:
+            have = {m for k in self._index for m, p in self._all_records[k].present.items() if p}
+        else:
+            have = {m for m in self.modalities if any(self._rows[k].get(f"{m}_path") for k in self._index)}  # type: ignore[index]
+        return self.modalities.subset([m for m in self.modalities if m in have])
 
     def summary(self):
         """One row per split: patients, per-modality presence and label prevalence."""
@@ -525,8 +642,8 @@ class Cohort:
         for split in sorted({str(r.split) for r in recs_all}):
             recs = [r for r in recs_all if str(r.split) == split]
             row: dict[str, Any] = {"split": split, "patients": len(recs)}
-            for m in MODALITIES:
-                row[f"{m} present"] = sum(r.present[m] for r in recs)
+            for m in self.available_modalities() or self.modalities:
+                row[f"{m} present"] = sum(r.present.get(m, False) for r in recs)
             for t in self.tasks:
                 ys = [r.labels.get(t) for r in recs if r.labels.get(t) is not None]
                 row[f"{t} prevalence"] = round(sum(ys) / len(ys), 3) if ys else float("nan")
@@ -564,9 +681,12 @@ def row_to_record(
     report: ProblemReport | None = None,
     row_index: int | None = None,
     strict: bool = False,
-    modalities: tuple[str, ...] = MODALITIES,
+    modalities: Any = None,
 ) -> PatientRecord:
     """One manifest row to a :class:`PatientRecord`, reading its files through the registry.
+
+    ``modalities`` (a :class:`~medmm.records.ModalitySpec`, names of default modalities, or
+    ``None`` for the four defaults) are the record's modalities; each is read by its kind's reader.
 
     A modality that fails to read becomes ``Missing("read_error")`` and its error is added to
     ``report`` (or raised when ``strict`` or when there is no report).
@@ -582,6 +702,8 @@ def row_to_record(
         index_time = pd.Timestamp(row["index_time"]) if row.get("index_time") else None
     except (ValueError, TypeError):
         index_time = None
+    spec = ModalitySpec.coerce(modalities)
+    values: dict[str, Any] = {m: Missing("not_acquired") for m in spec}
     rec = PatientRecord(
         patient_id=pid,
         labels=labels,
@@ -589,20 +711,22 @@ def row_to_record(
         index_time=index_time,
         meta={k: v for k, v in row.items() if k not in ("patient_id", "split", "index_time", "_row")
               and not k.startswith("label_") and not k.endswith("_path") and not k.endswith("_format")},
+        modalities=values,
     )
-    for m in modalities:
+    for m in spec:
         value = row.get(f"{m}_path")
         if not value:
-            setattr(rec, m, Missing("not_acquired"))
             continue
+        kind = spec.kind(m)
         try:
-            if m == "image":  # voxels stay on disk until used
-                value = lazy_image(_resolve(base, str(value)), row.get(f"{m}_format"))
+            if kind == "image":  # voxels stay on disk until used
+                value = lazy_image(_resolve(base, str(value)), row.get(f"{m}_format"), name=m)
             else:
                 value = read_modality(
-                    m, _resolve(base, str(value)), row.get(f"{m}_format"), patient_id=pid, index_time=index_time,
+                    kind, _resolve(base, str(value)), row.get(f"{m}_format"), name=m, patient_id=pid,
+                    index_time=index_time,
                 )
-            setattr(rec, m, value)
+            rec.modalities[m] = value
             # readers collect per-row problems (a dropped bad row, an unknown code) instead of failing
             for prob in getattr(value, "problems", None) or []:
                 if report is not None:
@@ -613,29 +737,31 @@ def row_to_record(
                 raise
             if report is not None:
                 report.add_error(exc, row=row_index, column=f"{m}_path", patient_id=pid, modality=m)
-            setattr(rec, m, Missing("read_error", str(exc)))
+            rec.modalities[m] = Missing("read_error", str(exc))
     return rec
 
 
 def read_image_or_missing(record: PatientRecord, report: ProblemReport | None = None) -> PatientRecord:
-    """Read ``record``'s image once (voxels not kept) to check it; an unreadable one becomes
-    ``Missing("read_error")`` with its error in ``report``. Returns the record."""
-    img = record.image
-    if isinstance(img, Missing) or getattr(img, "in_memory", True):
-        return record
-    try:
-        img.loaded()
-    except MedmmError as exc:
-        if report is not None:
-            report.add_error(exc, patient_id=record.patient_id, modality="image", column="image_path")
-        record.image = Missing("read_error", str(exc))
+    """Read each of ``record``'s images once (voxels not kept) to check it; an unreadable one
+    becomes ``Missing("read_error")`` with its error in ``report``. Returns the record."""
+    from .records import Image
+
+    for m, img in list(record.modalities.items()):
+        if not isinstance(img, Image) or img.in_memory:
+            continue
+        try:
+            img.loaded()
+        except MedmmError as exc:
+            if report is not None:
+                report.add_error(exc, patient_id=record.patient_id, modality=m, column=f"{m}_path")
+            record.modalities[m] = Missing("read_error", str(exc))
     return record
 
 
 class _RowBuilder:
     """Manifest rows -> records in a worker process."""
 
-    def __init__(self, rows: list[dict[str, Any]] | None, manifest: Path | None, modalities: tuple[str, ...],
+    def __init__(self, rows: list[dict[str, Any]] | None, manifest: Path | None, modalities: Any,
                  strict: bool, check_images: bool = False) -> None:
         self.rows, self.manifest, self.modalities, self.strict = rows, manifest, modalities, strict
         self.check_images = check_images
@@ -669,8 +795,9 @@ def load_cohort(
     *,
     strict: bool = False,
     progress: bool = True,
-    modalities: tuple[str, ...] = MODALITIES,
+    modalities: Any = None,
     split_seed: int = 0,
+    declare: Any = None,
 ) -> Cohort:
     """The :class:`Cohort` of a manifest (:meth:`Cohort.from_manifest`).
 
@@ -678,6 +805,7 @@ def load_cohort(
     demand. Patients without a split are assigned one (stratified on the first label, seeded
     by ``split_seed``). A modality that cannot be read becomes ``Missing("read_error")`` and
     its error goes into ``cohort.report``; with ``strict=True`` the first problem raises.
+    ``declare`` adds modality declarations (``{name: kind}``) to the sidecar's.
     """
     return Cohort.from_manifest(manifest, strict=strict, modalities=modalities, split_seed=split_seed,
-                                progress=progress)
+                                progress=progress, declare=declare)

@@ -197,10 +197,12 @@ class ModelSection(_Section):
     tasks: dict[str, str | dict[str, Any]] | None = Field(
         None, description="task -> head kind (binary, multiclass, multilabel, regression) or {kind, options}; "
                           "default: a binary head for each of `tasks`.")
-    modalities: list[str] = Field(default_factory=lambda: ["image", "notes", "vitals", "ehr"],
-                                  description="Modalities the model reads.")
+    modalities: list[str] | None = Field(
+        None, description="Modalities the model reads (default: those the manifest has, a <name>_path column with at "
+                          "least one file). Names other than image, notes, vitals and ehr are declared with their kind "
+                          "in the top-level `modalities` section or the manifest's sidecar.")
     encoders: dict[str, EncoderSpec] = Field(default_factory=dict, description="modality -> encoder (default per "
-                                             "modality: tiny_cnn3d, tfidf_mlp, gru, mlp).")
+                                             "kind: image tiny_cnn3d, text tfidf_mlp, series gru, table mlp).")
     fusion: FusionSpec = Field(default_factory=FusionSpec, description="Fusion module.")
     dim: int = Field(64, ge=1, description="Width of every encoder's output and of the fusion.")
     modality_dropout: float | dict[str, float] = Field(0.25, description="ModDrop chance (one, or per modality).")
@@ -210,18 +212,28 @@ class ModelSection(_Section):
                                                              "warmup_steps: N}.")
     loss_weighting: Literal["fixed", "uncertainty"] = Field("fixed", description="Multi-task loss weighting.")
     task_weights: dict[str, float] | None = Field(None, description="Fixed per-task loss weights (default 1 each).")
+    modality_kinds: dict[str, Literal["image", "text", "series", "table"]] | None = Field(
+        None, description="Kinds of the model's modalities (filled from the declarations; needed only for a model "
+                          "built outside an experiment).")
+    wide: bool = Field(True, description="Wide-and-deep: a linear path (logistic regression) on the feature vector of "
+                       "every table and text modality, added to the fused logits.")
+    wide_l2: float = Field(1e-3, ge=0, description="L2 penalty of the wide path's weights (wide_l2 * ||W||^2).")
 
     @field_validator("modalities")
     @classmethod
-    def _modalities(cls, v: list[str]) -> list[str]:
-        from .catalog import suggest
-        from .records import MODALITIES
+    def _modalities(cls, v: list[str] | None) -> list[str] | None:
+        from .records import check_modality_name
 
-        for m in v:
-            if m not in MODALITIES:
-                raise ValueError(f"unknown modality {m!r}{suggest(m, list(MODALITIES))}; use a subset of {MODALITIES}")
+        if v is None:
+            return v
         if not v:
-            raise ValueError(f"no modality given; use a non-empty subset of {MODALITIES}")
+            raise ValueError("no modality given; list the modalities to train on, or leave model.modalities out to "
+                             "use those the manifest has")
+        for m in v:
+            try:
+                check_modality_name(m)
+            except ConfigError as exc:
+                raise ValueError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
         return v
 
     @field_validator("tasks")
@@ -237,16 +249,21 @@ class ModelSection(_Section):
     def _encoders(self) -> "ModelSection":
         from .catalog import meta, suggest
 
-        from .records import MODALITIES
+        from .records import DEFAULT_KINDS
 
+        declared = {**DEFAULT_KINDS, **(self.modality_kinds or {})}
         for m, enc in self.encoders.items():
-            if m not in MODALITIES:  # an encoder of a known modality the model does not read is unused
-                raise ValueError(f"encoders names {m!r}{suggest(m, list(MODALITIES))}, which is not a modality "
-                                 f"({MODALITIES})")
+            if m not in declared and (self.modalities is None or m not in self.modalities):
+                raise ValueError(f"encoders names {m!r}{suggest(m, list(declared))}, which is not a modality "
+                                 f"({list(declared)}); declare it in the `modalities` section")
             kind = meta("encoder", enc.name)
-            if kind.get("modality") and kind["modality"] != m:
-                raise ValueError(f"encoder {enc.name!r} reads {kind['modality']}, not {m}")
-            key = kind.get("input") if kind.get("input") in ("tokens", "embedding") else m
+            mkind = declared.get(m)
+            if mkind and kind.get("kind") and kind["kind"] != mkind:
+                raise ValueError(f"encoder {enc.name!r} reads {kind['kind']} modalities ({kind.get('modality')}), "
+                                 f"not {m} ({mkind})")
+            step = {"image": "image", "text": "notes", "series": "vitals", "table": "ehr"}.get(mkind or "", None)
+            key = kind.get("input") if kind.get("input") in ("tokens", "embedding") else (step or
+                                                                                            DEFAULT_KIND_STEP.get(kind.get("kind"), "ehr"))
             try:
                 _check_preprocess_options(key, enc.preprocess)
             except ValueError as exc:
@@ -263,6 +280,9 @@ class ModelSection(_Section):
     def to_config_dict(self) -> dict[str, Any]:
         """The fields given (defaults left to ModelConfig), as plain data."""
         return self.model_dump(exclude_unset=True, mode="json")
+
+
+DEFAULT_KIND_STEP = {"image": "image", "text": "notes", "series": "vitals", "table": "ehr"}
 
 
 class TransferSection(_Section):
@@ -308,6 +328,10 @@ class ExperimentConfig(_Section):
     model_config = ConfigDict(extra="forbid", title="medmm experiment config", validate_assignment=True)
 
     cohort: CohortSection
+    modalities: dict[str, Any] | None = Field(
+        None, description="Modalities beyond the four defaults, as name: kind (image, text, series or table) or "
+                          "name: {kind, description}; the manifest then has a <name>_path column. Merged with the "
+                          "manifest's sidecar <manifest>.modalities.yaml (schema medmm/schemas/modalities.schema.json).")
     tasks: list[str] | None = Field(None, description="Tasks (label_<task> columns) to train; default: all of them.")
     split: SplitSection = Field(default_factory=SplitSection)
     preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
@@ -319,6 +343,21 @@ class ExperimentConfig(_Section):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     out_dir: str = Field("medmm_run", description="Folder of the model, predictions, metrics and checkpoints.")
 
+    @field_validator("modalities")
+    @classmethod
+    def _declared(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        from .cohort import check_modality_declarations
+
+        try:
+            check_modality_declarations(dict(v))
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        except Exception as exc:  # a ManifestError: the same schema as the sidecar
+            raise ValueError(str(getattr(exc, "message", exc))) from None
+        return v
+
     # ------------------------------------------------------------------ builders
     def train_config(self) -> Any:
         from .train.config import TrainConfig
@@ -328,7 +367,11 @@ class ExperimentConfig(_Section):
             d["checkpoint_dir"] = str(Path(self.out_dir) / "checkpoints")
         return TrainConfig(**d)
 
-    def model_config_for(self, tasks: tuple[str, ...]) -> Any:
+    def model_config_for(self, tasks: tuple[str, ...], spec: Any = None, available: Any = None) -> Any:
+        """The :class:`~medmm.models.multimodal.ModelConfig` for ``tasks``. ``spec`` is the cohort's
+        declared :class:`~medmm.records.ModalitySpec`; ``available`` the modalities its manifest has,
+        the default of ``model.modalities``. A modality that is not declared, or that the cohort
+        does not have, is a :class:`ConfigError` saying what to do."""
         from .models.multimodal import ModelConfig
 
         section = self.model
@@ -342,6 +385,34 @@ class ExperimentConfig(_Section):
                                   hint=f"known model keys: {list(ModelSection.model_fields)}") from exc
         d = section.to_config_dict()
         d.setdefault("tasks", {t: "binary" for t in tasks})
+        if spec is not None:
+            spec = _with_kinds(spec, d.get("modality_kinds"))
+            chosen = d.get("modalities")
+            if chosen is None:
+                if available is not None and not len(available):
+                    raise ConfigError("the manifest has no modality to train on: every <name>_path column is absent "
+                                      "or empty", column="model.modalities",
+                                      hint=f"fill the path columns of the declared modalities {list(spec)}")
+                chosen = list(available if available is not None else spec)
+            undeclared = [m for m in chosen if m not in spec]
+            if undeclared:
+                raise ConfigError(f"model.modalities names {undeclared}, which the cohort does not declare",
+                                  column="model.modalities",
+                                  hint=f"declared: {list(spec)}; declare a modality with its kind in the `modalities:` "
+                                       "section (e.g. `modalities: {exam: image}`) or the manifest's sidecar "
+                                       "<manifest>.modalities.yaml")
+            if available is not None:
+                absent = [m for m in chosen if m not in available]
+                if absent:
+                    have = list(available)
+                    raise ConfigError(
+                        f"model.modalities asks for {absent}, but the manifest has no file for "
+                        f"{'it' if len(absent) == 1 else 'them'} (no non-empty {', '.join(a + '_path' for a in absent)} "
+                        "column), so that encoder cannot be trained", column="model.modalities",
+                        hint=f"the manifest has {have}: pass --modalities {','.join(have)} (model.modalities="
+                             f"[{','.join(have)}]) or leave model.modalities out to train on what the manifest has")
+            d["modalities"] = tuple(chosen)
+            d["modality_kinds"] = {m: spec.kind(m) for m in chosen}
         if isinstance(d.get("modalities"), list):
             d["modalities"] = tuple(d["modalities"])
         try:
@@ -360,6 +431,13 @@ class ExperimentConfig(_Section):
         import yaml
 
         return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+
+def _with_kinds(spec: Any, kinds: dict[str, str] | None) -> Any:
+    from .records import ModalitySpec
+
+    spec = ModalitySpec.coerce(spec)
+    return spec.merged(kinds) if kinds else spec
 
 
 def _parse_value(text: str) -> Any:
@@ -454,7 +532,29 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         candidate = path.parent / cfg.cohort.manifest
         if candidate.exists() or not Path(cfg.cohort.manifest).exists():
             cfg.cohort.manifest = str(candidate)
+    _check_model_modalities(cfg, path)
     return cfg
+
+
+def _check_model_modalities(cfg: ExperimentConfig, source: Any) -> None:
+    """``model.modalities`` names declared modalities (the defaults, the manifest's sidecar, the
+    ``modalities:`` section), with "did you mean" for a misspelt one."""
+    from .catalog import suggest
+    from .cohort import modality_spec
+
+    chosen = cfg.model.modalities if isinstance(cfg.model, ModelSection) else None
+    if not chosen:
+        return
+    try:
+        spec = modality_spec(cfg.cohort.manifest, cfg.modalities)
+    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
+        return
+    for m in chosen:
+        if m not in spec:
+            raise ConfigError(f"model.modalities names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
+                              path=source, column="model.modalities",
+                              hint=f"declared: {list(spec)}; declare others with their kind in the `modalities:` "
+                                   "section or the manifest's sidecar <manifest>.modalities.yaml")
 
 
 def json_schema() -> dict[str, Any]:

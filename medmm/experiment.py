@@ -73,10 +73,12 @@ def build_preprocessor(preprocess: Any, model_config: Any):
 
     classes = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
                "ehr": TabularPreprocessor}
+    kinds = getattr(model_config.modalities, "kinds", {})
     steps = {}
     for m, cls in classes.items():
         kw = dict(getattr(preprocess, m, {}) or {}) if preprocess is not None else {}
-        if kw and m in model_config.modalities:
+        if kw and m in model_config.modalities and kinds.get(m, m) == {"image": "image", "notes": "text",
+                                                                        "vitals": "series", "ehr": "table"}[m]:
             if m == "image" and "spatial_size" in kw:
                 kw["spatial_size"] = tuple(kw["spatial_size"])
             try:
@@ -193,12 +195,19 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     from .train.trainer import seed_everything, train
     from .train.transfer import freeze_encoders, load_encoder_weights, pretrain_encoders
 
+    absent = [m for m in model_config.modalities if not any(r.present.get(m, False) for r in train_recs)]
+    if absent:
+        have = [m for m in model_config.modalities if m not in absent]
+        raise ConfigError(f"no training patient has {absent}: the {', '.join(absent)} encoder cannot be trained",
+                          column="model.modalities",
+                          hint=(f"train on {have} (--modalities {','.join(have)})" if have else
+                                "check the manifest's path columns and splits"))
     pre = build_preprocessor(cfg.preprocess, model_config).fit(train_recs)
     seed_everything(train_config.seed)
     model = MultimodalModel(model_config, pre.output_shapes(), pre)
     columns = tuple(getattr(model, "label_columns_flat", model_config.tasks))
     parts = (("train", train_recs), ("val", val_recs), ("test", test_recs))
-    if "image" in model_config.modalities:
+    if model.modalities.of_kind("image"):
         # images stream from disk through the preprocessed-volume cache: memory does not grow with the cohort
         from .train.datasets import CachedImageDataset, prefill_datasets
 
@@ -329,7 +338,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(cfg.cohort.manifest)
     if cohort is None:
-        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress)
+        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities)
     elif not isinstance(cohort, Cohort):  # a list of records
         cohort = Cohort.from_records(list(cohort), manifest=manifest)
     records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
@@ -339,7 +348,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         raise ConfigError("the cohort has no label_* column to train on", path=manifest,
                           hint="add label columns such as label_tumor to the manifest")
     cfg.tasks = list(tasks)
-    model_config = cfg.model_config_for(tasks)
+    spec = cohort.modalities
+    if cfg.modalities:
+        spec = spec.merged(cfg.modalities)
+    model_config = cfg.model_config_for(tasks, spec=spec, available=cohort.available_modalities())
     cfg.model = model_config.to_dict()  # logged in full: a resumed run must not pick up changed defaults
     train_config = cfg.train_config()
     parts = _splits(cfg, records, tasks)
@@ -365,7 +377,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         tracker.log_params({**{k: v for k, v in resolved.items() if k not in ("cohort", "out_dir")},
                             "cohort": {"manifest": manifest.name, "strict": cfg.cohort.strict},
                             "data": {f"n_{s}": len(r) for s, r in parts.items()} | {
-                                f"present_{m}_train": sum(x.present[m] for x in parts["train"])
+                                f"present_{m}_train": sum(x.present.get(m, False) for x in parts["train"])
                                 for m in model_config.modalities}})
         if audit is not None and main:
             tracker.log_dict(audit.to_dict(), "data/audit.json")

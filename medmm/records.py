@@ -1,9 +1,11 @@
 """Patient records and the modality value types.
 
-A :class:`PatientRecord` holds up to four modalities (``image``, ``notes``, ``vitals``,
-``ehr``). Each is either a value (:class:`Image`, :class:`Notes`, :class:`Vitals`,
-:class:`Tabular`) or :class:`Missing` with a reason: a missing modality is data, not a
-special case.
+A modality is a name and a kind (:class:`ModalitySpec`): ``image`` (:class:`Image`), ``text``
+(:class:`Notes`), ``series`` (an irregular time series, :class:`Vitals`) or ``table``
+(:class:`Tabular`). The four default names are ``image``, ``notes``, ``vitals`` and ``ehr``; a
+cohort may declare more (two image series, a labs table, ...). A :class:`PatientRecord` holds one
+value per modality, or :class:`Missing` with a reason: a missing modality is data, not a special
+case.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -20,6 +24,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "MODALITIES",
+    "KINDS",
+    "DEFAULT_KINDS",
+    "ModalitySpec",
+    "subset_name",
     "Missing",
     "Image",
     "ImageSource",
@@ -31,7 +39,158 @@ __all__ = [
     "PatientRecord",
 ]
 
+#: the default modality names (a cohort may declare others, see :class:`ModalitySpec`)
 MODALITIES: tuple[str, ...] = ("image", "notes", "vitals", "ehr")
+
+#: what a modality can be: a volume, clinical text, an irregular time series, a row of a table
+KINDS: tuple[str, ...] = ("image", "text", "series", "table")
+
+#: the kind of each default modality
+DEFAULT_KINDS: dict[str, str] = {"image": "image", "notes": "text", "vitals": "series", "ehr": "table"}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: names a modality cannot take: record attributes and manifest columns
+RESERVED_NAMES = frozenset({"patient", "patient_id", "label", "labels", "split", "index", "index_time", "meta",
+                            "modalities", "present", "pattern", "masked", "modality", "site", "sex", "none",
+                            "kinds", "all"})
+
+
+class ModalitySpec(tuple):
+    """The modalities of a cohort or a model: a tuple of names that knows each name's kind.
+
+    ``ModalitySpec()`` is the four defaults; ``ModalitySpec({"ct": "image", "pet": "image",
+    "labs": "table"})`` declares others. It is the tuple of names it replaces (``m in spec``,
+    ``spec.index(m)``, ``"+".join(spec)``, equal to ``("ct", "pet", "labs")``) and gives each
+    name's kind (:meth:`kind`, :attr:`kinds`, :meth:`of_kind`).
+    """
+
+    _kinds: dict[str, str]
+
+    def __new__(cls, kinds: "Mapping[str, Any] | Iterable[str] | None" = None) -> "ModalitySpec":
+        if kinds is None:
+            kinds = DEFAULT_KINDS
+        if isinstance(kinds, ModalitySpec):
+            items = list(kinds.kinds.items())
+        elif isinstance(kinds, Mapping):
+            items = [(str(k), _kind_value(k, v)) for k, v in kinds.items()]
+        else:
+            items = []
+            for name in kinds:
+                name = str(name)
+                if name not in DEFAULT_KINDS:
+                    from .errors import ConfigError
+
+                    raise ConfigError(f"modality {name!r} has no declared kind",
+                                      hint=f"declare it with its kind, e.g. {{{name!r}: 'image'}} (kinds: {KINDS}) in "
+                                           "the experiment config's `modalities:` section or <manifest>.modalities.yaml; "
+                                           f"only the defaults {MODALITIES} need no declaration")
+                items.append((name, DEFAULT_KINDS[name]))
+        out: dict[str, str] = {}
+        for name, kind in items:
+            out[check_modality_name(name)] = kind
+        obj = super().__new__(cls, tuple(out))
+        obj._kinds = out
+        return obj
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (dict(self._kinds),)
+
+    @classmethod
+    def coerce(cls, value: Any, kinds: "Mapping[str, str] | None" = None) -> "ModalitySpec":
+        """A spec from a spec, a mapping ``name -> kind``, names (their kinds taken from ``kinds``,
+        then the defaults) or ``None`` (the defaults)."""
+        if isinstance(value, ModalitySpec):
+            return value
+        if value is None:
+            return cls(kinds) if kinds else cls()
+        if isinstance(value, Mapping):
+            return cls(value)
+        known = {**DEFAULT_KINDS, **dict(kinds or {})}
+        names = [str(v) for v in value]
+        return cls({n: known[n] for n in names}) if all(n in known for n in names) else cls(names)
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, ModalitySpec):
+            return list(self._kinds.items()) == list(other._kinds.items())
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: Any) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """``{name: kind}``, in order."""
+        return dict(self._kinds)
+
+    def kind(self, name: str) -> str:
+        """The kind of ``name``; a :class:`~medmm.errors.ConfigError` naming how to declare it."""
+        try:
+            return self._kinds[name]
+        except KeyError:
+            from .errors import ConfigError
+
+            raise ConfigError(f"unknown modality {name!r}; declared: {list(self._kinds)}",
+                              hint=f"declare it with its kind (one of {KINDS}) in the experiment config's "
+                                   "`modalities:` section or the manifest's sidecar <manifest>.modalities.yaml") from None
+
+    def of_kind(self, kind: str) -> tuple[str, ...]:
+        """The names of one kind, in order."""
+        return tuple(n for n, k in self._kinds.items() if k == kind)
+
+    def subset(self, names: Iterable[str]) -> "ModalitySpec":
+        """The named modalities (in the order given), each with its kind."""
+        return ModalitySpec({n: self.kind(n) for n in names})
+
+    def merged(self, other: "Mapping[str, Any] | ModalitySpec") -> "ModalitySpec":
+        """This spec with ``other``'s declarations added (a name already here takes ``other``'s kind)."""
+        out = dict(self._kinds)
+        out.update(ModalitySpec.coerce(other)._kinds)
+        return ModalitySpec(out)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether every name is a default one with its default kind."""
+        return all(DEFAULT_KINDS.get(n) == k for n, k in self._kinds.items())
+
+    def __repr__(self) -> str:
+        return "ModalitySpec(" + ", ".join(f"{n}={k}" for n, k in self._kinds.items()) + ")"
+
+
+def _kind_value(name: Any, value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, Mapping) else value
+    if kind not in KINDS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"modality {name!r} has kind {kind!r}, which is not a modality kind",
+                          hint=f"use one of {KINDS}")
+    return str(kind)
+
+
+def check_modality_name(name: str) -> str:
+    """``name`` when it can name a modality (lower-case letters, digits, ``_``; not reserved)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in RESERVED_NAMES or name.endswith(("_path", "_format")):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{name!r} cannot name a modality",
+                          hint="use lower-case letters, digits and '_' (starting with a letter, at most 32), not one "
+                               f"of {sorted(RESERVED_NAMES)}; its manifest column is then <name>_path")
+    return name
+
+
+def subset_name(mods: Iterable[str]) -> str:
+    """Canonical name of a set of modalities, e.g. ``'image+vitals'`` (``'none'`` if empty): the
+    default names in their order, then any others alphabetically. Presence patterns, masked
+    subsets and oracle subsets are all named by it, so they match whatever order they came in."""
+    mods = set(mods)
+    names = [m for m in MODALITIES if m in mods] + sorted(m for m in mods if m not in DEFAULT_KINDS)
+    return "+".join(names) if names else "none"
 
 #: Reasons a modality can be missing.
 MISSING_REASONS = (
@@ -377,45 +536,115 @@ class Tabular:
 
 ModalityValue = Union[Image, Notes, Vitals, Tabular, Missing]
 
+_KIND_OF_TYPE = ((Image, "image"), (Notes, "text"), (Vitals, "series"), (Tabular, "table"))
 
-@dataclass
+
+def spec_of_records(records: Iterable["PatientRecord"]) -> ModalitySpec:
+    """The :class:`ModalitySpec` of records in memory: their modality names in order, each kind
+    from the default names or from the values held (an :class:`Image` is an image, ...)."""
+    kinds: dict[str, str | None] = {}
+    for r in records:
+        for m, v in r.modalities.items():
+            if kinds.get(m) is None:
+                kinds[m] = DEFAULT_KINDS.get(m) or next((k for t, k in _KIND_OF_TYPE if isinstance(v, t)), None)
+    unknown = [m for m, k in kinds.items() if k is None]
+    if unknown:
+        from .errors import ConfigError
+
+        raise ConfigError(f"cannot tell the kind of modalities {unknown}: no record holds a value of them",
+                          hint="pass the modalities with their kinds (a ModalitySpec)")
+    return ModalitySpec(kinds) if kinds else ModalitySpec()
+
+
+_UNSET: Any = object()
+
+
+@dataclass(init=False, repr=False)
 class PatientRecord:
-    """Everything medmm knows of one patient."""
+    """Everything medmm knows of one patient.
+
+    ``modalities`` maps each of the record's modality names to its value or :class:`Missing`;
+    each is also an attribute (``record.image``, ``record.ct``). A record holds the four default
+    modalities unless built with others (``PatientRecord("P1", modalities={"ct": img})``); a
+    default name it does not hold reads as ``Missing()``.
+    """
 
     patient_id: str
-    image: ModalityValue = field(default_factory=Missing)
-    notes: ModalityValue = field(default_factory=Missing)
-    vitals: ModalityValue = field(default_factory=Missing)
-    ehr: ModalityValue = field(default_factory=Missing)
-    labels: dict[str, float | None] = field(default_factory=dict)
-    split: str | None = None
-    index_time: "pd.Timestamp | None" = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, float | None]
+    split: str | None
+    index_time: "pd.Timestamp | None"
+    meta: dict[str, Any]
+    modalities: dict[str, ModalityValue]
+
+    def __init__(self, patient_id: str, image: ModalityValue = _UNSET, notes: ModalityValue = _UNSET,
+                 vitals: ModalityValue = _UNSET, ehr: ModalityValue = _UNSET,
+                 labels: dict[str, float | None] | None = None, split: str | None = None,
+                 index_time: "pd.Timestamp | None" = None, meta: dict[str, Any] | None = None,
+                 modalities: "Mapping[str, ModalityValue] | None" = None, **others: ModalityValue) -> None:
+        object.__setattr__(self, "patient_id", patient_id)
+        object.__setattr__(self, "labels", {} if labels is None else labels)
+        object.__setattr__(self, "split", split)
+        object.__setattr__(self, "index_time", index_time)
+        object.__setattr__(self, "meta", {} if meta is None else meta)
+        mods: dict[str, ModalityValue] = ({m: Missing() for m in MODALITIES} if modalities is None
+                                          else dict(modalities))
+        for name, value in (("image", image), ("notes", notes), ("vitals", vitals), ("ehr", ehr), *others.items()):
+            if value is not _UNSET:
+                mods[check_modality_name(name)] = value
+        object.__setattr__(self, "modalities", mods)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "modalities":
+            raise AttributeError(name)
+        mods = self.__dict__.get("modalities")
+        if mods is not None and name in mods:
+            return mods[name]
+        if name in DEFAULT_KINDS:
+            return Missing()
+        raise AttributeError(f"{type(self).__name__} has no modality or attribute {name!r}"
+                             + (f"; its modalities: {list(mods)}" if mods is not None else ""))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        mods = self.__dict__.get("modalities")
+        if mods is not None and (name in mods or name in DEFAULT_KINDS):
+            mods[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def modality(self, name: str) -> ModalityValue:
-        if name not in MODALITIES:
-            raise KeyError(f"unknown modality {name!r}; expected one of {MODALITIES}")
-        return getattr(self, name)
+        if name not in self.modalities:
+            if name in DEFAULT_KINDS:
+                return Missing()
+            raise KeyError(f"unknown modality {name!r}; this record has {list(self.modalities)}")
+        return self.modalities[name]
 
     @property
     def present(self) -> dict[str, bool]:
         """Which modalities are present."""
-        return {m: not isinstance(getattr(self, m), Missing) for m in MODALITIES}
+        return {m: not isinstance(v, Missing) for m, v in self.modalities.items()}
 
     @property
     def pattern(self) -> str:
-        """Presence pattern as a string such as ``'image+notes'`` (``'none'`` if empty)."""
-        names = [m for m, p in self.present.items() if p]
-        return "+".join(names) if names else "none"
+        """Presence pattern as a string such as ``'image+notes'`` (``'none'`` if empty; see
+        :func:`subset_name`)."""
+        return subset_name(m for m, p in self.present.items() if p)
 
     def masked(self, *modalities: str, reason: str = "masked") -> "PatientRecord":
         """A copy with the given modalities replaced by :class:`Missing`."""
-        from dataclasses import replace
-
-        return replace(self, **{m: Missing(reason) for m in modalities})
+        mods = dict(self.modalities)
+        for m in modalities:
+            mods[m] = Missing(reason)
+        return PatientRecord(self.patient_id, labels=self.labels, split=self.split, index_time=self.index_time,
+                             meta=self.meta, modalities=mods)
 
     def __repr__(self) -> str:
-        mods = ", ".join(f"{m}={getattr(self, m)!r}" for m in MODALITIES)
+        mods = ", ".join(f"{m}={v!r}" for m, v in self.modalities.items())
         return f"PatientRecord({self.patient_id!r}, {mods}, labels={self.labels})"
 
     def _repr_html_(self) -> str:
@@ -424,7 +653,7 @@ class PatientRecord:
         e = html.escape
         rows = "".join(
             f"<tr><td>{m}</td><td style='color:{'#2a8a2a' if p else '#a33'}'>{'&#10003;' if p else '&#10007;'}</td>"
-            f"<td style='text-align:left'>{e(repr(getattr(self, m)))}</td></tr>"
+            f"<td style='text-align:left'>{e(repr(self.modalities[m]))}</td></tr>"
             for m, p in self.present.items()
         )
         labels = e(", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.labels.items()))
@@ -437,31 +666,30 @@ class PatientRecord:
             + f"<table><tr><th>modality</th><th>present</th><th>value</th></tr>{rows}</table>"
         )
         folds = []
-        for m in MODALITIES:
-            value = getattr(self, m)
+        for m, value in self.modalities.items():
             if isinstance(value, Missing):
                 continue
             try:
                 body = _modality_html(m, value, self.index_time)
             except Exception as exc:  # a display must never raise
                 body = f"<i>cannot display: {e(type(exc).__name__)}: {e(str(exc))}</i>"
-            folds.append(f"<details{' open' if m == 'image' else ''}><summary>{m}</summary>{body}</details>")
+            folds.append(f"<details{' open' if isinstance(value, Image) else ''}><summary>{m}</summary>{body}</details>")
         return head + "".join(folds) + "</div>"
 
 
 def _modality_html(modality: str, value: Any, index_time: Any = None) -> str:
     """HTML of one present modality (heavy imports happen only here, for notebooks)."""
     e = html.escape
-    if modality == "image":
+    if isinstance(value, Image):
         from .viz.common import figure_html
         from .viz.image import ImageViewer
 
         return figure_html(ImageViewer(value).figure(size=2.2), alt="image slices")
-    if modality == "notes":
+    if isinstance(value, Notes):
         from .viz.notes import NotesView
 
         return NotesView(value, max_chars=1500)._repr_html_()
-    if modality == "vitals":
+    if isinstance(value, Vitals):
         frame = value.frame
         last = frame.sort_values("time").groupby("signal").tail(1)
         cells = "".join(f"<tr><td>{e(str(r.signal))}</td><td>{r.value:g} {e(str(r.unit))}</td><td>{e(str(r.time))}</td></tr>"
@@ -470,7 +698,7 @@ def _modality_html(modality: str, value: Any, index_time: Any = None) -> str:
                 f"{e(str(frame['time'].min()))} to {e(str(frame['time'].max()))}; latest:</p>"
                 f"<table><tr><th>signal</th><th>value</th><th>time</th></tr>{cells}</table>"
                 "<p style='color:#666'>medmm.viz.plot_vitals(record.vitals) draws them with the NEWS2 bands.</p>")
-    if modality == "ehr":
+    if isinstance(value, Tabular):
         cells = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td><td>{e(value.units.get(k, ''))}</td></tr>"
                         for k, v in value.values.items())
         return f"<table><tr><th>feature</th><th>value</th><th>unit</th></tr>{cells}</table>"

@@ -88,7 +88,8 @@ def _make(tmp: Path, modality: str, fmt: str) -> Path:
     return p
 
 
-MINE = [(m, f) for m, f in list_readers() if m in ("notes", "vitals", "ehr")]
+_NAME_OF_KIND = {"text": "notes", "series": "vitals", "table": "ehr"}  # readers are keyed by kind
+MINE = [(_NAME_OF_KIND[k], f) for k, f in list_readers() if k in _NAME_OF_KIND]
 TYPES = {"notes": Notes, "vitals": Vitals, "ehr": Tabular}
 
 

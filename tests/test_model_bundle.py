@@ -196,7 +196,7 @@ def test_config_checks_encoder_modality_heads_and_preprocessing_options():
     from medmm.config import load_config
 
     base = {"cohort": {"manifest": "m.csv"}}
-    cases = [(["model.encoders.image.name=gru"], "reads vitals, not image"),
+    cases = [(["model.encoders.image.name=gru"], r"reads series modalities \(vitals\), not image"),
              (["model.tasks.grade.kind=multiclas"], "did you mean 'multiclass'"),
              (["model.modalities=[image, note]"], "did you mean 'notes'"),
              (["preprocess.ehr.min_freq=3"], "did you mean 'min_frequency'"),

@@ -56,6 +56,7 @@ def encoder_name(request):
 def test_every_encoder_declares_what_the_contract_test_needs(encoder_name):
     meta = ENCODERS.meta[encoder_name]
     assert meta["modality"] in MODS
+    assert meta["kind"] in ("image", "text", "series", "table")
     assert meta["input"] in ("image", "vector", "sequence", "tokens", "embedding")
     assert "in_shape" in meta["example"]
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..records import MODALITIES, Missing, PatientRecord
+from ..records import Image, Missing, PatientRecord, Tabular
+from ..records import subset_name as _subset_name
 
 __all__ = ["ScoredCohort", "score_cohort", "register_scorer", "get_scorer", "iter_record_batches", "modality_subsets", "subset_name",
            "record_metadata", "AGE_BANDS"]
@@ -29,8 +30,9 @@ _AGE_KEY = re.compile(r"^age(\b|_|\s|$)", re.I)
 
 
 def subset_name(mods) -> str:
-    mods = [m for m in MODALITIES if m in set(mods)]
-    return "+".join(mods) if mods else "none"
+    """Canonical name of a set of modalities (:func:`medmm.records.subset_name`): the default
+    names in their order, then others alphabetically; ``'none'`` when empty."""
+    return _subset_name(mods)
 
 
 def modality_subsets(modalities: tuple[str, ...], *, include_empty: bool = True) -> list[tuple[str, ...]]:
@@ -56,14 +58,15 @@ def record_metadata(r: PatientRecord) -> dict[str, str]:
     manifest or EHR ``age`` column) and ``scanner_manufacturer`` (from the image header)."""
     out = {str(k): ("unknown" if v is None else str(v)) for k, v in r.meta.items() if not str(k).startswith("_")}
     age = next((v for k, v in r.meta.items() if _AGE_KEY.match(str(k))), None)
-    if age is None and not isinstance(r.ehr, Missing):
-        age = next((v for k, v in getattr(r.ehr, "values", {}).items() if _AGE_KEY.match(str(k))), None)
-    if "sex" not in out and not isinstance(r.ehr, Missing):
-        sex = getattr(r.ehr, "values", {}).get("sex")
-        if sex is not None:
-            out["sex"] = str(sex)
+    tables = [v for v in r.modalities.values() if isinstance(v, Tabular)]  # the EHR first, then other tables
+    for tab in tables:
+        if age is None:
+            age = next((v for k, v in tab.values.items() if _AGE_KEY.match(str(k))), None)
+        if "sex" not in out and tab.values.get("sex") is not None:
+            out["sex"] = str(tab.values["sex"])
     out["age_band"] = age_band(age)
-    manu = None if isinstance(r.image, Missing) else (getattr(r.image, "meta", {}) or {}).get("Manufacturer")
+    img = next((v for v in r.modalities.values() if isinstance(v, Image)), None)
+    manu = None if img is None else (getattr(img, "meta", {}) or {}).get("Manufacturer")
     out["scanner_manufacturer"] = str(manu).strip() if manu else "unknown"
     return out
 
@@ -96,7 +99,7 @@ def get_scorer(engine: str) -> Any:
 
 
 def iter_record_batches(cohort: Any, *, batch_size: int = 64, split: str | None = None,
-                        modalities: tuple[str, ...] = MODALITIES) -> Iterator[list[PatientRecord]]:
+                        modalities: Any = None) -> Iterator[list[PatientRecord]]:
     """Records of a cohort (a manifest path or a :class:`~medmm.cohort.Cohort`), ``batch_size``
     at a time; read errors go to the cohort's report.
 
@@ -184,18 +187,39 @@ def _entry(r: PatientRecord, preprocessor: Any, problems: list | None = None) ->
     from ..cohort import Problem
     from ..errors import MedmmError
 
-    try:
-        values = preprocessor.transform(r)  # first: a lazy image's header is kept for the metadata below
-    except MedmmError as exc:
-        if isinstance(r.image, Missing) or "image" not in getattr(preprocessor, "modalities", ()):
-            raise
-        if problems is not None:
-            problems.append(Problem("error", str(exc), column="image_path", path=str(exc.path or ""),
-                                    patient_id=r.patient_id, modality="image"))
-        r.image = Missing("read_error", str(exc))
-        values = preprocessor.transform(r)
+    images = [m for m in getattr(preprocessor, "modalities", ()) if isinstance(r.modality(m), Image)]
+    for _ in range(len(images) + 1):
+        try:
+            values = preprocessor.transform(r)  # first: a lazy image's header is kept for the metadata below
+            break
+        except MedmmError as exc:
+            bad = _unreadable_image(r, images, exc)
+            if bad is None:
+                raise
+            if problems is not None:
+                problems.append(Problem("error", str(exc), column=f"{bad}_path", path=str(exc.path or ""),
+                                        patient_id=r.patient_id, modality=bad))
+            r.modalities[bad] = Missing("read_error", str(exc))
+            images.remove(bad)
     return {"values": values, "labels": dict(r.labels), "id": r.patient_id,
             "row": {"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern, **record_metadata(r)}}
+
+
+def _unreadable_image(r: PatientRecord, images: list[str], exc: Any) -> str | None:
+    """Which of the record's images failed to read (``exc`` names its file), else ``None``."""
+    from pathlib import Path as _P
+
+    for m in images:
+        img = r.modality(m)
+        src = getattr(img, "source", None)
+        if src is not None and exc.path is not None and _P(str(exc.path)).resolve() == _P(src.path).resolve():
+            return m
+    for m in images:  # no file named: the first image that does not read
+        try:
+            r.modality(m).loaded()
+        except Exception:  # noqa: BLE001 - any failure marks it
+            return m
+    return None
 
 
 def _as_list(batch: list) -> list:

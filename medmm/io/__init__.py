@@ -2,8 +2,12 @@
 
 A reader is a function ``read(path, **context) -> Image | Notes | Vitals | Tabular`` that
 raises a :class:`~medmm.errors.ReadError` (naming the file and the fix) on bad input.
-Readers are registered by ``(modality, format)``; the registry stores dotted paths so that
-heavy libraries are imported only when a reader is used.
+Readers are registered by ``(kind, format)``, the kind being one of
+:data:`~medmm.records.KINDS` (``image``, ``text``, ``series``, ``table``), so every modality of a
+kind (a CT and a PET series, a demographics and a labs table) reads through the same readers.
+The default modality names are accepted where a kind is expected (``notes`` for ``text``,
+``vitals`` for ``series``, ``ehr`` for ``table``). The registry stores dotted paths so that heavy
+libraries are imported only when a reader is used.
 
 ``context`` carries what a reader may need beyond the path: ``patient_id`` (to pick a
 patient's rows out of a cohort-wide table) and ``index_time`` (the prediction time).
@@ -18,90 +22,109 @@ from typing import Any
 
 from ..errors import MedmmError, ReadError
 
-__all__ = ["register_reader", "get_reader", "read_modality", "infer_format", "list_readers", "lazy_image"]
+__all__ = ["register_reader", "get_reader", "read_modality", "infer_format", "list_readers", "lazy_image", "kind_of"]
 
-# (modality, format) -> "module:function" or a callable
+#: a default modality name given where a kind is expected
+_KIND_OF_NAME = {"image": "image", "notes": "text", "vitals": "series", "ehr": "table"}
+_KINDS = ("image", "text", "series", "table")
+
+
+def kind_of(modality_or_kind: str) -> str:
+    """The reader kind of a kind or a default modality name (``notes`` -> ``text``)."""
+    if modality_or_kind in _KINDS:
+        return modality_or_kind
+    try:
+        return _KIND_OF_NAME[modality_or_kind]
+    except KeyError:
+        raise ReadError(f"{modality_or_kind!r} is neither a modality kind nor a default modality",
+                        hint=f"give a kind ({', '.join(_KINDS)}); a declared modality reads through its kind's "
+                             "readers") from None
+
+
+# (kind, format) -> "module:function" or a callable
 _READERS: dict[tuple[str, str], str | Callable[..., Any]] = {
     ("image", "dicom"): "medmm.io.dicom:read_dicom",
     ("image", "nifti"): "medmm.io.nifti:read_nifti",
     ("image", "nrrd"): "medmm.io.nrrd:read_nrrd",
-    ("notes", "text"): "medmm.io.notes:read_text_note",
-    ("vitals", "long_csv"): "medmm.io.vitals:read_vitals_long",
-    ("ehr", "wide_csv"): "medmm.io.ehr:read_ehr_wide",
-    ("notes", "table"): "medmm.io.notes:read_notes_table",
-    ("notes", "jsonl"): "medmm.io.notes:read_notes_table",
-    ("notes", "fhir"): "medmm.io.notes:read_fhir_notes",
-    ("vitals", "long_parquet"): "medmm.io.vitals:read_vitals_parquet",
-    ("vitals", "wide_csv"): "medmm.io.vitals:read_vitals_wide",
-    ("vitals", "fhir"): "medmm.io.vitals:read_fhir_vitals",
-    ("vitals", "wfdb"): "medmm.io.wfdb_io:read_wfdb_vitals",
-    ("vitals", "ecg_wfdb"): "medmm.io.wfdb_io:read_ecg_heart_rate",
-    ("vitals", "ecg_dicom"): "medmm.io.wfdb_io:read_ecg_heart_rate",
-    ("ehr", "wide_parquet"): "medmm.io.ehr:read_ehr_wide",
-    ("ehr", "long_csv"): "medmm.io.ehr:read_ehr_long",
-    ("ehr", "long_parquet"): "medmm.io.ehr:read_ehr_long",
-    ("ehr", "fhir"): "medmm.io.ehr:read_ehr_fhir",
+    ("text", "text"): "medmm.io.notes:read_text_note",
+    ("series", "long_csv"): "medmm.io.vitals:read_vitals_long",
+    ("table", "wide_csv"): "medmm.io.ehr:read_ehr_wide",
+    ("text", "table"): "medmm.io.notes:read_notes_table",
+    ("text", "jsonl"): "medmm.io.notes:read_notes_table",
+    ("text", "fhir"): "medmm.io.notes:read_fhir_notes",
+    ("series", "long_parquet"): "medmm.io.vitals:read_vitals_parquet",
+    ("series", "wide_csv"): "medmm.io.vitals:read_vitals_wide",
+    ("series", "fhir"): "medmm.io.vitals:read_fhir_vitals",
+    ("series", "wfdb"): "medmm.io.wfdb_io:read_wfdb_vitals",
+    ("series", "ecg_wfdb"): "medmm.io.wfdb_io:read_ecg_heart_rate",
+    ("series", "ecg_dicom"): "medmm.io.wfdb_io:read_ecg_heart_rate",
+    ("table", "wide_parquet"): "medmm.io.ehr:read_ehr_wide",
+    ("table", "long_csv"): "medmm.io.ehr:read_ehr_long",
+    ("table", "long_parquet"): "medmm.io.ehr:read_ehr_long",
+    ("table", "fhir"): "medmm.io.ehr:read_ehr_fhir",
 }
 
-# (modality, path suffix) -> format; the first match wins, longest suffix first
+# (kind, path suffix) -> format; the first match wins, longest suffix first
 _EXTENSIONS: dict[tuple[str, str], str] = {
     ("image", ".nii.gz"): "nifti",
     ("image", ".nii"): "nifti",
     ("image", ".nrrd"): "nrrd",
     ("image", ".nhdr"): "nrrd",
     ("image", ".dcm"): "dicom",
-    ("notes", ".txt"): "text",
-    ("vitals", ".csv"): "long_csv",
-    ("ehr", ".csv"): "wide_csv",
-    ("notes", ".jsonl"): "jsonl",
-    ("notes", ".ndjson"): "jsonl",
-    ("notes", ".csv"): "table",
-    ("notes", ".parquet"): "table",
-    ("notes", ".json"): "fhir",
-    ("vitals", ".parquet"): "long_parquet",
-    ("vitals", ".wide.csv"): "wide_csv",
-    ("vitals", ".json"): "fhir",
-    ("vitals", ".hea"): "wfdb",
-    ("vitals", ".ecg.dcm"): "ecg_dicom",
-    ("ehr", ".parquet"): "wide_parquet",
-    ("ehr", ".events.csv"): "long_csv",
-    ("ehr", ".events.parquet"): "long_parquet",
-    ("ehr", ".json"): "fhir",
+    ("text", ".txt"): "text",
+    ("series", ".csv"): "long_csv",
+    ("table", ".csv"): "wide_csv",
+    ("text", ".jsonl"): "jsonl",
+    ("text", ".ndjson"): "jsonl",
+    ("text", ".csv"): "table",
+    ("text", ".parquet"): "table",
+    ("text", ".json"): "fhir",
+    ("series", ".parquet"): "long_parquet",
+    ("series", ".wide.csv"): "wide_csv",
+    ("series", ".json"): "fhir",
+    ("series", ".hea"): "wfdb",
+    ("series", ".ecg.dcm"): "ecg_dicom",
+    ("table", ".parquet"): "wide_parquet",
+    ("table", ".events.csv"): "long_csv",
+    ("table", ".events.parquet"): "long_parquet",
+    ("table", ".json"): "fhir",
 }
 
 
 def register_reader(
-    modality: str, fmt: str, *, extensions: tuple[str, ...] = ()
+    kind: str, fmt: str, *, extensions: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as the reader of ``fmt`` files for ``modality`` (a decorator)."""
+    """Register ``fn`` as the reader of ``fmt`` files for modalities of ``kind`` (a decorator)."""
+    kind = kind_of(kind)
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _READERS[(modality, fmt)] = fn
+        _READERS[(kind, fmt)] = fn
         for ext in extensions:
-            _EXTENSIONS[(modality, ext.lower())] = fmt
+            _EXTENSIONS[(kind, ext.lower())] = fmt
         return fn
 
     return deco
 
 
 def list_readers() -> list[tuple[str, str]]:
-    """All registered ``(modality, format)`` pairs."""
+    """All registered ``(kind, format)`` pairs."""
     return sorted(_READERS)
 
 
-def get_reader(modality: str, fmt: str) -> Callable[..., Any]:
+def get_reader(kind: str, fmt: str) -> Callable[..., Any]:
+    kind = kind_of(kind)
     try:
-        target = _READERS[(modality, fmt)]
+        target = _READERS[(kind, fmt)]
     except KeyError:
-        known = sorted(f for m, f in _READERS if m == modality)
+        known = sorted(f for m, f in _READERS if m == kind)
         raise ReadError(
-            f"no reader for {modality} format {fmt!r}",
+            f"no reader for {kind} format {fmt!r}",
             hint=f"use one of {known} or register one with medmm.io.register_reader",
         ) from None
     if isinstance(target, str):
         module, _, name = target.partition(":")
         target = getattr(importlib.import_module(module), name)
-        _READERS[(modality, fmt)] = target
+        _READERS[(kind, fmt)] = target
     return target
 
 
@@ -123,12 +146,15 @@ def _sniff_image(path: Path) -> str | None:
     return None
 
 
-def infer_format(modality: str, path: str | Path) -> str:
-    """The format of ``path`` for ``modality``, from its suffix.
+def infer_format(modality: str, path: str | Path, *, name: str | None = None) -> str:
+    """The format of ``path`` for a kind (or default modality), from its suffix; ``name`` is
+    the modality's name, for the hint.
 
     An image folder or DICOMDIR is DICOM, and an image file with an unknown suffix (or none,
     as DICOM files often have) is recognised from its first bytes.
     """
+    name = name or modality
+    modality = kind_of(modality)
     p = Path(path)
     if modality == "image" and (p.is_dir() or p.name.upper() == "DICOMDIR"):
         return "dicom"
@@ -142,26 +168,30 @@ def infer_format(modality: str, path: str | Path) -> str:
             return sniffed
     known = sorted(ext for m, ext in _EXTENSIONS if m == modality)
     raise ReadError(
-        f"cannot tell the {modality} format of this file",
+        f"cannot tell the {name} format of this file",
         path=path,
-        hint=f"give a file ending in one of {known}, or set the '{modality}_format' column",
+        hint=f"give a file ending in one of {known}, or set the '{name}_format' column",
     )
 
 
-def read_modality(modality: str, path: str | Path, fmt: str | None = None, **context: Any) -> Any:
-    """Read one modality's file(s) with the registered reader.
+def read_modality(modality: str, path: str | Path, fmt: str | None = None, *, name: str | None = None,
+                  **context: Any) -> Any:
+    """Read one modality's file(s) with the reader registered for its kind (``modality`` is a
+    kind or a default modality name; ``name`` the modality's own name, for messages).
 
     Library errors that escape a reader are translated to :class:`ReadError` naming the file.
     """
+    name = name or modality
+    modality = kind_of(modality)
     path = Path(path)
     if not path.exists():
         raise ReadError(
-            f"{modality} file does not exist",
+            f"{name} file does not exist",
             path=path,
             hint="check the path in the manifest (relative paths are resolved against the "
             "manifest's folder)",
         )
-    fmt = fmt or infer_format(modality, path)
+    fmt = fmt or infer_format(modality, path, name=name)
     reader = get_reader(modality, fmt)
     try:
         value = reader(path, **context)
@@ -169,7 +199,7 @@ def read_modality(modality: str, path: str | Path, fmt: str | None = None, **con
         raise
     except Exception as exc:  # translate library errors at the boundary
         raise ReadError(
-            f"could not read {modality} ({fmt}): {type(exc).__name__}: {exc}",
+            f"could not read {name} ({fmt}): {type(exc).__name__}: {exc}",
             path=path,
             hint=f"check that the file is a valid {fmt} file",
         ) from exc
@@ -193,7 +223,7 @@ def image_source(path: Path, fmt: str, options: dict[str, Any]) -> Any:
     return ImageSource.of(Path(path).resolve(), fmt, **keep)
 
 
-def lazy_image(path: str | Path, fmt: str | None = None, **options: Any) -> Any:
+def lazy_image(path: str | Path, fmt: str | None = None, *, name: str = "image", **options: Any) -> Any:
     """An :class:`~medmm.records.Image` that holds no voxels yet.
 
     NIfTI files have their header read now (cheap: the voxels stay behind a proxy that reads
@@ -205,10 +235,10 @@ def lazy_image(path: str | Path, fmt: str | None = None, **options: Any) -> Any:
 
     path = Path(path)
     if not path.exists():
-        raise ReadError("image file does not exist", path=path,
+        raise ReadError(f"{name} file does not exist", path=path,
                         hint="check the path in the manifest (relative paths are resolved against the "
                         "manifest's folder)")
-    fmt = fmt or infer_format("image", path)
+    fmt = fmt or infer_format("image", path, name=name)
     get_reader("image", fmt)  # an unknown format fails now
     if fmt == "nifti" and not options:
         from .nifti import read_nifti

@@ -1,6 +1,6 @@
 """The model bundle: one folder of data (config, weights, fitted preprocessing), never code.
 
-Layout (format 3, described by ``medmm/schemas/model_bundle.schema.json``)::
+Layout (format 4, described by ``medmm/schemas/model_bundle.schema.json``)::
 
     medmm_model.json    format, format_version, config, input_shapes, files
     weights.pt          the state dict, read with torch.load(weights_only=True)
@@ -11,7 +11,9 @@ Reading a bundle builds the model from registered medmm classes only: every name
 looked up in a registry or a fixed list, so a bundle someone sent you runs nothing of theirs.
 Formats 1 and 2 kept the preprocessing as ``preprocessor.pkl``; they are read only with
 ``trust_pickle=True`` (a warning says what that means), and :func:`upgrade_bundle` (``medmm
-model upgrade``) rewrites them as format 3 once.
+model upgrade``) rewrites them as the current format once. Format 4 added modality kinds
+(``config.modality_kinds``) and the wide path (``config.wide``); a format 3 bundle loads as the
+four default modalities without a wide path, as it was trained.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "save_bundle", "read_bundle", "upgrade_bu
            "bundle_version", "UntrustedPickleWarning", "SCHEMA_PATH"]
 
 FORMAT = "medmm-model"
-#: 1: preprocessor.pkl, attention read-out CLS only; 2: preprocessor.pkl; 3: preprocessing as data
-FORMAT_VERSION = 3
+#: 1: preprocessor.pkl, attention read-out CLS only; 2: preprocessor.pkl; 3: preprocessing as data;
+#: 4: modality kinds and the wide path
+FORMAT_VERSION = 4
+#: versions read without pickle
+DATA_VERSIONS = (3, 4)
 META = "medmm_model.json"
 WEIGHTS = "weights.pt"
 LEGACY_PICKLE = "preprocessor.pkl"
@@ -146,13 +151,13 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     path = Path(path)
     meta = _meta(path)
     version = meta.get("format_version")
-    if version not in (1, 2, FORMAT_VERSION):
+    if version not in (1, 2, *DATA_VERSIONS):
         raise ReadError(f"model format version {version!r} is not supported", path=path / META,
                         hint=f"this medmm reads versions 1 to {FORMAT_VERSION}; upgrade medmm for newer ones")
     config = meta.get("config")
     if not isinstance(config, dict):
         raise ReadError(f"{META} has no config object", path=path / META, hint="the folder is damaged")
-    if version == FORMAT_VERSION:
+    if version in DATA_VERSIONS:
         _check_schema(meta, path / META)
         pre = read_state(path)
     else:
@@ -160,6 +165,8 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
             config["fusion"].setdefault("readout", "cls")  # what version 1 computed
         pre = _legacy_preprocessor(path, version, trust_pickle)
     config = dict(config)
+    if version < 4:  # before modality kinds and the wide path: the four defaults, no wide layers
+        config.setdefault("wide", False)
     # the weights come from the bundle: an encoder's `pretrained` file is not read again
     config["encoders"] = {m: {k: v for k, v in dict(spec).items() if k != "pretrained"}
                           for m, spec in (config.get("encoders") or {}).items()}

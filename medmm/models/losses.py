@@ -103,7 +103,8 @@ def task_losses(model: Any, logits: torch.Tensor, batch: Any, rows: torch.Tensor
 
 def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch.Tensor:
     """The training loss of a :class:`~medmm.models.multimodal.MultimodalModel` (possibly wrapped in
-    ``DistributedDataParallel``): weighted task losses plus the auxiliary unimodal heads' losses."""
+    ``DistributedDataParallel``): weighted task losses plus the auxiliary unimodal heads' losses,
+    plus the L2 penalty of the wide (linear) paths."""
     core = unwrap(model)
     missing = [c for cols in core.label_columns.values() for c in cols if c not in batch.tasks]
     if missing:
@@ -114,4 +115,6 @@ def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch
     if aux:
         parts = [core.loss_weighting(*task_losses(core, lg, batch, rows, criterion)) for lg, rows in aux.values()]
         loss = loss + core.config.aux_weight * sum(parts) / len(parts)
+    if len(getattr(core, "wide", ())):
+        loss = loss + core.wide_penalty()
     return loss

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +11,22 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..records import MODALITIES, PatientRecord
+from ..records import MODALITIES, ModalitySpec, PatientRecord
 from .encoders import ENCODERS, create_encoder
 from .fusion import FUSIONS, create_fusion
 from .heads import create_head
 from .losses import LossWeighting
 
-__all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS", "build_preprocessor"]
+__all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS", "DEFAULT_ENCODER_BY_KIND", "WIDE_KINDS",
+           "build_preprocessor"]
+
+#: the encoder of each modality kind when the config names none
+DEFAULT_ENCODER_BY_KIND: dict[str, dict[str, Any]] = {
+    "image": {"name": "tiny_cnn3d"},
+    "text": {"name": "tfidf_mlp"},
+    "series": {"name": "gru"},
+    "table": {"name": "mlp"},
+}
 
 DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
     "image": {"name": "tiny_cnn3d"},
@@ -25,6 +34,9 @@ DEFAULT_ENCODERS: dict[str, dict[str, Any]] = {
     "vitals": {"name": "gru"},
     "ehr": {"name": "mlp"},
 }
+
+#: kinds whose featurised vector gets the wide (linear) path
+WIDE_KINDS = ("table", "text")
 
 SCHEDULES = ("constant", "linear")
 
@@ -68,6 +80,20 @@ class ModelConfig:
 
     Multi-task: ``loss_weighting`` is ``"fixed"`` (``task_weights``, default 1 each) or
     ``"uncertainty"`` (learned, Kendall et al. 2018); see :mod:`medmm.models.losses`.
+
+    Modalities. ``modalities`` are names; ``modality_kinds`` gives the kind of each name that is
+    not one of the four defaults (a :class:`~medmm.records.ModalitySpec` may be passed as
+    ``modalities`` instead). Encoders not named in ``encoders`` are their kind's default
+    (:data:`DEFAULT_ENCODER_BY_KIND`).
+
+    ``wide``
+        The wide part of wide-and-deep (Cheng et al. 2016): each ``table`` and ``text`` modality
+        whose encoder reads a feature vector also gets a linear layer on that vector (the
+        featurised row, the TF-IDF vector), L2-regularised by ``wide_l2`` (added to the loss as
+        ``wide_l2 * ||W||^2``), whose logits join the fused logits on the rows where the modality
+        is present (like the unimodal residual heads, and inside them for the auxiliary loss).
+        On small data the model then contains a logistic regression on each such modality and
+        is not worse than it.
     """
 
     tasks: dict[str, Any] = field(default_factory=lambda: {"tumor": "binary", "disease": "binary"})
@@ -81,14 +107,30 @@ class ModelConfig:
     modality_dropout_schedule: dict[str, Any] | None = None
     loss_weighting: str = "fixed"
     task_weights: dict[str, float] | None = None
+    modality_kinds: dict[str, str] | None = None
+    wide: bool = True
+    wide_l2: float = 1e-3
 
     def __post_init__(self) -> None:
-        self.modalities = tuple(self.modalities)
-        unknown = [m for m in self.modalities if m not in MODALITIES]
-        if unknown:
-            raise ConfigError(f"unknown modalities {unknown}", hint=f"use a subset of {MODALITIES}")
         if not self.modalities:
-            raise ConfigError("no modality given", hint=f"use a non-empty subset of {MODALITIES}")
+            raise ConfigError("no modality given", hint=f"use a non-empty subset of {MODALITIES} or declared ones")
+        self.modalities = ModalitySpec.coerce(self.modalities, kinds=self.modality_kinds)
+        self.modality_kinds = self.modalities.kinds
+        self.encoders = {k: dict(v) for k, v in (self.encoders or {}).items()}
+        for m in self.modalities:
+            kind = self.modalities.kind(m)
+            spec = self.encoders.setdefault(m, dict(DEFAULT_ENCODER_BY_KIND[kind]))
+            name = spec.get("name")
+            if name not in ENCODERS:
+                raise ConfigError(f"unknown encoder {name!r} for {m}", column=f"encoders.{m}",
+                                  hint=f"choose one of {list(ENCODERS)}")
+            want = ENCODERS.meta[name].get("kind")
+            if want and want != kind:
+                raise ConfigError(f"encoder {name!r} reads {want} modalities, but {m!r} is a {kind} modality",
+                                  column=f"encoders.{m}",
+                                  hint=f"use one of {ENCODERS.names(kind=kind)} for {m}")
+        if float(self.wide_l2) < 0:
+            raise ConfigError(f"wide_l2 {self.wide_l2} is negative", column="wide_l2")
         if not self.tasks:
             raise ConfigError("no task given", hint="set tasks, e.g. {'tumor': 'binary'}")
         rates = self.modality_dropout if isinstance(self.modality_dropout, dict) else {"": self.modality_dropout}
@@ -111,13 +153,17 @@ class ModelConfig:
 
     def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """``(encoder name, encoder options, preprocessor options)`` of a modality."""
-        spec = dict(self.encoders.get(modality, DEFAULT_ENCODERS[modality]))
+        spec = dict(self.encoders.get(modality) or DEFAULT_ENCODER_BY_KIND[self.modalities.kind(modality)])
         pre = dict(spec.pop("preprocess", None) or {})
         return spec.pop("name"), spec, pre
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        import copy
+        from dataclasses import fields
+
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "modalities"}
         d["modalities"] = list(self.modalities)
+        d["modality_kinds"] = self.modalities.kinds
         return d
 
     @classmethod
@@ -147,13 +193,14 @@ def build_preprocessor(config: ModelConfig, **steps: Any):
     from ..preprocess.vitals import VitalsPreprocessor
 
     by_input = {"tokens": TokenPreprocessor, "embedding": SentenceEmbeddingPreprocessor}
-    default = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
-               "ehr": TabularPreprocessor}
+    default = {"image": ImagePreprocessor, "text": TextPreprocessor, "series": VitalsPreprocessor,
+               "table": TabularPreprocessor}
     built: dict[str, Any] = {}
     for m in config.modalities:
         name, _, pre = config.encoder_spec(m)
-        cls = by_input.get(_encoder_meta(name).get("input"), default[m])
-        if cls is not default[m] or pre:
+        base = default[config.modalities.kind(m)]
+        cls = by_input.get(_encoder_meta(name).get("input"), base)
+        if cls is not base or pre:
             built[m] = cls(**pre)
     built.update(steps)
     return MultimodalPreprocessor(modalities=config.modalities, **built)
@@ -178,9 +225,19 @@ class MultimodalModel(nn.Module):
     def __init__(self, config: ModelConfig, input_shapes: dict[str, tuple[int, ...]], preprocessor: Any = None) -> None:
         super().__init__()
         self.config = config
+        missing = [m for m in config.modalities if m not in input_shapes]
+        if missing:
+            raise ConfigError(f"no input shape for {missing}", hint="fit the preprocessor with these modalities")
         self.input_shapes = {m: tuple(int(s) for s in input_shapes[m]) for m in config.modalities}
+        empty = [m for m, shp in self.input_shapes.items() if any(s <= 0 for s in shp)]
+        if empty:
+            raise ConfigError(
+                f"the {', '.join(empty)} preprocessing gives no features (input shape "
+                f"{[self.input_shapes[m] for m in empty]}): no training patient has {' or '.join(empty)} data",
+                column="model.modalities",
+                hint=f"train on the modalities the cohort has: drop {empty} from model.modalities (--modalities)")
         self.preprocessor = preprocessor
-        self.modalities = tuple(config.modalities)
+        self.modalities = ModalitySpec.coerce(config.modalities)
         self.tasks = tuple(config.tasks)
         fspec = dict(config.fusion)
         fname = fspec.pop("name")
@@ -222,6 +279,16 @@ class MultimodalModel(nn.Module):
         self.fusion = create_fusion(fname, modalities=self.modalities, dim=config.dim, **fspec)
         if config.aux_weight > 0 or config.unimodal_residual:
             self.aux_heads = nn.ModuleDict({m: nn.Linear(config.dim, self.n_outputs) for m in self.modalities})
+        self.wide = nn.ModuleDict()
+        if config.wide:
+            for m in self.modalities:
+                name = config.encoder_spec(m)[0]
+                if (self.modalities.kind(m) in WIDE_KINDS and _encoder_meta(name).get("input") == "vector"
+                        and len(self.input_shapes[m]) == 1):
+                    lin = nn.Linear(self.input_shapes[m][0], self.n_outputs)
+                    nn.init.zeros_(lin.weight)
+                    nn.init.zeros_(lin.bias)
+                    self.wide[m] = lin
         self.loss_weighting = LossWeighting(self.tasks, kind=config.loss_weighting, weights=config.task_weights)
         rates = config.modality_dropout
         rates = [float(rates.get(m, 0.0)) for m in self.modalities] if isinstance(rates, dict) else \
@@ -281,19 +348,45 @@ class MultimodalModel(nn.Module):
             logits = torch.cat([self.heads[t](z[:, self.output_slices[t]]) for t in self.tasks], dim=1)
         else:
             logits = torch.cat([self.heads[t](z) for t in self.tasks], dim=1)
+        wide = {m: self.wide_logits(m, values[m], present[:, j]) for j, m in enumerate(self.modalities)
+                if m in self.wide}
         uni = {}
         if hasattr(self, "aux_heads"):
-            uni = {m: self.aux_heads[m](feats[m]) for m in self.modalities}
+            uni = {m: self.aux_heads[m](feats[m]) + wide[m] if m in wide else self.aux_heads[m](feats[m])
+                   for m in self.modalities}
         if self.config.unimodal_residual:
             # late-fusion path: evidence from conditionally independent modalities adds up in logit space
             for j, m in enumerate(self.modalities):
                 logits = logits + uni[m] * fused_present[:, j : j + 1].to(logits.dtype)
+        else:
+            for j, m in enumerate(self.modalities):
+                if m in wide:
+                    logits = logits + wide[m] * fused_present[:, j : j + 1].to(logits.dtype)
         if not return_aux:
             return logits
         aux = {}
         if self.config.aux_weight > 0:
             aux = {m: (uni[m], present[:, j]) for j, m in enumerate(self.modalities)}
         return logits, aux
+
+    def wide_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The wide (linear) path's logits ``[B, n_outputs]`` of one modality, zero on absent rows."""
+        out = self.wide[modality](x.reshape(x.shape[0], -1).float())
+        return out * mask[:, None].to(out.dtype)
+
+    def wide_penalty(self) -> torch.Tensor:
+        """``wide_l2 * ||W||^2`` over the wide layers' weights (0 when there are none)."""
+        weights = [lin.weight for lin in self.wide.values()]
+        if not weights or self.config.wide_l2 <= 0:
+            return next(self.parameters()).new_zeros(())
+        return float(self.config.wide_l2) * sum(w.pow(2).sum() for w in weights)
+
+    def unimodal_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One modality's own logits: its auxiliary head on its encoder, plus its wide path."""
+        out = self.aux_heads[modality](self.encoders[modality](x, mask))
+        if modality in self.wide:
+            out = out + self.wide_logits(modality, x, mask)
+        return out
 
     def predict_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Each head's output function on its columns (sigmoid, softmax, identity)."""

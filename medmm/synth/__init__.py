@@ -15,6 +15,11 @@ vitals   none                                                  a deterioration t
 ehr      a tumour-marker lab (CEA)                             lactate and WBC
 ======== ===================================================== ==========================
 
+``extra_modalities`` adds declared modalities beyond the four (written to the sidecar
+``manifest.modalities.yaml``): ``pet`` (kind ``image``: an FDG-PET-like NIfTI volume whose hot
+spot's uptake is tumour evidence) and ``labs`` (kind ``table``: a second table, ``labs.csv``, whose
+C-reactive protein is disease evidence); each has its own presence draw and enters the oracle.
+
 Because the evidence is conditionally independent, the Bayes-optimal score for any subset
 of modalities is ``sigmoid(logit(prior) + sum of the subset's log-likelihood ratios)``. The
 generator writes it to ``oracle.csv`` for every patient, task and subset (``none`` = the
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..records import MODALITIES
+from ..records import subset_name as _subset_name
 
 __all__ = ["SynthConfig", "generate_cohort", "subset_name", "all_subsets", "TASKS"]
 
@@ -57,18 +63,24 @@ MU = {
 }
 LAB_MISSING = 0.05  # chance that one lab value is absent from an EHR row
 
+#: the extra modalities the generator can add: name -> (kind, task it carries evidence of, mean shift)
+EXTRA_MODALITIES: dict[str, tuple[str, str, float]] = {
+    "pet": ("image", "tumor", 1.1),
+    "labs": ("table", "disease", 0.9),
+}
+
 
 def subset_name(mods: tuple[str, ...] | list[str]) -> str:
-    """Canonical name of a modality subset, e.g. ``'image+vitals'`` (``'none'`` if empty)."""
-    mods = [m for m in MODALITIES if m in set(mods)]
-    return "+".join(mods) if mods else "none"
+    """Canonical name of a modality subset, e.g. ``'image+vitals'`` (``'none'`` if empty; see
+    :func:`medmm.records.subset_name`)."""
+    return _subset_name(mods)
 
 
-def all_subsets(include_empty: bool = False) -> list[str]:
-    """Every subset of the four modalities, by canonical name."""
+def all_subsets(include_empty: bool = False, modalities: tuple[str, ...] = MODALITIES) -> list[str]:
+    """Every subset of ``modalities`` (default: the four), by canonical name."""
     out = []
-    for r in range(0 if include_empty else 1, len(MODALITIES) + 1):
-        out.extend(subset_name(c) for c in itertools.combinations(MODALITIES, r))
+    for r in range(0 if include_empty else 1, len(modalities) + 1):
+        out.extend(subset_name(c) for c in itertools.combinations(modalities, r))
     return out
 
 
@@ -86,6 +98,11 @@ class SynthConfig:
     prevalence_disease: float = 0.35
     split_fractions: tuple[float, float, float] = (0.55, 0.15, 0.30)
     vitals_hours: int = 48
+    extra_modalities: tuple[str, ...] = ()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (*MODALITIES, *self.extra_modalities)
 
 
 # --------------------------------------------------------------------------- latent draw
@@ -115,6 +132,12 @@ def _draw_latents(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, np.nd
     present = rng.random((n, len(MODALITIES))) >= cfg.missing_rate
     for m, col in zip(MODALITIES, present.T):
         lat[f"present_{m}"] = col
+    if cfg.extra_modalities:  # a stream of their own: the default modalities' draws do not change
+        xrng = np.random.default_rng([cfg.seed, 0x6D6D])
+        for m in cfg.extra_modalities:
+            _, task, mu = EXTRA_MODALITIES[m]
+            lat[f"z_{m}"] = xrng.normal(mu * lat[task], 1.0)
+            lat[f"present_{m}"] = xrng.random(n) >= cfg.missing_rate
     return lat
 
 
@@ -139,6 +162,10 @@ def _llrs(lat: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
     out[("disease", "ehr")] = np.where(
         lat["has_lactate"], _gauss_llr(lat["z_lactate"], MU[("disease", "lactate")]), 0.0
     ) + np.where(lat["has_wbc"], _gauss_llr(lat["z_wbc"], MU[("disease", "wbc")]), 0.0)
+    for m, (_, evidence_of, mu) in EXTRA_MODALITIES.items():
+        if f"z_{m}" in lat:
+            for task in TASKS:
+                out[(task, m)] = _gauss_llr(lat[f"z_{m}"], mu) if task == evidence_of else zero
     return out
 
 
@@ -149,7 +176,7 @@ def oracle_scores(lat: dict[str, np.ndarray], cfg: SynthConfig) -> list[dict[str
     prior = {"tumor": cfg.prevalence_tumor, "disease": cfg.prevalence_disease}
     for task in TASKS:
         base = math.log(prior[task] / (1 - prior[task]))
-        for subset in all_subsets(include_empty=True):
+        for subset in all_subsets(include_empty=True, modalities=cfg.modalities):
             mods = [] if subset == "none" else subset.split("+")
             logit = base + sum((llr[(task, m)] for m in mods), np.zeros(len(lat["tumor"])))
             rows.append({"task": task, "subset": subset, "score": 1.0 / (1.0 + np.exp(-logit))})
@@ -429,12 +456,53 @@ def _render_patient(out: Path, cfg: SynthConfig, p: dict[str, Any]) -> tuple[dic
         row["ehr_path"] = "ehr.csv"
     else:
         row["ehr_path"] = ""
+    extra_rows = {}
+    for m in cfg.extra_modalities:
+        xrng = np.random.default_rng([cfg.seed, p["index"], 0x6D6D])  # not the patient's default stream
+        t_row[f"z_{m}"] = float(p[f"z_{m}"])
+        if not p[f"present_{m}"]:
+            row[f"{m}_path"] = ""
+            continue
+        if m == "pet":
+            rel = f"pet/{pid}.nii.gz"
+            _write_pet(out / rel, float(p["z_pet"]), max(8, cfg.image_size // 2), xrng)
+            row[f"{m}_path"] = rel
+        elif m == "labs":
+            extra_rows[m] = {
+                "patient_id": pid,
+                "crp [mg/L]": round(float(np.exp(1.6 + 0.55 * p["z_labs"])), 3),
+                "albumin [g/L]": round(float(xrng.normal(38, 4)), 1),
+                "creatinine [umol/L]": round(float(np.exp(xrng.normal(4.4, 0.2))), 1),
+            }
+            row[f"{m}_path"] = "labs.csv"
+    if extra_rows:
+        ehr_row = {"_ehr": ehr_row, **extra_rows}
     row["label_tumor"] = int(p["tumor"])
     row["label_disease"] = int(p["disease"])
     for key in ("z_image", "z_cea", "z_vitals", "z_lactate", "z_wbc", "note_tumor", "note_disease"):
         t_row[key] = p[key].item() if hasattr(p[key], "item") else p[key]
     return row, t_row, ehr_row
 
+
+
+def _write_pet(path: Path, z: float, size: int, rng: np.random.Generator) -> None:
+    """An FDG-PET-like volume (SUV, float32 NIfTI, 4 mm voxels) whose hot spot's uptake encodes ``z``."""
+    import nibabel as nib
+
+    g = np.indices((size, size, size), dtype=np.float32)
+    c = (size - 1) / 2.0
+    body = (((g[0] - c) / (0.45 * size)) ** 2 + ((g[1] - c) / (0.40 * size)) ** 2) <= 1.0
+    vol = np.where(body, 1.0, 0.05).astype(np.float32)
+    centre = rng.uniform(0.35 * size, 0.65 * size, size=3)
+    spot = ((g[0] - centre[0]) ** 2 + (g[1] - centre[1]) ** 2 + (g[2] - centre[2]) ** 2) <= max(1.5, size / 6) ** 2
+    vol[spot & body] += max(0.0, 1.5 + 1.2 * float(z))
+    vol += rng.normal(0.0, 0.15, size=vol.shape).astype(np.float32) * body
+    affine = np.diag([-4.0, -4.0, 4.0, 1.0])
+    affine[:3, 3] = -(size - 1) / 2 * np.array([-4.0, -4.0, 4.0])
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
 
 
 def _render_chunk(out: Path, cfg: SynthConfig, chunk: list[dict[str, Any]]) -> list[tuple]:
@@ -536,15 +604,34 @@ def generate_cohort(
         (out / dirname).mkdir(exist_ok=True)
     patients = ({"index": i, "pid": pids[i], "split": split[i], "index_time": index_times[i], "site": site[i],
                  "sex": sex[i], "age": age[i], **{k: v[i] for k, v in lat.items()}} for i in range(n))
+    unknown = [m for m in cfg.extra_modalities if m not in EXTRA_MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown extra modalities {unknown}; choose from {sorted(EXTRA_MODALITIES)}")
     manifest, truth, ehr_rows = [], [], []
+    extra_tables: dict[str, list[dict[str, Any]]] = {m: [] for m in cfg.extra_modalities
+                                                      if EXTRA_MODALITIES[m][0] == "table"}
     with tqdm(total=n, desc="synth patients", disable=not progress, unit="pt") as bar:
         for row, t_row, ehr_row in _render_all(out, cfg, patients, n, workers, bar):
             manifest.append(row)
             truth.append(t_row)
+            if isinstance(ehr_row, dict) and "_ehr" in ehr_row:
+                for m, r in ehr_row.items():
+                    if m != "_ehr":
+                        extra_tables[m].append(r)
+                ehr_row = ehr_row["_ehr"]
             if ehr_row is not None:
                 ehr_rows.append(ehr_row)
 
     pd.DataFrame(ehr_rows).to_csv(out / "ehr.csv", index=False)
+    for m, rows in extra_tables.items():
+        pd.DataFrame(rows, columns=["patient_id", "crp [mg/L]", "albumin [g/L]", "creatinine [umol/L]"]).to_csv(
+            out / f"{m}.csv", index=False)
+    if cfg.extra_modalities:
+        import yaml
+
+        decl = {m: {"kind": EXTRA_MODALITIES[m][0], "description": f"synthetic {m} ({EXTRA_MODALITIES[m][1]} evidence)"}
+                for m in cfg.extra_modalities}
+        (out / "manifest.modalities.yaml").write_text(yaml.safe_dump({"modalities": decl}, sort_keys=False))
     pd.DataFrame(truth).to_csv(out / "truth.csv", index=False)
     orc = []
     for r in oracle_scores(lat, cfg):
@@ -571,6 +658,8 @@ def compare_to_oracle(predictions: Any, oracle_path: str | Path, tasks: tuple[st
     from ..evaluate.metrics import auroc, binary_metrics
 
     orc = pd.read_csv(oracle_path, dtype={"patient_id": str})
+    full = max(orc["subset"].unique(), key=lambda s: len(s.split("+")))
+    mods = tuple(full.split("+"))
     out: dict[str, dict[str, Any]] = {}
     for t in tasks:
         o = orc[orc["task"] == t].set_index(["patient_id", "subset"])["score"]
@@ -579,9 +668,9 @@ def compare_to_oracle(predictions: Any, oracle_path: str | Path, tasks: tuple[st
         pats = predictions["pattern"].tolist()
         res = binary_metrics(y, predictions[f"prob_{t}"])
         res["oracle_auroc"] = auroc(y, [o[(i, p)] for i, p in zip(ids, pats)])
-        res["oracle_auroc_no_missing"] = auroc(y, [o[(i, "+".join(MODALITIES))] for i in ids])
+        res["oracle_auroc_no_missing"] = auroc(y, [o[(i, full)] for i in ids])
         singles = {}
-        for m in MODALITIES:
+        for m in mods:
             singles[m] = auroc(y, [o[(i, m if m in p.split("+") else "none")] for i, p in zip(ids, pats)])
         best = max(singles, key=lambda k: -1 if np.isnan(singles[k]) else singles[k])
         res["best_single_modality_oracle_auroc"] = singles[best]

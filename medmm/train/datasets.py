@@ -36,8 +36,8 @@ class ImageReadWarning(UserWarning):
     """An image could not be read while training; the sample was used without it."""
 
 
-def _source_of(record: PatientRecord) -> Any:
-    img = record.image
+def _source_of(record: PatientRecord, modality: str = "image") -> Any:
+    img = record.modality(modality)
     if isinstance(img, Missing):
         return None
     src = getattr(img, "source", None)
@@ -62,13 +62,16 @@ class CachedImageDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._cache = None
-        use_image = "image" in self.modalities
-        others = tuple(m for m in self.modalities if m != "image")
+        kinds = getattr(self.modalities, "kinds", None) or {m: m for m in self.modalities}
+        #: the image modalities, read through the cache (a CT and a PET series, ...)
+        self.image_modalities = tuple(m for m in self.modalities if kinds.get(m) == "image")
+        others = tuple(m for m in self.modalities if m not in self.image_modalities)
         records = list(records)
         self.items = encode_records(records, preprocessor, progress=progress, modalities=others)
         for it, r in zip(self.items, records):
-            it["image_source"] = _source_of(r) if use_image else None
-            it["values"].pop("image", None)
+            it["image_sources"] = {m: _source_of(r, m) for m in self.image_modalities}
+            for m in self.image_modalities:
+                it["values"].pop(m, None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -97,12 +100,13 @@ class CachedImageDataset(torch.utils.data.Dataset):
 
         it = self.items[i]
         values = dict(it["values"])
-        if "image" in self.modalities:
-            values["image"] = None
-            src = it.get("image_source")
+        for j, m in enumerate(self.image_modalities):
+            values[m] = None
+            src = it["image_sources"].get(m)
             if src is not None:
-                seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
-                step = self.preprocessor.steps["image"]
+                key = [self.seed, self.epoch, i] if j == 0 else [self.seed, self.epoch, i, j]
+                seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+                step = self.preprocessor.steps[m]
                 try:
                     if hasattr(src, "read"):
                         arr = preprocess_cached(src, step, self.cache, training=self.training, seed=seed)
@@ -110,9 +114,9 @@ class CachedImageDataset(torch.utils.data.Dataset):
                         arr = step.transform(src)
                         if self.training and getattr(step, "augment", False):
                             arr = step.augment_array(arr, seed=seed)
-                    values["image"] = np.asarray(arr, dtype=np.float32)
+                    values[m] = np.asarray(arr, dtype=np.float32)
                 except MedmmError as exc:
-                    warnings.warn(f"patient {it['id']}: image not read, used without it: {exc}", ImageReadWarning,
+                    warnings.warn(f"patient {it['id']}: {m} not read, used without it: {exc}", ImageReadWarning,
                                   stacklevel=2)
         return {"values": values, "labels": it["labels"], "id": it["id"]}
 
@@ -136,26 +140,28 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
     if not datasets:
         return {"images": 0, "failed": 0, "computed": 0}
     first = datasets[0]
-    todo = [(ds, i, it["image_source"]) for ds in datasets for i, it in enumerate(ds.items)
-            if it.get("image_source") is not None and hasattr(it["image_source"], "read")]
-    sources = [s for _, _, s in todo]
-    step = first.preprocessor.steps.get("image")
     info = dist_info()
-    computed = 0
-    if info.enabled and step is not None:
-        share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
-                                 progress=progress)
-        computed = sum(s == "computed" for s, _ in share)
-        barrier()
-    results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress) if todo else []
-    failed = 0
-    for (ds, i, _), (status, err) in zip(todo, results):
-        if status == "error":
-            failed += 1
-            ds.items[i]["image_source"] = None
-            if report is not None:
-                report.add("error", err, patient_id=ds.items[i]["id"], modality="image", column="image_path")
-    return {"images": len(todo), "failed": failed, "computed": computed + sum(s == "computed" for s, _ in results)}
+    counts = {"images": 0, "failed": 0, "computed": 0}
+    for m in first.image_modalities:
+        todo = [(ds, i, it["image_sources"][m]) for ds in datasets for i, it in enumerate(ds.items)
+                if it["image_sources"].get(m) is not None and hasattr(it["image_sources"][m], "read")]
+        sources = [s for _, _, s in todo]
+        step = first.preprocessor.steps[m]
+        if info.enabled:
+            share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
+                                     progress=progress)
+            counts["computed"] += sum(s == "computed" for s, _ in share)
+            barrier()
+        results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress) if todo else []
+        for (ds, i, _), (status, err) in zip(todo, results):
+            if status == "error":
+                counts["failed"] += 1
+                ds.items[i]["image_sources"][m] = None
+                if report is not None:
+                    report.add("error", err, patient_id=ds.items[i]["id"], modality=m, column=f"{m}_path")
+        counts["images"] += len(todo)
+        counts["computed"] += sum(s == "computed" for s, _ in results)
+    return counts
 
 
 class _Filler:

@@ -34,7 +34,7 @@ class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
 
         from ..cohort import row_to_record
 
-        records = [row_to_record(row) for row in model_input.to_dict(orient="records")]
+        records = [row_to_record(row, modalities=self.model.modalities) for row in model_input.to_dict(orient="records")]
         probs = self.model.predict_records(records)
         out = pd.DataFrame({"patient_id": [r.patient_id for r in records]})
         for k, t in enumerate(self.model.tasks):

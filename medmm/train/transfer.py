@@ -38,9 +38,15 @@ class UnimodalView(nn.Module):
         self.modality = modality
         self.encoder = model.encoders[modality]
         self.head = model.aux_heads[modality]
+        if modality in getattr(model, "wide", {}):
+            self.wide_layer = model.wide[modality]  # trained with the view
+        self.model_ref = (model,)  # not a submodule: the view owns only its modality's modules
 
     def forward(self, values: dict[str, torch.Tensor], present: torch.Tensor, return_aux: bool = False):
-        logits = self.head(self.encoder(values[self.modality], present[:, 0]))
+        x, mask = values[self.modality], present[:, 0]
+        logits = self.head(self.encoder(x, mask))
+        if self.modality in getattr(self.model_ref[0], "wide", {}):
+            logits = logits + self.model_ref[0].wide_logits(self.modality, x, mask)
         return (logits, {}) if return_aux else logits
 
 
@@ -163,7 +169,7 @@ def pretrain_encoders(model: nn.Module, train_ds: Any, val_ds: Any, config: Any,
                                callbacks=cbs, progress=progress, resume=bool(ckpt))
             continue
         spec = dict(base.encoders.get(m) or DEFAULT_ENCODERS[m])
-        cfg = ModelConfig(tasks=dict(base.tasks), modalities=(m,), encoders={m: spec},
+        cfg = ModelConfig(tasks=dict(base.tasks), modalities=base.modalities.subset([m]), encoders={m: spec},
                           fusion={"name": "concat"}, dim=base.dim, modality_dropout=0.0, aux_weight=0.0,
                           unimodal_residual=False)
         uni = MultimodalModel(cfg, {m: model.input_shapes[m]}, None)

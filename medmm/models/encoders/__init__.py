@@ -1,14 +1,14 @@
 """Modality encoders behind one contract: ``forward(x, mask) -> [B, D]`` (see :mod:`.base`).
 
 ============  ====================================================================================
-modality      registered encoders
+kind          registered encoders (chosen by the modality's kind: ``text`` for notes, ...)
 ============  ====================================================================================
 image         ``tiny_cnn3d`` (CPU), ``monai_resnet``, ``monai_densenet``, ``monai_efficientnet``,
               ``monai_seresnet``, ``monai_vit``, ``swin`` (2D or 3D by ``in_shape``)
-notes         ``tfidf_mlp`` (bag of n-grams), ``text_transformer`` (token ids), ``sentence_mlp``
+text          ``tfidf_mlp`` (bag of n-grams), ``text_transformer`` (token ids), ``sentence_mlp``
               (frozen all-MiniLM-L6-v2 embedding)
-vitals        ``gru``, ``grud`` (GRU-D), ``tcn`` (temporal CNN), ``vitals_transformer``
-ehr           ``mlp``, ``ft_transformer``
+series        ``gru``, ``grud`` (GRU-D), ``tcn`` (temporal CNN), ``vitals_transformer``
+table         ``mlp``, ``ft_transformer``
 ============  ====================================================================================
 """
 

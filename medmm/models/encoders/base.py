@@ -8,7 +8,9 @@ row's output never depends on the absent ones. Encoders that have a natural toke
 
 Registry metadata (``register_encoder(name, modality=..., input=..., example=...)``):
 
-``modality``  the modality it is meant for;
+``kind``      the modality kind it reads (``image``, ``text``, ``series``, ``table``): any
+              modality of that kind may use it;
+``modality``  the default modality of that kind;
 ``input``     what its preprocessor gives: ``image`` (``float [C, *spatial]``), ``vector``
               (``float [F]``), ``sequence`` (``float [T, F]``), ``tokens`` (token ids
               ``[L]``, 0 = padding) or ``embedding`` (a frozen sentence embedding);

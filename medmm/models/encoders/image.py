@@ -35,7 +35,7 @@ class _ImageEncoder(Encoder):
         self._stages = [g if isinstance(g, nn.Module) else nn.ModuleList(list(g)) for g in groups]
 
 
-@register_encoder("tiny_cnn3d", modality="image", input="image", tokens=True,
+@register_encoder("tiny_cnn3d", modality="image", kind="image", input="image", tokens=True,
                   example={"in_shape": _IMG3, "channels": (4, 8)})
 class TinyCNN3D(_ImageEncoder):
     """A small residual CNN from MONAI blocks (3D, or 2D for a 2D ``in_shape``), pooled by mean
@@ -74,7 +74,7 @@ class TinyCNN3D(_ImageEncoder):
         return self._pool(f), tok, torch.ones(tok.shape[:2], dtype=torch.bool, device=x.device)
 
 
-@register_encoder("monai_resnet", modality="image", input="image",
+@register_encoder("monai_resnet", modality="image", kind="image", input="image",
                   example={"in_shape": _IMG3, "widths": (4, 8, 8, 16)})
 class MonaiResNet(_ImageEncoder):
     """MONAI's ResNet (2D or 3D); ``depth`` in 10/18/34/50. With ``widths=(64, 128, 256, 512)`` and
@@ -98,7 +98,7 @@ class MonaiResNet(_ImageEncoder):
         return self.net(x)
 
 
-@register_encoder("monai_densenet", modality="image", input="image",
+@register_encoder("monai_densenet", modality="image", kind="image", input="image",
                   example={"in_shape": (1, 12, 12, 12), "init_features": 4, "growth_rate": 4, "block_config": (1, 1)})
 class MonaiDenseNet(_ImageEncoder):
     """MONAI's DenseNet (DenseNet-121 with the default ``block_config``; smaller ones for small data)."""
@@ -121,7 +121,7 @@ class MonaiDenseNet(_ImageEncoder):
         return self.net(x)
 
 
-@register_encoder("monai_efficientnet", modality="image", input="image", heavy=True,
+@register_encoder("monai_efficientnet", modality="image", kind="image", input="image", heavy=True,
                   example={"in_shape": _IMG2})
 class MonaiEfficientNet(_ImageEncoder):
     """MONAI's EfficientNet-BN (``model_name`` efficientnet-b0 ... b7), randomly initialised;
@@ -140,7 +140,7 @@ class MonaiEfficientNet(_ImageEncoder):
         return self.net(x)
 
 
-@register_encoder("monai_seresnet", modality="image", input="image", heavy=True,
+@register_encoder("monai_seresnet", modality="image", kind="image", input="image", heavy=True,
                   example={"in_shape": (1, 16, 16)})
 class MonaiSEResNet(_ImageEncoder):
     """MONAI's SE-ResNet (squeeze-and-excitation bottlenecks); ``layers=(3, 4, 6, 3)`` is SE-ResNet-50."""
@@ -160,7 +160,7 @@ class MonaiSEResNet(_ImageEncoder):
         return self.net(x)
 
 
-@register_encoder("monai_vit", modality="image", input="image", tokens=True,
+@register_encoder("monai_vit", modality="image", kind="image", input="image", tokens=True,
                   example={"in_shape": _IMG3, "patch_size": 8, "hidden_size": 32, "mlp_dim": 64, "num_layers": 1,
                            "num_heads": 4})
 class MonaiViT(_ImageEncoder):
@@ -190,7 +190,7 @@ class MonaiViT(_ImageEncoder):
         return self.proj(h.mean(1)), tok, torch.ones(tok.shape[:2], dtype=torch.bool, device=x.device)
 
 
-@register_encoder("swin", modality="image", input="image", tokens=True,
+@register_encoder("swin", modality="image", kind="image", input="image", tokens=True,
                   example={"in_shape": _IMG3, "embed_dim": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)})
 class SwinEncoder(_ImageEncoder):
     """The Swin Transformer encoder of MONAI's SwinUNETR (``swinViT`` weights of a SwinUNETR

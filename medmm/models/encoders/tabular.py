@@ -9,7 +9,7 @@ from .base import Encoder, register_encoder
 from .text import CLSTransformer
 
 
-@register_encoder("mlp", modality="ehr", input="vector", example={"in_shape": (12,)})
+@register_encoder("mlp", modality="ehr", kind="table", input="vector", example={"in_shape": (12,)})
 class TabularMLP(Encoder):
     """An MLP over the featurised EHR row."""
 
@@ -24,7 +24,7 @@ class TabularMLP(Encoder):
         return self.net(x)
 
 
-@register_encoder("ft_transformer", modality="ehr", input="vector", tokens=True,
+@register_encoder("ft_transformer", modality="ehr", kind="table", input="vector", tokens=True,
                   example={"in_shape": (12,), "dim": 16, "layers": 1, "heads": 2})
 class FTTransformer(Encoder):
     """FT-Transformer (Gorishniy et al. 2021): a feature tokenizer turns each input column ``x_j``

@@ -41,7 +41,7 @@ class CLSTransformer(nn.Module):
         return h[:, 0], h[:, 1:]
 
 
-@register_encoder("tfidf_mlp", modality="notes", input="vector", example={"in_shape": (40,)})
+@register_encoder("tfidf_mlp", modality="notes", kind="text", input="vector", example={"in_shape": (40,)})
 class BagOfNgramsMLP(Encoder):
     """An MLP over a fitted TF-IDF bag of n-grams (the text baseline)."""
 
@@ -56,7 +56,7 @@ class BagOfNgramsMLP(Encoder):
         return self.net(x)
 
 
-@register_encoder("text_transformer", modality="notes", input="tokens", tokens=True,
+@register_encoder("text_transformer", modality="notes", kind="text", input="tokens", tokens=True,
                   example={"in_shape": (12,), "vocab_size": 30, "layers": 1, "heads": 2})
 class TextTransformer(Encoder):
     """A Transformer encoder over token ids from :class:`~medmm.preprocess.tokens.TokenPreprocessor`
@@ -87,7 +87,7 @@ class TextTransformer(Encoder):
         return self.encode_tokens(x)[0]
 
 
-@register_encoder("sentence_mlp", modality="notes", input="embedding", example={"in_shape": (384,)})
+@register_encoder("sentence_mlp", modality="notes", kind="text", input="embedding", example={"in_shape": (384,)})
 class SentenceEmbeddingMLP(Encoder):
     """A small MLP over a frozen pretrained sentence embedding (all-MiniLM-L6-v2, 384-d, computed
     once by :class:`~medmm.preprocess.tokens.SentenceEmbeddingPreprocessor`: frozen weights give

@@ -21,7 +21,7 @@ class _SequenceEncoder(Encoder):
         return pooled, h, torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
 
 
-@register_encoder("gru", modality="vitals", input="sequence", tokens=True, example=dict(_SEQ))
+@register_encoder("gru", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
 class GRUEncoder(_SequenceEncoder):
     """A GRU over the gridded series (values, observation mask, time since last observation)."""
 
@@ -40,7 +40,7 @@ class GRUEncoder(_SequenceEncoder):
         return self._tokens(self.proj(seq), self.proj(h[-1]))
 
 
-@register_encoder("grud", modality="vitals", input="sequence", tokens=True, example=dict(_SEQ))
+@register_encoder("grud", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
 class GRUD(_SequenceEncoder):
     """GRU-D (Che et al. 2018): between observations an input decays from its last value toward a
     learned mean, and the hidden state decays, both at learned rates of the time since the last
@@ -100,7 +100,7 @@ class _CausalBlock(nn.Module):
         return torch.relu(x + y)
 
 
-@register_encoder("tcn", modality="vitals", input="sequence", tokens=True, example=dict(_SEQ))
+@register_encoder("tcn", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
 class TemporalCNN(_SequenceEncoder):
     """A temporal convolutional network (Bai et al. 2018): residual blocks of causal dilated 1-D
     convolutions (dilation 1, 2, 4, ...), read out at the last step and by mean."""
@@ -127,7 +127,7 @@ class TemporalCNN(_SequenceEncoder):
         return self._tokens(self.token_proj(h.transpose(1, 2)), self.proj(torch.cat([h[..., -1], h.mean(-1)], dim=1)))
 
 
-@register_encoder("vitals_transformer", modality="vitals", input="sequence", tokens=True,
+@register_encoder("vitals_transformer", modality="vitals", kind="series", input="sequence", tokens=True,
                   example={**_SEQ, "layers": 1, "heads": 2, "dim": 16})
 class VitalsTransformer(_SequenceEncoder):
     """A Transformer over time steps with a time encoding: each step's features are projected and
