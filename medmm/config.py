@@ -60,6 +60,9 @@ _TRAIN_DOCS = {
     "amp_dtype": "float16 (with a gradient scaler) or bfloat16.",
     "encoder_lr_scale": "Learning rate of the encoders relative to lr (fine-tuning pretrained encoders).",
     "monitor_mode": "min, max or auto (min when the monitored metric is a loss).",
+    "monitor_window": "Early stopping and model selection judge each epoch by the mean of `monitor` over this many "
+                      "epochs centred on it (odd; an even number is rounded up): auto is 5 under 200 validation "
+                      "patients, 3 under 1000, else 1.",
     "loss": "bce, weighted_bce (class-weighted) or focal.",
     "pos_weight": "Positive-class weight of the BCE: null, 'auto' (N_neg/N_pos from the training split), a number or one per task.",
     "focal_gamma": "Focal loss focusing parameter.",
@@ -225,7 +228,8 @@ class ModelSection(_Section):
                                              "modality: tiny_cnn3d, tfidf_mlp, gru, mlp).")
     fusion: FusionSpec = Field(default_factory=FusionSpec, description="Fusion module.")
     dim: int = Field(64, ge=1, description="Width of every encoder's output and of the fusion.")
-    modality_dropout: float | dict[str, float] = Field(0.25, description="ModDrop chance (one, or per modality).")
+    modality_dropout: float | dict[str, float] | None = Field(None, description="ModDrop chance (one, or per modality); "
+                                                              "default 0.25, 0 with a single modality.")
     aux_weight: float = Field(0.5, ge=0, description="Weight of the auxiliary unimodal heads' loss.")
     unimodal_residual: bool = Field(True, description="Add the present modalities' unimodal logits to the fused ones.")
     modality_dropout_schedule: dict[str, Any] | None = Field(None, description="{kind: constant} or {kind: linear, "
