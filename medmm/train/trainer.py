@@ -427,7 +427,8 @@ def train(
                         best_state = recent.get(centre) or state_now or \
                             {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
                 recent = {e: st for e, st in recent.items() if e > centre}
-                stop_now = hit_max or (epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
+                judged = epoch >= 2 * half  # at least one full window
+                stop_now = hit_max or (judged and epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
                 epoch += 1
                 finished = stop_now or epoch >= config.epochs
                 if main and ckpt_dir is not None:
