@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -89,6 +90,8 @@ def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int
         per.setdefault("medmm", []).append(roc_auc_score(y, preds["prob_y"]))
         for b, df in bpreds.items():
             per.setdefault(b, []).append(roc_auc_score(df["label_y"], df["prob_y"]))
+        print(f"  {name} fold {fold.index}: " + ", ".join(f"{b} {v[-1]:.3f}" for b, v in per.items()),
+              file=sys.stderr, flush=True)
     refs = [b for b in per if b != "medmm" and (modality != "notes" or b == "tfidf_lr")]
     best = max(refs, key=lambda b: np.mean(per[b]))
     diff = np.asarray(per["medmm"]) - np.asarray(per[best])
