@@ -2,7 +2,7 @@
 scikit-learn on identical nested 5-fold splits.
 
 For each table (load_breast_cancer, load_diabetes binarised at its median) and a notes task
-(synthetic transcriptions from :mod:`medmm.synth.real_notes`, one specialty against the rest),
+(the synthetic corpus of :mod:`medmm.synth.real_notes`: all-caps notes against transcription and Markdown ones; TF-IDF lowercases, so only layout and wording tell them apart),
 every outer fold trains medmm's default model (early stopping on an inner validation part of the
 fold's training part) and fits LogisticRegression and HistGradientBoosting (TF-IDF + LR on the
 notes) on the whole training part, through :mod:`medmm.evaluate.baselines`. Printed: mean test
@@ -104,7 +104,7 @@ def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int
 def model_section(*, folds: int = 5, epochs: int = 60, seed: int = 0) -> list[dict]:
     """Print medmm's mean test AUROC beside the better reference's on each data set."""
     rows = [compare_on(n, r, "ehr", folds=folds, epochs=epochs, seed=seed) for n, r in _tables().items()]
-    rows.append(compare_on("notes (one specialty vs rest)", _notes(seed=seed), "notes", folds=folds, epochs=epochs,
+    rows.append(compare_on("notes: all-caps format vs rest", _notes(seed=seed), "notes", folds=folds, epochs=epochs,
                            seed=seed))
     print(f"\n== model section: nested {folds}-fold test AUROC, medmm default single-modality model vs scikit-learn")
     print(f"{'data set':<32}{'n':>5}{'medmm':>8}{'LR':>8}{'HGB':>8}{'TFIDF+LR':>10}  {'medmm - best ref (sd)':<24}target")

@@ -82,29 +82,29 @@ def test_tfidf_baseline_equals_scikit_learn_and_gives_the_prior_without_notes():
         from medmm.records import Missing
 
         records.append(PatientRecord(patient_id=f"N{i:04d}", notes=notes if len(notes) else Missing("no note"),
-                                     labels={"specialty": float(kind == target)}))
+                                     labels={"allcaps_format": float(kind == target)}))
     n_train = int(0.7 * len(records))
     train, test = records[:n_train], records[n_train:]
     pre = MultimodalPreprocessor(modalities=("notes",)).fit(train)
     model_preds = pd.DataFrame({"patient_id": [r.patient_id for r in test],
-                                "label_specialty": [r.labels["specialty"] for r in test],
-                                "prob_specialty": rng.random(len(test))})
-    preds, table, _ = run_baselines(train, test, pre, ["specialty"], model_preds, n_boot=300, seed=0)
+                                "label_allcaps_format": [r.labels["allcaps_format"] for r in test],
+                                "prob_allcaps_format": rng.random(len(test))})
+    preds, table, _ = run_baselines(train, test, pre, ["allcaps_format"], model_preds, n_boot=300, seed=0)
     assert {"tfidf_lr", "logistic_regression", "hist_gradient_boosting"} <= set(preds)
     has = np.array([not isinstance(r.notes, Missing) for r in test])
-    p = preds["tfidf_lr"]["prob_specialty"].to_numpy()
-    prior = np.mean([r.labels["specialty"] for r in train])
+    p = preds["tfidf_lr"]["prob_allcaps_format"].to_numpy()
+    prior = np.mean([r.labels["allcaps_format"] for r in train])
     assert np.allclose(p[~has], prior)
     tr_rows = [r for r in train if not isinstance(r.notes, Missing)]
     ref = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
                         LogisticRegression(max_iter=5000)).fit([r.notes.text for r in tr_rows],
-                                                               [r.labels["specialty"] for r in tr_rows])
-    y = np.array([r.labels["specialty"] for r in test])
+                                                               [r.labels["allcaps_format"] for r in tr_rows])
+    y = np.array([r.labels["allcaps_format"] for r in test])
     ref_p = ref.predict_proba([r.notes.text for r, h in zip(test, has) if h])[:, 1]
     np.testing.assert_allclose(p[has], ref_p, rtol=1e-9)
     row = table[(table.baseline == "tfidf_lr")].iloc[0]
     assert row.auroc_baseline == pytest.approx(roc_auc_score(y, p))
-    assert row.auroc_medmm == pytest.approx(roc_auc_score(y, model_preds.prob_specialty))
+    assert row.auroc_medmm == pytest.approx(roc_auc_score(y, model_preds.prob_allcaps_format))
     assert row.low <= row.difference <= row.high and row.difference < 0  # a random model is worse
     assert row.verdict == ("tfidf_lr better" if row.high < 0 else "no clear difference")
 
