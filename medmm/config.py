@@ -61,6 +61,9 @@ _TRAIN_DOCS = {
     "amp_dtype": "float16 (with a gradient scaler) or bfloat16.",
     "encoder_lr_scale": "Learning rate of the encoders relative to lr (fine-tuning pretrained encoders).",
     "monitor_mode": "min, max or auto (min when the monitored metric is a loss).",
+    "monitor_window": "Early stopping and model selection judge each epoch by the mean of `monitor` over this many "
+                      "epochs centred on it (odd; an even number is rounded up): auto is 5 under 200 validation "
+                      "patients, 3 under 1000, else 1.",
     "loss": "bce, weighted_bce (class-weighted) or focal.",
     "pos_weight": "Positive-class weight of the BCE: null, 'auto' (N_neg/N_pos from the training split), a number or one per task.",
     "focal_gamma": "Focal loss focusing parameter.",
@@ -93,8 +96,15 @@ class SplitSection(_Section):
     stratify: str | None = Field(None, description="Task whose label the splits are stratified by (default: the first task).")
     group_by: str | None = Field(None, description="Manifest column (e.g. site) whose groups never straddle two splits.")
     seed: int = Field(0, description="Seed of the split draw.")
-    cv_folds: int = Field(0, description="k >= 2: k-fold cross-validation on train+val (nested MLflow runs, per-fold and "
-                          "pooled metrics), then a final model on train+val scored once on the untouched test hold-out.")
+    cv_folds: int = Field(0, description="k >= 2: nested k-fold cross-validation on train+val (each outer fold scored by "
+                          "a model whose early stopping used an inner validation part of its training part; nested "
+                          "MLflow runs, per-fold and pooled metrics, baselines on the same folds), then a final model "
+                          "on train+val scored once on the untouched test hold-out.")
+    cv_val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each outer fold's training part held out "
+                                   "(by patient) for early stopping and epoch selection.")
+    test_groups: list[str] | None = Field(None, description="External validation: the patients of these `group_by` "
+                                          "values (e.g. [site_c]) are the test split; the other groups are split "
+                                          "into train and val (by patient, `fractions` renormalised).")
 
     @field_validator("cv_folds")
     @classmethod
@@ -103,12 +113,31 @@ class SplitSection(_Section):
             raise ValueError("cv_folds is 0 (no cross-validation) or at least 2")
         return v
 
+    @model_validator(mode="after")
+    def _external(self) -> "SplitSection":
+        if self.test_groups is not None:
+            if not self.group_by:
+                raise ValueError("test_groups needs group_by (the column whose values they are), e.g. group_by: site")
+            if not self.test_groups:
+                raise ValueError("test_groups is empty; name at least one group or drop it")
+        return self
+
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
         if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError("fractions must be non-negative and sum to 1")
         return v
+
+
+class EvaluationSection(_Section):
+    baselines: bool = Field(True, description="Fit LogisticRegression and HistGradientBoosting (and TF-IDF + LR when "
+                            "the model reads notes) on the model's featurised inputs, on the same splits (and CV "
+                            "folds), and report each beside the model with a paired bootstrap CI of the AUROC "
+                            "difference.")
+    baseline_models: list[Literal["logistic_regression", "hist_gradient_boosting", "tfidf_lr"]] | None = Field(
+        None, description="Baselines to fit (default: all that apply).")
+    n_boot: int = Field(2000, ge=100, description="Bootstrap resamples of the baseline comparison's CI.")
 
 
 class PreprocessSection(_Section):
@@ -205,7 +234,8 @@ class ModelSection(_Section):
                                              "kind: image tiny_cnn3d, text tfidf_mlp, series gru, table mlp).")
     fusion: FusionSpec = Field(default_factory=FusionSpec, description="Fusion module.")
     dim: int = Field(64, ge=1, description="Width of every encoder's output and of the fusion.")
-    modality_dropout: float | dict[str, float] = Field(0.25, description="ModDrop chance (one, or per modality).")
+    modality_dropout: float | dict[str, float] | None = Field(None, description="ModDrop chance (one, or per modality); "
+                                                              "default 0.25, 0 with a single modality.")
     aux_weight: float = Field(0.5, ge=0, description="Weight of the auxiliary unimodal heads' loss.")
     unimodal_residual: bool = Field(True, description="Add the present modalities' unimodal logits to the fused ones.")
     modality_dropout_schedule: dict[str, Any] | None = Field(None, description="{kind: constant} or {kind: linear, "
@@ -334,6 +364,7 @@ class ExperimentConfig(_Section):
                           "manifest's sidecar <manifest>.modalities.yaml (schema medmm/schemas/modalities.schema.json).")
     tasks: list[str] | None = Field(None, description="Tasks (label_<task> columns) to train; default: all of them.")
     split: SplitSection = Field(default_factory=SplitSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
     model: ModelSection = Field(default_factory=ModelSection, description="ModelConfig fields (modalities, encoders, "
                                 "fusion, dim, modality_dropout, aux_weight, ...); tasks default to binary ones for "

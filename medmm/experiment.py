@@ -41,6 +41,7 @@ class ExperimentResult:
     cv_metrics: Any = None  # DataFrame per fold and pooled (cross-validation only)
     model: Any = None  # the trained MultimodalModel
     train_result: Any = None
+    baselines: Any = None  # DataFrame: the model against LogisticRegression, HistGradientBoosting, TF-IDF + LR
 
 
 def predictions_frame(model: Any, dataset: Any, split: str):
@@ -168,9 +169,15 @@ def resume_experiment(run_id: str, *, tracking_uri: str | None = None, progress:
 
 
 def _splits(cfg, records, tasks) -> dict[str, list]:
-    from .train.splits import assign_patient_splits, check_disjoint
+    from .train.splits import assign_external_splits, assign_patient_splits, check_disjoint
 
     stratify = cfg.split.stratify or tasks[0]
+    if cfg.split.test_groups:  # external validation: whole groups (sites) held out as the test split
+        which = assign_external_splits(records, group_by=cfg.split.group_by, test_groups=cfg.split.test_groups,
+                                       fractions=cfg.split.fractions, stratify=stratify, seed=cfg.split.seed)
+        parts = {s: [r for r in records if which[r.patient_id] == s] for s in ("train", "val", "test")}
+        check_disjoint(parts)
+        return parts
     if cfg.split.mode == "assign":
         which = assign_patient_splits(records, fractions=cfg.split.fractions, stratify=stratify,
                                       group_by=cfg.split.group_by, seed=cfg.split.seed)
@@ -274,45 +281,85 @@ def _plots(tracker, history, preds, tasks, split) -> None:
 
 
 def _cross_validate(cfg, model_config, train_config, dev, *, tracker, progress, resume, report=None):
+    """Nested k-fold cross-validation of ``dev``: returns (per-fold and summary table, out-of-fold
+    predictions, the folds' median best epoch count, the baselines' out-of-fold predictions,
+    the fold assignment)."""
     import numpy as np
     import pandas as pd
 
+    from .evaluate.baselines import compare_with_baselines, run_baselines
     from .evaluate.metrics import evaluate_predictions
-    from .train.splits import cv_folds
+    from .train.splits import nested_cv_folds
 
     tasks = tuple(model_config.tasks)
     k = cfg.split.cv_folds
-    folds = cv_folds(dev, k, stratify=cfg.split.stratify or tasks[0], group_by=cfg.split.group_by, seed=cfg.split.seed)
-    oof, best_epochs, rows = [], [], []
-    for i, (tr, va) in enumerate(folds):
+    folds = nested_cv_folds(dev, k, stratify=cfg.split.stratify or tasks[0], group_by=cfg.split.group_by,
+                            val_fraction=cfg.split.cv_val_fraction, seed=cfg.split.seed)
+    oof, best_epochs, rows, base_oof, assignment = [], [], [], {}, []
+    for fold in folds:
+        i = fold.index
+        tr, va, te = ([dev[j] for j in idx] for idx in (fold.train, fold.val, fold.test))
+        for role, recs in (("train", tr), ("val", va), ("test", te)):
+            assignment += [{"patient_id": r.patient_id, "fold": i, "role": role} for r in recs]
         tc = dataclasses.replace(train_config, checkpoint_dir=str(Path(train_config.checkpoint_dir) / f"fold_{i}"))
         with tracker.nested_run(run_name=f"fold-{i}", tags={"medmm.fold": str(i), "medmm.kind": "cv_fold"},
                                 resume=resume) as ft:
-            ft.log_params({"fold": i, "n_train": len(tr), "n_val": len(va)})
-            model, res, ds = _fit(cfg, model_config, tc, [dev[j] for j in tr], [dev[j] for j in va], [],
-                                  tracker=ft, callbacks=[], progress=progress, resume=resume, report=report)
-            preds = predictions_frame(model, ds["val"], "cv")
+            ft.log_params({"fold": i, "n_train": len(tr), "n_val": len(va), "n_test": len(te)})
+            # the outer fold is the test part: early stopping and epoch selection see only the inner val part
+            model, res, ds = _fit(cfg, model_config, tc, tr, va, te, tracker=ft, callbacks=[], progress=progress,
+                                  resume=resume, report=report)
+            preds = predictions_frame(model, ds["test"], "cv")
             preds["fold"] = i
             m = evaluate_predictions(preds, tasks, by=None)
             for _, row in m.iterrows():
                 ft.log_metrics({f"fold_auroc_{row.task}": row.auroc, f"fold_auprc_{row.task}": row.auprc})
-                rows.append({"fold": str(i), "task": row.task, "auroc": row.auroc, "auprc": row.auprc, "n": row.n})
+                rows.append({"fold": str(i), "model": "medmm", "task": row.task, "auroc": row.auroc,
+                             "auprc": row.auprc, "n": row.n})
+            if cfg.evaluation.baselines:
+                # the baselines have no early stopping: they fit the whole outer training part
+                bpreds, _, _ = run_baselines(tr + va, te, model.preprocessor, tasks, preds, seed=cfg.split.seed,
+                                             which=cfg.evaluation.baseline_models, compare=False)
+                for name, bp in bpreds.items():
+                    bp["fold"] = i
+                    base_oof.setdefault(name, []).append(bp)
+                    bm = evaluate_predictions(bp, tasks, by=None)
+                    for _, row in bm.iterrows():
+                        ft.log_metrics({f"fold_auroc_{row.task}_{name}": row.auroc})
+                        rows.append({"fold": str(i), "model": name, "task": row.task, "auroc": row.auroc,
+                                     "auprc": row.auprc, "n": row.n})
         oof.append(preds)
         best_epochs.append(res.best_epoch + 1)
     oof = pd.concat(oof, ignore_index=True)
-    pooled = evaluate_predictions(oof, tasks, by=None)
+    base_oof = {name: pd.concat(parts, ignore_index=True) for name, parts in base_oof.items()}
     per_fold = pd.DataFrame(rows)
     summary = []
-    for t in tasks:
-        f = per_fold[per_fold.task == t]
-        p = pooled[pooled.task == t].iloc[0]
-        summary.append({"fold": "pooled", "task": t, "auroc": p.auroc, "auprc": p.auprc, "n": p.n})
-        summary.append({"fold": "mean", "task": t, "auroc": f.auroc.mean(), "auprc": f.auprc.mean(), "n": f.n.sum()})
-        summary.append({"fold": "std", "task": t, "auroc": f.auroc.std(ddof=1), "auprc": f.auprc.std(ddof=1), "n": f.n.sum()})
-        tracker.log_metrics({f"cv_pooled_auroc_{t}": p.auroc, f"cv_pooled_auprc_{t}": p.auprc,
-                             f"cv_mean_auroc_{t}": f.auroc.mean(), f"cv_std_auroc_{t}": f.auroc.std(ddof=1)})
+    for name, frame in {"medmm": oof, **base_oof}.items():
+        pooled = evaluate_predictions(frame, tasks, by=None)
+        for t in tasks:
+            f = per_fold[(per_fold.task == t) & (per_fold.model == name)]
+            p = pooled[pooled.task == t].iloc[0]
+            summary.append({"fold": "pooled", "model": name, "task": t, "auroc": p.auroc, "auprc": p.auprc, "n": p.n})
+            summary.append({"fold": "mean", "model": name, "task": t, "auroc": f.auroc.mean(), "auprc": f.auprc.mean(),
+                            "n": f.n.sum()})
+            summary.append({"fold": "std", "model": name, "task": t, "auroc": f.auroc.std(ddof=1),
+                            "auprc": f.auprc.std(ddof=1), "n": f.n.sum()})
+            suffix = "" if name == "medmm" else f"_{name}"
+            tracker.log_metrics({f"cv_pooled_auroc_{t}{suffix}": p.auroc, f"cv_pooled_auprc_{t}{suffix}": p.auprc,
+                                 f"cv_mean_auroc_{t}{suffix}": f.auroc.mean(),
+                                 f"cv_std_auroc_{t}{suffix}": f.auroc.std(ddof=1)})
+    for name in base_oof:  # paired over folds: the same outer folds, the same patients
+        for t in tasks:
+            a = per_fold[(per_fold.task == t) & (per_fold.model == "medmm")].set_index("fold").auroc
+            b = per_fold[(per_fold.task == t) & (per_fold.model == name)].set_index("fold").auroc
+            d = (a - b.reindex(a.index)).dropna()
+            summary.append({"fold": "mean paired difference", "model": f"medmm - {name}", "task": t,
+                            "auroc": d.mean() if len(d) else np.nan, "auprc": np.nan, "n": len(d)})
+            tracker.log_metrics({f"cv_mean_auroc_diff_{t}_{name}": float(d.mean()) if len(d) else float("nan")})
     table = pd.concat([per_fold, pd.DataFrame(summary)], ignore_index=True)
-    return table, oof, int(np.median(best_epochs))
+    if base_oof:
+        cmp = compare_with_baselines(oof, base_oof, tasks, n_boot=cfg.evaluation.n_boot, seed=cfg.split.seed)
+        table.attrs["baselines"] = cmp
+    return table, oof, int(np.median(best_epochs)), base_oof, pd.DataFrame(assignment)
 
 
 def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentResult:
@@ -393,12 +440,17 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         cv_table = None
         if cfg.split.cv_folds:
             dev = parts["train"] + parts["val"]
-            cv_table, oof, n_epochs = _cross_validate(cfg, model_config, train_config, dev, tracker=tracker,
-                                                      progress=progress, resume=resume, report=cohort.report)
+            cv_table, oof, n_epochs, base_oof, assignment = _cross_validate(
+                cfg, model_config, train_config, dev, tracker=tracker, progress=progress, resume=resume,
+                report=cohort.report)
             if main:
                 cv_table.to_csv(out_dir / "cv_metrics.csv", index=False)
                 oof.to_parquet(out_dir / "cv_predictions.parquet", index=False)
+                assignment.to_csv(out_dir / "cv_folds.csv", index=False)
                 tracker.log_artifact(out_dir / "cv_metrics.csv", "evaluation")
+                if "baselines" in cv_table.attrs:
+                    cv_table.attrs["baselines"].to_csv(out_dir / "cv_baselines.csv", index=False)
+                    tracker.log_artifact(out_dir / "cv_baselines.csv", "evaluation")
             tracker.log_params({"final": {"epochs": n_epochs, "trained_on": "train+val"}})
             final_tc = dataclasses.replace(train_config, epochs=max(n_epochs, 1), min_epochs=max(n_epochs, 1),
                                            monitor="last", checkpoint_dir=str(Path(train_config.checkpoint_dir) / "final"))
@@ -413,13 +465,16 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         if main:  # after training: the image pass adds the images it could not read
             tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
         eval_split = "test" if len(datasets["test"]) else "val"
-        preds = metrics = model_dir = model_uri = None
+        preds = metrics = model_dir = model_uri = baselines = None
         if main and len(datasets[eval_split]):
             preds = predictions_frame(model, datasets[eval_split], eval_split)
             metrics = evaluate_predictions(preds, tasks, by="pattern")
             for _, row in metrics[metrics["group"] == "all"].iterrows():
                 tracker.log_metrics({f"{eval_split}_auroc_{row.task}": row.auroc,
                                      f"{eval_split}_auprc_{row.task}": row.auprc})
+            if cfg.evaluation.baselines:
+                fit_on = parts["train"] + (parts["val"] if eval_split == "test" else [])
+                baselines = _baselines(cfg, model, fit_on, parts[eval_split], preds, tasks, eval_split, tracker)
         tracker.log_metrics({"best_epoch": result.best_epoch})
         if main:
             model_dir = model.save(out_dir / "model")
@@ -427,6 +482,9 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                 preds.to_parquet(out_dir / "predictions.parquet", index=False)
                 metrics.to_csv(out_dir / "metrics_by_pattern.csv", index=False)
                 tracker.log_artifact(out_dir / "metrics_by_pattern.csv", "evaluation")
+            if baselines is not None:
+                baselines.to_csv(out_dir / "baselines.csv", index=False)
+                tracker.log_artifact(out_dir / "baselines.csv", "evaluation")
             if tr.plots:
                 try:
                     _plots(tracker, result.history, preds if preds is not None else _empty_preds(tasks), tasks,
@@ -448,7 +506,28 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     barrier()
     torch.set_grad_enabled(True)
     return ExperimentResult(tracker.run_id, tracker.experiment_id, tracker.tracking_uri, model_dir, model_uri,
-                            metrics, preds, result.history, timings, cv_table, model, result)
+                            metrics, preds, result.history, timings, cv_table, model, result, baselines)
+
+
+def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
+    """Classical baselines fitted on the records the model learnt from (train+val: they have no
+    early stopping) through its fitted preprocessing, scored on the same held-out patients."""
+    from .evaluate.baselines import run_baselines
+
+    binary = [t for t in tasks if model.config.task_spec(t)[0] == "binary"]
+    if not binary or not eval_recs:
+        return None
+    _, table, skipped = run_baselines(train_recs, eval_recs, model.preprocessor, binary, preds,
+                                      n_boot=cfg.evaluation.n_boot, seed=cfg.split.seed,
+                                      which=cfg.evaluation.baseline_models)
+    if skipped:
+        tracker.set_tags({"medmm.baselines_skipped": "; ".join(skipped)[:250]})
+    for _, row in table.iterrows():
+        tracker.log_metrics({f"{split}_auroc_{row.task}_{row.baseline}": row.auroc_baseline,
+                             f"{split}_auroc_diff_{row.task}_{row.baseline}": row.difference,
+                             f"{split}_auroc_diff_{row.task}_{row.baseline}_low": row.low,
+                             f"{split}_auroc_diff_{row.task}_{row.baseline}_high": row.high})
+    return table
 
 
 def _empty_preds(tasks):

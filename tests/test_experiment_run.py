@@ -133,7 +133,7 @@ def test_cross_validation_nested_runs_and_untouched_holdout(tiny_cohort, tiny_lo
     assert all("fold_auroc_tumor" in r.data.metrics for r in children)
     parent = client.get_run(res.run_id).data.metrics
     assert {"cv_pooled_auroc_tumor", "cv_mean_auroc_tumor", "test_auroc_tumor"} <= set(parent)
-    assert set(res.cv_metrics.fold) == {"0", "1", "pooled", "mean", "std"}
+    assert set(res.cv_metrics.fold) == {"0", "1", "pooled", "mean", "std", "mean paired difference"}
     oof = pd.read_parquet(tmp_path / "cv_predictions.parquet")
     test_ids = {r.patient_id for r in tiny_loaded.split("test")}
     assert not test_ids & set(oof.patient_id)  # the hold-out never entered model selection

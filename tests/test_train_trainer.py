@@ -89,7 +89,7 @@ def test_amp_is_ignored_on_cpu():
 
 
 def test_early_stopping_on_the_chosen_metric():
-    _, res = _train(epochs=30, monitor="val_auroc_mean", patience=2, lr=0.2)
+    _, res = _train(epochs=30, monitor="val_auroc_mean", patience=2, lr=0.2, monitor_window=1)
     aucs = [h["val_auroc_mean"] for h in res.history]
     assert len(res.history) < 30
     assert res.best_epoch == int(np.nanargmax(aucs))

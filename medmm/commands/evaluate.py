@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="operating point with at least this sensitivity (default 0.9)")
     p.add_argument("--compare", default=None, metavar="MODEL2",
                    help="a second model folder to compare with on the same patients (DeLong, paired bootstrap)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="do not fit LogisticRegression / HistGradientBoosting / TF-IDF + LR on the train split "
+                        "to report beside the model")
     p.add_argument("--batch-size", type=int, default=64, help="patients scored per batch (default 64)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes reading and preprocessing patients while the model scores (default 0: inline)")
@@ -81,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
         min_subgroup=args.min_subgroup, progress=not args.quiet, device=args.device, num_workers=args.workers,
         engine=args.engine, address=args.address,
     )
-    res = evaluate_cohort(args.model, args.manifest, **common)
+    res = evaluate_cohort(args.model, args.manifest, baselines=not args.no_baselines, **common)
     if args.compare:
-        other = evaluate_cohort(args.compare, args.manifest, **{**common, "robustness": False, "calibrate": None})
+        other = evaluate_cohort(args.compare, args.manifest, baselines=False,
+                                **{**common, "robustness": False, "calibrate": None})
         cmp = res.compare(other, names=(Path(args.model).name or "model_1", Path(args.compare).name or "model_2"))
         print(cmp[cmp["metric"].isin(["auroc", "auprc", "brier"])].to_string(index=False))
     figures = res.figures()
@@ -93,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
                                    figures=figures)
         print(f"MLflow run {run_id}")
     print(res.summary().to_string(index=False))
+    if res.reference_models is not None and len(res.reference_models):
+        cols = [c for c in res.reference_models.columns if c not in ("n_positive", "p_value")]
+        print("against classical baselines (difference = model - baseline AUROC, paired bootstrap 95% CI):")
+        print(res.reference_models[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for w in res.warnings:
         print(f"warning: {w}")
     print(f"report: {paths['report']}\npredictions: {paths['predictions']}")

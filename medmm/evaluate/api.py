@@ -50,6 +50,7 @@ class EvaluationResult:
     masked: dict[str, np.ndarray] = field(default_factory=dict)
     comparisons: dict[str, Any] = field(default_factory=dict)
     baselines: Any = None
+    reference_models: Any = None  # the model against LR / HGB / TF-IDF + LR fitted on the training split
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     audit: Any = None  # the cohort's data audit (medmm.audit.AuditReport)
@@ -179,7 +180,7 @@ class EvaluationResult:
         self.predictions.to_parquet(paths["predictions"], index=False)
         paths["metrics"] = out / "metrics.csv"
         self.metrics_frame().to_csv(paths["metrics"], index=False)
-        for name in ("subgroups", "patterns", "masking", "fusion", "shapley", "baselines"):
+        for name in ("subgroups", "patterns", "masking", "fusion", "shapley", "baselines", "reference_models"):
             df = getattr(self, name)
             if df is not None and len(df):
                 paths[name] = out / f"{name}.csv"
@@ -232,6 +233,7 @@ class EvaluationResult:
                     for suffix, v in (("", est), ("_low", lo), ("_high", hi)):
                         if v is not None and not np.isnan(v):
                             metrics[key + suffix] = float(v)
+            metrics.update(self.reference_metrics(prefix))
             mlflow.log_metrics(metrics)
             for name, fig in figures.items():
                 mlflow.log_figure(fig, f"evaluation/{name}")
@@ -240,11 +242,26 @@ class EvaluationResult:
             if self.audit is not None:
                 mlflow.log_text(self.audit.to_json(), "evaluation/audit.json")
                 mlflow.log_metrics(self.audit.metrics())
-            for name in ("subgroups", "masking", "fusion", "shapley"):
+            for name in ("subgroups", "masking", "fusion", "shapley", "reference_models"):
                 df = getattr(self, name)
                 if df is not None and len(df):
                     mlflow.log_text(df.to_csv(index=False), f"evaluation/{name}.csv")
             return run.info.run_id
+
+    def reference_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        """``{prefix}_auroc_<task>_<baseline>`` and the model's difference with its CI bounds."""
+        out: dict[str, float] = {}
+        df = self.reference_models
+        if df is None or not len(df):
+            return out
+        for _, row in df.iterrows():
+            key = f"{prefix}_auroc_{row.task}_{row.baseline}"
+            for k, v in ((key, row.auroc_baseline), (f"{prefix}_auroc_diff_{row.task}_{row.baseline}", row.difference),
+                         (f"{prefix}_auroc_diff_{row.task}_{row.baseline}_low", row.low),
+                         (f"{prefix}_auroc_diff_{row.task}_{row.baseline}_high", row.high)):
+                if v is not None and not np.isnan(v):
+                    out[k] = float(v)
+        return out
 
     def _repr_html_(self) -> str:
         import html
@@ -259,7 +276,7 @@ class EvaluationResult:
         parts.append("<details><summary>operating points</summary>" + _table(self.operating_points()) + "</details>")
         if self.calibrated_metrics is not None:
             parts.append("<details><summary>calibration</summary>" + _table(self.calibration_table()) + "</details>")
-        for name in ("subgroups", "patterns", "masking", "fusion", "baselines", "shapley"):
+        for name in ("reference_models", "subgroups", "patterns", "masking", "fusion", "baselines", "shapley"):
             df = self.subgroup_table() if name == "subgroups" else getattr(self, name)
             if df is not None and len(df):
                 parts.append(f"<details><summary>{name}</summary>{_table(df)}</details>")
@@ -394,6 +411,9 @@ def evaluate_cohort(
     engine: str = "local",
     address: str | None = None,
     audit: bool = True,
+    baselines: bool = True,
+    baseline_models: list[str] | tuple[str, ...] | None = None,
+    train_split: str = "train",
 ) -> EvaluationResult:
     """Score ``cohort`` with ``model`` in batches and evaluate it.
 
@@ -429,6 +449,11 @@ def evaluate_cohort(
     audit:
         Also run the data audit (:func:`medmm.audit.audit_cohort`) on the cohort; its findings
         go into the report.
+    baselines, baseline_models, train_split:
+        Fit LogisticRegression, HistGradientBoosting (and TF-IDF + LR on notes) on the
+        ``train_split`` patients' featurised inputs (the model's own fitted preprocessing) and
+        report each beside the model, with the paired bootstrap CI of the AUROC difference
+        (:mod:`medmm.evaluate.baselines`).
     """
     from ..train.hub import load_model
     from .scoring import score_cohort
@@ -456,6 +481,9 @@ def evaluate_cohort(
                      "model": type(model).__name__, "modalities": "+".join(res.modalities)})
     if audit:
         res.audit = _audit(cohort, res.tasks, res.warnings)
+    if baselines:
+        _reference_models(res, model, cohort, split=split, train_split=train_split, which=baseline_models,
+                          n_boot=n_boot, seed=seed)
     figures = None
     if out is not None or mlflow:
         figures = res.figures()
@@ -466,3 +494,38 @@ def evaluate_cohort(
                                                    experiment=experiment, tracking_uri=tracking_uri, figures=figures)
     res.info["total seconds"] = round(time.perf_counter() - t0, 2)
     return res
+
+
+def _split_records(cohort: Any, name: str | None) -> list[Any]:
+    from ..cohort import Cohort
+
+    if isinstance(cohort, (str, Path)):
+        cohort = Cohort.from_manifest(cohort)
+    if isinstance(cohort, Cohort):
+        return list(cohort if name in (None, "all") else cohort.split(name))
+    return [r for r in cohort if name in (None, "all") or r.split == name]
+
+
+def _reference_models(res: EvaluationResult, model: Any, cohort: Any, *, split: str | None, train_split: str,
+                      which: Any, n_boot: int, seed: int) -> None:
+    """Fit the classical baselines on ``train_split`` and put them beside the model (in place)."""
+    from .baselines import run_baselines
+
+    config = getattr(model, "config", None)
+    tasks = [t for t in res.tasks if config is None or config.task_spec(t)[0] == "binary"]
+    if split in (None, "all") or split == train_split:
+        res.warnings.append(f"baselines skipped: the evaluated patients include the {train_split!r} split they "
+                            "would be fitted on; evaluate another --split")
+        return
+    train = _split_records(cohort, train_split)
+    if not train or not tasks or getattr(model, "preprocessor", None) is None:
+        res.warnings.append(f"baselines skipped: no {train_split!r} patients to fit them on" if not train else
+                            "baselines skipped: no binary task or no fitted preprocessing in the model")
+        return
+    ids = set(res.predictions.patient_id)
+    evaluated = [r for r in _split_records(cohort, split) if r.patient_id in ids]
+    _, table, skipped = run_baselines(train, evaluated, model.preprocessor, tasks, res.predictions, n_boot=n_boot,
+                                      seed=seed, which=which)
+    res.reference_models = table
+    res.warnings.extend(f"baseline skipped: {s}" for s in skipped)
+    res.info["baselines fitted on"] = f"{len(train)} {train_split} patients"

@@ -291,6 +291,13 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
     for w in result.warnings:
         parts.append(f"<div class='warn'>{e(w)}</div>")
     parts.append("<h2>Summary (95% bootstrap CIs, resampling patients)</h2>" + _table(result.summary()))
+    ref = getattr(result, "reference_models", None)
+    if ref is not None and len(ref):
+        parts.append("<h2>Is the model better than logistic regression?</h2><p class='note'>Classical baselines "
+                     "fitted on the training split's featurised inputs (the model's own fitted preprocessing; "
+                     "TF-IDF of the raw notes for TF-IDF + LR), scored on the same patients. Difference = model "
+                     "- baseline AUROC with its paired bootstrap 95% CI (the same resamples for both) and "
+                     "DeLong's p-value.</p>" + _table(ref))
     parts.append("<h2>Operating points</h2><p class='note'>Thresholds: a fixed one, Youden's J and a target "
                  "sensitivity, re-chosen in every bootstrap resample" + (
                      "; '(val)' thresholds were chosen on the validation split and held fixed"

@@ -63,7 +63,7 @@ class ModelConfig:
     ``modality_dropout``
         The chance, during training only, that a present modality is hidden from the fusion for
         one sample (ModDrop), which teaches the model to predict from any subset of modalities.
-        A number, or ``{modality: chance}``.
+        A number, or ``{modality: chance}``; default 0.25, and 0 for a single-modality model.
     ``modality_dropout_schedule``
         ``None``/``{"kind": "constant"}``, or ``{"kind": "linear", "warmup_steps": N}``: the chance
         rises from 0 over the first N training steps (ModDrop's curriculum), so the encoders
@@ -101,7 +101,7 @@ class ModelConfig:
     encoders: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ENCODERS.items()})
     fusion: dict[str, Any] = field(default_factory=lambda: {"name": "attention"})
     dim: int = 64
-    modality_dropout: Any = 0.25
+    modality_dropout: Any = None  # None: 0.25 with several modalities, 0 with one (hiding the only input teaches nothing)
     aux_weight: float = 0.5  # weight of the auxiliary unimodal heads' loss
     unimodal_residual: bool = True  # add the present modalities' unimodal logits to the fused logits
     modality_dropout_schedule: dict[str, Any] | None = None
@@ -133,6 +133,8 @@ class ModelConfig:
             raise ConfigError(f"wide_l2 {self.wide_l2} is negative", column="wide_l2")
         if not self.tasks:
             raise ConfigError("no task given", hint="set tasks, e.g. {'tumor': 'binary'}")
+        if self.modality_dropout is None:
+            self.modality_dropout = 0.25 if len(self.modalities) > 1 else 0.0
         rates = self.modality_dropout if isinstance(self.modality_dropout, dict) else {"": self.modality_dropout}
         for m, p in rates.items():
             if m and m not in self.modalities:

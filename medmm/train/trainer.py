@@ -139,6 +139,14 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     return out
 
 
+def _monitored(metrics: dict[str, float], config: TrainConfig, higher: bool) -> float:
+    """The monitored value of one epoch (the training loss when the validation one is undefined)."""
+    score = float(metrics["epoch"]) if config.monitor == "last" else metrics.get(config.monitor)
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        score = -metrics["train_loss"] if higher else metrics["train_loss"]
+    return float(score)
+
+
 def _worker_init(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32  # base seed (from the loader's seeded generator) + worker id
     random.seed(s)
@@ -281,6 +289,10 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     higher = config.higher_is_better
+    window = config.window_for(len(val_ds) if val_ds is not None else 0)
+    half = min(window // 2, (config.epochs - 1) // 2)  # an epoch is judged on the mean of the window centred on it
+    window = 2 * half + 1
+    recent: dict[int, dict[str, torch.Tensor]] = {}  # the last `half` epochs' weights, until their window is full
     best_score, best_epoch, best_state = (-np.inf if higher else np.inf), -1, None
     history: list[dict[str, float]] = []
     steps = 0
@@ -295,6 +307,7 @@ def train(
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         best_score, best_epoch, best_state = ckpt["best_score"], ckpt["best_epoch"], ckpt["best_state"]
+        recent = dict(ckpt.get("recent_states") or {})
         history = list(ckpt["history"])
         steps = ckpt["steps"]
         start_epoch, start_batch = ckpt["epoch"], ckpt["batch"]
@@ -312,11 +325,12 @@ def train(
             "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+            "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state, "recent_states": recent,
             "history": history, "steps": steps, "epoch": epoch, "batch": batch, "running": run,
             "grads": grads, "rng": rng_state(), "finished": done, "config": config.to_dict(),
         }
 
+    loss_info["monitor_window"] = window
     for cb in callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin({"imbalance": loss_info, "world_size": info.world_size,
@@ -396,14 +410,25 @@ def train(
                 if val_ds is not None and len(val_ds):
                     metrics.update(_val_metrics(core, val_ds, tasks, device))
                 history.append({"epoch": epoch, **metrics})
-                score = float(epoch) if config.monitor == "last" else metrics.get(config.monitor)
-                if score is None or (isinstance(score, float) and math.isnan(score)):
-                    score = -metrics["train_loss"] if higher else metrics["train_loss"]
-                improved = (score > best_score) if higher else (score < best_score)
-                if improved or best_state is None:
-                    best_score, best_epoch = float(score), epoch
-                    best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
-                stop_now = hit_max or (epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
+                state_now = None
+                if half or best_state is None:
+                    state_now = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                if best_state is None:  # a placeholder until the first full window
+                    best_score, best_epoch, best_state = (-np.inf if higher else np.inf), epoch, state_now
+                centre = epoch - half
+                if half:
+                    recent[epoch] = state_now
+                if centre >= half:  # the window [centre - half, centre + half] is complete
+                    scores = [_monitored(h, config, higher) for h in history[centre - half:centre + half + 1]]
+                    score = float(np.mean(scores))  # one noisy epoch on a small val set cannot win alone
+                    placeholder = best_epoch < half
+                    if placeholder or ((score > best_score) if higher else (score < best_score)):
+                        best_score, best_epoch = score, centre
+                        best_state = recent.get(centre) or state_now or \
+                            {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                recent = {e: st for e, st in recent.items() if e > centre}
+                judged = epoch >= 2 * half  # at least one full window
+                stop_now = hit_max or (judged and epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
                 epoch += 1
                 finished = stop_now or epoch >= config.epochs
                 if main and ckpt_dir is not None:
