@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -222,10 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--work", default=None, help="folder for the cohorts (default: a temporary one)")
+    ap.add_argument("--models", action="store_true",
+                    help="also run the model section (medmm vs LR/HGB/TF-IDF+LR, nested 5 folds; slow)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         results = {"audit": audit_section(work)}
+        if args.models:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bench_real_tabular_models import model_section
+
+            results["models"] = model_section()
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     audit = results["audit"]

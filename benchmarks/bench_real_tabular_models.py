@@ -2,7 +2,8 @@
 scikit-learn on identical nested 5-fold splits.
 
 For each table (load_breast_cancer, load_diabetes binarised at its median) and a notes task
-(the synthetic corpus of :mod:`medmm.synth.real_notes`: all-caps notes against transcription and Markdown ones; TF-IDF lowercases, so only layout and wording tell them apart),
+(the synthetic corpus of :mod:`medmm.synth.real_notes`: all-caps notes against transcription and
+Markdown ones; TF-IDF lowercases, so only layout and wording tell them apart),
 every outer fold trains medmm's default model (early stopping on an inner validation part of the
 fold's training part) and fits LogisticRegression and HistGradientBoosting (TF-IDF + LR on the
 notes) on the whole training part, through :mod:`medmm.evaluate.baselines`. Printed: mean test
