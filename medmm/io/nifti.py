@@ -42,11 +42,11 @@ def _load(path: Path) -> Any:
     return img
 
 
-def nifti_slicer(path: str | Path) -> Any:
-    """``key -> float32 array`` reading only that part of a NIfTI file (nibabel's array proxy;
-    ``()`` reads all of it, exactly as :func:`read_nifti` does)."""
+def nifti_slicer(path: str | Path, img: Any = None, dtype: Any = np.float32) -> Any:
+    """``key -> array`` reading only that part of a NIfTI file (nibabel's array proxy; ``()``
+    reads all of it, exactly as :func:`read_nifti` does). ``img``: the file, already opened."""
     path = Path(path)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"img": img}
 
     def read(key: Any) -> np.ndarray:
         img = state.get("img")
@@ -54,8 +54,8 @@ def nifti_slicer(path: str | Path) -> Any:
             img = state["img"] = _load(path)
         try:
             if key == ():
-                return np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
-            return np.asarray(img.dataobj[key], dtype=np.float32)
+                return np.asarray(img.get_fdata(dtype=dtype, caching="unchanged"))
+            return np.asarray(img.dataobj[key], dtype=dtype)
         except (OSError, EOFError, ValueError, TypeError) as exc:
             raise ReadError(
                 f"cannot read the voxels of this NIfTI file ({type(exc).__name__}: {exc})",
@@ -106,14 +106,7 @@ def read_nifti(path: str | Path, *, dtype: Any = np.float32, lazy: bool = False,
     if lazy and dtype in (None, np.float32):
         proxy = ImageProxy(source, img.shape, np.float32, slicer=nifti_slicer(path))
         return Image(proxy, affine, meta, source=source)
-    try:
-        data = np.asarray(img.get_fdata(dtype=np.float32 if dtype in (None, np.float32) else np.float64))
-    except (OSError, EOFError, ValueError, TypeError) as exc:
-        raise ReadError(
-            f"not a readable NIfTI file ({type(exc).__name__}: {exc})",
-            path=path,
-            hint="check that the file is a complete .nii or .nii.gz",
-        ) from exc
+    data = nifti_slicer(path, img, np.float32 if dtype in (None, np.float32) else np.float64)(())
     if dtype is not None and data.dtype != np.dtype(dtype):
         data = data.astype(dtype)
     return Image(data=data, affine=affine, meta=meta, source=source if dtype in (None, np.float32) else None)
