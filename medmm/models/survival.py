@@ -80,6 +80,14 @@ class SurvivalHead(Head):
         """One number per patient that orders risk (higher: earlier event), for the C-index."""
         raise NotImplementedError
 
+    def survival_from_output(self, out: torch.Tensor, times: Any) -> torch.Tensor:
+        """``S(t | x)`` from :meth:`predict`'s output (what a served model returns)."""
+        raise NotImplementedError
+
+    def can_give_risk(self) -> bool:
+        """Whether absolute risk is available (a Cox head needs its fitted baseline)."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "method": self.method, "horizon": self.horizon, "horizons": self.horizons,
                 "time_unit": self.time_unit}
@@ -103,6 +111,9 @@ class CoxHead(SurvivalHead):
 
     def output_names(self, task: str) -> list[str]:
         return [f"{task}.log_hazard"]
+
+    def can_give_risk(self) -> bool:
+        return bool(self.baseline_fitted)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
@@ -154,6 +165,9 @@ class CoxHead(SurvivalHead):
         idx = torch.searchsorted(self.baseline_times, tt, right=True).clamp(1, GRID) - 1
         return self.baseline_cumhaz[idx]
 
+    def survival_from_output(self, out: torch.Tensor, times: Any) -> torch.Tensor:
+        return self.survival(out, times)
+
     def survival(self, logits: torch.Tensor, times: Any) -> torch.Tensor:
         h0 = self.cumulative_baseline(times).to(logits.dtype)
         return torch.exp(-h0[None, :] * torch.exp(logits[:, :1]))
@@ -192,7 +206,20 @@ class DiscreteTimeHead(SurvivalHead):
         return -((s[:, 1:] + s[:, :-1]) / 2 * width.to(s.dtype)).sum(dim=1)
 
     def survival(self, logits: torch.Tensor, times: Any) -> torch.Tensor:
-        s = self._survival_at_edges(logits)
+        return self._interpolate(self._survival_at_edges(logits), times)
+
+    def risk_score_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """Minus the restricted mean survival time, from :meth:`predict`'s output."""
+        s = torch.cat([torch.ones_like(out[:, :1]), 1.0 - out], dim=1)
+        width = (self.edges[1:] - self.edges[:-1]).to(s.dtype)
+        return -((s[:, 1:] + s[:, :-1]) / 2 * width).sum(dim=1)
+
+    def survival_from_output(self, out: torch.Tensor, times: Any) -> torch.Tensor:
+        """``S(t)`` from :meth:`predict`'s cumulative incidences."""
+        s = 1.0 - out
+        return self._interpolate(torch.cat([torch.ones_like(s[:, :1]), s], dim=1), times)
+
+    def _interpolate(self, s: torch.Tensor, times: Any) -> torch.Tensor:
         e = self.edges.to(s.dtype)
         tt = torch.as_tensor(np.asarray(times, dtype=float), dtype=s.dtype, device=s.device).clamp(0, float(e[-1]))
         k = torch.searchsorted(e, tt, right=True).clamp(1, len(e) - 1)
