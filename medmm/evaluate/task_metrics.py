@@ -338,7 +338,8 @@ class TypedEvaluation:
         for t, spec in self.specs.items():
             tb = self.tables.get(t, {})
             if spec.kind == "multiclass" and "confusion" in tb:
-                fig, ax = _new_fig(1, 2, figsize=(10, 4))
+                fig = _new_fig(figsize=(10, 4))
+                ax = fig.subplots(1, 2)
                 cm = tb["confusion"].to_numpy(dtype=float)
                 ax[0].imshow(cm, cmap="Blues")
                 for (i, j), v in np.ndenumerate(cm):
@@ -355,7 +356,8 @@ class TypedEvaluation:
                 ax[1].set_title(f"{t}: calibration per class (one vs rest)"), ax[1].legend(fontsize=7)
                 figs[f"{t}_multiclass.png"] = fig
             elif spec.kind == "regression" and f"value_{t}" in p:
-                fig, ax = _new_fig(1, 1, figsize=(5, 4))
+                fig = _new_fig(figsize=(5, 4))
+                ax = fig.subplots()
                 cal = tb.get("calibration")
                 ax.scatter(p[f"value_{t}"], p[f"label_{t}"], s=6, alpha=0.4, label="patients")
                 if cal is not None and len(cal):
@@ -369,7 +371,8 @@ class TypedEvaluation:
                 ax.set_title(f"{t}: calibration in the large {citl:+.3g}"), ax.legend(fontsize=7)
                 figs[f"{t}_regression.png"] = fig
             elif spec.kind == "survival" and f"time_{t}" in p:
-                fig, ax = _new_fig(1, 2, figsize=(10, 4))
+                fig = _new_fig(figsize=(10, 4))
+                ax = fig.subplots(1, 2)
                 km = km_by_risk_group(*(p[c].to_numpy(float) for c in (f"time_{t}", f"event_{t}", f"risk_score_{t}")))
                 for name, (x, s) in km.items():
                     ax[0].step(np.r_[0, x], np.r_[1, s], where="post", label=name)

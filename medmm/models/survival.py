@@ -342,6 +342,10 @@ def task_val_metrics(model: Any, probs: np.ndarray, labels: np.ndarray, mask: np
                 event = np.where(time > head.horizon, 0.0, event)
                 time = np.minimum(time, head.horizon)
             out[f"val_cindex_{t}"] = harrell_c(risk, time, event)
+        elif head.kind == "regression" and t in columns:
+            k = columns.index(t)
+            sel = mask[:, k]
+            out[f"val_mae_{t}"] = float(np.abs(labels[sel, k] - probs[sel, sl][:, 0]).mean()) if sel.any() else np.nan
         elif head.kind == "multiclass" and t in columns:
             from sklearn.metrics import roc_auc_score
 

@@ -168,9 +168,17 @@ class HealthMonitor:
             task = self.config.model_task or (model.tasks[0] if hasattr(model, "heads") else columns[0])
             if hasattr(model, "heads") and (task not in columns or task not in model.heads
                                             or model.heads[task].kind != "binary"):
+                from ..errors import MedmmError
                 from ..models.outputs import risk_column
 
-                self._risk_column = risk_column(model, task)
+                candidates = [task] if self.config.model_task else list(model.tasks)
+                for k, name in enumerate(candidates):  # by default: the first task that gives a risk
+                    try:
+                        self._risk_column = risk_column(model, name)
+                        break
+                    except MedmmError:
+                        if k == len(candidates) - 1:
+                            raise
                 self._task_index = 0
             elif task not in columns:
                 raise ConfigError(f"the model has no output {task!r}", hint=f"choose one of {columns}")

@@ -127,8 +127,9 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     out: dict[str, float] = {}
     losses = []
     for k, t in enumerate(tasks):
-        if cols and t not in cols:  # a label column without an output of its own (multiclass, survival)
-            continue
+        heads = getattr(unwrap(model), "heads", None)
+        if (cols and t not in cols) or (heads is not None and t in heads and heads[t].kind != "binary"):
+            continue  # other kinds: task_val_metrics
         j = cols.index(t) if cols and p.shape[1] != y.shape[1] else k
         if j >= p.shape[1]:
             continue
