@@ -9,8 +9,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Score every patient of a cohort manifest with a trained model and write one row per patient to a "
         "Parquet file: patient_id, split, pattern (the modalities the patient has), label_<column> when the "
-        "manifest has labels, and each task's outputs: prob_<task> (binary), prob_<task>.<class> and pred_<task> "
-        "(multi-class), value_<task> (regression), risk_score_<task> and risk_<task>@<horizon> (survival). The model's own fitted preprocessing is applied to the raw files."
+        "manifest has labels, and each task's outputs: prob_<task> (binary), prob_<task>.<class> and "
+        "pred_<task> (multi-class), value_<task> (regression), risk_score_<task> and risk_<task>@<horizon> "
+        "(survival). The model's own fitted preprocessing is applied to the raw files."
     )
     p.add_argument("model", help="a model folder written by `medmm train` (OUT_DIR/model) or an MLflow model URI "
                                  "(runs:/RUN_ID/model, models:/NAME/VERSION, models:/NAME@ALIAS)")

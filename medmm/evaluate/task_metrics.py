@@ -283,9 +283,9 @@ def typed_predictions(model: Any, records: Any, *, batch_size: int = 64, curve_p
             cols[f"risk_score_{t}"] = head.risk_score(lg).numpy()
             absolute = not isinstance(head, CoxHead) or bool(head.baseline_fitted)
             if absolute:
-                for j, h in enumerate(head.horizons):
+                for h in head.horizons:
                     cols[f"risk_{t}@{h:g}"] = head.risk_at(lg, [h]).numpy()[:, 0]
-                end = head.horizon or float(np.nanmax(time)) if len(time) else 1.0
+                end = head.horizon or (float(np.nanmax(time)) if len(time) else 1.0)
                 g = np.linspace(0.0, end, curve_points)
                 curves[t] = {"times": g, "survival": head.survival(lg, g).numpy()}
         elif head.kind == "multiclass":
