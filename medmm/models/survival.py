@@ -252,7 +252,9 @@ def _survival_head(*, dim: int, method: str = "cox", **kw: Any) -> SurvivalHead:
 
 
 def survival_heads(model: Any) -> dict[str, SurvivalHead]:
-    """The model's survival heads by task."""
+    """The model's survival heads by task (none for a model without heads)."""
+    if not hasattr(model, "heads") or not hasattr(model, "tasks"):
+        return {}
     return {t: model.heads[t] for t in model.tasks if isinstance(model.heads[t], SurvivalHead)}
 
 
