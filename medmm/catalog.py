@@ -35,7 +35,8 @@ BUILTIN: dict[str, dict[str, dict[str, Any]]] = {
         "ft_transformer": {"modality": "ehr", "kind": "table", "input": "vector"},
     },
     "fusion": {"attention": {}, "concat": {}, "gated": {}, "late": {}, "cross_attention": {}},
-    "head": {"binary": {}, "multiclass": {}, "multilabel": {}, "regression": {}},
+    "head": {"binary": {}, "multiclass": {}, "multilabel": {}, "regression": {}, "survival": {}, "cox": {},
+             "discrete_time": {}},
 }
 
 _LIVE = {"encoder": ("medmm.models.encoders.base", "ENCODERS"), "fusion": ("medmm.models.fusion", "FUSIONS"),

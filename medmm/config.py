@@ -224,8 +224,9 @@ class ModelSection(_Section):
     only the fields given here are passed on."""
 
     tasks: dict[str, str | dict[str, Any]] | None = Field(
-        None, description="task -> head kind (binary, multiclass, multilabel, regression) or {kind, options}; "
-                          "default: a binary head for each of `tasks`.")
+        None, description="task -> head kind (binary, multiclass, multilabel, regression, survival) or {kind, "
+                          "options} (classes; unit; time, event, horizon, horizons, method: cox|discrete; see "
+                          "medmm.tasks); default: a binary head for each of `tasks`.")
     modalities: list[str] | None = Field(
         None, description="Modalities the model reads (default: those the manifest has, a <name>_path column with at "
                           "least one file). Names other than image, notes, vitals and ehr are declared with their kind "
@@ -270,9 +271,15 @@ class ModelSection(_Section):
     @classmethod
     def _heads(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         from .catalog import check_name
+        from .errors import MedmmError
+        from .tasks import TaskSpec
 
-        for spec in (v or {}).values():
+        for name, spec in (v or {}).items():
             check_name("head", spec if isinstance(spec, str) else spec.get("kind", "binary"))
+            try:  # the task's declared options (classes, unit, horizon, ...)
+                TaskSpec.from_config(name, spec)
+            except MedmmError as exc:
+                raise ValueError(f"{exc.message}{'; ' + exc.hint if exc.hint else ''}") from None
         return v
 
     @model_validator(mode="after")

@@ -8,8 +8,10 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Score every patient of a cohort manifest with a trained model and write one row per patient to a "
-        "Parquet file: patient_id, split, pattern (the modalities the patient has), label_<task> when the "
-        "manifest has labels, and prob_<task>. The model's own fitted preprocessing is applied to the raw files."
+        "Parquet file: patient_id, split, pattern (the modalities the patient has), label_<column> when the "
+        "manifest has labels, and each task's outputs: prob_<task> (binary), prob_<task>.<class> and "
+        "pred_<task> (multi-class), value_<task> (regression), risk_score_<task> and risk_<task>@<horizon> "
+        "(survival). The model's own fitted preprocessing is applied to the raw files."
     )
     p.add_argument("model", help="a model folder written by `medmm train` (OUT_DIR/model) or an MLflow model URI "
                                  "(runs:/RUN_ID/model, models:/NAME/VERSION, models:/NAME@ALIAS)")
@@ -39,6 +41,7 @@ def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = 
     import pandas as pd
 
     from ..cohort import load_cohort
+    from ..models.outputs import task_outputs
 
     cohort = load_cohort(manifest, progress=progress, modalities=model.modalities)
     records = cohort.records
@@ -48,10 +51,11 @@ def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = 
         "split": [r.split for r in records],
         "pattern": ["+".join(m for m in model.modalities if r.present[m]) or "none" for r in records],
     })
-    for k, t in enumerate(model.tasks):
-        if any(t in r.labels for r in records):
-            df[f"label_{t}"] = [np.nan if r.labels.get(t) is None else float(r.labels[t]) for r in records]
-        df[f"prob_{t}"] = probs[:, k].astype(float)
+    for c in model.label_columns_flat:
+        if any(c in r.labels for r in records):
+            df[f"label_{c}"] = [np.nan if r.labels.get(c) is None else float(r.labels[c]) for r in records]
+    for c, v in task_outputs(model, probs).items():
+        df[c] = v
     return df, cohort.report
 
 

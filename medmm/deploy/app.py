@@ -88,6 +88,9 @@ class ProblemOut(BaseModel):
 class PredictOut(BaseModel):
     patient_id: str
     probabilities: dict[str, float]
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "per task: {kind, probability} (binary), {probabilities, predicted_class} (multiclass), {value, unit} "
+        "(regression), {risk_score, risk: {horizon: risk by then}, time_unit} (survival)"))
     present: dict[str, bool]
     runtime: str
     latency_ms: float
@@ -394,6 +397,9 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     from fastapi.security import APIKeyHeader
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+    import numpy as np
+
+    from ..models.outputs import structured_outputs
     from ..monitor.health import HealthMonitor
     from ..monitor.news2 import NEWS2Error
 
@@ -456,6 +462,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
         predictions_total.inc()
         return PredictOut(patient_id=record.patient_id,
                           probabilities={t: float(p) for t, p in zip(predictor.columns, probs)},
+                          outputs=structured_outputs(predictor.model, np.asarray(probs)[None, :]),
                           present={m: values.get(m) is not None for m in predictor.modalities},
                           runtime=predictor.runtime, latency_ms=(time.perf_counter() - t0) * 1e3,
                           problems=problems or [])

@@ -54,6 +54,7 @@ class EvaluationResult:
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     audit: Any = None  # the cohort's data audit (medmm.audit.AuditReport)
+    typed: Any = None  # multiclass/regression/survival tasks (medmm.evaluate.task_metrics.TypedEvaluation)
 
     # ------------------------------------------------------------------ tables
     def summary(self):
@@ -203,6 +204,8 @@ class EvaluationResult:
             "metrics": {t: {k: list(v) for k, v in self.metrics[t].items() if isinstance(v, tuple)}
                         for t in self.tasks}}, indent=2, default=str) + "\n")
         paths["summary"] = out / "evaluation.json"
+        if self.typed is not None:
+            paths.update(self.typed.save(out))
         if self.audit is not None:
             paths["audit"] = out / "audit.json"
             paths["audit"].write_text(self.audit.to_json() + "\n")
@@ -479,6 +482,10 @@ def evaluate_cohort(
                           min_subgroup=min_subgroup)
     res.info.update({"split": split or "all", "calibration split": calibration_split if val is not None else "–",
                      "model": type(model).__name__, "modalities": "+".join(res.modalities)})
+    from .task_metrics import evaluate_typed
+
+    res.typed = evaluate_typed(model, cohort, split=split, n_boot=min(n_boot, 500), seed=seed, subgroups=subgroups,
+                               min_subgroup=min_subgroup, batch_size=batch_size)
     if audit:
         res.audit = _audit(cohort, res.tasks, res.warnings)
     if baselines:

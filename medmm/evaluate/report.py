@@ -236,6 +236,8 @@ def confusion_figure(predictions, tasks, thresholds: dict[str, float]):
 def make_figures(result, *, n_boot: int = 200) -> dict[str, Any]:
     """Every figure of the report, by file name."""
     tasks = list(result.tasks)
+    if not tasks:  # no binary task: the typed tasks' figures come with result.typed
+        return {}
     roc, pr = curve_figures(result.predictions, tasks, n_boot=n_boot, seed=result.seed)
     figs = {
         "roc.png": roc,
@@ -330,6 +332,9 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
     if result.comparisons:
         for name, df in result.comparisons.items():
             parts.append(f"<h2>Paired comparison: {e(name)}</h2>" + _table(df))
+    typed = getattr(result, "typed", None)
+    if typed is not None:  # multi-class, regression and survival tasks (medmm.evaluate.task_metrics)
+        parts.append(typed.to_html({k: figure_png(v) for k, v in typed.figures().items()}))
     audit = getattr(result, "audit", None)
     if audit is not None:
         parts.append("<h2>Data audit</h2><p class='note'>Leakage suspects (single-feature AUROC on the training "

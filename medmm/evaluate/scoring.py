@@ -345,7 +345,8 @@ def _setup(model: Any, subsets: bool | list[tuple[str, ...]]) -> tuple[tuple[str
     shapes and the modality subsets to score."""
     mods = tuple(model.modalities)
     columns = list(getattr(model, "output_columns", model.tasks))
-    tasks = tuple(t for t in model.tasks if t in columns)
+    heads = getattr(model, "heads", None)  # other kinds: medmm.evaluate.task_metrics
+    tasks = tuple(t for t in model.tasks if t in columns and (heads is None or heads[t].kind == "binary"))
     cols = [columns.index(t) for t in tasks]
     shapes = model.preprocessor.output_shapes()
     if subsets is True:

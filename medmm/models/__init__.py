@@ -3,6 +3,7 @@
 from .encoders import ENCODERS, Encoder, create_encoder, register_encoder
 from .fusion import FUSIONS, create_fusion, register_fusion
 from .heads import HEADS, create_head, register_head
+from . import survival  # noqa: F401  (registers the survival heads)
 from .losses import LossWeighting, multitask_loss
 from .multimodal import ModelConfig, MultimodalModel, build_preprocessor
 from .factory import create_model

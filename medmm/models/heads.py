@@ -7,7 +7,12 @@ kind            n_outputs    label columns       loss; ``predict``
 ``multiclass``  n_classes    1 (class 0..K-1)    cross-entropy; softmax probabilities
 ``multilabel``  n_labels     n_labels (0/1)      BCE per label; sigmoid per label
 ``regression``  1            1 (a number)        MSE (or Huber); the value
+``survival``    1 or n_bins  2 (time, event)     Cox partial likelihood or discrete-time NLL
 ==============  ===========  ==================  ===============================================
+
+Survival heads (``cox``, ``discrete_time``; ``survival`` picks by ``method``) live in
+:mod:`medmm.models.survival`. Task options (``classes``, ``unit``, ``horizon``, ...) are declared
+as in :mod:`medmm.tasks`; ``output_names(task)`` names a head's output columns.
 
 ``loss(logits, target, mask)`` returns ``(sum, count)`` over the known labels only (``mask``
 false where a patient's label is missing), so an unlabelled patient adds nothing to the task.
@@ -55,6 +60,10 @@ class Head(nn.Module):
         """The batch label columns this head reads."""
         return [task]
 
+    def output_names(self, task: str) -> list[str]:
+        """A name per output column (``task``, or ``task.<class>`` / ``task.<label>``)."""
+        return [task]
+
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
 
@@ -92,26 +101,41 @@ class MultilabelHead(Head):
     def label_columns(self, task: str) -> list[str]:
         return [f"{task}.{x}" for x in self.labels]
 
+    def output_names(self, task: str) -> list[str]:
+        return self.label_columns(task)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "labels": self.labels}
 
 
 @register_head("multiclass", loss="cross_entropy")
 class MulticlassHead(Head):
-    """``n_classes`` logits for exclusive classes; the label is the class index 0..K-1."""
+    """``n_classes`` logits for exclusive classes; the label is the class index 0..K-1, and
+    ``classes`` names them (default ``0``, ``1``, ...)."""
 
     kind = "multiclass"
 
-    def __init__(self, *, dim: int, n_classes: int, dropout: float = 0.1, label_smoothing: float = 0.0,
-                 project: bool = True) -> None:
-        if int(n_classes) < 2:
-            raise ConfigError(f"a multiclass head needs n_classes >= 2, got {n_classes}")
+    def __init__(self, *, dim: int, n_classes: int | None = None, classes: list[str] | None = None,
+                 dropout: float = 0.1, label_smoothing: float = 0.0, project: bool = True) -> None:
+        if classes is not None and n_classes is not None and int(n_classes) != len(classes):
+            raise ConfigError(f"n_classes {n_classes} but {len(classes)} classes", hint="give one of the two")
+        n_classes = len(classes) if classes is not None else n_classes
+        if n_classes is None or int(n_classes) < 2:
+            raise ConfigError(f"a multiclass head needs n_classes >= 2, got {n_classes}",
+                              hint="give classes: [name0, name1, ...]")
         self.n_outputs = int(n_classes)
+        self.classes = [str(c) for c in classes] if classes is not None else [str(k) for k in range(self.n_outputs)]
         self.label_smoothing = float(label_smoothing)
         super().__init__(dim=dim, dropout=dropout, project=project)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1)
+
+    def output_names(self, task: str) -> list[str]:
+        return [f"{task}.{c}" for c in self.classes]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "classes": self.classes}
 
     def loss(self, logits, target, mask):
         m = mask[:, 0]
@@ -128,14 +152,19 @@ class RegressionHead(Head):
 
     kind = "regression"
 
-    def __init__(self, *, dim: int, loss: str = "mse", dropout: float = 0.1, project: bool = True) -> None:
+    def __init__(self, *, dim: int, loss: str = "mse", unit: str | None = None, dropout: float = 0.1,
+                 project: bool = True) -> None:
         if loss not in ("mse", "huber"):
             raise ConfigError(f"regression loss {loss!r} is not supported", hint="use 'mse' or 'huber'")
         self.loss_kind = loss
+        self.unit = unit
         super().__init__(dim=dim, dropout=dropout, project=project)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "unit": self.unit}
 
     def loss(self, logits, target, mask):
         fn = nn.functional.mse_loss if self.loss_kind == "mse" else nn.functional.huber_loss

@@ -306,15 +306,9 @@ class MultimodalModel(nn.Module):
 
     @property
     def output_columns(self) -> tuple[str, ...]:
-        """A name per output column: the task, or ``task.class`` / ``task.label``."""
-        out = []
-        for t in self.tasks:
-            h = self.heads[t]
-            if h.kind == "multiclass":
-                out += [f"{t}.{k}" for k in range(h.n_outputs)]
-            else:
-                out += self.label_columns[t] if h.kind == "multilabel" else [t]
-        return tuple(out)
+        """A name per output column: the task, or ``task.<class>`` / ``task.<label>`` / ``task.log_hazard``
+        (each head's ``output_names``)."""
+        return tuple(c for t in self.tasks for c in self.heads[t].output_names(t))
 
     def modality_dropout_now(self) -> torch.Tensor:
         """Per-modality ModDrop chance at the current training step."""

@@ -163,10 +163,27 @@ class HealthMonitor:
         self._cut: tuple[Any, Any] = (None, None)  # (time, time - window) of the last observation
         if predictor is not None:
             columns = tuple(getattr(predictor, "columns", predictor.tasks))
-            task = self.config.model_task or columns[0]
-            if task not in columns:
+            model = getattr(predictor, "model", None)
+            self._risk_column = None  # a named output (survival risk at a horizon, a class) instead of a column
+            task = self.config.model_task or (model.tasks[0] if hasattr(model, "heads") else columns[0])
+            if hasattr(model, "heads") and (task not in columns or task not in model.heads
+                                            or model.heads[task].kind != "binary"):
+                from ..errors import MedmmError
+                from ..models.outputs import risk_column
+
+                candidates = [task] if self.config.model_task else list(model.tasks)
+                for k, name in enumerate(candidates):  # by default: the first task that gives a risk
+                    try:
+                        self._risk_column = risk_column(model, name)
+                        break
+                    except MedmmError:
+                        if k == len(candidates) - 1:
+                            raise
+                self._task_index = 0
+            elif task not in columns:
                 raise ConfigError(f"the model has no output {task!r}", hint=f"choose one of {columns}")
-            self._task_index = columns.index(task)
+            else:
+                self._task_index = columns.index(task)
 
     # ------------------------------------------------------------------ input
     def set_context(self, patient_id: str, *, notes: Any = None, ehr: Any = None, image: Any = None,
@@ -405,10 +422,17 @@ class HealthMonitor:
         present = [m for m in self.predictor.modalities if base.get(m) is not None]
         # leave-one-modality-out: what the risk rests on
         items = [base] + [{**base, m: None} for m in present]
-        probs = self.predictor.predict_values(items)[:, self._task_index]
+        values = self.predictor.predict_values(items)
+        if self._risk_column is not None:
+            from ..models.outputs import task_outputs
+
+            probs = task_outputs(self.predictor.model, values)[self._risk_column]
+            task = self._risk_column
+        else:
+            probs = values[:, self._task_index]
+            task = tuple(getattr(self.predictor, "columns", self.predictor.tasks))[self._task_index]
         p.risk = float(probs[0])
         p.last_model_time = t
-        task = tuple(getattr(self.predictor, "columns", self.predictor.tasks))[self._task_index]
         expl = [f"model risk of {task} {p.risk:.2f} from {', '.join(present) or 'no modality (the prior)'}"]
         contrib = sorted(((float(probs[0] - probs[k + 1]), m) for k, m in enumerate(present)), reverse=True)
         for d, m in contrib:

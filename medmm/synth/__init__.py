@@ -98,6 +98,7 @@ class SynthConfig:
     prevalence_disease: float = 0.35
     split_fractions: tuple[float, float, float] = (0.55, 0.15, 0.30)
     vitals_hours: int = 48
+    outcomes: bool = False  # also a tumour grade and death with follow-up (medmm.synth.outcomes)
     extra_modalities: tuple[str, ...] = ()
 
     @property
@@ -638,6 +639,10 @@ def generate_cohort(
         for i, pid in enumerate(pids):
             orc.append((pid, r["task"], r["subset"], round(float(r["score"][i]), 8)))
     pd.DataFrame(orc, columns=["patient_id", "task", "subset", "score"]).to_csv(out / "oracle.csv", index=False)
+    if cfg.outcomes:
+        from .outcomes import add_outcomes
+
+        add_outcomes(out, manifest, lat, cfg, pids)
     (out / "synth_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     mpath = out / "manifest.csv"
     pd.DataFrame(manifest).to_csv(mpath, index=False)

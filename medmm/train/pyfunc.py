@@ -2,15 +2,18 @@
 
 The input table has manifest columns (``patient_id`` and the modality paths, absolute or
 relative to the working directory, plus ``index_time``); the output has ``patient_id`` and
-one ``prob_<task>`` column per task.
+each task's output columns (:mod:`medmm.models.outputs`): ``prob_<task>`` for a binary task,
+``prob_<task>.<class>`` and ``pred_<task>`` for a multi-class one, ``value_<task>`` for a
+regression, ``risk_score_<task>`` and ``risk_<task>@<horizon>`` for a survival task.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
 import mlflow.pyfunc
 
-__all__ = ["MedmmPyfuncModel", "INPUT_COLUMNS", "pip_requirements"]
+__all__ = ["MedmmPyfuncModel", "INPUT_COLUMNS", "pip_requirements", "output_spec"]
 
 INPUT_COLUMNS = ("patient_id", "index_time", "image_path", "notes_path", "vitals_path", "ehr_path")
 
@@ -21,6 +24,21 @@ def pip_requirements() -> list[str]:
 
     pkgs = ["torch", "monai", "pydicom", "nibabel", "scikit-learn", "pandas", "numpy", "mlflow"]
     return [f"{p}=={version(p).split('+')[0]}" for p in pkgs] + ["medmm"]
+
+
+def output_spec(model_dir: Any, tasks: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(column, MLflow type)`` of the pyfunc output of the model saved in ``model_dir``."""
+    import numpy as np
+
+    from ..models.outputs import task_outputs
+    from .hub import load_model
+
+    try:
+        model = load_model(model_dir)
+    except Exception:  # noqa: BLE001 - a folder the loader refuses: the binary columns of the old signature
+        return [(f"prob_{t}", "double") for t in tasks]
+    cols = task_outputs(model, np.zeros((1, model.n_outputs), dtype=np.float32))
+    return [(c, "string" if v.dtype == object else "double") for c, v in cols.items()]
 
 
 class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -35,8 +53,7 @@ class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
         from ..cohort import row_to_record
 
         records = [row_to_record(row, modalities=self.model.modalities) for row in model_input.to_dict(orient="records")]
+        from ..models.outputs import task_outputs
+
         probs = self.model.predict_records(records)
-        out = pd.DataFrame({"patient_id": [r.patient_id for r in records]})
-        for k, t in enumerate(self.model.tasks):
-            out[f"prob_{t}"] = probs[:, k].astype(float)
-        return out
+        return pd.DataFrame({"patient_id": [r.patient_id for r in records], **task_outputs(self.model, probs)})

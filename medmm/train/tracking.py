@@ -253,11 +253,12 @@ class MlflowTracker:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
-        from .pyfunc import INPUT_COLUMNS, MedmmPyfuncModel, pip_requirements
+        from .pyfunc import INPUT_COLUMNS, MedmmPyfuncModel, output_spec, pip_requirements
 
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", c, required=(c == "patient_id")) for c in INPUT_COLUMNS]),
-            outputs=Schema([ColSpec("string", "patient_id"), *[ColSpec("double", f"prob_{t}") for t in tasks]]),
+            outputs=Schema([ColSpec("string", "patient_id"),
+                            *[ColSpec(kind, name) for name, kind in output_spec(model_dir, tasks)]]),
         )
         info = mlflow.pyfunc.log_model(
             name="model",

@@ -120,13 +120,17 @@ def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size
 
 def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
     from ..evaluate.metrics import auroc
+    from ..models.survival import task_val_metrics
 
     p, y, m, _ = predict_dataset(model, ds, device=device)
     cols = getattr(unwrap(model), "output_columns", None)
     out: dict[str, float] = {}
     losses = []
     for k, t in enumerate(tasks):
-        j = cols.index(t) if cols and t in cols and p.shape[1] != y.shape[1] else k
+        heads = getattr(unwrap(model), "heads", None)
+        if (cols and t not in cols) or (heads is not None and t in heads and heads[t].kind != "binary"):
+            continue  # other kinds: task_val_metrics
+        j = cols.index(t) if cols and p.shape[1] != y.shape[1] else k
         if j >= p.shape[1]:
             continue
         sel = m[:, k]
@@ -134,6 +138,7 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
         pk = np.clip(p[sel, j], 1e-7, 1 - 1e-7)
         losses.append(float(-np.mean(y[sel, k] * np.log(pk) + (1 - y[sel, k]) * np.log(1 - pk))) if sel.any() else np.nan)
     aucs = [v for k, v in out.items()]
+    out.update(task_val_metrics(unwrap(model), p, y, m, tasks))
     out["val_auroc_mean"] = float(np.nanmean(aucs)) if aucs and not all(np.isnan(aucs)) else float("nan")
     out["val_loss"] = float(np.nanmean(losses)) if losses else float("nan")
     return out
@@ -443,6 +448,9 @@ def train(
         if config.deterministic and not prev_det:
             torch.use_deterministic_algorithms(False)
     core.load_state_dict(best_state if best_state is not None else core.state_dict())
+    from ..models.survival import fit_survival_baselines
+
+    fit_survival_baselines(core, train_ds, device=device)
     return TrainResult(best_epoch=best_epoch, best_score=float(best_score), history=history,
                        seconds=time.perf_counter() - t0, loss_info=loss_info, resumed_from=resumed_from,
                        data_wait_s=wait_s, step_s=step_s, samples=samples)

@@ -1,0 +1,276 @@
+"""Every clinical task type end to end: declared, validated, trained, evaluated, exported and served."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+TASKS = {
+    "grade": {"kind": "multiclass", "classes": ["none", "low", "high"]},
+    "death": {"kind": "survival", "method": "cox", "horizon": 1825, "horizons": [365, 1095]},
+    "death_dt": {"kind": "survival", "method": "discrete", "time": "death.time", "event": "death.event",
+                 "horizon": 1825, "horizons": [365, 1095], "n_bins": 8},
+    "marker": {"kind": "regression", "unit": "ng/mL"},
+}
+
+
+# ------------------------------------------------------------------ declaration and validation
+def test_task_specs_from_config_and_their_errors():
+    from medmm.errors import ConfigError
+    from medmm.tasks import task_specs
+
+    specs = task_specs(TASKS)
+    assert specs["grade"].classes == ("none", "low", "high")
+    assert specs["death"].manifest_columns() == ["label_death.time", "label_death.event"]
+    assert specs["death_dt"].label_columns() == ["death.time", "death.event"]
+    assert specs["marker"].unit == "ng/mL"
+    with pytest.raises(ConfigError, match="needs its classes"):
+        task_specs({"g": "multiclass"})
+    with pytest.raises(ConfigError, match="needs a horizon"):
+        task_specs({"s": {"kind": "survival", "method": "discrete"}})
+    with pytest.raises(ConfigError, match="no option"):
+        task_specs({"r": {"kind": "regression", "classes": [1]}})
+
+
+def test_config_checks_declared_tasks():
+    from medmm.config import load_config
+    from medmm.errors import ConfigError
+
+    cfg = load_config({"cohort": {"manifest": "m.csv"}, "model": {"tasks": TASKS}})
+    assert cfg.model_config_for(()).task_spec("grade")[0] == "multiclass"
+    with pytest.raises(ConfigError, match="horizons"):
+        load_config({"cohort": {"manifest": "m.csv"},
+                     "model": {"tasks": {"s": {"kind": "survival", "horizon": 10, "horizons": [20]}}}})
+
+
+def test_label_validation_names_row_column_and_fix():
+    from medmm.tasks import validate_task_labels
+
+    frame = pd.DataFrame({
+        "patient_id": ["a", "b", "c", "d"],
+        "label_grade": ["0", "high", "5", None],
+        "label_death.time": [100.0, -3.0, None, None],
+        "label_death.event": [1, 2, 1, None],
+        "label_marker": [1.5, 2.0, np.inf, None],
+    })
+    rep = validate_task_labels(frame, {k: v for k, v in TASKS.items() if k != "death_dt"})
+    msgs = [(p.row, p.column, p.message) for p in rep.errors]
+    assert any(r == 1 and c == "label_grade" and "write its index 2" in m for r, c, m in msgs)
+    assert any(r == 2 and c == "label_grade" and "not a class index" in m for r, c, m in msgs)
+    assert any(r == 1 and c == "label_death.time" and "negative" in m for r, c, m in msgs)
+    assert any(r == 1 and c == "label_death.event" and "event indicator" in m for r, c, m in msgs)
+    assert any(r == 2 and "only one of" in m for r, c, m in msgs)  # time missing, event given
+    assert any(r == 2 and c == "label_marker" for r, c, m in msgs)
+    assert not any(r in (0, 3) for r, c, m in msgs)  # valid and fully unknown rows pass
+    missing = validate_task_labels(frame.drop(columns=["label_death.event"]), {"death": TASKS["death"]})
+    assert any("needs the column 'label_death.event'" in p.message for p in missing.errors)
+
+
+# ------------------------------------------------------------------ censoring
+def test_censored_before_horizon_never_counts_as_an_event():
+    from medmm.models import create_head
+    from medmm.tasks import TaskSpec
+
+    spec = TaskSpec.from_config("d", {"kind": "survival", "horizon": 10})
+    t, e = spec.censor([3, 12, 12, 5], [0, 1, 0, 1])
+    assert t.tolist() == [3, 10, 10, 5] and e.tolist() == [0, 0, 0, 1]
+    head = create_head("survival", dim=4, method="discrete", horizon=10.0, n_bins=5)
+    logits = torch.zeros(3, 5, requires_grad=True)
+    target = torch.tensor([[3.0, 0.0], [3.0, 1.0], [12.0, 1.0]])  # censored at 3, event at 3, event after horizon
+    s, n = head.loss(logits, target, torch.ones(3, 2, dtype=torch.bool))
+    s.backward()
+    g = logits.grad
+    assert n == 3
+    assert (g[0, 1:] == 0).all() and g[0, 0] > 0  # censored at 3: survived [0, 2) only, never a failure
+    assert g[1, 1] < 0 and (g[1, 2:] == 0).all()  # event in [2, 4): the hazard there is pushed up
+    assert (g[2] > 0).all()  # an event after the horizon is a survivor of every interval
+    cox = create_head("cox", dim=4, horizon=10.0)
+    lg = torch.zeros(2, 1, requires_grad=True)
+    s, n = cox.loss(lg, torch.tensor([[2.0, 0.0], [15.0, 1.0]]), torch.ones(2, 2, dtype=torch.bool))
+    assert float(n) == 0.0  # no event left once the late one is censored at the horizon
+
+
+# ------------------------------------------------------------------ metrics against the reference libraries
+def test_metrics_equal_the_reference_libraries():
+    from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
+    from sksurv.metrics import brier_score, concordance_index_censored, concordance_index_ipcw, integrated_brier_score
+    from sksurv.util import Surv
+
+    from medmm.evaluate.task_metrics import multiclass_metrics, regression_metrics, survival_metrics
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 4, n)
+    p = rng.dirichlet(np.ones(4), n)
+    p[np.arange(n), y] += 0.4
+    p /= p.sum(1, keepdims=True)
+    m = multiclass_metrics(y, p)
+    assert m["auroc_macro"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
+    f = rng.normal(size=n)
+    yr = f + rng.normal(size=n)
+    r = regression_metrics(yr, f)
+    assert r["mae"] == pytest.approx(mean_absolute_error(yr, f)) and r["r2"] == pytest.approx(r2_score(yr, f))
+    x = rng.normal(size=n)
+    t_ev = rng.exponential(np.exp(-x))
+    c = rng.exponential(1.5, n)
+    time, ev = np.minimum(t_ev, c), (t_ev <= c).astype(float)
+    grid = np.linspace(0.05, 1.5, 30)
+    surv = np.exp(-np.outer(np.exp(x), grid))
+    risk = 1 - surv[:, [9, 19]]
+    hs = grid[[9, 19]]
+    s = survival_metrics(time, ev, x, horizons=hs, risk=risk, grid=grid, survival_grid=surv)
+    st = Surv.from_arrays(ev > 0.5, time)
+    assert s["harrell_c"] == pytest.approx(concordance_index_censored(ev > 0.5, time, x)[0])
+    assert s["uno_c"] == pytest.approx(concordance_index_ipcw(st, st, x, tau=hs[-1])[0])
+    assert s[f"brier@{hs[0]:g}"] == pytest.approx(brier_score(st, st, surv[:, [9]], [hs[0]])[1][0])
+    ok = grid < time.max()
+    assert s["ibs"] == pytest.approx(integrated_brier_score(st, st, surv[:, ok], grid[ok]))
+    assert s[f"observed_risk@{hs[1]:g}"] == pytest.approx(s[f"predicted_risk@{hs[1]:g}"], abs=0.05)  # calibrated
+
+
+# ------------------------------------------------------------------ end to end on a tiny cohort
+@pytest.fixture(scope="module")
+def outcome_cohort(tmp_path_factory):
+    from medmm.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("outcomes")
+    path = generate_cohort(out, n_patients=60, seed=3, image_size=16, progress=False, outcomes=True)
+    man = pd.read_csv(path)
+    truth = pd.read_csv(out / "truth.csv")
+    man["label_marker"] = np.round(np.exp(0.9 + 0.45 * truth["z_cea"].to_numpy()), 3)  # what the EHR's CEA shows
+    man.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(outcome_cohort, tmp_path_factory):
+    from medmm.cohort import load_cohort
+    from medmm.data import MultimodalDataset
+    from medmm.models import ModelConfig, build_preprocessor, create_model
+    from medmm.tasks import check_task_labels
+    from medmm.train.config import TrainConfig
+    from medmm.train.trainer import train
+
+    check_task_labels(pd.read_csv(outcome_cohort), TASKS, source=str(outcome_cohort))
+    cohort = load_cohort(outcome_cohort, progress=False)
+    cfg = ModelConfig(tasks=TASKS, modalities=("notes", "ehr"), dim=16, fusion={"name": "concat"},
+                      encoders={"notes": {"name": "tfidf_mlp", "hidden": 16}, "ehr": {"name": "mlp", "hidden": 8}})
+    train_recs = cohort.split("train")
+    pre = build_preprocessor(cfg).fit(train_recs)
+    torch.manual_seed(0)
+    model = create_model(cfg, pre)
+    cols = model.label_columns_flat
+    tr = MultimodalDataset(train_recs, pre, cols)
+    va = MultimodalDataset(cohort.split("val"), pre, cols)
+    res = train(model, tr, va, TrainConfig(epochs=4, batch_size=16, device="cpu", monitor="last"), progress=False)
+    assert np.isfinite(res.history[-1]["train_loss"])
+    assert "val_cindex_death" in res.history[-1] and "val_auroc_grade" in res.history[-1]
+    folder = model.save(tmp_path_factory.mktemp("model") / "model")
+    return model, folder, cohort
+
+
+def test_trained_model_outputs_every_type(trained):
+    from medmm import load_model
+    from medmm.models.outputs import task_outputs
+
+    model, folder, cohort = trained
+    assert bool(model.heads["death"].baseline_fitted)
+    assert model.output_columns[:3] == ("grade.none", "grade.low", "grade.high")
+    again = load_model(folder)
+    recs = cohort.split("test").records
+    a, b = model.predict_records(recs), again.predict_records(recs)
+    assert np.allclose(a, b, atol=1e-6)  # the Cox baseline travelled with the bundle
+    out = task_outputs(again, b)
+    assert np.allclose(out["prob_grade.none"] + out["prob_grade.low"] + out["prob_grade.high"], 1, atol=1e-5)
+    for t in ("death", "death_dt"):
+        r365, r1095 = out[f"risk_{t}@365"], out[f"risk_{t}@1095"]
+        assert ((r365 >= 0) & (r1095 <= 1) & (r1095 >= r365 - 1e-6)).all()  # risk grows with the horizon
+    assert np.isfinite(out["value_marker"]).all()
+
+
+def test_evaluate_report_pyfunc_predict_serve(trained, outcome_cohort, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from medmm.commands.predict import predict_manifest
+    from medmm.deploy.app import create_app
+    from medmm.deploy.runtime import Predictor
+    from medmm.evaluate import evaluate_cohort
+    from medmm.evaluate.task_metrics import evaluate_typed
+    from medmm.train.pyfunc import MedmmPyfuncModel, output_spec
+
+    model, folder, cohort = trained
+    typed = evaluate_typed(model, cohort, split="test", n_boot=30, min_subgroup=5)
+    m = typed.metrics
+    assert 0 <= m["grade"]["auroc_macro"][0] <= 1 and m["grade"]["auroc_macro"][1] <= m["grade"]["auroc_macro"][0]
+    assert {"harrell_c", "uno_c", "auc@365", "brier@365"} <= set(m["death"])
+    assert {"mae", "rmse", "r2", "calibration_in_the_large"} <= set(m["marker"])
+    assert typed.tables["grade"]["confusion"].to_numpy().sum() == m["grade"]["n"][0]
+    assert set(typed.tables["death"]["by_group"]["column"]) >= {"pattern"}
+    res = evaluate_cohort(model, cohort, split="test", n_boot=30, robustness=False, out=tmp_path / "ev",
+                          progress=False, audit=False)
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "grade (multiclass" in html and "death (survival" in html and "marker (regression" in html
+    assert (tmp_path / "ev" / "typed_metrics.csv").exists() and (tmp_path / "ev" / "figures" / "death_survival.png").exists()
+    assert set(res.tasks) == set()  # no binary task: the binary path evaluates nothing, the typed one everything
+
+    spec = dict(output_spec(folder))
+    assert spec["pred_grade"] == "string" and spec["risk_death@365"] == "double" and "value_marker" in spec
+    py = MedmmPyfuncModel()
+    py.load_context(type("C", (), {"artifacts": {"medmm_model": str(folder)}})())
+    man = pd.read_csv(outcome_cohort, dtype=str, keep_default_na=False)
+    for c in ("notes_path", "ehr_path", "image_path", "vitals_path"):
+        man[c] = [str(outcome_cohort.parent / v) if v else v for v in man[c]]
+    table = py.predict(None, man.head(5))
+    assert list(table.columns)[:1] == ["patient_id"] and set(spec) <= set(table.columns)
+
+    df, _ = predict_manifest(model, outcome_cohort)
+    assert {"label_death.time", "label_grade", "prob_grade.high", "risk_score_death", "value_marker"} <= set(df.columns)
+
+    pred = Predictor.from_model(model, runtime="eager", export_dir="unused")
+    with TestClient(create_app(pred, api_keys=["k"])) as c:
+        r = c.post("/predict", json={"patient_id": "X", "ehr": {"age [years]": 70, "cea [ng/mL]": 9.0}},
+                   headers={"X-API-Key": "k"})
+    assert r.status_code == 200, r.text
+    o = r.json()["outputs"]
+    assert o["grade"]["predicted_class"] in ("none", "low", "high")
+    assert o["marker"]["unit"] == "ng/mL" and set(o["death"]["risk"]) == {"365", "1095"}
+
+
+def test_health_monitor_uses_survival_risk(trained):
+    from medmm.deploy.runtime import Predictor
+    from medmm.errors import ConfigError
+    from medmm.monitor.health import HealthMonitor, MonitorConfig
+
+    model = trained[0]
+    pred = Predictor.from_model(model, runtime="eager", export_dir="unused")
+    mon = HealthMonitor(pred, MonitorConfig(model_task="death"))
+    assert mon._risk_column == "risk_death@365"
+    with pytest.raises(ConfigError, match="no risk output"):
+        HealthMonitor(pred, MonitorConfig(model_task="marker"))
+
+
+def test_synth_outcomes_have_an_oracle(outcome_cohort):
+    from medmm.synth.outcomes import compare_typed_to_oracle
+
+    man = pd.read_csv(outcome_cohort)
+    assert set(man["label_grade"]) <= {0, 1, 2} and set(man["label_death.event"]) <= {0, 1}
+    assert (man["label_death.time"] <= 1825).all() and 0 < man["label_death.event"].mean() < 1
+    orc = pd.read_csv(outcome_cohort.parent / "outcomes_oracle.csv")
+    full = orc[orc.subset == "image+notes+vitals+ehr"]
+    g = full[full.task == "grade"].pivot(index="patient_id", columns="output", values="score")
+    assert np.allclose(g.sum(axis=1), 1.0)
+    # the oracle is a perfect-information posterior: it beats a constant on its own data
+    preds = pd.DataFrame({"patient_id": g.index, "pattern": "image+notes+vitals+ehr"})
+    lab = man.set_index("patient_id").loc[g.index]
+    preds["label_grade"] = lab["label_grade"].to_numpy()
+    for c in ("none", "low", "high"):
+        preds[f"prob_grade.{c}"] = g[c].to_numpy()
+    preds["time_death"], preds["event_death"] = lab["label_death.time"].to_numpy(), lab["label_death.event"].to_numpy()
+    r = full[full.output == "risk@1825"].set_index("patient_id").loc[g.index, "score"]
+    preds["risk_score_death"] = r.to_numpy()
+    res = compare_typed_to_oracle(preds, outcome_cohort.parent / "outcomes_oracle.csv")
+    assert res["grade"]["auroc_macro"] == pytest.approx(res["grade"]["oracle_auroc_macro"])
+    assert res["grade"]["oracle_auroc_macro"] > 0.8 and res["death"]["oracle_harrell_c"] > 0.6
