@@ -109,3 +109,15 @@ def test_prefill_of_several_splits_reads_only_what_is_not_cached(tiny_loaded, tm
     assert prefill_datasets(again, workers=2) == {"images": n_train + n_val, "failed": 0, "computed": 0}
     i = next(k for k, r in enumerate(val) if r.present["image"])
     np.testing.assert_array_equal(again[1][i]["values"]["image"], made[1][i]["values"]["image"])
+
+
+def test_a_present_only_view_keeps_the_patients_whose_image_is_read_lazily(few, tmp_path):
+    """Unimodal pretraining selects the patients who have the modality: with images read lazily
+    through the cache, those whose record has an image source (regression: it once found none)."""
+    from medmm.train.transfer import DatasetView
+
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(few)
+    ds = CachedImageDataset(few, pre, ("tumor",), cache_dir=tmp_path)
+    view = DatasetView.of(ds, modalities=("image",), present_only=True)
+    assert len(view) == sum(r.present["image"] for r in few) > 0
+    assert all(view[i]["values"]["image"] is not None for i in range(len(view)))

@@ -80,7 +80,7 @@ class DatasetView(torch.utils.data.Dataset):
         mods = tuple(modalities or ds.modalities)
         if present_only:
             def has(it, m):
-                return it["values"].get(m) is not None or (m == "image" and bool(it.get("image_path")))
+                return it["values"].get(m) is not None or (it.get("image_sources") or {}).get(m) is not None
             idx = [i for i in idx if all(has(ds.items[i], m) for m in mods)]
         return cls([ds.items[i] for i in idx], ds.tasks, mods, ds.shapes, base=ds, indices=idx)
 
