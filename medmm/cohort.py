@@ -487,12 +487,12 @@ class Cohort:
         cached = self._shared["cache"].get(k)
         if cached is not None:
             return cached
-        local = ProblemReport()
-        row = self._rows[k]  # type: ignore[index]
-        rec = row_to_record(row, base=self.manifest.parent if self.manifest else Path("."), report=local,
-                            row_index=row.get("_row"), strict=self.strict, modalities=self.modalities)
-        self._note(local.problems)
+        rec, problems = self._builder()(k)
+        self._note(problems)
         return rec
+
+    def _builder(self, check_images: bool = False) -> "_RowBuilder":
+        return _RowBuilder(self._rows, self.manifest, self.modalities, self.strict, check_images)
 
     def record_and_problems(self, i: int) -> tuple[PatientRecord, list[Problem]]:
         """The ``i``-th record and the problems found building it, leaving ``report`` alone
@@ -500,7 +500,7 @@ class Cohort:
         k = self._index[i]
         if self._all_records is not None:
             return self._all_records[k], []
-        return _RowBuilder(self._rows, self.manifest, self.modalities, self.strict)(k)
+        return self._builder()(k)
 
     def _note(self, problems: list[Problem]) -> None:
         seen = self._shared["seen"]
@@ -540,11 +540,9 @@ class Cohort:
                 return
             import multiprocessing as mp
 
-            todo = [k for k in self._index]
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            builder = _RowBuilder(self._rows, self.manifest, self.modalities, self.strict, check_images)
-            with ctx.Pool(workers, initializer=_init_builder, initargs=(builder,)) as pool:
-                for rec, problems in pool.imap(_build_row, todo, chunksize=chunksize):
+            with ctx.Pool(workers, initializer=_init_builder, initargs=(self._builder(check_images),)) as pool:
+                for rec, problems in pool.imap(_build_row, self._index, chunksize=chunksize):
                     self._note(problems)
                     yield rec
                     bar.update(1)
@@ -575,12 +573,6 @@ class Cohort:
         if self._all_records is not None:
             return [self._all_records[k].patient_id for k in self._index]
         return [str(self._rows[k]["patient_id"]) for k in self._index]  # type: ignore[index]
-
-    def _row_value(self, k: int, key: str) -> Any:
-        if self._all_records is not None:
-            r = self._all_records[k]
-            return getattr(r, key) if key in ("split",) else None
-        return self._rows[k].get(key)  # type: ignore[index]
 
     @property
     def splits(self) -> list[str | None]:

@@ -512,7 +512,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
 def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
     """Classical baselines fitted on the records the model learnt from (train+val: they have no
     early stopping) through its fitted preprocessing, scored on the same held-out patients."""
-    from .evaluate.baselines import run_baselines
+    from .evaluate.baselines import reference_metric_dict, run_baselines
 
     binary = [t for t in tasks if model.config.task_spec(t)[0] == "binary"]
     if not binary or not eval_recs:
@@ -522,11 +522,7 @@ def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
                                       which=cfg.evaluation.baseline_models)
     if skipped:
         tracker.set_tags({"medmm.baselines_skipped": "; ".join(skipped)[:250]})
-    for _, row in table.iterrows():
-        tracker.log_metrics({f"{split}_auroc_{row.task}_{row.baseline}": row.auroc_baseline,
-                             f"{split}_auroc_diff_{row.task}_{row.baseline}": row.difference,
-                             f"{split}_auroc_diff_{row.task}_{row.baseline}_low": row.low,
-                             f"{split}_auroc_diff_{row.task}_{row.baseline}_high": row.high})
+    tracker.log_metrics(reference_metric_dict(table, split))
     return table
 
 

@@ -284,10 +284,7 @@ class ImageProxy:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if self.source.format == "nifti":
-            from .io.nifti import nifti_slicer
-
-            self._slicer = nifti_slicer(self.source.path)
+        self._slicer = _slicer_for(self.source)
 
     def __repr__(self) -> str:
         return f"ImageProxy({self.source.path!r}, shape={self._shape}, dtype={self.dtype})"
@@ -413,9 +410,6 @@ class Image:
             state["_data"] = None
             state["dataobj"] = ImageProxy(self.source, self._data.shape, self._data.dtype)
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ geometry
 

@@ -111,6 +111,7 @@ def test_nested_cv_never_scores_a_patient_used_for_early_stopping(tiny_cohort, t
     lr = t[(t.model == "logistic_regression") & t.fold.isin(["0", "1", "2"])]
     assert len(lr) == 3 * len(cfg.tasks)
     paired = t[(t.fold == "mean paired difference") & (t.model == "medmm - logistic_regression")]
+    assert len(paired) > 0
     for _, row in paired.iterrows():
         m = t[(t.model == "medmm") & (t.task == row.task) & t.fold.isin(["0", "1", "2"])].auroc.to_numpy()
         b = t[(t.model == "logistic_regression") & (t.task == row.task) & t.fold.isin(["0", "1", "2"])].auroc.to_numpy()

@@ -274,3 +274,9 @@ def test_synth_outcomes_have_an_oracle(outcome_cohort):
     res = compare_typed_to_oracle(preds, outcome_cohort.parent / "outcomes_oracle.csv")
     assert res["grade"]["auroc_macro"] == pytest.approx(res["grade"]["oracle_auroc_macro"])
     assert res["grade"]["oracle_auroc_macro"] > 0.8 and res["death"]["oracle_harrell_c"] > 0.6
+    shuffled = preds.copy()  # the comparison must see a worse model as worse
+    perm = np.random.default_rng(0).permutation(len(shuffled))
+    for c in ("none", "low", "high"):
+        shuffled[f"prob_grade.{c}"] = preds[f"prob_grade.{c}"].to_numpy()[perm]
+    worse = compare_typed_to_oracle(shuffled, outcome_cohort.parent / "outcomes_oracle.csv")
+    assert worse["grade"]["auroc_macro"] < worse["grade"]["oracle_auroc_macro"] - 0.1

@@ -30,6 +30,7 @@ def test_workers_read_images_through_the_cache(few, tiny_cohort, tmp_path):
     loader = torch.utils.data.DataLoader(lazy, batch_size=4, num_workers=2, collate_fn=lazy.collate)
     got = list(loader)
     want = [mem.collate(mem.items[i:i + 4]) for i in range(0, len(mem), 4)]
+    assert len(got) == len(want) == 2  # 8 records in batches of 4
     for a, b in zip(got, want):
         assert torch.equal(a.present, b.present) and torch.equal(a.labels, b.labels)
         for m in b.values:

@@ -42,12 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from ..cohort import Cohort
     from ..experiment import build_preprocessor
     from ..records import Missing
-    from .train import build_config
+    from .train import experiment_config
 
-    ns = argparse.Namespace(args=args.args, config=args.config, out=None, fusion=None, epochs=None, lr=None,
-                            seed=None, cv=None, experiment=None, tracking_uri=None, register=None,
-                            modalities=None, no_log_model=False)
-    cfg = build_config(ns)
+    cfg = experiment_config(args.args, args.config)
     progress = not args.quiet
     cohort = Cohort.from_manifest(cfg.cohort.manifest, modalities=("image",), progress=progress)
     tasks = tuple(cfg.tasks or cohort.tasks or ("label",))
@@ -69,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         out = map_rows(cohort.rows, fn, state_dir=cache / ".rows" / key, engine="ray", address=args.address,
                        progress=progress)
         pairs = [(pid, o) for pid, o in zip(cohort.patient_ids, out) if o["status"] != "none"]
-        todo = [(pid, None) for pid, _ in pairs]
+        patients = [pid for pid, _ in pairs]
         results = [(o["status"], o["error"]) for _, o in pairs]
         n_patients = len(cohort)
     else:
@@ -77,18 +74,19 @@ def run(args: argparse.Namespace) -> int:
 
         records = list(cohort.iter(workers=args.workers, progress=False))
         n_patients = len(records)
-        todo = [(r.patient_id, r.image.source) for r in records
-                if not isinstance(r.image, Missing) and r.image.source is not None]
-        results = fill_image_cache([s for _, s in todo], step, cache, workers=args.workers, progress=progress)
-    for (pid, _), (status, err) in zip(todo, results):
+        todo = [r for r in records if not isinstance(r.image, Missing) and r.image.source is not None]
+        patients = [r.patient_id for r in todo]
+        results = fill_image_cache([r.image.source for r in todo], step, cache, workers=args.workers,
+                                   progress=progress)
+    for pid, (status, err) in zip(patients, results):
         if status == "error":
             cohort.report.add("error", err, patient_id=pid, modality="image", column="image_path")
     counts = {s: sum(st == s for st, _ in results) for s in ("computed", "hit", "error")}
-    summary = {"manifest": str(cfg.cohort.manifest), "images": len(todo), **counts,
+    summary = {"manifest": str(cfg.cohort.manifest), "images": len(patients), **counts,
                "patients": n_patients, "preprocess": step.deterministic_config(),
                "problems": [str(p) for p in cohort.report.problems]}
     (cache / "preprocess_report.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{len(todo)} image(s): {counts['computed']} preprocessed, {counts['hit']} already cached, "
+    print(f"{len(patients)} image(s): {counts['computed']} preprocessed, {counts['hit']} already cached, "
           f"{counts['error']} unreadable; cache {cache} (report: {cache / 'preprocess_report.json'})")
     for p in cohort.report.errors[:20]:
         print(f"  {p}")

@@ -80,19 +80,25 @@ def _overrides(args: argparse.Namespace, positional: list[str]) -> list[str]:
 
 
 def build_config(args: argparse.Namespace):
+    return experiment_config(list(args.args), args.config, lambda positional: _overrides(args, positional))
+
+
+def experiment_config(positional: list[str], config: str | None, overrides: Any = list):
+    """The experiment of a command line: ``[MANIFEST] KEY=VALUE ...`` or ``--config FILE KEY=VALUE ...``
+    (``overrides`` turns the KEY=VALUE words into the override list, adding a command's shortcuts)."""
     from ..config import load_config
     from ..errors import ConfigError
 
-    positional = list(args.args)
+    positional = list(positional)
     manifest = None
-    if not args.config and positional and "=" not in positional[0]:
+    if not config and positional and "=" not in positional[0]:
         manifest = positional.pop(0)
     bad = [a for a in positional if "=" not in a]
     if bad:
         raise ConfigError(f"{bad[0]!r} is not KEY=VALUE", hint="overrides look like train.lr=0.001")
-    overrides = _overrides(args, positional)
-    if args.config:
-        return load_config(args.config, overrides)
+    overrides = overrides(positional)
+    if config:
+        return load_config(config, overrides)
     if manifest is None and not any(o.startswith("cohort.manifest=") for o in overrides):
         raise ConfigError("no experiment given", hint="use --config FILE, a manifest path, or --resume RUN_ID")
     return load_config({"cohort": {"manifest": manifest}} if manifest else {}, overrides)

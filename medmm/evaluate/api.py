@@ -253,18 +253,9 @@ class EvaluationResult:
 
     def reference_metrics(self, prefix: str = "eval") -> dict[str, float]:
         """``{prefix}_auroc_<task>_<baseline>`` and the model's difference with its CI bounds."""
-        out: dict[str, float] = {}
-        df = self.reference_models
-        if df is None or not len(df):
-            return out
-        for _, row in df.iterrows():
-            key = f"{prefix}_auroc_{row.task}_{row.baseline}"
-            for k, v in ((key, row.auroc_baseline), (f"{prefix}_auroc_diff_{row.task}_{row.baseline}", row.difference),
-                         (f"{prefix}_auroc_diff_{row.task}_{row.baseline}_low", row.low),
-                         (f"{prefix}_auroc_diff_{row.task}_{row.baseline}_high", row.high)):
-                if v is not None and not np.isnan(v):
-                    out[k] = float(v)
-        return out
+        from .baselines import reference_metric_dict
+
+        return reference_metric_dict(self.reference_models, prefix)
 
     def _repr_html_(self) -> str:
         import html
@@ -466,17 +457,22 @@ def evaluate_cohort(
         model = load_model(model, tracking_uri=tracking_uri)
     if not hasattr(model, "predict_records"):
         raise ConfigError(f"cannot evaluate a {type(model).__name__}", hint="give a MultimodalModel or its folder")
-    scored = score_cohort(model, cohort, split=split, batch_size=batch_size, subsets=bool(robustness),
-                          progress=progress, device=device, num_workers=num_workers,
+    source = cohort  # the Ray engine reads the manifest itself
+    if isinstance(cohort, (str, Path)):  # parsed once; records are built once, for every step below
+        from ..cohort import load_cohort
+
+        cohort = load_cohort(cohort, progress=False)
+    scored = score_cohort(model, source if engine != "local" else cohort, split=split, batch_size=batch_size,
+                          subsets=bool(robustness), progress=progress, device=device, num_workers=num_workers,
                           engine=engine, address=address)
     if not len(scored.predictions):
-        raise ConfigError(f"no patient in split {split!r}", path=cohort if isinstance(cohort, (str, Path)) else None,
+        raise ConfigError(f"no patient in split {split!r}", path=source if isinstance(source, (str, Path)) else None,
                           hint="choose another --split, or 'all'")
     val = None
     if calibration_split and calibration_split != split:
-        val = score_cohort(model, cohort, split=calibration_split, batch_size=batch_size, subsets=False,
-                           progress=progress, device=device, num_workers=num_workers,
-                          engine=engine, address=address)
+        val = score_cohort(model, source if engine != "local" else cohort, split=calibration_split,
+                           batch_size=batch_size, subsets=False, progress=progress, device=device,
+                           num_workers=num_workers, engine=engine, address=address)
     res = evaluate_scored(scored, val=val, calibrate=calibrate, subgroups=subgroups, n_boot=n_boot, seed=seed,
                           fixed_threshold=fixed_threshold, target_sensitivity=target_sensitivity,
                           min_subgroup=min_subgroup)
@@ -508,8 +504,8 @@ def _split_records(cohort: Any, name: str | None) -> list[Any]:
 
     if isinstance(cohort, (str, Path)):
         cohort = Cohort.from_manifest(cohort)
-    if isinstance(cohort, Cohort):
-        return list(cohort if name in (None, "all") else cohort.split(name))
+    if isinstance(cohort, Cohort):  # .records keeps them: the baselines and the audit share one build
+        return (cohort if name in (None, "all") else cohort.split(name)).records
     return [r for r in cohort if name in (None, "all") or r.split == name]
 
 

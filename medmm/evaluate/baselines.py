@@ -255,3 +255,21 @@ def run_baselines(train_records: Any, eval_records: Any, preprocessor: Any, task
     preds = fitted.predict(featurize(eval_records, preprocessor, tasks))
     table = compare_with_baselines(model_predictions, preds, tasks, n_boot=n_boot, seed=seed) if compare else None
     return preds, table, list(fitted.skipped)
+
+
+def reference_metric_dict(table: Any, prefix: str) -> dict[str, float]:
+    """MLflow metrics of a :func:`run_baselines` table: ``{prefix}_auroc_<task>_<baseline>`` and the
+    model's difference with its CI bounds (``_auroc_diff_..``, ``_low``, ``_high``); NaNs left out."""
+    import numpy as np
+
+    out: dict[str, float] = {}
+    if table is None or not len(table):
+        return out
+    for _, row in table.iterrows():
+        diff = f"{prefix}_auroc_diff_{row.task}_{row.baseline}"
+        for k, v in ((f"{prefix}_auroc_{row.task}_{row.baseline}", row.auroc_baseline), (diff, row.difference),
+                     (f"{diff}_low", row.low), (f"{diff}_high", row.high)):
+            if v is not None and not np.isnan(v):
+                out[k] = float(v)
+    return out
+

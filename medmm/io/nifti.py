@@ -53,7 +53,7 @@ def nifti_slicer(path: str | Path, img: Any = None, dtype: Any = np.float32) -> 
         if img is None:
             img = state["img"] = _load(path)
         try:
-            if key == ():
+            if isinstance(key, tuple) and not key:
                 return np.asarray(img.get_fdata(dtype=dtype, caching="unchanged"))
             return np.asarray(img.dataobj[key], dtype=dtype)
         except (OSError, EOFError, ValueError, TypeError) as exc:

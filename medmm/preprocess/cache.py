@@ -115,9 +115,11 @@ class VolumeCache:
 
     # ------------------------------------------------------------------------ access
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The memory-mapped (read-only) entry, or None. An entry whose checksum does not
-        match (a torn or corrupted file) is deleted and reported as a miss, so it is rebuilt."""
+    def get(self, key: str, *, verify: bool = True) -> np.ndarray | None:
+        """The memory-mapped (read-only) entry, or None. With ``verify`` an entry whose checksum
+        does not match (a torn or corrupted file) is deleted and reported as a miss, so it is
+        rebuilt; that reads the whole entry, so a training epoch reading entries checked by the
+        prefill pass skips it (``verify=False``)."""
         p = self.path(key)
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
@@ -125,7 +127,7 @@ class VolumeCache:
         except (FileNotFoundError, ValueError, OSError):
             self.misses += 1
             return None
-        if want != _checksum(arr):
+        if verify and want != _checksum(arr):
             self.corrupt += 1
             self.misses += 1
             for q in (p, p.with_suffix(".crc")):
@@ -164,10 +166,11 @@ class VolumeCache:
         self.evict(keep=p)
         return np.load(p, mmap_mode="r", allow_pickle=False)
 
-    def get_or_compute(self, sources: Any, config: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def get_or_compute(self, sources: Any, config: Any, compute: Callable[[], np.ndarray], *,
+                       verify: bool = True) -> np.ndarray:
         """The cached result for ``(sources, config)``, computing and storing it on a miss."""
         key = self.key(sources, config)
-        hit = self.get(key)
+        hit = self.get(key, verify=verify)
         if hit is not None:
             return hit
         return self.put(key, np.asarray(compute()))
@@ -275,6 +278,7 @@ def preprocess_cached(
     training: bool = False,
     seed: int | None = None,
     reader: Callable[..., Any] | None = None,
+    verify: bool = True,
     **read_options: Any,
 ) -> np.ndarray:
     """Read and preprocess the image at ``path`` (a path, or an
@@ -285,7 +289,7 @@ def preprocess_cached(
     (``preprocessor.augment_array``) is applied afterwards, to a copy, with ``seed``.
     """
     sources, config, compute = _request(path, preprocessor, reader, read_options)
-    arr = cache.get_or_compute(sources, config, compute) if cache is not None else compute()
+    arr = cache.get_or_compute(sources, config, compute, verify=verify) if cache is not None else compute()
     if training and getattr(preprocessor, "augment", False) and hasattr(preprocessor, "augment_array"):
         return preprocessor.augment_array(np.array(arr), seed=seed)
     return arr

@@ -109,7 +109,9 @@ class CachedImageDataset(torch.utils.data.Dataset):
                 step = self.preprocessor.steps[m]
                 try:
                     if hasattr(src, "read"):
-                        arr = preprocess_cached(src, step, self.cache, training=self.training, seed=seed)
+                        # the prefill pass checked each entry's checksum: an epoch reads it once
+                        arr = preprocess_cached(src, step, self.cache, training=self.training, seed=seed,
+                                                verify=False)
                     else:  # an in-memory image: nothing to cache
                         arr = step.transform(src)
                         if self.training and getattr(step, "augment", False):
