@@ -28,16 +28,11 @@ naming all of them, unless ``irregular="accept"`` (read as is, with a warning) o
 """
 
 from ...problems import Problem
-from .frame import DicomWarning, Frame, Stack, slice_normal
-from .geometry import LPS_TO_RAS
+from .frame import DicomWarning, Frame, Stack, plane_name, slice_normal
+from .geometry import LPS_TO_RAS, affine_lps
 from .headers import GZIP_SKIP, collect_frames
 from .read import IRREGULAR_OPTIONS, META_TAGS, PROJECTION_MODALITIES, list_series, read_dicom, read_dicom_series
-from .stacks import scan_stacks
-
-# used by medmm.commands.dicom (to become public names in the next commit)
-from .frame import _plane  # noqa: F401
-from .geometry import _affine_lps  # noqa: F401
-from .stacks import _stack_label  # noqa: F401
+from .stacks import scan_stacks, stack_label
 
 __all__ = [
     "read_dicom",
@@ -55,4 +50,7 @@ __all__ = [
     "LPS_TO_RAS",
     "META_TAGS",
     "PROJECTION_MODALITIES",
+    "affine_lps",
+    "plane_name",
+    "stack_label",
 ]

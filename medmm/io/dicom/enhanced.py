@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from ...errors import DicomError
 from .frame import Frame
 from .values import _float_list, _item, _num, _spacing
 from .vendor import _image_kind
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 #: (functional group sequence, nested sequence or None, attribute) of each per-frame value
 _FRAME_VALUES = {
@@ -32,9 +35,9 @@ _FRAME_VALUES = {
 }
 
 
-def _frame_values(group: Any) -> dict[str, Any]:
+def _frame_values(group: Dataset | None) -> dict[str, Any]:
     """The values of :data:`_FRAME_VALUES` in one functional-groups item (pydicom), in the
-    plain form :func:`medmm.io._perframe.read_per_frame` gives them."""
+    plain form :func:`medmm.io.dicom.perframe.read_per_frame` gives them."""
     out: dict[str, Any] = {}
     if group is None:
         return out
@@ -65,7 +68,7 @@ def _first(value: Any) -> float | None:
 
 
 def _enhanced_frames(
-    path: Path, ds: Any, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
+    path: Path, ds: Dataset, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
 ) -> list[Frame]:
     fast = getattr(ds, "_medmm_per_frame", None)
     per_frame = fast if fast is not None else ds.PerFrameFunctionalGroupsSequence

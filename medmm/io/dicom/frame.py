@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...problems import Problem
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 _POS_TOL = 1e-2  # mm: positions closer than this are the same position
 _ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
@@ -23,7 +26,7 @@ class Frame:
     """One 2D frame: a single-frame file, a frame of a multi-frame file or a mosaic tile."""
 
     path: Path
-    ds: Any  # pydicom Dataset holding the header (shared by the frames of one file)
+    ds: Dataset  # the header, shared by the frames of one file
     frame: int | None  # frame index in a multi-frame file
     rows: int
     cols: int
@@ -33,7 +36,7 @@ class Frame:
     slope: float = 1.0
     intercept: float = 0.0
     instance: int = 0
-    stack_id: Any = None
+    stack_id: str | None = None
     keys: dict[str, Any] = field(default_factory=dict)  # volume keys: echo, temporal, ...
     pixel_offset: int | None = None  # native little-endian fast path
     mosaic: tuple[int, int] | None = None  # (tile index, tiles per side)
@@ -89,7 +92,7 @@ def slice_normal(iop: Any) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
-def _plane(frame: Frame) -> str:
+def plane_name(frame: Frame) -> str:
     if not frame.geometry:
         return "projection"
     n = np.abs(frame.normal)

@@ -14,7 +14,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # --------------------------------------------------------------------------- geometry
 
 
-def _affine_lps(frames: list[Frame], step_vec: np.ndarray | None = None) -> np.ndarray:
+def affine_lps(frames: list[Frame], step_vec: np.ndarray | None = None) -> np.ndarray:
     f0 = frames[0]
     iop = f0.iop
     row_sp, col_sp = f0.spacing
@@ -68,5 +68,5 @@ def _resample(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndar
         span = dist[k + 1] - dist[k]
         w = 0.0 if span <= 0 else float(np.clip((d - dist[k]) / span, 0.0, 1.0))
         out[:, :, t_out, :] = (1 - w) * src[:, :, k, :] + w * src[:, :, k + 1, :]
-    lps = _affine_lps(frames, step_vec=normal * step)
+    lps = affine_lps(frames, step_vec=normal * step)
     return out, lps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -13,6 +13,10 @@ from .enhanced import _enhanced_frames
 from .frame import Frame, slice_normal
 from .values import _float_list, _num, _spacing
 from .vendor import _diffusion, _image_kind
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from pydicom.tag import BaseTag
 
 _NATIVE_LE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # uid -> implicit VR
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -55,15 +59,15 @@ def _dicomdir_files(path: Path) -> list[Path]:
     return sorted({Path(inst.path) for inst in fs if Path(inst.path).is_file()})
 
 
-def _stop_at_pixels(tag: Any, vr: Any, length: Any) -> bool:
+def _stop_at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
-def _stop_at_pixels_or_per_frame(tag: Any, vr: Any, length: Any) -> bool:
+def _stop_at_pixels_or_per_frame(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009, 0x52009230)
 
 
-def _quick_header(fh: Any) -> Any:
+def _quick_header(fh: BinaryIO) -> Dataset | None:
     """The dataset up to the pixel data via :func:`pydicom.filereader.read_dataset`.
 
     For a standard Part 10 file (preamble, DICM, a group length first): about 30% less CPU
@@ -94,7 +98,7 @@ def _quick_header(fh: Any) -> Any:
     ds = read_dataset(fh, implicit, little, stop_when=_stop_at_pixels_or_per_frame if little else _stop_at_pixels)
     pos = fh.tell()
     if little and fh.read(4) == b"\x00\x52\x30\x92":  # (5200,9230): enhanced multi-frame
-        from .._perframe import PerFrameParseError, read_per_frame
+        from .perframe import PerFrameParseError, read_per_frame
 
         fh.seek(pos)
         try:
@@ -111,7 +115,7 @@ def _quick_header(fh: Any) -> Any:
     return ds
 
 
-def _read_header(path: Path, *, force: bool = False) -> tuple[Any, int | None, bool] | None:
+def _read_header(path: Path, *, force: bool = False) -> tuple[Dataset, int | None, bool] | None:
     """``(header, native pixel offset or None, has pixels)``, or None if not DICOM.
 
     ``force`` also reads files without the DICM preamble (old exports), when the user
@@ -163,7 +167,7 @@ def _read_header(path: Path, *, force: bool = False) -> tuple[Any, int | None, b
     return ds, offset, has_pixels
 
 
-def _volume_keys(ds: Any, iop: np.ndarray | None = None) -> dict[str, Any]:
+def _volume_keys(ds: Dataset, iop: np.ndarray | None = None) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name, tag in (
         ("echo", "EchoNumbers"),
@@ -187,7 +191,7 @@ def _volume_keys(ds: Any, iop: np.ndarray | None = None) -> dict[str, Any]:
     return keys
 
 
-def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
+def _frames_of_file(path: Path, ds: Dataset, offset: int | None) -> list[Frame]:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if not rows or not cols:
         raise DicomError("image has no Rows/Columns", path=path, column="Rows", hint="check the file")
@@ -231,7 +235,7 @@ def _frames_of_file(path: Path, ds: Any, offset: int | None) -> list[Frame]:
     return frames
 
 
-def _mosaic_count(ds: Any) -> int | None:
+def _mosaic_count(ds: Dataset) -> int | None:
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "MOSAIC" not in image_type:
         return None
@@ -250,7 +254,7 @@ def _mosaic_count(ds: Any) -> int | None:
     return int(n) if n else None
 
 
-def _mosaic_frames(base: dict[str, Any], ds: Any, ipp: np.ndarray, n: int) -> list[Frame]:
+def _mosaic_frames(base: dict[str, Any], ds: Dataset, ipp: np.ndarray, n: int) -> list[Frame]:
     tiles = int(math.ceil(math.sqrt(n)))
     rows, cols = base["rows"] // tiles, base["cols"] // tiles
     iop = base["iop"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,10 +13,13 @@ from ...errors import DicomError
 from .frame import Frame
 from .values import _num
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 # ------------------------------------------------------------------------------ pixels
 
 
-def _fix_bits(arr: np.ndarray, ds: Any) -> np.ndarray:
+def _fix_bits(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         return arr
     alloc = arr.dtype.itemsize * 8
@@ -34,7 +37,7 @@ def _fix_bits(arr: np.ndarray, ds: Any) -> np.ndarray:
     return arr & np.array((1 << stored) - 1, dtype=arr.dtype)
 
 
-def _invert_monochrome1(arr: np.ndarray, ds: Any) -> np.ndarray:
+def _invert_monochrome1(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     alloc = arr.dtype.itemsize * 8
     stored = int(_num(ds.get("BitsStored"), alloc) or alloc)
     if arr.dtype.kind == "i":
@@ -42,7 +45,7 @@ def _invert_monochrome1(arr: np.ndarray, ds: Any) -> np.ndarray:
     return (float((1 << stored) - 1) - arr.astype(np.float64))
 
 
-def _native_dtype(ds: Any) -> np.dtype | None:
+def _native_dtype(ds: Dataset) -> np.dtype | None:
     alloc = int(_num(ds.get("BitsAllocated"), 0) or 0)
     if alloc not in (8, 16, 32) or int(_num(ds.get("SamplesPerPixel"), 1) or 1) != 1:
         return None
@@ -50,13 +53,13 @@ def _native_dtype(ds: Any) -> np.dtype | None:
     return np.dtype(f"<{'i' if signed else 'u'}{alloc // 8}")
 
 
-def _samples(ds: Any) -> int:
+def _samples(ds: Dataset) -> int:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         return 3
     return int(_num(ds.get("SamplesPerPixel"), 1) or 1)
 
 
-def _apply_palette(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
+def _apply_palette(stored: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     """Palette indices to RGB through the dataset's Palette Color LUTs.
 
     pydicom's ``apply_color_lut`` reads non-segmented LUT data as little endian whatever

@@ -6,19 +6,22 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import DicomError, GeometryError
 from ...problems import Problem
 from ...records import Image
-from .frame import DicomWarning, Stack, _plane
-from .geometry import LPS_TO_RAS, _affine_lps, _resample
+from .frame import DicomWarning, Stack, plane_name
+from .geometry import LPS_TO_RAS, _resample, affine_lps
 from .headers import collect_frames
 from .pixels import _load_pixels
-from .stacks import _dedupe, _stack_label, scan_stacks
+from .stacks import _dedupe, scan_stacks, stack_label
 from .values import _plain
+
+if TYPE_CHECKING:
+    from ...deid.dicom import Deidentifier
 
 IRREGULAR_OPTIONS = ("error", "accept", "resample")
 
@@ -111,7 +114,7 @@ def _select(stacks: list[Stack], path: Path, series_uid: str | None, irregular: 
                 Problem("warning", kind="localizer", message=f"ignored {n_loc} localizer stack(s) in the same series"),
             ]
             return volumes[0]
-        desc = "; ".join(f"{s.id}: {_stack_label(s)}" for s in chosen)
+        desc = "; ".join(f"{s.id}: {stack_label(s)}" for s in chosen)
         differ = "image type (magnitude/phase/...)" if len({s.kind for s in chosen}) > 1 else (
             "series number" if len({s.first.keys.get("series_number") for s in chosen}) > 1
             else "orientation, size or coverage"
@@ -140,7 +143,7 @@ def read_dicom(
     *,
     series_uid: str | None = None,
     irregular: str = "error",
-    deidentify: bool | Any = False,
+    deidentify: bool | Deidentifier = False,
     invert_monochrome1: bool = True,
     threads: int | None = None,
     volume: int | None = None,
@@ -205,7 +208,7 @@ def _read(
     pool: ThreadPoolExecutor | None,
     series_uid: str | None,
     irregular: str,
-    deidentify: Any,
+    deidentify: bool | Deidentifier,
     invert_monochrome1: bool,
     volume: int | None = None,
 ) -> Image:
@@ -259,7 +262,7 @@ def _read(
     if irregular == "resample" and kinds & {"tilt", "missing", "irregular"} and not color:
         vol, lps = _resample(vol, ref)
     else:
-        lps = _affine_lps(ref)
+        lps = affine_lps(ref)
     f0 = ref[0]
     if color:  # (X, Y, Z, [T,] RGB)
         data: np.ndarray = vol[:, :, :, 0, :] if vol.shape[3] == 1 else vol
@@ -288,7 +291,7 @@ def _read(
         transfer_syntax=str(getattr(getattr(f0.ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID") or ""),
         n_files=len({f.path for v in volumes for f in v}),
         n_frames=sum(len(v) for v in volumes),
-        plane=_plane(f0),
+        plane=plane_name(f0),
         problems=msgs,
     )
     if stack.volume_key:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...problems import Problem
-from .frame import _ORIENT_TOL, _POS_TOL, Frame, Stack, _plane
+from .frame import _ORIENT_TOL, _POS_TOL, Frame, Stack, plane_name
 
 # ------------------------------------------------------------------------------ stacks
 
@@ -265,9 +265,9 @@ def _dedupe(frames: list[Frame]) -> list[Frame]:
     return out
 
 
-def _stack_label(stack: Stack) -> str:
+def stack_label(stack: Stack) -> str:
     """``'8x6x4x2 axial phase, series 7'``: what tells a stack apart in a listing."""
-    words = ["x".join(map(str, stack.shape)), _plane(stack.first)]
+    words = ["x".join(map(str, stack.shape)), plane_name(stack.first)]
     if stack.kind:
         words.append(stack.kind)
     label = " ".join(words)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def _float_list(value: Any) -> np.ndarray | None:
@@ -27,12 +30,12 @@ def _num(value: Any, default: float | None = None) -> float | None:
         return default
 
 
-def _item(ds: Any, seq: str) -> Any:
+def _item(ds: Dataset | None, seq: str) -> Dataset | None:
     s = ds.get(seq) if ds is not None else None
     return s[0] if s else None
 
 
-def _fg(per_frame: Any, shared: Any, seq: str, attr: str) -> Any:
+def _fg(per_frame: Dataset | None, shared: Dataset | None, seq: str, attr: str) -> Any:
     for groups in (per_frame, shared):
         item = _item(groups, seq)
         if item is not None and attr in item:
@@ -40,7 +43,7 @@ def _fg(per_frame: Any, shared: Any, seq: str, attr: str) -> Any:
     return None
 
 
-def _spacing(ds: Any) -> tuple[tuple[float, float], bool]:
+def _spacing(ds: Dataset) -> tuple[tuple[float, float], bool]:
     for tag in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         sp = _float_list(ds.get(tag))
         if sp is not None and len(sp) == 2 and np.all(sp > 0):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .frame import slice_normal
 from .values import _fg, _float_list, _item, _num
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 # ----------------------------------------------------------------- vendor header fields
 
 
-def _private(ds: Any, group: int, creator: str, element: int) -> Any:
+def _private(ds: Dataset, group: int, creator: str, element: int) -> Any:
     """The value of private element ``element`` (low byte) of ``creator``'s block, or None."""
     try:
         return ds.private_block(group, creator)[element].value
@@ -45,7 +48,7 @@ _GE_IMAGE_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 _DERIVED_TYPES = ("ADC", "EADC", "TRACEW", "ISOTROPIC", "FA", "EXP")
 
 
-def _image_kind(ds: Any, frame_type: Any = None, component: Any = None) -> str:
+def _image_kind(ds: Dataset, frame_type: Any = None, component: Any = None) -> str:
     """``magnitude``, ``phase``, ``real``, ``imaginary``, a derived map (``adc``, ``tracew``,
     ...) or ``""`` when the header does not say: dcm2niix's ImageType reading plus GE's
     private image type (0043,102F) and enhanced MR's ComplexImageComponent."""
@@ -68,7 +71,7 @@ def _image_kind(ds: Any, frame_type: Any = None, component: Any = None) -> str:
     return ""
 
 
-def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, float] | None:
+def _diffusion(ds: Dataset, iop: np.ndarray | None) -> tuple[float, float, float, float] | None:
     """``(b, gx, gy, gz)`` with the gradient direction a unit vector in patient LPS (zero
     when there is none, e.g. b = 0), or None when the header holds no b-value.
 
@@ -121,7 +124,7 @@ def _diffusion(ds: Any, iop: np.ndarray | None) -> tuple[float, float, float, fl
     return (round(float(b), 3), *(round(float(x), 5) + 0.0 for x in g))  # type: ignore[return-value]
 
 
-def _logical_to_lps(g: Any, iop: np.ndarray, ds: Any) -> np.ndarray:
+def _logical_to_lps(g: Any, iop: np.ndarray, ds: Dataset) -> np.ndarray:
     """A GE or Canon gradient direction, given along the (frequency, phase, slice) axes of
     the image, in patient LPS: dcm2niix's ``geCorrectBvecs`` (phase encoding along rows
     swaps the in-plane axes; coronal slices reverse the phase axis; the slice axis is
@@ -135,7 +138,7 @@ def _logical_to_lps(g: Any, iop: np.ndarray, ds: Any) -> np.ndarray:
     return rot @ (np.array([g1, -g0, -g2]) if rows else np.array([g0, g1, -g2]))
 
 
-def _csa_diffusion(ds: Any, b: float | None, g: Any) -> tuple[float | None, Any]:
+def _csa_diffusion(ds: Dataset, b: float | None, g: Any) -> tuple[float | None, Any]:
     try:
         with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
             warnings.simplefilter("ignore")
