@@ -1,0 +1,72 @@
+"""Micro-batching of ``/predict`` requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import MedmmError
+from .conversion import _Unprocessable
+
+
+class _Batcher:
+    """Micro-batching: requests that arrive within ``max_wait_ms`` of each other are preprocessed and
+    scored together (up to ``max_batch``) in one worker thread, off the event loop."""
+
+    def __init__(self, predictor: Any, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.queue: Any = None
+        self.task: Any = None
+
+    async def submit(self, record: Any) -> tuple[Any, dict[str, Any]]:
+        import asyncio
+
+        if self.task is None or self.task.done():
+            self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((record, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        import asyncio
+
+        while True:
+            batch = [await self.queue.get()]
+            deadline = asyncio.get_running_loop().time() + self.max_wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            results = await asyncio.to_thread(self._run, [r for r, _ in batch])
+            for (_, fut), res in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _run(self, records: list[Any]) -> list[Any]:
+        try:
+            items = self.predictor.preprocessor.transform_many(records)
+            probs = self.predictor.predict_values(items)
+            return [(probs[i], items[i]) for i in range(len(records))]
+        except Exception:  # noqa: BLE001 - one bad record must not fail the others: score them one by one
+            out: list[Any] = []
+            for r in records:
+                try:
+                    it = self.predictor.preprocessor.transform_many([r])
+                    out.append((self.predictor.predict_values(it)[0], it[0]))
+                except MedmmError as exc:
+                    out.append(exc)
+                except (ValueError, TypeError, KeyError) as exc:
+                    out.append(_Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}"))
+                except Exception as exc:  # noqa: BLE001
+                    out.append(exc)
+            return out
