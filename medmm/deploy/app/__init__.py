@@ -19,7 +19,6 @@ Bad input gets a 4xx with a JSON ``detail`` (what was wrong and where), never a 
 bodies above ``max_body_bytes`` get 413.
 """
 
-from .conversion import _record_from_json  # noqa: F401  (tests/test_serve.py, benchmarks/bench_latency.py)
 from .routes import create_app, freeze_heap
 from .schemas import ObservationIn, PatientIn, PredictOut
 

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...errors import MedmmError
-from .conversion import _Unprocessable
+from .conversion import Unprocessable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import numpy as np
+
+    from ...records import PatientRecord
+    from ..runtime import Predictor
+
+    Scored = tuple[np.ndarray, dict[str, np.ndarray | None]]  # probabilities, the preprocessed record
 
 
-class _Batcher:
+class Batcher:
     """Micro-batching: requests that arrive within ``max_wait_ms`` of each other are preprocessed and
     scored together (up to ``max_batch``) in one worker thread, off the event loop."""
 
-    def __init__(self, predictor: Any, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, predictor: Predictor, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
         self.predictor = predictor
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1e3
-        self.queue: Any = None
-        self.task: Any = None
+        self.queue: asyncio.Queue[tuple[PatientRecord, asyncio.Future[Scored]]] | None = None
+        self.task: asyncio.Task[None] | None = None
 
-    async def submit(self, record: Any) -> tuple[Any, dict[str, Any]]:
+    async def submit(self, record: PatientRecord) -> Scored:
         import asyncio
 
         if self.task is None or self.task.done():
@@ -52,13 +62,13 @@ class _Batcher:
                 else:
                     fut.set_result(res)
 
-    def _run(self, records: list[Any]) -> list[Any]:
+    def _run(self, records: list[PatientRecord]) -> list[Scored | BaseException]:
         try:
             items = self.predictor.preprocessor.transform_many(records)
             probs = self.predictor.predict_values(items)
             return [(probs[i], items[i]) for i in range(len(records))]
         except Exception:  # noqa: BLE001 - one bad record must not fail the others: score them one by one
-            out: list[Any] = []
+            out: list[Scored | BaseException] = []
             for r in records:
                 try:
                     it = self.predictor.preprocessor.transform_many([r])
@@ -66,7 +76,7 @@ class _Batcher:
                 except MedmmError as exc:
                     out.append(exc)
                 except (ValueError, TypeError, KeyError) as exc:
-                    out.append(_Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}"))
+                    out.append(Unprocessable(f"the record cannot be preprocessed: {type(exc).__name__}: {exc}"))
                 except Exception as exc:  # noqa: BLE001
                     out.append(exc)
             return out

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timezone
+from typing import TYPE_CHECKING, Any
 
 from ...errors import MedmmError
 from .schemas import ObservationIn, PatientIn
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ...records import Missing, Notes, PatientRecord, Tabular, Vitals
+
 _SIGNAL_CACHE: dict[str, str] = {}
 
 
-def _vitals_frame(obs: list[ObservationIn]) -> Any:
+def vitals_frame(obs: list[ObservationIn]) -> pd.DataFrame:
     """A long vitals frame from JSON observations, cleaned as :func:`medmm.io.vitals.clean_vitals`
     cleans a file (canonical names and units, physiological ranges, duplicates averaged) but in
     plain Python: a bad observation is a 422 naming its index instead of a dropped row."""
@@ -31,25 +37,25 @@ def _vitals_frame(obs: list[ObservationIn]) -> Any:
             except ValueError:
                 v = None
             if v is None:
-                raise _Unprocessable(f"vitals[{k}].value {o.value!r} is not a number")
+                raise Unprocessable(f"vitals[{k}].value {o.value!r} is not a number")
         else:
             v = float(o.value)
         if not np.isfinite(v):
-            raise _Unprocessable(f"vitals[{k}].value is not finite")
+            raise Unprocessable(f"vitals[{k}].value is not finite")
         conv = convert_unit(sig, o.unit)
         if conv is None:
-            raise _Unprocessable(f"vitals[{k}].unit {o.unit!r} cannot be converted to {SIGNALS[sig][0]} for {sig}")
+            raise Unprocessable(f"vitals[{k}].unit {o.unit!r} cannot be converted to {SIGNALS[sig][0]} for {sig}")
         v = float(conv(v))
         if sig in SIGNALS:
             lo, hi = SIGNALS[sig][2]
             if not lo <= v <= hi:
-                raise _Unprocessable(f"vitals[{k}]: {sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible")
+                raise Unprocessable(f"vitals[{k}]: {sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible")
             units[sig] = SIGNALS[sig][0]
         else:
             units.setdefault(sig, o.unit or "")
         t = o.time
         if t.tzinfo is not None:
-            t = t.astimezone(__import__("datetime").timezone.utc).replace(tzinfo=None)
+            t = t.astimezone(timezone.utc).replace(tzinfo=None)
         acc.setdefault((t, sig), []).append(v)
     rows = sorted(((t, sig, sum(v) / len(v)) for (t, sig), v in acc.items()), key=lambda r: (r[0], r[1]))
     frame = pd.DataFrame({"time": np.array([r[0] for r in rows], dtype="datetime64[ns]"),
@@ -58,21 +64,21 @@ def _vitals_frame(obs: list[ObservationIn]) -> Any:
     return frame
 
 
-def _record_from_json(p: PatientIn) -> Any:
+def record_from_json(p: PatientIn) -> PatientRecord:
     import pandas as pd
 
     from ...records import Missing, Note, Notes, PatientRecord, Tabular, Vitals
 
-    vitals: Any = Missing()
+    vitals: Vitals | Missing = Missing()
     last = None
     if p.vitals:
-        df = _vitals_frame(p.vitals)
+        df = vitals_frame(p.vitals)
         vitals = Vitals(df) if len(df) else Missing("empty")
         last = df["time"].iloc[-1] if len(df) else None
-    notes: Any = Missing()
+    notes: Notes | Missing = Missing()
     if p.notes:
         notes = Notes([Note(n.text, pd.Timestamp(n.time) if n.time else None, n.note_type) for n in p.notes])
-    ehr: Any = Tabular(dict(p.ehr)) if p.ehr else Missing()
+    ehr: Tabular | Missing = Tabular(dict(p.ehr)) if p.ehr else Missing()
     index_time = p.index_time
     if index_time is not None:
         index_time = pd.Timestamp(index_time)
@@ -83,7 +89,7 @@ def _record_from_json(p: PatientIn) -> Any:
     return PatientRecord(p.patient_id, notes=notes, vitals=vitals, ehr=ehr, index_time=index_time)
 
 
-def _problem_out(e: MedmmError) -> dict[str, Any]:
+def problem_out(e: MedmmError) -> dict[str, Any]:
     loc: list[Any] = ["body"]
     if e.row is not None:
         loc += ["entry", e.row]
@@ -92,10 +98,10 @@ def _problem_out(e: MedmmError) -> dict[str, Any]:
     return {"loc": loc, "msg": e.message, "hint": e.hint}
 
 
-def _record_from_fhir(doc: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+def record_from_fhir(doc: dict[str, Any]) -> tuple[PatientRecord, list[dict[str, Any]]]:
     """The record of a FHIR Bundle and the problems of the entries left out of it.
 
-    Raises :class:`_Unusable` when there are problems and nothing usable: a prediction from the
+    Raises :class:`Unusable` when there are problems and nothing usable: a prediction from the
     prior alone would hide that every entry was refused.
     """
     from ...io.fhir import load_bundle
@@ -106,19 +112,19 @@ def _record_from_fhir(doc: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
     problems = list(bundle.problems)
     df = vitals_from_observations(bundle.observations, problems=problems)
     if problems and not len(df) and not bundle.notes:
-        raise _Unusable([_problem_out(e) for e in problems])
+        raise Unusable([problem_out(e) for e in problems])
     pid = bundle.patient_id or "unknown"
     record = PatientRecord(pid, vitals=Vitals(df) if len(df) else Missing("empty"),
                            notes=Notes(bundle.notes) if bundle.notes else Missing(),
                            index_time=df["time"].max() if len(df) else None)
-    return record, [_problem_out(e) for e in problems]
+    return record, [problem_out(e) for e in problems]
 
 
-class _Unprocessable(Exception):
+class Unprocessable(Exception):
     pass
 
 
-class _Unusable(Exception):
+class Unusable(Exception):
     """No entry of the input could be used; ``problems`` says why, entry by entry."""
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:

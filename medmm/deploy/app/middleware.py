@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class _LimitAndMeasure:
+class LimitAndMeasure:
     """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs about a millisecond of CPU a
     request): refuses bodies over ``max_body_bytes`` with a 413 (by Content-Length, or by counting
     a chunked upload as it arrives), counts requests by endpoint and status, observes latency, and
     turns anything that escapes the app into a plain 500 without a stack trace."""
 
-    def __init__(self, app: Any, *, max_body_bytes: int, requests_total: Any, latency: Any) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, requests_total: Counter, latency: Histogram) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.requests_total = requests_total
         self.latency = latency
 
-    async def _reply(self, send: Any, status: int, detail: str) -> None:
+    async def _reply(self, send: Send, status: int, detail: str) -> None:
         import orjson
 
         body = orjson.dumps({"detail": detail})
@@ -26,7 +30,7 @@ class _LimitAndMeasure:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Union
 
 from ...errors import MedmmError
-from .batching import _Batcher
-from .conversion import _record_from_fhir, _record_from_json, _Unprocessable, _Unusable
-from .middleware import _LimitAndMeasure
+from .batching import Batcher
+from .conversion import record_from_fhir, record_from_json, Unprocessable, Unusable
+from .middleware import LimitAndMeasure
 from .schemas import MAX_OBSERVATIONS, AskIn, FhirResource, MonitorOut, ObservationIn, PatientIn, PredictOut
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ...monitor.health import HealthMonitor, MonitorConfig
+    from ...records import PatientRecord
+    from ..runtime import Predictor
 
 
 def freeze_heap() -> None:
@@ -27,8 +35,8 @@ def freeze_heap() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
-               monitor_config: Any = None, max_batch: int = 32, max_wait_ms: float = 2.0) -> Any:
+def create_app(predictor: Predictor, *, api_keys: set[str] | list[str], max_body_bytes: int = 1_000_000,
+               monitor_config: MonitorConfig | None = None, max_batch: int = 32, max_wait_ms: float = 2.0) -> FastAPI:
     """Build the FastAPI app. ``predictor`` is a :class:`~medmm.deploy.runtime.Predictor`;
     ``api_keys`` the accepted keys (at least one); ``/predict`` requests arriving within
     ``max_wait_ms`` are scored together, up to ``max_batch`` at once."""
@@ -66,7 +74,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
             raise HTTPException(status_code=401, detail="missing or invalid API key (header X-API-Key)",
                                 headers={"WWW-Authenticate": "API-Key"})
 
-    app.add_middleware(_LimitAndMeasure, max_body_bytes=max_body_bytes, requests_total=requests_total,
+    app.add_middleware(LimitAndMeasure, max_body_bytes=max_body_bytes, requests_total=requests_total,
                        latency=latency)
 
     @app.exception_handler(RequestValidationError)
@@ -79,12 +87,12 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     async def medmm_error(request: Request, exc: MedmmError):
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    @app.exception_handler(_Unprocessable)
-    async def unprocessable(request: Request, exc: _Unprocessable):
+    @app.exception_handler(Unprocessable)
+    async def unprocessable(request: Request, exc: Unprocessable):
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    @app.exception_handler(_Unusable)
-    async def unusable(request: Request, exc: _Unusable):
+    @app.exception_handler(Unusable)
+    async def unusable(request: Request, exc: Unusable):
         detail = [{**p, "type": "unusable_entry"} for p in exc.problems]
         return JSONResponse({"detail": detail, "message": "no usable vital sign or note in the input; "
                              "nothing to predict from"}, status_code=422)
@@ -93,10 +101,10 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     async def any_error(request: Request, exc: Exception):
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    batcher = _Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
     app.state.batcher = batcher
 
-    async def score(record: Any, problems: list[dict[str, Any]] | None = None) -> PredictOut:
+    async def score(record: PatientRecord, problems: list[dict[str, Any]] | None = None) -> PredictOut:
         t0 = time.perf_counter()
         probs, values = await batcher.submit(record)
         predictions_total.inc()
@@ -121,26 +129,26 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
                          422: {"description": "invalid record"}})
     async def predict(body: Union[PatientIn, FhirResource] = Body(...)) -> PredictOut:
         if isinstance(body, FhirResource):
-            return await score(*_record_from_fhir(body.model_dump()))
-        return await score(_record_from_json(body))
+            return await score(*record_from_fhir(body.model_dump()))
+        return await score(record_from_json(body))
 
     @app.post("/monitor/{patient_id}/observations", response_model=MonitorOut, tags=["monitor"],
               dependencies=[Depends(require_key)])
     def observe(patient_id: str, body: Union[list[ObservationIn], FhirResource] = Body(...)) -> MonitorOut:
         if len(patient_id) > 128:
-            raise _Unprocessable("patient_id is longer than 128 characters")
+            raise Unprocessable("patient_id is longer than 128 characters")
         try:
             if isinstance(body, FhirResource):
                 alerts = monitor.observe_fhir(body.model_dump(), patient_id=patient_id)
             else:
                 if len(body) > MAX_OBSERVATIONS:
-                    raise _Unprocessable(f"more than {MAX_OBSERVATIONS} observations in one request")
+                    raise Unprocessable(f"more than {MAX_OBSERVATIONS} observations in one request")
                 try:
                     alerts = monitor.observe_many(patient_id, [(o.time, o.signal, o.value, o.unit) for o in body])
                 except (MedmmError, NEWS2Error) as exc:
-                    raise _Unprocessable(f"observation {getattr(exc, 'observation_index', '?')}: {exc}") from None
+                    raise Unprocessable(f"observation {getattr(exc, 'observation_index', '?')}: {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:
-            raise _Unprocessable(f"the observations cannot be used: {exc}") from None
+            raise Unprocessable(f"the observations cannot be used: {exc}") from None
         for a in alerts:
             alerts_total.labels(a.band).inc()
         return MonitorOut(patient_id=patient_id, alerts=[a.to_dict() for a in alerts],
@@ -157,7 +165,7 @@ def create_app(predictor: Any, *, api_keys: set[str] | list[str], max_body_bytes
     return app
 
 
-def _add_assistant_route(app: Any, monitor: Any, predictor: Any, require_key: Any) -> None:
+def _add_assistant_route(app: FastAPI, monitor: HealthMonitor, predictor: Predictor, require_key: Callable[..., None]) -> None:
     """``POST /assistant/{patient_id}/ask`` ``{"question": ...}``: the consultation assistant on the
     monitor's state of the patient (its observation window and registered context), so that
     "why did you alert at 03:00?" is answered from the alert the monitor raised."""
