@@ -33,10 +33,6 @@ from .latent import EXTRA_MODALITIES, LAB_MISSING, MU, NOTE_CATEGORIES, NOTE_LIK
 from .oracle import all_subsets, compare_to_oracle, oracle_scores, subset_name
 from .render import VITAL_SIGNALS, render_note, render_vitals, render_volume
 
-# used by medmm.synth.outcomes and benchmarks/bench_assistant.py (to become public names in the next commit)
-from .oracle import _llrs  # noqa: F401
-from .render import _DISEASE_TEXT, _FILLER, _TUMOR_TEXT  # noqa: F401
-
 __all__ = [
     "SynthConfig",
     "generate_cohort",

@@ -6,13 +6,19 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .latent import EXTRA_MODALITIES, SynthConfig, _draw_latents
+from .latent import EXTRA_MODALITIES, SynthConfig, draw_latents
 from .oracle import oracle_scores
-from .render import _rotation, _write_dicom_series, _write_pet, render_note, render_vitals, render_volume
+from .render import random_rotation, write_dicom_series, write_pet, render_note, render_vitals, render_volume
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+    from tqdm.auto import tqdm
 
 
 
@@ -40,17 +46,18 @@ def _render_patient(out: Path, cfg: SynthConfig, p: dict[str, Any]) -> tuple[dic
     # image
     vol, lesion = render_volume(p["z_image"], cfg.image_size, prng)
     spacing = np.array([1.5, 1.5, 2.0])
-    rot = _rotation(prng, 20.0) if prng.random() < cfg.oblique_fraction else np.eye(3)
+    rot = random_rotation(prng, 20.0) if prng.random() < cfg.oblique_fraction else np.eye(3)
     lps = np.eye(4)
     lps[:3, :3] = rot @ np.diag(spacing)
     lps[:3, 3] = rot @ (-(np.array(vol.shape) - 1) / 2 * spacing)
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    t_row.update({"affine_ras": json.dumps(np.round(ras, 6).tolist()), "oblique": bool(not np.allclose(rot, np.eye(3))), **{f"lesion_{k}": json.dumps(v) if isinstance(v, list) else v for k, v in lesion.items()}})
+    t_row.update({"affine_ras": json.dumps(np.round(ras, 6).tolist()), "oblique": bool(not np.allclose(rot, np.eye(3))),
+                  **{f"lesion_{k}": json.dumps(v) if isinstance(v, list) else v for k, v in lesion.items()}})
     if p["present_image"]:
         if cfg.image_format == "dicom":
             rel = f"images/{pid}"
             date = str(p["index_time"])[:10].replace("-", "")
-            _write_dicom_series(out / rel, vol, lps, pid, prng, date)
+            write_dicom_series(out / rel, vol, lps, pid, prng, date)
         else:
             import nibabel as nib
 
@@ -103,7 +110,7 @@ def _render_patient(out: Path, cfg: SynthConfig, p: dict[str, Any]) -> tuple[dic
             continue
         if m == "pet":
             rel = f"pet/{pid}.nii.gz"
-            _write_pet(out / rel, float(p["z_pet"]), max(8, cfg.image_size // 2), xrng)
+            write_pet(out / rel, float(p["z_pet"]), max(8, cfg.image_size // 2), xrng)
             row[f"{m}_path"] = rel
         elif m == "labs":
             extra_rows[m] = {
@@ -126,7 +133,7 @@ def _render_chunk(out: Path, cfg: SynthConfig, chunk: list[dict[str, Any]]) -> l
     return [_render_patient(out, cfg, p) for p in chunk]
 
 
-def _pool_context():
+def _pool_context() -> BaseContext:
     """``fork`` when nothing here runs threads that a fork could catch holding a lock (torch's,
     MLflow's): the workers start at once with this process's imports. Otherwise ``forkserver``,
     preloaded with what the workers import, so that they do not each pay for it."""
@@ -140,7 +147,8 @@ def _pool_context():
     return ctx
 
 
-def _render_all(out: Path, cfg: SynthConfig, patients: Any, n: int, workers: int, bar: Any):
+def _render_all(out: Path, cfg: SynthConfig, patients: Iterator[dict[str, Any]], n: int, workers: int,
+                bar: tqdm) -> Iterator[tuple[dict, dict, dict | None]]:
     """Rendered patients in order, from this process or from ``workers`` processes."""
     if workers <= 1 or n < 2:
         for p in patients:
@@ -198,7 +206,7 @@ def generate_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = np.random.default_rng(cfg.seed)
-    lat = _draw_latents(cfg, root)
+    lat = draw_latents(cfg, root)
     n = cfg.n_patients
     pids = [f"P{i:05d}" for i in range(n)]
 

@@ -59,7 +59,7 @@ class SynthConfig:
 # --------------------------------------------------------------------------- latent draw
 
 
-def _draw_latents(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def draw_latents(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = cfg.n_patients
     lat: dict[str, np.ndarray] = {}
     lat["tumor"] = (rng.random(n) < cfg.prevalence_tumor).astype(int)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..records import MODALITIES
 from ..records import subset_name as _subset_name
 from .latent import EXTRA_MODALITIES, MU, NOTE_CATEGORIES, NOTE_LIKELIHOOD, SynthConfig, TASKS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 
@@ -33,7 +36,7 @@ def _gauss_llr(z: np.ndarray, mu: float) -> np.ndarray:
     return mu * z - mu * mu / 2.0
 
 
-def _llrs(lat: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+def log_likelihood_ratios(lat: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
     """Log-likelihood ratio of each (task, modality) evidence; 0 where a modality says nothing."""
     n = len(lat["tumor"])
     zero = np.zeros(n)
@@ -59,7 +62,7 @@ def _llrs(lat: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
 
 def oracle_scores(lat: dict[str, np.ndarray], cfg: SynthConfig) -> list[dict[str, Any]]:
     """Rows ``(patient index, task, subset, score)`` of the Bayes-optimal posterior."""
-    llr = _llrs(lat)
+    llr = log_likelihood_ratios(lat)
     rows = []
     prior = {"tumor": cfg.prevalence_tumor, "disease": cfg.prevalence_disease}
     for task in TASKS:
@@ -71,7 +74,7 @@ def oracle_scores(lat: dict[str, np.ndarray], cfg: SynthConfig) -> list[dict[str
     return rows
 
 
-def compare_to_oracle(predictions: Any, oracle_path: str | Path, tasks: tuple[str, ...] = TASKS) -> dict[str, dict[str, Any]]:
+def compare_to_oracle(predictions: pd.DataFrame, oracle_path: str | Path, tasks: tuple[str, ...] = TASKS) -> dict[str, dict[str, Any]]:
     """Set a model's held-out AUROC beside the oracle's.
 
     ``predictions`` has columns ``patient_id``, ``pattern`` (the modalities each patient

@@ -14,7 +14,7 @@ import numpy as np
 # --------------------------------------------------------------------------- rendering
 
 
-def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
     theta = math.radians(rng.uniform(5.0, max_deg))
@@ -45,7 +45,7 @@ def render_volume(z: float, size: int, rng: np.random.Generator) -> tuple[np.nda
     return vol, {"centre_ijk": centre.round(3).tolist(), "radius": radius, "contrast_hu": contrast}
 
 
-def _write_dicom_series(
+def write_dicom_series(
     out: Path,
     vol_hu: np.ndarray,
     affine_lps: np.ndarray,
@@ -114,7 +114,7 @@ def _write_dicom_series(
         ds.save_as(out / names[k], enforce_file_format=True)
 
 
-_TUMOR_TEXT = {
+TUMOR_TEXT = {
     "affirmed": [
         "A {size} cm enhancing mass is seen in the {organ}.",
         "There is a solid lesion in the {organ} concerning for malignancy.",
@@ -130,7 +130,7 @@ _TUMOR_TEXT = {
         "The {organ} is negative for malignancy.",
     ],
 }
-_DISEASE_TEXT = {
+DISEASE_TEXT = {
     "affirmed": [
         "Patient reports worsening shortness of breath and new confusion overnight.",
         "Increasing oxygen requirement and lethargy noted by nursing staff.",
@@ -146,7 +146,7 @@ _DISEASE_TEXT = {
         "Patient denies any new symptoms and is breathing comfortably.",
     ],
 }
-_FILLER = [
+FILLER_TEXT = [
     "Bowel loops are unremarkable.",
     "The kidneys enhance symmetrically.",
     "No free fluid.",
@@ -163,11 +163,11 @@ def render_note(
     who = "man" if sex == "M" else "woman"
     hpi = f"{pid_age}-year-old {who} admitted for assessment."
     if disease_cat != "unmentioned":
-        hpi += " " + pick(_DISEASE_TEXT[disease_cat])
-    findings = [pick(_FILLER)]
+        hpi += " " + pick(DISEASE_TEXT[disease_cat])
+    findings = [pick(FILLER_TEXT)]
     if tumor_cat != "unmentioned":
-        findings.append(pick(_TUMOR_TEXT[tumor_cat]).format(size=round(float(rng.uniform(1, 5)), 1), organ=organ))
-    findings.append(pick(_FILLER))
+        findings.append(pick(TUMOR_TEXT[tumor_cat]).format(size=round(float(rng.uniform(1, 5)), 1), organ=organ))
+    findings.append(pick(FILLER_TEXT))
     if tumor_cat in ("affirmed", "possible"):
         impression = "Recommend multidisciplinary review and tissue sampling."
     else:
@@ -207,7 +207,7 @@ def render_vitals(z: float, hours: int, index_time: np.datetime64, rng: np.rando
 
 
 
-def _write_pet(path: Path, z: float, size: int, rng: np.random.Generator) -> None:
+def write_pet(path: Path, z: float, size: int, rng: np.random.Generator) -> None:
     """An FDG-PET-like volume (SUV, float32 NIfTI, 4 mm voxels) whose hot spot's uptake encodes ``z``."""
     import nibabel as nib
 
