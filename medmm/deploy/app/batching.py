@@ -32,25 +32,26 @@ class Batcher:
     async def submit(self, record: PatientRecord) -> Scored:
         import asyncio
 
-        if self.task is None or self.task.done():
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+        queue = self.queue
+        if queue is None or self.task is None or self.task.done():
+            queue = self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop(queue))
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((record, fut))
+        await queue.put((record, fut))
         return await fut
 
-    async def _loop(self) -> None:
+    async def _loop(self, queue: asyncio.Queue[tuple[PatientRecord, asyncio.Future[Scored]]]) -> None:
         import asyncio
 
         while True:
-            batch = [await self.queue.get()]
+            batch = [await queue.get()]
             deadline = asyncio.get_running_loop().time() + self.max_wait
             while len(batch) < self.max_batch:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
             results = await asyncio.to_thread(self._run, [r for r, _ in batch])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class LimitAndMeasure:
@@ -71,7 +71,7 @@ class LimitAndMeasure:
                     break
             body, replayed = b"".join(chunks), False
 
-            async def receive() -> dict[str, Any]:  # noqa: F811 - the app reads the buffered body
+            async def receive() -> Message:  # noqa: F811 - the app reads the buffered body
                 nonlocal replayed
                 if replayed:
                     return {"type": "http.disconnect"}
@@ -80,7 +80,7 @@ class LimitAndMeasure:
 
         status: list[int] = []
 
-        async def send_and_note(message: dict[str, Any]) -> None:
+        async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
             await send(message)

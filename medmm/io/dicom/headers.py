@@ -211,7 +211,7 @@ def _frames_of_file(path: Path, ds: Dataset, offset: int | None) -> list[Frame]:
     geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
     if not geometry:
         iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
-    base = dict(
+    base: dict[str, Any] = dict(
         path=path, ds=ds, rows=rows, cols=cols, iop=iop, spacing=spacing, slope=slope,
         intercept=intercept, instance=instance, pixel_offset=offset, geometry=geometry,
     )
