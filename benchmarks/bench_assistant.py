@@ -241,7 +241,7 @@ def fhir_questions(tally: Tally, n: int, rng: np.random.Generator) -> None:
 
 def latency(n_obs: int = 10_000, n_notes: int = 100, seed: int = 0) -> tuple[float, float, float]:
     from medmm.records import Note, Notes, PatientRecord, Tabular, Vitals
-    from medmm.synth import _DISEASE_TEXT, _FILLER, _TUMOR_TEXT
+    from medmm.synth.render import DISEASE_TEXT, FILLER_TEXT, TUMOR_TEXT
 
     rng = np.random.default_rng(seed)
     now = pd.Timestamp("2024-03-01T08:00")
@@ -254,7 +254,7 @@ def latency(n_obs: int = 10_000, n_notes: int = 100, seed: int = 0) -> tuple[flo
                           "unit": [units[x] for x in s]})
     notes = []
     for _k in range(n_notes):
-        parts = [str(rng.choice(v)) for d in (_TUMOR_TEXT, _DISEASE_TEXT) for v in d.values()] + list(_FILLER)
+        parts = [str(rng.choice(v)) for d in (TUMOR_TEXT, DISEASE_TEXT) for v in d.values()] + list(FILLER_TEXT)
         text = "FINDINGS:\n" + " ".join(p.format(size=2.1, organ="liver") for p in rng.permutation(parts)[:8])
         notes.append(Note(text, now - pd.Timedelta(hours=int(rng.integers(0, 24 * 30))), "progress"))
     notes.sort(key=lambda n: n.time)

@@ -60,9 +60,10 @@ def raw_record(model):
         return None
     from bench_serve import payload
 
-    from medmm.deploy.app import PatientIn, _record_from_json
+    from medmm.deploy.app import PatientIn
+    from medmm.deploy.app.conversion import record_from_json
 
-    return _record_from_json(PatientIn.model_validate(payload(0)))
+    return record_from_json(PatientIn.model_validate(payload(0)))
 
 
 def main(argv=None) -> int:

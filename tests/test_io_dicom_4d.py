@@ -402,7 +402,7 @@ def test_convert_volume_option_and_bval_files(tmp_path: Path) -> None:
 
 
 def _frames_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch):
-    from medmm.io import _perframe
+    from medmm.io.dicom import perframe as _perframe
     from medmm.io.dicom import collect_frames
 
     fast, _ = collect_frames(path)
@@ -477,7 +477,7 @@ def test_enhanced_damaged_per_frame_sequence_falls_back_to_pydicom(tmp_path: Pat
     path.write_bytes(bytes(raw))
     from io import BytesIO
 
-    from medmm.io._perframe import PerFrameParseError, read_per_frame
+    from medmm.io.dicom.perframe import PerFrameParseError, read_per_frame
 
     with pytest.raises(PerFrameParseError):
         read_per_frame(BytesIO(bytes(raw[at:])), implicit=False)

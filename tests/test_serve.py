@@ -45,14 +45,15 @@ def test_no_key_no_data(client):
 
 
 def test_predict_json_record_matches_the_model(client):
-    from medmm.deploy.app import PatientIn, _record_from_json
+    from medmm.deploy.app import PatientIn
+    from medmm.deploy.app.conversion import record_from_json
 
     r = client.post("/predict", json=PATIENT, headers=H)
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body["probabilities"]) == {"tumor", "disease"}
     assert body["present"] == {"image": False, "notes": True, "vitals": True, "ehr": True}
-    rec = _record_from_json(PatientIn(**PATIENT))
+    rec = record_from_json(PatientIn(**PATIENT))
     ref = client.model.predict_records([rec])[0]
     got = np.array([body["probabilities"][t] for t in client.model.tasks])
     assert np.abs(ref - got).max() < 1e-5

@@ -47,10 +47,10 @@ def _describe(stack: Any) -> dict[str, Any]:
     import nibabel as nib
     import numpy as np
 
-    from medmm.io.dicom import LPS_TO_RAS, _affine_lps, _plane, _stack_label
+    from medmm.io.dicom import LPS_TO_RAS, affine_lps, plane_name, stack_label
 
     f0 = stack.first
-    axcodes = "".join(nib.aff2axcodes(LPS_TO_RAS @ _affine_lps(stack.volumes[0]))) if f0.geometry else "-"
+    axcodes = "".join(nib.aff2axcodes(LPS_TO_RAS @ affine_lps(stack.volumes[0]))) if f0.geometry else "-"
     spacing = (*f0.spacing[::-1],)
     if len(stack.volumes[0]) > 1:
         d = np.diff(sorted(float(f.ipp @ f0.normal) for f in stack.volumes[0]))
@@ -61,11 +61,11 @@ def _describe(stack: Any) -> dict[str, Any]:
         "modality": str(f0.ds.get("Modality", "") or ""),
         "size": "x".join(str(s) for s in _display_shape(stack)),
         "spacing": "x".join(f"{s:.3g}" for s in spacing),
-        "orientation": f"{_plane(f0)} {axcodes}",
+        "orientation": f"{plane_name(f0)} {axcodes}",
         "files": len({f.path for v in stack.volumes for f in v}),
         "problems": [p.message for p in stack.problems]
         + (
-            [f"UID holds {stack.n_stacks_in_uid} stacks; this one: {_stack_label(stack)}"]
+            [f"UID holds {stack.n_stacks_in_uid} stacks; this one: {stack_label(stack)}"]
             if stack.n_stacks_in_uid > 1
             else []
         ),

