@@ -14,7 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .errors import ConfigError
 
-__all__ = ["ModelSection", "EncoderSpec", "FusionSpec", "PREPROCESSORS", "KIND_STEP", "check_preprocess_options"]
+__all__ = ["ModelSection", "EncoderSpec", "FusionSpec", "PREPROCESSORS", "KIND_STEP", "LOSSES",
+           "check_preprocess_options"]
+
+#: the training losses (:class:`medmm.models.losses.MaskedLoss`), named by ``train.loss``
+LOSSES = ("bce", "weighted_bce", "focal")
 
 #: a modality kind -> the preprocessing step (and default modality name) that reads it
 KIND_STEP = {"image": "image", "text": "notes", "series": "vitals", "table": "ehr"}
