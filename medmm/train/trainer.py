@@ -119,7 +119,7 @@ def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size
 
 
 def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
-    from ..evaluate.metrics import auroc
+    from ..metrics import auroc
     from ..models.survival import task_val_metrics
 
     p, y, m, _ = predict_dataset(model, ds, device=device)
