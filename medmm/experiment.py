@@ -151,7 +151,7 @@ def resume_experiment(run_id: str, *, tracking_uri: str | None = None, progress:
     from mlflow.exceptions import MlflowException
 
     from .config import load_config
-    from .train.tracking import default_tracking_uri
+    from .tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     try:
@@ -369,7 +369,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
     from .train.distributed import barrier, init_distributed
-    from .train.tracking import MlflowTracker, NullTracker
+    from .tracking import MlflowTracker, NullTracker
 
     info = init_distributed(cfg.train.device)
     main = info.rank == 0
@@ -492,8 +492,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                 except Exception as exc:  # a plot must never lose a trained run
                     tracker.set_tags({"medmm.plot_error": str(exc)[:200]})
             if tr.log_model:
+                from .train.pyfunc import log_medmm_model  # mlflow.pyfunc: only when a model is logged
+
                 t3 = time.perf_counter()
-                model_uri = tracker.log_model(model_dir, tasks=tasks, registered_model_name=tr.register_model)
+                model_uri = log_medmm_model(tracker, model_dir, tasks=tasks, registered_model_name=tr.register_model)
                 timings["log_model_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
         if result.step_s > 0:

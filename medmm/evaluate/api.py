@@ -219,7 +219,7 @@ class EvaluationResult:
         Per-patient predictions are not logged (no patient identifiers leave the machine)."""
         import mlflow
 
-        from ..train.tracking import default_tracking_uri
+        from ..tracking import default_tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
         figures = figures if figures is not None else self.figures()
