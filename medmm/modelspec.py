@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .errors import ConfigError
 
-__all__ = ["ModelSection", "EncoderSpec", "FusionSpec", "PREPROCESSORS", "KIND_STEP", "LOSSES",
-           "check_preprocess_options"]
+__all__ = ["ModelSection", "EncoderSpec", "FusionSpec", "KIND_STEP", "INPUT_STEPS", "LOSSES",
+           "preprocessor_class", "check_preprocess_options"]
 
 #: the training losses (:class:`medmm.models.losses.MaskedLoss`), named by ``train.loss``
 LOSSES = ("bce", "weighted_bce", "focal")
@@ -23,25 +23,33 @@ LOSSES = ("bce", "weighted_bce", "focal")
 #: a modality kind -> the preprocessing step (and default modality name) that reads it
 KIND_STEP = {"image": "image", "text": "notes", "series": "vitals", "table": "ehr"}
 
-#: a preprocessing step or encoder input -> its preprocessor class
-PREPROCESSORS = {"image": "medmm.preprocess.image:ImagePreprocessor",
-                 "notes": "medmm.preprocess.text:TextPreprocessor",
-                 "vitals": "medmm.preprocess.vitals:VitalsPreprocessor",
-                 "ehr": "medmm.preprocess.tabular:TabularPreprocessor",
-                 "tokens": "medmm.preprocess.tokens:TokenPreprocessor",
-                 "embedding": "medmm.preprocess.tokens:SentenceEmbeddingPreprocessor"}
+#: an encoder input other than its modality's default -> its preprocessor class
+INPUT_STEPS = {"tokens": "medmm.preprocess.tokens:TokenPreprocessor",
+               "embedding": "medmm.preprocess.tokens:SentenceEmbeddingPreprocessor"}
+
+
+def preprocessor_class(key: str) -> type:
+    """The preprocessor class of a step (``image``, ``notes``, ``vitals``, ``ehr``: the default step
+    of its kind, :data:`medmm.preprocess.DEFAULT_STEPS`) or of an encoder input (``tokens``,
+    ``embedding``)."""
+    import importlib
+
+    from .preprocess import DEFAULT_STEPS
+
+    paths = {**{KIND_STEP[kind]: path for kind, path in DEFAULT_STEPS.items()}, **INPUT_STEPS}
+    module, _, name = paths[key].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def check_preprocess_options(key: str, options: dict[str, Any]) -> None:
     """Unknown settings of the preprocessor ``key`` (a modality or an input kind) and, for images,
     unknown window presets and size modes, as a ValueError with "did you mean"."""
-    import importlib
     import inspect
 
     from .catalog import suggest
 
-    module, _, name = PREPROCESSORS[key].partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls = preprocessor_class(key)
+    name = cls.__name__
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "encoder")]
     for k in options:
         if k not in allowed:
