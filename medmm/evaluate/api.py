@@ -171,7 +171,7 @@ class EvaluationResult:
     def save(self, out_dir: str | Path, *, figures: dict[str, Any] | None = None) -> dict[str, Path]:
         """Write predictions (Parquet), every table (CSV), figures (PNG), the calibrator and
         ``report.html`` under ``out_dir``; returns the paths by name."""
-        from .report import figure_png
+        from ..viz.common import figure_png
 
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)

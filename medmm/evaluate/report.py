@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Any
 
 import numpy as np
 
+from ..viz.common import figure_png
+
 __all__ = ["roc_figure", "pr_figure", "curve_figures", "calibration_figure", "forest_figure", "heatmap_figure",
-           "confusion_figure", "make_figures", "render_html", "figure_png"]
+           "confusion_figure", "make_figures", "render_html"]
 
 _GRID = np.linspace(0, 1, 101)
 
@@ -20,15 +21,6 @@ def _new_fig(*args, **kw):
 
     kw.setdefault("layout", "constrained")  # laid out at draw time: labels never clipped, one render
     return new_figure(*args, **kw)
-
-
-def figure_png(fig) -> bytes:
-    """PNG bytes of a figure (constrained layout, so nothing is clipped); bytes pass through."""
-    if isinstance(fig, (bytes, bytearray)):
-        return bytes(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96)
-    return buf.getvalue()
 
 
 def _curve_bands(y, p, *, n_boot: int, seed: int):

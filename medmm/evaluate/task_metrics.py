@@ -421,7 +421,7 @@ class TypedEvaluation:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """``typed_metrics.csv``, each table as CSV and each figure as PNG under ``out_dir``."""
-        from .report import figure_png
+        from ..viz.common import figure_png
 
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)
