@@ -26,7 +26,7 @@ from ..errors import MedmmError, ReadError, SchemaError
 from ..records import Note
 from .common import parse_time, problem
 
-__all__ = ["FhirBundle", "load_bundle", "notes_from_document_reference", "USED_TYPES", "is_fhir_type", "LOINC"]
+__all__ = ["FhirBundle", "load_bundle", "ref_id", "notes_from_document_reference", "USED_TYPES", "is_fhir_type", "LOINC"]
 
 LOINC = "http://loinc.org"
 #: resource types medmm extracts; every other valid FHIR type is counted and skipped
@@ -97,7 +97,8 @@ def _coding(cc: Any) -> tuple[str, str, str]:
     return str(c.get("system") or ""), str(c.get("code") or ""), str(c.get("display") or cc.get("text") or "")
 
 
-def _ref_id(ref: Any) -> str | None:
+def ref_id(ref: Any) -> str | None:
+    """The id a FHIR Reference points at (``Patient/p1`` -> ``p1``, ``urn:uuid:x`` -> ``x``); ``None`` if it has none."""
     if not isinstance(ref, dict):
         return None
     r = ref.get("reference")
@@ -222,7 +223,7 @@ def _category(res: dict) -> str:
 
 
 def _activity(out: FhirBundle, ref: Any, t: Any) -> None:
-    eid = _ref_id(ref)
+    eid = ref_id(ref)
     if eid is not None and t is not None and (eid not in out.encounter_activity or t > out.encounter_activity[eid]):
         out.encounter_activity[eid] = t
 
@@ -283,7 +284,7 @@ def _medication(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
         system, code, display = _coding(res["medicationCodeableConcept"])
     else:
         ref = res.get("medicationReference") or {}
-        system, code, display = "", _ref_id(ref) or "", str(ref.get("display") or "")
+        system, code, display = "", ref_id(ref) or "", str(ref.get("display") or "")
     t = ctx.time(res.get("authoredOn"), i, "MedicationRequest.authoredOn")
     if t is None:
         ctx.missing(res.get("authoredOn"), "MedicationRequest has no authoredOn; skipped", i,

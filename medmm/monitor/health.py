@@ -264,7 +264,7 @@ class HealthMonitor:
 
     def observe_fhir(self, resource: dict[str, Any], *, patient_id: str | None = None) -> list[Alert]:
         """Observations from a FHIR Observation or Bundle (LOINC codes, as medmm.io.fhir reads them)."""
-        from ..io.fhir import _ref_id, load_bundle
+        from ..io.fhir import ref_id, load_bundle
         from ..io.vitals import VITAL_LOINC, canonical_signal
 
         if not isinstance(resource, dict) or "resourceType" not in resource:
@@ -272,7 +272,7 @@ class HealthMonitor:
                               hint="give a FHIR R4 Observation or Bundle")
         pid = patient_id
         if pid is None:
-            subjects = [_ref_id(r.get("subject")) for r in _resources(resource)]
+            subjects = [ref_id(r.get("subject")) for r in _resources(resource)]
             subjects = [s for s in subjects if s]
             pid = subjects[0] if subjects else None
         bundle = load_bundle(data=resource, only={"Observation"})
