@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import html
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import schemas as _schemas
@@ -330,7 +330,7 @@ def label_strata(labels: list[Any]) -> Any:
 
 def assign_splits(
     patient_ids: list[str],
-    labels: list[int | None] | None = None,
+    labels: Sequence[float | None] | None = None,
     *,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
@@ -579,8 +579,7 @@ class Cohort:
         """The split of each patient, in order."""
         if self._all_records is not None:
             return [self._all_records[k].split for k in self._index]
-        return [self._rows[k].get("split") if self._rows[k].get("split") in SPLITS else None  # type: ignore[index]
-                for k in self._index]
+        return [row.get("split") if row.get("split") in SPLITS else None for row in self.rows]
 
     def split(self, name: str) -> "Cohort":
         """The patients of one split (a view: nothing is read)."""

@@ -50,7 +50,7 @@ def check_preprocess_options(key: str, options: dict[str, Any]) -> None:
 
     cls = preprocessor_class(key)
     name = cls.__name__
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "encoder")]
+    allowed = [p for p in inspect.signature(cls).parameters if p != "encoder"]
     for k in options:
         if k not in allowed:
             raise ValueError(f"{name} has no setting {k!r}{suggest(k, allowed)}; settings: {allowed}")
@@ -180,7 +180,8 @@ class ModelSection(BaseModel):
                 raise ValueError(f"encoder {enc.name!r} reads {kind['kind']} modalities ({kind.get('modality')}), "
                                  f"not {m} ({mkind})")
             step = KIND_STEP.get(mkind or "") or KIND_STEP.get(kind.get("kind") or "", "ehr")
-            key = kind.get("input") if kind.get("input") in ("tokens", "embedding") else step
+            needs = kind.get("input")
+            key = str(needs) if needs in INPUT_STEPS else step
             try:
                 check_preprocess_options(key, enc.preprocess)
             except ValueError as exc:

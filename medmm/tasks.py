@@ -96,7 +96,7 @@ class TaskSpec:
             if classes and n and int(n) != len(classes):
                 raise ConfigError(f"task {name!r}: n_classes {n} but {len(classes)} classes",
                                   column=f"model.tasks.{name}", hint="give one of the two")
-            classes = classes or tuple(str(k) for k in range(int(n)))
+            classes = classes or tuple(str(k) for k in range(int(n or 0)))
             if len(classes) < 2:
                 raise ConfigError(f"multiclass task {name!r} needs at least 2 classes", column=f"model.tasks.{name}")
         labels = tuple(str(x) for x in opts.get("labels") or ())

@@ -204,7 +204,7 @@ class MlflowTracker:
         last = max((m.step for m in logged), default=-1)
         for h in history:
             if h["epoch"] > last:
-                self._queue({k: v for k, v in h.items() if k != "epoch"}, h["epoch"])
+                self._queue({k: v for k, v in h.items() if k != "epoch"}, int(h["epoch"]))
         self.flush()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:

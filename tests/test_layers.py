@@ -1,4 +1,5 @@
-"""The floors of DESIGN.md hold (import-linter), and the code is lint-clean (ruff)."""
+"""The floors of DESIGN.md hold (import-linter), the code is lint-clean (ruff) and the core packages type-check
+(mypy, the files listed in pyproject.toml [tool.mypy])."""
 
 from __future__ import annotations
 
@@ -68,3 +69,14 @@ def test_ruff_clean() -> None:
     proc = subprocess.run([_tool("ruff"), "check", "--no-cache", "medmm", "tests", "benchmarks"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_mypy_clean_on_the_core_packages() -> None:
+    """About a minute of CPU on a cold cache (.mypy_cache makes reruns take seconds)."""
+    import tomllib
+
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    assert {"medmm/records.py", "medmm/cohort.py", "medmm/io"} <= set(files)
+    proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Success: no issues found" in proc.stdout

@@ -20,6 +20,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import MedmmError, ReadError, SchemaError
@@ -152,7 +153,7 @@ class _Ctx:
 
 
 def _patient(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
-    names = []
+    names: list[str] = []
     for n in res.get("name") or []:
         if isinstance(n, dict):
             names.extend(str(g) for g in n.get("given") or [])
@@ -468,7 +469,7 @@ def load_bundle(
         if not isinstance(entries, list):
             raise SchemaError("Bundle.entry is not a list", path=where, column="Bundle.entry",
                               hint="give a FHIR R4 Bundle in JSON")
-        resources = ((e.get("resource") if isinstance(e, dict) else None) for e in entries)
+        resources: Iterator[Any] = ((e.get("resource") if isinstance(e, dict) else None) for e in entries)
     else:
         resources = iter([doc])
     counts: dict[str, int] = {}

@@ -303,8 +303,9 @@ def read_notes_table(
     else:
         problems = [e for _, e in pairs]
     notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
-    if strict and notes.problems:
-        raise notes.problems[0]
+    found = getattr(notes, "problems", None)
+    if strict and found:
+        raise found[0]
     if not notes.notes:
         raise ReadError(
             f"no usable note{' for patient ' + repr(patient_id) if patient_id else ''}"

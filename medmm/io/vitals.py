@@ -145,7 +145,7 @@ VITAL_IGNORED = {"59576-9", "8289-1", "77606-2", "59575-1"}
 #: panels whose value is in their components
 VITAL_PANELS = {"85354-9", "55284-4", "35094-2", "85353-1"}
 
-_F = Callable[[float], float]
+_F = Callable[[Any], Any]  # a float, or an array of them, in -> the same converted
 
 
 def _scale(k: float) -> _F:
@@ -626,7 +626,7 @@ def read_vitals_wide(
     long = df.melt(id_vars=[time_column], value_vars=signal_cols, var_name="column", value_name="value",
                    ignore_index=False).dropna(subset=["value"])
     rows = long.index.to_numpy()
-    parts = long["column"].map(lambda c: _HEADER.match(c).groupdict())
+    parts = long["column"].map(lambda c: _HEADER.match(c).groupdict())  # type: ignore[union-attr]  # matched above
     long = pd.DataFrame({
         "time": long[time_column].to_numpy(),
         "signal": [p["name"] for p in parts],
@@ -661,7 +661,7 @@ def vitals_from_observations(
     rows = []
     for o in observations:
         code = o.get("code")
-        signal = VITAL_LOINC.get(code) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
+        signal = VITAL_LOINC.get(str(code)) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
         if signal is None:
             if o.get("category") == "vital-signs" and code not in VITAL_PANELS and code not in VITAL_IGNORED:
                 problems.append(problem(
