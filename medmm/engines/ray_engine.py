@@ -23,7 +23,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -216,12 +216,22 @@ def _job_state(parts: Path, job: dict[str, Any]) -> set[int]:
 
 def _medmm_cause(exc: BaseException) -> MedmmError | None:
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MedmmError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, MedmmError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
     return None
+
+
+def _cluster_failed(exc: BaseException, where: str, what: str, progress: str) -> NoReturn:
+    """Re-raise the medmm error a Ray task died of, or an EngineError saying what was saved."""
+    cause = _medmm_cause(exc)
+    if cause is not None:
+        raise cause from exc
+    raise EngineError(f"the Ray cluster at {where} failed{what} ({type(exc).__name__}: {str(exc)[:300]}); {progress}",
+                      hint="run the same command again to resume from them") from exc
 
 
 # --------------------------------------------------------------------------- scoring
@@ -354,13 +364,8 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     except MedmmError:
         raise
     except Exception as exc:
-        cause = _medmm_cause(exc)
-        if cause is not None:
-            raise cause from exc
-        raise EngineError(
-            f"the Ray cluster at {where} failed while scoring {manifest} ({type(exc).__name__}: {str(exc)[:300]}); "
-            f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}",
-            hint="run the same command again to resume from them") from exc
+        _cluster_failed(exc, where, f" while scoring {manifest}",
+                        f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}")
 
 
 # --------------------------------------------------------------------------- rows
@@ -396,9 +401,4 @@ def map_rows_ray(todo: list[tuple[str, dict]], fn: Callable[[dict], Any], done: 
     except MedmmError:
         raise
     except Exception as exc:
-        cause = _medmm_cause(exc)
-        if cause is not None:
-            raise cause from exc
-        raise EngineError(f"the Ray cluster at {where} failed ({type(exc).__name__}: {str(exc)[:300]}); "
-                          f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}",
-                          hint="run the same command again to resume from them") from exc
+        _cluster_failed(exc, where, "", f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}")
