@@ -43,6 +43,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .io.common import naive_utc, to_timestamp
 from .io.ehr import ALWAYS_MISSING_TOKENS, PLACEHOLDER_TOKENS, is_placeholder
 
 __all__ = [
@@ -406,11 +407,11 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
             if rec.index_time is None or _is_missing(v):
                 continue
             try:
-                t = pd.Timestamp(v)
+                t = to_timestamp(v)
             except (ValueError, TypeError):
                 continue
-            t, it = _naive(t), _naive(pd.Timestamp(rec.index_time))
-            if t > it:
+            it = to_timestamp(rec.index_time)
+            if t is not None and t > it:
                 after.append(f"{_pid(rec)}: {t.date()} > {it.date()}")
         if after:
             rep.findings.append(Finding(
@@ -420,14 +421,12 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
     series_after: dict[str, list[str]] = defaultdict(list)
     no_index: dict[str, list[str]] = defaultdict(list)
     for rec in records:
-        it = None if rec.index_time is None else _naive(pd.Timestamp(rec.index_time))
+        it = to_timestamp(rec.index_time)
         for m, vit in _values(rec, "series"):
             if it is None:
                 no_index[m].append(_pid(rec))
                 continue
-            times = pd.to_datetime(vit.frame["time"])
-            if getattr(times.dt, "tz", None) is not None:
-                times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+            times = naive_utc(pd.to_datetime(vit.frame["time"]))
             n = int((times > it).sum())
             if n:
                 series_after[m].append(f"{_pid(rec)} ({n} obs)")
@@ -436,7 +435,7 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
             if it is None:
                 if times:
                     no_index[m].append(_pid(rec))
-            elif any(_naive(pd.Timestamp(t)) > it for t in times):
+            elif any(to_timestamp(t) > it for t in times):
                 series_after[m].append(_pid(rec))
     for m, ex in series_after.items():
         rep.findings.append(Finding("post_index", f"{m} recorded after the index_time", source=m, count=len(ex),
@@ -447,11 +446,6 @@ def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
             "post_index", f"patients with time-stamped {m} but no index_time: nothing after the prediction "
             "time could be left out", source=m, count=len(ex), examples=ex[:5],
             fix="give every patient an index_time (the prediction time) in the manifest"))
-
-
-def _naive(t: Any) -> Any:
-    """A timestamp in UTC without its zone (naive ones are taken as they are)."""
-    return t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
 
 
 def _norm_text(text: str) -> str:

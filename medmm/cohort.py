@@ -19,14 +19,18 @@ from __future__ import annotations
 import difflib
 import html
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import schemas as _schemas
 from .errors import ManifestError, MedmmError
 from .problems import Problem, ProblemReport
 from .records import MODALITIES, Missing, ModalitySpec, PatientRecord
 from .schemas import load_schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
 
 __all__ = [
     "Problem",
@@ -318,7 +322,7 @@ def _take_part(idx: Any, y: Any, groups: Any, fraction: float, seed: int) -> tup
     return idx[rest], idx[held]
 
 
-def label_strata(labels: list[Any]) -> Any:
+def label_strata(labels: Sequence[Any]) -> "np.ndarray":
     """Strata of a label list: 0/1 by the label (>= 0.5), -1 when unknown."""
     import numpy as np
 
@@ -330,7 +334,7 @@ def label_strata(labels: list[Any]) -> Any:
 
 def assign_splits(
     patient_ids: list[str],
-    labels: list[int | None] | None = None,
+    labels: Sequence[float | None] | None = None,
     *,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
@@ -356,7 +360,7 @@ def skipped_rows(report: ProblemReport) -> set[int]:
     return {p.row for p in report.errors if p.column == "patient_id" and p.row is not None}
 
 
-def fill_splits(frame: Any, *, seed: int = 0, skip_rows: Any = ()) -> int:
+def fill_splits(frame: "pd.DataFrame", *, seed: int = 0, skip_rows: Iterable[int] = ()) -> int:
     """Give every row of a manifest table without a valid split one, in place; the number given.
 
     The rows whose ``split`` is not one of ``train``/``val``/``test`` (blank included) are
@@ -579,14 +583,13 @@ class Cohort:
         """The split of each patient, in order."""
         if self._all_records is not None:
             return [self._all_records[k].split for k in self._index]
-        return [self._rows[k].get("split") if self._rows[k].get("split") in SPLITS else None  # type: ignore[index]
-                for k in self._index]
+        return [row.get("split") if row.get("split") in SPLITS else None for row in self.rows]
 
     def split(self, name: str) -> "Cohort":
         """The patients of one split (a view: nothing is read)."""
         return self._view([k for k, s in zip(self._index, self.splits) if s == name])
 
-    def subset(self, positions: Any) -> "Cohort":
+    def subset(self, positions: "Iterable[int] | np.ndarray") -> "Cohort":
         """The patients at ``positions`` (positions in this cohort) as a view."""
         return self._view([self._index[int(i)] for i in positions])
 

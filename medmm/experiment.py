@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ExperimentResult", "run_experiment", "resume_experiment", "predictions_frame", "build_preprocessor"]
+__all__ = ["ExperimentResult", "run_experiment", "resume_experiment", "predictions_frame"]
 
 
 @dataclass
@@ -62,33 +62,6 @@ def predictions_frame(model: Any, dataset: Any, split: str):
         df[f"label_{t}"] = np.where(m[:, k], y[:, k], np.nan)
         df[f"prob_{t}"] = p[:, k].astype(float)
     return df
-
-
-def build_preprocessor(preprocess: Any, model_config: Any):
-    """The :class:`MultimodalPreprocessor` the model's encoders need, with the config's
-    per-modality keyword arguments (``preprocess.image: {spatial_size: [16, 16, 16]}``)."""
-    from .preprocess.image import ImagePreprocessor
-    from .preprocess.tabular import TabularPreprocessor
-    from .preprocess.text import TextPreprocessor
-    from .preprocess.vitals import VitalsPreprocessor
-
-    classes = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
-               "ehr": TabularPreprocessor}
-    kinds = getattr(model_config.modalities, "kinds", {})
-    steps = {}
-    for m, cls in classes.items():
-        kw = dict(getattr(preprocess, m, {}) or {}) if preprocess is not None else {}
-        if kw and m in model_config.modalities and kinds.get(m, m) == {"image": "image", "notes": "text",
-                                                                        "vitals": "series", "ehr": "table"}[m]:
-            if m == "image" and "spatial_size" in kw:
-                kw["spatial_size"] = tuple(kw["spatial_size"])
-            try:
-                steps[m] = cls(**kw)
-            except TypeError as exc:
-                raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
-    from .models.multimodal import build_preprocessor as for_model  # picks token/embedding steps by encoder
-
-    return for_model(model_config, **steps)
 
 
 def _config_from_kwargs(manifest, out_dir, model_config, train_config, tasks, experiment, run_name, tracking_uri,
@@ -151,7 +124,7 @@ def resume_experiment(run_id: str, *, tracking_uri: str | None = None, progress:
     from mlflow.exceptions import MlflowException
 
     from .config import load_config
-    from .train.tracking import default_tracking_uri
+    from .tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     try:
@@ -198,7 +171,7 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
          report=None):
     """Fit preprocessing on ``train_recs``, build and train a model; returns (model, result, datasets)."""
     from .data import MultimodalDataset
-    from .models.multimodal import MultimodalModel
+    from .models.multimodal import MultimodalModel, build_preprocessor
     from .train.trainer import seed_everything, train
     from .train.transfer import freeze_encoders, load_encoder_weights, pretrain_encoders
 
@@ -209,7 +182,7 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
                           column="model.modalities",
                           hint=(f"train on {have} (--modalities {','.join(have)})" if have else
                                 "check the manifest's path columns and splits"))
-    pre = build_preprocessor(cfg.preprocess, model_config).fit(train_recs)
+    pre = build_preprocessor(model_config, preprocess=cfg.preprocess).fit(train_recs)
     seed_everything(train_config.seed)
     model = MultimodalModel(model_config, pre.output_shapes(), pre)
     columns = tuple(getattr(model, "label_columns_flat", model_config.tasks))
@@ -369,7 +342,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
     from .train.distributed import barrier, init_distributed
-    from .train.tracking import MlflowTracker, NullTracker
+    from .tracking import MlflowTracker, NullTracker
 
     info = init_distributed(cfg.train.device)
     main = info.rank == 0
@@ -492,8 +465,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                 except Exception as exc:  # a plot must never lose a trained run
                     tracker.set_tags({"medmm.plot_error": str(exc)[:200]})
             if tr.log_model:
+                from .train.pyfunc import log_medmm_model  # mlflow.pyfunc: only when a model is logged
+
                 t3 = time.perf_counter()
-                model_uri = tracker.log_model(model_dir, tasks=tasks, registered_model_name=tr.register_model)
+                model_uri = log_medmm_model(tracker, model_dir, tasks=tasks, registered_model_name=tr.register_model)
                 timings["log_model_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
         if result.step_s > 0:

@@ -313,6 +313,7 @@ class Image:
         self.source = source
         self._data: np.ndarray | None = None
         if data is None:
+            assert source is not None  # checked above
             self.dataobj: Any = ImageProxy(source)
         elif getattr(data, "is_proxy", False):
             self.dataobj = data
@@ -364,8 +365,10 @@ class Image:
     def data(self) -> np.ndarray:
         """The voxels (read from the source on first use, then kept)."""
         if self._data is None:
-            self._data = self.loaded()._data
-            self.dataobj = self._data
+            data = self.loaded().data
+            self._data = data
+            self.dataobj = data
+            return data
         return self._data
 
     @data.setter

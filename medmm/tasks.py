@@ -31,9 +31,11 @@ is censored at the horizon, so an event after the horizon never counts (:meth:`T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import ConfigError
 
@@ -96,7 +98,7 @@ class TaskSpec:
             if classes and n and int(n) != len(classes):
                 raise ConfigError(f"task {name!r}: n_classes {n} but {len(classes)} classes",
                                   column=f"model.tasks.{name}", hint="give one of the two")
-            classes = classes or tuple(str(k) for k in range(int(n)))
+            classes = classes or tuple(str(k) for k in range(int(n or 0)))
             if len(classes) < 2:
                 raise ConfigError(f"multiclass task {name!r} needs at least 2 classes", column=f"model.tasks.{name}")
         labels = tuple(str(x) for x in opts.get("labels") or ())
@@ -155,7 +157,7 @@ class TaskSpec:
         return (self.horizon,) if self.horizon is not None else ()
 
     # ------------------------------------------------------------------ labels
-    def censor(self, time: Any, event: Any) -> tuple[np.ndarray, np.ndarray]:
+    def censor(self, time: ArrayLike, event: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Administrative censoring at ``horizon``: follow-up beyond it is cut there and an event
         after it becomes censored (no-op without a horizon)."""
         t = np.asarray(time, dtype=float).copy()
@@ -216,11 +218,10 @@ class TaskSpec:
         return d
 
 
-def task_specs(tasks: Any) -> dict[str, TaskSpec]:
+def task_specs(tasks: Mapping[str, Any] | Sequence[str] | None) -> dict[str, TaskSpec]:
     """``{task: TaskSpec}`` of a ``model.tasks`` mapping (a list of names means binary tasks)."""
-    if isinstance(tasks, (list, tuple)):
-        tasks = {t: "binary" for t in tasks}
-    return {t: TaskSpec.from_config(t, s) for t, s in dict(tasks or {}).items()}
+    specs = tasks if isinstance(tasks, Mapping) else {t: "binary" for t in tasks or ()}
+    return {t: TaskSpec.from_config(t, s) for t, s in specs.items()}
 
 
 def validate_task_labels(frame: Any, tasks: Any, *, report: Any = None, source: str | None = None) -> Any:

@@ -134,13 +134,14 @@ def test_mlflow_uri_round_trip(saved, tiny_loaded, tmp_path, monkeypatch):
     import mlflow
 
     from medmm import load_model
-    from medmm.train.tracking import MlflowTracker
+    from medmm.tracking import MlflowTracker
+    from medmm.train.pyfunc import log_medmm_model
 
     model, folder = saved
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     with MlflowTracker(experiment="bundle", tracking_uri=uri) as tracker:
-        model_uri = tracker.log_model(folder, tasks=model.tasks, registered_model_name="bundle-model")
+        model_uri = log_medmm_model(tracker, folder, tasks=model.tasks, registered_model_name="bundle-model")
         run_id = tracker.run_id
     monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda *a, **k: pytest.fail("the pyfunc loader unpickles"))
     recs = tiny_loaded.records

@@ -43,14 +43,14 @@ def test_preprocess_fills_the_cache_then_only_hits(tiny_cohort, tmp_path):
 
 def test_training_reads_the_cache_preprocess_filled(tiny_cohort, tmp_path):
     from medmm.config import load_config
-    from medmm.experiment import build_preprocessor
+    from medmm.models import build_preprocessor
     from medmm.preprocess.cache import preprocess_cached
     from medmm.cohort import load_cohort
 
     cache = tmp_path / "cache"
     assert _cli("preprocess", str(tiny_cohort), "--cache", str(cache), "--quiet").returncode == 0
     cfg = load_config({"cohort": {"manifest": str(tiny_cohort)}})
-    step = build_preprocessor(cfg.preprocess, cfg.model_config_for(("tumor", "disease"))).steps["image"].fit()
+    step = build_preprocessor(cfg.model_config_for(("tumor", "disease")), preprocess=cfg.preprocess).steps["image"].fit()
     vc = VolumeCache(cache)
     for rec in load_cohort(tiny_cohort, progress=False):
         if rec.present["image"]:

@@ -9,7 +9,7 @@ import torch
 from medmm.data import Batch
 from medmm.errors import ConfigError
 from medmm.train.distributed import EpochSampler
-from medmm.train.losses import MaskedLoss, balanced_sample_weights, build_criterion, label_counts
+from medmm.models.losses import MaskedLoss, balanced_sample_weights, build_criterion, label_counts
 from medmm.train.trainer import TrainConfig, train
 from test_train_toys import toy_dataset, toy_model
 

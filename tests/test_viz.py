@@ -150,3 +150,25 @@ def test_problem_report_html_lists_every_problem():
     assert "1 error(s)" in h and "1 warning(s)" in h and "m.csv" in h
     assert h.index("file missing") < h.index("odd &lt;value&gt;")  # errors first, escaped
     assert ProblemReport()._repr_html_() == "<p>No problems found.</p>"
+
+
+def test_figure_png_one_helper_for_viz_and_reports():
+    """A constrained-layout report figure is saved as laid out (its full size, one render); a bare
+    figure is cropped to what it draws; PNG bytes pass through."""
+    import io as _io
+
+    from PIL import Image as PILImage
+
+    from medmm.evaluate import report
+    from medmm.viz.common import figure_png, new_figure
+
+    assert report.figure_png is figure_png
+    laid = new_figure(figsize=(4, 3), layout="constrained")
+    laid.add_subplot().plot([0, 1], [0, 1])
+    png = figure_png(laid, dpi=50)
+    assert PILImage.open(_io.BytesIO(png)).size == (200, 150)
+    assert figure_png(png) == png
+    bare = new_figure(figsize=(4, 3))
+    bare.text(0.5, 0.5, "x")
+    w, h = PILImage.open(_io.BytesIO(figure_png(bare, dpi=50))).size
+    assert w < 200 and h < 150

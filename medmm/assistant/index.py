@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.common import to_timestamp
 from ..records import Missing, PatientRecord
 from .vocab import LABS, SIGNAL_LABELS, STOPWORDS
 
@@ -109,9 +110,7 @@ class RecordIndex:
         self.clinical: dict[str, list[dict[str, Any]]] = {k: [] for k in _KIND_ORDER}
         self.sentences: list[Sentence] = []
         self._bm25 = None
-        cutoff = pd.Timestamp(record.index_time) if record.index_time is not None else None
-        if cutoff is not None and cutoff.tzinfo is not None:
-            cutoff = cutoff.tz_convert("UTC").tz_localize(None)
+        cutoff = to_timestamp(record.index_time)
         self._vitals()
         self._events(events, cutoff)
         self._tabular()

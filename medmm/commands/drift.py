@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nalarms (p below the Bonferroni threshold %.2g):" % report.threshold)
         print(alarms[["modality", "feature", "test", "statistic", "p_value", "psi"]].to_string(index=False))
     if not args.no_mlflow:
-        from ..train.tracking import MlflowTracker
+        from ..tracking import MlflowTracker
 
         with MlflowTracker(experiment=args.experiment, tracking_uri=args.tracking_uri,
                            tags={"medmm.kind": "drift"}) as tracker:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..cohort import Cohort
-    from ..experiment import build_preprocessor
+    from ..models import build_preprocessor
     from ..records import Missing
     from .train import experiment_config
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     cohort = Cohort.from_manifest(cfg.cohort.manifest, modalities=("image",), progress=progress)
     tasks = tuple(cfg.tasks or cohort.tasks or ("label",))
     model_config = cfg.model_config_for(tasks)
-    pre = build_preprocessor(cfg.preprocess, model_config)
+    pre = build_preprocessor(model_config, preprocess=cfg.preprocess)
     step = pre.steps["image"].fit()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

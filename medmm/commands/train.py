@@ -160,7 +160,7 @@ def train_on_ray(cfg: Any, *, address: str | None = None, num_workers: int = 2, 
 
     from ..engines.ray_engine import connect
     from ..errors import ConfigError, EngineError
-    from ..train.tracking import default_tracking_uri
+    from ..tracking import default_tracking_uri
 
     if num_workers < 1:
         raise ConfigError(f"--num-workers must be at least 1, got {num_workers}", column="num_workers")

@@ -5,7 +5,7 @@ Scoring is one Ray Data pipeline, streamed with backpressure::
     manifest batches --(tasks: read + preprocess)--> entries --(actor pool: the model)--> tables
 
 Batches are the local engine's batches (``batch_size`` manifest rows, in order) and every one
-is scored by :func:`medmm.evaluate.scoring._score_batch`, so the predictions equal the local
+is scored by :func:`medmm.evaluate.scoring.score_batch`, so the predictions equal the local
 engine's. Each scored batch is written as a Parquet part next to ``out`` as soon as it is back;
 a re-run of the same job skips the parts already there, and the final Parquet file is
 assembled from the parts in cohort order.
@@ -23,7 +23,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -124,13 +124,13 @@ def _load(bundle: Any, digest: str) -> Any:
 def _read_batch(batch: dict[str, Any], *, base: str, bundle: Any, digest: str, modalities: tuple[str, ...]) -> dict:
     """Ray task: manifest rows -> preprocessed scoring entries (and the rows' problems)."""
     from ..cohort import ProblemReport, row_to_record
-    from ..evaluate.scoring import _entry
+    from ..evaluate.scoring import record_entry
 
     pre = _load(bundle, digest).preprocessor
     out_k, out_e = [], []
     for k, blob in zip(batch["k"], batch["rows"]):
         rep = ProblemReport()
-        entries = [_entry(row_to_record(raw, base=Path(base), report=rep, row_index=int(i), modalities=modalities), pre,
+        entries = [record_entry(row_to_record(raw, base=Path(base), report=rep, row_index=int(i), modalities=modalities), pre,
                           rep.problems)
                    for i, raw in pickle.loads(blob)]
         out_k.append(k)
@@ -142,25 +142,25 @@ class _Scorer:
     """Ray actor: scores batches of entries with the model (on its GPU when it has one)."""
 
     def __init__(self, bundle: Any, digest: str, subsets: Any, device: str, cache_encoders: bool) -> None:
-        from ..evaluate.scoring import _setup
+        from ..evaluate.scoring import scoring_setup
         from ..train.trainer import resolve_device
 
         self.device = resolve_device(device)
         self.model = _load(bundle, digest).to(self.device).eval()
-        self.setup = _setup(self.model, subsets)
+        self.setup = scoring_setup(self.model, subsets)
         self.cache_encoders = cache_encoders
 
     def __call__(self, batch: dict[str, Any]) -> dict:
         import torch
 
-        from ..evaluate.scoring import _score_batch
+        from ..evaluate.scoring import score_batch
 
         mods, tasks, cols, shapes, subset_list = self.setup
         out_k, out_p = [], []
         for k, blob in zip(batch["k"], batch["entries"]):
             entries, problems = pickle.loads(blob)
             with torch.inference_mode():
-                rows, masked = _score_batch(self.model, entries, mods=mods, shapes=shapes, subset_list=subset_list,
+                rows, masked = score_batch(self.model, entries, mods=mods, shapes=shapes, subset_list=subset_list,
                                             tasks=tasks, cols=cols, device=self.device,
                                             cache_encoders=self.cache_encoders)
             out_k.append(k)
@@ -216,12 +216,22 @@ def _job_state(parts: Path, job: dict[str, Any]) -> set[int]:
 
 def _medmm_cause(exc: BaseException) -> MedmmError | None:
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MedmmError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, MedmmError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
     return None
+
+
+def _cluster_failed(exc: BaseException, where: str, what: str, progress: str) -> NoReturn:
+    """Re-raise the medmm error a Ray task died of, or an EngineError saying what was saved."""
+    cause = _medmm_cause(exc)
+    if cause is not None:
+        raise cause from exc
+    raise EngineError(f"the Ray cluster at {where} failed{what} ({type(exc).__name__}: {str(exc)[:300]}); {progress}",
+                      hint="run the same command again to resume from them") from exc
 
 
 # --------------------------------------------------------------------------- scoring
@@ -255,7 +265,7 @@ def score_manifest(
     from tqdm.auto import tqdm
 
     from ..cohort import Cohort
-    from ..evaluate.scoring import ScoredCohort, _ParquetAppender, _scored, _setup
+    from ..evaluate.scoring import ScoredCohort, ParquetAppender, collect_scored, scoring_setup
     from ..models.multimodal import MultimodalModel
 
     if not isinstance(manifest, (str, Path)):
@@ -264,7 +274,7 @@ def score_manifest(
     manifest = Path(manifest)
     if isinstance(model, (str, Path)):
         model = MultimodalModel.load(model)
-    mods, tasks, _, shapes, subset_list = _setup(model, subsets)
+    mods, tasks, _, shapes, subset_list = scoring_setup(model, subsets)
     cohort = Cohort.from_manifest(manifest, modalities=mods, progress=False)
     if report is not None:
         report.problems.extend(cohort.report.problems)  # the manifest's own problems
@@ -296,7 +306,7 @@ def score_manifest(
     if report is not None:
         report.problems.extend(problems)
     frames, masked = [], {}
-    writer = _ParquetAppender(out)
+    writer = ParquetAppender(out)
     try:
         for k in range(len(starts)):
             frame, m = _read_part(_part_path(parts, k), tasks)
@@ -310,7 +320,7 @@ def score_manifest(
     from ..evaluate.scoring import subset_name
 
     masked = {subset_name(s): masked.get(subset_name(s), []) for s in subset_list}
-    scored: ScoredCohort = _scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
+    scored: ScoredCohort = collect_scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
     if not len(frames):
         scored.predictions = pd.DataFrame(columns=scored.predictions.columns)
     return scored
@@ -354,13 +364,8 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     except MedmmError:
         raise
     except Exception as exc:
-        cause = _medmm_cause(exc)
-        if cause is not None:
-            raise cause from exc
-        raise EngineError(
-            f"the Ray cluster at {where} failed while scoring {manifest} ({type(exc).__name__}: {str(exc)[:300]}); "
-            f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}",
-            hint="run the same command again to resume from them") from exc
+        _cluster_failed(exc, where, f" while scoring {manifest}",
+                        f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}")
 
 
 # --------------------------------------------------------------------------- rows
@@ -396,9 +401,4 @@ def map_rows_ray(todo: list[tuple[str, dict]], fn: Callable[[dict], Any], done: 
     except MedmmError:
         raise
     except Exception as exc:
-        cause = _medmm_cause(exc)
-        if cause is not None:
-            raise cause from exc
-        raise EngineError(f"the Ray cluster at {where} failed ({type(exc).__name__}: {str(exc)[:300]}); "
-                          f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}",
-                          hint="run the same command again to resume from them") from exc
+        _cluster_failed(exc, where, "", f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}")

@@ -171,7 +171,7 @@ class EvaluationResult:
     def save(self, out_dir: str | Path, *, figures: dict[str, Any] | None = None) -> dict[str, Path]:
         """Write predictions (Parquet), every table (CSV), figures (PNG), the calibrator and
         ``report.html`` under ``out_dir``; returns the paths by name."""
-        from .report import figure_png
+        from ..viz.common import figure_png
 
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -219,7 +219,7 @@ class EvaluationResult:
         Per-patient predictions are not logged (no patient identifiers leave the machine)."""
         import mlflow
 
-        from ..train.tracking import default_tracking_uri
+        from ..tracking import default_tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
         figures = figures if figures is not None else self.figures()
@@ -260,22 +260,22 @@ class EvaluationResult:
     def _repr_html_(self) -> str:
         import html
 
-        from .report import _table
+        from .report import html_table
 
         parts = [f"<div><b>EvaluationResult</b> &middot; {len(self.predictions)} patients &middot; "
                  f"tasks: {html.escape(', '.join(self.tasks))}"]
         for w in self.warnings[:5]:
             parts.append(f"<div style='background:#fff4e5;padding:3px 6px;margin:3px 0'>{html.escape(w)}</div>")
-        parts.append(_table(self.summary()))
-        parts.append("<details><summary>operating points</summary>" + _table(self.operating_points()) + "</details>")
+        parts.append(html_table(self.summary()))
+        parts.append("<details><summary>operating points</summary>" + html_table(self.operating_points()) + "</details>")
         if self.calibrated_metrics is not None:
-            parts.append("<details><summary>calibration</summary>" + _table(self.calibration_table()) + "</details>")
+            parts.append("<details><summary>calibration</summary>" + html_table(self.calibration_table()) + "</details>")
         for name in ("reference_models", "subgroups", "patterns", "masking", "fusion", "baselines", "shapley"):
             df = self.subgroup_table() if name == "subgroups" else getattr(self, name)
             if df is not None and len(df):
-                parts.append(f"<details><summary>{name}</summary>{_table(df)}</details>")
+                parts.append(f"<details><summary>{name}</summary>{html_table(df)}</details>")
         for name, df in self.comparisons.items():
-            parts.append(f"<details open><summary>{html.escape(name)}</summary>{_table(df)}</details>")
+            parts.append(f"<details open><summary>{html.escape(name)}</summary>{html_table(df)}</details>")
         parts.append("<p style='font-size:12px;color:#666'>.to_html(path) writes the full report with figures.</p>"
                      "</div>")
         return "".join(parts)

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Any
 
 import numpy as np
 
+from ..viz.common import figure_png
+
 __all__ = ["roc_figure", "pr_figure", "curve_figures", "calibration_figure", "forest_figure", "heatmap_figure",
-           "confusion_figure", "make_figures", "render_html", "figure_png"]
+           "confusion_figure", "make_figures", "render_html", "report_figure", "html_table"]
 
 _GRID = np.linspace(0, 1, 101)
 
 
-def _new_fig(*args, **kw):
+def report_figure(*args: Any, **kw: Any) -> Any:
+    """A pyplot-free Figure with constrained layout (the report's figures)."""
     from ..viz.common import new_figure
 
     kw.setdefault("layout", "constrained")  # laid out at draw time: labels never clipped, one render
     return new_figure(*args, **kw)
-
-
-def figure_png(fig) -> bytes:
-    """PNG bytes of a figure (constrained layout, so nothing is clipped); bytes pass through."""
-    if isinstance(fig, (bytes, bytearray)):
-        return bytes(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96)
-    return buf.getvalue()
 
 
 def _curve_bands(y, p, *, n_boot: int, seed: int):
@@ -108,7 +101,7 @@ def _series_bands(series: dict[str, Any], tasks, *, n_boot: int, seed: int) -> d
 def _curves_figure(tasks, kind, bands):
     from .metrics import auroc
 
-    fig = _new_fig(figsize=(4.2 * len(tasks), 4))
+    fig = report_figure(figsize=(4.2 * len(tasks), 4))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         prev = np.nan
@@ -140,7 +133,7 @@ def _curves_figure(tasks, kind, bands):
 def calibration_figure(calibration: dict[str, dict[str, Any]]):
     """Reliability diagrams: ``{task: {label: calibration bins}}`` (e.g. before and after)."""
     tasks = list(calibration)
-    fig = _new_fig(figsize=(4.2 * max(1, len(tasks)), 4))
+    fig = report_figure(figsize=(4.2 * max(1, len(tasks)), 4))
     axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         ax.plot([0, 1], [0, 1], ls=":", color="grey")
@@ -167,7 +160,7 @@ def forest_figure(subgroups, *, metric: str = "auroc"):
     subgroups too small to estimate are drawn hollow."""
     tasks = list(dict.fromkeys(subgroups["task"])) if len(subgroups) else []
     n_rows = max((len(subgroups[subgroups["task"] == t]) for t in tasks), default=1)
-    fig = _new_fig(figsize=(6.5 * max(1, len(tasks)), 0.32 * n_rows + 1.2))
+    fig = report_figure(figsize=(6.5 * max(1, len(tasks)), 0.32 * n_rows + 1.2))
     axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         sub = subgroups[subgroups["task"] == t].reset_index(drop=True)
@@ -192,7 +185,7 @@ def heatmap_figure(table, *, value: str = "auroc_all", row: str = "subset", titl
     if "n_modalities" in table.columns:
         order = table.drop_duplicates(row).sort_values(["n_modalities", row])[row]
         pivot = pivot.reindex([r for r in order if r in pivot.index])
-    fig = _new_fig(figsize=(2.0 + 1.4 * pivot.shape[1], 0.35 * pivot.shape[0] + 1.3))
+    fig = report_figure(figsize=(2.0 + 1.4 * pivot.shape[1], 0.35 * pivot.shape[0] + 1.3))
     ax = fig.subplots()
     data = pivot.to_numpy(float)
     im = ax.imshow(data, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
@@ -212,7 +205,7 @@ def heatmap_figure(table, *, value: str = "auroc_all", row: str = "subset", titl
 
 def confusion_figure(predictions, tasks, thresholds: dict[str, float]):
     """Confusion matrices at the given threshold per task."""
-    fig = _new_fig(figsize=(3.2 * len(tasks), 3))
+    fig = report_figure(figsize=(3.2 * len(tasks), 3))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         y = predictions[f"label_{t}"].to_numpy(float)
@@ -256,7 +249,8 @@ def make_figures(result, *, n_boot: int = 200) -> dict[str, Any]:
     return figs
 
 
-def _table(df, *, floats: str = "{:.3f}", max_rows: int = 200) -> str:
+def html_table(df: Any, *, floats: str = "{:.3f}", max_rows: int = 200) -> str:
+    """A DataFrame as an HTML table (floats formatted, at most ``max_rows`` rows)."""
     if df is None or not len(df):
         return "<p><i>none</i></p>"
     return df.head(max_rows).to_html(index=False, float_format=lambda v: floats.format(v), na_rep="–",
@@ -292,46 +286,46 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
                  + "</p>")
     for w in result.warnings:
         parts.append(f"<div class='warn'>{e(w)}</div>")
-    parts.append("<h2>Summary (95% bootstrap CIs, resampling patients)</h2>" + _table(result.summary()))
+    parts.append("<h2>Summary (95% bootstrap CIs, resampling patients)</h2>" + html_table(result.summary()))
     ref = getattr(result, "reference_models", None)
     if ref is not None and len(ref):
         parts.append("<h2>Is the model better than logistic regression?</h2><p class='note'>Classical baselines "
                      "fitted on the training split's featurised inputs (the model's own fitted preprocessing; "
                      "TF-IDF of the raw notes for TF-IDF + LR), scored on the same patients. Difference = model "
                      "- baseline AUROC with its paired bootstrap 95% CI (the same resamples for both) and "
-                     "DeLong's p-value.</p>" + _table(ref))
+                     "DeLong's p-value.</p>" + html_table(ref))
     parts.append("<h2>Operating points</h2><p class='note'>Thresholds: a fixed one, Youden's J and a target "
                  "sensitivity, re-chosen in every bootstrap resample" + (
                      "; '(val)' thresholds were chosen on the validation split and held fixed"
-                     if result.val_thresholds else "") + ".</p>" + _table(result.operating_points()))
+                     if result.val_thresholds else "") + ".</p>" + html_table(result.operating_points()))
     parts.append("<h2>ROC and precision-recall curves</h2>" + img("roc.png") + img("pr.png"))
     parts.append("<h2>Confusion matrices (Youden threshold)</h2>" + img("confusion.png"))
     parts.append("<h2>Calibration</h2>" + img("calibration.png"))
     if result.calibrated_metrics is not None:
         parts.append(f"<p class='note'>Calibrator ({e(result.calibration_method or '')}) fitted on the "
-                     "validation split, applied to the evaluated patients.</p>" + _table(result.calibration_table()))
+                     "validation split, applied to the evaluated patients.</p>" + html_table(result.calibration_table()))
     if result.subgroups is not None and len(result.subgroups):
-        parts.append("<h2>Subgroups</h2>" + img("subgroups_forest.png") + _table(result.subgroup_table()))
+        parts.append("<h2>Subgroups</h2>" + img("subgroups_forest.png") + html_table(result.subgroup_table()))
     if result.patterns is not None and len(result.patterns):
         parts.append("<h2>Observed presence patterns</h2>" + img("pattern_heatmap.png")
-                     + _table(result.patterns[["task", "group", "n", "n_positive", "too_small", "auroc", "auroc_low",
+                     + html_table(result.patterns[["task", "group", "n", "n_positive", "too_small", "auroc", "auroc_low",
                                                 "auroc_high", "brier"]]))
     if result.masking is not None and len(result.masking):
         parts.append("<h2>Modalities removed on purpose</h2><p class='note'>Each subset of modalities kept, "
                      "the others masked for every patient; <code>*_complete</code>: only patients that have "
-                     "every kept modality.</p>" + img("missing_heatmap.png") + _table(result.masking))
+                     "every kept modality.</p>" + img("missing_heatmap.png") + html_table(result.masking))
     if result.fusion is not None and len(result.fusion):
         parts.append("<h2>Does fusion help?</h2><p class='note'>On the patients that have the modality: the "
                      "fused prediction against the same model given that modality alone (DeLong).</p>"
-                     + _table(result.fusion))
+                     + html_table(result.fusion))
     if getattr(result, "baselines", None) is not None and len(result.baselines):
         parts.append("<h3>Against separately trained baselines</h3><p class='note'>On the patients that have "
-                     "every modality the baseline uses (DeLong).</p>" + _table(result.baselines))
+                     "every modality the baseline uses (DeLong).</p>" + html_table(result.baselines))
     if result.shapley is not None and len(result.shapley):
-        parts.append("<h2>Per-modality contribution (Shapley values by masking)</h2>" + _table(result.shapley))
+        parts.append("<h2>Per-modality contribution (Shapley values by masking)</h2>" + html_table(result.shapley))
     if result.comparisons:
         for name, df in result.comparisons.items():
-            parts.append(f"<h2>Paired comparison: {e(name)}</h2>" + _table(df))
+            parts.append(f"<h2>Paired comparison: {e(name)}</h2>" + html_table(df))
     typed = getattr(result, "typed", None)
     if typed is not None:  # multi-class, regression and survival tasks (medmm.evaluate.task_metrics)
         parts.append(typed.to_html({k: figure_png(v) for k, v in typed.figures().items()}))

@@ -22,7 +22,8 @@ from ..records import Image, Missing, PatientRecord, Tabular
 from ..records import subset_name as _subset_name
 
 __all__ = ["ScoredCohort", "score_cohort", "register_scorer", "get_scorer", "iter_record_batches", "modality_subsets", "subset_name",
-           "record_metadata", "AGE_BANDS"]
+           "record_metadata", "AGE_BANDS", "record_entry", "scoring_setup", "score_batch", "collect_scored",
+           "ParquetAppender"]
 
 #: (upper bound exclusive, label) of the age bands used for subgroups
 AGE_BANDS = ((50, "<50"), (65, "50-64"), (80, "65-79"), (float("inf"), "80+"))
@@ -179,7 +180,7 @@ def _proba(model: Any, values: dict[str, Any], present: Any):
     return torch.sigmoid(model(values, present))
 
 
-def _entry(r: PatientRecord, preprocessor: Any, problems: list | None = None) -> dict[str, Any]:
+def record_entry(r: PatientRecord, preprocessor: Any, problems: list | None = None) -> dict[str, Any]:
     """What scoring keeps of a record: its preprocessed values, labels and table row.
 
     An image that cannot be read now (it changed after validation) is scored as missing, its
@@ -237,7 +238,7 @@ class _CohortEntries:
 
     def __getitem__(self, i: int) -> tuple[dict[str, Any], list]:
         r, problems = self.cohort.record_and_problems(i)
-        return _entry(r, self.preprocessor, problems), problems
+        return record_entry(r, self.preprocessor, problems), problems
 
 
 def score_cohort(
@@ -283,7 +284,7 @@ def score_cohort(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    mods, tasks, cols, shapes, subset_list = _setup(model, subsets)
+    mods, tasks, cols, shapes, subset_list = scoring_setup(model, subsets)
     pre = model.preprocessor
     from ..cohort import Cohort
 
@@ -312,7 +313,7 @@ def score_cohort(
             for s in range(0, total, batch_size):
                 n_before = len(cohort.report.problems)
                 problems: list = []
-                items = [_entry(r, pre, problems) for r in cohort[s:s + batch_size]]
+                items = [record_entry(r, pre, problems) for r in cohort[s:s + batch_size]]
                 cohort._note(problems)
                 if report is not None and report is not cohort.report:
                     report.problems.extend(cohort.report.problems[n_before:])
@@ -320,12 +321,12 @@ def score_cohort(
 
     frames: list[Any] = []
     masked: dict[str, list[np.ndarray]] = {subset_name(s): [] for s in subset_list}
-    writer = _ParquetAppender(out)
+    writer = ParquetAppender(out)
     bar = tqdm(total=total, desc="score", unit="pt", disable=not progress)
     try:
         with torch.inference_mode():
             for items in entry_batches():
-                rows, m = _score_batch(model, items, mods=mods, shapes=shapes, subset_list=subset_list, tasks=tasks,
+                rows, m = score_batch(model, items, mods=mods, shapes=shapes, subset_list=subset_list, tasks=tasks,
                                        cols=cols, device=dev, cache_encoders=cache_encoders)
                 for k, v in m.items():
                     masked[k].append(v)
@@ -336,10 +337,10 @@ def score_cohort(
     finally:
         bar.close()
         writer.close()
-    return _scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
+    return collect_scored(frames, masked, tasks, mods, time.perf_counter() - t0, out)
 
 
-def _setup(model: Any, subsets: bool | list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...], list[int],
+def scoring_setup(model: Any, subsets: bool | list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...], list[int],
                                                                      dict, list[tuple[str, ...]]]:
     """What scoring needs of a model: modalities, binary tasks, their output columns, input
     shapes and the modality subsets to score."""
@@ -358,7 +359,7 @@ def _setup(model: Any, subsets: bool | list[tuple[str, ...]]) -> tuple[tuple[str
     return mods, tasks, cols, shapes, subset_list
 
 
-class _ParquetAppender:
+class ParquetAppender:
     """Append per-batch prediction tables to one Parquet file (the first batch's columns)."""
 
     def __init__(self, out: str | Path | None) -> None:
@@ -383,10 +384,10 @@ class _ParquetAppender:
             self.writer.close()
 
 
-def _score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ...], shapes: dict, subset_list: list,
+def score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ...], shapes: dict, subset_list: list,
                  tasks: tuple[str, ...], cols: list[int], device: Any,
                  cache_encoders: bool = True) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Score one batch of :func:`_entry` items: its table rows and ``{subset name: probs [B, T]}``.
+    """Score one batch of :func:`record_entry` items: its table rows and ``{subset name: probs [B, T]}``.
 
     Every engine scores through this, so results do not depend on where it runs.
     """
@@ -417,8 +418,8 @@ def _score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ..
     return rows, masked
 
 
-def _scored(frames: list[Any], masked: dict[str, list[np.ndarray]], tasks: tuple[str, ...], mods: tuple[str, ...],
-            seconds: float, out: str | Path | None) -> ScoredCohort:
+def collect_scored(frames: list[Any], masked: dict[str, list[np.ndarray]], tasks: tuple[str, ...],
+                   mods: tuple[str, ...], seconds: float, out: str | Path | None) -> ScoredCohort:
     """The :class:`ScoredCohort` of per-batch tables and masked scores, in cohort order."""
     import pandas as pd
 

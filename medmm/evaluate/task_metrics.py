@@ -331,14 +331,14 @@ class TypedEvaluation:
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures by file name: confusion matrices and reliability per class,
         regression calibration, survival calibration and Kaplan-Meier by risk group."""
-        from .report import _new_fig
+        from .report import report_figure
 
         figs: dict[str, Any] = {}
         p = self.predictions
         for t, spec in self.specs.items():
             tb = self.tables.get(t, {})
             if spec.kind == "multiclass" and "confusion" in tb:
-                fig = _new_fig(figsize=(10, 4))
+                fig = report_figure(figsize=(10, 4))
                 ax = fig.subplots(1, 2)
                 cm = tb["confusion"].to_numpy(dtype=float)
                 ax[0].imshow(cm, cmap="Blues")
@@ -356,7 +356,7 @@ class TypedEvaluation:
                 ax[1].set_title(f"{t}: calibration per class (one vs rest)"), ax[1].legend(fontsize=7)
                 figs[f"{t}_multiclass.png"] = fig
             elif spec.kind == "regression" and f"value_{t}" in p:
-                fig = _new_fig(figsize=(5, 4))
+                fig = report_figure(figsize=(5, 4))
                 ax = fig.subplots()
                 cal = tb.get("calibration")
                 ax.scatter(p[f"value_{t}"], p[f"label_{t}"], s=6, alpha=0.4, label="patients")
@@ -371,7 +371,7 @@ class TypedEvaluation:
                 ax.set_title(f"{t}: calibration in the large {citl:+.3g}"), ax.legend(fontsize=7)
                 figs[f"{t}_regression.png"] = fig
             elif spec.kind == "survival" and f"time_{t}" in p:
-                fig = _new_fig(figsize=(10, 4))
+                fig = report_figure(figsize=(10, 4))
                 ax = fig.subplots(1, 2)
                 km = km_by_risk_group(*(p[c].to_numpy(float) for c in (f"time_{t}", f"event_{t}", f"risk_score_{t}")))
                 for name, (x, s) in km.items():
@@ -392,7 +392,7 @@ class TypedEvaluation:
         """The report section: per task its metrics with CIs, tables and figures."""
         import base64
 
-        from .report import _table
+        from .report import html_table
 
         parts = ["<h2>Multi-class, regression and survival tasks</h2>"]
         mf = self.metrics_frame()
@@ -407,11 +407,11 @@ class TypedEvaluation:
             sub = mf[mf.task == t].drop(columns=["task", "kind"])
             sub = sub.assign(**{"95% CI": [f"[{lo:.3f}, {hi:.3f}]" if not np.isnan(lo) else "–"
                                            for lo, hi in zip(sub["low"], sub["high"])]}).drop(columns=["low", "high"])
-            parts.append(_table(sub))
+            parts.append(html_table(sub))
             for name, df in self.tables.get(t, {}).items():
                 if name.startswith("reliability.") or df is None or not len(df):
                     continue
-                parts.append(f"<details><summary>{html.escape(name)}</summary>{_table(df.reset_index())}</details>")
+                parts.append(f"<details><summary>{html.escape(name)}</summary>{html_table(df.reset_index())}</details>")
             for fname, png in (figures or {}).items():
                 if fname.startswith(f"{t}_"):
                     data = png if isinstance(png, bytes) else b""
@@ -421,7 +421,7 @@ class TypedEvaluation:
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """``typed_metrics.csv``, each table as CSV and each figure as PNG under ``out_dir``."""
-        from .report import figure_png
+        from ..viz.common import figure_png
 
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)

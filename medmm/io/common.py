@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
+    "naive_utc",
     "problem",
     "PROBLEM_COLUMNS",
     "parse_time",
@@ -54,6 +55,14 @@ def to_timestamp(value: Any) -> "pd.Timestamp | None":
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts
+
+
+def naive_utc(values: "pd.Series") -> "pd.Series":
+    """A datetime column as naive UTC (zoned values converted, naive ones taken as UTC as they are);
+    :func:`to_timestamp` does the same for one value, :func:`parse_times` for text."""
+    if getattr(values.dt, "tz", None) is not None:
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values
 
 
 def parse_time(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MedmmError, ReadError
 from ..records import Tabular
-from .common import parse_times, problem, to_timestamp
+from .common import naive_utc, parse_times, problem, to_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -399,9 +399,7 @@ def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
     problems: list[tuple[str | None, MedmmError]] = []
     tprob: list[MedmmError] = []
     if pd.api.types.is_datetime64_any_dtype(df["time"]):
-        t = df["time"]
-        df["time"] = (t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t).astype(
-            "datetime64[ns]")
+        df["time"] = naive_utc(df["time"]).astype("datetime64[ns]")
     else:
         df["time"] = parse_times(df["time"], problems=tprob, path=path, column="time")
     pid = dict(zip(df.index, df["patient_id"]))

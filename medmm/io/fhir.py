@@ -15,16 +15,19 @@ A file that is not JSON at all, or not a Bundle, raises :class:`~medmm.errors.Re
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import MedmmError, ReadError, SchemaError
 from ..records import Note
 from .common import parse_time, problem
 
-__all__ = ["FhirBundle", "load_bundle", "USED_TYPES", "is_fhir_type", "LOINC"]
+__all__ = ["FhirBundle", "load_bundle", "ref_id", "notes_from_document_reference", "USED_TYPES", "is_fhir_type", "LOINC"]
 
 LOINC = "http://loinc.org"
 #: resource types medmm extracts; every other valid FHIR type is counted and skipped
@@ -95,7 +98,8 @@ def _coding(cc: Any) -> tuple[str, str, str]:
     return str(c.get("system") or ""), str(c.get("code") or ""), str(c.get("display") or cc.get("text") or "")
 
 
-def _ref_id(ref: Any) -> str | None:
+def ref_id(ref: Any) -> str | None:
+    """The id a FHIR Reference points at (``Patient/p1`` -> ``p1``, ``urn:uuid:x`` -> ``x``); ``None`` if it has none."""
     if not isinstance(ref, dict):
         return None
     r = ref.get("reference")
@@ -149,7 +153,7 @@ class _Ctx:
 
 
 def _patient(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
-    names = []
+    names: list[str] = []
     for n in res.get("name") or []:
         if isinstance(n, dict):
             names.extend(str(g) for g in n.get("given") or [])
@@ -220,7 +224,7 @@ def _category(res: dict) -> str:
 
 
 def _activity(out: FhirBundle, ref: Any, t: Any) -> None:
-    eid = _ref_id(ref)
+    eid = ref_id(ref)
     if eid is not None and t is not None and (eid not in out.encounter_activity or t > out.encounter_activity[eid]):
         out.encounter_activity[eid] = t
 
@@ -281,7 +285,7 @@ def _medication(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
         system, code, display = _coding(res["medicationCodeableConcept"])
     else:
         ref = res.get("medicationReference") or {}
-        system, code, display = "", _ref_id(ref) or "", str(ref.get("display") or "")
+        system, code, display = "", ref_id(ref) or "", str(ref.get("display") or "")
     t = ctx.time(res.get("authoredOn"), i, "MedicationRequest.authoredOn")
     if t is None:
         ctx.missing(res.get("authoredOn"), "MedicationRequest has no authoredOn; skipped", i,
@@ -321,14 +325,73 @@ def _imaging(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
 
 
 def _docref(res: dict, i: int, ctx: _Ctx, out: FhirBundle) -> None:
-    from .notes import notes_from_document_reference
-
     notes = notes_from_document_reference(res, path=ctx.path, row=i, problems=ctx.problems)
     out.notes.extend(notes)
     context = res.get("context")
     for ref in (context.get("encounter") or [] if isinstance(context, dict) else []):
         for n in notes:
             _activity(out, ref, n.time)
+
+
+_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", re.I)
+
+
+def notes_from_document_reference(
+    resource: dict[str, Any],
+    *,
+    path: Any = None,
+    row: int | None = None,
+    problems: list[MedmmError],
+) -> list[Note]:
+    """The text notes of one FHIR R4 DocumentReference (``content[].attachment.data``, base64).
+
+    The time is ``date`` (else ``context.period.start``); the type is ``type.text`` or its
+    first coding's display. Attachments that are not text, cannot be base64-decoded or are not
+    valid in their charset are reported in ``problems``.
+    """
+    where = f"DocumentReference/{resource.get('id', '?')}"
+    context = resource.get("context") or {}
+    if isinstance(context, list):  # R5: a list of references
+        context = {}
+    t = resource.get("date") or ((context.get("period") or {}).get("start"))
+    time = parse_time(t, problems=problems, path=path, row=row, column=f"{where}.date")
+    rtype = resource.get("type") or {}
+    codings = rtype.get("coding") or [{}]
+    note_type = rtype.get("text") or codings[0].get("display") or codings[0].get("code") or "note"
+    out: list[Note] = []
+    for k, content in enumerate(resource.get("content") or []):
+        att = (content or {}).get("attachment") or {}
+        field = f"{where}.content[{k}].attachment"
+        ctype = att.get("contentType", "text/plain")
+        if not ctype.lower().startswith("text/"):
+            problems.append(problem(f"attachment is {ctype!r}, not text; skipped", path=path, row=row,
+                                    column=f"{field}.contentType", hint="only text/* attachments are read"))
+            continue
+        data = att.get("data")
+        if data is None:
+            problems.append(problem("attachment has no inline data" + (f" (url {att['url']!r} not fetched)"
+                                                                       if att.get("url") else ""),
+                                    path=path, row=row, column=f"{field}.data",
+                                    hint="inline the note as base64 in attachment.data"))
+            continue
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            problems.append(problem(f"attachment data is not base64 ({exc})", path=path, row=row,
+                                    column=f"{field}.data", hint="encode the note as base64"))
+            continue
+        m = _CHARSET.search(ctype)
+        charset = m.group(1) if m else "utf-8"
+        try:
+            text = raw.decode(charset)
+        except (UnicodeDecodeError, LookupError) as exc:
+            problems.append(problem(f"attachment text is not valid {charset} ({exc})", path=path, row=row,
+                                    column=f"{field}.data",
+                                    hint="re-encode the note as UTF-8 or declare its charset in contentType"))
+            continue
+        if text.strip():
+            out.append(Note(text=text.strip(), time=time, note_type=str(note_type)))
+    return out
 
 
 _HANDLERS = {
@@ -406,7 +469,7 @@ def load_bundle(
         if not isinstance(entries, list):
             raise SchemaError("Bundle.entry is not a list", path=where, column="Bundle.entry",
                               hint="give a FHIR R4 Bundle in JSON")
-        resources = ((e.get("resource") if isinstance(e, dict) else None) for e in entries)
+        resources: Iterator[Any] = ((e.get("resource") if isinstance(e, dict) else None) for e in entries)
     else:
         resources = iter([doc])
     counts: dict[str, int] = {}

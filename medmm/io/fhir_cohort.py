@@ -36,6 +36,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
         add(problems, pid)
         return result
     index = to_timestamp(index)
+    assert index is not None  # _index_time gave a time
     name = _safe_name(pid)
     row: dict[str, Any] = {
         "patient_id": pid, "split": _split(pid, cfg["seed"], tuple(cfg["split_fractions"])),
@@ -309,7 +311,7 @@ def import_fhir_cohort(
         writer.writeheader()
         if workers > 1:
             pool = mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers)
-            results = pool.imap(_work, jobs, chunksize=2)
+            results: Iterator[dict[str, Any]] = pool.imap(_work, jobs, chunksize=2)
         else:
             pool = None
             results = map(_work, jobs)
@@ -379,8 +381,8 @@ def import_fhir_cohort(
     cols = ["patient_id", "split", "index_time", "site", "sex", "image_path", "notes_path", "vitals_path",
             "ehr_path", *label_cols]
     manifest = pd.DataFrame(rows, columns=cols)
-    for c in label_cols:
-        manifest[c] = manifest[c].astype("Int64")
+    for col in label_cols:
+        manifest[col] = manifest[col].astype("Int64")
     mpath = out / "manifest.csv"
     manifest.to_csv(mpath, index=False)
     seconds = time.perf_counter() - t0

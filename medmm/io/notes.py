@@ -10,16 +10,14 @@ the rest of the file still loads; ``strict=True`` raises the first problem inste
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MedmmError, ReadError
 from ..records import Note, Notes
-from .common import parse_time, parse_times, problem, to_timestamp
+from .common import parse_times, problem, to_timestamp
+from .fhir import load_bundle, notes_from_document_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -305,8 +303,9 @@ def read_notes_table(
     else:
         problems = [e for _, e in pairs]
     notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
-    if strict and notes.problems:
-        raise notes.problems[0]
+    found = getattr(notes, "problems", None)
+    if strict and found:
+        raise found[0]
     if not notes.notes:
         raise ReadError(
             f"no usable note{' for patient ' + repr(patient_id) if patient_id else ''}"
@@ -321,65 +320,6 @@ def read_notes_table(
 # --------------------------------------------------------------------------- FHIR
 
 
-_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", re.I)
-
-
-def notes_from_document_reference(
-    resource: dict[str, Any],
-    *,
-    path: Any = None,
-    row: int | None = None,
-    problems: list[MedmmError],
-) -> list[Note]:
-    """The text notes of one FHIR R4 DocumentReference (``content[].attachment.data``, base64).
-
-    The time is ``date`` (else ``context.period.start``); the type is ``type.text`` or its
-    first coding's display. Attachments that are not text, cannot be base64-decoded or are not
-    valid in their charset are reported in ``problems``.
-    """
-    where = f"DocumentReference/{resource.get('id', '?')}"
-    context = resource.get("context") or {}
-    if isinstance(context, list):  # R5: a list of references
-        context = {}
-    t = resource.get("date") or ((context.get("period") or {}).get("start"))
-    time = parse_time(t, problems=problems, path=path, row=row, column=f"{where}.date")
-    rtype = resource.get("type") or {}
-    codings = rtype.get("coding") or [{}]
-    note_type = rtype.get("text") or codings[0].get("display") or codings[0].get("code") or "note"
-    out: list[Note] = []
-    for k, content in enumerate(resource.get("content") or []):
-        att = (content or {}).get("attachment") or {}
-        field = f"{where}.content[{k}].attachment"
-        ctype = att.get("contentType", "text/plain")
-        if not ctype.lower().startswith("text/"):
-            problems.append(problem(f"attachment is {ctype!r}, not text; skipped", path=path, row=row,
-                                    column=f"{field}.contentType", hint="only text/* attachments are read"))
-            continue
-        data = att.get("data")
-        if data is None:
-            problems.append(problem("attachment has no inline data" + (f" (url {att['url']!r} not fetched)"
-                                                                       if att.get("url") else ""),
-                                    path=path, row=row, column=f"{field}.data",
-                                    hint="inline the note as base64 in attachment.data"))
-            continue
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
-            problems.append(problem(f"attachment data is not base64 ({exc})", path=path, row=row,
-                                    column=f"{field}.data", hint="encode the note as base64"))
-            continue
-        m = _CHARSET.search(ctype)
-        charset = m.group(1) if m else "utf-8"
-        try:
-            text = raw.decode(charset)
-        except (UnicodeDecodeError, LookupError) as exc:
-            problems.append(problem(f"attachment text is not valid {charset} ({exc})", path=path, row=row,
-                                    column=f"{field}.data",
-                                    hint="re-encode the note as UTF-8 or declare its charset in contentType"))
-            continue
-        if text.strip():
-            out.append(Note(text=text.strip(), time=time, note_type=str(note_type)))
-    return out
 
 
 def read_fhir_notes(
@@ -396,8 +336,6 @@ def read_fhir_notes(
     With ``deid=True`` the names of the bundle's Patient are scrubbed too.
     """
     import pandas as pd
-
-    from .fhir import load_bundle
 
     bundle = load_bundle(path, only={"DocumentReference"})
     if deid is True:

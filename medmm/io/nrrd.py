@@ -114,7 +114,7 @@ def write_nrrd(image: Image, path: str | Path) -> Path:
     path = Path(path)
     flips = np.array([-1.0, -1.0, 1.0])
     data = np.asarray(image.data)
-    dirs = [list(image.affine[:3, c] * flips) for c in range(3)]
+    dirs: list[list[float] | None] = [list(image.affine[:3, c] * flips) for c in range(3)]
     kinds = ["domain"] * 3
     if data.ndim == 4:
         dirs.append(None)

@@ -28,15 +28,17 @@ signal and kind. Device numerics (WFDB) apply it by default; the table readers o
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import ConfigError, MedmmError, ReadError
+from ..errors import ConfigError, MedmmError, ReadError, SchemaError
 from ..records import Vitals
-from .common import parse_times, problem, to_timestamp
+from .common import naive_utc, parse_times, problem, to_timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,6 +50,9 @@ __all__ = [
     "read_fhir_vitals",
     "vitals_from_observations",
     "clean_vitals",
+    "validate_observation",
+    "observation_time",
+    "Observation",
     "vitals_times",
     "SignalLoss",
     "DEVICE_SIGNAL_LOSS",
@@ -140,7 +145,7 @@ VITAL_IGNORED = {"59576-9", "8289-1", "77606-2", "59575-1"}
 #: panels whose value is in their components
 VITAL_PANELS = {"85354-9", "55284-4", "35094-2", "85353-1"}
 
-_F = Callable[[float], float]
+_F = Callable[[Any], Any]  # a float, or an array of them, in -> the same converted
 
 
 def _scale(k: float) -> _F:
@@ -245,9 +250,7 @@ def clean_vitals(
         bad = ~((v >= lo) & (v <= hi)) & ~np.isnan(v)
         for j in np.flatnonzero(bad):
             i = idx[j]
-            hint = f"{signal} must lie in [{lo:g}, {hi:g}] {canon}"
-            if signal == "temperature" and 86 <= v[j] <= 113:
-                hint += "; this looks like degF: set the unit to 'degF'"
+            hint = _range_hint(signal, float(v[j]))
             problems.append(problem(
                 f"impossible {signal} value {_num(frame['value'].iloc[i])} {unit} (= {v[j]:.4g} {canon})",
                 path=path, row=_row(df, i), column="value", hint=hint))
@@ -270,6 +273,77 @@ def clean_vitals(
         df.loc[dup, "value"] = means
         df = df.drop_duplicates(subset=["time", "signal"])
     return df.sort_values(["time", "signal"], kind="stable").reset_index(drop=True)
+
+
+class Observation(NamedTuple):
+    """One checked vitals observation: canonical signal, value in its canonical unit, naive UTC time."""
+
+    time: "pd.Timestamp | None"
+    signal: str
+    value: float
+    unit: str
+
+
+_canonical_cached = lru_cache(maxsize=4096)(canonical_signal)
+_converter_cached = lru_cache(maxsize=4096)(convert_unit)
+
+
+def observation_time(time: Any) -> "pd.Timestamp":
+    """An observation's time as a naive UTC timestamp; a :class:`SchemaError` when it is not a time."""
+    import pandas as pd
+
+    if type(time) is pd.Timestamp and time.tzinfo is None:
+        return time
+    try:
+        t = to_timestamp(time)
+    except (ValueError, TypeError):
+        t = None
+    if t is None:
+        raise SchemaError(f"observation time {time!r} is not a time", column="time", hint="give an ISO 8601 time")
+    return t
+
+
+def _range_hint(signal: str, value: float) -> str:
+    canon, _, (lo, hi) = SIGNALS[signal]
+    hint = f"{signal} must lie in [{lo:g}, {hi:g}] {canon}"
+    if signal == "temperature" and 86 <= value <= 113:
+        hint += "; this looks like degF: set the unit to 'degF'"
+    return hint
+
+
+def validate_observation(signal: str, value: Any, unit: str | None = None, *, time: Any = None) -> Observation:
+    """One numeric vitals observation checked as :func:`clean_vitals` checks a file's rows: the
+    signal's canonical name, a finite number, a unit convertible to the canonical one, a
+    physiologically possible value, a time (when given) made naive UTC.
+
+    The streaming monitor and the service call it per observation (a bad one is an error naming
+    the field, not a dropped row). Raises :class:`~medmm.errors.SchemaError` with ``column`` set to
+    ``time``, ``value`` or ``unit``.
+    """
+    t = None if time is None else observation_time(time)
+    sig = _canonical_cached(signal) if isinstance(signal, str) else canonical_signal(signal)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SchemaError(f"value {value!r} of {sig} is not a number", column="value",
+                          hint="give a numeric value") from None
+    if isinstance(value, bool) or not math.isfinite(v):
+        raise SchemaError(f"value {value!r} of {sig} is not {'a number' if isinstance(value, bool) else 'finite'}",
+                          column="value", hint="give a finite number")
+    if unit is not None and not isinstance(unit, str):
+        unit = None if unit != unit else str(unit)  # a table's empty unit cell is NaN
+    conv = _converter_cached(sig, unit)
+    if conv is None:
+        raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
+                          hint=f"give {sig} in one of {sorted(_UNITS[SIGNALS[sig][1]])}")
+    v = float(conv(v))
+    if sig not in SIGNALS:
+        return Observation(t, sig, v, unit or "")
+    lo, hi = SIGNALS[sig][2]
+    if not lo <= v <= hi:
+        raise SchemaError(f"{sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible", column="value",
+                          hint=_range_hint(sig, v))
+    return Observation(t, sig, v, SIGNALS[sig][0])
 
 
 def vitals_times(values: Any) -> Any:
@@ -514,10 +588,7 @@ def read_vitals_parquet(
     if "time" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["time"]):
         df["time"] = df["time"].astype(str)
     elif "time" in df.columns:
-        t = df["time"]
-        if getattr(t.dt, "tz", None) is not None:
-            t = t.dt.tz_convert("UTC").dt.tz_localize(None)
-        df["time"] = t.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        df["time"] = naive_utc(df["time"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
     problems: list[MedmmError] = []
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
     return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
@@ -555,7 +626,7 @@ def read_vitals_wide(
     long = df.melt(id_vars=[time_column], value_vars=signal_cols, var_name="column", value_name="value",
                    ignore_index=False).dropna(subset=["value"])
     rows = long.index.to_numpy()
-    parts = long["column"].map(lambda c: _HEADER.match(c).groupdict())
+    parts = long["column"].map(lambda c: _HEADER.match(c).groupdict())  # type: ignore[union-attr]  # matched above
     long = pd.DataFrame({
         "time": long[time_column].to_numpy(),
         "signal": [p["name"] for p in parts],
@@ -590,7 +661,7 @@ def vitals_from_observations(
     rows = []
     for o in observations:
         code = o.get("code")
-        signal = VITAL_LOINC.get(code) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
+        signal = VITAL_LOINC.get(str(code)) if o.get("system", "").endswith("loinc.org") or not o.get("system") else None
         if signal is None:
             if o.get("category") == "vital-signs" and code not in VITAL_PANELS and code not in VITAL_IGNORED:
                 problems.append(problem(

@@ -45,10 +45,10 @@ def create_model(config: Any = None, preprocessor: Any = None, *, input_shapes: 
 def _model_config(config: Any, tasks: tuple[str, ...] | None, overrides: dict[str, Any]) -> Any:
     import dataclasses
 
-    from ..config import ExperimentConfig, ModelSection
+    from ..modelspec import ModelSection
     from .multimodal import ModelConfig
 
-    if isinstance(config, ExperimentConfig):
+    if isinstance(getattr(config, "model", None), ModelSection):  # an ExperimentConfig
         tasks = tasks or tuple(config.tasks or ())
         config = config.model
     if isinstance(config, ModelConfig):

@@ -11,19 +11,37 @@ even their ``s_t`` term.
 
 The auxiliary unimodal heads' loss is the same combination on each modality's present rows,
 averaged over modalities and scaled by ``ModelConfig.aux_weight``.
+
+Class imbalance
+---------------
+A patient whose label for a task is unknown contributes nothing to that task. The
+criterion is built from the training split's label prevalence (:func:`build_criterion`) and
+describes itself (:meth:`MaskedLoss.describe`) so that what was used is recorded in the run.
+
+Losses
+------
+``bce``            plain binary cross-entropy (optionally with ``pos_weight``);
+``weighted_bce``   class-weighted BCE: each class weighted ``N / (2 N_class)`` per task
+                   (scikit-learn's ``class_weight="balanced"``);
+``focal``          sigmoid focal loss (Lin et al. 2017), ``gamma`` and optional ``alpha``.
+
+``pos_weight`` may be a number, one number per task, or ``"auto"``: ``N_neg / N_pos`` per task
+from the training prevalence (as in ``torch.nn.BCEWithLogitsLoss(pos_weight=...)``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..train.distributed import unwrap
+from ..modelspec import LOSSES
 
-__all__ = ["LossWeighting", "LOSS_WEIGHTINGS", "task_losses", "multitask_loss"]
+__all__ = ["LossWeighting", "LOSS_WEIGHTINGS", "task_losses", "multitask_loss", "MaskedLoss", "LOSSES", "label_counts",
+           "build_criterion", "balanced_sample_weights"]
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
@@ -75,7 +93,7 @@ def task_losses(model: Any, logits: torch.Tensor, batch: Any, rows: torch.Tensor
     """Per-task mean loss ``[T]`` and label count ``[T]`` over the known labels (of ``rows``).
 
     ``criterion(logits, batch, rows)`` (the trainer's class-imbalance loss, e.g.
-    :class:`medmm.train.losses.MaskedLoss`) replaces BCE for binary tasks when given.
+    :class:`MaskedLoss`) replaces BCE for binary tasks when given.
     """
     means, counts = [], []
     aligned = None
@@ -105,7 +123,7 @@ def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch
     """The training loss of a :class:`~medmm.models.multimodal.MultimodalModel` (possibly wrapped in
     ``DistributedDataParallel``): weighted task losses plus the auxiliary unimodal heads' losses,
     plus the L2 penalty of the wide (linear) paths."""
-    core = unwrap(model)
+    core = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
     missing = [c for cols in core.label_columns.values() for c in cols if c not in batch.tasks]
     if missing:
         raise ConfigError(f"the batch has no label column for {missing}",
@@ -118,3 +136,115 @@ def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch
     if len(getattr(core, "wide", ())):
         loss = loss + core.wide_penalty()
     return loss
+
+
+def label_counts(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task ``(n_positive, n_negative)`` over the known labels of a dataset."""
+    tasks = dataset.tasks
+    pos = np.zeros(len(tasks))
+    neg = np.zeros(len(tasks))
+    for it in dataset.items:
+        for k, t in enumerate(tasks):
+            y = it["labels"].get(t)
+            if y is None or (isinstance(y, float) and np.isnan(y)):
+                continue
+            if float(y) >= 0.5:
+                pos[k] += 1
+            else:
+                neg[k] += 1
+    return pos, neg
+
+
+class MaskedLoss:
+    """``loss(logits, batch, rows=None)``: the mean loss over known (patient, task) labels.
+
+    ``rows`` (``bool[B]``) restricts the loss to some patients (auxiliary unimodal heads
+    use the rows where their modality is present).
+    """
+
+    def __init__(self, kind: str = "bce", *, pos_weight: Any = None, class_weight: Any = None,
+                 gamma: float = 2.0, alpha: float | None = None) -> None:
+        if kind not in LOSSES:
+            raise ConfigError(f"unknown loss {kind!r}", column="loss", hint=f"use one of {LOSSES}")
+        self.kind = kind
+        self.pos_weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        self.class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
+        self.gamma = float(gamma)
+        self.alpha = alpha
+
+    def __call__(self, logits: torch.Tensor, batch: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()
+        y = batch.labels.to(logits.dtype)
+        mask = batch.label_mask.to(logits.dtype)
+        if rows is not None:
+            mask = mask * rows.to(logits.dtype)[:, None]
+        pw = None if self.pos_weight is None else self.pos_weight.to(logits.device)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none", pos_weight=pw)
+        if self.kind == "focal":
+            p = torch.sigmoid(logits)
+            p_t = p * y + (1 - p) * (1 - y)
+            loss = loss * (1 - p_t).pow(self.gamma)
+            if self.alpha is not None:
+                loss = loss * (self.alpha * y + (1 - self.alpha) * (1 - y))
+        if self.class_weight is not None:
+            cw = self.class_weight.to(logits.device)  # [T, 2]: weight of negatives, positives
+            loss = loss * (y * cw[:, 1] + (1 - y) * cw[:, 0])
+        return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def describe(self) -> dict[str, Any]:
+        """What is used, for the run's params."""
+        d: dict[str, Any] = {"loss": self.kind}
+        if self.pos_weight is not None:
+            d["pos_weight"] = [round(float(v), 4) for v in self.pos_weight.reshape(-1)]
+        if self.class_weight is not None:
+            d["class_weight"] = [[round(float(a), 4) for a in row] for row in self.class_weight]
+        if self.kind == "focal":
+            d["focal_gamma"] = self.gamma
+            d["focal_alpha"] = self.alpha
+        return d
+
+
+def build_criterion(config: Any, train_ds: Any) -> MaskedLoss:
+    """The loss named by ``config.loss`` with weights from ``train_ds``'s prevalence."""
+    tasks = tuple(train_ds.tasks)
+    pos, neg = label_counts(train_ds)
+    pos_weight = getattr(config, "pos_weight", None)
+    if isinstance(pos_weight, str):
+        if pos_weight != "auto":
+            raise ConfigError(f"pos_weight {pos_weight!r} is not understood", column="pos_weight",
+                              hint="use 'auto', a number, or one number per task")
+        pos_weight = neg / np.maximum(pos, 1.0)
+    elif pos_weight is not None:
+        pos_weight = np.broadcast_to(np.asarray(pos_weight, dtype=float), (len(tasks),)).copy()
+    class_weight = None
+    if config.loss == "weighted_bce":
+        n = pos + neg
+        class_weight = np.stack([n / (2 * np.maximum(neg, 1.0)), n / (2 * np.maximum(pos, 1.0))], axis=1)
+    crit = MaskedLoss(config.loss, pos_weight=pos_weight, class_weight=class_weight,
+                      gamma=getattr(config, "focal_gamma", 2.0), alpha=getattr(config, "focal_alpha", None))
+    crit.prevalence = {t: (float(pos[k] / (pos[k] + neg[k])) if pos[k] + neg[k] else float("nan"))
+                       for k, t in enumerate(tasks)}
+    return crit
+
+
+def balanced_sample_weights(dataset: Any, task: str | None = None) -> np.ndarray:
+    """Per-patient sampling weights that make each class of ``task`` (default: the first
+    task) equally likely; patients without that label get the mean weight."""
+    tasks = tuple(dataset.tasks)
+    task = task or tasks[0]
+    if task not in tasks:
+        raise ConfigError(f"balance_task {task!r} is not a task", column="balance_task", hint=f"use one of {tasks}")
+    ys = []
+    for it in dataset.items:
+        y = it["labels"].get(task)
+        ys.append(np.nan if y is None else float(y))
+    ys = np.asarray(ys, dtype=float)
+    known = ~np.isnan(ys)
+    w = np.ones(len(ys))
+    for c in (0.0, 1.0):
+        sel = known & ((ys >= 0.5) == bool(c))
+        if sel.any():
+            w[sel] = 1.0 / sel.sum()
+    if known.any() and (~known).any():
+        w[~known] = w[known].mean()
+    return w / w.sum()

@@ -179,33 +179,49 @@ def _encoder_meta(name: str) -> dict[str, Any]:
     return ENCODERS.meta[name]
 
 
-def build_preprocessor(config: ModelConfig, **steps: Any):
+def build_preprocessor(config: ModelConfig, *, preprocess: Any = None, **steps: Any):
     """The :class:`~medmm.preprocess.MultimodalPreprocessor` that ``config``'s encoders need.
 
-    ``text_transformer`` gets a :class:`~medmm.preprocess.tokens.TokenPreprocessor`,
-    ``sentence_mlp`` a :class:`~medmm.preprocess.tokens.SentenceEmbeddingPreprocessor`, every
-    other encoder its modality's default step; an encoder's ``preprocess`` options go to its
-    step. ``steps`` (``image=...``, ``notes=...``) override.
+    Each modality gets the step of its kind (:data:`medmm.modelspec.KIND_STEP`), or the one its
+    encoder's input needs (``text_transformer`` a :class:`~medmm.preprocess.tokens.TokenPreprocessor`,
+    ``sentence_mlp`` a :class:`~medmm.preprocess.tokens.SentenceEmbeddingPreprocessor`).
+    ``preprocess`` (an experiment config's ``preprocess`` section, or a dict ``{step: options}``)
+    sets the options of the default-named modality of each step (``preprocess.image`` for
+    ``image``); an encoder's own ``preprocess`` options override them; ``steps`` (``image=...``)
+    replace whole steps.
     """
+    from ..modelspec import KIND_STEP, preprocessor_class
     from ..preprocess import MultimodalPreprocessor
-    from ..preprocess.image import ImagePreprocessor
-    from ..preprocess.tabular import TabularPreprocessor
-    from ..preprocess.text import TextPreprocessor
-    from ..preprocess.tokens import SentenceEmbeddingPreprocessor, TokenPreprocessor
-    from ..preprocess.vitals import VitalsPreprocessor
 
-    by_input = {"tokens": TokenPreprocessor, "embedding": SentenceEmbeddingPreprocessor}
-    default = {"image": ImagePreprocessor, "text": TextPreprocessor, "series": VitalsPreprocessor,
-               "table": TabularPreprocessor}
     built: dict[str, Any] = {}
     for m in config.modalities:
         name, _, pre = config.encoder_spec(m)
-        base = default[config.modalities.kind(m)]
-        cls = by_input.get(_encoder_meta(name).get("input"), base)
-        if cls is not base or pre:
-            built[m] = cls(**pre)
+        step = KIND_STEP[config.modalities.kind(m)]
+        needs = _encoder_meta(name).get("input")
+        key = needs if needs in ("tokens", "embedding") else step
+        section = _section_options(preprocess, m) if m == step else {}
+        if section and key != step:
+            raise ConfigError(f"preprocess.{m} sets {preprocessor_class(step).__name__} options, but encoder "
+                              f"{name!r} reads {key}", column=f"preprocess.{m}",
+                              hint=f"put them under model.encoders.{m}.preprocess")
+        kw = {**section, **pre}
+        if key == step and not kw:
+            continue  # MultimodalPreprocessor's default step
+        if "spatial_size" in kw:
+            kw["spatial_size"] = tuple(kw["spatial_size"])
+        try:
+            built[m] = preprocessor_class(key)(**kw)
+        except TypeError as exc:
+            raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
     built.update(steps)
     return MultimodalPreprocessor(modalities=config.modalities, **built)
+
+
+def _section_options(preprocess: Any, step: str) -> dict[str, Any]:
+    if preprocess is None:
+        return {}
+    options = preprocess.get(step) if isinstance(preprocess, dict) else getattr(preprocess, step, None)
+    return dict(options or {})
 
 
 def _default_step(module, state_dict, prefix, *args) -> None:

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SchemaError
-from ..io.vitals import SIGNALS, canonical_signal, convert_unit, signal_loss_rules
+from ..io.vitals import canonical_signal, observation_time, signal_loss_rules, validate_observation
 from .news2 import BAND_LEVEL, NEWS2Error, News2Result, news2, parse_on_oxygen
 
 _canonical = lru_cache(maxsize=4096)(canonical_signal)
-_converter = lru_cache(maxsize=4096)(convert_unit)
 
 __all__ = ["MonitorConfig", "Alert", "HealthMonitor", "replay", "NEWS2_SIGNALS", "NEWS2_SOURCES", "ReplayResult"]
 
@@ -215,7 +214,7 @@ class HealthMonitor:
         last = None
         for k, (time, signal, value, unit) in enumerate(observations):
             try:
-                t = self._time(time)
+                t = observation_time(time)
                 if last is not None and t != last:  # the previous set is complete: score it
                     alerts += self._evaluate(pid, p, last)
                 last = self._ingest(pid, t, signal, value, unit)
@@ -226,23 +225,10 @@ class HealthMonitor:
             alerts += self._evaluate(pid, p, last)
         return alerts
 
-    @staticmethod
-    def _time(time: Any) -> Any:
-        import pandas as pd
-
-        if type(time) is pd.Timestamp and time.tzinfo is None:
-            return time
-        try:
-            t = pd.Timestamp(time)
-        except (ValueError, TypeError):
-            raise SchemaError(f"observation time {time!r} is not a time", column="time",
-                              hint="give an ISO 8601 time") from None
-        return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
-
     def _ingest(self, patient_id: str, time: Any, signal: str, value: Any, unit: str | None) -> Any:
         """Validate one observation and add it to the patient's window; returns its time."""
         pid = str(patient_id)
-        t = self._time(time)
+        t = observation_time(time)
         sig = _canonical(signal) if isinstance(signal, str) else canonical_signal(signal)
         p = self.patients[pid]
         param = NEWS2_SIGNALS.get(sig)
@@ -262,23 +248,11 @@ class HealthMonitor:
                 on = _num(value, sig) > 0
             self._set_latest(p, "on_oxygen", t, bool(on))
         else:
-            v = _num(value, sig)
-            if unit is not None and not isinstance(unit, str):
-                unit = None if unit != unit else str(unit)  # a table's empty unit cell is NaN
-            conv = _converter(sig, unit)
-            if conv is None:
-                raise SchemaError(f"unit {unit!r} of {sig} cannot be converted to {SIGNALS[sig][0]}", column="unit",
-                                  hint=f"give {sig} in {SIGNALS[sig][0]}")
-            v = float(conv(v))
-            if sig in SIGNALS:
-                lo, hi = SIGNALS[sig][2]
-                if not lo <= v <= hi:
-                    raise SchemaError(f"{sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible", column="value",
-                                      hint="check the value and its unit")
+            _, sig, v, canon_unit = validate_observation(sig, value, unit)
             lost = self._signal_lost(p, sig, t, v)
             if lost is not None:
                 return t
-            p.obs.append((t, sig, v, SIGNALS[sig][0] if sig in SIGNALS else (unit or "")))
+            p.obs.append((t, sig, v, canon_unit))
             if param:
                 self._set_latest(p, sig, t, v)
         if self._cut[0] is not t:  # a charted set shares one time: one subtraction per set
@@ -290,7 +264,7 @@ class HealthMonitor:
 
     def observe_fhir(self, resource: dict[str, Any], *, patient_id: str | None = None) -> list[Alert]:
         """Observations from a FHIR Observation or Bundle (LOINC codes, as medmm.io.fhir reads them)."""
-        from ..io.fhir import _ref_id, load_bundle
+        from ..io.fhir import ref_id, load_bundle
         from ..io.vitals import VITAL_LOINC, canonical_signal
 
         if not isinstance(resource, dict) or "resourceType" not in resource:
@@ -298,7 +272,7 @@ class HealthMonitor:
                               hint="give a FHIR R4 Observation or Bundle")
         pid = patient_id
         if pid is None:
-            subjects = [_ref_id(r.get("subject")) for r in _resources(resource)]
+            subjects = [ref_id(r.get("subject")) for r in _resources(resource)]
             subjects = [s for s in subjects if s]
             pid = subjects[0] if subjects else None
         bundle = load_bundle(data=resource, only={"Observation"})

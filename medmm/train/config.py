@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..modelspec import LOSSES
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULERS", "LOSSES", "SAMPLERS"]
 
-LOSSES = ("bce", "weighted_bce", "focal")
 SAMPLERS = ("shuffle", "balanced")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "constant")

@@ -69,7 +69,7 @@ def _fetch_mlflow_bundle(uri: str, tracking_uri: str | None, dst: Path) -> Path:
     import mlflow
     import yaml
 
-    from .tracking import default_tracking_uri
+    from ..tracking import default_tracking_uri
 
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),

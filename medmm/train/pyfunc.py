@@ -13,7 +13,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-__all__ = ["MedmmPyfuncModel", "INPUT_COLUMNS", "pip_requirements", "output_spec"]
+__all__ = ["MedmmPyfuncModel", "INPUT_COLUMNS", "pip_requirements", "output_spec", "log_medmm_model"]
 
 INPUT_COLUMNS = ("patient_id", "index_time", "image_path", "notes_path", "vitals_path", "ehr_path")
 
@@ -57,3 +57,20 @@ class MedmmPyfuncModel(mlflow.pyfunc.PythonModel):
 
         probs = self.model.predict_records(records)
         return pd.DataFrame({"patient_id": [r.patient_id for r in records], **task_outputs(self.model, probs)})
+
+
+def log_medmm_model(tracker: Any, model_dir: Any, *, tasks: tuple[str, ...],
+                    registered_model_name: str | None = None) -> str | None:
+    """Log a saved medmm model folder through ``tracker`` (a :class:`medmm.tracking.MlflowTracker`)
+    as an MLflow pyfunc model with a signature; its URI (``None`` from a rank that does not log)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", c, required=(c == "patient_id")) for c in INPUT_COLUMNS]),
+        outputs=Schema([ColSpec("string", "patient_id"),
+                        *[ColSpec(kind, name) for name, kind in output_spec(model_dir, tasks)]]),
+    )
+    return tracker.log_pyfunc(python_model=MedmmPyfuncModel(), artifacts={"medmm_model": str(model_dir)},
+                              signature=signature, pip_requirements=pip_requirements(),
+                              registered_model_name=registered_model_name)

@@ -2,7 +2,7 @@
 
 AdamW or SGD; cosine, one-cycle or constant learning rate with an optional linear warm-up;
 gradient clipping and accumulation; mixed precision on CUDA; masked multi-task losses with
-class-imbalance options (:mod:`medmm.train.losses`); a shuffled or balanced sampler;
+class-imbalance options (:mod:`medmm.models.losses`); a shuffled or balanced sampler;
 validation each epoch with early stopping on a chosen metric; deterministic seeding;
 atomic checkpoints each epoch and on interrupt, from which :func:`train` resumes to the
 same final weights; ``DistributedDataParallel`` when run under ``torchrun``.
@@ -30,9 +30,9 @@ import torch
 
 from ..data import Batch, MultimodalDataset
 from ..errors import ConfigError
+from ..models.losses import MaskedLoss, balanced_sample_weights, build_criterion
 from .distributed import unwrap
 from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
-from .losses import MaskedLoss, balanced_sample_weights, build_criterion
 
 __all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "predict_dataset", "resolve_device",
            "training_loss", "masked_bce", "OPTIMIZERS", "SCHEDULERS"]
@@ -72,7 +72,7 @@ def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -
     """Fused loss plus, when the model has them, its auxiliary unimodal heads' losses.
 
     The single place the trainer computes the loss. ``criterion(logits, batch, rows=None)`` is
-    the class-imbalance loss (:func:`medmm.train.losses.build_criterion`; masked BCE by
+    the class-imbalance loss (:func:`medmm.models.losses.build_criterion`; masked BCE by
     default). A model with multi-task loss weighting (``loss_weighting``, as
     :class:`~medmm.models.multimodal.MultimodalModel`) combines its tasks' losses itself
     (:func:`medmm.models.losses.multitask_loss`, called on the possibly DDP-wrapped model so
@@ -119,7 +119,7 @@ def predict_dataset(model: torch.nn.Module, ds: MultimodalDataset, *, batch_size
 
 
 def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
-    from ..evaluate.metrics import auroc
+    from ..metrics import auroc
     from ..models.survival import task_val_metrics
 
     p, y, m, _ = predict_dataset(model, ds, device=device)

@@ -43,8 +43,13 @@ def new_figure(*args: Any, **kwargs: Any):
 
 
 def figure_png(fig: Any, *, dpi: int = 96) -> bytes:
+    """PNG bytes of a figure (bytes pass through). A figure with a layout engine (constrained
+    layout) is saved as laid out, in one render; one without is cropped to what it draws."""
+    if isinstance(fig, (bytes, bytearray)):
+        return bytes(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    laid_out = getattr(fig, "get_layout_engine", lambda: None)() is not None
+    fig.savefig(buf, format="png", dpi=dpi, **({} if laid_out else {"bbox_inches": "tight"}))
     return buf.getvalue()
 
 

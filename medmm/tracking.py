@@ -1,4 +1,4 @@
-"""MLflow tracking: runs, batched per-epoch metrics, the resolved config, the environment,
+"""MLflow tracking, used by training and evaluation alike: runs, batched per-epoch metrics, the resolved config, the environment,
 plots and the model.
 
 The store is ``MLFLOW_TRACKING_URI`` when set, otherwise an SQLite file under the working
@@ -204,7 +204,7 @@ class MlflowTracker:
         last = max((m.step for m in logged), default=-1)
         for h in history:
             if h["epoch"] > last:
-                self._queue({k: v for k, v in h.items() if k != "epoch"}, h["epoch"])
+                self._queue({k: v for k, v in h.items() if k != "epoch"}, int(h["epoch"]))
         self.flush()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -246,28 +246,15 @@ class MlflowTracker:
                        "medmm.cuda": env["cuda_available"]})
         return env
 
-    def log_model(self, model_dir: str | Path, *, tasks: tuple[str, ...], registered_model_name: str | None = None) -> str:
-        """Log a saved medmm model folder as an MLflow pyfunc model with a signature; register
-        it under ``registered_model_name`` when given."""
+    def log_pyfunc(self, *, python_model: Any, artifacts: dict[str, str], signature: Any,
+                   pip_requirements: list[str], registered_model_name: str | None = None) -> str:
+        """Log an MLflow pyfunc model into the run (registered under ``registered_model_name`` when
+        given); the model's URI. :func:`medmm.train.pyfunc.log_medmm_model` logs a medmm model."""
         import mlflow
-        from mlflow.models import ModelSignature
-        from mlflow.types import ColSpec, Schema
 
-        from .pyfunc import INPUT_COLUMNS, MedmmPyfuncModel, output_spec, pip_requirements
-
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("string", c, required=(c == "patient_id")) for c in INPUT_COLUMNS]),
-            outputs=Schema([ColSpec("string", "patient_id"),
-                            *[ColSpec(kind, name) for name, kind in output_spec(model_dir, tasks)]]),
-        )
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=MedmmPyfuncModel(),
-            artifacts={"medmm_model": str(model_dir)},
-            signature=signature,
-            pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name,
-        )
+        info = mlflow.pyfunc.log_model(name="model", python_model=python_model, artifacts=artifacts,
+                                       signature=signature, pip_requirements=pip_requirements,
+                                       registered_model_name=registered_model_name)
         return info.model_uri
 
 
