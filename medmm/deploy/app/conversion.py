@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from ...errors import MedmmError
@@ -13,50 +12,28 @@ if TYPE_CHECKING:
 
     from ...records import Missing, Notes, PatientRecord, Tabular, Vitals
 
-_SIGNAL_CACHE: dict[str, str] = {}
 
 
 def vitals_frame(obs: list[ObservationIn]) -> pd.DataFrame:
-    """A long vitals frame from JSON observations, cleaned as :func:`medmm.io.vitals.clean_vitals`
-    cleans a file (canonical names and units, physiological ranges, duplicates averaged) but in
-    plain Python: a bad observation is a 422 naming its index instead of a dropped row."""
+    """A long vitals frame from JSON observations, each checked by
+    :func:`medmm.io.vitals.validate_observation` (the rules :func:`~medmm.io.vitals.clean_vitals`
+    applies to a file and the monitor to a stream): a bad observation is a 422 naming its index
+    and field instead of a dropped row; duplicates at one time are averaged as in a file."""
     import numpy as np
     import pandas as pd
 
-    from ...io.vitals import SIGNALS, canonical_signal, convert_unit
+    from ...errors import SchemaError
+    from ...io.vitals import validate_observation
 
     acc: dict[tuple[Any, str], list[float]] = {}
     units: dict[str, str] = {}
     for k, o in enumerate(obs):
-        sig = _SIGNAL_CACHE.get(o.signal)
-        if sig is None:
-            sig = _SIGNAL_CACHE.setdefault(o.signal, canonical_signal(o.signal))
-        if isinstance(o.value, bool) or isinstance(o.value, str):
-            try:
-                v = float(o.value) if not isinstance(o.value, bool) else None
-            except ValueError:
-                v = None
-            if v is None:
-                raise Unprocessable(f"vitals[{k}].value {o.value!r} is not a number")
-        else:
-            v = float(o.value)
-        if not np.isfinite(v):
-            raise Unprocessable(f"vitals[{k}].value is not finite")
-        conv = convert_unit(sig, o.unit)
-        if conv is None:
-            raise Unprocessable(f"vitals[{k}].unit {o.unit!r} cannot be converted to {SIGNALS[sig][0]} for {sig}")
-        v = float(conv(v))
-        if sig in SIGNALS:
-            lo, hi = SIGNALS[sig][2]
-            if not lo <= v <= hi:
-                raise Unprocessable(f"vitals[{k}]: {sig} {v:g} {SIGNALS[sig][0]} is physiologically impossible")
-            units[sig] = SIGNALS[sig][0]
-        else:
-            units.setdefault(sig, o.unit or "")
-        t = o.time
-        if t.tzinfo is not None:
-            t = t.astimezone(timezone.utc).replace(tzinfo=None)
-        acc.setdefault((t, sig), []).append(v)
+        try:
+            ob = validate_observation(o.signal, o.value, o.unit, time=o.time)
+        except SchemaError as exc:
+            raise Unprocessable(f"vitals[{k}].{exc.column or 'value'}: {exc}") from None
+        units.setdefault(ob.signal, ob.unit)
+        acc.setdefault((ob.time, ob.signal), []).append(ob.value)
     rows = sorted(((t, sig, sum(v) / len(v)) for (t, sig), v in acc.items()), key=lambda r: (r[0], r[1]))
     frame = pd.DataFrame({"time": np.array([r[0] for r in rows], dtype="datetime64[ns]"),
                           "signal": [r[1] for r in rows], "value": np.array([r[2] for r in rows], dtype=float),
