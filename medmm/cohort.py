@@ -713,17 +713,16 @@ def row_to_record(
         try:
             if kind == "image":  # voxels stay on disk until used
                 value = lazy_image(_resolve(base, str(value)), row.get(f"{m}_format"), name=m)
-            else:
+            else:  # a reader reports the rows it left out (a bad row, an unknown code) into `found`
+                found = ProblemReport()
                 value = read_modality(
                     kind, _resolve(base, str(value)), row.get(f"{m}_format"), name=m, patient_id=pid,
-                    index_time=index_time,
+                    index_time=index_time, report=found,
                 )
-            rec.modalities[m] = value
-            # readers collect per-row problems (a dropped bad row, an unknown code) instead of failing
-            for prob in getattr(value, "problems", None) or []:
                 if report is not None:
-                    report.add("warning", str(prob), row=row_index, column=f"{m}_path", patient_id=pid,
-                               modality=m, path=getattr(prob, "path", None))
+                    report.extend(p.located(row=row_index, column=f"{m}_path", patient_id=pid, modality=m)
+                                  for p in found)
+            rec.modalities[m] = value
         except MedmmError as exc:
             if strict:
                 raise
