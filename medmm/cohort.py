@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import schemas as _schemas
-from .errors import ManifestError, MedmmError
+from .errors import ManifestError, MedmmError, ReadError
 from .problems import Problem, ProblemReport
 from .records import MODALITIES, Missing, ModalitySpec, PatientRecord
 from .schemas import load_schema
@@ -549,6 +549,18 @@ class Cohort:
         finally:
             bar.close()
 
+    def build_records(self, *, workers: int = 0, progress: bool = False) -> list[PatientRecord]:
+        """:attr:`records`, the ones not built yet built in ``workers`` processes (notes, vitals
+        and EHR read there; images stay on disk). The same records, order and report for any
+        ``workers``."""
+        cache = self._shared["cache"]
+        if self._all_records is None and workers > 0:
+            todo = [k for k in dict.fromkeys(self._index) if k not in cache]
+            for k, rec in zip(todo, self._view(todo).iter(workers=workers, progress=progress,
+                                                          chunksize=max(1, min(16, len(todo) // (4 * workers))))):
+                cache[k] = rec
+        return self.records
+
     @property
     def records(self) -> list[PatientRecord]:
         """Every record, built once and kept (images stay on disk)."""
@@ -559,6 +571,36 @@ class Cohort:
                     cache[k] = self._build(k)
             return [cache[k] for k in self._index]
         return [self._all_records[k] for k in self._index]
+
+    def sources(self, modality: str = "image") -> list[tuple[str, Any]]:
+        """``(patient_id, ImageSource)`` of each patient with a ``modality`` file, without
+        building records (no notes, vitals or EHR read, no image header opened). A file that
+        does not exist or whose format is unknown is an error in :attr:`report` instead."""
+        from .io import get_reader, infer_format
+        from .records import ImageSource
+
+        base = self.manifest.parent if self.manifest else Path(".")
+        out = []
+        for row in self.rows:
+            value = row.get(f"{modality}_path")
+            if not value:
+                continue
+            pid, path = str(row["patient_id"]), _resolve(base, str(value))
+            try:
+                if not path.exists():
+                    raise ReadError(f"{modality} file does not exist", path=path,
+                                    hint="check the path in the manifest (relative paths are resolved against "
+                                    "the manifest's folder)")
+                fmt = row.get(f"{modality}_format") or infer_format("image", path, name=modality)
+                get_reader("image", fmt)
+            except MedmmError as exc:
+                if self.strict:
+                    raise
+                self._note([Problem("error", str(exc), row=row.get("_row"), column=f"{modality}_path",
+                                    path=exc.path, patient_id=pid, modality=modality)])
+                continue
+            out.append((pid, ImageSource.of(path.resolve(), fmt)))
+        return out
 
     @property
     def rows(self) -> list[dict[str, Any]]:

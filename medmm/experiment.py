@@ -388,7 +388,8 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities)
     elif not isinstance(cohort, Cohort):  # a list of records
         cohort = Cohort.from_records(list(cohort), manifest=manifest)
-    records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
+    # built once (notes, vitals, EHR read, in preprocess.workers processes; images stay on disk)
+    records = cohort.build_records(workers=cfg.preprocess.workers, progress=progress)
     timings["load_s"] = time.perf_counter() - t0
     tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
     if not tasks:
