@@ -227,3 +227,21 @@ def test_sources_build_no_record_and_report_a_missing_file(nifti_cohort, tmp_pat
     lazy = {r.patient_id: r.image.source for r in load_cohort(nifti_cohort, progress=False).records
             if r.present["image"]}
     assert {pid: s for pid, s in got} == {pid: lazy[pid] for pid, _ in got}  # the cache keys training uses
+
+
+def test_dicom_shape_comes_from_headers_and_a_read_for_it_keeps_the_header(tiny_cohort, monkeypatch):
+    recs = [r for r in load_cohort(tiny_cohort, progress=False).records if r.present["image"]][:2]
+    eager = read_modality("image", recs[0].image.source.path)
+    reads: list[str] = []
+    real = ImageSource.read
+    monkeypatch.setattr(ImageSource, "read", lambda self: reads.append(self.path) or real(self))
+    img = recs[0].image
+    assert img.shape == eager.data.shape == (16, 16, 16) and reads == []  # slice headers only
+    assert np.allclose(img.affine, eager.affine) and len(reads) == 1
+    assert np.array_equal(img.loaded().data, eager.data) and len(reads) == 2 and not img.in_memory
+    # resampling may change the grid: the shape is read, and that read's header is kept
+    src = ImageSource.of(recs[1].image.source.path, "dicom", irregular="resample")
+    other = Image(source=src)
+    assert other.shape == (16, 16, 16) and len(reads) == 3
+    assert np.allclose(other.affine, read_modality("image", src.path).affine) and other.meta and len(reads) == 3
+    assert len(pickle.dumps(other)) < 20_000  # the kept header pickles, the voxels do not
