@@ -31,9 +31,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PeakRSS  # noqa: E402
 
 _WRAP = """
 import json, resource, subprocess, sys
@@ -53,41 +55,15 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     """Run ``cmd``; wall seconds, peak RSS of its process tree (MB, polled every 50 ms), the
     largest single descendant's ``ru_maxrss`` (MB), the CPU seconds of the tree and the machine's
     1-minute load average at the end. Raises when it fails, with its log's tail."""
-    import psutil
-
     stats = log.with_suffix(".rusage.json")
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", _WRAP, str(stats), *cmd], stdout=fh, stderr=subprocess.STDOUT,
                                 env=env)
-    peak = 0
-    done = threading.Event()
-
-    def poll() -> None:
-        nonlocal peak
-        try:
-            root = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not done.is_set():
-            total = 0
-            try:
-                for p in root.children(recursive=True):
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-            except psutil.NoSuchProcess:
-                return
-            peak = max(peak, total)
-            done.wait(0.05)
-
-    th = threading.Thread(target=poll, daemon=True)
-    th.start()
-    rc = proc.wait()
-    wall = time.perf_counter() - t0
-    done.set()
-    th.join()
+    with PeakRSS(proc.pid, include_root=False) as mem:  # the command's tree, not the waiting wrapper
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+    peak = mem.peak
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
     ru = json.loads(stats.read_text())
