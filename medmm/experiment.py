@@ -499,6 +499,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         timings["total_s"] = time.perf_counter() - t0
         if result.step_s > 0:
             timings["data_wait_share"] = result.data_wait_s / result.step_s
+            timings["data_wait_s"] = result.data_wait_s
         tracker.log_metrics(dict(timings))
         if main:
             (out_dir / "run.json").write_text(json.dumps({
