@@ -136,7 +136,7 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
     Under ``torchrun`` or Ray Train every rank fills its share of the images (every
     ``world_size``-th from its rank) into the shared cache, and the ranks then exchange their
     results (one ``all_gather_object``, which is also the barrier), so every rank knows every
-    image's status without scanning the cache again. ``computed`` counts all ranks' work.
+    image's status without scanning the cache again. ``computed`` counts this rank's work.
     """
     from .distributed import dist_info
 
@@ -160,8 +160,10 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
             results: list[tuple[str, str]] = [None] * len(sources)  # type: ignore[list-item]
             for rank, part in enumerate(shares):
                 results[rank::info.world_size] = part
+            counts["computed"] += sum(st == "computed" for st, _ in share)
         else:
             results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress)
+            counts["computed"] += sum(st == "computed" for st, _ in results)
         for (ds, i, _), (status, err) in zip(todo, results):
             if status == "error":
                 counts["failed"] += 1
@@ -169,7 +171,6 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
                 if report is not None:
                     report.add("error", err, patient_id=ds.items[i]["id"], modality=m, column=f"{m}_path")
         counts["images"] += len(todo)
-        counts["computed"] += sum(s == "computed" for s, _ in results)
     return counts
 
 
