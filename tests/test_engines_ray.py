@@ -34,30 +34,6 @@ def test_an_unreachable_cluster_is_a_clear_error(tiny_cohort, scheme, tmp_path):
     assert not ray.is_initialized()
 
 
-def test_a_failed_job_is_one_engine_error_with_what_was_kept():
-    """Scoring and map_rows share one translation: the address, what was being done, and how far
-    the job got when it failed (counted then, not when the job started); a medmm error raised
-    inside a task comes out as itself."""
-    from medmm.engines.ray_engine import _job_errors
-    from medmm.errors import ReadError
-
-    done = 0
-    with pytest.raises(EngineError, match=r"cluster at 10\.0\.0\.7:6379 failed while scoring m\.csv "
-                                          r"\(NodeDiedError: node died\); 3 of 7 batches") as e:
-        with _job_errors("10.0.0.7:6379", " while scoring m.csv", lambda: f"{done} of 7 batches are written"):
-            done = 3
-            raise ray.exceptions.NodeDiedError("node died")
-    assert e.value.hint == "run the same command again to resume from them"
-    bad = ReadError("not a readable CSV", path="v.csv")
-    with pytest.raises(ReadError) as e2:
-        with _job_errors("auto", "", lambda: ""):
-            try:
-                raise bad
-            except ReadError as inner:
-                raise RuntimeError("task failed") from inner  # as Ray wraps a task's exception
-    assert e2.value is bad
-
-
 def test_an_unknown_engine_is_refused(tiny_cohort):
     from medmm.evaluate.scoring import score_cohort
 

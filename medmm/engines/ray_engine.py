@@ -21,8 +21,7 @@ import pickle
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -344,8 +343,7 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
                         num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
                         fn_constructor_kwargs={"bundle": ref, "digest": digest, "subsets": subset_list,
                                                "device": device, "cache_encoders": cache_encoders})
-    with _job_errors(where, f" while scoring {manifest}",
-                     lambda: f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}"):
+    try:
         for out in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for k, blob in zip(out["k"], out["part"]):
                 batch_rows, masked, probs = pickle.loads(blob)
@@ -353,23 +351,16 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
                 problems.extend(probs)
                 written += 1
                 bar.update(len(batch_rows))
-
-
-@contextmanager
-def _job_errors(where: str, doing: str, kept: Callable[[], str]) -> Iterator[None]:
-    """A running Ray job's failure as one :class:`EngineError` naming the cluster, what was
-    being done and what is kept for a re-run (``kept()``, asked when it fails); a
-    :class:`MedmmError` raised inside a task comes out as itself."""
-    try:
-        yield
     except MedmmError:
         raise
     except Exception as exc:
         cause = _medmm_cause(exc)
         if cause is not None:
             raise cause from exc
-        raise EngineError(f"the Ray cluster at {where} failed{doing} ({type(exc).__name__}: {str(exc)[:300]}); "
-                          f"{kept()}", hint="run the same command again to resume from them") from exc
+        raise EngineError(
+            f"the Ray cluster at {where} failed while scoring {manifest} ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"{written} of {len(starts)} batches of {batch_size} patients are written in {parts}",
+            hint="run the same command again to resume from them") from exc
 
 
 # --------------------------------------------------------------------------- rows
@@ -393,7 +384,7 @@ def map_rows_ray(todo: list[tuple[str, dict]], fn: Callable[[dict], Any], done: 
     pending: dict[Any, str] = {}
     queue = list(todo)
     n_done = 0
-    with _job_errors(where, "", lambda: f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}"):
+    try:
         while queue or pending:
             while queue and len(pending) < window:
                 k, row = queue.pop(0)
@@ -402,3 +393,12 @@ def map_rows_ray(todo: list[tuple[str, dict]], fn: Callable[[dict], Any], done: 
             for r in ready:
                 done(pending.pop(r), ray.get(r))
                 n_done += 1
+    except MedmmError:
+        raise
+    except Exception as exc:
+        cause = _medmm_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise EngineError(f"the Ray cluster at {where} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                          f"{n_done} of {len(todo)} rows were done and recorded in {state_dir}",
+                          hint="run the same command again to resume from them") from exc
