@@ -20,7 +20,6 @@ import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PeakRSS  # noqa: E402
 
 VITALS = [("8867-4", "Heart rate", "/min", 60, 110), ("9279-1", "Respiratory rate", "/min", 12, 24),
           ("59408-5", "Oxygen saturation", "%", 92, 100), ("8310-5", "Body temperature", "Cel", 36.2, 38.5),
@@ -161,43 +162,6 @@ def generate(folder: Path, n: int, mb: float, seed: int) -> int:
         (folder / f"patient_{i:05d}.json").write_bytes(data)
         total += len(data)
     return total
-
-
-class PeakRSS:
-    """Peak resident memory of this process and its children (sampled every 50 ms)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            total = 0
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> "PeakRSS":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
 
 
 def main(argv: list[str] | None = None) -> int:

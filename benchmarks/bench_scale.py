@@ -7,8 +7,10 @@ every command a subprocess of this script:
 * ``medmm preprocess --workers 1`` and ``--workers 2``, each on an empty cache: patients/s (wall);
 * ``medmm train --epochs 1`` twice, first on an empty cache, then on the full one: the epoch's
   time is ``prefill_s + train_loop_s`` as logged to MLflow (filling the image cache, all hits when
-  warm, then the epoch's training loop and validation), and the peak RSS of the process tree (``medmm train`` and its workers, summed, polled with
-  psutil; the largest single process's ``ru_maxrss`` is in ``*_max_process_rss_mb``);
+  warm, then the epoch's training loop and validation); the data pass alone is ``prefill_s +
+  data_wait_s`` (the loop's waits for batches), the part a cache can make faster; and the peak
+  RSS of the process tree (``medmm train`` and its workers, summed, polled with psutil; the
+  largest single process's ``ru_maxrss`` is in ``*_max_process_rss_mb``);
 * ``medmm evaluate`` of the trained model with ``--engine local --workers 2`` (peak RSS, wall) and
   with ``--engine ray`` on a local two-node Ray cluster (``ray.cluster_utils.Cluster``, one CPU per
   node, started before timing); predictions compared.
@@ -31,9 +33,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PeakRSS  # noqa: E402
 
 _WRAP = """
 import json, resource, subprocess, sys
@@ -53,41 +57,15 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     """Run ``cmd``; wall seconds, peak RSS of its process tree (MB, polled every 50 ms), the
     largest single descendant's ``ru_maxrss`` (MB), the CPU seconds of the tree and the machine's
     1-minute load average at the end. Raises when it fails, with its log's tail."""
-    import psutil
-
     stats = log.with_suffix(".rusage.json")
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", _WRAP, str(stats), *cmd], stdout=fh, stderr=subprocess.STDOUT,
                                 env=env)
-    peak = 0
-    done = threading.Event()
-
-    def poll() -> None:
-        nonlocal peak
-        try:
-            root = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not done.is_set():
-            total = 0
-            try:
-                for p in root.children(recursive=True):
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-            except psutil.NoSuchProcess:
-                return
-            peak = max(peak, total)
-            done.wait(0.05)
-
-    th = threading.Thread(target=poll, daemon=True)
-    th.start()
-    rc = proc.wait()
-    wall = time.perf_counter() - t0
-    done.set()
-    th.join()
+    with PeakRSS(proc.pid, include_root=False) as mem:  # the command's tree, not the waiting wrapper
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+    peak = mem.peak
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
     ru = json.loads(stats.read_text())
@@ -114,8 +92,11 @@ def _train_seconds(out_dir: Path) -> dict[str, float]:
 
     run = json.loads((out_dir / "run.json").read_text())
     m = MlflowClient(tracking_uri=run["tracking_uri"]).get_run(run["run_id"]).data.metrics
-    out = {k: m[k] for k in ("train_s", "load_s", "total_s", "prefill_s", "train_loop_s") if k in m}
+    out = {k: m[k] for k in ("train_s", "load_s", "total_s", "prefill_s", "train_loop_s", "data_wait_s") if k in m}
     out["epoch_s"] = out["prefill_s"] + out["train_loop_s"]  # filling the cache (hits when warm) + the epoch
+    # the data pass alone: filling the cache plus the training loop's waits for batches (reads of
+    # cached tensors, augmentation, collation not hidden behind the model's step)
+    out["data_pass_s"] = out["prefill_s"] + out.get("data_wait_s", 0.0)
     return out
 
 
@@ -171,6 +152,9 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
         secs = _train_seconds(out)
         row[f"train_epoch_s_{phase}"] = round(secs["epoch_s"], 2)
         row[f"train_prefill_s_{phase}"] = round(secs["prefill_s"], 2)
+        row[f"train_data_pass_s_{phase}"] = round(secs["data_pass_s"], 2)
+        row[f"train_loop_s_{phase}"] = round(secs["train_loop_s"], 2)
+        row[f"train_load_s_{phase}"] = round(secs["load_s"], 2)
         row[f"train_s_{phase}"] = round(secs["train_s"], 2)
         row[f"train_{phase}_wall_s"] = round(r["wall_s"], 2)
         row[f"train_{phase}_cpu_s"] = round(r["cpu_s"], 2)
@@ -236,6 +220,9 @@ def report(rows: list[dict[str, object]]) -> None:
         if r.get("train_prefill_s_warm"):
             print(f"         (of which filling the cache: cold {r['train_prefill_s_cold']:.1f} s, warm "
                   f"{r['train_prefill_s_warm']:.1f} s; the rest is the model's training loop)")
+        if r.get("train_data_pass_s_warm"):
+            data = r["train_data_pass_s_cold"] / r["train_data_pass_s_warm"]
+            _check(f"[{n}] cold / warm data pass (cache fill + batch waits)", data, ">= 5x", data >= 5)
         if r.get("ray_evaluate_s") is not None:
             ray = r["ray_evaluate_s"] / r["local_evaluate_s"]
             _check(f"[{n}] evaluate ray / local process pool", ray, "<= 1.3x", ray <= 1.3)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import schemas as _schemas
-from .errors import ManifestError, MedmmError
+from .errors import ManifestError, MedmmError, ReadError
 from .problems import Problem, ProblemReport
 from .records import MODALITIES, Missing, ModalitySpec, PatientRecord
 from .schemas import load_schema
@@ -553,6 +553,18 @@ class Cohort:
         finally:
             bar.close()
 
+    def build_records(self, *, workers: int = 0, progress: bool = False) -> list[PatientRecord]:
+        """:attr:`records`, the ones not built yet built in ``workers`` processes (notes, vitals
+        and EHR read there; images stay on disk). The same records, order and report for any
+        ``workers``."""
+        cache = self._shared["cache"]
+        if self._all_records is None and workers > 0:
+            todo = [k for k in dict.fromkeys(self._index) if k not in cache]
+            for k, rec in zip(todo, self._view(todo).iter(workers=workers, progress=progress,
+                                                          chunksize=max(1, min(16, len(todo) // (4 * workers))))):
+                cache[k] = rec
+        return self.records
+
     @property
     def records(self) -> list[PatientRecord]:
         """Every record, built once and kept (images stay on disk)."""
@@ -563,6 +575,36 @@ class Cohort:
                     cache[k] = self._build(k)
             return [cache[k] for k in self._index]
         return [self._all_records[k] for k in self._index]
+
+    def sources(self, modality: str = "image") -> list[tuple[str, Any]]:
+        """``(patient_id, ImageSource)`` of each patient with a ``modality`` file, without
+        building records (no notes, vitals or EHR read, no image header opened). A file that
+        does not exist or whose format is unknown is an error in :attr:`report` instead."""
+        from .io import get_reader, infer_format
+        from .records import ImageSource
+
+        base = self.manifest.parent if self.manifest else Path(".")
+        out = []
+        for row in self.rows:
+            value = row.get(f"{modality}_path")
+            if not value:
+                continue
+            pid, path = str(row["patient_id"]), _resolve(base, str(value))
+            try:
+                if not path.exists():
+                    raise ReadError(f"{modality} file does not exist", path=path,
+                                    hint="check the path in the manifest (relative paths are resolved against "
+                                    "the manifest's folder)")
+                fmt = row.get(f"{modality}_format") or infer_format("image", path, name=modality)
+                get_reader("image", fmt)
+            except MedmmError as exc:
+                if self.strict:
+                    raise
+                self._note([Problem("error", str(exc), row=row.get("_row"), column=f"{modality}_path",
+                                    path=exc.path, patient_id=pid, modality=modality)])
+                continue
+            out.append((pid, ImageSource.of(path.resolve(), fmt)))
+        return out
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -716,17 +758,16 @@ def row_to_record(
         try:
             if kind == "image":  # voxels stay on disk until used
                 value = lazy_image(_resolve(base, str(value)), row.get(f"{m}_format"), name=m)
-            else:
+            else:  # a reader reports the rows it left out (a bad row, an unknown code) into `found`
+                found = ProblemReport()
                 value = read_modality(
                     kind, _resolve(base, str(value)), row.get(f"{m}_format"), name=m, patient_id=pid,
-                    index_time=index_time,
+                    index_time=index_time, report=found,
                 )
-            rec.modalities[m] = value
-            # readers collect per-row problems (a dropped bad row, an unknown code) instead of failing
-            for prob in getattr(value, "problems", None) or []:
                 if report is not None:
-                    report.add("warning", str(prob), row=row_index, column=f"{m}_path", patient_id=pid,
-                               modality=m, path=getattr(prob, "path", None))
+                    report.extend(p.located(row=row_index, column=f"{m}_path", patient_id=pid, modality=m)
+                                  for p in found)
+            rec.modalities[m] = value
         except MedmmError as exc:
             if strict:
                 raise

@@ -361,7 +361,8 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities)
     elif not isinstance(cohort, Cohort):  # a list of records
         cohort = Cohort.from_records(list(cohort), manifest=manifest)
-    records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
+    # built once (notes, vitals, EHR read, in preprocess.workers processes; images stay on disk)
+    records = cohort.build_records(workers=cfg.preprocess.workers, progress=progress)
     timings["load_s"] = time.perf_counter() - t0
     tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
     if not tasks:
@@ -473,6 +474,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         timings["total_s"] = time.perf_counter() - t0
         if result.step_s > 0:
             timings["data_wait_share"] = result.data_wait_s / result.step_s
+            timings["data_wait_s"] = result.data_wait_s
         tracker.log_metrics(dict(timings))
         if main:
             (out_dir / "run.json").write_text(json.dumps({

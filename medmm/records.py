@@ -257,9 +257,19 @@ class ImageProxy:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The voxel shape: from the headers where the format allows it (DICOM: the stack's
+        slice headers, no pixel read), else from one read whose header is then kept
+        (:attr:`header`), so the image's ``affine`` and ``meta`` do not read it again."""
         if self._shape is None:
-            self._shape = tuple(self.source.read().data.shape)
+            self._shape = _header_shape(self.source)
+        if self._shape is None:
+            full = self.source.read()
+            self._shape, self.dtype = tuple(full.data.shape), full.data.dtype
+            self.header = (full.affine, dict(full.meta))
         return self._shape
+
+    #: ``(affine, meta)`` learned by a read made for :attr:`shape`, until the image takes it
+    header: tuple[np.ndarray, dict[str, Any]] | None = None
 
     @property
     def ndim(self) -> int:
@@ -331,8 +341,14 @@ class Image:
 
     # ----------------------------------------------------------------- lazy parts
 
-    def _read_header(self) -> "Image":
-        """Read the source (the whole image) to learn the header; keep the header only."""
+    def _read_header(self) -> "Image | None":
+        """Read the source (the whole image) to learn the header; keep the header only.
+        ``None`` when the proxy already read it (for its shape): nothing is read again."""
+        known = getattr(self.dataobj, "header", None)
+        if known is not None:
+            self._affine, self._meta = known
+            self.dataobj.header = None
+            return None
         full = self.source.read()  # type: ignore[union-attr]
         self._affine = full.affine
         self._meta = dict(full.meta)
@@ -396,8 +412,10 @@ class Image:
             return self
         if self._affine is not None and self._meta is not None and getattr(self.dataobj, "_slicer", None) is not None:
             return Image(np.asarray(self.dataobj), self._affine, self._meta)
-        full = self._read_header()
-        return Image(full.data, full.affine, full.meta)
+        full = None if self._affine is not None and self._meta is not None else self._read_header()
+        if full is None:  # the header is known: read the voxels only
+            full = self.source.read()  # type: ignore[union-attr]
+        return Image(full.data, self.affine, self.meta)
 
     def uncache(self) -> None:
         """Drop the voxels held in memory (an image with a source reads them again on demand)."""
@@ -420,9 +438,10 @@ class Image:
     def shape(self) -> tuple[int, ...]:
         if self._data is not None:
             return tuple(self._data.shape)
-        if getattr(self.dataobj, "_shape", 1) is None:
-            self._read_header()
-        return tuple(self.dataobj.shape)
+        shape = tuple(self.dataobj.shape)  # from headers where the format allows it
+        if getattr(self.dataobj, "header", None) is not None:
+            self._read_header()  # the proxy read the image for it: keep its header, read nothing more
+        return shape
 
     @property
     def dtype(self) -> np.dtype:
@@ -452,6 +471,30 @@ class Image:
         sp = ", ".join(f"{s:.3g}" for s in self.spacing)
         lazy = "" if self.in_memory else ", lazy"
         return f"Image(shape={self.shape}, spacing=({sp}) mm, dtype={self.dtype}{lazy}{where})"
+
+
+def _header_shape(source: ImageSource) -> tuple[int, ...] | None:
+    """The shape the reader will return, from headers only, where that is certain: a DICOM
+    series of one regular stack (one or several volumes) read without resampling. ``None``
+    otherwise (the caller reads the image)."""
+    if source.format != "dicom":
+        return None
+    opts = dict(source.options)
+    if opts.get("irregular", "error") == "resample":
+        return None
+    from .errors import MedmmError
+    from .io.dicom import list_series
+
+    try:
+        stacks = list_series(source.path)
+    except MedmmError:
+        return None  # the read reports it
+    uid = opts.get("series_uid")
+    chosen = [s for s in stacks if uid is None or uid in (s.id, s.uid)]
+    if len(chosen) != 1 or len(chosen[0].volumes[0]) < 2 or chosen[0].problems:
+        return None  # several stacks, a projection image or a geometry problem: the reader decides
+    shape = chosen[0].shape
+    return shape[:3] if opts.get("volume") is not None else shape
 
 
 def _slicer_for(source: ImageSource) -> Any:

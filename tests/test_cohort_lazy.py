@@ -84,6 +84,37 @@ def test_workers_build_the_same_records_and_report(tiny_cohort):
     assert [str(p) for p in a.report] == [str(p) for p in b.report]
 
 
+def _same_record(x, y) -> None:
+    assert (x.patient_id, x.pattern, x.labels, x.split, x.index_time) == (y.patient_id, y.pattern, y.labels, y.split,
+                                                                          y.index_time)
+    if x.present["notes"]:
+        assert [(n.time, n.note_type, n.text) for n in x.notes.notes] == [(n.time, n.note_type, n.text)
+                                                                          for n in y.notes.notes]
+    if x.present["vitals"]:
+        assert x.vitals.frame.equals(y.vitals.frame)
+    if x.present["ehr"]:
+        assert x.ehr.values == y.ehr.values
+    if x.present["image"]:
+        assert x.image.source == y.image.source and not x.image.in_memory and not y.image.in_memory
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_build_records_in_workers_gives_the_serial_records_order_and_report(tiny_cohort, workers):
+    serial = load_cohort(tiny_cohort, progress=False)
+    pooled = load_cohort(tiny_cohort, progress=False)
+    built = {r.patient_id: r for r in pooled.split("train").records}  # built and kept: only the rest go to the pool
+    records = pooled.build_records(workers=workers)
+    assert 0 < len(built) < 40 and all(built[r.patient_id] is r for r in records if r.patient_id in built)
+    expected = serial.build_records(workers=0)
+    assert len(records) == len(expected) == 40 and sum(r.present["vitals"] for r in records) > 20
+    for x, y in zip(expected, records):
+        _same_record(x, y)
+    assert pooled.records[5] is records[5]  # kept: not built again
+    assert [str(p) for p in serial.report] == [str(p) for p in pooled.report]
+    train = load_cohort(tiny_cohort, progress=False).split("train")
+    assert [r.patient_id for r in train.build_records(workers=workers)] == train.patient_ids
+
+
 def test_views_index_and_add(tiny_cohort):
     c = load_cohort(tiny_cohort, progress=False)
     tr, va = c.split("train"), c.split("val")
@@ -176,3 +207,41 @@ def test_real_files_from_other_tools_read_lazily_as_eagerly(tmp_path):
     got = pickle.loads(pickle.dumps(b))
     np.testing.assert_array_equal(got.data, read_modality("image", tmp_path / "b").data)
     assert got.meta["Modality"] == "CT"
+
+
+def test_sources_build_no_record_and_report_a_missing_file(nifti_cohort, tmp_path, monkeypatch):
+    import pandas as pd
+
+    df = pd.read_csv(nifti_cohort)
+    df["image_path"] = [str((nifti_cohort.parent / p).resolve()) if isinstance(p, str) else p for p in df["image_path"]]
+    with_image = df.index[df["image_path"].notna()]
+    df.loc[with_image[0], "image_path"] = str(tmp_path / "gone.nii.gz")  # deleted after the manifest was written
+    df.to_csv(tmp_path / "m.csv", index=False)
+    cohort = Cohort.from_manifest(tmp_path / "m.csv", modalities=("image",))
+    monkeypatch.setattr(cohort_mod, "row_to_record", lambda *a, **k: pytest.fail("a record was built"))
+    got = cohort.sources("image")
+    assert len(got) == len(with_image) - 1 and all(s.format == "nifti" for _, s in got)
+    (err,) = cohort.report.errors
+    assert err.patient_id == df.loc[with_image[0], "patient_id"] and "does not exist" in err.message
+    monkeypatch.undo()
+    lazy = {r.patient_id: r.image.source for r in load_cohort(nifti_cohort, progress=False).records
+            if r.present["image"]}
+    assert {pid: s for pid, s in got} == {pid: lazy[pid] for pid, _ in got}  # the cache keys training uses
+
+
+def test_dicom_shape_comes_from_headers_and_a_read_for_it_keeps_the_header(tiny_cohort, monkeypatch):
+    recs = [r for r in load_cohort(tiny_cohort, progress=False).records if r.present["image"]][:2]
+    eager = read_modality("image", recs[0].image.source.path)
+    reads: list[str] = []
+    real = ImageSource.read
+    monkeypatch.setattr(ImageSource, "read", lambda self: reads.append(self.path) or real(self))
+    img = recs[0].image
+    assert img.shape == eager.data.shape == (16, 16, 16) and reads == []  # slice headers only
+    assert np.allclose(img.affine, eager.affine) and len(reads) == 1
+    assert np.array_equal(img.loaded().data, eager.data) and len(reads) == 2 and not img.in_memory
+    # resampling may change the grid: the shape is read, and that read's header is kept
+    src = ImageSource.of(recs[1].image.source.path, "dicom", irregular="resample")
+    other = Image(source=src)
+    assert other.shape == (16, 16, 16) and len(reads) == 3
+    assert np.allclose(other.affine, read_modality("image", src.path).affine) and other.meta and len(reads) == 3
+    assert len(pickle.dumps(other)) < 20_000  # the kept header pickles, the voxels do not

@@ -43,12 +43,12 @@ def logged(tiny_cohort, tiny_loaded, uri, tmp_path_factory):
     from medmm.experiment import run_experiment
 
     out = tmp_path_factory.mktemp("run")
-    # images read in 2 DataLoader workers through the on-disk cache (the in-memory path is the default
-    # in the other runs)
+    # records built from the manifest in 2 processes (preprocess.workers), images read in 2 DataLoader
+    # workers through the on-disk cache (the in-memory path is the default in the other runs)
     cfg = _cfg(tiny_cohort, out, uri, train={"loss": "weighted_bce", "pos_weight": "auto", "num_workers": 2},
-               preprocess={"cache_dir": str(out / "image_cache")},
+               preprocess={"cache_dir": str(out / "image_cache"), "workers": 2},
                tracking={"register_model": "tiny-model", "run_name": "logged"})
-    return run_experiment(config=cfg, cohort=tiny_loaded, progress=False), out
+    return run_experiment(config=cfg, progress=False), out
 
 
 def test_run_logs_params_config_environment_plots_and_model(logged, uri):

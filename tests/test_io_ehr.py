@@ -24,6 +24,7 @@ from medmm.io.ehr import (
     window_events,
 )
 from medmm.io.fhir import load_bundle
+from medmm.problems import ProblemReport
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fhir_factory import patient_bundle, write_bundle  # noqa: E402
@@ -95,9 +96,10 @@ def test_long_table_roundtrip(tmp_path, suffix):
         ev.to_csv(p, index=False)
     else:
         ev.to_parquet(p)
-    tab = read_modality("ehr", p, patient_id="A", index_time=INDEX)
+    tab_found = ProblemReport()
+    tab = read_modality("ehr", p, patient_id="A", index_time=INDEX, report=tab_found)
     assert tab.values["lab:2524-7"] == 2.5 and tab.values["medication:860975"] == 1
-    assert tab.problems == []
+    assert tab_found.problems == []
     b = read_ehr_long(p, patient_id="B", index_time=INDEX)
     assert b.values["lab:2524-7"] == 1.0 and "sex" not in b.values
     with pytest.raises(ReadError, match="no event for patient"):
@@ -113,8 +115,9 @@ def test_long_table_bad_rows_reported(tmp_path):
     ev.loc[3, "time"] = "2024-06-01T13:00:00+02:00"  # zoned among naive: 11:00 UTC, in
     p = tmp_path / "ehr.events.csv"
     ev.to_csv(p, index=False)
-    tab = read_ehr_long(p, patient_id="A", index_time=INDEX)
-    by = {(e.row, e.column): e.message for e in tab.problems}
+    tab_found = ProblemReport()
+    tab = read_ehr_long(p, patient_id="A", index_time=INDEX, report=tab_found)
+    by = {(e.row, e.column): e.message for e in tab_found.problems}
     assert "not an ISO 8601" in by[(2, "time")] and "no time" in by[(8, "time")]
     assert tab.values["lab:2524-7"] == 2.5 and "medication:860975" not in tab.values
     assert len(load_events(p)) == len(ev) - 2
@@ -136,7 +139,8 @@ def test_wide_csv_and_parquet(tmp_path):
 
 def test_fhir_bundle_features(tmp_path):
     p = write_bundle(tmp_path / "p1.json", patient_bundle("p1"))
-    tab = read_modality("ehr", p, index_time=INDEX)
+    tab_found = ProblemReport()
+    tab = read_modality("ehr", p, index_time=INDEX, report=tab_found)
     v = tab.values
     assert v["sex"] == "female" and v["age"] == pytest.approx(64.08, abs=0.01)
     assert v["lab:2524-7"] == 2.5 and v["lab:2951-2"] == 140.0  # 9.9 after, 120 outside the window
@@ -144,7 +148,7 @@ def test_fhir_bundle_features(tmp_path):
     assert "condition:195967001" not in v and "condition:91302008" not in v
     assert v["medication:860975"] == 1 and "medication:1049221" not in v
     assert v["n_encounter"] == 2 and v["n_imaging"] == 1
-    assert tab.units["lab:2524-7"] == "mmol/L" and tab.problems == []
+    assert tab.units["lab:2524-7"] == "mmol/L" and tab_found.problems == []
     # the same features when everything after the index is removed from the bundle
     b = patient_bundle("p1")
     events = events_from_bundle(load_bundle(data=b))
@@ -173,8 +177,9 @@ def test_fhir_validation_reports_fields(tmp_path):
     assert fb.counts["Claim"] == 1
     strict = load_bundle(p, validate=True)
     assert any(e.row == 9 and "valueQuantity.value" in e.column for e in strict.problems)
-    tab = read_ehr_fhir(p, index_time=INDEX)
-    assert tab.values["lab:2524-7"] == 2.0 and len(tab.problems) == 4  # the rest still loads
+    tab_found = ProblemReport()
+    tab = read_ehr_fhir(p, index_time=INDEX, report=tab_found)
+    assert tab.values["lab:2524-7"] == 2.0 and len(tab_found.problems) == 4  # the rest still loads
     (tmp_path / "broken.json").write_text('{"resourceType": "Bundle", "entry": [')
     with pytest.raises(ReadError, match="not valid JSON") as ei:
         load_bundle(tmp_path / "broken.json")
@@ -228,6 +233,7 @@ def test_fhir_social_history_and_r5_style_docref(tmp_path):
         "content": [{"attachment": {"contentType": "text/plain",
                                     "data": base64.b64encode(b"R5-style context.").decode()}}]}})
     p = write_bundle(tmp_path / "b.json", b)
-    tab = read_ehr_fhir(p, index_time=INDEX)
-    assert tab.values["observation:72166-2"] == "Never smoker" and tab.problems == []
+    tab_found = ProblemReport()
+    tab = read_ehr_fhir(p, index_time=INDEX, report=tab_found)
+    assert tab.values["observation:72166-2"] == "Never smoker" and tab_found.problems == []
     assert any(n.text == "R5-style context." for n in load_bundle(p).notes)

@@ -12,6 +12,7 @@ import pytest
 
 from medmm.errors import ReadError
 from medmm.io import read_modality
+from medmm.problems import ProblemReport
 from medmm.io.notes import load_notes_table, read_fhir_notes, read_notes_table, read_text_note
 from medmm.preprocess.notes_nlp import (
     FindingExtractor,
@@ -77,14 +78,15 @@ def test_jsonl_bad_lines_reported_rest_loads(tmp_path):
     latin = latin.replace(b"XX", "fébrile".encode("latin-1"))
     naive = json.dumps({"patient_id": "A", "time": "2024-01-01T10:00:00", "text": "naive"}).encode()
     p.write_bytes(b"\n".join([good, b"{not json", latin, b"[1, 2]", naive]) + b"\n")
-    notes = read_notes_table(p, patient_id="A")
+    notes_found = ProblemReport()
+    notes = read_notes_table(p, patient_id="A", report=notes_found)
     assert [n.text for n in notes.notes] == ["ok one", "naive"]
-    msgs = {(e.row, e.column): e.message for e in notes.problems}
+    msgs = {(e.row, e.column): e.message for e in notes_found.problems}
     assert "not valid JSON" in msgs[(1, None)]
     assert "not UTF-8" in msgs[(2, "text")]
     assert "not an object" in msgs[(3, None)]
     assert "naive timestamp" in msgs[(4, "time")]
-    assert all(e.path == str(p) for e in notes.problems)
+    assert all(e.path == str(p) for e in notes_found.problems)
     with pytest.raises(ReadError):
         read_notes_table(p, patient_id="A", strict=True)
 
@@ -93,9 +95,10 @@ def test_csv_not_utf8_row_reported(tmp_path):
     p = tmp_path / "notes.csv"
     p.write_bytes("patient_id,time,text\nA,2024-01-01,bonne\nA,2024-01-02,".encode() + "fébrile".encode("latin-1")
                   + b"\n")
-    notes = read_notes_table(p, patient_id="A")
+    notes_found = ProblemReport()
+    notes = read_notes_table(p, patient_id="A", report=notes_found)
     assert [n.text for n in notes.notes] == ["bonne"]
-    (err,) = notes.problems
+    (err,) = notes_found.problems
     assert err.row == 1 and err.column == "text" and "not UTF-8" in err.message
     assert load_notes_table(p).shape[0] == 1
 
@@ -125,10 +128,11 @@ def test_fhir_document_reference(tmp_path):
                                     "entry": [{"resource": e} for e in entries]})
     p = tmp_path / "b.json"
     p.write_text(bundle.model_dump_json())
-    notes = read_fhir_notes(p, index_time="2024-01-15")
+    notes_found = ProblemReport()
+    notes = read_fhir_notes(p, index_time="2024-01-15", report=notes_found)
     assert [n.text for n in notes.notes] == ["IMPRESSION: No evidence of mass.", "Patient fébrile"]
     assert notes.notes[0].note_type == "Diagnostic imaging study"
-    (err,) = notes.problems
+    (err,) = notes_found.problems
     assert err.row == 1 and "content[0].attachment.data" in err.column and "utf-8" in err.message
     assert read_modality("notes", p).notes[-1].text == "later"
 

@@ -14,6 +14,7 @@ import pytest
 
 from medmm.errors import MedmmError, ReadError
 from medmm.io import infer_format, list_readers, read_modality
+from medmm.problems import Problem, ProblemReport
 from medmm.records import Notes, Tabular, Vitals
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -99,9 +100,13 @@ def test_reader_contract(tmp_path, modality, fmt):
     # the file name tells the format (a WFDB ECG is a .hea like any record: the reader sees the leads)
     assert infer_format(modality, path) == ("wfdb" if fmt == "ecg_wfdb" else fmt)
     index = pd.Timestamp("2030-01-01") if fmt == "ecg_dicom" else INDEX
-    value = read_modality(modality, path, fmt, patient_id=PID, index_time=index)
+    found = ProblemReport()
+    value = read_modality(modality, path, fmt, patient_id=PID, index_time=index, report=found)
     assert isinstance(value, TYPES[modality])
-    assert isinstance(getattr(value, "problems", []), list)
+    assert not hasattr(value, "problems")  # problems go to the report, never onto the value
+    assert all(isinstance(p, Problem) and p.path for p in found)
+    if modality == "image":
+        assert value.source is not None and "report" not in dict(value.source.options)
     if modality == "vitals":
         f = value.frame
         assert list(f.columns) == ["time", "signal", "value", "unit"] and len(f)

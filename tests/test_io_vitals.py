@@ -21,6 +21,7 @@ from medmm.io.vitals import (
 )
 from medmm.io.wfdb_io import read_ecg, read_ecg_heart_rate, read_wfdb_vitals
 from medmm.preprocess.vitals_summary import summarize_vitals
+from medmm.problems import ProblemReport
 
 T0 = pd.Timestamp("2024-01-01T08:00:00")
 
@@ -32,8 +33,9 @@ def test_synthetic_cohort_format_unchanged(tmp_path):
     rows = render_vitals(0.5, 48, np.datetime64("2024-01-03T08:00:00"), np.random.default_rng(0))
     p = tmp_path / "v.csv"
     pd.DataFrame(rows, columns=["time", "signal", "value", "unit"]).to_csv(p, index=False)
-    v = read_modality("vitals", p)
-    assert v.problems == [] and len(v) == len(rows)
+    v_found = ProblemReport()
+    v = read_modality("vitals", p, report=v_found)
+    assert v_found.problems == [] and len(v) == len(rows)
     assert set(v.signals) == {"heart_rate", "resp_rate", "spo2", "sbp", "temperature"}
     assert v.units == {"heart_rate": "bpm", "resp_rate": "/min", "spo2": "%", "sbp": "mmHg", "temperature": "degC"}
     assert v.frame["time"].is_monotonic_increasing
@@ -57,7 +59,8 @@ def test_units_ranges_dedup_and_bad_rows(tmp_path):
         ("yesterday", "HR", "60", "bpm"),  # bad time
         ("2024-01-01T11:00:00", "etco2", "35", "mmHg"),  # unknown signal: kept, unchecked
     ], columns=["time", "signal", "value", "unit"]).to_csv(p, index=False)
-    v = read_vitals_long(p)
+    v_found = ProblemReport()
+    v = read_vitals_long(p, report=v_found)
     f = v.frame.set_index(["time", "signal"])["value"]
     assert f[(T0, "temperature")] == pytest.approx(37.0)
     assert f[(T0, "spo2")] == pytest.approx(95.0)
@@ -66,15 +69,15 @@ def test_units_ranges_dedup_and_bad_rows(tmp_path):
     assert (v.frame["signal"] == "heart_rate").sum() == 2
     assert f[(T0 + pd.Timedelta(hours=3), "etco2")] == 35.0
     assert set(v.frame["unit"][v.frame["signal"] == "temperature"]) == {"degC"}
-    by = {(e.row, e.column): e.message for e in v.problems}
+    by = {(e.row, e.column): e.message for e in v_found.problems}
     assert "averaged" in by[(5, "value")]
     assert "impossible heart_rate value 900" in by[(7, "value")]
     assert "impossible temperature" in by[(8, "value")]
-    assert any("degF" in (e.hint or "") for e in v.problems if e.row == 8)
+    assert any("degF" in (e.hint or "") for e in v_found.problems if e.row == 8)
     assert "cannot be converted" in by[(9, "unit")]
     assert "not a number" in by[(10, "value")]
     assert "not an ISO 8601" in by[(11, "time")]
-    assert all(e.path == str(p) for e in v.problems)
+    assert all(e.path == str(p) for e in v_found.problems)
     with pytest.raises(ReadError, match="averaged|impossible|converted|number|ISO"):
         read_vitals_long(p, strict=True)
 
@@ -93,9 +96,10 @@ def test_mixed_naive_and_zoned_times(tmp_path):
     p = tmp_path / "v.csv"
     pd.DataFrame([("2024-01-01T09:00:00+01:00", "HR", 70, "bpm"), ("2024-01-01T08:30:00", "HR", 71, "bpm")],
                  columns=["time", "signal", "value", "unit"]).to_csv(p, index=False)
-    v = read_vitals_long(p)
+    v_found = ProblemReport()
+    v = read_vitals_long(p, report=v_found)
     assert list(v.frame["time"]) == [T0, T0 + pd.Timedelta(minutes=30)]
-    (e,) = v.problems
+    (e,) = v_found.problems
     assert e.row == 1 and e.column == "time" and "naive" in e.message
 
 
@@ -128,12 +132,13 @@ def test_wfdb_numerics_roundtrip(tmp_path):
     sig[20, 0] = 400.0
     wfdb.wrsamp("num", fs=1, units=["bpm", "1", "pm", "mmHg"], sig_name=["HR", "SpO2", "RESP", "ABP Sys"],
                 p_signal=sig, fmt=["16"] * 4, write_dir=str(tmp_path), base_datetime=dt.datetime(2024, 1, 1, 8))
-    v = read_modality("vitals", tmp_path / "num.hea")
+    v_found = ProblemReport()
+    v = read_modality("vitals", tmp_path / "num.hea", report=v_found)
     counts = v.frame.groupby("signal")["value"].count().to_dict()
     assert counts == {"abp_sys": 600, "heart_rate": 598, "resp_rate": 600, "spo2": 600}
     assert v.frame.loc[v.frame["signal"] == "spo2", "value"].mean() == pytest.approx(97.0, abs=0.01)
     assert v.frame["time"].min() == T0 and v.frame["time"].max() == T0 + pd.Timedelta(seconds=599)
-    (e,) = v.problems
+    (e,) = v_found.problems
     assert e.row == 20 and "impossible heart_rate" in e.message
     cut = read_wfdb_vitals(tmp_path / "num.hea", index_time=T0 + pd.Timedelta(seconds=99))
     assert cut.frame["time"].max() == T0 + pd.Timedelta(seconds=99)
@@ -215,7 +220,8 @@ def test_fhir_vitals_by_loinc(tmp_path):
                                     "entry": [{"resource": e} for e in entries]})
     p = tmp_path / "b.json"
     p.write_text(bundle.model_dump_json())
-    v = read_fhir_vitals(p, index_time="2024-01-01T10:00:00")
+    v_found = ProblemReport()
+    v = read_fhir_vitals(p, index_time="2024-01-01T10:00:00", report=v_found)
     got = dict(zip(v.frame["signal"] + "@" + v.frame["time"].dt.strftime("%H:%M"), v.frame["value"]))
     assert got["heart_rate@08:00"] == 72 and "heart_rate@12:00" not in got
     assert got["spo2@08:05"] == pytest.approx(96.0) and got["spo2@08:10"] == 97
@@ -224,7 +230,7 @@ def test_fhir_vitals_by_loinc(tmp_path):
     assert got["weight@08:00"] == pytest.approx(69.85, abs=0.01)
     assert got["height@08:00"] == pytest.approx(177.8)
     assert got["pain_score@08:00"] == 3
-    (e,) = v.problems
+    (e,) = v_found.problems
     assert e.row == 8 and "unknown LOINC code '99999-9'" in e.message and e.column == "Observation.code"
     assert read_modality("vitals", p).frame["time"].max() == pd.Timestamp("2024-01-01T12:00:00")
 

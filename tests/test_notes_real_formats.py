@@ -7,6 +7,7 @@ import pytest
 
 from medmm.preprocess.notes_nlp import PhiScrubber, classify_note, extract_findings, split_sections
 from medmm.synth.real_notes import CLINICAL_NUMBERS, note_corpus, phi_note
+from medmm.problems import ProblemReport
 
 # An MTSamples transcription as the CSV holds it: one line, inline headings, ".," separators
 MTSAMPLE = (
@@ -159,9 +160,10 @@ def test_mtsamples_table_reads_its_transcription_column(tmp_path):
     from medmm.io.notes import read_notes_table
 
     p = _mtsamples_csv(tmp_path)
-    notes = read_notes_table(p)
+    notes_found = ProblemReport()
+    notes = read_notes_table(p, report=notes_found)
     assert [n.text[:11] for n in notes.notes] == ["SUBJECTIVE:", "HISTORY OF "]
-    (err,) = notes.problems  # the empty transcription is reported, not fatal
+    (err,) = notes_found.problems  # the empty transcription is reported, not fatal
     assert err.row == 1 and err.column == "text"
     desc = read_notes_table(p, text_column="description")
     assert desc.notes[0].text.startswith("A 23-year-old") and len(desc.notes) == 3

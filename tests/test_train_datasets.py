@@ -122,3 +122,47 @@ def test_a_present_only_view_keeps_the_patients_whose_image_is_read_lazily(few, 
     view = DatasetView.of(ds, modalities=("image",), present_only=True)
     assert len(view) == sum(r.present["image"] for r in few) > 0
     assert all(view[i]["values"]["image"] is not None for i in range(len(view)))
+
+
+def _prefill_rank(rank, world, init, records, pre, cache, out):
+    import json
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    from medmm.train import datasets as D
+
+    looked = []
+    real = D._Filler.lookup
+    D._Filler.lookup = lambda self, s: looked.append(s.path) or real(self, s)
+    ds = D.CachedImageDataset(records, pre, ("tumor",), cache_dir=cache)
+    counts = D.prefill_datasets([ds])
+    dropped = [it["id"] for it in ds.items if it["image_sources"].get("image") is None]
+    Path(out, f"{rank}.json").write_text(json.dumps({"counts": counts, "looked": looked, "dropped": dropped}))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_prefill_splits_the_scan_and_shares_every_status(tiny_loaded, tmp_path):
+    """Two gloo ranks: each looks up only its share of the cache (no rescan after the barrier),
+    and both learn which image failed on the other rank."""
+    import dataclasses
+    import json
+    import shutil
+
+    from medmm.records import Image, ImageSource
+
+    recs = [r for r in tiny_loaded.records if r.split == "train" and r.present["image"]][:7]
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(recs)
+    gone = tmp_path / "gone"
+    shutil.copytree(recs[1].image.source.path, gone)
+    recs[1] = dataclasses.replace(recs[1], modalities={**recs[1].modalities,
+                                                        "image": Image(source=ImageSource.of(gone, "dicom"))})
+    shutil.rmtree(gone)  # deleted between validation and training
+    torch.multiprocessing.spawn(_prefill_rank, args=(2, str(tmp_path / "init"), recs, pre, str(tmp_path / "c"),
+                                                     str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    assert [len(g["looked"]) for g in got] == [4, 3]  # every 2nd image from the rank, not all 7 again
+    assert sorted(got[0]["looked"] + got[1]["looked"]) == sorted(r.image.source.path for r in recs)
+    # each rank computed its own share (rank 1's second image is the one that is gone)
+    assert [g["counts"] for g in got] == [{"images": 7, "failed": 1, "computed": 4},
+                                          {"images": 7, "failed": 1, "computed": 2}]
+    assert got[0]["dropped"] == got[1]["dropped"] == [recs[1].patient_id]  # rank 1's failure, known on rank 0

@@ -19,6 +19,7 @@ from medmm.io.vitals import SignalLoss, read_vitals_long
 from medmm.io.wfdb_io import is_ecg_lead, read_wfdb_vitals, sample_times
 from medmm.monitor.health import HealthMonitor, MonitorConfig
 from medmm.monitor.news2 import NEWS2Error, news2
+from medmm.problems import ProblemReport
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -45,7 +46,8 @@ def test_mimic_shifted_dates_read_exactly(tmp_path):
     hea = write_numerics(tmp_path, "p000123-2750-03-04-10-00n",
                          {"HR": ("bpm", hr), "SpO2": ("%", np.full(n, 97.0)), "RESP": ("pm", np.full(n, 16.0))})
     assert "0.0166666667" in hea.read_text().splitlines()[0]
-    v = read_wfdb_vitals(hea)
+    v_found = ProblemReport()
+    v = read_wfdb_vitals(hea, report=v_found)
     f = v.frame
     assert f["time"].dtype == "datetime64[us]"
     hr_rows = f[f["signal"] == "heart_rate"]
@@ -53,7 +55,7 @@ def test_mimic_shifted_dates_read_exactly(tmp_path):
     assert hr_rows["time"].iloc[-1] == pd.Timestamp("2750-03-04T10:00") + pd.Timedelta(minutes=n - 1)
     assert (hr_rows["time"].diff().dropna() == pd.Timedelta(minutes=1)).all()
     assert hr_rows["value"].to_numpy() == pytest.approx(hr)
-    assert set(f["signal"]) == {"heart_rate", "spo2", "resp_rate"} and v.problems == []
+    assert set(f["signal"]) == {"heart_rate", "spo2", "resp_rate"} and v_found.problems == []
     cut = read_wfdb_vitals(hea, index_time="2750-03-04T11:00:00")
     assert cut.frame["time"].max() == pd.Timestamp("2750-03-04T11:00")
 
@@ -132,16 +134,17 @@ def _icu_numerics(n=1936, seed=0):
 
 def test_device_zeros_are_signal_loss_reported_once_per_signal(tmp_path):
     hea = write_numerics(tmp_path, "zeros", _icu_numerics())
-    v = read_wfdb_vitals(hea)
+    v_found = ProblemReport()
+    v = read_wfdb_vitals(hea, report=v_found)
     counts = v.frame.groupby("signal").size().to_dict()
     assert counts["abp_sys"] == 7 and counts["heart_rate"] == 1936 - 40 and counts["spo2"] == 1936 - 12
     assert (v.frame["value"] > 0).all()
-    msgs = {e.column: e.message for e in v.problems}
-    assert len(v.problems) == 3  # one per signal with zeros, not one per sample
+    msgs = {e.column: e.message for e in v_found.problems}
+    assert len(v_found.problems) == 3  # one per signal with zeros, not one per sample
     assert msgs["sig_name[3]"].startswith("1,929 of 1,936 abp_sys readings are 0")
     assert "in 3 run(s)" in msgs["sig_name[3]"]
     assert msgs["sig_name[0]"].startswith("40 of 1,936 heart_rate readings are 0")
-    hr_problem = next(e for e in v.problems if e.column == "sig_name[0]")
+    hr_problem = next(e for e in v_found.problems if e.column == "sig_name[0]")
     assert hr_problem.row == 300 and "signal_loss" in hr_problem.hint
     with pytest.raises(ReadError, match="heart_rate readings are 0"):
         read_wfdb_vitals(hea, strict=True)
@@ -149,8 +152,9 @@ def test_device_zeros_are_signal_loss_reported_once_per_signal(tmp_path):
     kept = read_wfdb_vitals(hea, signal_loss={"ABPSys": False})
     assert (kept.frame["signal"] == "abp_sys").sum() == 1936
     assert (kept.frame["signal"] == "heart_rate").sum() == 1896
-    raw = read_wfdb_vitals(hea, signal_loss=None)
-    assert raw.problems == [] and (raw.frame["value"] == 0).sum() == 1929 + 40 + 12
+    raw_found = ProblemReport()
+    raw = read_wfdb_vitals(hea, signal_loss=None, report=raw_found)
+    assert raw_found.problems == [] and (raw.frame["value"] == 0).sum() == 1929 + 40 + 12
     with pytest.raises(ConfigError, match="signal_loss"):
         read_wfdb_vitals(hea, signal_loss={"HR": "yes"})
 
@@ -164,7 +168,8 @@ def test_frozen_arterial_line_is_a_flatline_but_a_paced_heart_rate_is_not(tmp_pa
     cvp[90:100] = 0  # a CVP of 0 mmHg is real
     hea = write_numerics(tmp_path, "flat", {"HR": ("bpm", np.full(n, 70.0)), "ABPSys": ("mmHg", abp),
                                             "CVP": ("mmHg", cvp)})
-    v = read_wfdb_vitals(hea)
+    v_found = ProblemReport()
+    v = read_wfdb_vitals(hea, report=v_found)
     f = v.frame
     assert (f["signal"] == "heart_rate").sum() == n  # paced at 70 for two hours: physiological
     abp_t = f.loc[f["signal"] == "abp_sys", "time"]
@@ -172,10 +177,11 @@ def test_frozen_arterial_line_is_a_flatline_but_a_paced_heart_rate_is_not(tmp_pa
     assert len(abp_t) == n - 30 and not abp_t.between(t0 + pd.Timedelta(minutes=40),
                                                         t0 + pd.Timedelta(minutes=69)).any()
     assert (f["signal"] == "cvp").sum() == n
-    (p,) = v.problems
+    (p,) = v_found.problems
     assert p.message.startswith("30 of 120 abp_sys readings hold one value for 900 s") and p.row == 40
-    strict = read_wfdb_vitals(hea, signal_loss={"abp_sys": SignalLoss(flat_s=3600)})
-    assert strict.problems == [] and (strict.frame["signal"] == "abp_sys").sum() == n
+    strict_found = ProblemReport()
+    strict = read_wfdb_vitals(hea, signal_loss={"abp_sys": SignalLoss(flat_s=3600)}, report=strict_found)
+    assert strict_found.problems == [] and (strict.frame["signal"] == "abp_sys").sum() == n
 
 
 def test_exported_monitor_csv_opts_in_to_device_rules(tmp_path):
@@ -183,9 +189,10 @@ def test_exported_monitor_csv_opts_in_to_device_rules(tmp_path):
     pd.DataFrame({"time": pd.date_range("2024-01-01", periods=6, freq="min").astype(str),
                   "signal": "HR", "value": [80, 0, 0, 82, 81, 0], "unit": "bpm"}).to_csv(p, index=False)
     assert len(read_vitals_long(p)) == 6  # a charted table: a 0 is the clinician's entry
-    dev = read_vitals_long(p, signal_loss="device")
+    dev_found = ProblemReport()
+    dev = read_vitals_long(p, signal_loss="device", report=dev_found)
     assert list(dev.frame["value"]) == [80, 82, 81]
-    (e,) = dev.problems
+    (e,) = dev_found.problems
     assert e.row == 1 and "3 of 6 heart_rate readings are 0" in e.message and "in 2 run(s)" in e.message
 
 
@@ -298,14 +305,15 @@ def test_waveform_record_read_as_vitals_gives_derived_hr_not_samples(tmp_path):
     wfdb.wrsamp("3000003_0001", fs=fs, units=["mV", "NU", "mmHg", "pm"], sig_name=["II", "PLETH", "ABP", "RESP"],
                 p_signal=np.column_stack([ecg, pleth, abp, resp]), fmt=["16"] * 4, write_dir=str(tmp_path),
                 base_date=dt.date(2750, 3, 4), base_time=dt.time(10, 0))
-    v = read_wfdb_vitals(tmp_path / "3000003_0001.hea")
+    v_found = ProblemReport()
+    v = read_wfdb_vitals(tmp_path / "3000003_0001.hea", report=v_found)
     assert v.signals == ["heart_rate"] and len(v) == secs // 10
     assert v.frame["value"].to_numpy() == pytest.approx(72.0, abs=1.5)
     assert v.frame["time"].iloc[0] == pd.Timestamp("2750-03-04T10:00:10")
     assert v.frame["time"].iloc[-1] == pd.Timestamp("2750-03-04T10:05:00")
-    assert len(v.problems) == 3
-    assert {e.column for e in v.problems} == {"sig_name[1]", "sig_name[2]", "sig_name[3]"}
-    assert all("125 Hz waveform, not a vital-sign numeric" in e.message for e in v.problems)
+    assert len(v_found.problems) == 3
+    assert {e.column for e in v_found.problems} == {"sig_name[1]", "sig_name[2]", "sig_name[3]"}
+    assert all("125 Hz waveform, not a vital-sign numeric" in e.message for e in v_found.problems)
 
 
 def test_waveform_record_without_ecg_is_a_clear_error(tmp_path):

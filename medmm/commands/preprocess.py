@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cohort import Cohort
     from ..models import build_preprocessor
-    from ..records import Missing
     from .train import experiment_config
 
     cfg = experiment_config(args.args, args.config)
@@ -72,12 +71,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..train.datasets import fill_image_cache
 
-        records = list(cohort.iter(workers=args.workers, progress=False))
-        n_patients = len(records)
-        todo = [r for r in records if not isinstance(r.image, Missing) and r.image.source is not None]
-        patients = [r.patient_id for r in todo]
-        results = fill_image_cache([r.image.source for r in todo], step, cache, workers=args.workers,
-                                   progress=progress)
+        todo = cohort.sources("image")  # no record built: the pool reads images only
+        n_patients = len(cohort)
+        patients = [pid for pid, _ in todo]
+        results = fill_image_cache([s for _, s in todo], step, cache, workers=args.workers, progress=progress)
     for pid, (status, err) in zip(patients, results):
         if status == "error":
             cohort.report.add("error", err, patient_id=pid, modality="image", column="image_path")

@@ -217,7 +217,7 @@ def image_source(path: Path, fmt: str, options: dict[str, Any]) -> Any:
     ``None`` when an option is not a plain value (a de-identifier object, say)."""
     from ..records import ImageSource
 
-    keep = {k: v for k, v in options.items() if k not in ("patient_id", "index_time")}
+    keep = {k: v for k, v in options.items() if k not in ("patient_id", "index_time", "report")}
     if not all(isinstance(v, _PLAIN) for v in keep.values()):
         return None
     return ImageSource.of(Path(path).resolve(), fmt, **keep)

@@ -2,9 +2,12 @@
 
 A *problem* is a :class:`~medmm.errors.ReadError` that was collected instead of raised, so
 that one bad record (a malformed row, an unknown code, a non-UTF-8 note) is reported with its
-file, row and field while the rest of the file still loads. Readers that return records keep
-their problems in ``frame.attrs["problems"]`` (vitals, EHR events) or return them beside the
-records (FHIR).
+file, row and field while the rest of the file still loads. Readers hand what they collected
+on through one mechanism, :func:`medmm.problems.report_problems`: each reader takes
+``report: ProblemReport | None`` and adds a :class:`~medmm.problems.Problem` per collected
+error to it (``strict=True`` raises the first instead). Nothing is attached to the returned
+value. A parsed FHIR Bundle keeps its entries' errors in ``bundle.problems`` until a reader
+reports them.
 """
 
 from __future__ import annotations

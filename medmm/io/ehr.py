@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MedmmError, ReadError
+from ..problems import ProblemReport, report_problems
 from ..records import Tabular
 from .common import naive_utc, parse_times, problem, to_timestamp
 
@@ -359,18 +360,22 @@ class EventFeaturizer:
                               vocabulary=self.vocabulary_)
 
 
-def load_events(path: str | Path, *, strict: bool = False) -> "pd.DataFrame":
-    """Load a whole long EHR event table (CSV or Parquet); problems in ``attrs['problems']``
-    as ``(patient_id, ReadError)`` pairs."""
-    p = Path(path)
-    df = _load_events_cached(str(p.resolve()), p.stat().st_mtime)
-    if strict and df.attrs["problems"]:
-        raise df.attrs["problems"][0][1]
+def load_events(path: str | Path, *, strict: bool = False, report: ProblemReport | None = None) -> "pd.DataFrame":
+    """Load a whole long EHR event table (CSV or Parquet). Rows left out (no time, a bad
+    time) go to ``report`` as problems; ``strict=True`` raises the first instead."""
+    df, pairs = _events_and_problems(path)
+    report_problems([e for _, e in pairs], report, strict=strict)
     return df
 
 
+def _events_and_problems(path: str | Path) -> tuple["pd.DataFrame", list[tuple[str | None, MedmmError]]]:
+    """The event table and its problems as ``(patient_id or None, error)`` pairs (cached by mtime)."""
+    p = Path(path)
+    return _load_events_cached(str(p.resolve()), p.stat().st_mtime)
+
+
 @lru_cache(maxsize=8)
-def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
+def _load_events_cached(path: str, mtime: float) -> tuple["pd.DataFrame", list[tuple[str | None, MedmmError]]]:
     import pandas as pd
 
     try:
@@ -422,9 +427,8 @@ def _load_events_cached(path: str, mtime: float) -> "pd.DataFrame":
     if held.any():
         df["value"] = df["value"].astype(object).where(~held, None)
     out = df[[*EVENT_COLUMNS, "end"]].copy()
-    out.attrs["problems"] = problems
     out.attrs["missing_tokens"] = tokens
-    return out
+    return out, problems
 
 
 def read_ehr_long(
@@ -435,17 +439,22 @@ def read_ehr_long(
     lookback: Any = "365D",
     numeric_stats: tuple[str, ...] = ("last",),
     strict: bool = False,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Tabular:
     """One patient's features at ``index_time`` from a long EHR event table (CSV/Parquet).
 
     ``kind`` values: ``static`` (undated demographics; ``birth_date`` gives ``age``), ``lab`` /
     ``numeric`` (values), ``condition`` / ``medication`` / ``procedure`` (flags), ``encounter``,
-    ``imaging`` (counts). Problems of the patient's rows are in ``tabular.problems``.
+    ``imaging`` (counts). Problems of the patient's rows (and of rows with no patient) go to
+    ``report``; ``strict=True`` raises the first of the file's instead.
     """
-    df = load_events(path, strict=strict)
+    df, pairs = _events_and_problems(path)
+    if strict:
+        if pairs:
+            raise pairs[0][1]
     pid = str(patient_id)
-    problems = [e for p, e in df.attrs["problems"] if p is None or p == pid]
+    problems = [e for p, e in pairs if p is None or p == pid]
     rows = df[df["patient_id"] == pid]
     if rows.empty:
         raise ReadError(f"no event for patient {patient_id!r}", path=path, column="patient_id",
@@ -454,7 +463,7 @@ def read_ehr_long(
         raise ReadError("an index time is needed to build EHR features from events", path=path,
                         column="index_time", hint="set the manifest's index_time for this patient")
     tab = event_features(rows, index_time, lookback=lookback, numeric_stats=numeric_stats)
-    tab.problems = problems  # type: ignore[attr-defined]
+    report_problems(problems, report)
     replaced = {feature: token for p, feature, token in df.attrs.get("missing_tokens", ()) if p == pid}
     if replaced:  # placeholders read as missing: the audit reports them per feature
         tab.missing_tokens = replaced  # type: ignore[attr-defined]
@@ -510,9 +519,11 @@ def read_ehr_fhir(
     numeric_stats: tuple[str, ...] = ("last",),
     validate: bool = False,
     strict: bool = False,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Tabular:
-    """One patient's EHR features at ``index_time`` from a FHIR R4 Bundle (JSON)."""
+    """One patient's EHR features at ``index_time`` from a FHIR R4 Bundle (JSON); entries left
+    out go to ``report`` (``strict=True`` raises the first)."""
     from .fhir import load_bundle
 
     if index_time is None:
@@ -522,5 +533,5 @@ def read_ehr_fhir(
     if strict and bundle.problems:
         raise bundle.problems[0]
     tab = event_features(events_from_bundle(bundle), index_time, lookback=lookback, numeric_stats=numeric_stats)
-    tab.problems = list(bundle.problems)  # type: ignore[attr-defined]
+    report_problems(bundle.problems, report)
     return tab

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedmmError, ReadError
+from ..problems import Problem, ProblemReport
 from .common import PROBLEM_COLUMNS, to_timestamp
 
 __all__ = ["ImportConfig", "ImportResult", "import_fhir_cohort", "convert_bundle"]
@@ -147,23 +148,21 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
     from .vitals import vitals_from_observations
 
     rel = os.path.relpath(path, cfg["src"])
-    result: dict[str, Any] = {"file": rel, "row": None, "features": None, "units": {}, "problems": [],
+    found = ProblemReport(source=rel)
+    result: dict[str, Any] = {"file": rel, "row": None, "features": None, "units": {}, "problems": found.problems,
                               "bytes": 0, "counts": {}, "guard": None}
 
-    def add(errors: list[MedmmError], pid: str | None) -> None:
-        for e in errors:
-            result["problems"].append({"patient_id": pid, "file": rel, "kind": type(e).__name__,
-                                       "path": rel, "row": e.row, "column": e.column,
-                                       "message": e.message, "hint": e.hint})
+    def add(errors: list[MedmmError], pid: str | None, severity: str = "warning") -> None:
+        found.extend(Problem.from_error(e, severity, patient_id=pid, path=rel) for e in errors)
 
     try:
         result["bytes"] = os.path.getsize(path)
         bundle = load_bundle(path, validate=cfg["validate"])
     except MedmmError as exc:
-        add([exc], None)
+        add([exc], None, "error")
         return result
     except Exception as exc:  # a library error escaping the reader: report, never die
-        add([ReadError(f"{type(exc).__name__}: {exc}", path=path)], None)
+        add([ReadError(f"{type(exc).__name__}: {exc}", path=path)], None, "error")
         return result
     result["counts"] = bundle.counts
     pid = bundle.patient_id
@@ -241,9 +240,13 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
             message += f", {guard['index_encounter_notes']} of the notes written during the index encounter"
             hint = ("the index time is the start of the index encounter, so its own notes are after it; "
                     "use --index-time last-encounter-end to keep them")
-        result["problems"].append({"patient_id": pid, "file": rel, "kind": "LeakageGuard", "path": rel,
-                                   "row": None, "column": "index_time", "message": message, "hint": hint})
+        found.add("info", message, patient_id=pid, path=rel, column="index_time", kind="LeakageGuard", hint=hint)
     return result
+
+
+def _csv_row(p: Problem, file: str) -> dict[str, Any]:
+    """A :class:`Problem` as a line of ``problems.csv``."""
+    return {"patient_id": p.patient_id, "file": file, **{c: getattr(p, c) for c in PROBLEM_COLUMNS}}
 
 
 def _work(args: tuple) -> dict[str, Any]:
@@ -326,15 +329,13 @@ def import_fhir_cohort(
                 counts.update(res["counts"])
                 row = res["row"]
                 if row is not None and row["patient_id"] in seen_pids:
-                    res["problems"].append({"patient_id": row["patient_id"], "file": res["file"],
-                                            "kind": "ReadError", "path": res["file"], "row": None,
-                                            "column": "Patient.id",
-                                            "message": "patient already imported from another bundle; skipped",
-                                            "hint": "write one bundle per patient", })
+                    res["problems"].append(Problem(
+                        "error", "patient already imported from another bundle; skipped", patient_id=row["patient_id"],
+                        path=res["file"], column="Patient.id", kind="ReadError", hint="write one bundle per patient"))
                     row = None
                 for p in res["problems"]:
-                    writer.writerow(p)
-                    kinds["leakage guard" if p["kind"] == "LeakageGuard" else p["message"].split(" (")[0][:60]] += 1
+                    writer.writerow(_csv_row(p, res["file"]))
+                    kinds["leakage guard" if p.kind == "LeakageGuard" else p.message.split(" (")[0][:60]] += 1
                 n_problems += len(res["problems"])
                 if row is None:
                     n_failed += 1
@@ -362,12 +363,11 @@ def import_fhir_cohort(
         with open(out / "problems.csv", "a", newline="", encoding="utf-8") as pf:
             writer = csv.DictWriter(pf, fieldnames=["patient_id", "file", *PROBLEM_COLUMNS])
             for k, c in sorted(mixed.items()):
-                writer.writerow({"patient_id": None, "file": "ehr.csv", "kind": "SchemaError", "path": "ehr.csv",
-                                 "row": None, "column": k,
-                                 "message": "one feature in several units across patients ("
-                                 + ", ".join(f"{u or '(none)'}: {n}" for u, n in c.most_common()) + ")",
-                                 "hint": "convert the values to one unit before modelling; the header names the "
-                                 "most common"})
+                writer.writerow(_csv_row(Problem(
+                    "warning", "one feature in several units across patients ("
+                    + ", ".join(f"{u or '(none)'}: {n}" for u, n in c.most_common()) + ")",
+                    path="ehr.csv", column=k, kind="SchemaError",
+                    hint="convert the values to one unit before modelling; the header names the most common"), "ehr.csv"))
                 n_problems += 1
     flag_kinds = ("condition:", "medication:", "procedure:")
     table = []

@@ -1,10 +1,10 @@
-"""Clinical notes: plain text, note tables (JSONL / CSV / Parquet) and FHIR DocumentReference.
+r"""Clinical notes: plain text, note tables (JSONL / CSV / Parquet) and FHIR DocumentReference.
 
 Every reader returns :class:`~medmm.records.Notes`, oldest note first. Table and FHIR readers
 take the record's ``index_time``: a note dated after it is never returned (it would leak the
 future into a prediction), and an undated note is dropped and reported when an index time is
 given. Rows that cannot be used (bad JSON, text that is not UTF-8, a bad timestamp) are
-collected as problems in ``notes.problems`` (a list of :class:`~medmm.errors.ReadError`) and
+reported as :class:`~medmm.problems.Problem`\ s in the ``report`` a reader is given, and
 the rest of the file still loads; ``strict=True`` raises the first problem instead.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MedmmError, ReadError
+from ..problems import ProblemReport, report_problems
 from ..records import Note, Notes
 from .common import parse_times, problem, to_timestamp
 from .fhir import load_bundle, notes_from_document_reference
@@ -152,21 +153,21 @@ def _read_csv(path: Path) -> "pd.DataFrame":
         raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
 
 
-def load_notes_table(path: str | Path, *, strict: bool = False, text_column: str | None = None) -> "pd.DataFrame":
+def load_notes_table(path: str | Path, *, strict: bool = False, text_column: str | None = None,
+                     report: ProblemReport | None = None) -> "pd.DataFrame":
     """Load a whole note table (``.jsonl``, ``.csv`` or ``.parquet``).
 
     Returns a frame with :data:`NOTE_COLUMNS` (``time`` naive UTC), its index the 0-based row
-    of the file (line for JSONL). Unusable rows are left out and listed, as
-    ``(patient_id or None, ReadError)`` pairs, in ``frame.attrs["problems"]``.
+    of the file (line for JSONL). Unusable rows are left out and reported in ``report``
+    (``strict=True`` raises the first).
     ``text_column`` names the column holding the note text when it is not ``text`` or one of
     its aliases (``note``, ``note_text``, ``body``, ``transcription``, ``report_text``).
     """
     p = Path(path)
     if not p.exists():
         raise ReadError("note table does not exist", path=p, hint="check the path")
-    df = _load_cached(str(p.resolve()), p.stat().st_mtime, text_column)
-    if strict and df.attrs["problems"]:
-        raise df.attrs["problems"][0][1]
+    df, pairs = _load_cached(str(p.resolve()), p.stat().st_mtime, text_column)
+    report_problems([e for _, e in pairs], report, strict=strict)
     return df
 
 
@@ -181,7 +182,8 @@ def _text_candidates(df: "pd.DataFrame") -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(path_s: str, mtime: float, text_column: str | None = None) -> "pd.DataFrame":
+def _load_cached(path_s: str, mtime: float,
+                 text_column: str | None = None) -> tuple["pd.DataFrame", list[tuple[str | None, MedmmError]]]:
     import pandas as pd
 
     path = Path(path_s)
@@ -232,13 +234,11 @@ def _load_cached(path_s: str, mtime: float, text_column: str | None = None) -> "
     pid_of = dict(zip(df.index, df["patient_id"]))
     problems.extend((pid_of.get(e.row), e) for e in tprob)
     df["note_type"] = df["note_type"].fillna("note").astype(str)
-    out = df[list(NOTE_COLUMNS)].copy()
-    out.attrs["problems"] = problems
-    return out
+    return df[list(NOTE_COLUMNS)].copy(), problems
 
 
 def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, index_time: Any,
-              deid: Any = False) -> Notes:
+              deid: Any = False, strict: bool = False, report: ProblemReport | None = None) -> Notes:
     cutoff = to_timestamp(index_time)
     if cutoff is not None:
         undated = rows["time"].isna()
@@ -254,7 +254,10 @@ def _to_notes(rows: "pd.DataFrame", problems: list[MedmmError], *, path: Any, in
              note_type=str(r.note_type))
         for r in rows.itertuples(index=False)
     ])
-    notes.problems = problems  # type: ignore[attr-defined]
+    if strict and problems:
+        raise problems[0]
+    if notes.notes:
+        report_problems(problems, report, source=path)
     return notes
 
 
@@ -266,6 +269,7 @@ def read_notes_table(
     strict: bool = False,
     deid: Any = False,
     text_column: str | None = None,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Notes:
     """Read one patient's notes from a note table (JSONL / CSV / Parquet).
@@ -288,24 +292,24 @@ def read_notes_table(
         The column holding the note text when it is neither ``text`` nor an alias (MTSamples'
         ``transcription`` is one).
 
-    Returns
-    -------
-    Notes
-        With ``notes.problems``: the problems of this patient's rows and of rows whose patient
-        is unknown (a line that is not JSON).
+    report:
+        Takes the problems of this patient's rows and of rows whose patient is unknown (a
+        line that is not JSON).
     """
-    df = load_notes_table(path, strict=strict, text_column=text_column)
-    pairs = df.attrs["problems"]
+    p = Path(path)
+    if not p.exists():
+        raise ReadError("note table does not exist", path=p, hint="check the path")
+    df, pairs = _load_cached(str(p.resolve()), p.stat().st_mtime, text_column)
+    if strict:
+        if pairs:
+            raise pairs[0][1]
     if patient_id is not None and df["patient_id"].notna().any():  # else: a one-patient file
         pid = str(patient_id)
         df = df[df["patient_id"] == pid]
         problems = [e for p, e in pairs if p is None or p == pid]
     else:
         problems = [e for _, e in pairs]
-    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
-    found = getattr(notes, "problems", None)
-    if strict and found:
-        raise found[0]
+    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid, strict=strict, report=report)
     if not notes.notes:
         raise ReadError(
             f"no usable note{' for patient ' + repr(patient_id) if patient_id else ''}"
@@ -329,6 +333,7 @@ def read_fhir_notes(
     index_time: Any = None,
     strict: bool = False,
     deid: Any = False,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Notes:
     """Read the text notes of a FHIR Bundle (or a lone DocumentReference) JSON file.
@@ -350,7 +355,7 @@ def read_fhir_notes(
         raise problems[0]
     df = pd.DataFrame(rows, columns=list(NOTE_COLUMNS))
     df["time"] = pd.to_datetime(df["time"])
-    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid)
+    notes = _to_notes(df, problems, path=path, index_time=index_time, deid=deid, strict=strict, report=report)
     if not notes.notes:
         raise ReadError("no usable text DocumentReference", path=path,
                         hint="leave the manifest's notes_path empty for this patient")

@@ -1,4 +1,4 @@
-"""Vital signs: long and wide tables (CSV / Parquet), FHIR Observations by LOINC, cleaning.
+r"""Vital signs: long and wide tables (CSV / Parquet), FHIR Observations by LOINC, cleaning.
 
 Every reader returns :class:`~medmm.records.Vitals` (a long frame ``time, signal, value, unit``,
 times naive UTC) after the same cleaning (:func:`clean_vitals`):
@@ -10,9 +10,10 @@ times naive UTC) after the same cleaning (:func:`clean_vitals`):
 4. exact duplicates are dropped; two different values of one signal at one time are averaged
    and reported.
 
-Rows that cannot be used are collected as problems in ``vitals.problems`` (a list of
-:class:`~medmm.errors.ReadError` naming file, row and column); ``strict=True`` raises the
-first one instead. Signals medmm does not know are kept with their own unit, unchecked.
+Rows that cannot be used are reported, each naming file, row and column, as
+:class:`~medmm.problems.Problem`\ s in the ``report`` a reader is given (a
+:class:`~medmm.problems.ProblemReport`); ``strict=True`` raises the first one instead.
+Signals medmm does not know are kept with their own unit, unchecked.
 
 Times are ``datetime64[ns]``; a record whose times lie beyond its range (1677-2262, e.g.
 MIMIC's de-identified dates in the 2700s-2900s) keeps ``datetime64[us]`` instead
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConfigError, MedmmError, ReadError, SchemaError
+from ..problems import ProblemReport, report_problems
 from ..records import Vitals
 from .common import naive_utc, parse_times, problem, to_timestamp
 
@@ -495,7 +497,7 @@ def _row(df: "pd.DataFrame", pos: int) -> int | None:
 
 
 def _finish(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
-            index_time: Any = None) -> Vitals:
+            index_time: Any = None, report: ProblemReport | None = None) -> Vitals:
     cutoff = to_timestamp(index_time) if index_time is not None else None
     if strict and problems:
         raise problems[0]
@@ -509,9 +511,8 @@ def _finish(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict
             path=path,
             hint="remove it from the manifest",
         )
-    vit = Vitals(df)
-    vit.problems = problems  # type: ignore[attr-defined]
-    return vit
+    report_problems(problems, report, source=path)
+    return Vitals(df)
 
 
 def _from_table(df: "pd.DataFrame", *, path: Any, problems: list[MedmmError], patient_id: Any) -> "pd.DataFrame":
@@ -547,13 +548,14 @@ def read_vitals_long(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    report: ProblemReport | None = None,
     signal_loss: Any = None,
     **_: Any,
 ) -> Vitals:
     """Read a long-layout vitals CSV (``time, signal, value, unit``), cleaned.
 
     An optional ``patient_id`` column is filtered by ``patient_id``; when ``index_time`` is
-    given, observations after it are left out. Problems are in ``vitals.problems``.
+    given, observations after it are left out. Rows left out go to ``report`` as problems.
     ``signal_loss="device"`` drops a monitor export's "no signal" readings (zeros, flat-lines).
     """
     import pandas as pd
@@ -566,7 +568,7 @@ def read_vitals_long(
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
     return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
-                   index_time=index_time)
+                   index_time=index_time, report=report)
 
 
 def read_vitals_parquet(
@@ -575,6 +577,7 @@ def read_vitals_parquet(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    report: ProblemReport | None = None,
     signal_loss: Any = None,
     **_: Any,
 ) -> Vitals:
@@ -593,7 +596,7 @@ def read_vitals_parquet(
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
     return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
-                   index_time=index_time)
+                   index_time=index_time, report=report)
 
 
 _HEADER = re.compile(r"^\s*(?P<name>.*?)\s*(?:\[(?P<unit>[^\]]*)\]|\((?P<unit2>[^)]*)\))?\s*$")
@@ -605,6 +608,7 @@ def read_vitals_wide(
     patient_id: str | None = None,
     index_time: Any = None,
     strict: bool = False,
+    report: ProblemReport | None = None,
     time_column: str = "time",
     signal_loss: Any = None,
     **_: Any,
@@ -638,7 +642,7 @@ def read_vitals_wide(
     long = _from_table(long, path=path, problems=problems, patient_id=None)
     return _finish(clean_vitals(long, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
-                   index_time=index_time)
+                   index_time=index_time, report=report)
 
 
 # --------------------------------------------------------------------------- FHIR
@@ -688,6 +692,7 @@ def read_fhir_vitals(
     *,
     index_time: Any = None,
     strict: bool = False,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Vitals:
     """Read the vital-sign Observations of a FHIR R4 Bundle (JSON), by LOINC code."""
@@ -696,4 +701,4 @@ def read_fhir_vitals(
     bundle = load_bundle(path, only={"Observation"})
     problems = list(bundle.problems)
     df = vitals_from_observations(bundle.observations, path=path, problems=problems)
-    return _finish(df, problems, path=path, strict=strict, index_time=index_time)
+    return _finish(df, problems, path=path, strict=strict, index_time=index_time, report=report)

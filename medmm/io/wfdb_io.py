@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import MedmmError, ReadError
+from ..problems import ProblemReport
 from ..records import Vitals
 from .common import problem, to_timestamp
 from .vitals import SIGNALS, _finish, canonical_signal, clean_vitals, drop_signal_loss
@@ -147,6 +148,7 @@ def read_wfdb_vitals(
     index_time: Any = None,
     start_time: Any = None,
     strict: bool = False,
+    report: ProblemReport | None = None,
     signal_loss: Any = "device",
     waveform_hz: float = WAVEFORM_HZ,
     **_: Any,
@@ -228,7 +230,7 @@ def read_wfdb_vitals(
                         path=path, hint="give a numerics record, or an ECG record for its heart rate")
     df = pd.concat(frames)
     return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time)
+                   strict=strict, index_time=index_time, report=report)
 
 
 # --------------------------------------------------------------------------- ECG
@@ -398,6 +400,7 @@ def read_ecg_heart_rate(
     start_time: Any = None,
     window_s: float = 10.0,
     strict: bool = False,
+    report: ProblemReport | None = None,
     **_: Any,
 ) -> Vitals:
     """The heart rate derived from an ECG (DICOM waveform or WFDB), as cleaned vitals."""
@@ -411,4 +414,4 @@ def read_ecg_heart_rate(
     if df.empty:
         raise ReadError("no QRS complexes detected", path=path, hint="check the ECG's leads and sampling rate")
     return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time)
+                   strict=strict, index_time=index_time, report=report)

@@ -133,11 +133,12 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
     """:meth:`CachedImageDataset.prefill` for several datasets (the splits of one run, sharing a
     preprocessor and a cache) in one pass, so that one worker pool serves them all.
 
-    Under ``torchrun`` or Ray Train every rank first fills its share of the images (every
-    ``world_size``-th from its rank) into the shared cache, then, after a barrier, finds them
-    all there; so the ranks of all nodes fill the cache together and agree on what is missing.
+    Under ``torchrun`` or Ray Train every rank fills its share of the images (every
+    ``world_size``-th from its rank) into the shared cache, and the ranks then exchange their
+    results (one ``all_gather_object``, which is also the barrier), so every rank knows every
+    image's status without scanning the cache again. ``computed`` counts this rank's work.
     """
-    from .distributed import barrier, dist_info
+    from .distributed import dist_info
 
     if not datasets:
         return {"images": 0, "failed": 0, "computed": 0}
@@ -150,11 +151,19 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
         sources = [s for _, _, s in todo]
         step = first.preprocessor.steps[m]
         if info.enabled:
+            import torch.distributed as tdist
+
             share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
                                      progress=progress)
-            counts["computed"] += sum(s == "computed" for s, _ in share)
-            barrier()
-        results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress) if todo else []
+            shares: list[Any] = [None] * info.world_size
+            tdist.all_gather_object(shares, share)
+            results: list[tuple[str, str]] = [None] * len(sources)  # type: ignore[list-item]
+            for rank, part in enumerate(shares):
+                results[rank::info.world_size] = part
+            counts["computed"] += sum(st == "computed" for st, _ in share)
+        else:
+            results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress)
+            counts["computed"] += sum(st == "computed" for st, _ in results)
         for (ds, i, _), (status, err) in zip(todo, results):
             if status == "error":
                 counts["failed"] += 1
@@ -162,7 +171,6 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
                 if report is not None:
                     report.add("error", err, patient_id=ds.items[i]["id"], modality=m, column=f"{m}_path")
         counts["images"] += len(todo)
-        counts["computed"] += sum(s == "computed" for s, _ in results)
     return counts
 
 
