@@ -67,6 +67,25 @@ def test_tabular_column_transformer_state(tiny_loaded, tmp_path):
     np.testing.assert_array_equal(back._sklearn_transform(messy), pre._sklearn_transform(messy))
 
 
+def test_a_fitted_state_saves_to_the_same_bytes_twice(tiny_loaded, tmp_path):
+    """skops names archive members by id() and stamps the time: the bundle's bytes (and the Ray
+    engine's resume key, a digest of them) must not change when the same model is saved again."""
+    import copy
+    import time as _time
+
+    from medmm.preprocess.state import save_state
+    from medmm.preprocess.tabular import TabularPreprocessor
+
+    pre = TabularPreprocessor(min_frequency=3).fit(_present(tiny_loaded.records, "ehr"))
+    assert pre.transformer_ is not None  # a fitted ColumnTransformer, saved as a skops archive
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = save_state(pre, tmp_path / "a")
+    _time.sleep(2.1)  # a zip stamps times to the even second
+    second = save_state(copy.deepcopy(pre), tmp_path / "b")
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
 def test_vitals_grid_and_summary_state(tiny_loaded, tmp_path):
     from medmm.preprocess.vitals import VitalsPreprocessor
     from medmm.preprocess.vitals_summary import VitalsSummarizer

@@ -135,9 +135,33 @@ def str_array(values: list[str]) -> np.ndarray:
 
 
 def skops_dumps(obj: Any) -> np.ndarray:
+    """``obj`` as a skops archive whose bytes depend only on its content: skops names the archive's
+    members and ``__id__`` fields by ``id()`` and stamps the time, so the same fitted object saved
+    twice would differ (and a bundle's digest with it); the ids are renumbered in order of first
+    appearance and the members dated 1980-01-01."""
+    import io
+    import re
+    import zipfile
+
     import skops.io as sio
 
-    return np.frombuffer(sio.dumps(obj), dtype=np.uint8)
+    raw = sio.dumps(obj)
+    with zipfile.ZipFile(io.BytesIO(raw)) as zin:
+        schema = zin.read("schema.json").decode()
+        members = {info.filename: zin.read(info.filename) for info in zin.infolist() if info.filename != "schema.json"}
+    order: dict[str, str] = {}
+    for m in re.finditer(r'"__id__": (\d+)|"(\d+)\.npy"', schema):
+        order.setdefault(m.group(1) or m.group(2), str(len(order) + 1))
+    for name in members:  # a member the schema does not name (none today) keeps its place
+        order.setdefault(name.split(".", 1)[0], str(len(order) + 1))
+    schema = re.sub(r"\b\d{6,}\b", lambda m: order.get(m.group(0), m.group(0)), schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zout:
+        for name in sorted(members, key=lambda n: int(order[n.split(".", 1)[0]])):
+            stem, _, ext = name.partition(".")
+            zout.writestr(zipfile.ZipInfo(f"{order[stem]}.{ext}", date_time=(1980, 1, 1, 0, 0, 0)), members[name])
+        zout.writestr(zipfile.ZipInfo("schema.json", date_time=(1980, 1, 1, 0, 0, 0)), schema)
+    return np.frombuffer(out.getvalue(), dtype=np.uint8)
 
 
 def skops_loads(blob: np.ndarray, what: str) -> Any:
