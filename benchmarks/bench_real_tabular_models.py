@@ -119,7 +119,7 @@ def _notes(n: int = 400, seed: int = 0) -> list[Any]:
             for i, (text, y) in enumerate(specialty_corpus(n, seed=seed))]
 
 
-def _medmm_fold(records, fold, modality: str, *, epochs: int, seed: int):
+def _medmm_fold(records, fold, modality: str, *, epochs: int, seed: int, overrides: dict | None = None):
     import torch
 
     from medmm.data import MultimodalDataset
@@ -128,7 +128,7 @@ def _medmm_fold(records, fold, modality: str, *, epochs: int, seed: int):
     from medmm.train.trainer import TrainConfig, train
 
     pick = lambda idx: [records[i] for i in idx]  # noqa: E731
-    cfg = ModelConfig(tasks={"y": "binary"}, modalities=(modality,))  # the defaults a first-time user gets
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=(modality,), **(overrides or {}))  # a first-time user's defaults
     pre = build_preprocessor(cfg).fit(pick(fold.train))
     torch.manual_seed(seed)
     model = MultimodalModel(cfg, pre.output_shapes(), pre)
@@ -138,7 +138,8 @@ def _medmm_fold(records, fold, modality: str, *, epochs: int, seed: int):
     return model, predictions_frame(model, ds["test"], "test")
 
 
-def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int = 60, seed: int = 0) -> dict:
+def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int = 60, seed: int = 0,
+               overrides: dict | None = None) -> dict:
     """Nested ``folds``-fold AUROC of medmm's default model and the baselines on the same folds."""
     from sklearn.metrics import roc_auc_score
 
@@ -148,7 +149,7 @@ def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int
     per: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for fold in nested_cv_folds(records, folds, stratify="y", seed=seed):
-        model, preds = _medmm_fold(records, fold, modality, epochs=epochs, seed=seed + fold.index)
+        model, preds = _medmm_fold(records, fold, modality, epochs=epochs, seed=seed + fold.index, overrides=overrides)
         dev = [records[i] for i in fold.development]
         test = [records[i] for i in fold.test]
         bpreds, _, _ = run_baselines(dev, test, model.preprocessor, ["y"], preds, seed=seed, compare=False)
@@ -170,11 +171,12 @@ def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int
 NOTES_TASK = "notes: cardiology vs 4 other"
 
 
-def model_section(*, folds: int = 5, epochs: int = 60, seed: int = 0, only: list[str] | None = None) -> list[dict]:
+def model_section(*, folds: int = 5, epochs: int = 60, seed: int = 0, only: list[str] | None = None,
+                  overrides: dict | None = None) -> list[dict]:
     """Print medmm's mean test AUROC beside the better reference's on each data set (``only``: those names)."""
     data = {n: (r, "ehr") for n, r in _tables().items()}
     data[NOTES_TASK] = (_notes(seed=seed), "notes")
-    rows = [compare_on(n, r, m, folds=folds, epochs=epochs, seed=seed) for n, (r, m) in data.items()
+    rows = [compare_on(n, r, m, folds=folds, epochs=epochs, seed=seed, overrides=overrides) for n, (r, m) in data.items()
             if not only or any(o in n for o in only)]
     print(f"\n== model section: nested {folds}-fold test AUROC, medmm default single-modality model vs scikit-learn")
     print(f"{'data set':<34}{'n':>5}{'medmm':>8}{'LR':>8}{'HGB':>8}{'TFIDF+LR':>10}  {'medmm - best ref (sd)':<24}target")
@@ -194,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--only", default="", help="comma-separated data-set names (substrings) to run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a ModelConfig setting to try, e.g. --set wide_l2=1e-4 (a JSON value)")
     a = p.parse_args(argv)
-    rows = model_section(folds=a.folds, epochs=a.epochs, seed=a.seed, only=[o for o in a.only.split(",") if o])
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
+    rows = model_section(folds=a.folds, epochs=a.epochs, seed=a.seed, only=[o for o in a.only.split(",") if o],
+                         overrides=overrides)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=2)

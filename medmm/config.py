@@ -249,6 +249,8 @@ class ModelSection(_Section):
     wide: bool = Field(True, description="Wide-and-deep: a linear path (logistic regression) on the feature vector of "
                        "every table and text modality, added to the fused logits.")
     wide_l2: float = Field(1e-3, ge=0, description="L2 penalty of the wide path's weights (wide_l2 * ||W||^2).")
+    wide_lr_scale: float = Field(1.0, gt=0, description="Step-size multiplier of the zero-initialised wide path "
+                                 "(its weights are stored divided by it, so Adam moves them this much faster).")
 
     @field_validator("modalities")
     @classmethod

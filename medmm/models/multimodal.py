@@ -110,6 +110,7 @@ class ModelConfig:
     modality_kinds: dict[str, str] | None = None
     wide: bool = True
     wide_l2: float = 1e-3
+    wide_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -173,6 +174,19 @@ class ModelConfig:
         return cls(**d)
 
 
+def _accepted(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessor's encoder settings that encoder ``name`` takes (a user's encoder may take none)."""
+    import inspect
+
+    try:
+        params = inspect.signature(ENCODERS._items[name]).parameters
+    except (KeyError, TypeError, ValueError):
+        return dict(kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
 def _encoder_meta(name: str) -> dict[str, Any]:
     if name not in ENCODERS:
         raise ConfigError(f"unknown encoder {name!r}", hint=f"choose one of {list(ENCODERS)}")
@@ -202,6 +216,8 @@ def build_preprocessor(config: ModelConfig, **steps: Any):
         name, _, pre = config.encoder_spec(m)
         base = default[config.modalities.kind(m)]
         cls = by_input.get(_encoder_meta(name).get("input"), base)
+        if cls is TextPreprocessor:  # the full-vocabulary sparse part only feeds a wide path
+            pre.setdefault("wide_vocabulary", bool(config.wide) and _encoder_meta(name).get("input") == "vector")
         if cls is not base or pre:
             built[m] = cls(**pre)
     built.update(steps)
@@ -260,7 +276,7 @@ class MultimodalModel(nn.Module):
                     f"encoder {name!r} needs {meta.get('input')} input but the {m} preprocessor gives "
                     f"{kind or type(step).__name__}", hint="build the preprocessor with build_preprocessor(config)")
             if step is not None and hasattr(step, "encoder_kwargs"):
-                kw = {**step.encoder_kwargs(), **kw}
+                kw = {**_accepted(name, step.encoder_kwargs()), **kw}
             if self.uses_tokens and meta.get("tokens"):
                 kw.setdefault("with_tokens", True)
             self.encoders[m] = create_encoder(name, in_shape=self.input_shapes[m], out_dim=config.dim, **kw)
@@ -283,14 +299,19 @@ class MultimodalModel(nn.Module):
             self.aux_heads = nn.ModuleDict({m: nn.Linear(config.dim, self.n_outputs) for m in self.modalities})
         self.wide = nn.ModuleDict()
         if config.wide:
+            from .wide import DenseWide, SparseWide
+
             for m in self.modalities:
                 name = config.encoder_spec(m)[0]
                 if (self.modalities.kind(m) in WIDE_KINDS and _encoder_meta(name).get("input") == "vector"
                         and len(self.input_shapes[m]) == 1):
-                    lin = nn.Linear(self.input_shapes[m][0], self.n_outputs)
-                    nn.init.zeros_(lin.weight)
-                    nn.init.zeros_(lin.bias)
-                    self.wide[m] = lin
+                    step = getattr(preprocessor, "steps", {}).get(m) if preprocessor is not None else None
+                    layout = step.sparse_layout() if hasattr(step, "sparse_layout") else None
+                    if layout:
+                        self.wide[m] = SparseWide(layout["n_terms"], self.n_outputs, config.wide_lr_scale,
+                                                  offset=layout["offset"], nnz=layout["nnz"])
+                    else:
+                        self.wide[m] = DenseWide(self.input_shapes[m][0], self.n_outputs, config.wide_lr_scale)
         self.loss_weighting = LossWeighting(self.tasks, kind=config.loss_weighting, weights=config.task_weights)
         rates = config.modality_dropout
         rates = [float(rates.get(m, 0.0)) for m in self.modalities] if isinstance(rates, dict) else \
@@ -367,15 +388,14 @@ class MultimodalModel(nn.Module):
 
     def wide_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The wide (linear) path's logits ``[B, n_outputs]`` of one modality, zero on absent rows."""
-        out = self.wide[modality](x.reshape(x.shape[0], -1).float())
+        out = self.wide[modality](x)
         return out * mask[:, None].to(out.dtype)
 
     def wide_penalty(self) -> torch.Tensor:
         """``wide_l2 * ||W||^2`` over the wide layers' weights (0 when there are none)."""
-        weights = [lin.weight for lin in self.wide.values()]
-        if not weights or self.config.wide_l2 <= 0:
+        if not len(self.wide) or self.config.wide_l2 <= 0:
             return next(self.parameters()).new_zeros(())
-        return float(self.config.wide_l2) * sum(w.pow(2).sum() for w in weights)
+        return float(self.config.wide_l2) * sum(w.penalty() for w in self.wide.values())
 
     def unimodal_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One modality's own logits: its auxiliary head on its encoder, plus its wide path."""
