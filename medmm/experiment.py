@@ -66,26 +66,36 @@ def predictions_frame(model: Any, dataset: Any, split: str):
 
 def build_preprocessor(preprocess: Any, model_config: Any):
     """The :class:`MultimodalPreprocessor` the model's encoders need, with the config's
-    per-modality keyword arguments (``preprocess.image: {spatial_size: [16, 16, 16]}``)."""
+    per-modality keyword arguments (``preprocess.image: {spatial_size: [16, 16, 16]}``, or a
+    declared modality's name: ``preprocess.ct: {...}`` goes to the preprocessor of ct's kind)."""
+    from .config import KIND_PREPROCESSOR
     from .preprocess.image import ImagePreprocessor
     from .preprocess.tabular import TabularPreprocessor
     from .preprocess.text import TextPreprocessor
     from .preprocess.vitals import VitalsPreprocessor
 
-    classes = {"image": ImagePreprocessor, "notes": TextPreprocessor, "vitals": VitalsPreprocessor,
-               "ehr": TabularPreprocessor}
-    kinds = getattr(model_config.modalities, "kinds", {})
+    classes = {"image": ImagePreprocessor, "text": TextPreprocessor, "series": VitalsPreprocessor,
+               "table": TabularPreprocessor}
+    spec = model_config.modalities
     steps = {}
-    for m, cls in classes.items():
-        kw = dict(getattr(preprocess, m, {}) or {}) if preprocess is not None else {}
-        if kw and m in model_config.modalities and kinds.get(m, m) == {"image": "image", "notes": "text",
-                                                                        "vitals": "series", "ehr": "table"}[m]:
-            if m == "image" and "spatial_size" in kw:
-                kw["spatial_size"] = tuple(kw["spatial_size"])
-            try:
-                steps[m] = cls(**kw)
-            except TypeError as exc:
-                raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
+    for m in spec:
+        if preprocess is None:
+            break
+        kw = preprocess.options(m) if hasattr(preprocess, "options") else dict(getattr(preprocess, m, {}) or {})
+        kind = spec.kind(m)
+        if not kw:
+            continue
+        if m in ("image", "notes", "vitals", "ehr") and KIND_PREPROCESSOR[kind] != m:
+            continue  # a default name re-declared with another kind: its default section does not apply
+        if kind == "image" and "spatial_size" in kw:
+            kw["spatial_size"] = tuple(kw["spatial_size"])
+        if kind == "text":
+            wide = bool(getattr(model_config, "wide", True)) and model_config.encoder_spec(m)[0] == "tfidf_mlp"
+            kw.setdefault("wide_vocabulary", wide)
+        try:
+            steps[m] = classes[kind](**kw)
+        except TypeError as exc:
+            raise ConfigError(f"preprocess.{m}: {exc}", column=f"preprocess.{m}") from exc
     from .models.multimodal import build_preprocessor as for_model  # picks token/embedding steps by encoder
 
     return for_model(model_config, **steps)

@@ -20,19 +20,19 @@ class _Wide(nn.Module):
     def __init__(self, n_terms: int, n_out: int, lr_scale: float) -> None:
         super().__init__()
         self.lr_scale = float(lr_scale)
-        self.raw = nn.Parameter(torch.zeros(n_terms, n_out))
+        self.raw = nn.Parameter(torch.zeros(n_out, n_terms))  # nn.Linear's layout
         self.bias = nn.Parameter(torch.zeros(n_out))
         self._register_load_state_dict_pre_hook(self._from_linear)
 
     def _from_linear(self, state_dict, prefix, *args) -> None:
-        """Bundles written when the wide path was an ``nn.Linear`` (``weight [out, in]``) load as they were."""
+        """Bundles written when the wide path was an ``nn.Linear`` load as they were."""
         w = state_dict.pop(prefix + "weight", None)
         if w is not None and prefix + "raw" not in state_dict:
-            state_dict[prefix + "raw"] = w.t().contiguous() / self.lr_scale
+            state_dict[prefix + "raw"] = w / self.lr_scale
 
     @property
     def weight(self) -> torch.Tensor:
-        """The effective weights ``[n_terms, n_out]``."""
+        """The effective weights ``[n_out, n_terms]`` (``nn.Linear``'s layout)."""
         return self.raw * self.lr_scale
 
     def penalty(self) -> torch.Tensor:
@@ -44,7 +44,7 @@ class DenseWide(_Wide):
     """``x @ W + b`` on a dense feature vector ``[B, n_features]``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1).float() @ self.weight + self.bias
+        return x.reshape(x.shape[0], -1).float() @ self.weight.t() + self.bias
 
 
 class SparseWide(_Wide):
@@ -59,6 +59,6 @@ class SparseWide(_Wide):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)
-        idx = x[:, self.offset:self.offset + self.nnz].long().clamp(0, self.raw.shape[0] - 1)
+        idx = x[:, self.offset:self.offset + self.nnz].long().clamp(0, self.raw.shape[1] - 1)
         val = x[:, self.offset + self.nnz:self.offset + 2 * self.nnz].float()
-        return (self.weight[idx] * val[..., None]).sum(1) + self.bias
+        return (self.weight.t()[idx] * val[..., None]).sum(1) + self.bias
