@@ -17,9 +17,10 @@ __all__ = ["DenseWide", "SparseWide"]
 
 
 class _Wide(nn.Module):
-    def __init__(self, n_terms: int, n_out: int, lr_scale: float) -> None:
+    def __init__(self, n_terms: int, n_out: int, lr_scale: float = 1.0, *, l2: float = 0.0) -> None:
         super().__init__()
         self.lr_scale = float(lr_scale)
+        self.l2 = float(l2)
         self.raw = nn.Parameter(torch.zeros(n_out, n_terms))  # nn.Linear's layout
         self.bias = nn.Parameter(torch.zeros(n_out))
         self._register_load_state_dict_pre_hook(self._from_linear)
@@ -53,8 +54,9 @@ class SparseWide(_Wide):
     values (padding: index 0, value 0); see :meth:`medmm.preprocess.text.TextPreprocessor.sparse_layout`.
     """
 
-    def __init__(self, n_terms: int, n_out: int, lr_scale: float, *, offset: int, nnz: int) -> None:
-        super().__init__(n_terms, n_out, lr_scale)
+    def __init__(self, n_terms: int, n_out: int, lr_scale: float = 1.0, *, l2: float = 0.0, offset: int,
+                 nnz: int) -> None:
+        super().__init__(n_terms, n_out, lr_scale, l2=l2)
         self.offset, self.nnz = int(offset), int(nnz)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
