@@ -669,7 +669,7 @@ def _near_duplicate_rows(records, split_of, rep, *, threshold: float, tolerance:
         both = ~np.isnan(xa) & ~np.isnan(xb)
         close = both & (np.abs(np.nan_to_num(xa) - np.nan_to_num(xb)) <= t_)
         shared, agree, agree_inf = both.sum(1), close.sum(1), (close & inf).sum(1)
-        for k, t in text.items():
+        for t in text.values():
             ta = [t[a] for a in pairs[:, 0]]
             tb = [t[b] for b in pairs[:, 1]]
             shared += np.array([u is not None and v is not None for u, v in zip(ta, tb)], dtype=int)
