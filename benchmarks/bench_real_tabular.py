@@ -7,7 +7,10 @@ problems injected the way real exports carry them:
 
 * a follow-up-like column built from the label (events early, survivors censored late), in the
   EHR table (breast cancer) or in the manifest's metadata (diabetes);
-* patients duplicated under new ids, the copy in another split than the original;
+* a neutral-named marker built from the label (single-feature AUROC ~0.85, below the table's
+  best honest columns on breast cancer);
+* patients duplicated under new ids, the copy in another split than the original, exactly and
+  as near-copies (rounded to 3 significant digits, one value re-measured up to 5 % off);
 * ``?`` (and ``-``) in a numeric column;
 * zeros where zero is impossible (tumour radius; BMI and cholesterol) and a 999 sentinel.
 
@@ -47,6 +50,7 @@ class Injected:
     check: str
     column: str | None = None
     min_count: int = 1
+    match: str | None = None  # a phrase the finding's message must hold
 
 
 def breast_cancer():
@@ -98,8 +102,30 @@ def follow_up(y, rng) -> np.ndarray:
     return np.round(np.where(np.asarray(y) == 1, np.minimum(event, 1825), censored))
 
 
+def label_marker(y, auroc: float, rng) -> np.ndarray:
+    """A lab-like value that is the label plus noise, with single-feature AUROC about ``auroc``
+    (a marker measured because of the outcome, under a name that says nothing)."""
+    from scipy.stats import norm
+
+    shift = np.sqrt(2) * norm.ppf(auroc)
+    return np.round(40 + 6 * (np.asarray(y) * shift + rng.normal(size=len(y))), 1)
+
+
+def near_copies(X, rows, rng, *, changed: int = 1):
+    """Copies of ``rows`` as a second export writes them: numbers rounded to 3 significant digits
+    and ``changed`` randomly chosen numeric values re-measured (up to +-5 % off)."""
+    copies = X.iloc[rows].copy()
+    numeric = [c for c in copies.columns if c != "patient_id" and np.issubdtype(X[c].dtype, np.number)]
+    for c in numeric:
+        copies[c] = [float(f"{v:.3g}") for v in copies[c]]
+    for r in range(len(copies)):
+        for c in rng.choice(numeric, size=changed, replace=False):
+            copies.iloc[r, copies.columns.get_loc(c)] = float(f"{float(copies.iloc[r][c]) * (1 + rng.uniform(-.05, .05)):.3g}")
+    return copies
+
+
 def inject(X, y, *, name: str, seed: int = 0, leak_in: str = "ehr", text_col: str, zero_cols: list[str],
-           sentinel_col: str | None = None, n_dup: int = 25):
+           sentinel_col: str | None = None, n_dup: int = 25, n_near: int = 10, marker: str = "assay_b7"):
     """The table with every problem injected; returns (X, y, splits, meta, [Injected])."""
     import pandas as pd
 
@@ -123,17 +149,27 @@ def inject(X, y, *, name: str, seed: int = 0, leak_in: str = "ehr", text_col: st
         meta["months_followed"] = np.round(fu / 30.4, 1)
         problems.append(Injected(name, "follow-up time built from the label (manifest column)", "leakage",
                                  "months_followed"))
-    # duplicates: training patients copied under new ids into the test split
+    # a neutral-named marker built from the label: moderate AUROC, below the table's best columns
+    X[marker] = label_marker(y, 0.85, rng)
+    problems.append(Injected(name, f"neutral-named marker built from the label ({marker!r}, AUROC ~0.85)",
+                             "leakage", marker))
+    # duplicates: training patients copied under new ids into the test split, exactly and as near-copies
     train_pos = [i for i, s in enumerate(splits) if s == "train"]
-    dup = rng.choice(train_pos, size=n_dup, replace=False)
+    dup = rng.choice(train_pos, size=n_dup + n_near, replace=False)
+    near, dup = dup[n_dup:], dup[:n_dup]
     copies = X.iloc[dup].copy()
     copies["patient_id"] = [f"D{i:04d}" for i in range(n_dup)]
-    X = pd.concat([X, copies], ignore_index=True)
-    y = np.concatenate([y, y[dup]])
-    splits = splits + ["test"] * n_dup
+    ncopies = near_copies(X, near, rng)
+    ncopies["patient_id"] = [f"N{i:04d}" for i in range(n_near)]
+    X = pd.concat([X, copies, ncopies], ignore_index=True)
+    y = np.concatenate([y, y[dup], y[near]])
+    splits = splits + ["test"] * (n_dup + n_near)
     for k, v in meta.items():
-        meta[k] = np.concatenate([v, np.asarray(v)[dup]])
-    problems.append(Injected(name, f"{n_dup} patients duplicated into the test split", "duplicate", None, n_dup))
+        meta[k] = np.concatenate([v, np.asarray(v)[dup], np.asarray(v)[near]])
+    problems.append(Injected(name, f"{n_dup} patients duplicated into the test split", "duplicate", None, n_dup,
+                             match="the same table row"))
+    problems.append(Injected(name, f"{n_near} near-copies in the test split (rounded, one value re-measured)",
+                             "duplicate", None, n_near, match="near-duplicate table rows"))
     # '?' and '-' in a numeric column (as a UCI export writes them)
     X[text_col] = X[text_col].astype(object)
     pos = rng.choice(len(X), size=int(0.12 * len(X)), replace=False)
@@ -161,6 +197,8 @@ def _found(problem: Injected, audit) -> Any:
             continue
         if problem.column is not None and f.column != problem.column:
             continue
+        if problem.match is not None and problem.match not in f.message:
+            continue
         if f.count >= problem.min_count:
             return f
     return None
@@ -178,7 +216,7 @@ def audit_section(work: Path) -> dict[str, Any]:
     tables = {"breast_cancer": (breast_cancer, {"leak_in": "ehr", "text_col": "mean texture",
                                                 "zero_cols": ["mean radius"]}),
               "diabetes": (diabetes, {"leak_in": "manifest", "text_col": "bp", "zero_cols": ["bmi", "total_cholesterol"],
-                                      "sentinel_col": "glucose", "n_dup": 15})}
+                                      "sentinel_col": "glucose", "n_dup": 15, "marker": "protein_x"})}
     for name, (load, kw) in tables.items():
         X, y = load()
         clean = load_cohort(write_cohort(work / f"{name}_clean", X, y), progress=False)

@@ -11,14 +11,23 @@
     runner-up), or when it is named like a quantity known only after the index time
     (follow-up, survival, discharge, death, ...) and its AUROC reaches ``leak_auroc``. A
     fixed threshold alone would flag honest strong features (a tumour's perimeter reaches
-    0.975 on the breast-cancer table), hence the runner-up and name rules.
+    0.975 on the breast-cancer table), hence the runner-up and name rules. A numeric column
+    whatever its name is also a suspect when it separates the classes (AUROC >= ``leak_auroc``)
+    yet is unrelated to every other numeric column within each class (adjusted within-class
+    R^2 <= ``label_copy_r2``): it behaves like the label plus noise, as a value recorded
+    because of the outcome does, while a real measurement shares variation with the others
+    (the clean breast-cancer and diabetes tables: every column >= 0.14).
 ``post_index``
     Date columns, vital signs and notes dated after the patient's ``index_time``, and
     time-stamped modalities of patients without an index time (which no reader could window).
 ``duplicate``
-    The same EHR row or the same note (normalised text hash) in two splits, and near-duplicate
+    The same EHR row or the same note (normalised text hash) in two splits, near-duplicate
     notes across splits (Jaccard similarity of their word 3-shingles >= ``near_duplicate``,
-    0.8 by default: two templated notes that differ in a value or two, a copy-forward).
+    0.8 by default: two templated notes that differ in a value or two, a copy-forward), and
+    near-duplicate table rows across splits (at least ``near_duplicate`` of the columns both
+    rows have agree within ``row_tolerance`` of the column's interquartile range, among them
+    at least ``min_features`` columns with many distinct values: a patient exported twice,
+    rounded differently or with a value re-measured).
 ``type_drift``
     Numeric columns holding text: placeholder tokens (``?``, ``-``, ``missing``) that the EHR
     reader read as missing, and any other text that would turn the column into categories.
@@ -197,6 +206,11 @@ def _norm_name(column: str) -> str:
 def _is_missing(v: Any) -> bool:
     if v is None:
         return True
+    t = type(v)
+    if t is float:
+        return v != v
+    if t is str or t is int:
+        return False
     if isinstance(v, float) and math.isnan(v):
         return True
     try:
@@ -208,6 +222,11 @@ def _is_missing(v: Any) -> bool:
 
 
 def _to_float(v: Any) -> float | None:
+    t = type(v)
+    if t is float:
+        return None if v != v else v
+    if t is int:
+        return float(v)
     if isinstance(v, bool) or _is_missing(v):
         return None
     if isinstance(v, (int, float)):
@@ -326,7 +345,8 @@ def _pid(rec: Any) -> str:
 
 
 def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditReport, *, leak_auroc: float,
-                   near_perfect: float, standout_auroc: float, standout_margin: float, min_per_class: int) -> None:
+                   near_perfect: float, standout_auroc: float, standout_margin: float, min_per_class: int,
+                   label_copy_r2: float) -> None:
     import numpy as np
     import pandas as pd
 
@@ -367,6 +387,7 @@ def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditRep
                     rows.append({"task": task, "source": src, "column": col, "by": how, "n": n, "auroc": auc})
     table = pd.DataFrame(rows, columns=["task", "source", "column", "by", "n", "auroc"])
     rep.auroc = table.sort_values(["task", "auroc"], ascending=[True, False]).reset_index(drop=True)
+    flagged: set = set()
     for task, g in rep.auroc.groupby("task", sort=False):
         g = g.sort_values("auroc", ascending=False)
         best_by_col = g.drop_duplicates(["source", "column"])
@@ -385,6 +406,7 @@ def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditRep
             why = "; it ".join(why) or None
             if why is None:
                 continue
+            flagged.add((task, r.source, r.column))
             what = "its missingness" if r.by == "missingness" else "the column"
             rep.findings.append(Finding(
                 "leakage", f"{what} {why}: single-feature AUROC {r.auroc:.3f} on {r.n} training patients",
@@ -392,6 +414,58 @@ def _check_leakage(train: list[Any], tasks: list[str], cols: dict, rep: AuditRep
                 "prediction time (follow-up time, discharge status, a test ordered because of the outcome)",
                 column=r.column, source=r.source, count=int(r.n), value=float(r.auroc),
                 examples=[f"AUROC {r.auroc:.3f}", f"by {r.by}"]))
+    for task in rep.auroc["task"].unique():
+        y_all = _binary_labels(train, task)
+        values = rep.auroc[(rep.auroc.task == task) & (rep.auroc.by == "value")]
+        auc_of = {(r.source, r.column): (float(r.auroc), int(r.n)) for r in values.itertuples(index=False)}
+        for (src, col), r2 in _within_class_r2(cols, y_all, min_per_class=min_per_class).items():
+            auc, n = auc_of.get((src, col), (float("nan"), 0))
+            if (task, src, col) in flagged or not auc >= leak_auroc or r2 > label_copy_r2:
+                continue
+            rep.findings.append(Finding(
+                "leakage", f"the column separates label_{task} (single-feature AUROC {auc:.3f} on {n} training "
+                f"patients) yet is unrelated to every other numeric column within each class (adjusted "
+                f"within-class R^2 {r2:.2f}): it behaves like the label plus noise, as a value recorded because "
+                "of the outcome does", column=col, source=src, count=n, value=auc,
+                examples=[f"AUROC {auc:.3f}", f"within-class R^2 {r2:.2f}"],
+                fix="check when and why the value is recorded; drop it if it is known only after the prediction "
+                    "time or derived from the outcome (an independent marker measured at baseline may stay)"))
+
+
+def _within_class_r2(cols: dict, y, *, min_per_class: int, min_columns: int = 4) -> dict[tuple[str, str], float]:
+    """``(source, column) -> adjusted R^2`` of each numeric column on all the other numeric
+    columns after removing the class means of ``y`` (mean-imputed; columns at least half
+    present with at least 5 distinct values). Empty with fewer than ``min_columns`` columns."""
+    import numpy as np
+
+    lab = ~np.isnan(y)
+    yl = y[lab]
+    if min(yl.sum(), (1 - yl).sum()) < min_per_class:
+        return {}
+    keys, mats = [], []
+    for key, vals in cols.items():
+        if key == ("manifest", "site"):
+            continue
+        x = np.array([np.nan if (f := _to_float(v)) is None else f for v, keep in zip(vals, lab) if keep])
+        present = [v for v, keep in zip(vals, lab) if keep and not _is_missing(v)]
+        if np.isnan(x).mean() > 0.5 or len(present) == 0 or (~np.isnan(x)).sum() < 0.95 * len(present):
+            continue
+        if len(np.unique(x[~np.isnan(x)])) < 5:
+            continue
+        x = np.where(np.isnan(x), np.nanmean(x), x)
+        for c in (0.0, 1.0):
+            x[yl == c] -= x[yl == c].mean()
+        sd = x.std()
+        if sd > 0:
+            keys.append(key)
+            mats.append(x / sd)
+    n, p = len(yl), len(keys)
+    if p < min_columns or n - 2 - (p - 1) <= 0:
+        return {}
+    C = np.corrcoef(np.vstack(mats)) + 1e-6 * np.eye(p)
+    r2 = 1.0 - 1.0 / np.diag(np.linalg.pinv(C))
+    adj = 1.0 - (1.0 - r2) * (n - 2) / (n - 2 - (p - 1))
+    return {k: float(v) for k, v in zip(keys, adj)}
 
 
 def _check_post_index(records: list[Any], cols: dict, rep: AuditReport) -> None:
@@ -453,7 +527,7 @@ def _norm_text(text: str) -> str:
 
 
 def _check_duplicates(records: list[Any], split_of: dict[int, str], rep: AuditReport, *,
-                      near_duplicate: float, min_features: int) -> None:
+                      near_duplicate: float, min_features: int, row_tolerance: float = 0.02) -> None:
     # table rows: the same values in two splits
     keys: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
@@ -466,9 +540,13 @@ def _check_duplicates(records: list[Any], split_of: dict[int, str], rep: AuditRe
                 items.append((k, f"{x:.6g}" if x is not None else str(v).strip().casefold()))
             if len(items) >= min_features:
                 keys[m + "\x00" + repr(items)].append(i)
-    _report_dups(keys, records, split_of, rep, what="table row", source_of=lambda k: k.split("\x00", 1)[0],
-                 fix="keep one row per patient: the same patient (or a copy) in train and test inflates the test "
-                     "score; de-duplicate before splitting, or split by a grouping column")
+    row_pairs = _report_dups(keys, records, split_of, rep, what="table row",
+                             source_of=lambda k: k.split("\x00", 1)[0],
+                             fix="keep one row per patient: the same patient (or a copy) in train and test inflates "
+                                 "the test score; de-duplicate before splitting, or split by a grouping column")
+    if near_duplicate:
+        _near_duplicate_rows(records, split_of, rep, threshold=near_duplicate, tolerance=row_tolerance,
+                             min_features=min_features, exact=row_pairs)
     # notes: exact (normalised text) and near duplicates
     docs: list[tuple[int, str, str]] = []  # (record position, modality, normalised text)
     for i, rec in enumerate(records):
@@ -515,6 +593,93 @@ def _report_dups(groups: dict[str, list[int]], records, split_of, rep, *, what: 
                                         count=n, severity="info",
                                         fix="check that repeated rows are distinct patients; they weigh twice"))
     return pairs
+
+
+def _near_duplicate_rows(records, split_of, rep, *, threshold: float, tolerance: float, min_features: int,
+                         exact: set, blocks: int = 12, block_size: int = 4, max_bucket: int = 200) -> None:
+    """Pairs of table rows in different splits that agree on ``threshold`` of their shared
+    columns (numbers within ``tolerance`` x the column's IQR, text equal), at least
+    ``min_features`` of them columns with 10+ distinct values. Candidates come from hashing
+    random blocks of ``block_size`` such columns into bins 4 tolerances wide (locality-sensitive
+    hashing), so the cost grows with the rows, not their pairs."""
+    import numpy as np
+
+    by_mod: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        if split_of.get(i) is None:
+            continue
+        for m, tab in _values(rec, "table"):
+            by_mod[m].append((i, {k: v for k, v in tab.values.items() if k != "patient_id" and not _is_missing(v)}))
+    rng = np.random.default_rng(0)
+    for m, rows in by_mod.items():
+        if len(rows) < 2:
+            continue
+        names = sorted({k for _, r in rows for k in r})
+        num: dict[str, np.ndarray] = {}
+        text: dict[str, list[Any]] = {}
+        for k in names:
+            vals = [r.get(k) for _, r in rows]
+            x = np.array([np.nan if (f := _to_float(v)) is None else f for v in vals])
+            n_present = sum(v is not None for v in vals)
+            if n_present and (~np.isnan(x)).sum() >= 0.95 * n_present:
+                num[k] = x
+            else:
+                text[k] = [None if v is None else str(v).strip().casefold() for v in vals]
+        tol, informative = {}, []
+        for k, x in num.items():
+            v = x[~np.isnan(x)]
+            if not len(v):
+                continue
+            q1, q3 = np.quantile(v, [0.25, 0.75])
+            spread = (q3 - q1) or float(v.std())
+            tol[k] = tolerance * spread
+            if len(np.unique(v)) >= 10 and tol[k] > 0:
+                informative.append(k)
+        if len(informative) < min_features:
+            continue
+        cand: set = set()
+        size = min(block_size, len(informative))
+        for _ in range(blocks):
+            cols = rng.choice(informative, size=size, replace=False)
+            bins = np.stack([np.floor(num[k] / (4 * tol[k])) for k in cols], axis=1)
+            ok = ~np.isnan(bins).any(axis=1)
+            buckets: dict[bytes, list[int]] = defaultdict(list)
+            for a in np.flatnonzero(ok):
+                buckets[bins[a].tobytes()].append(int(a))
+            for members in buckets.values():
+                if 2 <= len(members) <= max_bucket:
+                    cand.update((a, b) for x_, a in enumerate(members) for b in members[x_ + 1:])
+        pairs = np.array([(a, b) for a, b in sorted(cand)
+                          if split_of.get(rows[a][0]) != split_of.get(rows[b][0])
+                          and (min(rows[a][0], rows[b][0]), max(rows[a][0], rows[b][0])) not in exact],
+                         dtype=int).reshape(-1, 2)
+        if not len(pairs):
+            continue
+        keys = list(num)
+        X = np.stack([num[k] for k in keys], axis=1)
+        t_ = np.array([tol.get(k, 0.0) for k in keys])
+        inf = np.array([k in informative for k in keys])
+        xa, xb = X[pairs[:, 0]], X[pairs[:, 1]]
+        both = ~np.isnan(xa) & ~np.isnan(xb)
+        close = both & (np.abs(np.nan_to_num(xa) - np.nan_to_num(xb)) <= t_)
+        shared, agree, agree_inf = both.sum(1), close.sum(1), (close & inf).sum(1)
+        for t in text.values():
+            ta = [t[a] for a in pairs[:, 0]]
+            tb = [t[b] for b in pairs[:, 1]]
+            shared += np.array([u is not None and v is not None for u, v in zip(ta, tb)], dtype=int)
+            agree += np.array([u is not None and u == v for u, v in zip(ta, tb)], dtype=int)
+        hit = (shared > 0) & (agree_inf >= min_features) & (agree >= threshold * shared)
+        n_pairs, found = int(hit.sum()), []
+        for (a, b), n_agree, n_shared in zip(pairs[hit][:5], agree[hit][:5], shared[hit][:5]):
+            ia, ib = rows[a][0], rows[b][0]
+            found.append(f"{_pid(records[ia])} ({split_of.get(ia)}) ~ {_pid(records[ib])} "
+                         f"({split_of.get(ib)}): {n_agree} of {n_shared} columns agree")
+        if n_pairs:
+            rep.findings.append(Finding(
+                "duplicate", f"near-duplicate table rows in different splits (>= {threshold:.0%} of the shared "
+                f"columns agree, numbers within {tolerance:g} x the column's IQR)", source=m, count=n_pairs,
+                examples=found, fix="a patient exported twice (rounded differently, a value re-measured) belongs "
+                "in one split: de-duplicate by patient before splitting, or group the copies (split.group_by)"))
 
 
 def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exact: set) -> None:
@@ -716,6 +881,8 @@ def audit_cohort(
     standout_auroc: float = 0.75,
     standout_margin: float = 0.1,
     near_duplicate: float = 0.8,
+    label_copy_r2: float = 0.05,
+    row_tolerance: float = 0.02,
     min_per_class: int = 10,
     min_features: int = 3,
     alpha: float = 0.001,
@@ -743,11 +910,13 @@ def audit_cohort(
     if "leakage" in checks:
         train = [records[i] for i, s in split_of.items() if s == "train"] or records
         _check_leakage(train, tasks, _table_columns(train), rep, leak_auroc=leak_auroc, near_perfect=near_perfect,
-                       standout_auroc=standout_auroc, standout_margin=standout_margin, min_per_class=min_per_class)
+                       standout_auroc=standout_auroc, standout_margin=standout_margin, min_per_class=min_per_class,
+                       label_copy_r2=label_copy_r2)
     if "post_index" in checks:
         _check_post_index(records, cols, rep)
     if "duplicate" in checks:
-        _check_duplicates(records, split_of, rep, near_duplicate=near_duplicate, min_features=min_features)
+        _check_duplicates(records, split_of, rep, near_duplicate=near_duplicate, min_features=min_features,
+                          row_tolerance=row_tolerance)
     if "type_drift" in checks:
         _check_type_drift(records, cols, rep)
     if "disguised_missing" in checks:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .errors import ConfigError
-from .modelspec import EncoderSpec, FusionSpec, ModelSection, check_preprocess_options
+from .modelspec import KIND_STEP, EncoderSpec, FusionSpec, ModelSection, check_preprocess_options
 from .schemas import schema_path
 
 __all__ = ["ExperimentConfig", "ModelSection", "EncoderSpec", "FusionSpec", "load_config", "apply_overrides", "parse_overrides", "json_schema", "SCHEMA_PATH"]
@@ -141,7 +141,17 @@ class EvaluationSection(_Section):
     n_boot: int = Field(2000, ge=100, description="Bootstrap resamples of the baseline comparison's CI.")
 
 
+
+
 class PreprocessSection(_Section):
+    """Per-modality preprocessor settings: the four default names, and any declared modality's
+    name (``preprocess.ct: {spatial_size: [32, 32, 32]}``, ``preprocess.labs: {...}``), checked
+    against its kind's preprocessor when the cohort's modalities are known."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {
+        "type": "object", "description": "Keyword arguments of a declared modality's preprocessor (by its kind: "
+                                         "image, text, series or table)."}})
+
     image: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of ImagePreprocessor.")
     notes: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of TextPreprocessor.")
     vitals: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of VitalsPreprocessor.")
@@ -152,6 +162,26 @@ class PreprocessSection(_Section):
                                   "`medmm preprocess` fills it ahead of training.")
     workers: int = Field(0, ge=0, description="Processes that fill the image cache before the first epoch (0: in "
                          "this process).")
+
+    @model_validator(mode="after")
+    def _declared_names(self) -> "PreprocessSection":
+        from .records import check_modality_name
+
+        for name, options in (self.model_extra or {}).items():
+            try:
+                check_modality_name(name)
+            except Exception as exc:  # noqa: BLE001 - a MedmmError from the name check, as a validation error
+                raise ValueError(f"preprocess.{name}: {getattr(exc, 'message', exc)}") from None
+            if not isinstance(options, dict):
+                raise ValueError(f"preprocess.{name} must be a mapping of preprocessor settings, got "
+                                 f"{type(options).__name__}")
+        return self
+
+    def options(self, modality: str) -> dict[str, Any]:
+        """The settings given for ``modality`` (a default or a declared name); ``{}`` if none."""
+        value = getattr(self, modality, None) if modality in type(self).model_fields else \
+            (self.model_extra or {}).get(modality)
+        return dict(value or {})
 
 
 
@@ -368,9 +398,9 @@ def _validate(data: dict[str, Any], source: str | Path | None) -> ExperimentConf
     except ConfigError as exc:
         raise ConfigError(exc.message, path=source, column=f"train.{exc.column}" if exc.column else "train",
                           hint=exc.hint) from exc
-    for m, options in cfg.preprocess.model_dump(exclude={"cache_dir", "workers"}).items():
+    for m in ("image", "notes", "vitals", "ehr"):
         try:
-            check_preprocess_options(m, options)
+            check_preprocess_options(m, cfg.preprocess.options(m))
         except ValueError as exc:
             raise ConfigError(str(exc), path=source, column=f"preprocess.{m}",
                               hint="see medmm/schemas/experiment.schema.json") from exc
@@ -404,7 +434,34 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         if candidate.exists() or not Path(cfg.cohort.manifest).exists():
             cfg.cohort.manifest = str(candidate)
     _check_model_modalities(cfg, path)
+    _check_declared_preprocess(cfg, path)
     return cfg
+
+
+def _check_declared_preprocess(cfg: ExperimentConfig, source: Any) -> None:
+    """``preprocess.<name>`` for a modality beyond the four defaults: a declared modality, with
+    its kind's preprocessor settings."""
+    from .catalog import suggest
+    from .cohort import modality_spec
+
+    extra = cfg.preprocess.model_extra or {}
+    if not extra:
+        return
+    try:
+        spec = modality_spec(cfg.cohort.manifest, cfg.modalities)
+    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
+        return
+    for m, options in extra.items():
+        if m not in spec:
+            raise ConfigError(f"preprocess.{m} names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
+                              path=source, column=f"preprocess.{m}",
+                              hint=f"declared: {list(spec)}; declare it with its kind in the `modalities:` section "
+                                   "or the manifest's sidecar <manifest>.modalities.yaml")
+        try:
+            check_preprocess_options(KIND_STEP[spec.kind(m)], options)
+        except ValueError as exc:
+            raise ConfigError(f"preprocess.{m} ({spec.kind(m)} modality): {exc}", path=source,
+                              column=f"preprocess.{m}", hint="see medmm/schemas/experiment.schema.json") from exc
 
 
 def _check_model_modalities(cfg: ExperimentConfig, source: Any) -> None:

@@ -389,3 +389,27 @@ def test_assistant_import_is_torch_free():
     code = "import sys, medmm.assistant; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_model_explanation_masks_declared_modalities():
+    """Shapley values over a record's declared modalities (``ct``, ``labs``), not the four default
+    names: each subset the model scores has exactly the other declared modalities masked."""
+    import numpy as np
+
+    from medmm.assistant.engine import model_explanation
+    from medmm.records import Missing, ModalitySpec, PatientRecord, Tabular
+
+    class Additive:
+        modalities = ModalitySpec({"labs": "table", "demo": "table"})
+        tasks = ("y",)
+        output_columns = ("y",)
+
+        def predict_records(self, recs):
+            logit = np.array([[1.0 * (not isinstance(r.labs, Missing)) + 0.5 * (not isinstance(r.demo, Missing))]
+                              for r in recs])
+            return 1 / (1 + np.exp(-logit))
+
+    rec = PatientRecord("P1", modalities={"labs": Tabular({"crp": 3.0}), "demo": Tabular({"age": 50.0})})
+    columns, present, probs, shap = model_explanation(Additive(), rec)
+    assert present == ["labs", "demo"]
+    np.testing.assert_allclose([shap["labs"][0], shap["demo"][0]], [1.0, 0.5], atol=1e-6)

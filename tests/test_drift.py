@@ -77,3 +77,33 @@ def test_extract_features_from_records(tiny_loaded):
     assert any(c.endswith("_mean") for c in f.vitals.columns)
     sub = f.subset(np.arange(10))
     assert len(sub.present) == 10 and set(sub.tabular.index) <= set(sub.present.index)
+
+
+def _declared_records(rng, n, *, labs_shift=0.0):
+    from medmm.records import Missing, Note, Notes, PatientRecord, Tabular
+
+    recs = []
+    for i in range(n):
+        mods = {"demo": Tabular({"age": float(rng.normal(60, 10)), "sex": str(rng.choice(["F", "M"]))}),
+                "labs": Tabular({"crp": float(rng.lognormal(1.0 + labs_shift, 0.5)), "wbc": float(rng.normal(7, 2))}),
+                "reports": Notes([Note("CT chest: no acute findings. " * int(rng.integers(1, 6)))])
+                if rng.random() > 0.3 else Missing()}
+        recs.append(PatientRecord(f"p{i}", modalities=mods))
+    return recs
+
+
+def test_drift_covers_declared_modalities_by_kind():
+    """A cohort with two tables and a text modality under their own names: each is tested by its
+    kind, and a shift in one table alarms there only."""
+    rng = np.random.default_rng(0)
+    ref = extract_features(_declared_records(rng, 150))
+    assert list(ref.present.columns) == ["demo", "labs", "reports"]
+    assert set(ref.stats) == {"demo", "labs", "reports"} and "note_chars" in ref.stats["reports"].columns
+    assert len(ref.stats["reports"]) == int(ref.present["reports"].sum()) < 150
+    cur = extract_features(_declared_records(rng, 150, labs_shift=0.8))
+    rep = drift_report(ref, cur, n_permutations=50)
+    assert rep.modalities["labs"] and not rep.modalities["demo"] and not rep.modalities["reports"]
+    crp = rep.table[(rep.table.modality == "labs") & (rep.table.feature == "crp")].iloc[0]
+    assert crp.alarm and crp.test == "ks"
+    quiet = drift_report(ref, extract_features(_declared_records(rng, 150)), n_permutations=50)
+    assert not quiet.drifted, quiet.table[quiet.table.alarm]

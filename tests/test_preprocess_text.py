@@ -23,7 +23,11 @@ def test_auto_vocabulary_follows_the_number_of_training_notes(n_notes, expected)
     if n_notes <= 400:
         pre.fit(_notes(n_notes))
         assert pre.max_features_ == expected
-        assert pre.n_features_ <= expected and pre.output_shape == (pre.n_features_ + len(pre.finding_names_),)
+        layout = pre.sparse_layout()  # the MLP's dense columns, then the wide path's sparse indices and values
+        assert pre.n_features_ <= expected and layout["dense"] == pre.n_features_ + len(pre.finding_names_)
+        assert pre.output_shape == (layout["dense"] + 2 * layout["nnz"],)
+        narrow = TextPreprocessor(wide_vocabulary=False).fit(_notes(n_notes))
+        assert narrow.sparse_layout() is None and narrow.output_shape == (narrow.n_features_ + len(narrow.finding_names_),)
 
 
 def test_explicit_vocabulary_and_bad_values():
@@ -45,6 +49,7 @@ def test_transform_many_equals_transform_and_keeps_negation():
     for i in range(7):
         np.testing.assert_allclose(batch[i], pre.transform(train[i]), atol=1e-7)
     names = pre.finding_names_
-    neg = pre.transform(Notes([Note("No mass is seen.")]))[-len(names):]
-    aff = pre.transform(Notes([Note("There is a solid mass.")]))[-len(names):]
+    end = pre.sparse_layout()["dense"]  # the findings close the dense part; the wide path's sparse part follows
+    neg = pre.transform(Notes([Note("No mass is seen.")]))[end - len(names):end]
+    aff = pre.transform(Notes([Note("There is a solid mass.")]))[end - len(names):end]
     assert neg[names.index("tumor__negated")] == 1 and aff[names.index("tumor__affirmed")] == 1

@@ -900,11 +900,11 @@ def model_explanation(model: Any, record: Any) -> tuple[tuple[str, ...], list[st
     from itertools import combinations
     from math import factorial
 
-    from ..records import MODALITIES, Missing
+    from ..records import Missing
 
     columns = tuple(getattr(model, "columns", None) or getattr(model, "output_columns", None) or model.tasks)
-    modalities = tuple(getattr(model, "modalities", MODALITIES))
-    present = [m for m in modalities if not isinstance(getattr(record, m, Missing()), Missing)]
+    modalities = tuple(getattr(model, "modalities", None) or record.modalities)  # the declared ones, any names
+    present = [m for m in modalities if not isinstance(record.modalities.get(m, Missing()), Missing)]
     subsets = [s for r in range(len(present) + 1) for s in combinations(present, r)]
     if hasattr(model, "predict_values") and hasattr(model, "preprocessor"):
         base = model.preprocessor.transform(record)
@@ -913,7 +913,7 @@ def model_explanation(model: Any, record: Any) -> tuple[tuple[str, ...], list[st
         items = [{m: (base.get(m) if m in s else None) for m in base} for s in subsets]
         probs = np.asarray(model.predict_values(items), dtype=float)
     else:
-        recs = [record.masked(*[m for m in MODALITIES if m not in s]) for s in subsets]
+        recs = [record.masked(*[m for m in modalities if m not in s and m in record.modalities]) for s in subsets]
         probs = np.asarray(model.predict_records(recs), dtype=float)
     p = np.clip(probs, 1e-6, 1 - 1e-6)
     logit = np.log(p / (1 - p))

@@ -2,15 +2,17 @@
 
 Per modality, on per-patient features:
 
-* **tabular (EHR)**: numeric columns by the two-sample Kolmogorov-Smirnov test (with the
+Modalities are the records' own (any declared name), each tested by its kind:
+
+* **table (EHR, labs, ...)**: numeric columns by the two-sample Kolmogorov-Smirnov test (with the
   population stability index, PSI, over reference deciles, reported beside it); categorical
   columns by a chi-square test of the category counts;
-* **vitals**: per-signal summaries per patient (mean, last value) and the observation count,
+* **series (vitals)**: per-signal summaries per patient (mean, last value) and the observation count,
   by KS and PSI;
-* **image**: raw intensity statistics (mean, standard deviation, 5th and 95th percentiles) by
+* **image (any series)**: raw intensity statistics (mean, standard deviation, 5th and 95th percentiles) by
   KS, and the model's image-encoder embeddings by the maximum mean discrepancy (MMD, RBF
   kernel with the median-distance bandwidth, permutation p-value);
-* **notes**: the model's note-encoder embeddings by MMD, and note length by KS;
+* **text (notes)**: the model's note-encoder embeddings by MMD, and note length by KS;
 * **missingness**: each modality's missing rate by a chi-square test (Fisher's exact test for
   small counts);
 * **predictions**: each task's predicted probabilities by KS and PSI;
@@ -32,24 +34,41 @@ import numpy as np
 
 from ..errors import ConfigError
 
-EMBEDDED = ("image", "notes")  # modalities whose encoder embeddings are compared (MMD)
+EMBEDDED = ("image", "notes")  # the default modalities whose encoder embeddings are compared (MMD)
+EMBEDDED_KINDS = ("image", "text")  # the kinds whose encoder embeddings are compared
 
 __all__ = ["DriftFeatures", "DriftReport", "extract_features", "drift_report", "mmd_test", "psi", "ks_test"]
+
+_LEGACY = {"ehr": "tabular", "vitals": "vitals", "image": "image_stats", "notes": "notes_stats"}
 
 
 @dataclass
 class DriftFeatures:
-    """Per-patient features of one cohort, for drift tests."""
+    """Per-patient features of one cohort, for drift tests.
+
+    ``stats`` holds one frame per modality (any declared name: ``ct``, ``labs``), built by its
+    kind; the four default names are also the attributes ``tabular``, ``vitals``,
+    ``image_stats`` and ``notes_stats``.
+    """
 
     present: Any  # DataFrame: one bool column per modality
-    tabular: Any  # DataFrame: EHR features (patients with EHR)
-    vitals: Any  # DataFrame: per-signal summaries (patients with vitals)
-    image_stats: Any  # DataFrame: raw intensity statistics (patients with an image)
-    notes_stats: Any  # DataFrame: note length (patients with notes)
+    tabular: Any = None  # DataFrame: EHR features (patients with EHR)
+    vitals: Any = None  # DataFrame: per-signal summaries (patients with vitals)
+    image_stats: Any = None  # DataFrame: raw intensity statistics (patients with an image)
+    notes_stats: Any = None  # DataFrame: note length (patients with notes)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> [n_present, D]
     probs: np.ndarray | None = None  # [n, T]
     labels: np.ndarray | None = None  # [n, T], NaN where unknown
     tasks: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)  # modality -> DataFrame of its per-patient features
+
+    def __post_init__(self) -> None:
+        import pandas as pd
+
+        for m, attr in _LEGACY.items():
+            if getattr(self, attr) is not None:
+                self.stats.setdefault(m, getattr(self, attr))
+            setattr(self, attr, self.stats.get(m, pd.DataFrame()))
 
     def subset(self, idx: np.ndarray) -> "DriftFeatures":
         """The features of patients ``idx`` (positions in :attr:`present`)."""
@@ -61,50 +80,76 @@ class DriftFeatures:
             rows = self.present.index[self.present[m].to_numpy()]
             mask = np.isin(rows, list(keep))
             emb[m] = e[mask]
-        return DriftFeatures(self.present.iloc[idx], pick(self.tabular), pick(self.vitals), pick(self.image_stats),
-                             pick(self.notes_stats), emb, None if self.probs is None else self.probs[idx],
-                             None if self.labels is None else self.labels[idx], self.tasks)
+        return DriftFeatures(self.present.iloc[idx], embeddings=emb,
+                             probs=None if self.probs is None else self.probs[idx],
+                             labels=None if self.labels is None else self.labels[idx], tasks=self.tasks,
+                             stats={m: pick(df) for m, df in self.stats.items()})
+
+
+def _table_stats(values: list[Any]):
+    import pandas as pd
+
+    tab = pd.DataFrame([v.values for v in values])
+    return tab.drop(columns=[c for c in ("patient_id",) if c in tab.columns])
+
+
+def _series_stats(values: list[Any]):
+    import pandas as pd
+
+    rows = []
+    for v in values:
+        f = v.frame
+        g = f.sort_values("time").groupby("signal")["value"]
+        row = {"n_obs": float(len(f))}
+        for s, x in g.mean().items():
+            row[f"{s}_mean"] = float(x)
+        for s, x in g.last().items():
+            row[f"{s}_last"] = float(x)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _image_stats(values: list[Any]):
+    import pandas as pd
+
+    rows = []
+    for v in values:
+        d = np.asarray(v.get_data(caching="unchanged"), dtype=np.float64)
+        p5, p95 = np.percentile(d, [5, 95])
+        rows.append({"intensity_mean": d.mean(), "intensity_std": d.std(), "intensity_p5": p5, "intensity_p95": p95})
+    return pd.DataFrame(rows)
+
+
+def _text_stats(values: list[Any]):
+    import pandas as pd
+
+    return pd.DataFrame({"note_chars": [float(len(v.text)) for v in values]})
+
+
+_STATS = {"table": _table_stats, "series": _series_stats, "image": _image_stats, "text": _text_stats}
 
 
 def extract_features(records: list[Any], model: Any = None, *, batch_size: int = 64) -> DriftFeatures:
-    """Per-patient drift features of ``records``; with a model, also its embeddings and predictions."""
+    """Per-patient drift features of ``records`` for each of their modalities (the declared ones,
+    each by its kind); with a model, also its embeddings and predictions."""
     import pandas as pd
 
-    from ..records import MODALITIES, Missing
+    from ..records import Missing, spec_of_records
 
+    records = list(records)
+    spec = getattr(model, "modalities", None) if model is not None else None
+    spec = spec if hasattr(spec, "kind") else spec_of_records(records)
     ids = [r.patient_id for r in records]
-    present = pd.DataFrame({m: [not isinstance(getattr(r, m), Missing) for r in records] for m in MODALITIES},
+    value = lambda r, m: r.modalities.get(m, Missing("not in this record"))  # noqa: E731
+    present = pd.DataFrame({m: [not isinstance(value(r, m), Missing) for r in records] for m in spec},
                            index=pd.Index(ids, name="patient_id"))
-    tab = pd.DataFrame([r.ehr.values for r in records if not isinstance(r.ehr, Missing)],
-                       index=[r.patient_id for r in records if not isinstance(r.ehr, Missing)])
-    tab = tab.drop(columns=[c for c in ("patient_id",) if c in tab.columns])
-    vit_rows, vit_ids = [], []
-    for r in records:
-        if isinstance(r.vitals, Missing):
-            continue
-        f = r.vitals.frame
-        g = f.sort_values("time").groupby("signal")["value"]
-        row = {"n_obs": float(len(f))}
-        for s, v in g.mean().items():
-            row[f"{s}_mean"] = float(v)
-        for s, v in g.last().items():
-            row[f"{s}_last"] = float(v)
-        vit_rows.append(row)
-        vit_ids.append(r.patient_id)
-    vit = pd.DataFrame(vit_rows, index=vit_ids)
-    img_rows, img_ids = [], []
-    for r in records:
-        if isinstance(r.image, Missing):
-            continue
-        d = np.asarray(r.image.get_data(caching="unchanged"), dtype=np.float64)
-        p5, p95 = np.percentile(d, [5, 95])
-        img_rows.append({"intensity_mean": d.mean(), "intensity_std": d.std(), "intensity_p5": p5,
-                         "intensity_p95": p95})
-        img_ids.append(r.patient_id)
-    img = pd.DataFrame(img_rows, index=img_ids)
-    notes = pd.DataFrame({"note_chars": [float(len(r.notes.text)) for r in records if not isinstance(r.notes, Missing)]},
-                         index=[r.patient_id for r in records if not isinstance(r.notes, Missing)])
-    feats = DriftFeatures(present, tab, vit, img, notes)
+    stats = {}
+    for m in spec:
+        have = [r for r in records if not isinstance(value(r, m), Missing)]
+        frame = _STATS[spec.kind(m)]([value(r, m) for r in have])
+        frame.index = [r.patient_id for r in have]
+        stats[m] = frame
+    feats = DriftFeatures(present, stats=stats)
     if model is not None:
         _model_features(feats, records, model, batch_size)
     return feats
@@ -129,7 +174,7 @@ def _model_features(feats: DriftFeatures, records: list[Any], model: Any, batch_
             for j, m in enumerate(model.modalities):
                 rows = torch.nonzero(b.present[:, j], as_tuple=True)[0]
                 enc = model.encoders[m]
-                if m in EMBEDDED and rows.numel() and hasattr(enc, "encode"):
+                if model.modalities.kind(m) in EMBEDDED_KINDS and rows.numel() and hasattr(enc, "encode"):
                     embs[m].append(enc.encode(b.values[m].index_select(0, rows)).numpy())
     feats.embeddings = {m: np.concatenate(v) for m, v in embs.items() if v}
     feats.probs = np.concatenate(probs) if probs else None
@@ -273,10 +318,8 @@ def drift_report(reference: DriftFeatures, current: DriftFeatures, *, alpha: flo
                 if np.isfinite(p):
                     add(modality, col, "chi2", s, p, ref_df[col].notna().sum(), cur_df[col].notna().sum())
 
-    numeric_block("ehr", reference.tabular, current.tabular)
-    numeric_block("vitals", reference.vitals, current.vitals)
-    numeric_block("image", reference.image_stats, current.image_stats)
-    numeric_block("notes", reference.notes_stats, current.notes_stats)
+    for m, ref_df in reference.stats.items():
+        numeric_block(m, ref_df, current.stats.get(m, pd.DataFrame()))
     for m, e in reference.embeddings.items():
         c = current.embeddings.get(m)
         if c is not None and len(e) >= min_n and len(c) >= min_n:

@@ -43,17 +43,23 @@ class CLSTransformer(nn.Module):
 
 @register_encoder("tfidf_mlp", modality="notes", kind="text", input="vector", example={"in_shape": (40,)})
 class BagOfNgramsMLP(Encoder):
-    """An MLP over a fitted TF-IDF bag of n-grams (the text baseline)."""
+    """An MLP over a fitted TF-IDF bag of n-grams (the text baseline).
+
+    ``in_features``: read only the first columns of the vector (the n-grams and findings; the
+    full-vocabulary sparse part after them is the wide path's, see
+    :meth:`~medmm.preprocess.text.TextPreprocessor.sparse_layout`)."""
 
     modality = "notes"
 
-    def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 128, dropout: float = 0.2) -> None:
+    def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 128, dropout: float = 0.2,
+                 in_features: int | None = None) -> None:
         super().__init__(out_dim)
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(int(in_shape[0]), hidden), nn.GELU(),
+        self.in_features = int(in_features) if in_features else int(in_shape[0])
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.in_features, hidden), nn.GELU(),
                                  nn.Linear(hidden, out_dim))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x[:, :self.in_features])
 
 
 @register_encoder("text_transformer", modality="notes", kind="text", input="tokens", tokens=True,
