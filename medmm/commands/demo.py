@@ -35,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = not args.quiet
     print(f"[1/3] writing a synthetic cohort of {args.patients} patients to {out / 'cohort'}")
-    test = min(max(args.test_fraction, 0.05), 0.9)
-    fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
-    manifest = generate_cohort(out / "cohort", n_patients=args.patients, seed=args.seed,
-                               missing_rate=args.missing_rate, image_size=args.image_size, progress=progress,
-                               split_fractions=fractions)
+    manifest = make_cohort(out / "cohort", args, progress=progress)
     print("[2/3] loading, preprocessing and training (attention fusion over image, notes, vitals, EHR;\n"
           "      each encoder pretrained alone with its unimodal head, then the whole model fine-tuned)")
     cfg = demo_config(manifest, out, args)
@@ -100,23 +96,35 @@ def _oracle_gaps(predictions, oracle_csv, tasks, *, seed: int = 0, n_boot: int =
     return out
 
 
-def demo_config(manifest, out, args: argparse.Namespace):
+def make_cohort(folder, args: argparse.Namespace, *, progress: bool = False):
+    """The demo's synthetic cohort in ``folder``; returns its manifest."""
+    from ..synth import generate_cohort
+
+    test = min(max(args.test_fraction, 0.05), 0.9)
+    fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
+    return generate_cohort(folder, n_patients=args.patients, seed=args.seed, missing_rate=args.missing_rate,
+                           image_size=args.image_size, progress=progress, split_fractions=fractions)
+
+
+def demo_config(manifest, out, args: argparse.Namespace, overrides: list[str] | tuple[str, ...] = ()):
     """The demo's experiment: MedFuse-style two stages with the attention fusion.
 
     Stage 1 trains each encoder with its unimodal head on the patients who have that
     modality (each stops at its own best epoch); stage 2 trains the fused model, the
     encoders at a quarter of the learning rate. Selection is on the validation split only.
     """
-    from ..config import ExperimentConfig
+    from ..config import load_config
     from ..synth import TASKS
 
-    return ExperimentConfig(
+    s = args.image_size
+    return load_config(dict(
         cohort={"manifest": str(manifest)},
         tasks=list(TASKS),
+        preprocess={"image": {"spatial_size": [s, s, s]}},
         model={"fusion": {"name": args.fusion}},
         train={"epochs": args.epochs, "seed": args.seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": "val_loss",
                "min_epochs": min(10, args.epochs), "patience": 10, "encoder_lr_scale": 0.25},
         transfer={"pretrain_epochs": args.epochs, "mode": "finetune"},
         tracking={"experiment": "medmm-demo", "run_name": "demo", "tracking_uri": args.tracking_uri},
         out_dir=str(out),
-    )
+    ), overrides)
