@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     work = Path(args.workdir or Path(args.json).with_suffix(""))
     t0 = time.perf_counter()
-    manifest = make_cohort(work / "cohort", args, progress=False)
+    manifest, _ = make_cohort(work / "cohort", args, progress=False, reuse=True)
     synth_s = time.perf_counter() - t0
     seen: dict = {}
     orig_prefill, orig_val = tds.prefill_datasets, trainer._val_metrics
