@@ -31,7 +31,6 @@ def parse(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     demo.add_arguments(p)
-    p.add_argument("--seeds", type=int, default=3, help="training seeds on the one cohort (default 3)")
     p.add_argument("--workdir", default=None, help="cohort and runs (default: beside --json)")
     p.add_argument("--json", default="bench_demo.json", help="where to write the per-seed histories and the rules")
     p.add_argument("--set", nargs="*", default=[], help="experiment overrides key=value (e.g. train.lr=1e-3)")
