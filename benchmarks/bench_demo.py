@@ -103,6 +103,7 @@ def main(argv=None) -> int:
                                  for h in res.history]})
         print(f"seed {a.seed}: {secs:.0f} s; " + ", ".join(f"{k2} {v:.0f}" for k2, v in res.timings.items()
                                                          if k2.endswith("_s")), flush=True)
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "runs": runs}, indent=1) + "\n")  # so far
     min_epochs = demo_config(manifest, work, args).train.min_epochs
     print(f"\nsynth {synth_s:.0f} s; {args.seeds} seeds; test AUROC - oracle of the epoch each rule selects")
     print(f"{'window':>7}{'patience':>9}  " + "".join(f"{t:>18}" for t in TASKS) + "   epochs")
