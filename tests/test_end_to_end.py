@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def test_import_medmm_stays_light():
@@ -50,16 +51,29 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--patients", "40", "--image-size", "16", "--epochs", "2", "--quiet"])
-    assert rc == 0
+    args = ["demo", "--out", str(out), "--patients", "40", "--image-size", "16", "--epochs", "2", "--seeds", "2",
+            "--quiet"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "oracle AUROC" in printed and "mlflow ui --backend-store-uri" in printed
+    assert "oracle AUROC" in printed and "mlflow ui --backend-store-uri" in printed and "written in" in printed
+
+    # the figures are the two seeds' average, beside the oracle with the averaged gap and its CI
+    from sklearn.metrics import roc_auc_score
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"tumor", "disease"}
-    for m in metrics.values():
+    seed1 = pd.read_parquet(out / "seeds" / "seed_1" / "predictions.parquet")
+    seed0 = pd.read_parquet(out / "predictions.parquet")
+    for t, m in metrics.items():
         for key in ("auroc", "auprc", "oracle_auroc", "best_single_modality_oracle_auroc"):
             assert 0.0 <= m[key] <= 1.0 or np.isnan(m[key])
+        assert m["seeds"] == [0, 1] and len(m["auroc_per_seed"]) == 2
+        known = seed0[f"label_{t}"].notna()
+        assert m["auroc_per_seed"] == pytest.approx(
+            [roc_auc_score(p.loc[known, f"label_{t}"], p.loc[known, f"prob_{t}"]) for p in (seed0, seed1)])
+        assert m["auroc"] == pytest.approx(np.mean(m["auroc_per_seed"]))
+        gap, low, high = m["gap_to_oracle"]
+        assert gap == pytest.approx(m["auroc"] - m["oracle_auroc"]) and low <= gap <= high
 
     # the run, its params, per-epoch metrics, config and model are in MLflow
     run_info = json.loads((out / "run.json").read_text())
@@ -74,6 +88,14 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     assert "config/resolved_config.json" in artifacts
 
     # the saved model predicts on raw records with no other file, as the logged pyfunc does
+    # a second demo in the same folder reuses the cohort when its settings are the same
+    import argparse
+
+    from medmm.commands.demo import make_cohort
+
+    same = argparse.Namespace(patients=40, test_fraction=0.53, missing_rate=0.2, image_size=16, seed=0)
+    assert make_cohort(out / "cohort", same, reuse=True) == (out / "cohort" / "manifest.csv", True)
+
     model = MultimodalModel.load(out / "model")
     records = load_cohort(out / "cohort" / "manifest.csv", progress=False).split("test")
     probs = model.predict_records(records)
@@ -88,3 +110,7 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     got = pyfunc.predict(table[["patient_id", "index_time", "image_path", "notes_path", "vitals_path", "ehr_path"]])
     np.testing.assert_allclose(got["prob_tumor"].to_numpy(), probs[:, 0], atol=1e-5)
     np.testing.assert_allclose(got["prob_disease"].to_numpy(), probs[:, 1], atol=1e-5)
+
+    # other settings write it again (the last check: it replaces the cohort read above)
+    assert make_cohort(out / "cohort", argparse.Namespace(**{**vars(same), "image_size": 12}), reuse=True)[1] is False
+    assert json.loads((out / "cohort" / "synth_config.json").read_text())["image_size"] == 12

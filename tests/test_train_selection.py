@@ -60,3 +60,49 @@ def test_one_lucky_epoch_does_not_win_selection(monkeypatch, window, expected):
     assert res.loss_info["monitor_window"] == w
     # the weights returned are those of the selected epoch, not of the window's last one
     assert res.history[res.best_epoch]["val_loss"] == script[expected]
+
+
+def _ehr_model(dim=4, seed=0):
+    import torch
+
+    from medmm.models.multimodal import ModelConfig, MultimodalModel, build_preprocessor
+
+    recs = _records()
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=("ehr",), dim=dim, fusion={"name": "concat"})
+    pre = build_preprocessor(cfg).fit(recs[:30])
+    torch.manual_seed(seed)
+    return MultimodalModel(cfg, pre.output_shapes(), pre), pre, recs
+
+
+def test_a_changed_model_or_seed_refuses_an_old_checkpoint_with_the_fix(tmp_path):
+    from medmm.data import MultimodalDataset
+    from medmm.train.checkpoint import load_checkpoint, model_fingerprint
+    from medmm.train.trainer import train
+
+    def fit(dim, seed=0, resume=True):
+        model, pre, recs = _ehr_model(dim)
+        ds = MultimodalDataset(recs[:30], pre, ("y",)), MultimodalDataset(recs[30:], pre, ("y",))
+        tc = TrainConfig(epochs=2, min_epochs=1, device="cpu", seed=seed, checkpoint_dir=str(tmp_path / "pretrain_ehr"))
+        return model, train(model, *ds, tc, progress=False, resume=resume)
+
+    model, first = fit(4)
+    assert load_checkpoint(tmp_path / "pretrain_ehr")["fingerprint"] == model_fingerprint(model)
+    _, again = fit(4)  # the same model and seed resume (here: the finished run) as before
+    assert again.resumed_from == {"epoch": 2, "batch": 0} and again.history == first.history
+    with pytest.raises(ConfigError, match="written by another model") as err:
+        fit(8)  # a wider model: before, torch's "size mismatch for ..." state-dict error
+    assert "pretrain_ehr" in str(err.value) and "checkpoint_dir" in str(err.value)
+    with pytest.raises(ConfigError, match="seed 0, not 1"):
+        fit(4, seed=1)
+    ckpt = load_checkpoint(tmp_path / "pretrain_ehr")  # a checkpoint from before fingerprints
+    ckpt.pop("fingerprint")
+    torch_save(ckpt, tmp_path / "pretrain_ehr" / "last.pt")
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        fit(8)
+    assert fit(4)[1].resumed_from == {"epoch": 2, "batch": 0}
+
+
+def torch_save(obj, path):
+    import torch
+
+    torch.save(obj, path)

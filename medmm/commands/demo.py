@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--patients", type=int, default=450,
-                   help="cohort size (default 450: 165 train, 45 val as before, and 240 test patients so that the "
-                        "held-out AUROC's standard error is ~0.025 instead of ~0.04)")
+                   help="cohort size (default 450: 165 train, 45 val and 240 test patients, so that the held-out "
+                        "AUROC's standard error is ~0.025 instead of ~0.04 on 90)")
     p.add_argument("--test-fraction", type=float, default=0.53,
                    help="share of the cohort held out for the test (default 0.53)")
     p.add_argument("--missing-rate", type=float, default=0.2, help="per-modality missing rate (default 0.2)")
-    p.add_argument("--image-size", type=int, default=32, help="voxels along each image axis (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the cohort and the training (default 0)")
-    p.add_argument("--epochs", type=int, default=40,
-                   help="maximum epochs of each training stage: unimodal pretraining, then fusion (default 40)")
+    p.add_argument("--image-size", type=int, default=16,
+                   help="voxels along each image axis (default 16: the lesion spans ~5 voxels, and each training "
+                        "epoch is ~8 times cheaper than at 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cohort and of the first training run (default 0)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="training runs on the one cohort, with seeds SEED, SEED+1, ...; the figures printed are "
+                        "their average (default 3: one run's AUROC varies by ~0.02 with its seed)")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="maximum epochs of each training stage: unimodal pretraining, then fusion (default 30)")
     p.add_argument("--fusion", default="attention", help="fusion module (default attention)")
+    p.add_argument("--fresh", action="store_true",
+                   help="write the cohort again even if OUT/cohort holds one with the same settings")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -25,98 +33,191 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import shutil
     import time
     from pathlib import Path
 
+    from ..cohort import load_cohort
     from ..experiment import run_experiment
-    from ..synth import TASKS, compare_to_oracle, generate_cohort
+    from ..synth import TASKS, compare_to_oracle
 
     t0 = time.perf_counter()
     out = Path(args.out)
     progress = not args.quiet
-    print(f"[1/3] writing a synthetic cohort of {args.patients} patients to {out / 'cohort'}")
-    test = min(max(args.test_fraction, 0.05), 0.9)
-    fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
-    manifest = generate_cohort(out / "cohort", n_patients=args.patients, seed=args.seed,
-                               missing_rate=args.missing_rate, image_size=args.image_size, progress=progress,
-                               split_fractions=fractions)
-    print("[2/3] loading, preprocessing and training (attention fusion over image, notes, vitals, EHR;\n"
-          "      each encoder pretrained alone with its unimodal head, then the whole model fine-tuned)")
-    cfg = demo_config(manifest, out, args)
-    res = run_experiment(config=cfg, progress=progress)
-    print("[3/3] held-out evaluation beside the oracle")
-    cmp = compare_to_oracle(res.predictions, manifest.parent / "oracle.csv", TASKS)
-    metrics = {t: {k: v for k, v in m.items()} for t, m in cmp.items()}
+    n_seeds = max(int(args.seeds), 1)
+    print(f"[1/3] a synthetic cohort of {args.patients} patients in {out / 'cohort'}")
+    manifest, reused = make_cohort(out / "cohort", args, progress=progress, reuse=not args.fresh)
+    t_synth = time.perf_counter() - t0
+    print(f"      {'reused (same settings; --fresh writes it again)' if reused else 'written'} in {t_synth:.0f} s")
+    cohort = load_cohort(manifest, strict=False, progress=False)
+    print(f"[2/3] {n_seeds} training run(s) (seeds {args.seed}..{args.seed + n_seeds - 1}): attention fusion over "
+          "image, notes, vitals, EHR;\n      each encoder pretrained alone with its unimodal head, then the whole "
+          "model fine-tuned")
+    runs = []
+    for k in range(n_seeds):
+        seed = args.seed + k
+        run_dir = out if k == 0 else out / "seeds" / f"seed_{seed}"
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # every demo trains from scratch
+        overrides = [f"preprocess.cache_dir={(out / 'cache').resolve()}", f"tracking.run_name=demo-seed{seed}"]
+        if k:  # the audit and the baselines do not depend on the training seed: once is enough
+            overrides += ["tracking.log_model=false", "tracking.plots=false", "cohort.audit=false",
+                          "evaluation.baselines=false"]
+        cfg = demo_config(manifest, run_dir, argparse.Namespace(**{**vars(args), "seed": seed}), overrides)
+        t = time.perf_counter()
+        res = run_experiment(config=cfg, cohort=cohort, progress=progress)
+        cmp = compare_to_oracle(res.predictions, manifest.parent / "oracle.csv", TASKS)
+        runs.append((seed, res, cmp))
+        print(f"      seed {seed}: best epoch {res.train_result.best_epoch}, " +
+              ", ".join(f"{t} AUROC {cmp[t]['auroc']:.3f}" for t in TASKS) + f" ({time.perf_counter() - t:.0f} s)")
+    print(f"[3/3] held-out evaluation beside the oracle ({len(runs[0][1].predictions)} test patients)")
+    metrics = _summary(runs, manifest.parent / "oracle.csv", TASKS, seed=args.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    first = runs[0][1]
     import mlflow
 
-    mlflow.set_tracking_uri(res.tracking_uri)
-    mlflow.log_metrics({f"test_{k}_{t}": float(m[k]) for t, m in cmp.items()
-                        for k in ("oracle_auroc", "best_single_modality_oracle_auroc")}, run_id=res.run_id)
-    mlflow.log_artifact(str(out / "metrics.json"), "evaluation", run_id=res.run_id)
+    mlflow.set_tracking_uri(first.tracking_uri)
+    summary = {}
+    for t, m in metrics.items():
+        summary |= {f"test_oracle_auroc_{t}": m["oracle_auroc"], f"test_mean_auroc_{t}": m["auroc"],
+                    f"test_gap_to_oracle_{t}": m["gap_to_oracle"][0], f"test_gap_to_oracle_{t}_low": m["gap_to_oracle"][1],
+                    f"test_gap_to_oracle_{t}_high": m["gap_to_oracle"][2],
+                    f"test_best_single_modality_oracle_auroc_{t}": m["best_single_modality_oracle_auroc"]}
+    mlflow.log_metrics(summary, run_id=first.run_id)
+    client = mlflow.MlflowClient(tracking_uri=first.tracking_uri)
+    client.set_tag(first.run_id, "medmm.demo_seed_runs", ",".join(r.run_id for _, r, _ in runs))
+    mlflow.log_artifact(str(out / "metrics.json"), "evaluation", run_id=first.run_id)
 
-    head = f"{'task':<9}{'AUROC':>7}{'AUPRC':>7}{'oracle AUROC':>14}{'best single-modality oracle':>29}  n (pos)"
+    label = f"AUROC ({n_seeds} seeds)" if n_seeds > 1 else "AUROC"
+    head = (f"{'task':<9}{label:>17}{'AUPRC':>7}{'oracle':>8}{'model - oracle [95% CI]':>27}"
+            f"{'best single-modality oracle':>30}  n (pos)")
     print(head)
     print("-" * len(head))
-    for t, m in cmp.items():
-        print(f"{t:<9}{m['auroc']:>7.3f}{m['auprc']:>7.3f}{m['oracle_auroc']:>14.3f}"
-              f"{m['best_single_modality_oracle_auroc']:>20.3f} ({m['best_single_modality']})  {m['n']} ({m['n_positive']})")
-    print("oracle AUROC: the Bayes-optimal score given the modalities each test patient has.")
-    gaps = _oracle_gaps(res.predictions, manifest.parent / "oracle.csv", TASKS, seed=args.seed)
-    for t, (d, lo, hi) in gaps.items():
-        metrics[t]["gap_to_oracle"] = [d, lo, hi]
-        print(f"{t}: AUROC - oracle AUROC {d:+.3f} [95% paired bootstrap CI {lo:+.3f}, {hi:+.3f}]")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"\nmetrics: {out / 'metrics.json'}   model: {res.model_dir}   predictions: {out / 'predictions.parquet'}")
-    uri = res.tracking_uri
+    for t, m in metrics.items():
+        d, lo, hi = m["gap_to_oracle"]
+        print(f"{t:<9}{m['auroc']:>17.3f}{m['auprc']:>7.3f}{m['oracle_auroc']:>8.3f}"
+              f"{f'{d:+.3f} [{lo:+.3f}, {hi:+.3f}]':>27}"
+              f"{m['best_single_modality_oracle_auroc']:>21.3f} ({m['best_single_modality']})  {m['n']} ({m['n_positive']})")
+        if n_seeds > 1:
+            print(f"{'':<9}per seed: " + ", ".join(f"{a:.3f}" for a in m["auroc_per_seed"]))
+    print("oracle AUROC: the Bayes-optimal score given the modalities each test patient has; the CI is a paired "
+          "bootstrap over test patients of the seeds' mean AUROC minus the oracle's.")
+    print(f"\nmetrics: {out / 'metrics.json'}   model (seed {args.seed}): {first.model_dir}   "
+          f"predictions: {out / 'predictions.parquet'}")
+    uri = first.tracking_uri
     if uri.startswith("sqlite:") or uri.startswith("postgresql:") or uri.startswith("mysql:"):
-        print(f"MLflow run {res.run_id}: open it with\n  mlflow ui --backend-store-uri {uri}")
+        print(f"MLflow runs {', '.join(r.run_id for _, r, _ in runs)}: open them with\n"
+              f"  mlflow ui --backend-store-uri {uri}")
     else:
-        print(f"MLflow run {res.run_id} at {uri}")
+        print(f"MLflow run {first.run_id} at {uri}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
-def _oracle_gaps(predictions, oracle_csv, tasks, *, seed: int = 0, n_boot: int = 1000) -> dict[str, tuple]:
-    """AUROC minus the oracle's on the same test patients, with a paired bootstrap CI: the figure
-    that varies least from machine to machine (both share the test patients' sampling noise)."""
+def _summary(runs: list, oracle_csv, tasks, *, seed: int = 0, n_boot: int = 2000) -> dict[str, dict]:
+    """Per task: the seeds' mean AUROC and AUPRC beside the oracle's, each seed's AUROC, and the
+    mean gap to the oracle with a 95 % paired bootstrap CI over the test patients (each resample
+    scores every seed's model and the oracle on the same patients, so the CI covers the test
+    split's sampling noise; the seeds' spread is in ``auroc_per_seed``)."""
     import numpy as np
     import pandas as pd
 
-    from ..evaluate.compare import compare_predictions
-
+    preds = [r.predictions for _, r, _ in runs]
+    ids = preds[0]["patient_id"].astype(str).tolist()
+    for p in preds[1:]:
+        if p["patient_id"].astype(str).tolist() != ids:
+            raise RuntimeError("the seeds' runs scored different test patients")
     orc = pd.read_csv(oracle_csv, dtype={"patient_id": str})
-    out = {}
+    out: dict[str, dict] = {}
     for t in tasks:
+        cmps = [c[t] for _, _, c in runs]
         o = orc[orc["task"] == t].set_index(["patient_id", "subset"])["score"]
-        ids = predictions["patient_id"].astype(str).tolist()
-        oracle = np.asarray([o[(i, p)] for i, p in zip(ids, predictions["pattern"])], dtype=float)
-        y = predictions[f"label_{t}"].to_numpy(float)
+        oracle = np.asarray([o[(i, s)] for i, s in zip(ids, preds[0]["pattern"])], dtype=float)
+        y = preds[0][f"label_{t}"].to_numpy(float)
         keep = ~np.isnan(y)
-        df = compare_predictions(y[keep], predictions[f"prob_{t}"].to_numpy(float)[keep], oracle[keep],
-                                 n_boot=n_boot, seed=seed)
-        row = df[(df.metric == "auroc") & (df.method == "paired bootstrap")].iloc[0]
-        out[t] = (float(row.difference), float(row.low), float(row.high))
+        scores = np.stack([p[f"prob_{t}"].to_numpy(float)[keep] for p in preds])
+        d, lo, hi = seed_mean_gap(y[keep], scores, oracle[keep], n_boot=n_boot, seed=seed)
+        m = {k: v for k, v in cmps[0].items() if k not in ("auroc", "auprc")}
+        m.update(auroc=float(np.mean([c["auroc"] for c in cmps])), auprc=float(np.mean([c["auprc"] for c in cmps])),
+                 auroc_per_seed=[float(c["auroc"]) for c in cmps], seeds=[s for s, _, _ in runs],
+                 gap_to_oracle=[d, lo, hi])
+        out[t] = m
     return out
 
 
-def demo_config(manifest, out, args: argparse.Namespace):
+def _auroc_rows(y: Any, s: Any) -> Any:
+    """AUROC of each row of scores ``s`` against the labels of the same row of ``y`` (ties count
+    one half; NaN for a row with one class)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    r = rankdata(s, axis=-1)
+    pos = y.sum(-1)
+    neg = y.shape[-1] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((r * y).sum(-1) - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def seed_mean_gap(y, scores, oracle, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean AUROC of ``scores`` (one row per training seed) minus the oracle's, with a 95 %
+    percentile CI from a paired bootstrap over patients."""
+    import numpy as np
+
+    y = np.asarray(y, float)
+    scores = np.atleast_2d(np.asarray(scores, float))
+    oracle = np.asarray(oracle, float)
+    point = float(np.mean(_auroc_rows(y, scores)) - _auroc_rows(y, oracle))
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    yb = y[idx]
+    gaps = np.mean([_auroc_rows(yb, s[idx]) for s in scores], axis=0) - _auroc_rows(yb, oracle[idx])
+    gaps = gaps[np.isfinite(gaps)]
+    lo, hi = np.percentile(gaps, [2.5, 97.5]) if len(gaps) else (np.nan, np.nan)
+    return point, float(lo), float(hi)
+
+
+def make_cohort(folder, args: argparse.Namespace, *, progress: bool = False, reuse: bool = False):
+    """The demo's synthetic cohort in ``folder``, written in one process per CPU (the files do not
+    depend on it); with ``reuse`` a complete cohort already there with the same settings is kept.
+    Returns ``(manifest, reused)``."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ..synth import SynthConfig, generate_cohort
+
+    folder = Path(folder)
+    test = min(max(args.test_fraction, 0.05), 0.9)
+    fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
+    kw = dict(n_patients=args.patients, seed=args.seed, missing_rate=args.missing_rate, image_size=args.image_size,
+              split_fractions=fractions)
+    manifest, written = folder / "manifest.csv", folder / "synth_config.json"
+    if reuse and manifest.exists() and written.exists():  # manifest.csv is the generator's last file
+        if json.loads(written.read_text()) == json.loads(json.dumps(asdict(SynthConfig(**kw)))):
+            return manifest, True
+    return generate_cohort(folder, progress=progress, workers=0, **kw), False
+
+
+def demo_config(manifest, out, args: argparse.Namespace, overrides: list[str] | tuple[str, ...] = ()):
     """The demo's experiment: MedFuse-style two stages with the attention fusion.
 
     Stage 1 trains each encoder with its unimodal head on the patients who have that
     modality (each stops at its own best epoch); stage 2 trains the fused model, the
     encoders at a quarter of the learning rate. Selection is on the validation split only.
     """
-    from ..config import ExperimentConfig
+    from ..config import load_config
     from ..synth import TASKS
 
-    return ExperimentConfig(
+    s = args.image_size
+    return load_config(dict(
         cohort={"manifest": str(manifest)},
         tasks=list(TASKS),
+        preprocess={"image": {"spatial_size": [s, s, s]}},
         model={"fusion": {"name": args.fusion}},
         train={"epochs": args.epochs, "seed": args.seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": "val_loss",
-               "min_epochs": min(10, args.epochs), "patience": 10, "encoder_lr_scale": 0.25},
+               "min_epochs": min(10, args.epochs), "patience": 10, "encoder_lr_scale": 0.25,
+               # single epochs: the fused stage's validation loss swings by up to 0.4 between epochs, and a
+               # 5-epoch mean (auto) then prefers an early, smooth stretch (benchmarks/bench_demo.py)
+               "monitor_window": 1},
         transfer={"pretrain_epochs": args.epochs, "mode": "finetune"},
         tracking={"experiment": "medmm-demo", "run_name": "demo", "tracking_uri": args.tracking_uri},
         out_dir=str(out),
-    )
+    ), overrides)

@@ -10,6 +10,8 @@ process killed while writing leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import tempfile
@@ -19,12 +21,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ReadError
+from ..errors import ConfigError, ReadError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "LAST", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "model_fingerprint",
+           "check_resumable", "LAST", "CHECKPOINT_VERSION"]
 
 LAST = "last.pt"
 CHECKPOINT_VERSION = 1
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the model's config (when it has one) and of its parameter and buffer names and
+    shapes: two models with the same fingerprint can exchange checkpoints."""
+    cfg = getattr(model, "config", None)
+    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    blob = json.dumps({"config": cfg, "state": shapes}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_resumable(state: dict[str, Any], model: torch.nn.Module, seed: int, path: str | Path) -> None:
+    """Refuse, with the fix, to resume ``state`` into a model or a run it was not written by."""
+    fix = (f"delete {path} to train from scratch, or set train.checkpoint_dir to a new folder "
+           "(each model and seed needs its own)")
+    want = model_fingerprint(model)
+    have = state.get("fingerprint")
+    if have is not None and have != want:
+        raise ConfigError(f"the checkpoint in {path} was written by another model (fingerprint {have}, this model "
+                          f"{want}): its config or input shapes changed since", path=path, hint=fix)
+    if have is None:  # written before fingerprints: compare the weights' names and shapes
+        mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in state["model"].items()}
+        if mine != theirs:
+            diff = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+            raise ConfigError(f"the checkpoint in {path} does not fit this model (first differences: {diff})",
+                              path=path, hint=fix)
+    ran = (state.get("config") or {}).get("seed")
+    if ran is not None and ran != seed:
+        raise ConfigError(f"the checkpoint in {path} belongs to a run with seed {ran}, not {seed}", path=path,
+                          hint=fix)
 
 
 def rng_state() -> dict[str, Any]:

@@ -240,7 +240,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from .checkpoint import check_resumable, load_checkpoint, model_fingerprint, rng_state, save_checkpoint, set_rng_state
     from .distributed import EpochSampler, all_reduce_sum, dist_info
 
     info = dist_info()
@@ -252,6 +252,8 @@ def train(
         if source is None:
             raise ConfigError("resume needs a checkpoint", hint="set checkpoint_dir or pass resume=PATH")
         ckpt = load_checkpoint(source)
+        if ckpt is not None:
+            check_resumable(ckpt, model, config.seed, source)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
@@ -293,6 +295,7 @@ def train(
     amp_dtype = torch.bfloat16 if config.amp_dtype == "bfloat16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
+    fingerprint = model_fingerprint(core)
     higher = config.higher_is_better
     window = config.window_for(len(val_ds) if val_ds is not None else 0)
     half = min(window // 2, (config.epochs - 1) // 2)  # an epoch is judged on the mean of the window centred on it
@@ -333,6 +336,7 @@ def train(
             "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state, "recent_states": recent,
             "history": history, "steps": steps, "epoch": epoch, "batch": batch, "running": run,
             "grads": grads, "rng": rng_state(), "finished": done, "config": config.to_dict(),
+            "fingerprint": fingerprint,
         }
 
     loss_info["monitor_window"] = window
