@@ -376,6 +376,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     from .audit import audit_splits
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
+    from .tasks import check_task_labels, merge_task_declarations
     from .train.distributed import barrier, init_distributed
     from .train.tracking import MlflowTracker, NullTracker
 
@@ -392,21 +393,29 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(cfg.cohort.manifest)
+    config_tasks = cfg.model.get("tasks")
     if cohort is None:
-        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities)
+        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities,
+                             tasks=config_tasks if isinstance(config_tasks, dict) else None)
     elif not isinstance(cohort, Cohort):  # a list of records
         cohort = Cohort.from_records(list(cohort), manifest=manifest)
-    records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
-    timings["load_s"] = time.perf_counter() - t0
-    tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
+    # the config's model.tasks wins over the manifest's sidecar, task by task
+    declared = merge_task_declarations(cohort.declared_tasks, config_tasks, cfg.tasks)
+    tasks = tuple(declared or cohort.tasks)
     if not tasks:
         raise ConfigError("the cohort has no label_* column to train on", path=manifest,
                           hint="add label columns such as label_tumor to the manifest")
+    if cohort.frame is not None and any(t in declared for t in tasks):
+        # before anything is read or trained: a bad label of a declared task fails here, by row and column
+        check_task_labels(cohort.frame, {t: declared[t] for t in tasks if t in declared}, source=str(manifest))
+    records = cohort.records  # built once (notes, vitals, EHR read; images stay on disk)
+    timings["load_s"] = time.perf_counter() - t0
     cfg.tasks = list(tasks)
     spec = cohort.modalities
     if cfg.modalities:
         spec = spec.merged(cfg.modalities)
-    model_config = cfg.model_config_for(tasks, spec=spec, available=cohort.available_modalities())
+    model_config = cfg.model_config_for(tasks, spec=spec, available=cohort.available_modalities(),
+                                        declared_tasks=declared)
     cfg.model = model_config.to_dict()  # logged in full: a resumed run must not pick up changed defaults
     train_config = cfg.train_config()
     parts = _splits(cfg, records, tasks)

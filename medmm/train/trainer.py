@@ -139,6 +139,7 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
         losses.append(float(-np.mean(y[sel, k] * np.log(pk) + (1 - y[sel, k]) * np.log(1 - pk))) if sel.any() else np.nan)
     aucs = [v for k, v in out.items()]
     out.update(task_val_metrics(unwrap(model), p, y, m, tasks))
+    losses += [v for k, v in out.items() if k.startswith("val_loss_")]
     out["val_auroc_mean"] = float(np.nanmean(aucs)) if aucs and not all(np.isnan(aucs)) else float("nan")
     out["val_loss"] = float(np.nanmean(losses)) if losses else float("nan")
     return out
