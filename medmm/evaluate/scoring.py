@@ -263,9 +263,10 @@ def score_cohort(
     ``out`` names a Parquet file the predictions are streamed to. ``cache_encoders`` runs
     each encoder once per batch for all the masked passes (see :class:`_EncoderCache`).
     ``num_workers`` > 0 reads and preprocesses a manifest's patients in that many worker
-    processes (a torch DataLoader) while the model scores. Only binary tasks are evaluated
-    (a column per task). ``engine='ray'`` scores a manifest on a Ray cluster at ``address``
-    (:mod:`medmm.engines`); the predictions are the same.
+    processes (a torch DataLoader) while the model scores. Binary tasks get a column each; the
+    others their :func:`~medmm.evaluate.task_metrics.typed_columns` (class probabilities, values,
+    risk scores and risks) from the same pass. ``engine='ray'`` scores a manifest on a Ray cluster
+    at ``address`` (:mod:`medmm.engines`); the predictions are the same.
     """
     import time
 
@@ -397,7 +398,8 @@ def _score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ..
     from ..data import collate
 
     batch = collate(items, mods, shapes, ()).to(device)
-    probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
+    full = _proba(model, batch.values, batch.present).float().cpu().numpy()
+    probs = full[:, cols]
     masked: dict[str, np.ndarray] = {}
     if subset_list:
         ctx = _EncoderCache(model, batch.values, batch.present) if cache_encoders else contextlib.nullcontext()
@@ -414,6 +416,14 @@ def _score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ..
             row[f"label_{t}"] = np.nan if y is None else float(y)
             row[f"prob_{t}"] = float(pr[k])
         rows.append(row)
+    heads = getattr(model, "heads", None)
+    if heads is not None and any(heads[t].kind != "binary" for t in model.tasks):
+        from .task_metrics import record_label, typed_columns  # every task type's columns, same pass
+
+        labels = [it["labels"] for it in items]
+        typed, _ = typed_columns(model, full, lambda key: record_label(labels, key), curves=False)
+        for i, row in enumerate(rows):
+            row.update({k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in typed.items()})
     return rows, masked
 
 
@@ -426,7 +436,8 @@ def _scored(frames: list[Any], masked: dict[str, list[np.ndarray]], tasks: tuple
         columns=["patient_id", "split", "pattern", *[c for t in tasks for c in (f"label_{t}", f"prob_{t}")]])
     # metadata columns may differ between batches (a column only some rows have)
     meta_cols = [c for c in preds.columns if c not in ("patient_id", "split", "pattern")
-                 and not c.startswith(("label_", "prob_"))]
+                 and not c.startswith(("label_", "prob_", "pred_", "value_", "risk_"))
+                 and preds[c].dtype == object]  # typed tasks' numeric columns (time_t, event_t) stay numbers
     for c in meta_cols:
         preds[c] = preds[c].fillna("unknown").astype(str)
     return ScoredCohort(preds, tasks, mods, {k: np.concatenate(v) if v else np.zeros((0, len(tasks)))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["multiclass_metrics", "regression_metrics", "survival_metrics", "bootstrap_ci", "typed_predictions",
-           "typed_columns", "survival_label_table",
+           "typed_columns", "survival_label_table", "curves_from_table",
            "evaluate_typed", "evaluate_typed_frame", "TypedEvaluation", "typed_baseline", "km_by_risk_group"]
 
 _BOUNDED = ("auroc", "accuracy", "c_", "harrell", "uno", "auc", "brier", "ece", "ibs")
@@ -232,7 +232,8 @@ def bootstrap_ci(fn: Any, arrays: tuple[Any, ...], *, n_boot: int = 500, seed: i
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def typed_columns(model: Any, probs: Any, label: Any, *, curve_points: int = 50) -> tuple[dict[str, Any], dict]:
+def typed_columns(model: Any, probs: Any, label: Any, *, curve_points: int = 50,
+                  curves: bool = True) -> tuple[dict[str, Any], dict]:
     """Every task's label and output columns from the model's output ``probs`` ``[N, n_outputs]``
     (:meth:`~medmm.models.multimodal.MultimodalModel.predict_proba`); ``label(key)`` gives the
     label column ``key`` (a record label key, NaN where unknown) as a float array. The one mapping
@@ -240,13 +241,13 @@ def typed_columns(model: Any, probs: Any, label: Any, *, curve_points: int = 50)
     import torch
 
     from ..models.outputs import task_outputs
-    from ..models.survival import SurvivalHead
+    from ..models.survival import DiscreteTimeHead, SurvivalHead
     from ..tasks import TaskSpec
 
     p = np.asarray(probs, dtype=np.float32)
     outs = task_outputs(model, p)
     cols: dict[str, Any] = {}
-    curves: dict[str, dict[str, np.ndarray]] = {}
+    want_curves, curves = curves, {}
     for t in model.tasks:
         head = model.heads[t]
         if isinstance(head, SurvivalHead):
@@ -256,7 +257,11 @@ def typed_columns(model: Any, probs: Any, label: Any, *, curve_points: int = 50)
             time, event = spec.censor(label(tc), ev)
             cols[f"time_{t}"], cols[f"event_{t}"] = time, np.where(np.isnan(ev), np.nan, event)
             cols.update({k: v for k, v in outs.items() if k == f"risk_score_{t}" or k.startswith(f"risk_{t}@")})
-            if head.can_give_risk():
+            if isinstance(head, DiscreteTimeHead):  # its whole survival curve: the risk by each interval's end
+                sl = p[:, model.output_slices[t]]
+                for j, e in enumerate(head.edges[1:].tolist()):
+                    cols[f"risk_{t}@{e:g}"] = sl[:, j].astype(float)
+            if want_curves and head.can_give_risk():
                 end = head.horizon or (float(np.nanmax(time)) if len(time) and np.isfinite(time).any() else 1.0)
                 g = np.linspace(0.0, end, curve_points)
                 sl = torch.as_tensor(p[:, model.output_slices[t]])
@@ -310,6 +315,33 @@ def typed_predictions(model: Any, records: Any, *, batch_size: int = 64, curve_p
     cols, curves = typed_columns(model, p, lambda key: record_label(labels, key), curve_points=curve_points)
     df = pd.concat([df, pd.DataFrame(cols, index=df.index)], axis=1)
     return df, curves
+
+
+def curves_from_table(model: Any, table: Any, *, curve_points: int = 50) -> dict[str, dict[str, np.ndarray]]:
+    """Each survival task's ``S(t)`` on a grid, from a predictions table's columns (what
+    :func:`typed_columns` wrote): a Cox head's log hazard and baseline, a discrete-time head's risk
+    by each interval's end (interpolated as the head does)."""
+    import torch
+
+    from ..models.survival import DiscreteTimeHead, SurvivalHead
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for t in model.tasks:
+        head = model.heads[t]
+        if not isinstance(head, SurvivalHead) or not head.can_give_risk() or f"risk_score_{t}" not in table:
+            continue
+        if isinstance(head, DiscreteTimeHead):
+            names = [f"risk_{t}@{e:g}" for e in head.edges[1:].tolist()]
+            if not all(c in table for c in names):
+                continue
+            sl = torch.as_tensor(table[names].to_numpy(np.float32))
+        else:
+            sl = torch.as_tensor(table[[f"risk_score_{t}"]].to_numpy(np.float32))
+        time = table[f"time_{t}"].to_numpy(float) if f"time_{t}" in table else np.zeros(0)
+        end = head.horizon or (float(np.nanmax(time)) if len(time) and np.isfinite(time).any() else 1.0)
+        g = np.linspace(0.0, end, curve_points)
+        out[t] = {"times": g, "survival": head.survival_from_output(sl, g).numpy()}
+    return out
 
 
 def record_label(labels: list[dict[str, Any]], key: str) -> np.ndarray:
@@ -587,9 +619,11 @@ def _reliability(y: np.ndarray, p: np.ndarray, bins: int = 10):
 
 def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train_split: str = "train",
                    n_boot: int = 500, seed: int = 0, subgroups: Any = None, min_subgroup: int = 30,
-                   batch_size: int = 64) -> TypedEvaluation | None:
+                   batch_size: int = 64, predictions: Any = None) -> TypedEvaluation | None:
     """Score ``cohort`` (a :class:`~medmm.cohort.Cohort`, a manifest or records) and evaluate the
-    model's multiclass, regression and survival tasks; ``None`` when it has none."""
+    model's multiclass, regression and survival tasks; ``None`` when it has none. ``predictions``
+    (a table :func:`~medmm.evaluate.scoring.score_cohort` already made, with the typed columns)
+    is evaluated as it is, without scoring again."""
     from ..cohort import Cohort, load_cohort
     from ..tasks import TaskSpec
 
@@ -604,7 +638,10 @@ def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train
             return cohort if name in (None, "all") else cohort.split(name)
         return [r for r in cohort if name in (None, "all") or r.split == name]
 
-    test, curves = typed_predictions(model, part(split), batch_size=batch_size)
+    if predictions is not None:
+        test, curves = predictions, curves_from_table(model, predictions)
+    else:
+        test, curves = typed_predictions(model, part(split), batch_size=batch_size)
     train = None
     if any(s.kind == "survival" for s in specs.values()) and train_split and train_split != split:
         train = survival_label_table(model, part(train_split))
