@@ -149,3 +149,30 @@ def test_experiment_trains_the_manifest_declared_tasks_with_class_names(tmp_path
     typed = pd.read_csv(tmp_path / "run" / "typed_metrics.csv")
     assert {"auroc_macro", "harrell_c"} <= set(typed["metric"])
     assert len(p) == 20 and 0 <= res.typed.metrics["death"]["harrell_c"][0] <= 1
+
+
+def test_balanced_sampler_and_pos_weight_know_the_task_kinds():
+    from types import SimpleNamespace
+
+    from medmm.errors import ConfigError
+    from medmm.train.losses import balanced_sample_weights, build_criterion
+
+    ys = [0, 0, 0, 0, 0, 0, 1, 1, 2, None]
+    ds = SimpleNamespace(tasks=("grade", "death.time", "death.event", "tumor"),
+                         items=[{"labels": {"grade": y, "death.time": 100.0 * (i + 1), "death.event": i % 2,
+                                            "tumor": float(i < 3)}} for i, y in enumerate(ys)])
+    kinds = {"grade": "multiclass", "death.time": "survival", "death.event": "survival", "tumor": "binary"}
+    w = balanced_sample_weights(ds, "grade", kinds=kinds)
+    by_class = {c: sum(w[i] for i, y in enumerate(ys) if y == c) for c in (0, 1, 2)}
+    assert by_class[0] == pytest.approx(by_class[1]) == pytest.approx(by_class[2])  # three classes, not y >= 0.5
+    with pytest.raises(ConfigError, match="is a survival task"):
+        balanced_sample_weights(ds, "death.event", kinds=kinds)
+    assert balanced_sample_weights(ds, None, kinds=kinds) == pytest.approx(w)  # the first classed task
+    cfg = SimpleNamespace(loss="bce", pos_weight="auto", focal_gamma=2.0, focal_alpha=None)
+    crit = build_criterion(cfg, ds, kinds=kinds)
+    assert crit.pos_weight.tolist() == pytest.approx([1.0, 1.0, 1.0, 7 / 3])  # only the binary column is weighted
+    assert set(crit.prevalence) == {"tumor"}
+    with pytest.raises(ConfigError, match="one per binary task"):
+        build_criterion(SimpleNamespace(**{**vars(cfg), "pos_weight": [2.0, 3.0]}), ds, kinds=kinds)
+    assert build_criterion(SimpleNamespace(**{**vars(cfg), "pos_weight": [4.0]}), ds,
+                           kinds=kinds).pos_weight.tolist() == [1.0, 1.0, 1.0, 4.0]

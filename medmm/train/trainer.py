@@ -267,8 +267,12 @@ def train(
     core = model
     tasks = train_ds.tasks
 
-    criterion = build_criterion(config, train_ds)
-    weights = balanced_sample_weights(train_ds, config.balance_task) if config.sampler == "balanced" else None
+    heads = getattr(unwrap(model), "heads", None)
+    kinds = ({c: heads[t].kind for t in unwrap(model).tasks for c in unwrap(model).label_columns[t]}
+             if heads is not None else {})
+    criterion = build_criterion(config, train_ds, kinds=kinds)
+    weights = (balanced_sample_weights(train_ds, config.balance_task, kinds=kinds) if config.sampler == "balanced"
+               else None)
     loss_info = {**criterion.describe(), "sampler": config.sampler,
                  "prevalence": {t: round(v, 4) for t, v in criterion.prevalence.items()}}
     if config.sampler == "balanced":
