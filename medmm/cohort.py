@@ -439,7 +439,7 @@ class Cohort:
 
         manifest = Path(manifest)
         df = read_manifest(manifest)
-        declared_tasks = merge_task_declarations(read_task_declarations(manifest), tasks)
+        declared_tasks = merge_task_declarations(read_task_declarations(sidecar_path(manifest)), tasks)
         df = encode_class_labels(df, declared_tasks, source=manifest)  # class names -> indices
         extra = modalities if isinstance(modalities, (ModalitySpec, dict)) else None
         declared = modality_spec(manifest, declare)

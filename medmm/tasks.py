@@ -266,7 +266,7 @@ def validate_task_labels(frame: Any, tasks: Any, *, report: Any = None, source: 
     two columns) is added to ``report`` (a :class:`~medmm.cohort.ProblemReport`, made when not
     given), which is returned.
     """
-    from .cohort import ProblemReport
+    from .problems import ProblemReport
 
     report = report if report is not None else ProblemReport(source=source)
     specs = task_specs(tasks) if not all(isinstance(s, TaskSpec) for s in dict(tasks).values()) else dict(tasks)
@@ -312,17 +312,16 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_task_declarations(manifest: Any) -> dict[str, Any]:
-    """The ``tasks:`` section of ``manifest``'s sidecar (``<stem>.modalities.yaml``), each checked
-    as :meth:`TaskSpec.from_config` does; ``{}`` without one."""
+def read_task_declarations(side: Any) -> dict[str, Any]:
+    """The ``tasks:`` section of a manifest's sidecar file ``side`` (``<stem>.modalities.yaml``,
+    :func:`medmm.cohort.sidecar_path`), each checked as :meth:`TaskSpec.from_config` does; ``{}``
+    without one."""
     from pathlib import Path
 
     import yaml
 
-    from .cohort import sidecar_path
     from .errors import ManifestError
 
-    side = sidecar_path(manifest) if manifest is not None else None
     if side is None:
         return {}
     try:

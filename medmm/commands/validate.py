@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..cohort import load_cohort, read_manifest, validate_manifest
+    from ..cohort import load_cohort, read_manifest, sidecar_path, validate_manifest
     from ..tasks import encode_class_labels, merge_task_declarations, read_task_declarations, validate_task_labels
 
     config_tasks = None
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         from ..config import load_config
 
         config_tasks = load_config(args.config).model.get("tasks")
-    declared = merge_task_declarations(read_task_declarations(args.manifest), config_tasks)
+    declared = merge_task_declarations(read_task_declarations(sidecar_path(args.manifest)), config_tasks)
     raw = read_manifest(args.manifest) if declared else None
     frame = encode_class_labels(raw, declared, errors="keep") if declared else None
     audit = None
