@@ -41,7 +41,7 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
         cohort={"manifest": str(manifest)},
         model={"tasks": tasks, "fusion": {"name": a.fusion},
                **({"modalities": a.modalities.split(",")} if a.modalities else {})},
-        train={"epochs": a.epochs, "seed": seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": "val_loss",
+        train={"epochs": a.epochs, "seed": seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": a.monitor,
                "min_epochs": min(8, a.epochs), "patience": 8, "encoder_lr_scale": 0.25},
         transfer={"pretrain_epochs": a.pretrain_epochs, "mode": "finetune"},
         tracking={"experiment": "bench-outcomes", "run_name": f"seed-{seed}",
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--pretrain-epochs", type=int, default=0)
     ap.add_argument("--fusion", default="attention")
+    ap.add_argument("--monitor", default="val_loss", help="the epoch selection's metric (default val_loss; 'last')")
     ap.add_argument("--modalities", default=None,
                     help="comma-separated modalities the model sees (default: all four); the oracle is then the one "
                          "given the same modalities of each patient")
