@@ -102,7 +102,7 @@ def check_modality_declarations(doc: Any, *, source: Any = None) -> dict[str, st
     """``{name: kind}`` of a declaration document (``{"modalities": {...}}`` or the mapping itself)."""
     import jsonschema
 
-    if isinstance(doc, dict) and "modalities" not in doc:
+    if isinstance(doc, dict) and "modalities" not in doc and "tasks" not in doc:
         doc = {"modalities": doc}
     validator = jsonschema.Draft202012Validator(load_schema("modalities.schema.json"))
     err = jsonschema.exceptions.best_match(validator.iter_errors(doc))
@@ -111,7 +111,7 @@ def check_modality_declarations(doc: Any, *, source: Any = None) -> dict[str, st
         raise ManifestError(f"modality declarations: {where}: {err.message}", path=source,
                             hint="declare each modality as `name: kind` with kind one of image, text, series, table "
                                  "(see medmm/schemas/modalities.schema.json)")
-    return {str(k): (v["kind"] if isinstance(v, dict) else v) for k, v in doc["modalities"].items()}
+    return {str(k): (v["kind"] if isinstance(v, dict) else v) for k, v in (doc.get("modalities") or {}).items()}
 
 
 def modality_spec(manifest: str | Path | None = None, declared: Any = None) -> ModalitySpec:
@@ -431,15 +431,20 @@ class Cohort:
 
     @classmethod
     def from_manifest(cls, manifest: str | Path, *, strict: bool = False, modalities: Any = None,
-                      declare: Any = None, split_seed: int = 0, progress: bool = True) -> "Cohort":
+                      declare: Any = None, split_seed: int = 0, progress: bool = True,
+                      tasks: Any = None) -> "Cohort":
         """Read and validate ``manifest`` once; records are built later, on access.
 
         The cohort's modalities are the defaults plus the sidecar's and ``declare``'s
         declarations (:func:`modality_spec`); ``modalities`` (names, or a
         :class:`~medmm.records.ModalitySpec` such as a model's, which also declares) limits the
         records to those."""
+        from .tasks import encode_class_labels, merge_task_declarations, read_task_declarations
+
         manifest = Path(manifest)
         df = read_manifest(manifest)
+        declared_tasks = merge_task_declarations(read_task_declarations(sidecar_path(manifest)), tasks)
+        df = encode_class_labels(df, declared_tasks, source=manifest)  # class names -> indices
         extra = modalities if isinstance(modalities, (ModalitySpec, dict)) else None
         declared = modality_spec(manifest, declare)
         if extra is not None:
@@ -470,7 +475,9 @@ class Cohort:
             row = {k: _cell(v) for k, v in raw.items()}
             row["_row"] = int(i)
             rows.append(row)
-        return cls(rows, report, manifest, modalities=spec, strict=strict, frame=df)
+        cohort = cls(rows, report, manifest, modalities=spec, strict=strict, frame=df)
+        cohort._shared["tasks"] = declared_tasks
+        return cohort
 
     @classmethod
     def from_records(cls, records: list[PatientRecord], report: ProblemReport | None = None,
@@ -647,11 +654,24 @@ class Cohort:
         return [_label(self._rows[k].get(f"label_{task}")) for k in self._index]  # type: ignore[index]
 
     @property
+    def declared_tasks(self) -> dict[str, Any]:
+        """The task types the manifest's sidecar (and ``from_manifest(tasks=...)``) declare."""
+        return dict(self._shared.get("tasks") or {})
+
+    @property
     def tasks(self) -> list[str]:
+        declared = self.declared_tasks
         if self._all_records is not None:
-            return sorted({t for k in self._index for t in self._all_records[k].labels})
-        cols = self.frame.columns if self.frame is not None else []
-        return sorted(c[len("label_"):] for c in cols if str(c).startswith("label_"))
+            keys = {t for k in self._index for t in self._all_records[k].labels}
+        else:
+            cols = self.frame.columns if self.frame is not None else []
+            keys = {c[len("label_"):] for c in cols if str(c).startswith("label_")}
+        if declared:  # the declared tasks, then the label columns none of them reads
+            from .tasks import task_specs
+
+            used = {c for spec in task_specs(declared).values() for c in spec.label_columns()}
+            return [*declared, *sorted(keys - used - set(declared))]
+        return sorted(keys)
 
     def check(self, *, read_images: bool = True, workers: int = 0, progress: bool = False) -> ProblemReport:
         """Build every record and read every image once (voxels not kept), so that every
@@ -834,6 +854,7 @@ def load_cohort(
     modalities: Any = None,
     split_seed: int = 0,
     declare: Any = None,
+    tasks: Any = None,
 ) -> Cohort:
     """The :class:`Cohort` of a manifest (:meth:`Cohort.from_manifest`).
 
@@ -841,7 +862,8 @@ def load_cohort(
     demand. Patients without a split are assigned one (stratified on the first label, seeded
     by ``split_seed``). A modality that cannot be read becomes ``Missing("read_error")`` and
     its error goes into ``cohort.report``; with ``strict=True`` the first problem raises.
-    ``declare`` adds modality declarations (``{name: kind}``) to the sidecar's.
+    ``declare`` adds modality declarations (``{name: kind}``) to the sidecar's; ``tasks`` task
+    declarations (a ``model.tasks`` mapping) to the sidecar's ``tasks:``, so that class names map.
     """
     return Cohort.from_manifest(manifest, strict=strict, modalities=modalities, split_seed=split_seed,
-                                progress=progress, declare=declare)
+                                progress=progress, declare=declare, tasks=tasks)

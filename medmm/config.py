@@ -268,10 +268,12 @@ class ExperimentConfig(_Section):
             d["checkpoint_dir"] = str(Path(self.out_dir) / "checkpoints")
         return TrainConfig(**d)
 
-    def model_config_for(self, tasks: tuple[str, ...], spec: Any = None, available: Any = None) -> Any:
+    def model_config_for(self, tasks: tuple[str, ...], spec: Any = None, available: Any = None,
+                         declared_tasks: Any = None) -> Any:
         """The :class:`~medmm.models.multimodal.ModelConfig` for ``tasks``. ``spec`` is the cohort's
         declared :class:`~medmm.records.ModalitySpec`; ``available`` the modalities its manifest has,
-        the default of ``model.modalities``. A modality that is not declared, or that the cohort
+        the default of ``model.modalities``; ``declared_tasks`` the manifest's task types, used when
+        ``model.tasks`` is not given. A modality that is not declared, or that the cohort
         does not have, is a :class:`ConfigError` saying what to do."""
         from .models.multimodal import ModelConfig
 
@@ -285,7 +287,7 @@ class ExperimentConfig(_Section):
                 raise ConfigError(f"model section: {loc}: {first['msg']}", column=loc,
                                   hint=f"known model keys: {list(ModelSection.model_fields)}") from exc
         d = section.to_config_dict()
-        d.setdefault("tasks", {t: "binary" for t in tasks})
+        d.setdefault("tasks", {t: dict(declared_tasks or {}).get(t, "binary") for t in tasks})  # the manifest's kinds
         if spec is not None:
             spec = _with_kinds(spec, d.get("modality_kinds"))
             chosen = d.get("modalities")

@@ -42,6 +42,7 @@ class ExperimentResult:
     model: Any = None  # the trained MultimodalModel
     train_result: Any = None
     baselines: Any = None  # DataFrame: the model against LogisticRegression, HistGradientBoosting, TF-IDF + LR
+    typed: Any = None  # TypedEvaluation of the multiclass, regression and survival tasks
 
 
 def predictions_frame(model: Any, dataset: Any, split: str):
@@ -58,6 +59,13 @@ def predictions_frame(model: Any, dataset: Any, split: str):
         "split": split,
         "pattern": ["+".join(mm for j, mm in enumerate(mods) if row[j]) or "none" for row in present],
     })
+    heads = getattr(model, "heads", None)
+    if heads is not None and any(heads[t].kind != "binary" for t in model.tasks):
+        from .evaluate.task_metrics import typed_columns  # every task type from the one scoring pass
+
+        index = {c: k for k, c in enumerate(dataset.tasks)}
+        cols, _ = typed_columns(model, p, lambda key: np.where(m[:, index[key]], y[:, index[key]], np.nan))
+        return pd.concat([df, pd.DataFrame(cols, index=df.index)], axis=1)
     for k, t in enumerate(dataset.tasks):
         df[f"label_{t}"] = np.where(m[:, k], y[:, k], np.nan)
         df[f"prob_{t}"] = p[:, k].astype(float)
@@ -341,6 +349,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     from .audit import audit_splits
     from .cohort import Cohort, load_cohort
     from .evaluate.metrics import evaluate_predictions
+    from .tasks import check_task_labels, merge_task_declarations
     from .train.distributed import barrier, init_distributed
     from .tracking import MlflowTracker, NullTracker
 
@@ -357,22 +366,30 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(cfg.cohort.manifest)
+    config_tasks = cfg.model.get("tasks")
     if cohort is None:
-        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities)
+        cohort = load_cohort(manifest, strict=cfg.cohort.strict, progress=progress, declare=cfg.modalities,
+                             tasks=config_tasks if isinstance(config_tasks, dict) else None)
     elif not isinstance(cohort, Cohort):  # a list of records
         cohort = Cohort.from_records(list(cohort), manifest=manifest)
-    # built once (notes, vitals, EHR read, in preprocess.workers processes; images stay on disk)
-    records = cohort.build_records(workers=cfg.preprocess.workers, progress=progress)
-    timings["load_s"] = time.perf_counter() - t0
-    tasks = tuple(cfg.tasks or cfg.model.get("tasks") or cohort.tasks)
+    # the config's model.tasks wins over the manifest's sidecar, task by task
+    declared = merge_task_declarations(cohort.declared_tasks, config_tasks, cfg.tasks)
+    tasks = tuple(declared or cohort.tasks)
     if not tasks:
         raise ConfigError("the cohort has no label_* column to train on", path=manifest,
                           hint="add label columns such as label_tumor to the manifest")
+    if cohort.frame is not None and any(t in declared for t in tasks):
+        # before anything is read or trained: a bad label of a declared task fails here, by row and column
+        check_task_labels(cohort.frame, {t: declared[t] for t in tasks if t in declared}, source=str(manifest))
+    # built once (notes, vitals, EHR read, in preprocess.workers processes; images stay on disk)
+    records = cohort.build_records(workers=cfg.preprocess.workers, progress=progress)
+    timings["load_s"] = time.perf_counter() - t0
     cfg.tasks = list(tasks)
     spec = cohort.modalities
     if cfg.modalities:
         spec = spec.merged(cfg.modalities)
-    model_config = cfg.model_config_for(tasks, spec=spec, available=cohort.available_modalities())
+    model_config = cfg.model_config_for(tasks, spec=spec, available=cohort.available_modalities(),
+                                        declared_tasks=declared)
     cfg.model = model_config.to_dict()  # logged in full: a resumed run must not pick up changed defaults
     train_config = cfg.train_config()
     parts = _splits(cfg, records, tasks)
@@ -439,11 +456,14 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
         if main:  # after training: the image pass adds the images it could not read
             tracker.log_dict({"problems": [str(p) for p in cohort.report.problems]}, "data/problem_report.json")
         eval_split = "test" if len(datasets["test"]) else "val"
-        preds = metrics = model_dir = model_uri = baselines = None
+        binary = tuple(t for t in tasks if model.config.task_spec(t)[0] == "binary")
+        preds = metrics = model_dir = model_uri = baselines = typed = None
         if main and len(datasets[eval_split]):
             preds = predictions_frame(model, datasets[eval_split], eval_split)
-            metrics = evaluate_predictions(preds, tasks, by="pattern")
-            for _, row in metrics[metrics["group"] == "all"].iterrows():
+            metrics = evaluate_predictions(preds, binary, by="pattern")
+            if len(binary) < len(tasks):
+                typed = _typed_metrics(cfg, model, preds, parts["train"], eval_split, tracker, out_dir)
+            for _, row in (metrics[metrics["group"] == "all"] if len(metrics) else metrics).iterrows():
                 tracker.log_metrics({f"{eval_split}_auroc_{row.task}": row.auroc,
                                      f"{eval_split}_auprc_{row.task}": row.auprc})
             if cfg.evaluation.baselines:
@@ -461,7 +481,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                 tracker.log_artifact(out_dir / "baselines.csv", "evaluation")
             if tr.plots:
                 try:
-                    _plots(tracker, result.history, preds if preds is not None else _empty_preds(tasks), tasks,
+                    _plots(tracker, result.history, preds if preds is not None else _empty_preds(binary), binary,
                            eval_split)
                 except Exception as exc:  # a plot must never lose a trained run
                     tracker.set_tags({"medmm.plot_error": str(exc)[:200]})
@@ -483,7 +503,7 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
     barrier()
     torch.set_grad_enabled(True)
     return ExperimentResult(tracker.run_id, tracker.experiment_id, tracker.tracking_uri, model_dir, model_uri,
-                            metrics, preds, result.history, timings, cv_table, model, result, baselines)
+                            metrics, preds, result.history, timings, cv_table, model, result, baselines, typed)
 
 
 def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
@@ -501,6 +521,28 @@ def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
         tracker.set_tags({"medmm.baselines_skipped": "; ".join(skipped)[:250]})
     tracker.log_metrics(reference_metric_dict(table, split))
     return table
+
+
+def _typed_metrics(cfg, model, preds, train_recs, split, tracker, out_dir) -> Any:
+    """Evaluate the multiclass, regression and survival tasks of the held-out predictions (the
+    training split's labels give the censoring distribution) and log their headline metrics."""
+    import math
+
+    from .evaluate.task_metrics import _head_spec, evaluate_typed_frame, survival_label_table
+    from .tasks import TaskSpec
+
+    specs = {t: TaskSpec.from_config(t, _head_spec(model.heads[t])) for t in model.tasks}
+    train = survival_label_table(model, train_recs) if any(s.kind == "survival" for s in specs.values()) else None
+    typed = evaluate_typed_frame(preds, specs, train=train, n_boot=min(cfg.evaluation.n_boot, 200),
+                                 seed=cfg.split.seed)
+    for t, m in typed.metrics.items():
+        tracker.log_metrics({f"{split}_{k.replace('@', '_at_')}_{t}": float(v[0]) for k, v in m.items()
+                             if isinstance(v, tuple) and math.isfinite(v[0])})
+    if out_dir is not None:
+        frame = typed.metrics_frame()
+        frame.to_csv(Path(out_dir) / "typed_metrics.csv", index=False)
+        tracker.log_artifact(Path(out_dir) / "typed_metrics.csv", "evaluation")
+    return typed
 
 
 def _empty_preds(tasks):

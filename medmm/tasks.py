@@ -15,7 +15,7 @@ heads, :mod:`medmm.models.heads`)::
 kind            manifest columns                             label values
 ==============  ===========================================  ============================================
 ``binary``      ``label_<task>``                             0 / 1
-``multiclass``  ``label_<task>``                             the class index 0..K-1 (``classes`` names them)
+``multiclass``  ``label_<task>``                             a class name of ``classes``, or its index 0..K-1
 ``multilabel``  ``label_<task>.<label>`` per label           0 / 1 each
 ``regression``  ``label_<task>``                             a number, in ``unit``
 ``survival``    ``label_<task>.time``, ``label_<task>.event``  follow-up time >= 0; 1 event, 0 censored
@@ -26,6 +26,19 @@ reads ``label_followup``). ``horizon`` censors administratively: a patient follo
 is censored at the horizon, so an event after the horizon never counts (:meth:`TaskSpec.censor`).
 ``horizons`` are the times at which risk is reported and evaluated (default: the horizon).
 :func:`validate_task_labels` checks a manifest's label columns against the declared types.
+
+A manifest can carry its own task types in the ``tasks:`` section of its sidecar
+``<manifest stem>.modalities.yaml`` (schema ``medmm/schemas/modalities.schema.json``)::
+
+    tasks:
+      grade: {kind: multiclass, classes: [G1, G2, G3]}
+      death: {kind: survival, horizon: 1825}
+
+The experiment config's ``model.tasks`` wins over it, task by task (:func:`merge_task_declarations`).
+A multiclass column may hold the class names (``G2``): :func:`encode_class_labels` maps them to
+their indices when the manifest is read, and a value that is no declared class is a
+:class:`~medmm.errors.ManifestError` naming the row, the column, the value and the classes. When
+every class name is itself a number (``classes: [1, 2, 3]``), a value is read as a name.
 """
 
 from __future__ import annotations
@@ -39,7 +52,8 @@ from numpy.typing import ArrayLike
 
 from .errors import ConfigError
 
-__all__ = ["TASK_KINDS", "SURVIVAL_METHODS", "TaskSpec", "task_specs", "validate_task_labels", "check_task_labels"]
+__all__ = ["TASK_KINDS", "SURVIVAL_METHODS", "TaskSpec", "task_specs", "validate_task_labels", "check_task_labels",
+           "read_task_declarations", "merge_task_declarations", "encode_class_labels"]
 
 TASK_KINDS = ("binary", "multiclass", "multilabel", "regression", "survival")
 SURVIVAL_METHODS = ("cox", "discrete")
@@ -174,13 +188,18 @@ class TaskSpec:
         out: list[tuple[str, int | None, str]] = []
         num = np.full(len(v), np.nan)
         for i, x in enumerate(v):
+            if self.kind == "multiclass" and x is not None and not (isinstance(x, float) and np.isnan(x)):
+                k = self.class_index(x)
+                if k is None:
+                    out.append(("error", i, f"{x!r} is not a class of task {self.name!r} (classes "
+                                f"{list(self.classes)}, or their index 0..{len(self.classes) - 1})"))
+                else:
+                    num[i] = k
+                continue
             try:
                 num[i] = float(x)
             except (TypeError, ValueError):
-                hint = ""
-                if self.kind == "multiclass" and str(x) in self.classes:
-                    hint = f"; write its index {self.classes.index(str(x))} (classes are {list(self.classes)})"
-                out.append(("error", i, f"{self.kind} label {x!r} is not a number{hint}"))
+                out.append(("error", i, f"{self.kind} label {x!r} is not a number"))
         known = ~np.isnan(num)
         if self.kind in ("binary", "multilabel") or (self.kind == "survival" and column == self.event_column):
             bad = known & ~np.isin(num, (0.0, 1.0))
@@ -203,6 +222,22 @@ class TaskSpec:
             if known.sum() > 2 and np.isin(num[known], (0.0, 1.0)).all():
                 out.append(("warning", None, "every value is 0 or 1: is this a binary task?"))
         return out
+
+    def class_index(self, value: Any) -> int | None:
+        """The class index of a multiclass label cell: a class name (names win when they look like
+        numbers), or an integral index in range; ``None`` when it is neither."""
+        text = str(value).strip()
+        names = {c.strip(): k for k, c in enumerate(self.classes)}
+        if text in names:
+            return names[text]
+        try:
+            num = float(text)
+        except ValueError:
+            return None
+        if all(_is_number(c) for c in self.classes):
+            hit = [k for k, c in enumerate(self.classes) if float(c) == num]
+            return hit[0] if hit else None
+        return int(num) if num.is_integer() and 0 <= num < len(self.classes) else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -232,7 +267,7 @@ def validate_task_labels(frame: Any, tasks: Any, *, report: Any = None, source: 
     two columns) is added to ``report`` (a :class:`~medmm.cohort.ProblemReport`, made when not
     given), which is returned.
     """
-    from .cohort import ProblemReport
+    from .problems import ProblemReport
 
     report = report if report is not None else ProblemReport(source=source)
     specs = task_specs(tasks) if not all(isinstance(s, TaskSpec) for s in dict(tasks).values()) else dict(tasks)
@@ -268,3 +303,90 @@ def check_task_labels(frame: Any, tasks: Any, *, source: str | None = None) -> N
         more = f" (and {len(rep.errors) - 8} more)" if len(rep.errors) > 8 else ""
         raise ManifestError(f"{len(rep.errors)} label problem(s): {lines}{more}", path=source,
                             hint="fix the label columns, or declare the tasks' kinds in model.tasks")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_task_declarations(side: Any) -> dict[str, Any]:
+    """The ``tasks:`` section of a manifest's sidecar file ``side`` (``<stem>.modalities.yaml``,
+    :func:`medmm.cohort.sidecar_path`), each checked as :meth:`TaskSpec.from_config` does; ``{}``
+    without one."""
+    from pathlib import Path
+
+    import yaml
+
+    from .errors import ManifestError
+
+    if side is None:
+        return {}
+    try:
+        doc = yaml.safe_load(Path(side).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ManifestError(f"cannot read the sidecar: {exc}", path=side) from exc
+    tasks = doc.get("tasks") if isinstance(doc, dict) else None
+    if not tasks:
+        return {}
+    if not isinstance(tasks, dict):
+        raise ManifestError("the sidecar's `tasks` section is not a mapping", path=side,
+                            hint="write `tasks: {grade: {kind: multiclass, classes: [G1, G2, G3]}}`")
+    try:
+        task_specs(tasks)
+    except ConfigError as exc:
+        raise ManifestError(f"sidecar tasks: {exc.message if hasattr(exc, 'message') else exc}", path=side,
+                            column=getattr(exc, "column", None), hint=getattr(exc, "hint", None)) from exc
+    return dict(tasks)
+
+
+def merge_task_declarations(declared: Any, config: Any, names: Any = None) -> dict[str, Any]:
+    """The tasks to train: the config's ``model.tasks`` when given (it wins), else the manifest's
+    declarations; ``names`` (the config's ``tasks`` list) keeps those, a name neither declares
+    being a binary task."""
+    declared = dict(declared or {})
+    if isinstance(config, (list, tuple)):
+        config = {t: "binary" for t in config}
+    merged = {**declared, **dict(config or {})} if config else declared
+    if names:
+        return {t: merged.get(t, "binary") for t in names}
+    return merged
+
+
+def encode_class_labels(frame: Any, tasks: Any, *, source: Any = None, errors: str = "raise") -> Any:
+    """``frame`` with each multiclass label column's class names replaced by their indices (a copy
+    when anything changes). A value that is no declared class raises a
+    :class:`~medmm.errors.ManifestError` naming the row, the column, the value and the classes
+    (``errors="keep"`` leaves it as it is, for :func:`validate_task_labels` to report)."""
+    from .errors import ManifestError
+
+    specs = tasks if all(isinstance(s, TaskSpec) for s in dict(tasks).values()) else task_specs(tasks)
+    out = frame
+    for spec in specs.values():
+        col = f"label_{spec.name}"
+        if spec.kind != "multiclass" or col not in frame.columns:
+            continue
+        values = frame[col].tolist()
+        codes: list[Any] = []
+        for i, x in enumerate(values):
+            if x is None or (isinstance(x, float) and np.isnan(x)) or str(x).strip() == "":
+                codes.append(None)
+                continue
+            k = spec.class_index(x)
+            if k is None and errors == "keep":
+                codes.append(x)
+                continue
+            if k is None:
+                pid = frame["patient_id"].iloc[i] if "patient_id" in frame.columns else None
+                raise ManifestError(f"{x!r} is not a class of task {spec.name!r} (patient {pid})", path=source,
+                                    row=i, column=col,
+                                    hint=f"use one of the declared classes {list(spec.classes)} (or its index "
+                                         f"0..{len(spec.classes) - 1}), or add the class to the task's `classes`")
+            codes.append(str(k))
+        if out is frame:
+            out = frame.copy()
+        out[col] = codes
+    return out

@@ -250,3 +250,31 @@ def test_guard_counts_later_data_under_a_fixed_index_time(tmp_path):
     # after the index: one note, one heart rate, and lactate 9.9, sepsis, piperacillin, encounter e3
     assert msg.startswith("leakage guard: 1 note(s), 1 vital-sign value(s) and ")
     assert "index encounter" not in msg
+
+
+def test_survival_pair_from_a_synthea_like_bundle(tmp_path):
+    from fhir_factory import patient_bundle, write_bundle
+
+    from medmm.errors import ReadError
+    from medmm.io.fhir import load_bundle
+    from medmm.io.fhir_cohort import survival_pair
+
+    index = "2024-05-30T09:00:00Z"  # the index encounter's start
+    alive = load_bundle(write_bundle(tmp_path / "alive.json", patient_bundle("p1")))
+    t, e = survival_pair(alive, index)
+    assert e == 0 and t == pytest.approx((pd.Timestamp("2024-06-10T09:00:00") - pd.Timestamp("2024-05-30T09:00:00"))
+                                         / pd.Timedelta(days=1))  # censored at the last encounter (e3's start)
+    b = patient_bundle("p2")
+    b["entry"][0]["resource"]["deceasedDateTime"] = "2024-08-29T09:00:00Z"
+    dead = load_bundle(write_bundle(tmp_path / "dead.json", b))
+    assert survival_pair(dead, index) == (pytest.approx(91.0), 1)
+    assert survival_pair(dead, index, horizon_days=30) == (30.0, 0)  # after the horizon: censored there
+    b["entry"][0]["resource"].pop("deceasedDateTime")
+    b["entry"][0]["resource"]["deceasedBoolean"] = True
+    undated = load_bundle(write_bundle(tmp_path / "undated.json", b))
+    assert survival_pair(undated, index)[1] == 0  # a death without a date is never an early event
+    b["entry"][0]["resource"].pop("deceasedBoolean")
+    b["entry"][0]["resource"]["deceasedDateTime"] = "2024-01-01T00:00:00Z"
+    with pytest.raises(ReadError, match="before the index time"):
+        survival_pair(load_bundle(write_bundle(tmp_path / "early.json", b)), index)
+    assert survival_pair(alive, "2030-01-01T00:00:00Z") == (None, None)  # nothing after the index

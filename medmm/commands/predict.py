@@ -62,24 +62,30 @@ def predict_manifest(model, manifest, *, batch_size: int = 64, progress: bool = 
 def predict_manifest_engine(model, manifest, *, batch_size: int = 64, progress: bool = False, engine: str = "ray",
                             address: str | None = None):
     """:func:`predict_manifest`'s table, scored by :func:`~medmm.evaluate.scoring.score_cohort`
-    on ``engine`` (streamed, bounded memory)."""
-    from ..cohort import ProblemReport
-    from ..errors import ConfigError
-    from ..evaluate.scoring import score_cohort
+    on ``engine`` (streamed, bounded memory): every task's output columns
+    (:mod:`medmm.models.outputs`); a survival task's labels are ``time_t`` / ``event_t``."""
+    import numpy as np
 
-    other = [t for t in model.tasks if t not in set(getattr(model, "output_columns", model.tasks))]
-    if other:
-        raise ConfigError(f"--engine {engine} scores binary tasks only; {', '.join(other)} are not",
-                          hint="use --engine local for this model")
+    from ..cohort import ProblemReport
+    from ..evaluate.scoring import score_cohort
+    from ..models.outputs import task_outputs
+
     report = ProblemReport()
     scored = score_cohort(model, manifest, split=None, batch_size=batch_size, progress=progress, report=report,
                           device=str(next(model.parameters()).device), engine=engine, address=address)
     p = scored.predictions
+    outputs = list(task_outputs(model, np.zeros((1, model.n_outputs), dtype=np.float32)))
     cols = ["patient_id", "split", "pattern"]
-    for t in model.tasks:
-        if p[f"label_{t}"].notna().any():
-            cols.append(f"label_{t}")
-        cols.append(f"prob_{t}")
+    for t in model.tasks:  # the labels each task has (survival: time and event, censored at the horizon)
+        for c in (f"label_{t}", *(f"label_{x}" for x in model.label_columns[t]), f"time_{t}", f"event_{t}"):
+            if c in p and c not in cols and p[c].notna().any():
+                cols.append(c)
+    cols += [c for c in outputs if c in p]
+    missing = [c for c in outputs if c not in p]
+    if missing:
+        from ..errors import EngineError
+
+        raise EngineError(f"the {engine} engine returned no column {missing}", hint="score with --engine local")
     return p[cols].reset_index(drop=True), report
 
 

@@ -481,7 +481,8 @@ def evaluate_cohort(
     from .task_metrics import evaluate_typed
 
     res.typed = evaluate_typed(model, cohort, split=split, n_boot=min(n_boot, 500), seed=seed, subgroups=subgroups,
-                               min_subgroup=min_subgroup, batch_size=batch_size)
+                               min_subgroup=min_subgroup, batch_size=batch_size,
+                               predictions=scored.predictions)  # scored once, for every task type
     if audit:
         res.audit = _audit(cohort, res.tasks, res.warnings)
     if baselines:

@@ -10,7 +10,6 @@ model's modalities kept (the others masked), for the robustness analysis.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..records import Image, Missing, PatientRecord, Tabular
+from ..records import Image, Missing, PatientRecord
 from ..records import subset_name as _subset_name
+from .subgroups import AGE_BANDS, age_band, record_metadata  # re-exported: subgroup columns of a record
 
 __all__ = ["ScoredCohort", "score_cohort", "register_scorer", "get_scorer", "iter_record_batches", "modality_subsets", "subset_name",
-           "record_metadata", "AGE_BANDS", "record_entry", "scoring_setup", "score_batch", "collect_scored",
+           "record_metadata", "AGE_BANDS", "age_band", "record_entry", "scoring_setup", "score_batch", "collect_scored",
            "ParquetAppender"]
 
-#: (upper bound exclusive, label) of the age bands used for subgroups
-AGE_BANDS = ((50, "<50"), (65, "50-64"), (80, "65-79"), (float("inf"), "80+"))
-_AGE_KEY = re.compile(r"^age(\b|_|\s|$)", re.I)
 
 
 def subset_name(mods) -> str:
@@ -41,34 +38,6 @@ def modality_subsets(modalities: tuple[str, ...], *, include_empty: bool = True)
     out = []
     for r in range(0 if include_empty else 1, len(modalities) + 1):
         out.extend(itertools.combinations(modalities, r))
-    return out
-
-
-def age_band(age: Any) -> str:
-    try:
-        a = float(age)
-    except (TypeError, ValueError):
-        return "unknown"
-    if np.isnan(a):
-        return "unknown"
-    return next(label for hi, label in AGE_BANDS if a < hi)
-
-
-def record_metadata(r: PatientRecord) -> dict[str, str]:
-    """Subgroup columns of one record: every manifest metadata column, ``age_band`` (from a
-    manifest or EHR ``age`` column) and ``scanner_manufacturer`` (from the image header)."""
-    out = {str(k): ("unknown" if v is None else str(v)) for k, v in r.meta.items() if not str(k).startswith("_")}
-    age = next((v for k, v in r.meta.items() if _AGE_KEY.match(str(k))), None)
-    tables = [v for v in r.modalities.values() if isinstance(v, Tabular)]  # the EHR first, then other tables
-    for tab in tables:
-        if age is None:
-            age = next((v for k, v in tab.values.items() if _AGE_KEY.match(str(k))), None)
-        if "sex" not in out and tab.values.get("sex") is not None:
-            out["sex"] = str(tab.values["sex"])
-    out["age_band"] = age_band(age)
-    img = next((v for v in r.modalities.values() if isinstance(v, Image)), None)
-    manu = None if img is None else (getattr(img, "meta", {}) or {}).get("Manufacturer")
-    out["scanner_manufacturer"] = str(manu).strip() if manu else "unknown"
     return out
 
 
@@ -264,9 +233,10 @@ def score_cohort(
     ``out`` names a Parquet file the predictions are streamed to. ``cache_encoders`` runs
     each encoder once per batch for all the masked passes (see :class:`_EncoderCache`).
     ``num_workers`` > 0 reads and preprocesses a manifest's patients in that many worker
-    processes (a torch DataLoader) while the model scores. Only binary tasks are evaluated
-    (a column per task). ``engine='ray'`` scores a manifest on a Ray cluster at ``address``
-    (:mod:`medmm.engines`); the predictions are the same.
+    processes (a torch DataLoader) while the model scores. Binary tasks get a column each; the
+    others their :func:`~medmm.evaluate.task_metrics.typed_columns` (class probabilities, values,
+    risk scores and risks) from the same pass. ``engine='ray'`` scores a manifest on a Ray cluster
+    at ``address`` (:mod:`medmm.engines`); the predictions are the same.
     """
     import time
 
@@ -398,7 +368,8 @@ def score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ...
     from ..data import collate
 
     batch = collate(items, mods, shapes, ()).to(device)
-    probs = _proba(model, batch.values, batch.present).float().cpu().numpy()[:, cols]
+    full = _proba(model, batch.values, batch.present).float().cpu().numpy()
+    probs = full[:, cols]
     masked: dict[str, np.ndarray] = {}
     if subset_list:
         ctx = _EncoderCache(model, batch.values, batch.present) if cache_encoders else contextlib.nullcontext()
@@ -415,6 +386,14 @@ def score_batch(model: Any, items: list[dict[str, Any]], *, mods: tuple[str, ...
             row[f"label_{t}"] = np.nan if y is None else float(y)
             row[f"prob_{t}"] = float(pr[k])
         rows.append(row)
+    heads = getattr(model, "heads", None)
+    if heads is not None and any(heads[t].kind != "binary" for t in model.tasks):
+        from .task_metrics import record_label, typed_columns  # every task type's columns, same pass
+
+        labels = [it["labels"] for it in items]
+        typed, _ = typed_columns(model, full, lambda key: record_label(labels, key), curves=False)
+        for i, row in enumerate(rows):
+            row.update({k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in typed.items()})
     return rows, masked
 
 
@@ -427,7 +406,8 @@ def collect_scored(frames: list[Any], masked: dict[str, list[np.ndarray]], tasks
         columns=["patient_id", "split", "pattern", *[c for t in tasks for c in (f"label_{t}", f"prob_{t}")]])
     # metadata columns may differ between batches (a column only some rows have)
     meta_cols = [c for c in preds.columns if c not in ("patient_id", "split", "pattern")
-                 and not c.startswith(("label_", "prob_"))]
+                 and not c.startswith(("label_", "prob_", "pred_", "value_", "risk_"))
+                 and preds[c].dtype == object]  # typed tasks' numeric columns (time_t, event_t) stay numbers
     for c in meta_cols:
         preds[c] = preds[c].fillna("unknown").astype(str)
     return ScoredCohort(preds, tasks, mods, {k: np.concatenate(v) if v else np.zeros((0, len(tasks)))

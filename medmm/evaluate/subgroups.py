@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SmallSubgroupWarning", "subgroup_metrics", "DEFAULT_SUBGROUPS", "metrics_table"]
+from ..records import Image, PatientRecord, Tabular
+
+__all__ = ["SmallSubgroupWarning", "subgroup_metrics", "DEFAULT_SUBGROUPS", "metrics_table", "AGE_BANDS", "age_band",
+           "record_metadata"]
 
 DEFAULT_SUBGROUPS = ("sex", "age_band", "site", "scanner_manufacturer")
 #: metrics shown in subgroup and summary tables
 TABLE_METRICS = ("auroc", "auprc", "brier", "ece", "youden.sensitivity", "youden.specificity")
 
+#: (upper bound exclusive, label) of the age bands used for subgroups
+AGE_BANDS = ((50, "<50"), (65, "50-64"), (80, "65-79"), (float("inf"), "80+"))
+_AGE_KEY = re.compile(r"^age(\b|_|\s|$)", re.I)
+
+
+def age_band(age: Any) -> str:
+    try:
+        a = float(age)
+    except (TypeError, ValueError):
+        return "unknown"
+    if np.isnan(a):
+        return "unknown"
+    return next(label for hi, label in AGE_BANDS if a < hi)
+
+
+def record_metadata(r: PatientRecord) -> dict[str, str]:
+    """Subgroup columns of one record: every manifest metadata column, ``age_band`` (from a
+    manifest or EHR ``age`` column) and ``scanner_manufacturer`` (from the image header)."""
+    out = {str(k): ("unknown" if v is None else str(v)) for k, v in r.meta.items() if not str(k).startswith("_")}
+    age = next((v for k, v in r.meta.items() if _AGE_KEY.match(str(k))), None)
+    tables = [v for v in r.modalities.values() if isinstance(v, Tabular)]  # the EHR first, then other tables
+    for tab in tables:
+        if age is None:
+            age = next((v for k, v in tab.values.items() if _AGE_KEY.match(str(k))), None)
+        if "sex" not in out and tab.values.get("sex") is not None:
+            out["sex"] = str(tab.values["sex"])
+    out["age_band"] = age_band(age)
+    img = next((v for v in r.modalities.values() if isinstance(v, Image)), None)
+    manu = None if img is None else (getattr(img, "meta", {}) or {}).get("Manufacturer")
+    out["scanner_manufacturer"] = str(manu).strip() if manu else "unknown"
+    return out
+
 
 def _order(value: Any) -> tuple:
     """Age bands in age order, 'unknown' last, everything else alphabetically."""
-    from .scoring import AGE_BANDS
-
     bands = [label for _, label in AGE_BANDS]
     v = str(value)
     if v in bands:

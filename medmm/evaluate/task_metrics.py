@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["multiclass_metrics", "regression_metrics", "survival_metrics", "bootstrap_ci", "typed_predictions",
+           "typed_columns", "survival_label_table", "curves_from_table",
            "evaluate_typed", "evaluate_typed_frame", "TypedEvaluation", "typed_baseline", "km_by_risk_group"]
 
 _BOUNDED = ("auroc", "accuracy", "c_", "harrell", "uno", "auc", "brier", "ece", "ibs")
@@ -231,6 +232,54 @@ def bootstrap_ci(fn: Any, arrays: tuple[Any, ...], *, n_boot: int = 500, seed: i
 
 
 # ---------------------------------------------------------------------------------------- scoring
+def typed_columns(model: Any, probs: Any, label: Any, *, curve_points: int = 50,
+                  curves: bool = True) -> tuple[dict[str, Any], dict]:
+    """Every task's label and output columns from the model's output ``probs`` ``[N, n_outputs]``
+    (:meth:`~medmm.models.multimodal.MultimodalModel.predict_proba`); ``label(key)`` gives the
+    label column ``key`` (a record label key, NaN where unknown) as a float array. The one mapping
+    from outputs to a predictions table, so that scoring once feeds every task type."""
+    import torch
+
+    from ..models.outputs import task_outputs
+    from ..models.survival import DiscreteTimeHead, SurvivalHead
+    from ..tasks import TaskSpec
+
+    p = np.asarray(probs, dtype=np.float32)
+    outs = task_outputs(model, p)
+    cols: dict[str, Any] = {}
+    want_curves, curves = curves, {}
+    for t in model.tasks:
+        head = model.heads[t]
+        if isinstance(head, SurvivalHead):
+            tc, ec = model.label_columns[t]
+            spec = TaskSpec(name=t, kind="survival", horizon=head.horizon)
+            ev = label(ec)
+            time, event = spec.censor(label(tc), ev)
+            cols[f"time_{t}"], cols[f"event_{t}"] = time, np.where(np.isnan(ev), np.nan, event)
+            cols.update({k: v for k, v in outs.items() if k == f"risk_score_{t}" or k.startswith(f"risk_{t}@")})
+            if isinstance(head, DiscreteTimeHead):  # its whole survival curve: the risk by each interval's end
+                sl = p[:, model.output_slices[t]]
+                for j, e in enumerate(head.edges[1:].tolist()):
+                    cols[f"risk_{t}@{e:g}"] = sl[:, j].astype(float)
+            if want_curves and head.can_give_risk():
+                end = head.horizon or (float(np.nanmax(time)) if len(time) and np.isfinite(time).any() else 1.0)
+                g = np.linspace(0.0, end, curve_points)
+                sl = torch.as_tensor(p[:, model.output_slices[t]])
+                curves[t] = {"times": g, "survival": head.survival_from_output(sl, g).numpy()}
+        elif head.kind == "multiclass":
+            cols[f"label_{t}"] = label(t)
+            cols.update({f"prob_{t}.{c}": outs[f"prob_{t}.{c}"] for c in head.classes})
+            cols[f"pred_{t}"] = outs[f"pred_{t}"]
+        elif head.kind == "multilabel":
+            for c, lc in zip(head.labels, model.label_columns[t]):
+                cols[f"label_{lc}"], cols[f"prob_{lc}"] = label(lc), outs[f"prob_{t}.{c}"]
+        elif head.kind == "regression":
+            cols[f"label_{t}"], cols[f"value_{t}"] = label(t), outs[f"value_{t}"]
+        else:
+            cols[f"label_{t}"], cols[f"prob_{t}"] = label(t), outs[f"prob_{t}"]
+    return cols, curves
+
+
 def typed_predictions(model: Any, records: Any, *, batch_size: int = 64, curve_points: int = 50) -> tuple[Any, dict]:
     """One row per patient with every task's labels and outputs, and the survival curves.
 
@@ -244,64 +293,81 @@ def typed_predictions(model: Any, records: Any, *, batch_size: int = 64, curve_p
     import torch
 
     from ..data import collate, encode_records
-    from ..models.survival import CoxHead, SurvivalHead
-    from ..tasks import TaskSpec
-    from .scoring import record_metadata
+    from .subgroups import record_metadata
 
     model.eval()
     device = next(model.parameters()).device
     shapes = model.preprocessor.output_shapes()
-    rows, logits_all = [], []
+    rows, probs = [], []
     n = len(records)
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             part = [records[i] for i in range(s, min(n, s + batch_size))]
             items = encode_records(part, model.preprocessor)
             b = collate(items, model.modalities, shapes, ()).to(device)
-            logits_all.append(model(b.values, b.present).float().cpu())
+            probs.append(model.predict_from_logits(model(b.values, b.present)).float().cpu().numpy())
             for r in part:
                 rows.append({"patient_id": r.patient_id, "split": str(r.split), "pattern": r.pattern,
                              **record_metadata(r), "_labels": dict(r.labels)})
-    logits = torch.cat(logits_all) if logits_all else torch.zeros((0, model.n_outputs))
+    p = np.concatenate(probs) if probs else np.zeros((0, model.n_outputs), np.float32)
     df = pd.DataFrame(rows)
     labels = df.pop("_labels").tolist() if len(df) else []
-    curves: dict[str, dict[str, np.ndarray]] = {}
+    cols, curves = typed_columns(model, p, lambda key: record_label(labels, key), curve_points=curve_points)
+    df = pd.concat([df, pd.DataFrame(cols, index=df.index)], axis=1)
+    return df, curves
 
-    def lab(key: str) -> np.ndarray:
-        return np.asarray([np.nan if d.get(key) is None else float(d[key]) for d in labels], dtype=float)
 
+def curves_from_table(model: Any, table: Any, *, curve_points: int = 50) -> dict[str, dict[str, np.ndarray]]:
+    """Each survival task's ``S(t)`` on a grid, from a predictions table's columns (what
+    :func:`typed_columns` wrote): a Cox head's log hazard and baseline, a discrete-time head's risk
+    by each interval's end (interpolated as the head does)."""
+    import torch
+
+    from ..models.survival import DiscreteTimeHead, SurvivalHead
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for t in model.tasks:
+        head = model.heads[t]
+        if not isinstance(head, SurvivalHead) or not head.can_give_risk() or f"risk_score_{t}" not in table:
+            continue
+        if isinstance(head, DiscreteTimeHead):
+            names = [f"risk_{t}@{e:g}" for e in head.edges[1:].tolist()]
+            if not all(c in table for c in names):
+                continue
+            sl = torch.as_tensor(table[names].to_numpy(np.float32))
+        else:
+            sl = torch.as_tensor(table[[f"risk_score_{t}"]].to_numpy(np.float32))
+        time = table[f"time_{t}"].to_numpy(float) if f"time_{t}" in table else np.zeros(0)
+        end = head.horizon or (float(np.nanmax(time)) if len(time) and np.isfinite(time).any() else 1.0)
+        g = np.linspace(0.0, end, curve_points)
+        out[t] = {"times": g, "survival": head.survival_from_output(sl, g).numpy()}
+    return out
+
+
+def record_label(labels: list[dict[str, Any]], key: str) -> np.ndarray:
+    """Label ``key`` of each record's label dict as floats (NaN where unknown)."""
+    return np.asarray([np.nan if d.get(key) is None else float(d[key]) for d in labels], dtype=float)
+
+
+def survival_label_table(model: Any, records: Any) -> Any:
+    """``time_t, event_t`` (censored at the horizon) of each survival task for ``records``, read
+    from their labels without scoring them: the training split's censoring distribution for
+    Uno's C, AUROC(t) and the Brier score."""
+    import pandas as pd
+
+    from ..models.survival import SurvivalHead
+    from ..tasks import TaskSpec
+
+    labels = [dict(r.labels) for r in records]
     cols: dict[str, Any] = {}
     for t in model.tasks:
         head = model.heads[t]
-        lg = logits[:, model.output_slices[t]]
-        out = head.predict(lg).numpy()
         if isinstance(head, SurvivalHead):
             tc, ec = model.label_columns[t]
-            spec = TaskSpec(name=t, kind="survival", horizon=head.horizon)
-            time, event = spec.censor(lab(tc), lab(ec))
-            cols[f"time_{t}"], cols[f"event_{t}"] = time, np.where(np.isnan(lab(ec)), np.nan, event)
-            cols[f"risk_score_{t}"] = head.risk_score(lg).numpy()
-            absolute = not isinstance(head, CoxHead) or bool(head.baseline_fitted)
-            if absolute:
-                for h in head.horizons:
-                    cols[f"risk_{t}@{h:g}"] = head.risk_at(lg, [h]).numpy()[:, 0]
-                end = head.horizon or (float(np.nanmax(time)) if len(time) else 1.0)
-                g = np.linspace(0.0, end, curve_points)
-                curves[t] = {"times": g, "survival": head.survival(lg, g).numpy()}
-        elif head.kind == "multiclass":
-            cols[f"label_{t}"] = lab(t)
-            for k, c in enumerate(head.classes):
-                cols[f"prob_{t}.{c}"] = out[:, k]
-            cols[f"pred_{t}"] = np.asarray(head.classes, dtype=object)[out.argmax(axis=1)] if len(out) else []
-        elif head.kind == "multilabel":
-            for k, c in enumerate(model.label_columns[t]):
-                cols[f"label_{c}"], cols[f"prob_{c}"] = lab(c), out[:, k]
-        elif head.kind == "regression":
-            cols[f"label_{t}"], cols[f"value_{t}"] = lab(t), out[:, 0]
-        else:
-            cols[f"label_{t}"], cols[f"prob_{t}"] = lab(t), out[:, 0]
-    df = pd.concat([df, pd.DataFrame(cols, index=df.index)], axis=1)
-    return df, curves
+            ev = record_label(labels, ec)
+            time, event = TaskSpec(name=t, kind="survival", horizon=head.horizon).censor(record_label(labels, tc), ev)
+            cols[f"time_{t}"], cols[f"event_{t}"] = time, np.where(np.isnan(ev), np.nan, event)
+    return pd.DataFrame(cols)
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -553,9 +619,11 @@ def _reliability(y: np.ndarray, p: np.ndarray, bins: int = 10):
 
 def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train_split: str = "train",
                    n_boot: int = 500, seed: int = 0, subgroups: Any = None, min_subgroup: int = 30,
-                   batch_size: int = 64) -> TypedEvaluation | None:
+                   batch_size: int = 64, predictions: Any = None) -> TypedEvaluation | None:
     """Score ``cohort`` (a :class:`~medmm.cohort.Cohort`, a manifest or records) and evaluate the
-    model's multiclass, regression and survival tasks; ``None`` when it has none."""
+    model's multiclass, regression and survival tasks; ``None`` when it has none. ``predictions``
+    (a table :func:`~medmm.evaluate.scoring.score_cohort` already made, with the typed columns)
+    is evaluated as it is, without scoring again."""
     from ..cohort import Cohort, load_cohort
     from ..tasks import TaskSpec
 
@@ -570,10 +638,13 @@ def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train
             return cohort if name in (None, "all") else cohort.split(name)
         return [r for r in cohort if name in (None, "all") or r.split == name]
 
-    test, curves = typed_predictions(model, part(split), batch_size=batch_size)
+    if predictions is not None:
+        test, curves = predictions, curves_from_table(model, predictions)
+    else:
+        test, curves = typed_predictions(model, part(split), batch_size=batch_size)
     train = None
     if any(s.kind == "survival" for s in specs.values()) and train_split and train_split != split:
-        train, _ = typed_predictions(model, part(train_split), batch_size=batch_size)
+        train = survival_label_table(model, part(train_split))
         train = train if len(train) else None
     return evaluate_typed_frame(test, specs, curves=curves, train=train, n_boot=n_boot, seed=seed,
                                 subgroups=subgroups, min_subgroup=min_subgroup)

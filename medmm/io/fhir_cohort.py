@@ -398,3 +398,46 @@ def import_fhir_cohort(
     }
     (out / "import_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return result
+
+
+def survival_pair(bundle: Any, index: Any, *, horizon_days: float | None = None) -> tuple[float | None, int | None]:
+    """A time-to-death label from one patient's :class:`~medmm.io.fhir.FhirBundle`, in days
+    from ``index`` (the index time, e.g. the index encounter's start).
+
+    * ``Patient.deceasedDateTime`` -> event 1 at that time;
+    * otherwise the patient is censored (event 0) at the last time they were seen: the latest
+      encounter start or end, observation, condition, medication, procedure, imaging study or note;
+    * ``deceasedBoolean: true`` without a date cannot be placed in time: censored at the last
+      contact (the death is known to have come later), so it never counts as an event too early;
+    * ``horizon_days`` censors administratively (an event after it becomes censored there).
+
+    Returns ``(None, None)`` when the patient has no contact after the index time at all; a
+    death recorded before the index time is a :class:`~medmm.errors.ReadError`.
+    """
+    import pandas as pd
+
+    from ..errors import ReadError
+
+    index = pd.Timestamp(index)
+    index = index.tz_convert(None) if index.tzinfo is not None else index
+    deceased = bundle.patient.get("deceased")
+    times = [t for e in bundle.encounters for t in (e.get("start"), e.get("end"))]
+    for rows in (bundle.observations, bundle.conditions, bundle.medications, bundle.procedures, bundle.imaging):
+        times += [r.get("time") for r in rows]
+    times += [getattr(n, "time", None) for n in bundle.notes]
+    times = [pd.Timestamp(t) for t in times if t is not None and not pd.isna(t)]
+    day = pd.Timedelta(days=1)
+    if isinstance(deceased, pd.Timestamp):
+        if deceased < index:
+            raise ReadError(f"patient {bundle.patient_id} died ({deceased}) before the index time {index}",
+                            path=bundle.path, column="Patient.deceasedDateTime",
+                            hint="choose an index time before the death, or leave the patient out")
+        time, event = (deceased - index) / day, 1
+    else:
+        last = max((t for t in times if t >= index), default=None)
+        if last is None:
+            return None, None
+        time, event = (last - index) / day, 0
+    if horizon_days is not None and time > horizon_days:
+        time, event = float(horizon_days), 0
+    return float(time), int(event)

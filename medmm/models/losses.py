@@ -204,18 +204,27 @@ class MaskedLoss:
         return d
 
 
-def build_criterion(config: Any, train_ds: Any) -> MaskedLoss:
-    """The loss named by ``config.loss`` with weights from ``train_ds``'s prevalence."""
+def build_criterion(config: Any, train_ds: Any, *, kinds: dict[str, str] | None = None) -> MaskedLoss:
+    """The loss named by ``config.loss`` with weights from ``train_ds``'s prevalence. ``kinds``
+    (label column -> head kind) limits the 0/1 weights to the binary tasks' columns: a list of
+    ``pos_weight`` numbers is one per binary task, the other columns weigh 1."""
     tasks = tuple(train_ds.tasks)
+    binary = np.array([dict(kinds or {}).get(t, "binary") == "binary" for t in tasks])
     pos, neg = label_counts(train_ds)
+    pos, neg = np.where(binary, pos, 0.0), np.where(binary, neg, 0.0)
     pos_weight = getattr(config, "pos_weight", None)
     if isinstance(pos_weight, str):
         if pos_weight != "auto":
             raise ConfigError(f"pos_weight {pos_weight!r} is not understood", column="pos_weight",
                               hint="use 'auto', a number, or one number per task")
-        pos_weight = neg / np.maximum(pos, 1.0)
+        pos_weight = np.where(binary, neg / np.maximum(pos, 1.0), 1.0)
     elif pos_weight is not None:
-        pos_weight = np.broadcast_to(np.asarray(pos_weight, dtype=float), (len(tasks),)).copy()
+        given = np.asarray(pos_weight, dtype=float).reshape(-1)
+        if given.size not in (1, int(binary.sum())) and not binary.all():
+            raise ConfigError(f"pos_weight gives {given.size} numbers for {int(binary.sum())} binary task(s)",
+                              column="pos_weight", hint=f"give one per binary task {[t for t, b in zip(tasks, binary) if b]}")
+        pos_weight = np.ones(len(tasks))
+        pos_weight[binary] = np.broadcast_to(given, (int(binary.sum()),)) if binary.any() else []
     class_weight = None
     if config.loss == "weighted_bce":
         n = pos + neg
@@ -223,15 +232,25 @@ def build_criterion(config: Any, train_ds: Any) -> MaskedLoss:
     crit = MaskedLoss(config.loss, pos_weight=pos_weight, class_weight=class_weight,
                       gamma=getattr(config, "focal_gamma", 2.0), alpha=getattr(config, "focal_alpha", None))
     crit.prevalence = {t: (float(pos[k] / (pos[k] + neg[k])) if pos[k] + neg[k] else float("nan"))
-                       for k, t in enumerate(tasks)}
+                       for k, t in enumerate(tasks) if binary[k]}
     return crit
 
 
-def balanced_sample_weights(dataset: Any, task: str | None = None) -> np.ndarray:
-    """Per-patient sampling weights that make each class of ``task`` (default: the first
-    task) equally likely; patients without that label get the mean weight."""
+def balanced_sample_weights(dataset: Any, task: str | None = None, *, kinds: dict[str, str] | None = None
+                            ) -> np.ndarray:
+    """Per-patient sampling weights that make each class of ``task`` (default: the first binary
+    or multiclass task) equally likely; patients without that label get the mean weight.
+    ``kinds`` (task -> head kind) refuses a regression, survival or multilabel task, which has
+    no classes to balance."""
     tasks = tuple(dataset.tasks)
-    task = task or tasks[0]
+    kinds = dict(kinds or {})
+    classed = [t for t in tasks if kinds.get(t, "binary") in ("binary", "multiclass")]
+    task = task or (classed[0] if classed else tasks[0])
+    kind = kinds.get(task, "binary")
+    if kind not in ("binary", "multiclass"):
+        raise ConfigError(f"sampler 'balanced' needs a binary or multiclass balance_task; {task!r} is a {kind} task",
+                          column="balance_task",
+                          hint=f"set balance_task to one of {classed}" if classed else "use sampler: shuffle")
     if task not in tasks:
         raise ConfigError(f"balance_task {task!r} is not a task", column="balance_task", hint=f"use one of {tasks}")
     ys = []
@@ -241,8 +260,9 @@ def balanced_sample_weights(dataset: Any, task: str | None = None) -> np.ndarray
     ys = np.asarray(ys, dtype=float)
     known = ~np.isnan(ys)
     w = np.ones(len(ys))
-    for c in (0.0, 1.0):
-        sel = known & ((ys >= 0.5) == bool(c))
+    groups = [ys >= 0.5, ys < 0.5] if kind == "binary" else [ys == c for c in np.unique(ys[known])]
+    for g in groups:
+        sel = known & g
         if sel.any():
             w[sel] = 1.0 / sel.sum()
     if known.any() and (~known).any():

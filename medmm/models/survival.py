@@ -323,17 +323,46 @@ def harrell_c(risk: Any, time: Any, event: Any) -> float:
         return float("nan")
 
 
+def logits_from_output(head: Any, out: torch.Tensor) -> torch.Tensor:
+    """The logits whose :meth:`predict` is ``out`` (``predict_proba``'s columns of one head), so that
+    a validation loss is the training loss on held-out patients."""
+    eps = 1e-6
+    if isinstance(head, DiscreteTimeHead):
+        s = torch.cat([torch.ones_like(out[:, :1]), 1.0 - out], dim=1).clamp(eps, 1.0)
+        h = (1.0 - s[:, 1:] / s[:, :-1]).clamp(eps, 1 - eps)  # the interval hazards
+        return torch.log(h) - torch.log1p(-h)
+    if isinstance(head, CoxHead) or head.kind == "regression":
+        return out
+    if head.kind == "multiclass":
+        return torch.log(out.clamp_min(eps))  # softmax(log p) = p
+    p = out.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def output_loss(head: Any, out: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The head's own loss (per known label) on outputs ``out``; NaN with no known label."""
+    lg = logits_from_output(head, torch.as_tensor(np.asarray(out, dtype=np.float32)))
+    with torch.no_grad():
+        s, n = head.loss(lg, torch.as_tensor(np.asarray(target, dtype=np.float32)), torch.as_tensor(mask, dtype=torch.bool))
+    return float(s / n) if float(n) > 0 else float("nan")
+
+
 def task_val_metrics(model: Any, probs: np.ndarray, labels: np.ndarray, mask: np.ndarray,
                      columns: tuple[str, ...]) -> dict[str, float]:
     """Validation metrics of the non-binary tasks from ``predict_proba`` outputs and the batch label
     ``columns``: ``val_cindex_<task>`` (Harrell's) for survival, ``val_auroc_<task>`` (macro
-    one-vs-rest) for multiclass. Monitor them with ``monitor_mode: max``."""
+    one-vs-rest) for multiclass, ``val_mae_<task>`` for regression (monitor them with ``monitor_mode:
+    max`` / ``min``), and ``val_loss_<task>``: the head's training loss on the validation patients,
+    which the trainer's ``val_loss`` averages with the binary tasks' so that it selects on every task."""
     out: dict[str, float] = {}
     if not hasattr(model, "heads"):
         return out
     for t in model.tasks:
         head = model.heads[t]
         sl = model.output_slices[t]
+        if head.kind != "binary" and all(c in columns for c in model.label_columns[t]):
+            out[f"val_loss_{t}"] = output_loss(head, probs[:, sl], labels[:, [columns.index(c) for c in model.label_columns[t]]],
+                                               mask[:, [columns.index(c) for c in model.label_columns[t]]])
         if isinstance(head, SurvivalHead):
             tc, ec = (columns.index(c) for c in model.label_columns[t])
             known = mask[:, tc] & mask[:, ec]

@@ -139,6 +139,7 @@ def _val_metrics(model, ds, tasks, device) -> dict[str, float]:
         losses.append(float(-np.mean(y[sel, k] * np.log(pk) + (1 - y[sel, k]) * np.log(1 - pk))) if sel.any() else np.nan)
     aucs = [v for k, v in out.items()]
     out.update(task_val_metrics(unwrap(model), p, y, m, tasks))
+    losses += [v for k, v in out.items() if k.startswith("val_loss_")]
     out["val_auroc_mean"] = float(np.nanmean(aucs)) if aucs and not all(np.isnan(aucs)) else float("nan")
     out["val_loss"] = float(np.nanmean(losses)) if losses else float("nan")
     return out
@@ -268,8 +269,12 @@ def train(
     core = model
     tasks = train_ds.tasks
 
-    criterion = build_criterion(config, train_ds)
-    weights = balanced_sample_weights(train_ds, config.balance_task) if config.sampler == "balanced" else None
+    heads = getattr(unwrap(model), "heads", None)
+    kinds = ({c: heads[t].kind for t in unwrap(model).tasks for c in unwrap(model).label_columns[t]}
+             if heads is not None else {})
+    criterion = build_criterion(config, train_ds, kinds=kinds)
+    weights = (balanced_sample_weights(train_ds, config.balance_task, kinds=kinds) if config.sampler == "balanced"
+               else None)
     loss_info = {**criterion.describe(), "sampler": config.sampler,
                  "prevalence": {t: round(v, 4) for t, v in criterion.prevalence.items()}}
     if config.sampler == "balanced":
