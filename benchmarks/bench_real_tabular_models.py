@@ -172,7 +172,7 @@ def compare_on(name: str, records, modality: str, *, folds: int = 5, epochs: int
         per.setdefault("medmm", []).append(roc_auc_score(y, preds["prob_y"]))
         for b, df in bpreds.items():
             per.setdefault(b, []).append(roc_auc_score(df["label_y"], df["prob_y"]))
-        print(f"  {name} fold {fold.index}: " + ", ".join(f"{b} {v[-1]:.3f}" for b, v in per.items()),
+        print(f"  {name} fold {fold.index}: " + ", ".join(f"{b} {v[-1]:.3f}" for b, v in per.items())
               + f" [{paths[-1]}]", file=sys.stderr, flush=True)
     refs = [b for b in per if b != "medmm" and (modality != "notes" or b == "tfidf_lr")]
     best = max(refs, key=lambda b: np.mean(per[b]))

@@ -136,7 +136,8 @@ class ModelSection(BaseModel):
                                         "default 1 on a table's row, 30 on the TF-IDF vocabulary.")
     wide_select: bool = Field(True, description="Single-modality binary models: after training, refit the wide "
                               "path alone as a logistic regression (L2 chosen on the validation split) and keep it "
-                              "instead of wide-and-deep when its validation log loss is no worse.")
+                              "instead of wide-and-deep unless wide-and-deep's validation log loss is lower by more than "
+                              "one standard error.")
 
     @field_validator("modalities")
     @classmethod

@@ -107,7 +107,8 @@ class ModelConfig:
         For a single-modality model with a wide path and binary tasks: after training, the wide
         path alone is refitted as a logistic regression solved to convergence (its L2 strength
         chosen among :data:`medmm.models.wide.WIDE_CS` on the validation split) and kept instead of
-        wide-and-deep when its validation log loss is no worse (the deep part is then switched
+        wide-and-deep unless wide-and-deep's validation log loss is lower by more than one
+        standard error (the deep part is then switched
         off: :meth:`MultimodalModel.select_wide_or_deep`, called by the trainer). Where the deep
         part cannot help (a small table, a few hundred notes), the model is the logistic
         regression; where it can, it stays. Measured in ``benchmarks/bench_real_tabular_models.py``.
@@ -128,7 +129,7 @@ class ModelConfig:
     wide: bool = True
     wide_l2: float | None = None  # None: 1e-3 on a table's row, 2e-4 on the TF-IDF vocabulary
     wide_lr_scale: float | None = None  # None: 1 on a table's row, 30 on the TF-IDF vocabulary
-    wide_select: bool = True  # keep the wide path alone when it validates no worse (single modality, binary tasks)
+    wide_select: bool = True  # keep the wide path alone unless wide-and-deep validates better by 1 SE (single modality, binary tasks)
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -453,10 +454,12 @@ class MultimodalModel(nn.Module):
     @torch.no_grad()
     def select_wide_or_deep(self, train_ds: Any, val_ds: Any) -> dict[str, Any] | None:
         """Refit the wide path alone as a logistic regression and keep it instead of wide-and-deep
-        when its validation log loss (mean over tasks) is no worse; ``None`` where this does not
+        unless wide-and-deep's validation log loss is lower by more than one standard error of
+        the paired per-patient difference (the one-standard-error rule: the simpler model unless
+        the data say otherwise; the deep part's epoch was also chosen on this split); ``None`` where this does not
         apply (see :meth:`wide_select_applies`, or a task with one class in a split). Returns what
         was compared and chosen."""
-        from .wide import fit_logistic_path, log_loss
+        from .wide import fit_logistic_path, log_losses, refit_logistic_path
 
         if not self.wide_select_applies() or val_ds is None or not len(val_ds):
             return None
@@ -498,21 +501,26 @@ class MultimodalModel(nn.Module):
                 return None
             prior = float(np.clip(y[k[:, c], c].mean(), 1e-4, 1 - 1e-4))
             z = np.where(prv, np.asarray(Xv @ fit.coef).ravel() + fit.intercept, np.log(prior / (1 - prior)))
-            loss_wide.append(log_loss(yv[va, c], 1 / (1 + np.exp(-z[va]))))
-            loss_deep.append(log_loss(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, c]))))
-            fits.append((fit, prior))
-        wide_ok = float(np.mean(loss_wide)) <= float(np.mean(loss_deep))
+            loss_wide.append(log_losses(yv[va, c], 1 / (1 + np.exp(-z[va]))))
+            loss_deep.append(log_losses(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, c]))))
+            fits.append((fit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
+        lw, ld = np.concatenate(loss_wide), np.concatenate(loss_deep)
+        d = ld - lw
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        wide_ok = bool(d.mean() >= -se)  # the deep part must beat the linear model by one standard error
         if wide_ok:
             dtype = wide.raw.dtype
-            for (fit, prior), c in zip(fits, cols):
+            for (fit, prior, parts), c in zip(fits, cols):
+                fit = refit_logistic_path(fit, *parts)
                 wide.raw[c] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
                 wide.bias[c] = fit.intercept
                 self.wide_prior[c] = float(np.log(prior / (1 - prior)))
             self.deep_on.fill_(False)
         self.train(was_training)
         return {"chosen": "wide" if wide_ok else "wide+deep", "modality": m,
-                "val_loss_wide": round(float(np.mean(loss_wide)), 5), "val_loss_wide_and_deep": round(float(np.mean(loss_deep)), 5),
-                "wide_C": {t: f.C for t, (f, _) in zip(self.tasks, fits)}}
+                "val_loss_wide": round(float(lw.mean()), 5), "val_loss_wide_and_deep": round(float(ld.mean()), 5),
+                "val_loss_diff_se": round(se, 5),
+                "wide_C": {t: f[0].C for t, f in zip(self.tasks, fits)}}
 
     def wide_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The wide (linear) path's logits ``[B, n_outputs]`` of one modality, zero on absent rows."""

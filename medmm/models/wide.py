@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DenseWide", "SparseWide", "LogisticPath", "fit_logistic_path", "log_loss", "WIDE_CS"]
+__all__ = ["DenseWide", "SparseWide", "LogisticPath", "fit_logistic_path", "refit_logistic_path", "log_loss", "log_losses", "WIDE_CS"]
 
 #: inverse L2 strengths tried for the wide-only logistic regression (scikit-learn's ``C``: a grid of
-#: half-decades around its default 1, as ``LogisticRegressionCV``'s)
-WIDE_CS = tuple(float(c) for c in np.logspace(-2, 2, 9))
+#: half-decades from 0.01 to 1000; a TF-IDF row of unit norm over many n-grams wants a large one)
+WIDE_CS = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 
 class _Wide(nn.Module):
@@ -95,11 +95,16 @@ class SparseWide(_Wide):
                                  shape=(x.shape[0], self.raw.shape[1]))
 
 
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean binary cross-entropy of probabilities ``p`` for labels ``y``."""
+def log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each probability ``p`` for its label ``y``."""
     p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
     y = np.asarray(y, dtype=float)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` for labels ``y``."""
+    return float(np.mean(log_losses(y, p))) if len(y) else float("nan")
 
 
 @dataclass
@@ -117,8 +122,7 @@ class LogisticPath:
 def fit_logistic_path(X: Any, y: np.ndarray, X_val: Any, y_val: np.ndarray, *,
                       Cs: tuple[float, ...] = WIDE_CS) -> LogisticPath | None:
     """L2 logistic regressions of ``y`` on ``X`` (dense or sparse), one per ``C``, scored on
-    ``(X_val, y_val)`` by log loss; the best one (the stronger penalty on a tie). ``None`` when
-    either part lacks one of the two classes."""
+    ``(X_val, y_val)`` by log loss; the best one (the stronger penalty on a tie). ``None`` when either part lacks one of the two classes."""
     from sklearn.linear_model import LogisticRegression
 
     y, y_val = np.asarray(y, dtype=int), np.asarray(y_val, dtype=int)
@@ -135,3 +139,15 @@ def fit_logistic_path(X: Any, y: np.ndarray, X_val: Any, y_val: np.ndarray, *,
     assert best is not None
     best.tried = tried
     return best
+
+
+def refit_logistic_path(path: LogisticPath, X: Any, y: np.ndarray, X_val: Any, y_val: np.ndarray) -> LogisticPath:
+    """``path`` refitted at its ``C`` on both parts (``LogisticRegressionCV(refit=True)``'s way: the
+    validation rows only chose ``C``, and a final model learns from them too); ``val_loss`` stays
+    the held-out one."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    both = sparse.vstack([X, X_val]).tocsr() if sparse.issparse(X) else np.concatenate([X, X_val])
+    lr = LogisticRegression(C=path.C, max_iter=5000, tol=1e-6).fit(both, np.concatenate([y, y_val]).astype(int))
+    return LogisticPath(lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), path.C, path.val_loss, path.tried)
