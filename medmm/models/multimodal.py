@@ -493,7 +493,7 @@ class MultimodalModel(nn.Module):
         Xv, prv, yv, kv, deep_logits = gather(val_ds)
         cols = [self.label_columns_flat.index(self.label_columns[t][0]) for t in self.tasks]
         fits, loss_wide, loss_deep = [], [], []
-        for t, c in zip(self.tasks, cols):
+        for c in cols:
             tr, va = pr & k[:, c], kv[:, c]
             fit = fit_logistic_path(X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])
             if fit is None:
