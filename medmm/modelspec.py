@@ -134,6 +134,10 @@ class ModelSection(BaseModel):
     wide_lr_scale: float | None = Field(None, gt=0, description="Step-size multiplier of the zero-initialised wide path "
                                         "(its weights are stored divided by it, so Adam moves them this much faster); "
                                         "default 1 on a table's row, 30 on the TF-IDF vocabulary.")
+    wide_select: bool = Field(True, description="Single-modality binary models: after training, refit the wide "
+                              "path alone as a logistic regression (L2 chosen on the validation split) and keep it "
+                              "instead of wide-and-deep unless wide-and-deep's validation log loss is lower by more than "
+                              "one standard error.")
 
     @field_validator("modalities")
     @classmethod

@@ -103,6 +103,15 @@ class ModelConfig:
         where the modality is present (like the unimodal residual heads, and inside them for the auxiliary loss).
         On small data the model then contains a logistic regression on each such modality and
         is not worse than it.
+    ``wide_select``
+        For a single-modality model with a wide path and binary tasks: after training, the wide
+        path alone is refitted as a logistic regression solved to convergence (its L2 strength
+        chosen among :data:`medmm.models.wide.WIDE_CS` on the validation split) and kept instead of
+        wide-and-deep unless wide-and-deep's validation log loss is lower by more than one
+        standard error (the deep part is then switched
+        off: :meth:`MultimodalModel.select_wide_or_deep`, called by the trainer). Where the deep
+        part cannot help (a small table, a few hundred notes), the model is the logistic
+        regression; where it can, it stays. Measured in ``benchmarks/bench_real_tabular_models.py``.
     """
 
     tasks: dict[str, Any] = field(default_factory=lambda: {"tumor": "binary", "disease": "binary"})
@@ -120,6 +129,7 @@ class ModelConfig:
     wide: bool = True
     wide_l2: float | None = None  # None: 1e-3 on a table's row, 2e-4 on the TF-IDF vocabulary
     wide_lr_scale: float | None = None  # None: 1 on a table's row, 30 on the TF-IDF vocabulary
+    wide_select: bool = True  # keep the wide path alone unless wide-and-deep validates better by 1 SE (single modality, binary tasks)
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -256,8 +266,11 @@ def _section_options(preprocess: Any, step: str) -> dict[str, Any]:
 
 
 def _default_step(module, state_dict, prefix, *args) -> None:
-    """Weights saved before the ModDrop schedule existed load with the step count at 0."""
+    """Weights saved before the ModDrop schedule (or the wide-only switch) existed load with the
+    step count at 0 (and the deep part on)."""
     state_dict.setdefault(prefix + "moddrop_step", torch.zeros((), dtype=torch.long))
+    state_dict.setdefault(prefix + "deep_on", torch.ones((), dtype=torch.bool))
+    state_dict.setdefault(prefix + "wide_prior", torch.zeros(module.n_outputs))
 
 
 class MultimodalModel(nn.Module):
@@ -353,6 +366,8 @@ class MultimodalModel(nn.Module):
             [float(rates)] * len(self.modalities)
         self.register_buffer("moddrop_rates", torch.tensor(rates), persistent=False)
         self.register_buffer("moddrop_step", torch.zeros((), dtype=torch.long))  # training steps seen (schedule)
+        self.register_buffer("deep_on", torch.ones((), dtype=torch.bool))  # False: the wide path alone
+        self.register_buffer("wide_prior", torch.zeros(self.n_outputs))  # its logits where the modality is absent
         self.register_load_state_dict_pre_hook(_default_step)
 
     @property
@@ -378,6 +393,9 @@ class MultimodalModel(nn.Module):
         """Logits ``[B, n_outputs]``; with ``return_aux`` also ``{modality: (logits [B, n_outputs], present [B])}``
         from the auxiliary unimodal heads (training only)."""
         present = present.bool()
+        if not bool(self.deep_on):
+            logits = self._wide_only(values, present)
+            return (logits, {}) if return_aux else logits
         tokens = None
         if self.uses_tokens:
             feats, tokens = {}, {}
@@ -421,6 +439,89 @@ class MultimodalModel(nn.Module):
             aux = {m: (uni[m], present[:, j]) for j, m in enumerate(self.modalities)}
         return logits, aux
 
+    def _wide_only(self, values: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Logits with the deep part off: the one modality's wide path where it is present, the
+        training prior where it is not."""
+        j, m = next((j, m) for j, m in enumerate(self.modalities) if m in self.wide)
+        out = self.wide[m](values[m])
+        return torch.where(present[:, j:j + 1], out, self.wide_prior.to(out.dtype).expand_as(out))
+
+    def wide_select_applies(self) -> bool:
+        """Whether :meth:`select_wide_or_deep` can run: one modality, with a wide path, binary tasks only."""
+        return (bool(self.config.wide_select) and len(self.modalities) == 1 and len(self.wide) == 1
+                and all(self.heads[t].kind == "binary" and self.heads[t].n_outputs == 1 for t in self.tasks))
+
+    @torch.no_grad()
+    def select_wide_or_deep(self, train_ds: Any, val_ds: Any) -> dict[str, Any] | None:
+        """Refit the wide path alone as a logistic regression and keep it instead of wide-and-deep
+        unless wide-and-deep's validation log loss is lower by more than one standard error of
+        the paired per-patient difference (the one-standard-error rule: the simpler model unless
+        the data say otherwise; the deep part's epoch was also chosen on this split); ``None`` where this does not
+        apply (see :meth:`wide_select_applies`, or a task with one class in a split). Returns what
+        was compared and chosen."""
+        from .wide import fit_logistic_path, log_losses, refit_logistic_path
+
+        if not self.wide_select_applies() or val_ds is None or not len(val_ds):
+            return None
+        m = next(iter(self.wide))
+        j = self.modalities.index(m)
+        wide = self.wide[m]
+        was_training = self.training
+        self.eval()
+        device = wide.raw.device
+
+        def gather(ds):
+            loader = torch.utils.data.DataLoader(ds, batch_size=256, shuffle=False, collate_fn=ds.collate)
+            rows, present, labels, known, logits = [], [], [], [], []
+            for b in loader:
+                bb = b.to(device)
+                rows.append(wide.rows(b.values[m]))
+                present.append(b.present[:, j].numpy())
+                labels.append(b.labels.numpy())
+                known.append(b.label_mask.numpy())
+                logits.append(self(bb.values, bb.present).float().cpu().numpy())
+            if hasattr(rows[0], "tocsr"):
+                from scipy import sparse
+
+                X = sparse.vstack(rows).tocsr()
+            else:
+                X = np.concatenate(rows)
+            return (X, np.concatenate(present).astype(bool), np.concatenate(labels),
+                    np.concatenate(known).astype(bool), np.concatenate(logits))
+
+        X, pr, y, k, _ = gather(train_ds)
+        Xv, prv, yv, kv, deep_logits = gather(val_ds)
+        cols = [self.label_columns_flat.index(self.label_columns[t][0]) for t in self.tasks]
+        fits, loss_wide, loss_deep = [], [], []
+        for c in cols:
+            tr, va = pr & k[:, c], kv[:, c]
+            fit = fit_logistic_path(X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])
+            if fit is None:
+                self.train(was_training)
+                return None
+            prior = float(np.clip(y[k[:, c], c].mean(), 1e-4, 1 - 1e-4))
+            z = np.where(prv, np.asarray(Xv @ fit.coef).ravel() + fit.intercept, np.log(prior / (1 - prior)))
+            loss_wide.append(log_losses(yv[va, c], 1 / (1 + np.exp(-z[va]))))
+            loss_deep.append(log_losses(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, c]))))
+            fits.append((fit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
+        lw, ld = np.concatenate(loss_wide), np.concatenate(loss_deep)
+        d = ld - lw
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        wide_ok = bool(d.mean() >= -se)  # the deep part must beat the linear model by one standard error
+        if wide_ok:
+            dtype = wide.raw.dtype
+            for (fit, prior, parts), c in zip(fits, cols):
+                fit = refit_logistic_path(fit, *parts)
+                wide.raw[c] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
+                wide.bias[c] = fit.intercept
+                self.wide_prior[c] = float(np.log(prior / (1 - prior)))
+            self.deep_on.fill_(False)
+        self.train(was_training)
+        return {"chosen": "wide" if wide_ok else "wide+deep", "modality": m,
+                "val_loss_wide": round(float(lw.mean()), 5), "val_loss_wide_and_deep": round(float(ld.mean()), 5),
+                "val_loss_diff_se": round(se, 5),
+                "wide_C": {t: f[0].C for t, f in zip(self.tasks, fits)}}
+
     def wide_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The wide (linear) path's logits ``[B, n_outputs]`` of one modality, zero on absent rows."""
         out = self.wide[modality](x)
@@ -434,7 +535,10 @@ class MultimodalModel(nn.Module):
         return sum(terms)
 
     def unimodal_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One modality's own logits: its auxiliary head on its encoder, plus its wide path."""
+        """One modality's own logits: its auxiliary head on its encoder, plus its wide path (the
+        wide path alone when the deep part is off)."""
+        if not bool(self.deep_on):
+            return self._wide_only({modality: x}, mask.bool()[:, None])
         out = self.aux_heads[modality](self.encoders[modality](x, mask))
         if modality in self.wide:
             out = out + self.wide_logits(modality, x, mask)

@@ -6,14 +6,27 @@ Adam-type optimiser takes on them: the weights are stored as ``raw`` and used as
 ``lr_scale * raw`` (Adam's step on ``raw`` is about ``lr`` whatever the gradient's size), so a
 logistic regression's weights, several units on TF-IDF inputs, are reached in a few hundred
 steps without changing the trainer's learning rate for the deep part.
+
+:func:`fit_logistic_path` refits a wide path alone as a logistic regression solved to convergence
+(scikit-learn's L-BFGS), its inverse L2 strength ``C`` chosen on the inner validation split:
+the "wide only" candidate that :meth:`~medmm.models.multimodal.MultimodalModel.select_wide_or_deep`
+weighs against wide-and-deep.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DenseWide", "SparseWide"]
+__all__ = ["DenseWide", "SparseWide", "LogisticPath", "fit_logistic_path", "refit_logistic_path", "log_loss", "log_losses", "WIDE_CS"]
+
+#: inverse L2 strengths tried for the wide-only logistic regression (scikit-learn's ``C``: a grid of
+#: half-decades from 0.01 to 1000; a TF-IDF row of unit norm over many n-grams wants a large one)
+WIDE_CS = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 
 class _Wide(nn.Module):
@@ -47,6 +60,10 @@ class DenseWide(_Wide):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1).float() @ self.weight.t() + self.bias
 
+    def rows(self, x: torch.Tensor) -> np.ndarray:
+        """The rows of ``x`` as a float64 array ``[B, n_features]`` (for a solver that reads them)."""
+        return x.reshape(x.shape[0], -1).detach().cpu().double().numpy()
+
 
 class SparseWide(_Wide):
     """A linear layer on a sparse vector carried inside a dense one: columns ``offset ..
@@ -64,3 +81,73 @@ class SparseWide(_Wide):
         idx = x[:, self.offset:self.offset + self.nnz].long().clamp(0, self.raw.shape[1] - 1)
         val = x[:, self.offset + self.nnz:self.offset + 2 * self.nnz].float()
         return (self.weight.t()[idx] * val[..., None]).sum(1) + self.bias
+
+    def rows(self, x: torch.Tensor) -> Any:
+        """The rows of ``x`` as a SciPy CSR matrix ``[B, n_terms]`` (for a solver that reads them)."""
+        from scipy import sparse
+
+        x = x.reshape(x.shape[0], -1).detach().cpu()
+        idx = x[:, self.offset:self.offset + self.nnz].long().numpy()
+        val = x[:, self.offset + self.nnz:self.offset + 2 * self.nnz].double().numpy()
+        rows = np.repeat(np.arange(x.shape[0]), self.nnz)
+        keep = val.ravel() != 0
+        return sparse.csr_matrix((val.ravel()[keep], (rows[keep], idx.ravel()[keep])),
+                                 shape=(x.shape[0], self.raw.shape[1]))
+
+
+def log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of each probability ``p`` for its label ``y``."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, dtype=float)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` for labels ``y``."""
+    return float(np.mean(log_losses(y, p))) if len(y) else float("nan")
+
+
+@dataclass
+class LogisticPath:
+    """A wide path refitted alone: ``coef [n_features]``, ``intercept``, the ``C`` chosen and its
+    validation log loss (and that of every ``C`` tried)."""
+
+    coef: np.ndarray
+    intercept: float
+    C: float
+    val_loss: float
+    tried: dict[float, float]
+
+
+def fit_logistic_path(X: Any, y: np.ndarray, X_val: Any, y_val: np.ndarray, *,
+                      Cs: tuple[float, ...] = WIDE_CS) -> LogisticPath | None:
+    """L2 logistic regressions of ``y`` on ``X`` (dense or sparse), one per ``C``, scored on
+    ``(X_val, y_val)`` by log loss; the best one (the stronger penalty on a tie). ``None`` when either part lacks one of the two classes."""
+    from sklearn.linear_model import LogisticRegression
+
+    y, y_val = np.asarray(y, dtype=int), np.asarray(y_val, dtype=int)
+    if len(np.unique(y)) < 2 or len(np.unique(y_val)) < 2:
+        return None
+    best: LogisticPath | None = None
+    tried: dict[float, float] = {}
+    for C in sorted(Cs):
+        lr = LogisticRegression(C=C, max_iter=5000, tol=1e-6).fit(X, y)
+        loss = log_loss(y_val, lr.predict_proba(X_val)[:, 1])
+        tried[float(C)] = loss
+        if best is None or loss < best.val_loss - 1e-9:
+            best = LogisticPath(lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), float(C), loss, tried)
+    assert best is not None
+    best.tried = tried
+    return best
+
+
+def refit_logistic_path(path: LogisticPath, X: Any, y: np.ndarray, X_val: Any, y_val: np.ndarray) -> LogisticPath:
+    """``path`` refitted at its ``C`` on both parts (``LogisticRegressionCV(refit=True)``'s way: the
+    validation rows only chose ``C``, and a final model learns from them too); ``val_loss`` stays
+    the held-out one."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    both = sparse.vstack([X, X_val]).tocsr() if sparse.issparse(X) else np.concatenate([X, X_val])
+    lr = LogisticRegression(C=path.C, max_iter=5000, tol=1e-6).fit(both, np.concatenate([y, y_val]).astype(int))
+    return LogisticPath(lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), path.C, path.val_loss, path.tried)

@@ -457,6 +457,11 @@ def train(
         if config.deterministic and not prev_det:
             torch.use_deterministic_algorithms(False)
     core.load_state_dict(best_state if best_state is not None else core.state_dict())
+    select = getattr(core, "select_wide_or_deep", None)  # wide path alone vs wide-and-deep, on validation
+    if callable(select):
+        chosen = select(train_ds, val_ds)
+        if chosen is not None:
+            loss_info["wide_or_deep"] = chosen
     from ..models.survival import fit_survival_baselines
 
     fit_survival_baselines(core, train_ds, device=device)
