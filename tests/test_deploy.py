@@ -137,3 +137,37 @@ def test_compare_methods_table(exported, tiny_loaded, tmp_path):
     assert fp32["d_auroc_tumor"] == 0 and fp32["speedup_p50"] == 1
     assert df.set_index("method").loc["dynamic-int8", "size_mb"] < fp32["size_mb"]
     assert (tmp_path / "student" / "medmm_model.json").exists()
+
+
+@pytest.mark.parametrize("deep_on", [True, False])
+def test_split_export_carries_the_wide_path(tiny_loaded, tmp_path, deep_on):
+    """The wide (linear) layers read the raw feature vector, which the fusion graph never sees: the
+    encoder graph of a table/text modality returns its wide logits beside its features, so the
+    split graphs equal the eager model, with the deep part on and switched off (wide_select)."""
+    import torch
+
+    from medmm.deploy.export import SplitOnnxRunner, eager_probs, export_onnx_split, validation_inputs
+    from medmm.models.multimodal import ModelConfig, MultimodalModel
+    from medmm.preprocess import MultimodalPreprocessor
+
+    torch.manual_seed(0)
+    pre = MultimodalPreprocessor(modalities=("notes", "ehr")).fit(tiny_loaded.split("train"))
+    cfg = ModelConfig(tasks={"tumor": "binary", "disease": "binary"}, modalities=("notes", "ehr"), dim=8,
+                      encoders={"notes": {"name": "tfidf_mlp", "hidden": 8}, "ehr": {"name": "mlp", "hidden": 8}})
+    model = MultimodalModel(cfg, pre.output_shapes(), pre).eval()
+    assert set(model.wide) == {"notes", "ehr"}
+    with torch.no_grad():
+        for p in model.wide.parameters():  # zero-initialised: give them weight, or a dropped path goes unseen
+            p.normal_(0, 0.5)
+        model.set_deep(deep_on)
+        model.wide_prior.copy_(torch.tensor([0.3, -0.2]))
+    inputs = validation_inputs(model, tiny_loaded.records[:20])
+    ref = eager_probs(model, inputs)
+    export_onnx_split(model, tmp_path)
+    runner = SplitOnnxRunner(tmp_path, model.modalities, model.config.dim)
+    got = runner([x.numpy() for x in inputs])
+    assert np.abs(got - ref).max() <= 1e-4
+    with torch.no_grad():
+        for p in model.wide.parameters():
+            p.zero_()
+    assert np.abs(eager_probs(model, inputs) - ref).max() > 1e-3  # the wide path matters in this check

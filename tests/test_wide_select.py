@@ -71,7 +71,7 @@ def test_linear_truth_keeps_the_logistic_regression_it_refits(tmp_path):
     np.testing.assert_allclose(uni, ref.predict_proba(Xt[:4])[:, 1], atol=1e-3)
     # the switch travels with the bundle
     again = type(model).load(model.save(tmp_path / "m"))
-    assert not bool(again.deep_on)
+    assert not bool(again.deep_on) and not again.deep_enabled  # the Python switch follows the loaded buffer
     np.testing.assert_allclose(again.predict_records(test), model.predict_records(test), atol=1e-6)
 
 

@@ -75,19 +75,42 @@ def export_copy(model: nn.Module) -> nn.Module:
 
 
 class _FeaturesIn(nn.Module):
-    """Export-only stand-in for an encoder whose input already is its features ``[B, D]``."""
+    """Export-only stand-in for an encoder whose input already is its features: the first ``dim``
+    columns of ``[B, D (+ wide logits)]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = int(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x[:, : self.dim]
         return torch.where(mask[:, None], x, torch.zeros_like(x))
 
 
-class _EncodeOnly(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
+class _WideIn(nn.Module):
+    """Export-only stand-in for a wide (linear) layer whose logits the encoder graph already
+    computed: the columns after the features."""
+
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.dim = int(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(x)
+        return x[:, self.dim :]
+
+
+class _EncodeOnly(nn.Module):
+    """An encoder graph: features ``[B, D]``, followed by the modality's wide-path logits when it
+    has one (the wide layer reads the raw feature vector, which the fusion graph never sees)."""
+
+    def __init__(self, encoder: nn.Module, wide: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.wide = wide
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder.encode(x)
+        return z if self.wide is None else torch.cat([z, self.wide(x).to(z.dtype)], dim=1)
 
 
 class InferenceModule(nn.Module):
@@ -160,10 +183,11 @@ def export_onnx_split(model: nn.Module, out_dir: str | Path, *, opset: int = 18)
             raise ExportError(f"encoder of {m!r} has no encode() method", hint="split export needs encode()")
         ex = (torch.randn((2, *model.input_shapes[m])),)
         paths[m] = out / f"encoder_{m}.onnx"
-        _onnx_export(_EncodeOnly(copy.deepcopy(enc).eval()), ex, paths[m], [m], opset)
+        wide = copy.deepcopy(model.wide[m]).eval() if m in getattr(model, "wide", {}) else None
+        _onnx_export(_EncodeOnly(copy.deepcopy(enc).eval(), wide), ex, paths[m], [m], opset)
     head = _SplitHead(model)
-    ex = (*[torch.randn(2, model.config.dim) for _ in model.modalities], torch.ones(2, len(model.modalities),
-                                                                                   dtype=torch.bool))
+    ex = (*[torch.randn(2, split_width(model, m)) for m in model.modalities],
+          torch.ones(2, len(model.modalities), dtype=torch.bool))
     paths["fusion"] = out / "fusion.onnx"
     _onnx_export(head, ex, paths["fusion"], [*[f"feat_{m}" for m in model.modalities], "present"], opset,
                  varargs=True)
@@ -175,13 +199,22 @@ class _SplitHead(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
         self.model.preprocessor = None
+        dim = int(model.config.dim)
         for name in list(self.model.encoders):
-            self.model.encoders[name] = _FeaturesIn()
+            self.model.encoders[name] = _FeaturesIn(dim)
+        for name in list(getattr(self.model, "wide", {})):
+            self.model.wide[name] = _WideIn(dim)
         self.modalities = tuple(model.modalities)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         feats = {m: args[j] for j, m in enumerate(self.modalities)}
         return output_probs(self.model, self.model(feats, args[len(self.modalities)]))
+
+
+def split_width(model: nn.Module, modality: str) -> int:
+    """Columns of a split encoder graph's output: the features, plus the wide-path logits when
+    the modality has a wide layer."""
+    return int(model.config.dim) + (int(model.n_outputs) if modality in getattr(model, "wide", {}) else 0)
 
 
 class SplitOnnxRunner:
@@ -195,13 +228,15 @@ class SplitOnnxRunner:
         self.enc_input = {m: s.get_inputs()[0].name for m, s in self.encoders.items()}
         self.fusion = onnx_session(out / "fusion.onnx", threads=threads)
         self.fusion_inputs = [i.name for i in self.fusion.get_inputs()]
+        # features, then wide-path logits for a modality with a wide layer (the fusion graph's input width)
+        self.width = {m: _static_width(i.shape, self.dim) for m, i in zip(self.modalities, self.fusion.get_inputs())}
 
     def __call__(self, inputs: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
         present = np.asarray(inputs[-1], dtype=bool)
         b = present.shape[0]
         feats = []
         for j, m in enumerate(self.modalities):
-            f = np.zeros((b, self.dim), dtype=np.float32)
+            f = np.zeros((b, self.width[m]), dtype=np.float32)
             rows = np.flatnonzero(present[:, j])
             if rows.size:
                 x = np.asarray(inputs[j], dtype=np.float32)
@@ -209,6 +244,11 @@ class SplitOnnxRunner:
                 f[rows] = self.encoders[m].run(None, {self.enc_input[m]: np.ascontiguousarray(x)})[0]
             feats.append(f)
         return self.fusion.run(None, dict(zip(self.fusion_inputs, [*feats, present])))[0]
+
+
+def _static_width(shape: Any, default: int) -> int:
+    last = shape[-1] if shape else None
+    return int(last) if isinstance(last, int) else int(default)
 
 
 def export_torchscript(model: nn.Module, path: str | Path, *, example: tuple[torch.Tensor, ...] | None = None) -> Path:

@@ -265,6 +265,10 @@ def _section_options(preprocess: Any, step: str) -> dict[str, Any]:
     return dict(options or {})
 
 
+def _sync_deep_switch(module: "MultimodalModel", incompatible_keys: Any) -> None:
+    module.deep_enabled = bool(module.deep_on)
+
+
 def _default_step(module, state_dict, prefix, *args) -> None:
     """Weights saved before the ModDrop schedule (or the wide-only switch) existed load with the
     step count at 0 (and the deep part on)."""
@@ -369,6 +373,9 @@ class MultimodalModel(nn.Module):
         self.register_buffer("deep_on", torch.ones((), dtype=torch.bool))  # False: the wide path alone
         self.register_buffer("wide_prior", torch.zeros(self.n_outputs))  # its logits where the modality is absent
         self.register_load_state_dict_pre_hook(_default_step)
+        # the switch as a Python bool too: forward branches on it, and torch.export cannot branch on a buffer
+        self.deep_enabled = True
+        self.register_load_state_dict_post_hook(_sync_deep_switch)
 
     @property
     def label_columns_flat(self) -> tuple[str, ...]:
@@ -393,7 +400,7 @@ class MultimodalModel(nn.Module):
         """Logits ``[B, n_outputs]``; with ``return_aux`` also ``{modality: (logits [B, n_outputs], present [B])}``
         from the auxiliary unimodal heads (training only)."""
         present = present.bool()
-        if not bool(self.deep_on):
+        if not self.deep_enabled:
             logits = self._wide_only(values, present)
             return (logits, {}) if return_aux else logits
         tokens = None
@@ -445,6 +452,12 @@ class MultimodalModel(nn.Module):
         j, m = next((j, m) for j, m in enumerate(self.modalities) if m in self.wide)
         out = self.wide[m](values[m])
         return torch.where(present[:, j:j + 1], out, self.wide_prior.to(out.dtype).expand_as(out))
+
+    def set_deep(self, on: bool) -> None:
+        """Switch the deep part on or off (off: the wide path alone, the prior where it is absent);
+        saved with the weights as the ``deep_on`` buffer."""
+        self.deep_on.fill_(bool(on))
+        self.deep_enabled = bool(on)
 
     def wide_select_applies(self) -> bool:
         """Whether :meth:`select_wide_or_deep` can run: one modality, with a wide path, binary tasks only."""
@@ -515,7 +528,7 @@ class MultimodalModel(nn.Module):
                 wide.raw[c] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
                 wide.bias[c] = fit.intercept
                 self.wide_prior[c] = float(np.log(prior / (1 - prior)))
-            self.deep_on.fill_(False)
+            self.set_deep(False)
         self.train(was_training)
         return {"chosen": "wide" if wide_ok else "wide+deep", "modality": m,
                 "val_loss_wide": round(float(lw.mean()), 5), "val_loss_wide_and_deep": round(float(ld.mean()), 5),
@@ -537,7 +550,7 @@ class MultimodalModel(nn.Module):
     def unimodal_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One modality's own logits: its auxiliary head on its encoder, plus its wide path (the
         wide path alone when the deep part is off)."""
-        if not bool(self.deep_on):
+        if not self.deep_enabled:
             return self._wide_only({modality: x}, mask.bool()[:, None])
         out = self.aux_heads[modality](self.encoders[modality](x, mask))
         if modality in self.wide:
