@@ -2,13 +2,14 @@
 
 Layout (format 4, described by ``medmm/schemas/model_bundle.schema.json``)::
 
-    medmm_model.json    format, format_version, config, input_shapes, files
+    medmm_model.json    format, format_version, model (the kind, default "multimodal"), config, input_shapes, files
     weights.pt          the state dict, read with torch.load(weights_only=True)
     preprocessor.json   the fitted preprocessing's state (kinds from a fixed list, settings)
     preprocessor.npz    its arrays (vocabularies, statistics), read with allow_pickle=False
 
-Reading a bundle builds the model from registered medmm classes only: every name in it is
-looked up in a registry or a fixed list, so a bundle someone sent you runs nothing of theirs.
+Reading a bundle builds the model from registered medmm classes only: every name in it (the
+model kind in :data:`~medmm.models.registry.BUNDLED_MODELS`, encoders, fusion, heads, preprocessing
+kinds) is looked up in a registry or a fixed list, so a bundle someone sent you runs nothing of theirs.
 Formats 1 and 2 kept the preprocessing as ``preprocessor.pkl``; they are read only with
 ``trust_pickle=True`` (a warning says what that means), and :func:`upgrade_bundle` (``medmm
 model upgrade``) rewrites them as the current format once. Format 4 added modality kinds
@@ -26,6 +27,7 @@ from typing import Any
 
 from ..errors import MedmmError, ReadError
 from ..schemas import schema_path
+from .registry import BUNDLED_MODELS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_bundle", "read_bundle", "upgrade_bundle", "is_bundle",
            "bundle_version", "UntrustedPickleWarning", "SCHEMA_PATH"]
@@ -96,6 +98,10 @@ def save_bundle(model: Any, path: str | Path) -> Path:
     if model.preprocessor is None:
         raise MedmmError("a model without its fitted preprocessor cannot be saved",
                          hint="attach the fitted MultimodalPreprocessor (create_model(config, preprocessor))")
+    kinds = BUNDLED_MODELS.names(cls=type(model).__name__)
+    if not kinds:
+        raise MedmmError(f"a {type(model).__name__} cannot be saved as a model bundle",
+                         hint=f"bundled model kinds: {list(BUNDLED_MODELS)} (register one in medmm.models.registry.BUNDLED_MODELS)")
     tmp = path / ".writing"
     tmp.mkdir(exist_ok=True)
     save_state(model.preprocessor, tmp)
@@ -106,6 +112,7 @@ def save_bundle(model: Any, path: str | Path) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "medmm_version": __version__,
+        "model": kinds[0],
         "config": model.config.to_dict(),
         "input_shapes": {m: list(s) for m, s in model.input_shapes.items()},
         "files": {"weights": WEIGHTS, "preprocessor": STATE_JSON, "preprocessor_arrays": STATE_NPZ},
@@ -146,7 +153,6 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     import torch
 
     from ..preprocess.state import read_state
-    from .multimodal import ModelConfig, MultimodalModel
 
     path = Path(path)
     meta = _meta(path)
@@ -170,7 +176,11 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     # the weights come from the bundle: an encoder's `pretrained` file is not read again
     config["encoders"] = {m: {k: v for k, v in dict(spec).items() if k != "pretrained"}
                           for m, spec in (config.get("encoders") or {}).items()}
-    model = MultimodalModel(ModelConfig.from_dict(config), meta["input_shapes"], pre)
+    kind = meta.get("model", "multimodal")  # formats up to 4 hold only the multimodal model
+    if kind not in BUNDLED_MODELS:
+        raise ReadError(f"unknown model kind {kind!r}", path=path / META,
+                        hint=f"this medmm builds {list(BUNDLED_MODELS)}; the folder is from a newer medmm or not medmm's")
+    model = BUNDLED_MODELS.create(kind, config=config, input_shapes=meta["input_shapes"], preprocessor=pre)
     weights = path / WEIGHTS
     try:
         state = torch.load(weights, map_location=map_location, weights_only=True)
