@@ -102,13 +102,17 @@ def test_planted_pickle_json_and_weights_run_nothing(saved, tiny_loaded, tmp_pat
     assert not marker.exists()
 
 
-def test_the_model_kind_is_named_in_the_bundle_and_looked_up_in_a_registry(saved, tmp_path):
+def test_the_model_kind_is_named_in_the_bundle_and_looked_up_in_a_registry(saved, tmp_path, capsys):
     """The bundle names its model kind; an unknown kind is refused before the weights are read, and a
     format-4 folder written before the field existed still loads as the multimodal model."""
     import medmm
 
     _, folder = saved
     assert json.loads((folder / "medmm_model.json").read_text())["model"] == "multimodal"
+    from medmm.cli import main
+
+    assert main(["model", "info", str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("format 4  model multimodal  tasks ['tumor', 'disease']")
     for kind, ok in (("multimodel", False), (None, True)):
         dst = _copy(folder, tmp_path / f"k{kind}")
         meta = json.loads((dst / "medmm_model.json").read_text())

@@ -240,9 +240,9 @@ def load_patient(manifest: str | Path, patient_id: str) -> tuple[PatientRecord, 
     sources = {m: str(raw.get(f"{m}_path")) for m in ("image", "notes", "vitals", "ehr")
                if isinstance(raw.get(f"{m}_path"), str) and raw.get(f"{m}_path")}
     events = None
-    from ..io.fhir_cohort import _safe_name
+    from ..io.fhir_cohort import events_file
 
-    ev_path = manifest.parent / "events" / f"{_safe_name(pid)}.events.csv"
+    ev_path = events_file(manifest.parent, pid)
     if ev_path.is_file():
         from ..io.ehr import load_events
 

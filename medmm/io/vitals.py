@@ -52,6 +52,7 @@ __all__ = [
     "read_fhir_vitals",
     "vitals_from_observations",
     "clean_vitals",
+    "finish_vitals",
     "validate_observation",
     "observation_time",
     "Observation",
@@ -496,8 +497,11 @@ def _row(df: "pd.DataFrame", pos: int) -> int | None:
     return int(label) if isinstance(label, (int,)) or hasattr(label, "__index__") else None
 
 
-def _finish(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
-            index_time: Any = None, report: ProblemReport | None = None) -> Vitals:
+def finish_vitals(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
+                  index_time: Any = None, report: ProblemReport | None = None) -> Vitals:
+    """The :class:`~medmm.records.Vitals` of a cleaned long frame read from ``path``, as every vitals
+    reader ends: ``strict`` raises the first of ``problems``, observations after ``index_time`` are
+    left out, a frame left empty is a :class:`~medmm.errors.ReadError`, and the problems go to ``report``."""
     cutoff = to_timestamp(index_time) if index_time is not None else None
     if strict and problems:
         raise problems[0]
@@ -566,7 +570,7 @@ def read_vitals_long(
         raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
     problems: list[MedmmError] = []
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+    return finish_vitals(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
                    index_time=index_time, report=report)
 
@@ -594,7 +598,7 @@ def read_vitals_parquet(
         df["time"] = naive_utc(df["time"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
     problems: list[MedmmError] = []
     df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+    return finish_vitals(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
                    index_time=index_time, report=report)
 
@@ -640,7 +644,7 @@ def read_vitals_wide(
     long.index = long.index.astype(int)
     problems: list[MedmmError] = []
     long = _from_table(long, path=path, problems=problems, patient_id=None)
-    return _finish(clean_vitals(long, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+    return finish_vitals(clean_vitals(long, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
                    problems, path=path, strict=strict,
                    index_time=index_time, report=report)
 
@@ -701,4 +705,4 @@ def read_fhir_vitals(
     bundle = load_bundle(path, only={"Observation"})
     problems = list(bundle.problems)
     df = vitals_from_observations(bundle.observations, path=path, problems=problems)
-    return _finish(df, problems, path=path, strict=strict, index_time=index_time, report=report)
+    return finish_vitals(df, problems, path=path, strict=strict, index_time=index_time, report=report)

@@ -30,7 +30,7 @@ from ..schemas import schema_path
 from .registry import BUNDLED_MODELS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_bundle", "read_bundle", "upgrade_bundle", "is_bundle",
-           "bundle_version", "UntrustedPickleWarning", "SCHEMA_PATH"]
+           "bundle_version", "read_meta", "UntrustedPickleWarning", "SCHEMA_PATH"]
 
 FORMAT = "medmm-model"
 #: 1: preprocessor.pkl, attention read-out CLS only; 2: preprocessor.pkl; 3: preprocessing as data;
@@ -52,8 +52,9 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
-def _meta(path: Path) -> dict[str, Any]:
-    meta_path = path / META
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The parsed ``medmm_model.json`` of the model folder ``path`` (JSON only: no weights, no preprocessing)."""
+    meta_path = Path(path) / META
     if not meta_path.is_file():
         raise ReadError(f"not a medmm model folder (no {META})", path=path,
                         hint="give the folder written by `medmm train` (OUT_DIR/model), MultimodalModel.save, "
@@ -69,7 +70,7 @@ def _meta(path: Path) -> dict[str, Any]:
 
 def bundle_version(path: str | Path) -> int | None:
     """The ``format_version`` of a model folder."""
-    return _meta(Path(path)).get("format_version")
+    return read_meta(path).get("format_version")
 
 
 def _check_schema(meta: dict[str, Any], meta_path: Path) -> None:
@@ -155,7 +156,7 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     from ..preprocess.state import read_state
 
     path = Path(path)
-    meta = _meta(path)
+    meta = read_meta(path)
     version = meta.get("format_version")
     if version not in (1, 2, *DATA_VERSIONS):
         raise ReadError(f"model format version {version!r} is not supported", path=path / META,
