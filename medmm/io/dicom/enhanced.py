@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import DicomError
-from .frame import Frame
+from .frame import Frame, frame_geometry
 from .values import _float_list, _item, _num, _spacing
 from .vendor import _image_kind
 
@@ -86,15 +86,13 @@ def _enhanced_frames(
     frames = []
     for f in range(n_frames):
         v = {**shared, **(fast[f] if fast is not None else _frame_values(per_frame[f]))}
-        iop = _float_list(v.get("ImageOrientationPatient"))
-        ipp = _float_list(v.get("ImagePositionPatient"))
+        iop, ipp, geometry = frame_geometry(_float_list(v.get("ImageOrientationPatient")),
+                                            _float_list(v.get("ImagePositionPatient")))
         sp = _float_list(v.get("PixelSpacing"))
         slope = _first(v.get("RescaleSlope"))
         intercept = _first(v.get("RescaleIntercept"))
-        geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
         keys: dict[str, Any] = {}
         if not geometry:  # e.g. enhanced XA/US: frames in time at one (unknown) place
-            iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
             keys["frame"] = f
         echo = _first(v.get("EffectiveEchoTime"))
         if echo is not None:

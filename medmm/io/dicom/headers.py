@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import DicomError
 from .enhanced import _enhanced_frames
-from .frame import Frame, slice_normal
+from .frame import Frame, frame_geometry, slice_normal
 from .values import _float_list, _num, _spacing
 from .vendor import _diffusion, _image_kind
 
@@ -208,9 +208,7 @@ def _frames_of_file(path: Path, ds: Dataset, offset: int | None) -> list[Frame]:
     if "PerFrameFunctionalGroupsSequence" in ds or getattr(ds, "_medmm_per_frame", None) is not None:
         return _enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
 
-    geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
-    if not geometry:
-        iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
+    iop, ipp, geometry = frame_geometry(iop, ipp)
     base: dict[str, Any] = dict(
         path=path, ds=ds, rows=rows, cols=cols, iop=iop, spacing=spacing, slope=slope,
         intercept=intercept, instance=instance, pixel_offset=offset, geometry=geometry,

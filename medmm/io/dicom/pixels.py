@@ -186,7 +186,7 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
                 for frame, dst in jobs:
                     buf = _scratch(n, dtype)
                     fh.seek(first.pixel_offset + (frame.frame or 0) * n * dtype.itemsize)
-                    if fh.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                    if fh.readinto(buf.data.cast("B")) != buf.nbytes:
                         raise DicomError(
                             "pixel data is shorter than Rows x Columns x frames",
                             path=path,

@@ -232,7 +232,7 @@ def _read(
     blocking = [p for p in stack.problems if p.kind not in ("mixed", "localizer")]
     if blocking and irregular == "error":
         default = "pass irregular='accept' or 'resample'"
-        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind, default) for p in blocking))
+        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind or "", default) for p in blocking))
         raise GeometryError(
             f"series {stack.id}: {'; '.join(p.message for p in blocking)}",
             path=path,
@@ -302,8 +302,8 @@ def _read(
         meta["n_volumes"] = len(stack.volumes)
     if stack.kind:
         meta["image_kind"] = stack.kind
-    diffusion = [v[0].keys.get("diffusion") for v in volumes]
-    if all(d is not None for d in diffusion):
+    diffusion = [d for v in volumes if (d := v[0].keys.get("diffusion")) is not None]
+    if len(diffusion) == len(volumes):
         meta["b_values"] = [float(d[0]) for d in diffusion]
         meta["gradient_directions"] = [
             [round(float(-d[1]), 5) + 0.0, round(float(-d[2]), 5) + 0.0, float(d[3])] for d in diffusion

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -19,6 +19,10 @@ def _float_list(value: Any) -> np.ndarray | None:
         return None
 
 
+@overload
+def _num(value: Any, default: float) -> float: ...
+@overload
+def _num(value: Any, default: None = None) -> float | None: ...
 def _num(value: Any, default: float | None = None) -> float | None:
     if value is None or value == "":
         return default
