@@ -230,7 +230,7 @@ def read_wfdb_vitals(
                         path=path, hint="give a numerics record, or an ECG record for its heart rate")
     df = pd.concat(frames)
     return finish_vitals(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time, report=report)
+                         strict=strict, index_time=index_time, report=report)
 
 
 # --------------------------------------------------------------------------- ECG
@@ -414,4 +414,4 @@ def read_ecg_heart_rate(
     if df.empty:
         raise ReadError("no QRS complexes detected", path=path, hint="check the ECG's leads and sampling rate")
     return finish_vitals(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time, report=report)
+                         strict=strict, index_time=index_time, report=report)
