@@ -13,8 +13,8 @@ from ...problems import Problem
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_POS_TOL = 1e-2  # mm: positions closer than this are the same position
-_ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
+POS_TOL = 1e-2  # mm: positions closer than this are the same position
+ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
 
 
 class DicomWarning(UserWarning):
