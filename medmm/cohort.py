@@ -37,6 +37,7 @@ __all__ = [
     "ProblemReport",
     "Cohort",
     "split_indices",
+    "hold_out",
     "read_image_or_missing",
     "read_manifest",
     "validate_manifest",
@@ -293,13 +294,16 @@ def split_indices(
     groups = np.asarray(groups, dtype=object)
     idx = np.arange(len(strata))
     f_train, f_val, f_test = fractions
-    rest, test = _take_part(idx, strata, groups, f_test, seed)
-    train, val = _take_part(rest, strata, groups, f_val / max(f_train + f_val, 1e-12), seed + 1)
+    rest, test = hold_out(idx, strata, groups, f_test, seed)
+    train, val = hold_out(rest, strata, groups, f_val / max(f_train + f_val, 1e-12), seed + 1)
     return train, val, test
 
 
-def _take_part(idx: Any, y: Any, groups: Any, fraction: float, seed: int) -> tuple[Any, Any]:
-    """Split ``idx`` into (rest, held) with about ``fraction`` held out, stratified and grouped."""
+def hold_out(idx: Any, y: Any, groups: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Split the indices ``idx`` into ``(rest, held)`` with about ``fraction`` held out, stratified by
+    ``y[idx]`` and grouped by ``groups[idx]`` (a group is never on both sides; sklearn's
+    ``StratifiedGroupKFold``, one fold held). A stratum too small to stratify falls back to grouped only;
+    fewer than two groups hold nothing out."""
     import warnings
 
     import numpy as np

@@ -440,25 +440,36 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     return cfg
 
 
+def _declared_modalities(cfg: ExperimentConfig) -> Any:
+    """The config's :class:`~medmm.records.ModalitySpec` (defaults, the manifest's sidecar, the
+    ``modalities:`` section); ``None`` when the sidecar is bad (reported when the cohort is read)."""
+    from .cohort import modality_spec
+
+    try:
+        return modality_spec(cfg.cohort.manifest, cfg.modalities)
+    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
+        return None
+
+
+def _undeclared(m: str, spec: Any, column: str, source: Any) -> ConfigError:
+    from .catalog import suggest
+
+    return ConfigError(f"{column} names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
+                       path=source, column=column,
+                       hint=f"declared: {list(spec)}; declare it with its kind in the `modalities:` section "
+                            "or the manifest's sidecar <manifest>.modalities.yaml")
+
+
 def _check_declared_preprocess(cfg: ExperimentConfig, source: Any) -> None:
     """``preprocess.<name>`` for a modality beyond the four defaults: a declared modality, with
     its kind's preprocessor settings."""
-    from .catalog import suggest
-    from .cohort import modality_spec
-
     extra = cfg.preprocess.model_extra or {}
-    if not extra:
-        return
-    try:
-        spec = modality_spec(cfg.cohort.manifest, cfg.modalities)
-    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
+    spec = _declared_modalities(cfg) if extra else None
+    if spec is None:
         return
     for m, options in extra.items():
         if m not in spec:
-            raise ConfigError(f"preprocess.{m} names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
-                              path=source, column=f"preprocess.{m}",
-                              hint=f"declared: {list(spec)}; declare it with its kind in the `modalities:` section "
-                                   "or the manifest's sidecar <manifest>.modalities.yaml")
+            raise _undeclared(m, spec, f"preprocess.{m}", source)
         try:
             check_preprocess_options(KIND_STEP[spec.kind(m)], options)
         except ValueError as exc:
@@ -467,24 +478,14 @@ def _check_declared_preprocess(cfg: ExperimentConfig, source: Any) -> None:
 
 
 def _check_model_modalities(cfg: ExperimentConfig, source: Any) -> None:
-    """``model.modalities`` names declared modalities (the defaults, the manifest's sidecar, the
-    ``modalities:`` section), with "did you mean" for a misspelt one."""
-    from .catalog import suggest
-    from .cohort import modality_spec
-
+    """``model.modalities`` names declared modalities, with "did you mean" for a misspelt one."""
     chosen = cfg.model.modalities if isinstance(cfg.model, ModelSection) else None
-    if not chosen:
+    spec = _declared_modalities(cfg) if chosen else None
+    if spec is None:
         return
-    try:
-        spec = modality_spec(cfg.cohort.manifest, cfg.modalities)
-    except Exception:  # noqa: BLE001 - a bad sidecar is reported when the cohort is read
-        return
-    for m in chosen:
+    for m in chosen or ():
         if m not in spec:
-            raise ConfigError(f"model.modalities names {m!r}{suggest(m, list(spec))}, which is not a declared modality",
-                              path=source, column="model.modalities",
-                              hint=f"declared: {list(spec)}; declare others with their kind in the `modalities:` "
-                                   "section or the manifest's sidecar <manifest>.modalities.yaml")
+            raise _undeclared(m, spec, "model.modalities", source)
 
 
 def json_schema() -> dict[str, Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "NotFittedError",
     "ConfigError",
     "EngineError",
+    "UnusableInputError",
 ]
 
 
@@ -110,3 +111,20 @@ class ConfigError(MedmmError, ValueError):
 
 class EngineError(MedmmError):
     """Work could not run where it was sent (a Ray cluster unreachable, a node lost mid-run)."""
+
+
+class UnusableInputError(SchemaError):
+    """A document (a request body, a FHIR Bundle) had problems and nothing usable; ``problems``
+    lists them, entry by entry."""
+
+    def __init__(self, message: str, *, problems: list[MedmmError] | None = None, path: str | PathLike | None = None,
+                 row: int | None = None, column: str | None = None, hint: str | None = None) -> None:
+        self.problems = list(problems or [])
+        super().__init__(message, path=path, row=row, column=column, hint=hint)
+
+    def __reduce__(self):
+        return (_rebuild_unusable, (self.message, self.path, self.row, self.column, self.hint, self.problems))
+
+
+def _rebuild_unusable(message, path, row, column, hint, problems):
+    return UnusableInputError(message, path=path, row=row, column=column, hint=hint, problems=problems)

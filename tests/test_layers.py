@@ -34,6 +34,9 @@ def test_no_import_is_excused() -> None:
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     assert {c["id"] for c in contracts} >= {"floors", "acyclic"}
     assert [c["id"] for c in contracts if c.get("ignore_imports")] == []
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "medmm").rglob("*/__init__.py")}
+    (acyclic,) = [c for c in contracts if c["id"] == "acyclic"]
+    assert packages - {"medmm.schemas"} <= set(acyclic["ancestors"]), "a package is left out of the acyclic contract"
 
 
 def _lint_with(tmp_path: Path, plants: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -76,7 +79,21 @@ def test_mypy_clean_on_the_core_packages() -> None:
     import tomllib
 
     files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
-    assert {"medmm/records.py", "medmm/cohort.py", "medmm/io"} <= set(files)
+    assert {"medmm/records.py", "medmm/cohort.py", "medmm/io", "medmm/models", "medmm/preprocess"} <= set(files)
     proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Success: no issues found" in proc.stdout
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A module imports another's public names only (``from .x import _helper`` means the helper
+    belongs in a shared, public place)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "medmm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("medmm")):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

@@ -102,6 +102,33 @@ def test_planted_pickle_json_and_weights_run_nothing(saved, tiny_loaded, tmp_pat
     assert not marker.exists()
 
 
+def test_the_model_kind_is_named_in_the_bundle_and_looked_up_in_a_registry(saved, tmp_path, capsys):
+    """The bundle names its model kind; an unknown kind is refused before the weights are read, and a
+    format-4 folder written before the field existed still loads as the multimodal model."""
+    import medmm
+
+    _, folder = saved
+    assert json.loads((folder / "medmm_model.json").read_text())["model"] == "multimodal"
+    from medmm.cli import main
+
+    assert main(["model", "info", str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("format 4  model multimodal  tasks ['tumor', 'disease']")
+    for kind, ok in (("multimodel", False), (None, True)):
+        dst = _copy(folder, tmp_path / f"k{kind}")
+        meta = json.loads((dst / "medmm_model.json").read_text())
+        if kind is None:
+            del meta["model"]
+        else:
+            meta["model"] = kind
+            (dst / "weights.pt").unlink()
+        (dst / "medmm_model.json").write_text(json.dumps(meta))
+        if ok:
+            assert type(medmm.load_model(dst)).__name__ == "MultimodalModel"
+        else:
+            with pytest.raises(ReadError, match="unknown model kind 'multimodel'.*multimodal"):
+                medmm.load_model(dst)
+
+
 def test_old_pickle_folders_need_an_explicit_opt_in_or_an_upgrade(saved, tiny_loaded, tmp_path):
     from medmm import load_model
     from medmm.cli import main

@@ -138,26 +138,19 @@ class Assistant:
                     **kwargs: Any) -> "Assistant":
         """The assistant of the patient of one FHIR R4 Bundle: notes, vital signs and EHR events
         (cited by their FHIR resource ids); ``index_time`` defaults to the bundle's last event."""
-        import pandas as pd
-
         from ..io.fhir import load_bundle
-        from ..io.vitals import vitals_from_observations
-        from ..records import Notes, Vitals
+        from ..io.json_record import record_from_bundle
 
         bundle = load_bundle(path, data=data)
         if bundle.patient_id is None:
             raise AssistantError("the bundle has no Patient", path=str(path) if path else None,
                                  hint="give one patient's Bundle with its Patient resource")
         events = events_from_fhir(bundle)
-        vit = vitals_from_observations(bundle.observations, path=str(path or "<bundle>"), problems=[])
-        times = [t for t in (*events["time"].dropna(), *(vit["time"] if len(vit) else [])) if t is not None]
-        when = pd.Timestamp(index_time) if index_time is not None else (max(times) if times else None)
-        if when is not None and len(vit):
-            vit = vit[vit["time"] <= when].reset_index(drop=True)
-        notes = [n for n in bundle.notes if when is None or n.time is None or n.time <= when]
-        record = PatientRecord(bundle.patient_id, notes=Notes(notes) if notes else Missing("not_acquired"),
-                               vitals=Vitals(vit[["time", "signal", "value", "unit"]]) if len(vit) else Missing(),
-                               index_time=when)
+        record = record_from_bundle(bundle, index_time=index_time)
+        if index_time is None:
+            times = [t for t in (*events["time"].dropna(), record.index_time) if t is not None]
+            if times:
+                record = record_from_bundle(bundle, index_time=max(times))
         src = str(path) if path is not None else "bundle"
         return cls(record, events=events, sources={"vitals": f"{src} (vital-sign Observations)", "notes": src,
                                                    "events": src}, **kwargs)
@@ -247,9 +240,9 @@ def load_patient(manifest: str | Path, patient_id: str) -> tuple[PatientRecord, 
     sources = {m: str(raw.get(f"{m}_path")) for m in ("image", "notes", "vitals", "ehr")
                if isinstance(raw.get(f"{m}_path"), str) and raw.get(f"{m}_path")}
     events = None
-    from ..io.fhir_cohort import _safe_name
+    from ..io.fhir_cohort import events_file
 
-    ev_path = manifest.parent / "events" / f"{_safe_name(pid)}.events.csv"
+    ev_path = events_file(manifest.parent, pid)
     if ev_path.is_file():
         from ..io.ehr import load_events
 

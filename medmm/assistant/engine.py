@@ -559,10 +559,9 @@ def _news2_at(ix: RecordIndex, t: Any, config: Any) -> tuple[Any, list[str], lis
     scored by the health monitor's own rules; the readings used are cited."""
     import pandas as pd
 
-    from ..monitor.health import NEWS2_SIGNALS, HealthMonitor, _Patient
+    from ..monitor.health import NEWS2_SIGNALS, HealthMonitor
 
     mon = HealthMonitor(None, config)
-    p = _Patient()
     stale = np.datetime64(t - pd.Timedelta(hours=mon.config.stale_hours), "ns")
     tt = np.datetime64(t, "ns")
     used: dict[str, tuple[Any, Series, int]] = {}
@@ -576,9 +575,8 @@ def _news2_at(ix: RecordIndex, t: Any, config: Any) -> tuple[Any, list[str], lis
         used[sig] = (s.times[k], s, k)  # by source: the monitor picks between ECG/pleth, line/cuff
     if not used:
         return None
-    for sig, (when, s, k) in used.items():
-        p.latest[sig] = (pd.Timestamp(when), float(s.values[k]))
-    res, notes = mon._news2(p, pd.Timestamp(t))
+    latest = {sig: (pd.Timestamp(when), float(s.values[k])) for sig, (when, s, k) in used.items()}
+    res, notes = mon.news2_of_readings(latest, pd.Timestamp(t))
     chosen = {v.split(" ")[0] for v in (getattr(res, "sources", None) or {}).values()}
     cites = [_cite_series(s, k) for sig, (_, s, k) in used.items()
              if NEWS2_SIGNALS[sig] not in (getattr(res, "sources", None) or {}) or sig in chosen]

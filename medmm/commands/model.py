@@ -18,14 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.bundle import FORMAT_VERSION, _meta, bundle_version, upgrade_bundle
-
-    from pathlib import Path
+    from ..models.bundle import FORMAT_VERSION, bundle_version, read_meta, upgrade_bundle
 
     if args.action == "info":
-        meta = _meta(Path(args.folder))
+        meta = read_meta(args.folder)
         cfg = meta.get("config") or {}
-        print(f"format {meta.get('format_version')}  tasks {list(cfg.get('tasks', {}))}  "
+        print(f"format {meta.get('format_version')}  model {meta.get('model', 'multimodal')}  tasks {list(cfg.get('tasks', {}))}  "
               f"modalities {cfg.get('modalities')}  fusion {cfg.get('fusion', {}).get('name')}")
         return 0
     before = bundle_version(args.folder)

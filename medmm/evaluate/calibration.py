@@ -29,6 +29,14 @@ def _clean(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
     return y[keep], p[keep]
 
 
+def _both_classes(y: Any, p: Any, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration pairs without NaN; a :class:`ConfigError` unless both classes are there."""
+    y, p = _clean(y, p)
+    if len(np.unique(y)) < 2:
+        raise ConfigError(f"{method} needs both classes in the calibration set", hint="use a larger validation split")
+    return y, p
+
+
 class TemperatureScaling:
     """``sigmoid(logit(p) / T)`` with ``T`` minimising the validation log loss (Guo et al., 2017)."""
 
@@ -37,10 +45,7 @@ class TemperatureScaling:
     def fit(self, y: Any, p: Any) -> "TemperatureScaling":
         from scipy.optimize import minimize_scalar
 
-        y, p = _clean(y, p)
-        if len(np.unique(y)) < 2:
-            raise ConfigError("temperature scaling needs both classes in the calibration set",
-                              hint="use a larger validation split")
+        y, p = _both_classes(y, p, "temperature scaling")
         z = _logit(p)
 
         def nll(log_t: float) -> float:
@@ -74,10 +79,7 @@ class IsotonicCalibration:
     def fit(self, y: Any, p: Any) -> "IsotonicCalibration":
         from sklearn.isotonic import IsotonicRegression
 
-        y, p = _clean(y, p)
-        if len(np.unique(y)) < 2:
-            raise ConfigError("isotonic calibration needs both classes in the calibration set",
-                              hint="use a larger validation split")
+        y, p = _both_classes(y, p, "isotonic calibration")
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
         self.x_ = np.asarray(iso.X_thresholds_, dtype=float)
         self.y_ = np.asarray(iso.y_thresholds_, dtype=float)

@@ -45,7 +45,7 @@ from ..errors import MedmmError, ReadError
 from ..problems import Problem, ProblemReport
 from .common import PROBLEM_COLUMNS, to_timestamp
 
-__all__ = ["ImportConfig", "ImportResult", "import_fhir_cohort", "convert_bundle"]
+__all__ = ["ImportConfig", "ImportResult", "import_fhir_cohort", "convert_bundle", "events_file", "patient_file_stem"]
 
 _SEX = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
 
@@ -94,8 +94,15 @@ def _split(pid: str, seed: int, fractions: tuple[float, float, float]) -> str:
     return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
 
 
-def _safe_name(pid: str) -> str:
+def patient_file_stem(pid: str) -> str:
+    """The file name stem of a patient's files in an import (``notes/<stem>.jsonl``, ...): the id with
+    characters other than letters, digits and ``-_.`` replaced by ``_``, at most 120 characters."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in pid)[:120]
+
+
+def events_file(out: str | Path, pid: str) -> Path:
+    """Where an import in ``out`` keeps the EHR events of patient ``pid``."""
+    return Path(out) / "events" / f"{patient_file_stem(pid)}.events.csv"
 
 
 def _encounter_end(bundle: Any, enc: dict[str, Any]) -> Any:
@@ -182,7 +189,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
         return result
     index = to_timestamp(index)
     assert index is not None  # _index_time gave a time
-    name = _safe_name(pid)
+    name = patient_file_stem(pid)
     row: dict[str, Any] = {
         "patient_id": pid, "split": _split(pid, cfg["seed"], tuple(cfg["split_fractions"])),
         "index_time": index.isoformat(), "site": cfg["site"],
@@ -216,7 +223,7 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
     if len(events):
         ev = events.drop(columns=["end"]).assign(time=events["time"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
         ev["value"] = ev["value"].map(lambda v: v.isoformat() if isinstance(v, pd.Timestamp) else v)
-        ev.to_csv(Path(out) / "events" / f"{name}.events.csv", index=False)
+        ev.to_csv(events_file(out, pid), index=False)
         tab = event_features(events, index, lookback=cfg["lookback"])
         result["features"] = tab.values
         result["units"] = tab.units

@@ -52,6 +52,7 @@ __all__ = [
     "read_fhir_vitals",
     "vitals_from_observations",
     "clean_vitals",
+    "finish_vitals",
     "validate_observation",
     "observation_time",
     "Observation",
@@ -496,8 +497,11 @@ def _row(df: "pd.DataFrame", pos: int) -> int | None:
     return int(label) if isinstance(label, (int,)) or hasattr(label, "__index__") else None
 
 
-def _finish(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
-            index_time: Any = None, report: ProblemReport | None = None) -> Vitals:
+def finish_vitals(df: "pd.DataFrame", problems: list[MedmmError], *, path: Any, strict: bool,
+                  index_time: Any = None, report: ProblemReport | None = None) -> Vitals:
+    """The :class:`~medmm.records.Vitals` of a cleaned long frame read from ``path``, as every vitals
+    reader ends: ``strict`` raises the first of ``problems``, observations after ``index_time`` are
+    left out, a frame left empty is a :class:`~medmm.errors.ReadError`, and the problems go to ``report``."""
     cutoff = to_timestamp(index_time) if index_time is not None else None
     if strict and problems:
         raise problems[0]
@@ -542,6 +546,24 @@ def _from_table(df: "pd.DataFrame", *, path: Any, problems: list[MedmmError], pa
     return out[out["time"].notna() & out["value"].notna()]
 
 
+def _read_csv(path: str | Path) -> "pd.DataFrame":
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+
+
+def _vitals_of_table(df: "pd.DataFrame", *, path: Any, patient_id: Any, index_time: Any, strict: bool,
+                     report: ProblemReport | None, signal_loss: Any) -> Vitals:
+    """How every table reader ends: columns checked, rows cleaned, problems reported."""
+    problems: list[MedmmError] = []
+    df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
+    return finish_vitals(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
+                         problems, path=path, strict=strict, index_time=index_time, report=report)
+
+
 def read_vitals_long(
     path: str | Path,
     *,
@@ -558,17 +580,8 @@ def read_vitals_long(
     given, observations after it are left out. Rows left out go to ``report`` as problems.
     ``signal_loss="device"`` drops a monitor export's "no signal" readings (zeros, flat-lines).
     """
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
-    problems: list[MedmmError] = []
-    df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
-                   problems, path=path, strict=strict,
-                   index_time=index_time, report=report)
+    return _vitals_of_table(_read_csv(path), path=path, patient_id=patient_id, index_time=index_time, strict=strict, report=report,
+                            signal_loss=signal_loss)
 
 
 def read_vitals_parquet(
@@ -592,11 +605,8 @@ def read_vitals_parquet(
         df["time"] = df["time"].astype(str)
     elif "time" in df.columns:
         df["time"] = naive_utc(df["time"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    problems: list[MedmmError] = []
-    df = _from_table(df, path=path, problems=problems, patient_id=patient_id)
-    return _finish(clean_vitals(df, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
-                   problems, path=path, strict=strict,
-                   index_time=index_time, report=report)
+    return _vitals_of_table(df, path=path, patient_id=patient_id, index_time=index_time, strict=strict, report=report,
+                            signal_loss=signal_loss)
 
 
 _HEADER = re.compile(r"^\s*(?P<name>.*?)\s*(?:\[(?P<unit>[^\]]*)\]|\((?P<unit2>[^)]*)\))?\s*$")
@@ -616,10 +626,7 @@ def read_vitals_wide(
     """Read a wide vitals CSV: a ``time`` column, one column per signal (``'HR [bpm]'``)."""
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ReadError(f"not a readable CSV ({exc})", path=path, hint="check the file") from exc
+    df = _read_csv(path)
     if time_column not in df.columns:
         raise ReadError(f"no {time_column!r} column; found {list(df.columns)}", path=path,
                         hint="a wide vitals CSV needs a time column and one column per signal")
@@ -638,11 +645,8 @@ def read_vitals_wide(
         "unit": [p["unit"] or p["unit2"] or "" for p in parts],
     }, index=rows)
     long.index = long.index.astype(int)
-    problems: list[MedmmError] = []
-    long = _from_table(long, path=path, problems=problems, patient_id=None)
-    return _finish(clean_vitals(long, path=path, problems=problems, signal_loss=signal_loss_rules(signal_loss)),
-                   problems, path=path, strict=strict,
-                   index_time=index_time, report=report)
+    return _vitals_of_table(long, path=path, patient_id=None, index_time=index_time, strict=strict, report=report,
+                            signal_loss=signal_loss)
 
 
 # --------------------------------------------------------------------------- FHIR
@@ -701,4 +705,4 @@ def read_fhir_vitals(
     bundle = load_bundle(path, only={"Observation"})
     problems = list(bundle.problems)
     df = vitals_from_observations(bundle.observations, path=path, problems=problems)
-    return _finish(df, problems, path=path, strict=strict, index_time=index_time, report=report)
+    return finish_vitals(df, problems, path=path, strict=strict, index_time=index_time, report=report)

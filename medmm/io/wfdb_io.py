@@ -27,7 +27,7 @@ from ..errors import MedmmError, ReadError
 from ..problems import ProblemReport
 from ..records import Vitals
 from .common import problem, to_timestamp
-from .vitals import SIGNALS, _finish, canonical_signal, clean_vitals, drop_signal_loss
+from .vitals import SIGNALS, finish_vitals, canonical_signal, clean_vitals, drop_signal_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -229,8 +229,8 @@ def read_wfdb_vitals(
                         + (f" ({len(problems)} problem(s), first: {problems[0].message})" if problems else ""),
                         path=path, hint="give a numerics record, or an ECG record for its heart rate")
     df = pd.concat(frames)
-    return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time, report=report)
+    return finish_vitals(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
+                         strict=strict, index_time=index_time, report=report)
 
 
 # --------------------------------------------------------------------------- ECG
@@ -413,5 +413,5 @@ def read_ecg_heart_rate(
     df = wf.heart_rate(window_s=window_s)
     if df.empty:
         raise ReadError("no QRS complexes detected", path=path, hint="check the ECG's leads and sampling rate")
-    return _finish(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
-                   strict=strict, index_time=index_time, report=report)
+    return finish_vitals(clean_vitals(df, path=path, problems=problems, rename=False), problems, path=path,
+                         strict=strict, index_time=index_time, report=report)

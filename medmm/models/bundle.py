@@ -2,13 +2,14 @@
 
 Layout (format 4, described by ``medmm/schemas/model_bundle.schema.json``)::
 
-    medmm_model.json    format, format_version, config, input_shapes, files
+    medmm_model.json    format, format_version, model (the kind, default "multimodal"), config, input_shapes, files
     weights.pt          the state dict, read with torch.load(weights_only=True)
     preprocessor.json   the fitted preprocessing's state (kinds from a fixed list, settings)
     preprocessor.npz    its arrays (vocabularies, statistics), read with allow_pickle=False
 
-Reading a bundle builds the model from registered medmm classes only: every name in it is
-looked up in a registry or a fixed list, so a bundle someone sent you runs nothing of theirs.
+Reading a bundle builds the model from registered medmm classes only: every name in it (the
+model kind in :data:`~medmm.models.registry.BUNDLED_MODELS`, encoders, fusion, heads, preprocessing
+kinds) is looked up in a registry or a fixed list, so a bundle someone sent you runs nothing of theirs.
 Formats 1 and 2 kept the preprocessing as ``preprocessor.pkl``; they are read only with
 ``trust_pickle=True`` (a warning says what that means), and :func:`upgrade_bundle` (``medmm
 model upgrade``) rewrites them as the current format once. Format 4 added modality kinds
@@ -26,9 +27,10 @@ from typing import Any
 
 from ..errors import MedmmError, ReadError
 from ..schemas import schema_path
+from .registry import BUNDLED_MODELS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_bundle", "read_bundle", "upgrade_bundle", "is_bundle",
-           "bundle_version", "UntrustedPickleWarning", "SCHEMA_PATH"]
+           "bundle_version", "read_meta", "UntrustedPickleWarning", "SCHEMA_PATH"]
 
 FORMAT = "medmm-model"
 #: 1: preprocessor.pkl, attention read-out CLS only; 2: preprocessor.pkl; 3: preprocessing as data;
@@ -50,8 +52,9 @@ def is_bundle(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
-def _meta(path: Path) -> dict[str, Any]:
-    meta_path = path / META
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The parsed ``medmm_model.json`` of the model folder ``path`` (JSON only: no weights, no preprocessing)."""
+    meta_path = Path(path) / META
     if not meta_path.is_file():
         raise ReadError(f"not a medmm model folder (no {META})", path=path,
                         hint="give the folder written by `medmm train` (OUT_DIR/model), MultimodalModel.save, "
@@ -67,7 +70,7 @@ def _meta(path: Path) -> dict[str, Any]:
 
 def bundle_version(path: str | Path) -> int | None:
     """The ``format_version`` of a model folder."""
-    return _meta(Path(path)).get("format_version")
+    return read_meta(path).get("format_version")
 
 
 def _check_schema(meta: dict[str, Any], meta_path: Path) -> None:
@@ -96,6 +99,10 @@ def save_bundle(model: Any, path: str | Path) -> Path:
     if model.preprocessor is None:
         raise MedmmError("a model without its fitted preprocessor cannot be saved",
                          hint="attach the fitted MultimodalPreprocessor (create_model(config, preprocessor))")
+    kinds = BUNDLED_MODELS.names(cls=type(model).__name__)
+    if not kinds:
+        raise MedmmError(f"a {type(model).__name__} cannot be saved as a model bundle",
+                         hint=f"bundled model kinds: {list(BUNDLED_MODELS)} (register one in medmm.models.registry.BUNDLED_MODELS)")
     tmp = path / ".writing"
     tmp.mkdir(exist_ok=True)
     save_state(model.preprocessor, tmp)
@@ -106,6 +113,7 @@ def save_bundle(model: Any, path: str | Path) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "medmm_version": __version__,
+        "model": kinds[0],
         "config": model.config.to_dict(),
         "input_shapes": {m: list(s) for m, s in model.input_shapes.items()},
         "files": {"weights": WEIGHTS, "preprocessor": STATE_JSON, "preprocessor_arrays": STATE_NPZ},
@@ -146,10 +154,9 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     import torch
 
     from ..preprocess.state import read_state
-    from .multimodal import ModelConfig, MultimodalModel
 
     path = Path(path)
-    meta = _meta(path)
+    meta = read_meta(path)
     version = meta.get("format_version")
     if version not in (1, 2, *DATA_VERSIONS):
         raise ReadError(f"model format version {version!r} is not supported", path=path / META,
@@ -170,7 +177,11 @@ def read_bundle(path: str | Path, *, map_location: Any = "cpu", trust_pickle: bo
     # the weights come from the bundle: an encoder's `pretrained` file is not read again
     config["encoders"] = {m: {k: v for k, v in dict(spec).items() if k != "pretrained"}
                           for m, spec in (config.get("encoders") or {}).items()}
-    model = MultimodalModel(ModelConfig.from_dict(config), meta["input_shapes"], pre)
+    kind = meta.get("model", "multimodal")  # formats up to 4 hold only the multimodal model
+    if kind not in BUNDLED_MODELS:
+        raise ReadError(f"unknown model kind {kind!r}", path=path / META,
+                        hint=f"this medmm builds {list(BUNDLED_MODELS)}; the folder is from a newer medmm or not medmm's")
+    model = BUNDLED_MODELS.create(kind, config=config, input_shapes=meta["input_shapes"], preprocessor=pre)
     weights = path / WEIGHTS
     try:
         state = torch.load(weights, map_location=map_location, weights_only=True)

@@ -92,9 +92,12 @@ class MultilabelHead(Head):
 
     def __init__(self, *, dim: int, labels: list[str] | None = None, n_labels: int | None = None,
                  dropout: float = 0.1, project: bool = True) -> None:
-        if labels is None and not n_labels:
+        if labels is not None:
+            self.labels = [str(x) for x in labels]
+        elif n_labels:
+            self.labels = [str(i) for i in range(int(n_labels))]
+        else:
             raise ConfigError("a multilabel head needs labels or n_labels")
-        self.labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(int(n_labels))]
         self.n_outputs = len(self.labels)
         super().__init__(dim=dim, dropout=dropout, project=project)
 

@@ -49,6 +49,9 @@ LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 class LossWeighting(nn.Module):
     """Combine per-task mean losses ``[T]`` with their label counts ``[T]`` into one scalar."""
 
+    weights: torch.Tensor  # buffer
+    log_vars: nn.Parameter  # with kind="uncertainty"
+
     def __init__(self, tasks: tuple[str, ...], *, kind: str = "fixed", weights: dict[str, float] | None = None) -> None:
         super().__init__()
         if kind not in LOSS_WEIGHTINGS:
@@ -123,7 +126,7 @@ def multitask_loss(model: nn.Module, batch: Any, criterion: Any = None) -> torch
     """The training loss of a :class:`~medmm.models.multimodal.MultimodalModel` (possibly wrapped in
     ``DistributedDataParallel``): weighted task losses plus the auxiliary unimodal heads' losses,
     plus the L2 penalty of the wide (linear) paths."""
-    core = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
+    core: Any = getattr(model, "module", model)  # the model inside a DistributedDataParallel wrapper
     missing = [c for cols in core.label_columns.values() for c in cols if c not in batch.tasks]
     if missing:
         raise ConfigError(f"the batch has no label column for {missing}",
@@ -167,6 +170,8 @@ class MaskedLoss:
         if kind not in LOSSES:
             raise ConfigError(f"unknown loss {kind!r}", column="loss", hint=f"use one of {LOSSES}")
         self.kind = kind
+        #: per-task training prevalence, set by :func:`build_criterion`
+        self.prevalence: dict[str, float] = {}
         self.pos_weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         self.class_weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.gamma = float(gamma)
@@ -253,11 +258,7 @@ def balanced_sample_weights(dataset: Any, task: str | None = None, *, kinds: dic
                           hint=f"set balance_task to one of {classed}" if classed else "use sampler: shuffle")
     if task not in tasks:
         raise ConfigError(f"balance_task {task!r} is not a task", column="balance_task", hint=f"use one of {tasks}")
-    ys = []
-    for it in dataset.items:
-        y = it["labels"].get(task)
-        ys.append(np.nan if y is None else float(y))
-    ys = np.asarray(ys, dtype=float)
+    ys = np.asarray([np.nan if (y := it["labels"].get(task)) is None else float(y) for it in dataset.items], dtype=float)
     known = ~np.isnan(ys)
     w = np.ones(len(ys))
     groups = [ys >= 0.5, ys < 0.5] if kind == "binary" else [ys == c for c in np.unique(ys[known])]

@@ -16,6 +16,7 @@ from .encoders import ENCODERS, create_encoder
 from .fusion import FUSIONS, create_fusion
 from .heads import create_head
 from .losses import LossWeighting
+from .registry import BUNDLED_MODELS
 
 __all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS", "DEFAULT_ENCODER_BY_KIND", "WIDE_KINDS",
            "build_preprocessor", "WIDE_DEFAULTS"]
@@ -607,3 +608,9 @@ class MultimodalModel(nn.Module):
         from .bundle import read_bundle
 
         return read_bundle(path, map_location=map_location, trust_pickle=trust_pickle)
+
+
+@BUNDLED_MODELS.register("multimodal", cls="MultimodalModel")
+def _from_bundle(*, config: dict[str, Any], input_shapes: dict[str, Any], preprocessor: Any) -> MultimodalModel:
+    """A :class:`MultimodalModel` from a model bundle's data (:func:`medmm.models.bundle.read_bundle`)."""
+    return MultimodalModel(ModelConfig.from_dict(config), input_shapes, preprocessor)

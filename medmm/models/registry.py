@@ -44,3 +44,9 @@ class Registry:
 
     def __iter__(self):
         return iter(sorted(self._items))
+
+
+#: how a model bundle (:mod:`medmm.models.bundle`) becomes a model: kind name -> builder
+#: ``(config: dict, input_shapes: dict, preprocessor) -> model``, registered with ``cls=<class name>``
+#: so that saving finds the kind of a model. The bundle reads data and asks here; it imports no model.
+BUNDLED_MODELS = Registry("bundled model kind")

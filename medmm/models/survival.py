@@ -84,6 +84,10 @@ class SurvivalHead(Head):
         """``S(t | x)`` from :meth:`predict`'s output (what a served model returns)."""
         raise NotImplementedError
 
+    def risk_score_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`risk_score` from :meth:`predict`'s output (a Cox head's output is its risk score)."""
+        return out[:, 0]
+
     def can_give_risk(self) -> bool:
         """Whether absolute risk is available (a Cox head needs its fitted baseline)."""
         return True
@@ -99,6 +103,9 @@ class CoxHead(SurvivalHead):
 
     method = "cox"
     n_outputs = 1
+    baseline_times: torch.Tensor  # buffers (typed here: nn.Module's attribute lookup is untyped)
+    baseline_cumhaz: torch.Tensor
+    baseline_fitted: torch.Tensor
 
     def __init__(self, *, dim: int, ties: str = "efron", **kw: Any) -> None:
         if ties not in ("efron", "breslow"):
@@ -178,6 +185,7 @@ class DiscreteTimeHead(SurvivalHead):
     """``n_bins`` hazard logits over equal intervals of ``[0, horizon]``."""
 
     method = "discrete"
+    edges: torch.Tensor  # buffer: the interval edges, 0 to the horizon
 
     def __init__(self, *, dim: int, horizon: float | None = None, n_bins: int = 20, **kw: Any) -> None:
         if horizon is None:

@@ -335,6 +335,13 @@ class HealthMonitor:
                 p.lost[sig] = (t, why, f"{SOURCE_LABELS.get(sig, sig)} signal lost since {t}: {why}; not scored")
         return why
 
+    def news2_of_readings(self, latest: dict[str, tuple[Any, float]], t: Any) -> tuple[News2Result, list[str]]:
+        """NEWS2 at ``t`` from the latest reading of each source signal (``signal -> (time, value)``),
+        by this monitor's rules (staleness, source choice and agreement): the score and its notes."""
+        p = _Patient()
+        p.latest.update(latest)
+        return self._news2(p, t)
+
     def _news2(self, p: _Patient, t: Any) -> tuple[News2Result, list[str]]:
         cfg = self.config
         stale = t - _delta(hours=cfg.stale_hours)

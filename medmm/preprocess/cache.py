@@ -38,7 +38,7 @@ CACHE_VERSION = 2
 def _checksum(array: np.ndarray) -> str:
     """CRC-32 of an array's bytes (with its dtype and shape), as hex."""
     head = f"{array.dtype.str}{array.shape}".encode()
-    return f"{zlib.crc32(memoryview(np.ascontiguousarray(array)).cast('B'), zlib.crc32(head)):08x}"
+    return f"{zlib.crc32(np.ascontiguousarray(array).data.cast('B'), zlib.crc32(head)):08x}"
 
 
 def source_identity(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, int, int]]:
@@ -242,6 +242,7 @@ def _request(path: Any, preprocessor: Any, reader: Callable[..., Any] | None,
              read_options: dict[str, Any]) -> tuple[Any, dict[str, Any], Callable[[], np.ndarray]]:
     """``(sources, config, compute)`` of one cache entry: what :meth:`VolumeCache.key` hashes,
     and how to build the entry on a miss."""
+    read: Callable[..., Any]
     if hasattr(path, "read") and hasattr(path, "options"):  # an ImageSource
         source = path
         path = source.path
@@ -249,10 +250,10 @@ def _request(path: Any, preprocessor: Any, reader: Callable[..., Any] | None,
 
         def read(_p: Any, **_o: Any) -> Any:
             return source.read()
-    else:
+    elif reader is not None:
         read = reader
-        if read is None:
-            from ..io.image import read_image as read
+    else:
+        from ..io.image import read_image as read
 
     def compute() -> np.ndarray:
         opts = {k: v for k, v in read_options.items() if k != "_format"}

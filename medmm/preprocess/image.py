@@ -15,6 +15,7 @@ depend on (augmentation settings are not part of it).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -187,7 +188,7 @@ class ImagePreprocessor:
         if data.ndim == 2:
             data = data[..., None]
         affine = torch.as_tensor(image.affine)
-        item = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(data))[None], affine=affine)}
+        item: dict[Hashable, Any] = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(data))[None], affine=affine)}
         keys = ["image"]
         if self.size_mode == "mask":
             if mask is None:
@@ -210,7 +211,7 @@ class ImagePreprocessor:
         if self.spacing is not None:
             modes = ["bilinear", "nearest"][: len(keys)]
             item = Spacingd(keys=keys, pixdim=self.spacing, mode=modes, padding_mode="border")(item)
-        t = item["image"]
+        t: Any = item["image"]  # a MetaTensor through every step (monai types their output as Tensor | ndarray)
         rng = self._range()
         if rng is None:
             t = NormalizeIntensity(nonzero=self.window == "zscore_nonzero")(t)
@@ -243,12 +244,13 @@ class ImagePreprocessor:
                 RandBiasField,
                 RandFlip,
                 RandGaussianNoise,
+                RandomizableTransform,
                 RandRotate,
             )
 
             p = self._augment_params() or {}
             rad = np.radians(p["rotate_deg"])
-            steps = [RandFlip(prob=p["flip_prob"], spatial_axis=a) for a in range(3)]
+            steps: list[RandomizableTransform] = [RandFlip(prob=p["flip_prob"], spatial_axis=a) for a in range(3)]
             steps += [
                 RandRotate(range_x=rad, range_y=rad, range_z=rad, prob=p["rotate_prob"], padding_mode="border"),
                 RandAffine(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,7 +46,11 @@ PREPROCESSOR_KINDS: dict[str, str] = {
 SKOPS_TRUSTED: list[str] = ["numpy.dtype"]
 
 
-def _class(kind: str) -> type:
+class _FromState(Protocol):
+    def from_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any: ...
+
+
+def _class(kind: str) -> _FromState:
     import importlib
 
     target = PREPROCESSOR_KINDS.get(kind) if isinstance(kind, str) else None
@@ -98,7 +102,8 @@ def save_state(obj: Any, folder: str | Path) -> list[Path]:
     js, npz = folder / STATE_JSON, folder / STATE_NPZ
     js.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    payload: dict[str, Any] = arrays  # numpy's stub merges **arrays with its allow_pickle keyword
+    np.savez_compressed(buf, **payload)
     npz.write_bytes(buf.getvalue())
     return [js, npz]
 

@@ -211,9 +211,10 @@ class _FastTabular:
             span = float(q[-1] - q[0]) or 1.0
             vals = list(q) + list((q[1:] + q[:-1]) / 2) + [q[0] - span, q[-1] + span, None, str(float(q[len(q) // 2]))]
             cols[c] = vals
-        cat = self.pre.transformer_.named_transformers_["cat"].steps[-1][1] if self.categorical else None
-        for j, c in enumerate(self.categorical):
-            cols[c] = list(cat.categories_[j]) + [None, "__medmm_unseen__"]
+        if self.categorical:
+            cat = self.pre.transformer_.named_transformers_["cat"].steps[-1][1]
+            for j, c in enumerate(self.categorical):
+                cols[c] = list(cat.categories_[j]) + [None, "__medmm_unseen__"]
         n = max((len(v) for v in cols.values()), default=1)
         return [Tabular({c: v[i % len(v)] for c, v in cols.items()}) for i in range(n)]
 

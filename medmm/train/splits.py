@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cohort import _take_part, label_strata, split_indices
+from ..cohort import hold_out, label_strata, split_indices
 from ..errors import ConfigError
 from ..records import PatientRecord
 
@@ -110,7 +110,7 @@ def nested_cv_folds(records: list[PatientRecord], k: int, *, stratify: str | Non
     patients = split_groups(records, None)
     out = []
     for i, (dev, test) in enumerate(cv_folds(records, k, stratify=stratify, group_by=group_by, seed=seed)):
-        train, val = _take_part(np.asarray(dev), strata, patients, val_fraction, seed + 7919 * (i + 1))
+        train, val = hold_out(np.asarray(dev), strata, patients, val_fraction, seed + 7919 * (i + 1))
         if not len(val):
             raise ConfigError(f"fold {i}: too few patients ({len(dev)}) to hold out an inner validation part",
                               column="split.cv_folds", hint="use fewer folds or more patients")
@@ -139,7 +139,7 @@ def assign_external_splits(records: list[PatientRecord], *, group_by: str | None
                           column="split.test_groups", hint=f"leave some of {known} for training")
     rest = np.flatnonzero(~external)
     f_train, f_val = fractions[0], fractions[1]
-    train, val = _take_part(rest, _strata(records, stratify), split_groups(records, None),
+    train, val = hold_out(rest, _strata(records, stratify), split_groups(records, None),
                             f_val / max(f_train + f_val, 1e-12), seed)
     out = {records[i].patient_id: "test" for i in np.flatnonzero(external)}
     out.update({records[i].patient_id: "train" for i in train})

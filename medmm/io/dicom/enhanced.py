@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import DicomError
-from .frame import Frame
-from .values import _float_list, _item, _num, _spacing
-from .vendor import _image_kind
+from .frame import Frame, frame_geometry
+from .values import float_list, first_item, num, pixel_spacing
+from .vendor import image_kind
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -42,9 +42,9 @@ def _frame_values(group: Dataset | None) -> dict[str, Any]:
     if group is None:
         return out
     for name, (seq, inner) in _FRAME_VALUES.items():
-        item = _item(group, seq)
+        item = first_item(group, seq)
         if item is not None and inner is not None:
-            item = _item(item, inner)
+            item = first_item(item, inner)
         if item is None or name not in item:
             continue
         value = item[name].value
@@ -64,15 +64,15 @@ def _first(value: Any) -> float | None:
         return None
     if isinstance(value, list):
         return float(value[0]) if value else None
-    return _num(value, None)
+    return num(value, None)
 
 
-def _enhanced_frames(
+def enhanced_frames(
     path: Path, ds: Dataset, offset: int | None, rows: int, cols: int, n_frames: int, instance: int
 ) -> list[Frame]:
     fast = getattr(ds, "_medmm_per_frame", None)
     per_frame = fast if fast is not None else ds.PerFrameFunctionalGroupsSequence
-    shared = _frame_values(_item(ds, "SharedFunctionalGroupsSequence"))
+    shared = _frame_values(first_item(ds, "SharedFunctionalGroupsSequence"))
     if len(per_frame) < n_frames:
         raise DicomError(
             f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames",
@@ -80,21 +80,19 @@ def _enhanced_frames(
             column="PerFrameFunctionalGroupsSequence",
             hint="the enhanced multi-frame header is damaged; re-export the series",
         )
-    top_slope = _num(ds.get("RescaleSlope"), 1.0)
-    top_intercept = _num(ds.get("RescaleIntercept"), 0.0)
-    fallback_spacing = _spacing(ds)[0]
+    top_slope = num(ds.get("RescaleSlope"), 1.0)
+    top_intercept = num(ds.get("RescaleIntercept"), 0.0)
+    fallback_spacing = pixel_spacing(ds)[0]
     frames = []
     for f in range(n_frames):
         v = {**shared, **(fast[f] if fast is not None else _frame_values(per_frame[f]))}
-        iop = _float_list(v.get("ImageOrientationPatient"))
-        ipp = _float_list(v.get("ImagePositionPatient"))
-        sp = _float_list(v.get("PixelSpacing"))
+        iop, ipp, geometry = frame_geometry(float_list(v.get("ImageOrientationPatient")),
+                                            float_list(v.get("ImagePositionPatient")))
+        sp = float_list(v.get("PixelSpacing"))
         slope = _first(v.get("RescaleSlope"))
         intercept = _first(v.get("RescaleIntercept"))
-        geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
         keys: dict[str, Any] = {}
         if not geometry:  # e.g. enhanced XA/US: frames in time at one (unknown) place
-            iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
             keys["frame"] = f
         echo = _first(v.get("EffectiveEchoTime"))
         if echo is not None:
@@ -107,10 +105,10 @@ def _enhanced_frames(
             keys["dimension"] = tuple(int(x) for x in (div if isinstance(div, list) else [div]))
         b = _first(v.get("DiffusionBValue"))
         if b is not None:
-            g = _float_list(v.get("DiffusionGradientOrientation"))
+            g = float_list(v.get("DiffusionGradientOrientation"))
             g = np.zeros(3) if g is None or len(g) != 3 or b <= 0 else g / max(float(np.linalg.norm(g)), 1e-12)
             keys["diffusion"] = (round(b, 3), *(round(float(x), 5) + 0.0 for x in g))
-        keys["kind"] = _image_kind(ds, v.get("FrameType"), v.get("ComplexImageComponent"))
+        keys["kind"] = image_kind(ds, v.get("FrameType"), v.get("ComplexImageComponent"))
         trig = _first(v.get("NominalCardiacTriggerDelayTime"))
         if trig is not None:
             keys["trigger"] = trig

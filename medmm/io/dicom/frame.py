@@ -13,8 +13,8 @@ from ...problems import Problem
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_POS_TOL = 1e-2  # mm: positions closer than this are the same position
-_ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
+POS_TOL = 1e-2  # mm: positions closer than this are the same position
+ORIENT_TOL = 1e-3  # direction cosines closer than this are the same orientation
 
 
 class DicomWarning(UserWarning):
@@ -30,8 +30,10 @@ class Frame:
     frame: int | None  # frame index in a multi-frame file
     rows: int
     cols: int
-    iop: np.ndarray | None  # (6,) LPS row then column direction cosines
-    ipp: np.ndarray | None  # (3,) LPS position of the first voxel
+    #: (6,) LPS row then column direction cosines, (3,) LPS position of the first voxel; without
+    #: ``geometry`` (no ImageOrientation/PositionPatient) an axial placeholder at the origin
+    iop: np.ndarray
+    ipp: np.ndarray
     spacing: tuple[float, float]  # (between rows, between columns) mm
     slope: float = 1.0
     intercept: float = 0.0
@@ -83,6 +85,15 @@ class Stack:
     def kind(self) -> str:
         """``magnitude``, ``phase``, ``real``, ``imaginary``, a derived map, or ``""``."""
         return str(self.first.keys.get("kind", "") or "")
+
+
+def frame_geometry(iop: np.ndarray | None, ipp: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(iop, ipp, True)`` when ImageOrientationPatient (6 values) and ImagePositionPatient (3) are
+    both there; else an axial placeholder at the origin and ``False`` (e.g. XA/US frames, secondary
+    captures: the image keeps its pixels and says it has no geometry)."""
+    if iop is None or ipp is None or len(iop) != 6 or len(ipp) != 3:
+        return np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3), False
+    return iop, ipp, True
 
 
 def slice_normal(iop: Any) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frame import _POS_TOL, Frame
-from .stacks import _positions
-from .values import _num
+from .frame import POS_TOL, Frame
+from .stacks import slice_positions
+from .values import num
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -22,7 +22,7 @@ def affine_lps(frames: list[Frame], step_vec: np.ndarray | None = None) -> np.nd
         if len(frames) > 1:
             step_vec = (frames[-1].ipp - f0.ipp) / (len(frames) - 1)
         else:
-            thick = _num(f0.ds.get("SpacingBetweenSlices"), None) or _num(f0.ds.get("SliceThickness"), 1.0) or 1.0
+            thick = num(f0.ds.get("SpacingBetweenSlices"), None) or num(f0.ds.get("SliceThickness"), 1.0) or 1.0
             step_vec = f0.normal * thick
     lps = np.eye(4)
     lps[:3, 0] = iop[:3] * col_sp  # i runs along a row (column index)
@@ -35,7 +35,7 @@ def affine_lps(frames: list[Frame], step_vec: np.ndarray | None = None) -> np.nd
 # ------------------------------------------------------------------------------ resample
 
 
-def _resample(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray]:
+def resample_regular(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray]:
     """Resample a (X, Y, K[, T]) volume onto a regular grid along the slice normal.
 
     Each slice is first shifted in its plane so that all slices share one in-plane origin
@@ -44,7 +44,7 @@ def _resample(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndar
     """
     from scipy import ndimage
 
-    pos, dist = _positions(frames)
+    pos, dist = slice_positions(frames)
     f0 = frames[0]
     normal = f0.normal
     row_sp, col_sp = f0.spacing
@@ -59,7 +59,7 @@ def _resample(vol: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, np.ndar
             for t in range(vol.shape[3]):
                 src[:, :, k, t] = ndimage.shift(vol[:, :, k, t], shift_ij, order=1, mode="constant", cval=fill)
     steps = np.diff(dist)
-    step = float(np.median(steps[steps >= _POS_TOL])) if np.any(steps >= _POS_TOL) else 1.0
+    step = float(np.median(steps[steps >= POS_TOL])) if np.any(steps >= POS_TOL) else 1.0
     n_out = int(round((dist[-1] - dist[0]) / step)) + 1
     target = dist[0] + step * np.arange(n_out)
     out = np.empty((vol.shape[0], vol.shape[1], n_out, vol.shape[3]), dtype=np.float32, order="F")

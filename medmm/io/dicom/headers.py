@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from ...errors import DicomError
-from .enhanced import _enhanced_frames
-from .frame import Frame, slice_normal
-from .values import _float_list, _num, _spacing
-from .vendor import _diffusion, _image_kind
+from .enhanced import enhanced_frames
+from .frame import Frame, frame_geometry, slice_normal
+from .values import float_list, num, pixel_spacing
+from .vendor import diffusion_key, image_kind
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -179,13 +179,13 @@ def _volume_keys(ds: Dataset, iop: np.ndarray | None = None) -> dict[str, Any]:
     ):
         v = ds.get(tag)
         if v is not None and v != "":
-            keys[name] = _num(v, None) if name != "acquisition_time" else str(v)
-    keys["kind"] = _image_kind(ds)
-    series = _num(ds.get("SeriesNumber"), None)
+            keys[name] = num(v, None) if name != "acquisition_time" else str(v)
+    keys["kind"] = image_kind(ds)
+    series = num(ds.get("SeriesNumber"), None)
     if series is not None:
         keys["series_number"] = int(series)
     if str(ds.get("Modality", "") or "") == "MR":
-        diff = _diffusion(ds, iop)
+        diff = diffusion_key(ds, iop)
         if diff is not None:
             keys["diffusion"] = diff
     return keys
@@ -195,22 +195,20 @@ def _frames_of_file(path: Path, ds: Dataset, offset: int | None) -> list[Frame]:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if not rows or not cols:
         raise DicomError("image has no Rows/Columns", path=path, column="Rows", hint="check the file")
-    n_frames = int(_num(ds.get("NumberOfFrames"), 1) or 1)
-    instance = int(_num(ds.get("InstanceNumber"), 0) or 0)
-    slope = _num(ds.get("RescaleSlope"), 1.0) or 1.0
-    intercept = _num(ds.get("RescaleIntercept"), 0.0) or 0.0
+    n_frames = int(num(ds.get("NumberOfFrames"), 1) or 1)
+    instance = int(num(ds.get("InstanceNumber"), 0) or 0)
+    slope = num(ds.get("RescaleSlope"), 1.0) or 1.0
+    intercept = num(ds.get("RescaleIntercept"), 0.0) or 0.0
     if "RescaleSlope" not in ds and ds.get("DoseGridScaling") not in (None, ""):
-        slope = _num(ds.get("DoseGridScaling"), 1.0) or 1.0  # RT dose: stored x scaling = Gy
-    spacing, _ = _spacing(ds)
-    iop = _float_list(ds.get("ImageOrientationPatient"))
-    ipp = _float_list(ds.get("ImagePositionPatient"))
+        slope = num(ds.get("DoseGridScaling"), 1.0) or 1.0  # RT dose: stored x scaling = Gy
+    spacing, _ = pixel_spacing(ds)
+    iop = float_list(ds.get("ImageOrientationPatient"))
+    ipp = float_list(ds.get("ImagePositionPatient"))
 
     if "PerFrameFunctionalGroupsSequence" in ds or getattr(ds, "_medmm_per_frame", None) is not None:
-        return _enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
+        return enhanced_frames(path, ds, offset, rows, cols, n_frames, instance)
 
-    geometry = iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3
-    if not geometry:
-        iop, ipp = np.array([1.0, 0, 0, 0, 1, 0]), np.zeros(3)
+    iop, ipp, geometry = frame_geometry(iop, ipp)
     base: dict[str, Any] = dict(
         path=path, ds=ds, rows=rows, cols=cols, iop=iop, spacing=spacing, slope=slope,
         intercept=intercept, instance=instance, pixel_offset=offset, geometry=geometry,
@@ -222,7 +220,7 @@ def _frames_of_file(path: Path, ds: Dataset, offset: int | None) -> list[Frame]:
     if n_frames == 1:
         return [Frame(frame=None, ipp=ipp, keys=keys, **base)]
     normal = slice_normal(iop)
-    offsets = _float_list(ds.get("GridFrameOffsetVector"))
+    offsets = float_list(ds.get("GridFrameOffsetVector"))
     frames = []
     for f in range(n_frames):
         if offsets is not None and len(offsets) == n_frames and geometry:
@@ -250,7 +248,7 @@ def _mosaic_count(ds: Dataset) -> int | None:
         n = None
     if not n:
         raw = ds.get((0x0019, 0x100A))
-        n = int(_num(raw.value if raw is not None else None, 0) or 0) or None
+        n = int(num(raw.value if raw is not None else None, 0) or 0) or None
     return int(n) if n else None
 
 
@@ -274,7 +272,7 @@ def _mosaic_frames(base: dict[str, Any], ds: Dataset, ipp: np.ndarray, n: int) -
         normal = None
     if normal is None or not np.all(np.isfinite(normal)):
         normal = slice_normal(iop)
-    step = _num(ds.get("SpacingBetweenSlices"), None) or _num(ds.get("SliceThickness"), 1.0) or 1.0
+    step = num(ds.get("SpacingBetweenSlices"), None) or num(ds.get("SliceThickness"), 1.0) or 1.0
     keys = _volume_keys(ds, iop)
     out = []
     for s in range(n):

@@ -109,8 +109,8 @@ class _Reader:
                 continue
             if vlen == _UNDEFINED:
                 raise PerFrameParseError(f"undefined length for non-sequence tag {tag:08X}")
-            leaf = _LEAVES.get(tag) if out is not None else None
-            if leaf is not None and leaf[1] == parent:
+            leaf = _LEAVES.get(tag)
+            if out is not None and leaf is not None and leaf[1] == parent:
                 out[leaf[0]] = _decode(self.fh.read(vlen), leaf[2])
             else:
                 self.fh.seek(vlen, 1)

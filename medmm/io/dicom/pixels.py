@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import DicomError
 from .frame import Frame
-from .values import _num
+from .values import num
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -23,10 +23,10 @@ def _fix_bits(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         return arr
     alloc = arr.dtype.itemsize * 8
-    stored = int(_num(ds.get("BitsStored"), alloc) or alloc)
+    stored = int(num(ds.get("BitsStored"), alloc) or alloc)
     if stored >= alloc:
         return arr
-    signed = int(_num(ds.get("PixelRepresentation"), 0) or 0) == 1
+    signed = int(num(ds.get("PixelRepresentation"), 0) or 0) == 1
     if signed:
         if arr.dtype.kind == "u":
             arr = arr.view(arr.dtype.str.replace("u", "i"))
@@ -39,24 +39,24 @@ def _fix_bits(arr: np.ndarray, ds: Dataset) -> np.ndarray:
 
 def _invert_monochrome1(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     alloc = arr.dtype.itemsize * 8
-    stored = int(_num(ds.get("BitsStored"), alloc) or alloc)
+    stored = int(num(ds.get("BitsStored"), alloc) or alloc)
     if arr.dtype.kind == "i":
         return (-1 - arr.astype(np.int64)).astype(np.float64)
     return (float((1 << stored) - 1) - arr.astype(np.float64))
 
 
 def _native_dtype(ds: Dataset) -> np.dtype | None:
-    alloc = int(_num(ds.get("BitsAllocated"), 0) or 0)
-    if alloc not in (8, 16, 32) or int(_num(ds.get("SamplesPerPixel"), 1) or 1) != 1:
+    alloc = int(num(ds.get("BitsAllocated"), 0) or 0)
+    if alloc not in (8, 16, 32) or int(num(ds.get("SamplesPerPixel"), 1) or 1) != 1:
         return None
-    signed = int(_num(ds.get("PixelRepresentation"), 0) or 0) == 1
+    signed = int(num(ds.get("PixelRepresentation"), 0) or 0) == 1
     return np.dtype(f"<{'i' if signed else 'u'}{alloc // 8}")
 
 
 def _samples(ds: Dataset) -> int:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         return 3
-    return int(_num(ds.get("SamplesPerPixel"), 1) or 1)
+    return int(num(ds.get("SamplesPerPixel"), 1) or 1)
 
 
 def _apply_palette(stored: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
@@ -179,14 +179,14 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
     dtype = _native_dtype(first.ds)
     n = first.rows * first.cols
     if first.pixel_offset is not None and dtype is not None and first.mosaic is None:
-        nframes = int(_num(first.ds.get("NumberOfFrames"), 1) or 1)
+        nframes = int(num(first.ds.get("NumberOfFrames"), 1) or 1)
         length = getattr(first.ds, "_medmm_pixel_length", None)
         if length is None or length >= n * dtype.itemsize * nframes:
             with open(path, "rb") as fh:
                 for frame, dst in jobs:
                     buf = _scratch(n, dtype)
                     fh.seek(first.pixel_offset + (frame.frame or 0) * n * dtype.itemsize)
-                    if fh.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                    if fh.readinto(buf.data.cast("B")) != buf.nbytes:
                         raise DicomError(
                             "pixel data is shorter than Rows x Columns x frames",
                             path=path,
@@ -196,7 +196,7 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
                     _store(frame, buf.reshape(first.rows, first.cols), dst, invert)
             return
     arr = _decode_file(path)
-    nframes = int(_num(first.ds.get("NumberOfFrames"), 1) or 1)
+    nframes = int(num(first.ds.get("NumberOfFrames"), 1) or 1)
     for frame, dst in jobs:
         if frame.mosaic is not None:
             s, tiles = frame.mosaic
@@ -216,7 +216,7 @@ def _load_file(path: Path, jobs: list[tuple[Frame, np.ndarray]], invert: bool) -
         _store(frame, plane, dst, invert)
 
 
-def _load_pixels(volumes: list[list[Frame]], invert: bool, pool: ThreadPoolExecutor | None) -> np.ndarray:
+def load_pixels(volumes: list[list[Frame]], invert: bool, pool: ThreadPoolExecutor | None) -> np.ndarray:
     f0 = volumes[0][0]
     nk, nt = len(volumes[0]), len(volumes)
     samples = _samples(f0.ds)

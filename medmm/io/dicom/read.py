@@ -14,11 +14,11 @@ from ...errors import DicomError, GeometryError
 from ...problems import Problem
 from ...records import Image
 from .frame import DicomWarning, Stack, plane_name
-from .geometry import LPS_TO_RAS, _resample, affine_lps
+from .geometry import LPS_TO_RAS, resample_regular, affine_lps
 from .headers import collect_frames
-from .pixels import _load_pixels
-from .stacks import _dedupe, scan_stacks, stack_label
-from .values import _plain
+from .pixels import load_pixels
+from .stacks import dedupe_positions, scan_stacks, stack_label
+from .values import plain_value
 
 if TYPE_CHECKING:
     from ...deid.dicom import Deidentifier
@@ -232,7 +232,7 @@ def _read(
     blocking = [p for p in stack.problems if p.kind not in ("mixed", "localizer")]
     if blocking and irregular == "error":
         default = "pass irregular='accept' or 'resample'"
-        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind, default) for p in blocking))
+        hints = list(dict.fromkeys(_PROBLEM_HINT.get(p.kind or "", default) for p in blocking))
         raise GeometryError(
             f"series {stack.id}: {'; '.join(p.message for p in blocking)}",
             path=path,
@@ -248,11 +248,11 @@ def _read(
             stacklevel=3,
         )
     if "duplicate" in kinds or "irregular" in kinds and len({len(v) for v in volumes}) > 1:
-        volumes = [_dedupe(v) for v in volumes]
+        volumes = [dedupe_positions(v) for v in volumes]
         n = min(len(v) for v in volumes)
         volumes = [v[:n] for v in volumes]
     try:
-        vol = _load_pixels(volumes, invert_monochrome1, pool)
+        vol = load_pixels(volumes, invert_monochrome1, pool)
     except DicomError as exc:  # name the series as well as the file
         raise type(exc)(
             f"series {stack.id}: {exc.message}", path=exc.path, column=exc.column, hint=exc.hint
@@ -260,7 +260,7 @@ def _read(
     ref = volumes[0]
     color = vol.ndim == 5
     if irregular == "resample" and kinds & {"tilt", "missing", "irregular"} and not color:
-        vol, lps = _resample(vol, ref)
+        vol, lps = resample_regular(vol, ref)
     else:
         lps = affine_lps(ref)
     f0 = ref[0]
@@ -284,7 +284,7 @@ def _read(
 
         deid = deidentify if isinstance(deidentify, Deidentifier) else Deidentifier()
         header = deid.dataset(header)
-    meta: dict[str, Any] = {t: _plain(header.get(t)) for t in META_TAGS if t in header}
+    meta: dict[str, Any] = {t: plain_value(header.get(t)) for t in META_TAGS if t in header}
     meta.update(
         format="dicom",
         series_id=stack.id,
@@ -296,14 +296,14 @@ def _read(
     )
     if stack.volume_key:
         meta["volume_key"] = stack.volume_key
-        meta["volume_labels"] = [_plain(v) if not isinstance(v, tuple) else [_plain(x) for x in v] for v in labels]
+        meta["volume_labels"] = [plain_value(v) if not isinstance(v, tuple) else [plain_value(x) for x in v] for v in labels]
     if volume is not None:
         meta["volume"] = int(volume)
         meta["n_volumes"] = len(stack.volumes)
     if stack.kind:
         meta["image_kind"] = stack.kind
-    diffusion = [v[0].keys.get("diffusion") for v in volumes]
-    if all(d is not None for d in diffusion):
+    diffusion = [d for v in volumes if (d := v[0].keys.get("diffusion")) is not None]
+    if len(diffusion) == len(volumes):
         meta["b_values"] = [float(d[0]) for d in diffusion]
         meta["gradient_directions"] = [
             [round(float(-d[1]), 5) + 0.0, round(float(-d[2]), 5) + 0.0, float(d[3])] for d in diffusion

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 
 from ...problems import Problem
-from .frame import _ORIENT_TOL, _POS_TOL, Frame, Stack, plane_name
+from .frame import ORIENT_TOL, POS_TOL, Frame, Stack, plane_name
 
 # ------------------------------------------------------------------------------ stacks
 
 
-def _positions(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
+def slice_positions(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
     pos = np.array([f.ipp for f in frames], dtype=np.float64)
     return pos, pos @ frames[0].normal
 
@@ -22,11 +22,11 @@ def _positions(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
 def _has_duplicates(dist: np.ndarray) -> bool:
     if len(dist) < 2:
         return False
-    return bool(np.any(np.diff(np.sort(dist)) < _POS_TOL))
+    return bool(np.any(np.diff(np.sort(dist)) < POS_TOL))
 
 
 def _same_positions(a: np.ndarray, b: np.ndarray) -> bool:
-    return len(a) == len(b) and bool(np.allclose(np.sort(a), np.sort(b), atol=_POS_TOL * 10))
+    return len(a) == len(b) and bool(np.allclose(np.sort(a), np.sort(b), atol=POS_TOL * 10))
 
 
 #: Header fields that tell the volumes of a 4D stack apart, in the order they are tried.
@@ -39,7 +39,7 @@ def _position_ids(dist: np.ndarray) -> np.ndarray:
     ids = np.empty(len(dist), dtype=np.int64)
     current, last = 0, None
     for i in order:
-        if last is not None and dist[i] - last >= _POS_TOL:
+        if last is not None and dist[i] - last >= POS_TOL:
             current += 1
         ids[i] = current
         last = dist[i]
@@ -81,7 +81,7 @@ def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, 
     Frames still sharing a position within one label are told apart by instance order.
     Volumes are ordered by their labels, diffusion volumes by acquisition (instance) order.
     """
-    _, dist = _positions(frames)
+    _, dist = slice_positions(frames)
     if not _has_duplicates(dist):
         return [frames], None, [], True
     pos_id = _position_ids(dist)
@@ -132,8 +132,8 @@ def _split_volumes(frames: list[Frame]) -> tuple[list[list[Frame]], str | None, 
         full = label + ((r,) if by_order else ())
         labels.append(full[0] if len(full) == 1 else full)
     volumes = [p[2] for p in parts]
-    first = _positions(volumes[0])[1]
-    same = all(_same_positions(first, _positions(v)[1]) for v in volumes[1:])
+    first = slice_positions(volumes[0])[1]
+    same = all(_same_positions(first, slice_positions(v)[1]) for v in volumes[1:])
     return volumes, name, labels, same
 
 
@@ -143,7 +143,7 @@ def _dimension_indices_without_position(frames: list[Frame]) -> list[int]:
     The index whose number of distinct values equals the number of distinct positions is
     the in-stack position; the others tell volumes apart.
     """
-    n_pos = len({round(float(v), 2) for v in _positions(frames)[1]})
+    n_pos = len({round(float(v), 2) for v in slice_positions(frames)[1]})
     width = max(len(f.keys.get("dimension", ())) for f in frames)
     keep = []
     for i in range(width):
@@ -156,7 +156,7 @@ def _dimension_indices_without_position(frames: list[Frame]) -> list[int]:
 def _sort_volume(frames: list[Frame]) -> list[Frame]:
     if len(frames) < 2:
         return frames
-    _, dist = _positions(frames)
+    _, dist = slice_positions(frames)
     order = np.lexsort((np.array([f.instance for f in frames]), dist))
     return [frames[i] for i in order]
 
@@ -166,9 +166,9 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
     if len(frames) < 2 or not frames[0].geometry:
         return []
     problems = []
-    pos, dist = _positions(frames)
+    pos, dist = slice_positions(frames)
     steps = np.diff(dist)
-    dup = int(np.sum(steps < _POS_TOL))
+    dup = int(np.sum(steps < POS_TOL))
     if dup:
         problems.append(
             Problem(
@@ -178,7 +178,7 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
                 "temporal position, b-value/gradient, image type, instance order)",
             )
         )
-        keep = np.concatenate([[True], steps >= _POS_TOL])
+        keep = np.concatenate([[True], steps >= POS_TOL])
         pos, dist = pos[keep], dist[keep]
         steps = np.diff(dist)
         if len(pos) < 2:
@@ -187,7 +187,7 @@ def _geometry_problems(frames: list[Frame]) -> list[Problem]:
     inplane = (pos - pos[0]) - np.outer(dist - dist[0], normal)
     span = dist[-1] - dist[0]
     off = np.linalg.norm(inplane, axis=1)
-    if off.max() > max(_POS_TOL, 1e-4 * span):
+    if off.max() > max(POS_TOL, 1e-4 * span):
         shear = inplane[-1] / span if span > 0 else inplane[-1]
         angle = math.degrees(math.atan(float(np.linalg.norm(shear))))
         problems.append(
@@ -225,7 +225,7 @@ def scan_stacks(frames: list[Frame]) -> list[Stack]:
                     and r.keys.get("kind") == f.keys.get("kind")
                     and r.keys.get("series_number") == f.keys.get("series_number")
                     and (r.geometry or r.path == f.path)
-                    and np.allclose(r.iop, f.iop, atol=_ORIENT_TOL)
+                    and np.allclose(r.iop, f.iop, atol=ORIENT_TOL)
                     and np.allclose(r.spacing, f.spacing, rtol=1e-4)
                 ):
                     g.append(f)
@@ -257,10 +257,10 @@ def scan_stacks(frames: list[Frame]) -> list[Stack]:
     return stacks
 
 
-def _dedupe(frames: list[Frame]) -> list[Frame]:
+def dedupe_positions(frames: list[Frame]) -> list[Frame]:
     out = [frames[0]]
     for f in frames[1:]:
-        if abs(float((f.ipp - out[-1].ipp) @ f.normal)) >= _POS_TOL:
+        if abs(float((f.ipp - out[-1].ipp) @ f.normal)) >= POS_TOL:
             out.append(f)
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 
-def _float_list(value: Any) -> np.ndarray | None:
+def float_list(value: Any) -> np.ndarray | None:
     if value is None or value == "":
         return None
     try:
@@ -19,7 +19,11 @@ def _float_list(value: Any) -> np.ndarray | None:
         return None
 
 
-def _num(value: Any, default: float | None = None) -> float | None:
+@overload
+def num(value: Any, default: float) -> float: ...
+@overload
+def num(value: Any, default: None = None) -> float | None: ...
+def num(value: Any, default: float | None = None) -> float | None:
     if value is None or value == "":
         return default
     try:
@@ -30,34 +34,34 @@ def _num(value: Any, default: float | None = None) -> float | None:
         return default
 
 
-def _item(ds: Dataset | None, seq: str) -> Dataset | None:
+def first_item(ds: Dataset | None, seq: str) -> Dataset | None:
     s = ds.get(seq) if ds is not None else None
     return s[0] if s else None
 
 
-def _fg(per_frame: Dataset | None, shared: Dataset | None, seq: str, attr: str) -> Any:
+def functional_group(per_frame: Dataset | None, shared: Dataset | None, seq: str, attr: str) -> Any:
     for groups in (per_frame, shared):
-        item = _item(groups, seq)
+        item = first_item(groups, seq)
         if item is not None and attr in item:
             return item[attr].value
     return None
 
 
-def _spacing(ds: Dataset) -> tuple[tuple[float, float], bool]:
+def pixel_spacing(ds: Dataset) -> tuple[tuple[float, float], bool]:
     for tag in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        sp = _float_list(ds.get(tag))
+        sp = float_list(ds.get(tag))
         if sp is not None and len(sp) == 2 and np.all(sp > 0):
             return (float(sp[0]), float(sp[1])), True
     return (1.0, 1.0), False
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, (bool, int, float, str)):
         return value
     if type(value).__name__ == "MultiValue" or isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .frame import slice_normal
-from .values import _fg, _float_list, _item, _num
+from .values import functional_group, float_list, first_item, num
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -48,7 +48,7 @@ _GE_IMAGE_TYPES = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 _DERIVED_TYPES = ("ADC", "EADC", "TRACEW", "ISOTROPIC", "FA", "EXP")
 
 
-def _image_kind(ds: Dataset, frame_type: Any = None, component: Any = None) -> str:
+def image_kind(ds: Dataset, frame_type: Any = None, component: Any = None) -> str:
     """``magnitude``, ``phase``, ``real``, ``imaginary``, a derived map (``adc``, ``tracew``,
     ...) or ``""`` when the header does not say: dcm2niix's ImageType reading plus GE's
     private image type (0043,102F) and enhanced MR's ComplexImageComponent."""
@@ -71,7 +71,7 @@ def _image_kind(ds: Dataset, frame_type: Any = None, component: Any = None) -> s
     return ""
 
 
-def _diffusion(ds: Dataset, iop: np.ndarray | None) -> tuple[float, float, float, float] | None:
+def diffusion_key(ds: Dataset, iop: np.ndarray | None) -> tuple[float, float, float, float] | None:
     """``(b, gx, gy, gz)`` with the gradient direction a unit vector in patient LPS (zero
     when there is none, e.g. b = 0), or None when the header holds no b-value.
 
@@ -80,13 +80,13 @@ def _diffusion(ds: Dataset, iop: np.ndarray | None) -> tuple[float, float, float
     frame, as dcm2niix reads them), Siemens
     (0019,100C/100E) or its CSA image header, Philips (2001,1003) and (2005,10B0-B2).
     """
-    b = _num(ds.get("DiffusionBValue"), None)
-    g = _float_list(ds.get("DiffusionGradientOrientation"))
-    seq = _item(ds, "MRDiffusionSequence")
+    b = num(ds.get("DiffusionBValue"), None)
+    g = float_list(ds.get("DiffusionGradientOrientation"))
+    seq = first_item(ds, "MRDiffusionSequence")
     if seq is not None:
-        b = _num(seq.get("DiffusionBValue"), b)
+        b = num(seq.get("DiffusionBValue"), b)
         if g is None:
-            g = _float_list(_fg(seq, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation"))
+            g = float_list(functional_group(seq, None, "DiffusionGradientDirectionSequence", "DiffusionGradientOrientation"))
     maker = str(ds.get("Manufacturer", "") or "").upper()
     if maker.startswith("GE"):
         if b is None:
