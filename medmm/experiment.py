@@ -528,10 +528,10 @@ def _typed_metrics(cfg, model, preds, train_recs, split, tracker, out_dir) -> An
     training split's labels give the censoring distribution) and log their headline metrics."""
     import math
 
-    from .evaluate.task_metrics import _head_spec, evaluate_typed_frame, survival_label_table
+    from .evaluate.task_metrics import head_spec, evaluate_typed_frame, survival_label_table
     from .tasks import TaskSpec
 
-    specs = {t: TaskSpec.from_config(t, _head_spec(model.heads[t])) for t in model.tasks}
+    specs = {t: TaskSpec.from_config(t, head_spec(model.heads[t])) for t in model.tasks}
     train = survival_label_table(model, train_recs) if any(s.kind == "survival" for s in specs.values()) else None
     typed = evaluate_typed_frame(preds, specs, train=train, n_boot=min(cfg.evaluation.n_boot, 200),
                                  seed=cfg.split.seed)

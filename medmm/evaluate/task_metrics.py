@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["multiclass_metrics", "regression_metrics", "survival_metrics", "bootstrap_ci", "typed_predictions",
            "typed_columns", "survival_label_table", "curves_from_table",
-           "evaluate_typed", "evaluate_typed_frame", "TypedEvaluation", "typed_baseline", "km_by_risk_group"]
+           "evaluate_typed", "evaluate_typed_frame", "TypedEvaluation", "typed_baseline", "km_by_risk_group", "head_spec"]
 
 _BOUNDED = ("auroc", "accuracy", "c_", "harrell", "uno", "auc", "brier", "ece", "ibs")
 
@@ -627,7 +627,7 @@ def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train
     from ..cohort import Cohort, load_cohort
     from ..tasks import TaskSpec
 
-    specs = {t: TaskSpec.from_config(t, _head_spec(model.heads[t])) for t in model.tasks}
+    specs = {t: TaskSpec.from_config(t, head_spec(model.heads[t])) for t in model.tasks}
     if not any(s.kind in _HEADLINE for s in specs.values()):
         return None
     if isinstance(cohort, (str, Path)):
@@ -650,7 +650,7 @@ def evaluate_typed(model: Any, cohort: Any, *, split: str | None = "test", train
                                 subgroups=subgroups, min_subgroup=min_subgroup)
 
 
-def _head_spec(head: Any) -> dict[str, Any]:
+def head_spec(head: Any) -> dict[str, Any]:
     """A head's task declaration (the inverse of :meth:`medmm.tasks.TaskSpec.from_config`)."""
     d = head.describe()
     kind = d["kind"]
