@@ -337,7 +337,12 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     ctx.print_on_execution_start = False
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    n_actors = actors or (gpus or max(1, int(resources.get("CPU", 1)) // 2))
+    cpus = float(resources.get("CPU", 1))
+    n_actors = actors or (gpus or max(1, int(cpus) // 2))
+    # reads run as tasks beside the scoring actors: on a cluster of fewer than two CPUs a whole CPU
+    # each would let the actor hold the only CPU and the reads never start (a deadlock), so both
+    # take half of what there is
+    share = min(1.0, cpus / 2)
     ref = ray.put(bundle)
     items = [{"k": k, "rows": pickle.dumps(list(zip(index[starts[k]:starts[k] + batch_size],
                                                     rows[starts[k]:starts[k] + batch_size])), protocol=5)}
@@ -347,10 +352,10 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     # preprocessed inputs); it also keeps the reads in tasks, out of the actors (Ray Data fuses
     # stages whose remote arguments agree)
     per_patient = sum(int(np.prod(s)) for s in shapes.values()) * 4 * 8
-    ds = ds.map_batches(_read_batch, batch_size=1, memory=400 * 2**20 + batch_size * per_patient,
+    ds = ds.map_batches(_read_batch, batch_size=1, memory=400 * 2**20 + batch_size * per_patient, num_cpus=share,
                         fn_kwargs={"base": str(manifest.parent), "bundle": ref, "digest": digest, "modalities": mods})
     ds = ds.map_batches(_Scorer, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
-                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else share,
                         fn_constructor_kwargs={"bundle": ref, "digest": digest, "subsets": subset_list,
                                                "device": device, "cache_encoders": cache_encoders})
     try:
