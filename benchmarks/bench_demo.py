@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     runs = []
     for k in range(args.seeds):
         a = argparse.Namespace(**{**vars(args), "seed": args.seed + k})
+        shutil.rmtree(work / f"seed_{k}" / "ckpt", ignore_errors=True)  # a finished checkpoint would be resumed
         cfg = demo_config(manifest, work / f"seed_{k}", a, [f"train.patience={args.epochs}", f"train.checkpoint_dir={work / f'seed_{k}' / 'ckpt'}",
                                     "tracking.log_model=false", "tracking.plots=false", f"tracking.tracking_uri=sqlite:///{work.resolve()}/mlflow.db",
                                     f"preprocess.cache_dir={work / 'cache'}", *args.set])

@@ -65,6 +65,9 @@ _TRAIN_DOCS = {
     "monitor_window": "Early stopping and model selection judge each epoch by the mean of `monitor` over this many "
                       "epochs centred on it (odd; an even number is rounded up): auto is 5 under 200 validation "
                       "patients, 3 under 1000, else 1.",
+    "ema_decay": "Exponential moving average of the weights (parameters and BatchNorm statistics), updated after "
+                 "each optimiser step with decay min(ema_decay, (1 + n) / (10 + n)) at step n; the average is what "
+                 "validation, early stopping, checkpoints' best weights and the saved model use. 0: off.",
     "loss": "bce, weighted_bce (class-weighted) or focal.",
     "pos_weight": "Positive-class weight of the BCE: null, 'auto' (N_neg/N_pos from the training split), a number or one per task.",
     "focal_gamma": "Focal loss focusing parameter.",

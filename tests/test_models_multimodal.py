@@ -290,3 +290,36 @@ def test_attention_readout_sums_present_tokens_and_version_1_models_keep_the_cls
     assert loaded.fusion.readout == "cls"
     np.testing.assert_allclose(loaded.predict_records(test_recs), model.predict_records(test_recs), atol=1e-6)
     assert MultimodalModel(ModelConfig(), pre.output_shapes(), pre).fusion.readout == "cls+sum"
+
+
+# ---------------------------------------------------------------------------------------------- image norm
+
+
+@pytest.mark.parametrize("norm,independent", [("batch", False), ("group", True), ("instance", True)])
+def test_tiny_cnn3d_norm_decides_whether_a_patient_depends_on_its_batch_mates(norm, independent):
+    from medmm.models.encoders.image import TinyCNN3D
+
+    torch.manual_seed(0)
+    enc = TinyCNN3D(in_shape=(1, 8, 8, 8), channels=(4, 8), dropout=0.0, norm=norm).train()
+    x = torch.randn(4, 1, 8, 8, 8)
+    x[1:] *= 3.0  # batch mates with another intensity scale, as a second scanner would give
+    with torch.no_grad():
+        alone, together = enc.encode(x[:2]), enc.encode(x)
+    assert torch.allclose(alone[0], together[0], atol=1e-5) is independent
+
+
+def test_tiny_cnn3d_without_a_norm_option_is_the_batchnorm_model_saved_before_it():
+    from medmm.models.encoders.image import TinyCNN3D
+
+    old = make_model()  # SMALL has no norm: the state a bundle saved before the option holds
+    keys = set(old.state_dict())
+    assert any(k.endswith("running_mean") for k in keys if k.startswith("encoders.image."))
+    torch.manual_seed(0)
+    group = MultimodalModel(ModelConfig(tasks=TASKS, encoders={**SMALL, "image": {**SMALL["image"], "norm": "group"}},
+                                        dim=16), SHAPES)
+    assert not any("running_mean" in k for k in group.state_dict() if k.startswith("encoders.image."))
+    assert group.config.to_dict()["encoders"]["image"]["norm"] == "group"
+    again = make_model(seed=1)
+    again.load_state_dict(old.state_dict())  # same names and shapes: an old bundle's weights load
+    with pytest.raises(ConfigError, match="norm"):
+        TinyCNN3D(in_shape=(1, 8, 8, 8), norm="layer")

@@ -203,3 +203,80 @@ def test_train_config_dict_round_trip():
     cfg = TrainConfig(loss="focal", sampler="balanced", pos_weight="auto")
     assert TrainConfig(**cfg.to_dict()) == cfg
     assert dataclasses.asdict(cfg)["loss"] == "focal"
+
+
+# ---------------------------------------------------------------------------------------------- weight average
+
+
+class _BNToy(torch.nn.Module):
+    """The toy model with a BatchNorm layer: its running statistics are averaged too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                                       torch.nn.Linear(8, 2))
+
+    def forward(self, values, present, return_aux=False):
+        out = self.net(values["ehr"])
+        return (out, {}) if return_aux else out
+
+
+def test_ema_is_the_exponential_average_of_each_steps_weights():
+    torch.manual_seed(0)
+    model = _BNToy()
+    steps = []
+
+    class EveryStep:
+        def on_step_end(self, epoch, batch, loss):
+            steps.append(weights(model))
+
+    cfg = TrainConfig(**{**FAST, "epochs": 3, "ema_decay": 0.8, "monitor": "last"})
+    res = train(model, toy_dataset(40), toy_dataset(24, seed=1), cfg, callbacks=[EveryStep()], progress=False)
+    torch.manual_seed(0)
+    ema = weights(_BNToy())
+    for n, w in enumerate(steps, start=1):
+        d = min(0.8, (1 + n) / (10 + n))
+        ema = {k: (d * v + (1 - d) * w[k]) if v.is_floating_point() else w[k] for k, v in ema.items()}
+    assert len(steps) == 3 * 5 and res.best_epoch == 2
+    for k, v in weights(model).items():  # the returned weights are the average, BatchNorm statistics included
+        torch.testing.assert_close(v, ema[k], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(weights(model)["net.1.running_mean"], steps[-1]["net.1.running_mean"])
+    assert weights(model)["net.1.num_batches_tracked"] == steps[-1]["net.1.num_batches_tracked"]
+
+
+def test_ema_weights_are_what_validation_scores():
+    raw, raw_res = _train(epochs=3)
+    avg, avg_res = _train(epochs=3, ema_decay=0.9, monitor="last")
+    from medmm.train.trainer import _val_metrics
+
+    val = toy_dataset(24, seed=1)
+    assert _val_metrics(avg, val, val.tasks, torch.device("cpu"))["val_loss"] == pytest.approx(
+        avg_res.history[-1]["val_loss"])
+    assert avg_res.history[0]["train_loss"] == pytest.approx(raw_res.history[0]["train_loss"])  # same steps taken
+    assert avg_res.history[-1]["val_loss"] != pytest.approx(raw_res.history[-1]["val_loss"])
+
+
+def test_ema_decay_out_of_range_is_a_config_error():
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match="ema_decay"):
+            TrainConfig(ema_decay=bad)
+
+
+def test_interrupted_run_with_ema_resumes_exactly(tmp_path):
+    train_ds, val_ds = toy_dataset(40), toy_dataset(24, seed=1)
+    ref = toy_model(0)
+    ref_res = train(ref, train_ds, val_ds, _ckpt_cfg(tmp_path / "ref", ema_decay=0.9), progress=False)
+
+    class InterruptMidEpoch:
+        def on_step_end(self, epoch, batch, loss):
+            if epoch == 2 and batch == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = _ckpt_cfg(tmp_path / "run", ema_decay=0.9)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptMidEpoch()], progress=False)
+    assert load_checkpoint(cfg.checkpoint_dir)["ema"]["updates"] == 2 * 5 + 3
+    resumed = toy_model(5)
+    res = train(resumed, train_ds, val_ds, cfg, resume=True, progress=False)
+    assert same_weights(weights(resumed), weights(ref))
+    assert res.history == ref_res.history

@@ -45,6 +45,7 @@ class TrainConfig:
     encoder_lr_scale: float = 1.0  # encoders' learning rate relative to lr (fine-tuning)
     monitor_mode: str = "auto"  # min | max | auto (min for a *loss* metric)
     monitor_window: Any = "auto"  # epochs (centred, odd) averaged before comparing `monitor`; auto: by validation size
+    ema_decay: float = 0.0  # per-step EMA of the weights used for validation, selection and the result (0: off)
     # class imbalance
     loss: str = "bce"  # bce | weighted_bce | focal
     pos_weight: Any = None  # None | "auto" (N_neg/N_pos from training prevalence) | number | list per task
@@ -70,6 +71,9 @@ class TrainConfig:
         if w != "auto" and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
             raise ConfigError(f"monitor_window={w!r} is not 'auto' or a positive integer", column="monitor_window",
                               hint="e.g. 3, or auto (5 epochs under 200 validation patients, 3 under 1000, else 1)")
+        if not 0.0 <= float(self.ema_decay) < 1.0:
+            raise ConfigError(f"ema_decay={self.ema_decay!r} is not in [0, 1)", column="ema_decay",
+                              hint="0 turns the weight average off; 0.9-0.999 are usual (closer to 1: longer memory)")
         if self.grad_accum < 1 or self.num_workers < 0 or self.warmup_epochs < 0:
             raise ConfigError("grad_accum must be >= 1, num_workers and warmup_epochs >= 0")
 

@@ -15,6 +15,7 @@ The trainer knows nothing of MLflow: it reports to ``callbacks``, objects with a
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -198,6 +199,40 @@ def _make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_e
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+class _WeightEMA:
+    """Exponential moving average of a model's weights: parameters and floating buffers (BatchNorm
+    running statistics), integer buffers copied. Updated after each optimiser step with decay
+    ``min(decay, (1 + n) / (10 + n))`` at update ``n`` (TensorFlow's ``ExponentialMovingAverage``
+    with ``num_updates``), so the random initialisation fades within the first steps. ``model`` is
+    an eval-mode copy that validation, selection and the result use (as timm's ``ModelEmaV3``)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        src = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            s = src[k].detach()
+            if v.dtype.is_floating_point:
+                v.lerp_(s.to(v.dtype), 1.0 - d)
+            else:
+                v.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(state["model"])
+
+
 class _StopFlag:
     """SIGINT/SIGTERM set a flag checked between batches, so the interrupt checkpoint is
     written at a clean step boundary (only in the main thread; elsewhere signals behave as usual)."""
@@ -332,6 +367,10 @@ def train(
         else:
             seed_everything(config.seed + info.rank + 7919 * start_epoch)
         resumed_from = {"epoch": start_epoch, "batch": start_batch}
+    ema = _WeightEMA(core, config.ema_decay) if config.ema_decay > 0 else None
+    if ema is not None and ckpt is not None and ckpt.get("ema"):
+        ema.load_state_dict(ckpt["ema"])
+    scored = ema.model if ema is not None else core  # the weights validated, selected and returned
 
     def state(epoch: int, batch: int, run: tuple[float, int], grads=None, done: bool = False) -> dict[str, Any]:
         return {
@@ -341,7 +380,7 @@ def train(
             "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state, "recent_states": recent,
             "history": history, "steps": steps, "epoch": epoch, "batch": batch, "running": run,
             "grads": grads, "rng": rng_state(), "finished": done, "config": config.to_dict(),
-            "fingerprint": fingerprint,
+            "fingerprint": fingerprint, "ema": ema.state_dict() if ema is not None else None,
         }
 
     loss_info["monitor_window"] = window
@@ -399,6 +438,8 @@ def train(
                         if not (config.scheduler == "onecycle" and sched.last_epoch + 1 >= sched.total_steps):
                             sched.step()
                         steps += 1
+                        if ema is not None:
+                            ema.update(core)
                     lv = float(loss.detach())
                     total += lv * len(batch)
                     count += len(batch)
@@ -422,11 +463,11 @@ def train(
                 total, count = all_reduce_sum([total, float(count)], device)
                 metrics = {"train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
                 if val_ds is not None and len(val_ds):
-                    metrics.update(_val_metrics(core, val_ds, tasks, device))
+                    metrics.update(_val_metrics(scored, val_ds, tasks, device))
                 history.append({"epoch": epoch, **metrics})
                 state_now = None
                 if half or best_state is None:
-                    state_now = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                    state_now = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
                 if best_state is None:  # a placeholder until the first full window
                     best_score, best_epoch, best_state = (-np.inf if higher else np.inf), epoch, state_now
                 centre = epoch - half
@@ -439,7 +480,7 @@ def train(
                     if placeholder or ((score > best_score) if higher else (score < best_score)):
                         best_score, best_epoch = score, centre
                         best_state = recent.get(centre) or state_now or \
-                            {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                            {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
                 recent = {e: st for e, st in recent.items() if e > centre}
                 judged = epoch >= 2 * half  # at least one full window
                 stop_now = hit_max or (judged and epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
@@ -456,7 +497,7 @@ def train(
         bar.close()
         if config.deterministic and not prev_det:
             torch.use_deterministic_algorithms(False)
-    core.load_state_dict(best_state if best_state is not None else core.state_dict())
+    core.load_state_dict(best_state if best_state is not None else scored.state_dict())
     select = getattr(core, "select_wide_or_deep", None)  # wide path alone vs wide-and-deep, on validation
     if callable(select):
         chosen = select(train_ds, val_ds)

@@ -25,6 +25,21 @@ def _dims(in_shape: tuple[int, ...]) -> int:
     return sd
 
 
+NORMS = ("batch", "group", "instance")
+
+
+def _norm(norm: str, channels: int) -> str | tuple[str, dict]:
+    """MONAI's norm argument for a layer of ``channels`` channels."""
+    if norm not in NORMS:
+        from ...errors import ConfigError
+
+        raise ConfigError(f"norm={norm!r} is not supported", column="norm", hint=f"use one of {NORMS}")
+    if norm == "group":
+        groups = max(d for d in range(1, min(8, max(channels // 2, 1)) + 1) if channels % d == 0)
+        return ("GROUP", {"num_groups": groups})
+    return norm.upper()
+
+
 class _ImageEncoder(Encoder):
     modality = "image"
 
@@ -40,18 +55,22 @@ class _ImageEncoder(Encoder):
 class TinyCNN3D(_ImageEncoder):
     """A small residual CNN from MONAI blocks (3D, or 2D for a 2D ``in_shape``), pooled by mean
     and max (CPU friendly; ``stem_stride=2`` makes it about 4x cheaper). Its tokens are the
-    positions of the last feature map."""
+    positions of the last feature map.
+
+    ``norm`` is ``batch`` (BatchNorm, the default and what models saved before the option had),
+    ``group`` (GroupNorm with up to 8 groups of at least 2 channels: independent of the batch, so
+    small or imbalanced batches do not shift it) or ``instance``."""
 
     def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, channels: tuple[int, ...] = (8, 16, 32),
-                 dropout: float = 0.1, stem_stride: int = 1, with_tokens: bool = False) -> None:
+                 dropout: float = 0.1, stem_stride: int = 1, with_tokens: bool = False, norm: str = "batch") -> None:
         super().__init__(out_dim)
         from monai.networks.blocks import Convolution, ResidualUnit
 
         sd = _dims(in_shape)
         layers: list[nn.Module] = [Convolution(sd, int(in_shape[0]), channels[0], strides=stem_stride, kernel_size=3,
-                                               norm="BATCH")]
+                                               norm=_norm(norm, channels[0]))]
         for a, b in zip(channels[:-1], channels[1:]):
-            layers.append(ResidualUnit(sd, a, b, strides=2, kernel_size=3, subunits=2, norm="BATCH"))
+            layers.append(ResidualUnit(sd, a, b, strides=2, kernel_size=3, subunits=2, norm=_norm(norm, b)))
         self.features = nn.Sequential(*layers)
         self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * channels[-1], out_dim))
         self.token_proj = nn.Linear(channels[-1], out_dim) if with_tokens else None
