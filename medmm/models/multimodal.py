@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -13,10 +13,12 @@ from torch import nn
 from ..errors import ConfigError
 from ..records import MODALITIES, ModalitySpec, PatientRecord
 from .encoders import ENCODERS, create_encoder
+from .encoders.base import Encoder
 from .fusion import FUSIONS, create_fusion
-from .heads import create_head
+from .heads import Head, create_head
 from .losses import LossWeighting
 from .registry import BUNDLED_MODELS
+from .wide import DenseWide, SparseWide
 
 __all__ = ["ModelConfig", "MultimodalModel", "DEFAULT_ENCODERS", "DEFAULT_ENCODER_BY_KIND", "WIDE_KINDS",
            "build_preprocessor", "WIDE_DEFAULTS"]
@@ -141,7 +143,7 @@ class ModelConfig:
         for m in self.modalities:
             kind = self.modalities.kind(m)
             spec = self.encoders.setdefault(m, dict(DEFAULT_ENCODER_BY_KIND[kind]))
-            name = spec.get("name")
+            name = str(spec.get("name"))
             if name not in ENCODERS:
                 raise ConfigError(f"unknown encoder {name!r} for {m}", column=f"encoders.{m}",
                                   hint=f"choose one of {list(ENCODERS)}")
@@ -176,9 +178,14 @@ class ModelConfig:
         spec = dict(spec)
         return spec.pop("kind", "binary"), spec
 
+    @property
+    def modality_spec(self) -> ModalitySpec:
+        """``modalities`` as the :class:`~medmm.records.ModalitySpec` ``__post_init__`` made of it."""
+        return cast(ModalitySpec, self.modalities)
+
     def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """``(encoder name, encoder options, preprocessor options)`` of a modality."""
-        spec = dict(self.encoders.get(modality) or DEFAULT_ENCODER_BY_KIND[self.modalities.kind(modality)])
+        spec = dict(self.encoders.get(modality) or DEFAULT_ENCODER_BY_KIND[self.modality_spec.kind(modality)])
         pre = dict(spec.pop("preprocess", None) or {})
         return spec.pop("name"), spec, pre
 
@@ -188,7 +195,7 @@ class ModelConfig:
 
         d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "modalities"}
         d["modalities"] = list(self.modalities)
-        d["modality_kinds"] = self.modalities.kinds
+        d["modality_kinds"] = self.modality_spec.kinds
         return d
 
     @classmethod
@@ -232,7 +239,7 @@ def build_preprocessor(config: ModelConfig, *, preprocess: Any = None, **steps: 
     built: dict[str, Any] = {}
     for m in config.modalities:
         name, _, pre = config.encoder_spec(m)
-        kind = config.modalities.kind(m)
+        kind = config.modality_spec.kind(m)
         step = KIND_STEP[kind]
         needs = _encoder_meta(name).get("input")
         key = needs if needs in ("tokens", "embedding") else step
@@ -288,6 +295,12 @@ class MultimodalModel(nn.Module):
     fitted ``preprocessor`` attached, :meth:`predict_records` scores raw :class:`PatientRecord`
     objects.
     """
+
+    # buffers (registered in __init__), typed for the checker
+    moddrop_rates: torch.Tensor
+    moddrop_step: torch.Tensor
+    deep_on: torch.Tensor
+    wide_prior: torch.Tensor
 
     def __init__(self, config: ModelConfig, input_shapes: dict[str, tuple[int, ...]], preprocessor: Any = None) -> None:
         super().__init__()
@@ -348,14 +361,13 @@ class MultimodalModel(nn.Module):
             self.aux_heads = nn.ModuleDict({m: nn.Linear(config.dim, self.n_outputs) for m in self.modalities})
         self.wide = nn.ModuleDict()
         if config.wide:
-            from .wide import DenseWide, SparseWide
-
             for m in self.modalities:
                 name = config.encoder_spec(m)[0]
                 if (self.modalities.kind(m) in WIDE_KINDS and _encoder_meta(name).get("input") == "vector"
                         and len(self.input_shapes[m]) == 1):
                     step = getattr(preprocessor, "steps", {}).get(m) if preprocessor is not None else None
-                    layout = step.sparse_layout() if hasattr(step, "sparse_layout") else None
+                    layout_of = getattr(step, "sparse_layout", None)
+                    layout = layout_of() if layout_of is not None else None
                     sparse = "sparse" if layout else "dense"
                     l2 = WIDE_DEFAULTS[sparse]["l2"] if config.wide_l2 is None else float(config.wide_l2)
                     scale = WIDE_DEFAULTS[sparse]["lr_scale"] if config.wide_lr_scale is None else \
@@ -387,7 +399,7 @@ class MultimodalModel(nn.Module):
     def output_columns(self) -> tuple[str, ...]:
         """A name per output column: the task, or ``task.<class>`` / ``task.<label>`` / ``task.log_hazard``
         (each head's ``output_names``)."""
-        return tuple(c for t in self.tasks for c in self.heads[t].output_names(t))
+        return tuple(c for t in self.tasks for c in self.head(t).output_names(t))
 
     def modality_dropout_now(self) -> torch.Tensor:
         """Per-modality ModDrop chance at the current training step."""
@@ -408,7 +420,7 @@ class MultimodalModel(nn.Module):
         if self.uses_tokens:
             feats, tokens = {}, {}
             for j, m in enumerate(self.modalities):
-                z, tok, valid = self.encoders[m].forward_tokens(values[m], present[:, j])
+                z, tok, valid = self.encoder(m).forward_tokens(values[m], present[:, j])
                 feats[m], tokens[m] = z, (tok, valid)
         else:
             feats = {m: self.encoders[m](values[m], present[:, j]) for j, m in enumerate(self.modalities)}
@@ -454,6 +466,18 @@ class MultimodalModel(nn.Module):
         out = self.wide[m](values[m])
         return torch.where(present[:, j:j + 1], out, self.wide_prior.to(out.dtype).expand_as(out))
 
+    def head(self, task: str) -> Head:
+        """The head of ``task``."""
+        return cast(Head, self.heads[task])
+
+    def encoder(self, modality: str) -> Encoder:
+        """The encoder of ``modality``."""
+        return cast(Encoder, self.encoders[modality])
+
+    def wide_layer(self, modality: str) -> DenseWide | SparseWide:
+        """The wide (linear) layer of ``modality`` (a table or text modality with ``config.wide``)."""
+        return cast("DenseWide | SparseWide", self.wide[modality])
+
     def set_deep(self, on: bool) -> None:
         """Switch the deep part on or off (off: the wide path alone, the prior where it is absent);
         saved with the weights as the ``deep_on`` buffer."""
@@ -463,7 +487,7 @@ class MultimodalModel(nn.Module):
     def wide_select_applies(self) -> bool:
         """Whether :meth:`select_wide_or_deep` can run: one modality, with a wide path, binary tasks only."""
         return (bool(self.config.wide_select) and len(self.modalities) == 1 and len(self.wide) == 1
-                and all(self.heads[t].kind == "binary" and self.heads[t].n_outputs == 1 for t in self.tasks))
+                and all(self.head(t).kind == "binary" and self.head(t).n_outputs == 1 for t in self.tasks))
 
     @torch.no_grad()
     def select_wide_or_deep(self, train_ds: Any, val_ds: Any) -> dict[str, Any] | None:
@@ -479,7 +503,7 @@ class MultimodalModel(nn.Module):
             return None
         m = next(iter(self.wide))
         j = self.modalities.index(m)
-        wide = self.wide[m]
+        wide = self.wide_layer(m)
         was_training = self.training
         self.eval()
         device = wide.raw.device
@@ -543,10 +567,10 @@ class MultimodalModel(nn.Module):
 
     def wide_penalty(self) -> torch.Tensor:
         """``l2 * ||W||^2`` summed over the wide layers (each its own ``l2``; 0 when there are none)."""
-        terms = [w.l2 * w.penalty() for w in self.wide.values() if w.l2 > 0]
+        terms = [w.l2 * w.penalty() for w in map(self.wide_layer, self.wide) if w.l2 > 0]
         if not terms:
             return next(self.parameters()).new_zeros(())
-        return sum(terms)
+        return torch.stack(terms).sum()
 
     def unimodal_logits(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One modality's own logits: its auxiliary head on its encoder, plus its wide path (the
@@ -560,7 +584,7 @@ class MultimodalModel(nn.Module):
 
     def predict_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Each head's output function on its columns (sigmoid, softmax, identity)."""
-        return torch.cat([self.heads[t].predict(logits[:, self.output_slices[t]]) for t in self.tasks], dim=1)
+        return torch.cat([self.head(t).predict(logits[:, self.output_slices[t]]) for t in self.tasks], dim=1)
 
     def predict_proba(self, values: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """Probabilities (values for regression) ``[B, n_outputs]``, columns :attr:`output_columns`."""
