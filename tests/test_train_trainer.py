@@ -154,19 +154,25 @@ def test_resume_from_an_epoch_checkpoint_reaches_the_same_weights(tmp_path):
     assert res.history == ref_res.history
 
 
+class InterruptAt:
+    """A callback that sends SIGINT after step ``batch`` of ``epoch`` (as Ctrl-C would)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_step_end(self, epoch, batch, loss):
+        if (epoch, batch) == (self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):
     train_ds, val_ds = toy_dataset(40), toy_dataset(24, seed=1)
     ref = toy_model(0)
     ref_res = train(ref, train_ds, val_ds, _ckpt_cfg(tmp_path / "ref", grad_accum=2), progress=False)
 
-    class InterruptMidEpoch:
-        def on_step_end(self, epoch, batch, loss):
-            if epoch == 2 and batch == 3:  # between the micro-batches of an accumulation
-                os.kill(os.getpid(), signal.SIGINT)
-
-    cfg = _ckpt_cfg(tmp_path / "run", grad_accum=2)
+    cfg = _ckpt_cfg(tmp_path / "run", grad_accum=2)  # step 3 lies between the micro-batches of an accumulation
     with pytest.raises(KeyboardInterrupt):
-        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptMidEpoch()], progress=False)
+        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptAt(2, 3)], progress=False)
     state = load_checkpoint(cfg.checkpoint_dir)
     assert (state["epoch"], state["batch"]) == (2, 3)
     assert state["grads"] is not None  # the half-accumulated gradient is kept
@@ -267,14 +273,9 @@ def test_interrupted_run_with_ema_resumes_exactly(tmp_path):
     ref = toy_model(0)
     ref_res = train(ref, train_ds, val_ds, _ckpt_cfg(tmp_path / "ref", ema_decay=0.9), progress=False)
 
-    class InterruptMidEpoch:
-        def on_step_end(self, epoch, batch, loss):
-            if epoch == 2 and batch == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-
     cfg = _ckpt_cfg(tmp_path / "run", ema_decay=0.9)
     with pytest.raises(KeyboardInterrupt):
-        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptMidEpoch()], progress=False)
+        train(toy_model(0), train_ds, val_ds, cfg, callbacks=[InterruptAt(2, 3)], progress=False)
     assert load_checkpoint(cfg.checkpoint_dir)["ema"]["updates"] == 2 * 5 + 3
     resumed = toy_model(5)
     res = train(resumed, train_ds, val_ds, cfg, resume=True, progress=False)
