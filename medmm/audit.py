@@ -695,6 +695,7 @@ def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exa
         texts = [docs[k][2] for k in ks]
         owners = np.array([docs[k][0] for k in ks])
         splits = np.array([str(split_of.get(int(o))) for o in owners], dtype=object)
+        split_code = np.unique(splits, return_inverse=True)[1]
         try:  # word 3-shingles of each note, as a binary matrix: (X @ X.T) counts shared shingles
             X = CountVectorizer(analyzer="word", ngram_range=(3, 3), binary=True, token_pattern=r"\S+",
                                 dtype=np.float32).fit_transform(texts).tocsr()
@@ -705,24 +706,24 @@ def _near_duplicate_notes(docs, records, split_of, rep, *, threshold: float, exa
         seen: set = set()
         n_pairs = 0
         step = 512
+        XT = X.T.tocsc()
         for a in range(0, X.shape[0], step):
-            shared = (X[a:a + step] @ X.T).tocoo()
-            for r, c, inter in zip(shared.row, shared.col, shared.data):
-                i, j = a + int(r), int(c)
-                if j <= i or splits[i] == splits[j]:
-                    continue
-                v = float(inter) / max(size[i] + size[j] - inter, 1.0)  # Jaccard of the shingle sets
-                if v < threshold or v >= 0.999999:
-                    continue
-                oi, oj = int(owners[i]), int(owners[j])
+            shared = (X[a:a + step] @ XT).tocoo()
+            i, j, inter = shared.row.astype(np.int64) + a, shared.col.astype(np.int64), shared.data
+            keep = (j > i) & (split_code[i] != split_code[j]) & (owners[i] != owners[j])
+            i, j, inter = i[keep], j[keep], inter[keep]
+            v = inter / np.maximum(size[i] + size[j] - inter, 1.0)  # Jaccard of the shingle sets
+            keep = (v >= threshold) & (v < 0.999999)
+            for i1, j1, v1 in zip(i[keep].tolist(), j[keep].tolist(), v[keep].tolist()):
+                oi, oj = int(owners[i1]), int(owners[j1])
                 pair = (min(oi, oj), max(oi, oj))
-                if oi == oj or pair in exact or pair in seen:
+                if pair in exact or pair in seen:
                     continue
                 seen.add(pair)
                 n_pairs += 1
                 if len(found) < 5:
-                    found.append(f"{_pid(records[oi])} ({splits[i]}) ~ {_pid(records[oj])} ({splits[j]}), "
-                                 f"Jaccard {v:.2f}")
+                    found.append(f"{_pid(records[oi])} ({splits[i1]}) ~ {_pid(records[oj])} ({splits[j1]}), "
+                                 f"Jaccard {v1:.2f}")
         if n_pairs:
             rep.findings.append(Finding(
                 "duplicate", f"near-duplicate notes in different splits (word 3-shingle Jaccard >= {threshold:g})",
