@@ -281,3 +281,27 @@ def test_interrupted_run_with_ema_resumes_exactly(tmp_path):
     res = train(resumed, train_ds, val_ds, cfg, resume=True, progress=False)
     assert same_weights(weights(resumed), weights(ref))
     assert res.history == ref_res.history
+
+
+def test_deterministic_switch_sets_torch_flags_without_importing_inductor():
+    """The trainer's determinism switch sets the same flags as torch.use_deterministic_algorithms,
+    but does not pay TorchInductor's import (seconds per process) when nothing compiled."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from medmm.train.trainer import _deterministic_algorithms as d\n"
+        "d(True)\n"
+        "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "assert 'torch._inductor' not in sys.modules, 'inductor imported'\n"
+        "d(False)\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "import torch._inductor.config as c\n"
+        "d(True)\n"
+        "assert c.deterministic and torch.are_deterministic_algorithms_enabled()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -51,6 +51,18 @@ class TrainResult:
     samples: int = 0  # training samples processed (this process)
 
 
+def _deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without importing TorchInductor
+    (the public call imports it to set its ``deterministic`` flag: about 3 s per process). The
+    flag only matters to ``torch.compile``: when Inductor is loaded already it is set as usual."""
+    import sys
+
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=mode)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=mode)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -294,7 +306,7 @@ def train(
     prev_det = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     seed_everything(config.seed + info.rank)
     device = resolve_device(config.device)
@@ -496,7 +508,7 @@ def train(
     finally:
         bar.close()
         if config.deterministic and not prev_det:
-            torch.use_deterministic_algorithms(False)
+            _deterministic_algorithms(False)
     core.load_state_dict(best_state if best_state is not None else scored.state_dict())
     select = getattr(core, "select_wide_or_deep", None)  # wide path alone vs wide-and-deep, on validation
     if callable(select):
