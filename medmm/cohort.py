@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import schemas as _schemas
 from .errors import ManifestError, MedmmError, ReadError
+from .forking import frozen_gc
 from .problems import Problem, ProblemReport
 from .records import MODALITIES, Missing, ModalitySpec, PatientRecord
 from .schemas import load_schema
@@ -556,7 +557,7 @@ class Cohort:
             import multiprocessing as mp
 
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers, initializer=_init_builder, initargs=(self._builder(check_images),)) as pool:
+            with frozen_gc(), ctx.Pool(workers, initializer=_init_builder, initargs=(self._builder(check_images),)) as pool:
                 for rec, problems in pool.imap(_build_row, self._index, chunksize=chunksize):
                     self._note(problems)
                     yield rec

@@ -272,7 +272,11 @@ def score_cohort(
                                              num_workers=num_workers, collate_fn=_as_list, shuffle=False)
 
         def entry_batches():
-            for b in loader:
+            from ..forking import frozen_gc
+
+            with frozen_gc():  # the workers fork here: keep the parent's heap shared with them
+                batches = iter(loader)
+            for b in batches:
                 for _, problems in b:
                     cohort._note(problems)
                     if report is not None and report is not cohort.report:

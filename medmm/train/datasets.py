@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import MedmmError
+from ..forking import frozen_gc
 from ..records import Missing, PatientRecord
 
 __all__ = ["CachedImageDataset", "fill_image_cache", "prefill_datasets", "ImageReadWarning"]
@@ -252,7 +253,7 @@ def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Pat
             out[i] = filler(sources[i])
             bar.update(1)
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_filler, initargs=(filler,)) as pool:
+            with frozen_gc(), ctx.Pool(min(workers, len(todo)), initializer=_init_filler, initargs=(filler,)) as pool:
                 for i, res in zip(todo, pool.imap(_fill_one, [sources[i] for i in todo], chunksize=1)):
                     out[i] = res
                     bar.update(1)

@@ -31,6 +31,7 @@ import torch
 
 from ..data import Batch, MultimodalDataset
 from ..errors import ConfigError
+from ..forking import frozen_gc
 from ..models.losses import MaskedLoss, balanced_sample_weights, build_criterion
 from .distributed import unwrap
 from .config import OPTIMIZERS, SCHEDULERS, TrainConfig
@@ -430,7 +431,9 @@ def train(
                 micro = skip_batches
                 hit_max = False
                 t_wait = time.perf_counter()
-                for batch in loader:
+                with frozen_gc() if config.num_workers > 0 else contextlib.nullcontext():
+                    batches = iter(loader)  # the workers fork here: the parent's heap stays shared with them
+                for batch in batches:
                     t_got = time.perf_counter()
                     wait_s += t_got - t_wait
                     b = batch.to(device)
