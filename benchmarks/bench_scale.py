@@ -10,7 +10,9 @@ every command a subprocess of this script:
   warm, then the epoch's training loop and validation); the data pass alone is ``prefill_s +
   data_wait_s`` (the loop's waits for batches), the part a cache can make faster; and the peak
   RSS of the process tree (``medmm train`` and its workers, summed, polled with psutil; the
-  largest single process's ``ru_maxrss`` is in ``*_max_process_rss_mb``);
+  largest single process's ``ru_maxrss`` is in ``*_max_process_rss_mb``; the tree's proportional
+  set size, which counts a page shared with forked workers once instead of once per process, in
+  ``*_peak_pss_mb``);
 * ``medmm evaluate`` of the trained model with ``--engine local --workers 2`` (peak RSS, wall) and
   with ``--engine ray`` on a local two-node Ray cluster (``ray.cluster_utils.Cluster``, one CPU per
   node, started before timing); predictions compared.
@@ -69,7 +71,8 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}):\n" + "\n".join(log.read_text().splitlines()[-30:]))
     ru = json.loads(stats.read_text())
-    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "max_process_rss_mb": ru["maxrss_kb"] / 1024,
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "peak_pss_mb": mem.peak_pss_mb,
+            "max_process_rss_mb": ru["maxrss_kb"] / 1024,
             "cpu_s": ru["cpu_s"], "load_1min": os.getloadavg()[0]}
 
 
@@ -160,6 +163,7 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
         row[f"train_{phase}_cpu_s"] = round(r["cpu_s"], 2)
         if phase == "cold":
             row["train_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
+            row["train_peak_pss_mb"] = round(r["peak_pss_mb"], 1)
             row["train_max_process_rss_mb"] = round(r["max_process_rss_mb"], 1)
         say(f"train {phase}: epoch {secs['epoch_s']:.1f} s (cache fill {secs['prefill_s']:.1f} s) (wall {r['wall_s']:.1f} s), tree peak RSS "
             f"{r['peak_rss_mb']:.0f} MB, largest process {r['max_process_rss_mb']:.0f} MB")
@@ -170,6 +174,7 @@ def bench_size(n: int, args: argparse.Namespace, cluster_address: str | None) ->
     r = run_measured([*ev, "--out", str(work / "eval_local"), "--engine", "local", "--workers",
                       str(args.eval_workers)], log=work / "eval_local.log")
     row["evaluate_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
+    row["evaluate_peak_pss_mb"] = round(r["peak_pss_mb"], 1)
     row["evaluate_max_process_rss_mb"] = round(r["max_process_rss_mb"], 1)
     row["local_evaluate_s"] = round(r["wall_s"], 2)
     row["local_evaluate_load_1min"] = round(r["load_1min"], 1)
@@ -207,6 +212,10 @@ def report(rows: list[dict[str, object]]) -> None:
         ratio = large[key] / small[key]
         _check(f"{name} peak RSS largest / smallest", ratio, "<= 1.25x", ratio <= 1.25 if len(rows) > 1 else None)
         _check(f"{name} peak RSS at {large['n_patients']} (MB)", large[key], "< 3000 MB", large[key] < 3000)
+        pss = key.replace("_rss_", "_pss_")
+        if small.get(pss) and large.get(pss):  # the tree's RSS counts pages shared with forked workers once each
+            print(f"         (proportional set size, shared pages counted once: {small[pss]:.0f} -> {large[pss]:.0f} MB, "
+                  f"{large[pss] / small[pss]:.2f}x)")
     for r in rows:
         n = r["n_patients"]
         if "load_patients_per_s_1w" in r:
