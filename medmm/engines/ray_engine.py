@@ -339,10 +339,14 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     n_actors = actors or (gpus or max(1, int(cpus) // 2))
-    # reads run as tasks beside the scoring actors: on a cluster of fewer than two CPUs a whole CPU
-    # each would let the actor hold the only CPU and the reads never start (a deadlock), so both
-    # take half of what there is
-    share = min(1.0, cpus / 2)
+    # Reads (file I/O, decoding, resampling) are the work; scoring a batch on CPU is a small part of
+    # it, as in the local engine, whose reader processes take the CPUs while the main process scores.
+    # So a CPU scoring actor reserves a quarter of a CPU and sits beside the reads of its node; on a
+    # small cluster a read reserves three quarters, so that a node of one CPU runs a read next to the
+    # actor (a whole CPU each would leave the reads never starting beside an actor holding the only
+    # CPU: a deadlock)
+    share = 1.0 if cpus >= 4 else 0.75
+    actor_share = 0.25
     ref = ray.put(bundle)
     items = [{"k": k, "rows": pickle.dumps(list(zip(index[starts[k]:starts[k] + batch_size],
                                                     rows[starts[k]:starts[k] + batch_size])), protocol=5)}
@@ -355,7 +359,7 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     ds = ds.map_batches(_read_batch, batch_size=1, memory=400 * 2**20 + batch_size * per_patient, num_cpus=share,
                         fn_kwargs={"base": str(manifest.parent), "bundle": ref, "digest": digest, "modalities": mods})
     ds = ds.map_batches(_Scorer, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors),
-                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else share,
+                        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else actor_share,
                         fn_constructor_kwargs={"bundle": ref, "digest": digest, "subsets": subset_list,
                                                "device": device, "cache_encoders": cache_encoders})
     try:
