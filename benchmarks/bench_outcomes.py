@@ -7,10 +7,37 @@ demo) trains one fusion model over image, notes, vitals and EHR with three heads
 (multiclass), ``death`` (Cox partial likelihood) and ``death_dt`` (discrete-time logistic hazard
 on the same time/event columns). On the same held-out patients it prints the test macro AUROC and
 Harrell's C beside the oracle's (the Bayes-optimal output given the modalities each patient has,
-``outcomes_oracle.csv``; with ``--modalities`` the oracle given those of them), with the gap and its 95 % paired bootstrap interval. Target: each gap
-within 0.03.
+``outcomes_oracle.csv``; with ``--modalities`` the oracle given those of them), with the gap and its
+95 % paired bootstrap interval. Beside them, the task types' linear baselines on the same featurised
+inputs and split (``grade_LR``: multinomial logistic regression, ``death_CoxPH``: elastic-net Cox,
+penalties by 5-fold CV; ``--no-baselines`` skips them): where they reach the oracle and medmm does
+not, the model is at fault; where neither does, the data are too few.
 
-    python benchmarks/bench_outcomes.py --patients 300 --seeds 1 --out bench_outcomes.json
+Target (issue 17): each gap within 0.03. It is judged on a larger synthetic cohort than the demo's:
+the oracle's AUROC/C does not depend on the cohort size, only how close a learner gets does, so
+
+    python benchmarks/bench_outcomes.py --patients 1000 --epochs 12 --modalities notes,vitals,ehr --seeds 3
+
+(600 training+validation patients, 400 test; images are generated but not modelled, which keeps an
+epoch affordable on two shared CPU cores). Measured, one seed each (load 6-12, noisy timings):
+
+==========  =====  ==============  ============================  =========================
+patients    task   medmm           oracle, gap [95 % paired CI]   linear baseline (gap)
+==========  =====  ==============  ============================  =========================
+300         grade  0.713           0.850, -0.137 [-0.205, -0.075] LR 0.696 (-0.154)
+300         death  Cox 0.523       0.681, -0.159 [-0.239, -0.080] Cox 0.528 (-0.153)
+300         death  discrete 0.594  0.681, -0.088 [-0.166, -0.011]
+1000        grade  0.803           0.869, -0.066 [-0.096, -0.042] LR 0.699 (-0.170)
+1000        death  Cox 0.589       0.635, -0.046 [-0.082, -0.008] Cox 0.601 (-0.034)
+1000        death  discrete 0.603  0.635, -0.032 [-0.071, +0.012]
+==========  =====  ==============  ============================  =========================
+
+The target is not met: the gaps halve from 300 to 1000 patients and the linear baselines are no
+closer to the oracle (the grade's "high" class is a threshold on CEA, which medmm's MLP learns and
+a linear model on 826 featurised columns does not), so the shortfall is data size and training
+length (at 1000, the grade's validation AUROC was still rising at epoch 12), not a missing linear
+path: the wide path already feeds every output column (per-class and hazard logits). Not yet
+measured: 2000 patients, 30 epochs, three seeds.
 """
 
 from __future__ import annotations
@@ -100,7 +127,7 @@ def baseline_predictions(res, manifest: Path, seed: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--patients", type=int, default=300)
+    ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--test-fraction", type=float, default=0.4)
     ap.add_argument("--missing-rate", type=float, default=0.2)
