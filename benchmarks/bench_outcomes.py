@@ -7,10 +7,37 @@ demo) trains one fusion model over image, notes, vitals and EHR with three heads
 (multiclass), ``death`` (Cox partial likelihood) and ``death_dt`` (discrete-time logistic hazard
 on the same time/event columns). On the same held-out patients it prints the test macro AUROC and
 Harrell's C beside the oracle's (the Bayes-optimal output given the modalities each patient has,
-``outcomes_oracle.csv``; with ``--modalities`` the oracle given those of them), with the gap and its 95 % paired bootstrap interval. Target: each gap
-within 0.03.
+``outcomes_oracle.csv``; with ``--modalities`` the oracle given those of them), with the gap and its
+95 % paired bootstrap interval. Beside them, the task types' linear baselines on the same featurised
+inputs and split (``grade_LR``: multinomial logistic regression, ``death_CoxPH``: elastic-net Cox,
+penalties by 5-fold CV; ``--no-baselines`` skips them): where they reach the oracle and medmm does
+not, the model is at fault; where neither does, the data are too few.
 
-    python benchmarks/bench_outcomes.py --patients 300 --seeds 1 --out bench_outcomes.json
+Target (issue 17): each gap within 0.03. It is judged on a larger synthetic cohort than the demo's:
+the oracle's AUROC/C does not depend on the cohort size, only how close a learner gets does, so
+
+    python benchmarks/bench_outcomes.py --patients 1000 --epochs 12 --modalities notes,vitals,ehr --seeds 3
+
+(600 training+validation patients, 400 test; images are generated but not modelled, which keeps an
+epoch affordable on two shared CPU cores). Measured, one seed each (load 6-12, noisy timings):
+
+==========  =====  ==============  ============================  =========================
+patients    task   medmm           oracle, gap [95 % paired CI]   linear baseline (gap)
+==========  =====  ==============  ============================  =========================
+300         grade  0.713           0.850, -0.137 [-0.205, -0.075] LR 0.696 (-0.154)
+300         death  Cox 0.523       0.681, -0.159 [-0.239, -0.080] Cox 0.528 (-0.153)
+300         death  discrete 0.594  0.681, -0.088 [-0.166, -0.011]
+1000        grade  0.803           0.869, -0.066 [-0.096, -0.042] LR 0.699 (-0.170)
+1000        death  Cox 0.589       0.635, -0.046 [-0.082, -0.008] Cox 0.601 (-0.034)
+1000        death  discrete 0.603  0.635, -0.032 [-0.071, +0.012]
+==========  =====  ==============  ============================  =========================
+
+The target is not met: the gaps halve from 300 to 1000 patients and the linear baselines are no
+closer to the oracle (the grade's "high" class is a threshold on CEA, which medmm's MLP learns and
+a linear model on 826 featurised columns does not), so the shortfall is data size and training
+length (at 1000, the grade's validation AUROC was still rising at epoch 12), not a missing linear
+path: the wide path already feeds every output column (per-class and hazard logits). Not yet
+measured: 2000 patients, 30 epochs, three seeds.
 """
 
 from __future__ import annotations
@@ -52,15 +79,55 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
     t1 = time.perf_counter()
     res = run_experiment(config=cfg, progress=False)
     t_train = time.perf_counter() - t1
-    gaps = oracle_gaps(res.predictions, manifest.parent / "outcomes_oracle.csv", grade="grade",
-                       survival=("death", "death_dt"), n_boot=a.boot, seed=seed)
+    oracle = manifest.parent / "outcomes_oracle.csv"
+    gaps = oracle_gaps(res.predictions, oracle, grade="grade", survival=("death", "death_dt"), n_boot=a.boot,
+                       seed=seed)
+    if a.baselines:
+        base = baseline_predictions(res, manifest, seed)
+        for name, g in oracle_gaps(base, oracle, grade="grade", survival=("death",), n_boot=a.boot,
+                                   seed=seed).items():
+            gaps[{"grade": "grade_LR", "death": "death_CoxPH"}[name]] = g
     return {"seed": seed, "gaps": gaps, "best_epoch": res.train_result.best_epoch,
             "seconds": {"generate": round(t_gen, 1), "experiment": round(t_train, 1)}}
 
 
+def baseline_predictions(res, manifest: Path, seed: int):
+    """The task types' linear baselines (:func:`medmm.evaluate.task_metrics.typed_baseline`: multinomial
+    logistic regression for the grade, elastic-net Cox for death, penalties chosen by 5-fold CV) on the model's featurised inputs
+    (:func:`medmm.evaluate.baselines.featurize`: the fitted preprocessor's table, text and series
+    outputs, NaN where absent, one presence indicator per modality), fitted on the training and
+    validation patients, as a prediction table of the model's test patients for ``oracle_gaps``."""
+    import numpy as np
+    import pandas as pd
+
+    from medmm import load_cohort
+    from medmm.evaluate.baselines import featurize
+    from medmm.evaluate.task_metrics import typed_baseline
+    from medmm.synth.outcomes import GRADE_CLASSES
+
+    cohort = load_cohort(manifest)
+    pre = res.model.preprocessor
+    labels = ("grade", "death.time", "death.event")
+    fit = featurize([*cohort.split("train"), *cohort.split("val")], pre, labels)
+    pattern = dict(zip(res.predictions["patient_id"].astype(str), res.predictions["pattern"]))
+    test = featurize([r for r in cohort.split("test") if r.patient_id in pattern], pre, labels)
+    out = pd.DataFrame({"patient_id": test.ids, "pattern": [pattern[i] for i in test.ids]})
+    known = ~np.isnan(fit.labels["grade"])
+    prob = typed_baseline("multiclass", fit.X[known], fit.labels["grade"][known].astype(int), test.X, seed=seed, tune=True)["prob"]
+    out["label_grade"] = test.labels["grade"]
+    for k, c in enumerate(GRADE_CLASSES):
+        out[f"prob_grade.{c}"] = prob[:, k]
+    t, e = fit.labels["death.time"], fit.labels["death.event"]
+    known = ~(np.isnan(t) | np.isnan(e))
+    out["risk_score_death"] = typed_baseline("survival", fit.X[known], (t[known], e[known] > 0.5), test.X, seed=seed,
+                                           tune=True)["risk_score"]
+    out["time_death"], out["event_death"] = test.labels["death.time"], test.labels["death.event"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--patients", type=int, default=300)
+    ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--test-fraction", type=float, default=0.4)
     ap.add_argument("--missing-rate", type=float, default=0.2)
@@ -73,6 +140,8 @@ def main() -> None:
                     help="comma-separated modalities the model sees (default: all four); the oracle is then the one "
                          "given the same modalities of each patient")
     ap.add_argument("--bins", type=int, default=10, help="intervals of the discrete-time head")
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false",
+                    help="skip the linear baselines (multinomial LR, Cox PH on the featurised inputs)")
     ap.add_argument("--boot", type=int, default=500, help="paired bootstrap resamples of the gap")
     ap.add_argument("--out", default=None, help="write the figures to this JSON file")
     ap.add_argument("--workdir", default=None, help="keep the cohorts and runs here (default: a temporary folder)")
@@ -86,7 +155,8 @@ def main() -> None:
             r = run_seed(seed, a, root)
             rows.append(r)
             for t, g in r["gaps"].items():
-                print(f"seed {seed} {t:<9} {g['metric']:<12} medmm {g['model']:.4f}   oracle {g['oracle']:.4f}   "
+                who = "baseline" if t.endswith(("_LR", "_CoxPH")) else "medmm   "
+                print(f"seed {seed} {t:<11} {g['metric']:<12} {who} {g['model']:.4f}   oracle {g['oracle']:.4f}   "
                       f"gap {g['gap']:+.4f} [95% paired bootstrap {g['gap_low']:+.4f}, {g['gap_high']:+.4f}]  "
                       f"n={g['n']}")
             print(f"seed {seed}: generate {r['seconds']['generate']} s, experiment {r['seconds']['experiment']} s, "
@@ -96,7 +166,7 @@ def main() -> None:
         gaps = [r["gaps"][t]["gap"] for r in rows]
         summary[t] = {"mean_gap": sum(gaps) / len(gaps), "worst_gap": min(gaps),
                       "within_0.03": all(g >= -0.03 for g in gaps)}
-        print(f"{t:<9} mean gap {summary[t]['mean_gap']:+.4f} over {len(gaps)} seed(s); "
+        print(f"{t:<11} mean gap {summary[t]['mean_gap']:+.4f} over {len(gaps)} seed(s); "
               f"target within 0.03: {'met' if summary[t]['within_0.03'] else 'NOT met'}")
     total = time.perf_counter() - t0
     print(f"total {total:.0f} s (2 shared CPU cores under load: timings are noisy)")

@@ -323,3 +323,24 @@ def test_tiny_cnn3d_without_a_norm_option_is_the_batchnorm_model_saved_before_it
     again.load_state_dict(old.state_dict())  # same names and shapes: an old bundle's weights load
     with pytest.raises(ConfigError, match="norm"):
         TinyCNN3D(in_shape=(1, 8, 8, 8), norm="layer")
+
+
+def test_wide_path_feeds_multiclass_and_survival_outputs():
+    """The wide (linear) path has a column per model output, so a multiclass head gets per-class
+    linear logits and a survival head its log hazard / per-interval hazard logits from it, on the
+    rows where the modality is present only."""
+    tasks = {"grade": {"kind": "multiclass", "n_classes": 3},
+             "death": {"kind": "survival", "method": "cox", "horizon": 100.0},
+             "death_dt": {"kind": "survival", "method": "discrete", "horizon": 100.0, "n_bins": 4,
+                          "time": "death.time", "event": "death.event"}}
+    model = make_model(tasks=tasks).eval()
+    assert model.wide_layer("ehr").weight.shape == (model.n_outputs, SHAPES["ehr"][0]) and model.n_outputs == 8
+    b = make_batch(model)
+    before = model(b.values, b.present).detach()
+    with torch.no_grad():
+        model.wide_layer("ehr").raw.normal_()
+    after = model(b.values, b.present).detach()
+    j = MODS.index("ehr")
+    changed = (after - before).abs() > 1e-6
+    assert changed[b.present[:, j]].all()  # every output column: 3 classes, the log hazard, 4 intervals
+    assert not changed[~b.present[:, j]].any()
