@@ -169,8 +169,12 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
             names.append((s.key.replace("_", " "), "lab", s.key))
             if s.code:
                 names.append((s.code.lower(), "lab", s.key))
+    from .vocab import SIGNAL_LABELS
+
     for sig in by_signal:
         names.append((sig.replace("_", " "), "vitals", sig))
+        if sig in SIGNAL_LABELS and sig not in SIGNAL_TERMS:  # abp_sys: "arterial systolic pressure"
+            names.append((SIGNAL_LABELS[sig].lower(), "vitals", sig))
     names.sort(key=lambda x: -len(x[0]))
     for phrase, ns, key in names:
         if not phrase or not claim(phrase):
@@ -186,8 +190,6 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
             if have:
                 found.extend(("vitals", k) for k in have)
             else:
-                from .vocab import SIGNAL_LABELS
-
                 missing.append(SIGNAL_LABELS.get(key, key))
         else:
             if key in by_lab:
@@ -811,9 +813,12 @@ def _note_name(note_type: str) -> str:
     return name if name.lower().endswith(("note", "report", "summary")) else f"{name} note"
 
 
-def _in_modality(modality: str) -> str:
-    """`` in <modality>`` for a text modality other than the default ``notes``."""
-    return "" if modality == "notes" else f" in {modality}"
+def _in_modality(modality: str, note_type: str = "") -> str:
+    """`` in <modality>`` for a text modality other than the default ``notes`` whose name the
+    note's type does not already say (a ``radiology`` report needs no ``in radiology``)."""
+    if modality == "notes" or modality.replace("_", " ") in _note_name(note_type).lower():
+        return ""
+    return f" in {modality}"
 
 
 def _extractor_for(phrase: str) -> Any:
@@ -883,7 +888,7 @@ def answer_finding(query: Query, ix: RecordIndex) -> Answer:
         cite = Citation(ref=s.ref, modality=s.modality, source=ix.note_source(s.note, s.modality),
                         time=s.time, label=f"{s.note_type} {when}, {section}: \"{s.text}\"", text=s.text,
                         span=(s.start, s.end), status=pol)
-        statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality)} ({when}, {section}): "
+        statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality, s.note_type)} ({when}, {section}): "
                                     f"\"{s.text}\" - {term} {_POLARITY_WORDS[pol]}.", [cite]))
     top = max(polarities, key=lambda p: _RANK[p])
     patient_pols = {p for p in polarities if p != "family"}
@@ -991,7 +996,7 @@ def answer_summary(query: Query, ix: RecordIndex, monitor: Any = None) -> Answer
     statements: list[Statement] = []
     for s in list(ix.series.values()) + list(ix.labs.values()):
         pos = s.window(query.start, query.end)
-        if not len(pos):
+        if not len(pos) or (s.kind == "table" and s.key not in LABS and not s.unit):  # age: not an event
             continue
         vals = s.values[pos]
         lo, hi, last = int(pos[int(np.argmin(vals))]), int(pos[int(np.argmax(vals))]), int(pos[-1])
@@ -1015,7 +1020,7 @@ def answer_summary(query: Query, ix: RecordIndex, monitor: Any = None) -> Answer
             cite = Citation(ref=s.ref, modality=s.modality, source=ix.note_source(s.note, s.modality),
                             time=s.time, label=f"{s.note_type} {fmt_time(s.time)}: \"{s.text}\"", text=s.text,
                             span=(s.start, s.end), status=pol)
-            statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality)} ({fmt_time(s.time)}): "
+            statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality, s.note_type)} ({fmt_time(s.time)}): "
                                         f"\"{s.text}\" - "
                                         f"{f.concept.replace('_', ' ')} {_POLARITY_WORDS[pol]}.", [cite]))
     if ix.series:
