@@ -164,7 +164,7 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
     for key, (_label, codes, words, _) in LABS.items():
         for w in (*words, *codes):
             names.append((w, "lab", key))
-    for key, s in ix.labs.items():
+    for s in ix.labs.values():
         if s.key not in LABS:
             names.append((s.key.replace("_", " "), "lab", s.key))
             if s.code:
