@@ -279,3 +279,17 @@ def test_from_manifest_reads_the_declared_labs_table(tmp_path):
     assert a.status == ANSWERED and a.value == pytest.approx(labs.loc[pid, "crp [mg/L]"]) and a.unit == "mg/L"
     assert (a.citations[0].ref, a.citations[0].source) == ("T[labs]:crp", "labs.csv")
     _resolves(b, a)
+
+
+def test_monitor_context_keeps_declared_modalities():
+    from medmm.monitor.health import HealthMonitor
+
+    rec = _record()
+    mon = HealthMonitor()
+    mon.observe_many("P7", list(rec.vitals.frame.itertuples(index=False, name=None)))
+    mon.set_context("P7", notes=rec.notes)
+    mon.patients["P7"].context["labs"] = rec.labs  # a service that registers a declared table beside the defaults
+    b = Assistant.from_monitor(mon, "P7")
+    a = b.ask("what is the crp?")
+    assert a.value == 87.0 and [c.ref for c in a.citations] == ["T[labs]:crp"]
+    _resolves(b, a)

@@ -195,7 +195,8 @@ class Assistant:
         now = max([*frame["time"], *last]) if len(frame) or last else None
         record = PatientRecord(pid, vitals=Vitals(frame) if len(frame) else Missing("empty"),
                                notes=ctx.get("notes", Missing()), ehr=ctx.get("ehr", Missing()),
-                               image=ctx.get("image", Missing()), index_time=now)
+                               image=ctx.get("image", Missing()), index_time=now,
+                               **{k: v for k, v in ctx.items() if k not in ("notes", "ehr", "image", "vitals")})
         return cls(record, monitor=monitor, sources={"vitals": "health monitor observations"}, **kwargs)
 
 
