@@ -4,12 +4,39 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Citation", "Statement", "Answer", "fmt_value", "fmt_time", "ANSWERED", "PARTIAL", "REFUSED"]
+__all__ = ["Citation", "Statement", "Answer", "fmt_value", "fmt_time", "make_ref", "split_ref", "DEFAULT_OF_REF",
+           "ANSWERED", "PARTIAL", "REFUSED"]
 
 ANSWERED, PARTIAL, REFUSED = "answered", "partial", "refused"
+
+#: the modality a reference letter means when it names none: ``V12`` is a row of ``vitals``
+DEFAULT_OF_REF: dict[str, str] = {"V": "vitals", "T": "ehr", "N": "notes"}
+_REF = re.compile(r"^(?P<kind>[A-Z])(?:\[(?P<modality>[a-z][a-z0-9_]{0,31})\])?(?P<rest>.*)$", re.S)
+
+
+def make_ref(kind: str, modality: str, rest: str) -> str:
+    """A reference into a modality: ``V12`` for row 12 of the default ``vitals``, ``V[icu_vitals]12``
+    for row 12 of another series; likewise ``T:crp`` / ``T[labs]:crp`` and ``N0:5-40`` /
+    ``N[radiology]0:5-40``. The modality is named only when it is not the letter's default, so
+    the references of the default modalities keep their old form."""
+    if DEFAULT_OF_REF.get(kind) == modality:
+        return f"{kind}{rest}"
+    return f"{kind}[{modality}]{rest}"
+
+
+def split_ref(ref: str) -> tuple[str, str | None, str]:
+    """``(letter, modality, rest)`` of a reference: ``'T[labs]:crp'`` -> ``('T', 'labs', ':crp')``;
+    the modality is the letter's default (``vitals``, ``ehr``, ``notes``) when the reference names
+    none, ``None`` for the letters that have no modality (``E``, ``A``, ``M``)."""
+    m = _REF.match(ref or "")
+    if m is None:
+        return "", None, ref
+    kind = m.group("kind")
+    return kind, m.group("modality") or DEFAULT_OF_REF.get(kind), m.group("rest")
 
 
 def fmt_value(v: Any, decimals: int = 4) -> str:
@@ -43,8 +70,11 @@ class Citation:
     row of ``record.vitals.frame``, ``E<row>`` a row of the EHR event table, ``T:<feature>`` a
     value of the EHR row (``record.ehr``), ``N<note>:<start>-<end>`` a sentence of a note (a
     character span of ``record.notes.notes[note].text``), ``A<k>`` a health-monitor alert,
-    ``M:<modality>`` a modality the model read. ``source`` is the file or FHIR resource id
-    where known.
+    ``M:<modality>`` a modality the model read. A row, value or sentence of a declared modality
+    other than the default one names it after the letter (:func:`make_ref`):
+    ``V[icu_vitals]<row>`` (a ``series``), ``T[labs]:<feature>`` (a ``table``),
+    ``N[radiology]<note>:<start>-<end>`` (a ``text`` modality). ``modality`` is the modality's
+    name; ``source`` is the file or FHIR resource id where known.
     """
 
     ref: str
@@ -171,16 +201,17 @@ class Answer:
         """Each cited note with the cited sentences marked (red: negated, green: affirmed)."""
         e = html.escape
         rec = getattr(self._assistant, "record", None)
-        cites = [c for c in self.citations if c.modality == "notes" and c.span]
+        cites = [c for c in self.citations if c.span and split_ref(c.ref)[0] == "N"]
         if rec is None or not cites:
             return ""
-        by_note: dict[int, list[Citation]] = {}
+        by_note: dict[tuple[str, int], list[Citation]] = {}
         for c in cites:
-            by_note.setdefault(int(c.ref[1:].split(":")[0]), []).append(c)
+            _, modality, rest = split_ref(c.ref)
+            by_note.setdefault((str(modality), int(rest.split(":")[0])), []).append(c)
         colors = {"negated": "#ffd0d0", "affirmed": "#c9f2c9", "possible": "#fff0a8", "family": "#d8e4ff"}
         parts = []
-        for k, cs in sorted(by_note.items()):
-            note = rec.notes.notes[k]
+        for (modality, k), cs in sorted(by_note.items()):
+            note = rec.modality(modality).notes[k]
             text, pos, body = note.text, 0, []
             for c in sorted(cs, key=lambda c: c.span[0]):
                 a, b = c.span
@@ -191,28 +222,39 @@ class Answer:
                             f"{colors.get(c.status, '#fff0a8')}'>{e(text[a:b])}</mark>")
                 pos = b
             body.append(e(text[pos:]))
-            parts.append(f"<details open><summary>note {k} ({e(note.note_type)}, {e(fmt_time(note.time))})</summary>"
-                         f"<pre style='white-space:pre-wrap'>{''.join(body)}</pre></details>")
+            where = "" if modality == "notes" else f"{e(modality)} "
+            parts.append(f"<details open><summary>{where}note {k} ({e(note.note_type)}, {e(fmt_time(note.time))})"
+                         f"</summary><pre style='white-space:pre-wrap'>{''.join(body)}</pre></details>")
         return "".join(parts)
 
     def _vitals_html(self) -> str:
-        """The cited signals plotted, the readings used marked."""
+        """The cited signals of each series modality plotted, the readings used marked."""
         rec = getattr(self._assistant, "record", None)
-        cites = [c for c in self.citations if c.modality == "vitals" and c.ref.startswith("V")]
-        if rec is None or not cites:
+        by_mod: dict[str, list[int]] = {}
+        for c in self.citations:
+            kind, modality, rest = split_ref(c.ref)
+            if kind == "V":
+                by_mod.setdefault(str(modality), []).append(int(rest))
+        if rec is None or not by_mod:
             return ""
+        import pandas as pd
+
         from ..viz.common import figure_html
         from ..viz.vitals import plot_vitals
 
-        frame = rec.vitals.frame
-        rows = frame.iloc[[int(c.ref[1:]) for c in cites]]
-        signals = sorted(rows["signal"].unique().tolist())
-        lo, hi = rows["time"].min(), rows["time"].max()
-        pad = max((hi - lo) * 0.25, __import__("pandas").Timedelta(hours=2))
-        shown = frame[(frame["time"] >= lo - pad) & (frame["time"] <= hi + pad)]
-        fig = plot_vitals(shown, signals=signals)
-        for ax, sig in zip(fig.axes, signals):
-            used = rows[rows["signal"] == sig]
-            ax.plot(used["time"], used["value"], "o", ms=7, mfc="none", mec="#d62728", mew=1.5, zorder=5)
-        return "<details open><summary>vital signs (circled: cited)</summary>" + \
-            figure_html(fig, alt="cited vital signs") + "</details>"
+        out = []
+        for modality, rows_at in by_mod.items():
+            frame = rec.modality(modality).frame
+            rows = frame.iloc[rows_at]
+            signals = sorted(rows["signal"].unique().tolist())
+            lo, hi = rows["time"].min(), rows["time"].max()
+            pad = max((hi - lo) * 0.25, pd.Timedelta(hours=2))
+            shown = frame[(frame["time"] >= lo - pad) & (frame["time"] <= hi + pad)]
+            fig = plot_vitals(shown, signals=signals)
+            for ax, sig in zip(fig.axes, signals):
+                used = rows[rows["signal"] == sig]
+                ax.plot(used["time"], used["value"], "o", ms=7, mfc="none", mec="#d62728", mew=1.5, zorder=5)
+            title = "vital signs" if modality == "vitals" else html.escape(modality)
+            out.append(f"<details open><summary>{title} (circled: cited)</summary>"
+                       + figure_html(fig, alt=f"cited {title}") + "</details>")
+        return "".join(out)

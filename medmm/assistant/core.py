@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import MedmmError, ReadError
 from ..records import Missing, PatientRecord
-from .answer import REFUSED, Answer, Citation
+from .answer import DEFAULT_OF_REF, REFUSED, Answer, Citation, make_ref, split_ref
 from .engine import answer_query, parse_question
 from .index import RecordIndex
 
@@ -41,10 +41,15 @@ class Assistant:
     phraser:
         Optional :class:`~medmm.assistant.llm.LLMPhraser`: a language model rephrases each
         answer from its evidence only, and the reply is used only when it passes verification.
+    modalities:
+        The cohort's declared modalities (a :class:`~medmm.records.ModalitySpec` or mapping
+        ``name -> kind``); default: each name's kind from the default names or its value. Every
+        ``series``, ``table`` and ``text`` modality of the record is indexed, asked about and cited.
     """
 
     def __init__(self, record: PatientRecord, model: Any = None, monitor: Any = None, *, events: Any = None,
-                 sources: dict[str, str] | None = None, now: Any = None, phraser: Any = None) -> None:
+                 sources: dict[str, str] | None = None, now: Any = None, phraser: Any = None,
+                 modalities: Any = None) -> None:
         if not isinstance(record, PatientRecord):
             raise AssistantError(f"the assistant needs a PatientRecord, got {type(record).__name__}",
                                  hint="load the patient with medmm.assistant.load_patient(manifest, patient_id)")
@@ -52,7 +57,7 @@ class Assistant:
         self.model = model
         self.monitor = monitor
         self.phraser = phraser
-        self.index = RecordIndex(record, events=events, sources=sources, now=now)
+        self.index = RecordIndex(record, events=events, sources=sources, now=now, modalities=modalities)
 
     @property
     def patient_id(self) -> str:
@@ -92,45 +97,58 @@ class Assistant:
 
         ref = citation.ref
         rec = self.record
+        kind, modality, rest = split_ref(ref)
+        if kind in DEFAULT_OF_REF and citation.modality and citation.modality != modality:
+            raise AssistantError(f"citation {ref!r} points into modality {modality!r} but says it is from "
+                                 f"{citation.modality!r}", hint="cite a declared modality's items with its name, "
+                                 f"e.g. {make_ref(kind, citation.modality, rest)!r}")
         try:
-            if ref.startswith("V"):
-                row = rec.vitals.frame.iloc[int(ref[1:])]
+            if kind == "V":
+                frame = rec.modality(modality).frame
+                row = frame.iloc[int(rest)]
                 return {"value": float(row["value"]), "time": pd.Timestamp(row["time"]), "text": str(row["signal"]),
-                        "unit": str(row.get("unit", ""))}
-            if ref.startswith("E"):
-                row = self.index.events.iloc[int(ref[1:])]
+                        "unit": str(row.get("unit", "")), "modality": modality}
+            if kind == "E" and rest[:1].isdigit():
+                row = self.index.events.iloc[int(rest)]
                 v = pd.to_numeric(row["value"], errors="coerce")
                 value = float(v) if pd.notna(v) else str(row["code"])
                 return {"value": value, "time": pd.Timestamp(row["time"]), "text": str(row["name"]),
-                        "unit": str(row.get("unit", ""))}
-            if ref.startswith("T:"):
-                feat = ref[2:]
-                v = rec.ehr.values[feat]
-                return {"value": v, "time": rec.index_time, "text": feat, "unit": rec.ehr.units.get(feat, "")}
-            if ref.startswith("N"):
-                k, span = ref[1:].split(":")
+                        "unit": str(row.get("unit", "")), "modality": "ehr"}
+            if kind == "T" and rest.startswith(":"):
+                feat = rest[1:]
+                tab = rec.modality(modality)
+                v = tab.values[feat]
+                return {"value": v, "time": rec.index_time, "text": feat, "unit": tab.units.get(feat, ""),
+                        "modality": modality}
+            if kind == "N":
+                k, span = rest.split(":")
                 a, b = (int(x) for x in span.split("-"))
-                note = rec.notes.notes[int(k)]
-                return {"value": None, "time": note.time, "text": note.text[a:b], "unit": ""}
-            if ref.startswith("A"):
-                a = self.monitor.alerts[int(ref[1:])]
+                note = rec.modality(modality).notes[int(k)]
+                if not 0 <= a < b <= len(note.text):
+                    raise IndexError(f"span {a}-{b} is outside the note's {len(note.text)} characters")
+                return {"value": None, "time": note.time, "text": note.text[a:b], "unit": "", "modality": modality}
+            if kind == "A" and rest.isdigit():
+                a = self.monitor.alerts[int(rest)]
                 return {"value": a.level, "time": pd.Timestamp(a.time), "text": "\n".join(a.explanation), "unit": ""}
-            if ref.startswith("M:"):
-                m = ref[2:]
-                if isinstance(getattr(rec, m), Missing):
+            if kind == "M" and rest.startswith(":"):
+                m = rest[1:]
+                if isinstance(rec.modality(m), Missing):
                     raise KeyError(m)
-                return {"value": None, "time": rec.index_time, "text": m, "unit": ""}
+                return {"value": None, "time": rec.index_time, "text": m, "unit": "", "modality": m}
         except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise AssistantError(f"citation {ref!r} does not resolve in patient {self.patient_id}'s record ({exc})",
                                  hint="cite only items of this record") from None
-        raise AssistantError(f"unknown citation kind {ref!r}")
+        raise AssistantError(f"unknown citation kind {ref!r}", hint="cite V, E, T, N, A or M items (see Citation)")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_manifest(cls, manifest: str | Path, patient_id: str, **kwargs: Any) -> "Assistant":
         """The assistant of one patient of a cohort manifest (EHR events are read from a FHIR
         import's ``events/<pid>.events.csv`` when there is one)."""
+        from ..cohort import modality_spec
+
         record, events, sources = load_patient(manifest, patient_id)
+        kwargs.setdefault("modalities", modality_spec(manifest))
         return cls(record, events=events, sources=sources, **kwargs)
 
     @classmethod
@@ -177,7 +195,8 @@ class Assistant:
         now = max([*frame["time"], *last]) if len(frame) or last else None
         record = PatientRecord(pid, vitals=Vitals(frame) if len(frame) else Missing("empty"),
                                notes=ctx.get("notes", Missing()), ehr=ctx.get("ehr", Missing()),
-                               image=ctx.get("image", Missing()), index_time=now)
+                               image=ctx.get("image", Missing()), index_time=now,
+                               **{k: v for k, v in ctx.items() if k not in ("notes", "ehr", "image", "vitals")})
         return cls(record, monitor=monitor, sources={"vitals": "health monitor observations"}, **kwargs)
 
 
@@ -237,7 +256,7 @@ def load_patient(manifest: str | Path, patient_id: str) -> tuple[PatientRecord, 
     k = ids.index(pid)
     record = cohort[k]  # only this patient's files are read
     raw = cohort.rows[k]
-    sources = {m: str(raw.get(f"{m}_path")) for m in ("image", "notes", "vitals", "ehr")
+    sources = {m: str(raw.get(f"{m}_path")) for m in dict.fromkeys(("image", "notes", "vitals", "ehr", *cohort.modalities))
                if isinstance(raw.get(f"{m}_path"), str) and raw.get(f"{m}_path")}
     events = None
     from ..io.fhir_cohort import events_file

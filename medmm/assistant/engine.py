@@ -138,6 +138,23 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
                 return True
         return False
 
+    by_signal: dict[str, list[str]] = {}  # signal -> its index keys, one per series modality
+    for k, s in ix.series.items():
+        by_signal.setdefault(s.key, []).append(k)
+    by_lab: dict[str, list[str]] = {}  # lab -> its index keys, one per table modality (and the events)
+    for k, s in ix.labs.items():
+        by_lab.setdefault(s.key, []).append(k)
+
+    def signals_held(sig: str) -> list[str]:
+        """The index keys of ``sig`` in every series modality (heart rate stands in for pulse
+        rate, and back, in a modality that has only the other)."""
+        alt = {"heart_rate": ("heart_rate", "pulse_rate"), "pulse_rate": ("pulse_rate", "heart_rate")}.get(sig, (sig,))
+        out: list[str] = []
+        modalities = list(dict.fromkeys(ix.series[k].modality for s in alt for k in by_signal.get(s, [])))
+        for m in modalities:
+            out += next(([k] for s in alt for k in by_signal.get(s, []) if ix.series[k].modality == m), [])
+        return out
+
     names: list[tuple[str, str, Any]] = []
     for group, sigs in SIGNAL_GROUPS.items():
         names.append((group, "group", sigs))
@@ -147,35 +164,36 @@ def _find_targets(q: str, ix: RecordIndex) -> tuple[list[tuple[str, str]], list[
     for key, (_label, codes, words, _) in LABS.items():
         for w in (*words, *codes):
             names.append((w, "lab", key))
-    for key, s in ix.labs.items():
-        if key not in LABS and s.label:
-            names.append((s.label.lower(), "lab", key))
+    for s in ix.labs.values():
+        if s.key not in LABS:
+            names.append((s.key.replace("_", " "), "lab", s.key))
             if s.code:
-                names.append((s.code.lower(), "lab", key))
-    for sig in ix.series:
+                names.append((s.code.lower(), "lab", s.key))
+    from .vocab import SIGNAL_LABELS
+
+    for sig in by_signal:
         names.append((sig.replace("_", " "), "vitals", sig))
+        if sig in SIGNAL_LABELS and sig not in SIGNAL_TERMS:  # abp_sys: "arterial systolic pressure"
+            names.append((SIGNAL_LABELS[sig].lower(), "vitals", sig))
     names.sort(key=lambda x: -len(x[0]))
     for phrase, ns, key in names:
         if not phrase or not claim(phrase):
             continue
         if ns == "group":
-            have = [s for s in key if s in ix.series]
+            have = [k for s in key for k in signals_held(s)]
             if have:
-                found.extend(("vitals", s) for s in have)
+                found.extend(("vitals", k) for k in have)
             else:
                 missing.append(phrase)
         elif ns == "vitals":
-            alt = {"heart_rate": ("heart_rate", "pulse_rate"), "pulse_rate": ("pulse_rate", "heart_rate")}.get(key, (key,))
-            have = next((s for s in alt if s in ix.series), None)
+            have = signals_held(key)
             if have:
-                found.append(("vitals", have))
+                found.extend(("vitals", k) for k in have)
             else:
-                from .vocab import SIGNAL_LABELS
-
                 missing.append(SIGNAL_LABELS.get(key, key))
         else:
-            if key in ix.labs:
-                found.append(("lab", key))
+            if key in by_lab:
+                found.extend(("lab", k) for k in by_lab[key])
             else:
                 missing.append(LABS[key][0] if key in LABS else key)
     out, seen = [], set()
@@ -494,7 +512,7 @@ def _assemble(query: Query, statements: list[Statement], gaps: list[str], *, val
 def _abnormal(s: Series, v: float) -> bool | None:
     """Whether a reading is abnormal: a NEWS2 sub-score above 0 for a NEWS2 vital sign, outside
     the reference interval for a lab in its unit; ``None`` when neither applies."""
-    if s.modality == "vitals":
+    if s.kind == "series":
         from ..monitor.health import NEWS2_SIGNALS
         from ..monitor.news2 import score_pulse, score_respiration_rate, score_spo2, score_systolic_bp, score_temperature
 
@@ -546,7 +564,7 @@ def answer_trend(query: Query, ix: RecordIndex) -> Answer:
         if any(f is not None for f in flags):
             n_ab = int(sum(bool(f) for f in flags))
             derived["n_abnormal"] = n_ab
-            rule = "score in NEWS2" if s.modality == "vitals" else "are outside the reference interval"
+            rule = "score in NEWS2" if s.kind == "series" else "are outside the reference interval"
             text += f" {n_ab} of {len(pos)} readings {rule}."
         statements.append(Statement(text, [_cite_series(s, int(i)) for i in pos], derived))
     return _assemble(query, statements, gaps)
@@ -565,14 +583,16 @@ def _news2_at(ix: RecordIndex, t: Any, config: Any) -> tuple[Any, list[str], lis
     stale = np.datetime64(t - pd.Timedelta(hours=mon.config.stale_hours), "ns")
     tt = np.datetime64(t, "ns")
     used: dict[str, tuple[Any, Series, int]] = {}
-    for sig, s in ix.series.items():
+    for s in ix.series.values():
+        sig = s.key
         param = NEWS2_SIGNALS.get(sig)
         if param is None or param in ("consciousness", "on_oxygen") or not len(s.times):
             continue
         k = int(np.searchsorted(s.times, tt, "right")) - 1
         if k < 0 or s.times[k] < stale:
             continue
-        used[sig] = (s.times[k], s, k)  # by source: the monitor picks between ECG/pleth, line/cuff
+        if sig not in used or s.times[k] > used[sig][0]:  # one signal in two series: its latest reading
+            used[sig] = (s.times[k], s, k)  # by source: the monitor picks between ECG/pleth, line/cuff
     if not used:
         return None
     latest = {sig: (pd.Timestamp(when), float(s.values[k])) for sig, (when, s, k) in used.items()}
@@ -663,7 +683,7 @@ def _cite_event(ix: RecordIndex, row: dict[str, Any]) -> Citation:
     t = None if row["time"] is None or pd.isna(row["time"]) else pd.Timestamp(row["time"])
     name = row["name"] or row["code"]
     end = row.get("end")
-    return Citation(ref=row["ref"], modality="ehr", source=row["source"], time=t,
+    return Citation(ref=row["ref"], modality=row.get("modality", "ehr"), source=row["source"], time=t,
                     label=f"{row['kind']} {name}" + (f" ({row['code']})" if row["code"] and row["code"] != name else "")
                     + (f" from {fmt_time(t)}" if t is not None else "") + (f" to {fmt_time(end)}" if end is not None else ""),
                     value=row["code"], text=name)
@@ -793,6 +813,14 @@ def _note_name(note_type: str) -> str:
     return name if name.lower().endswith(("note", "report", "summary")) else f"{name} note"
 
 
+def _in_modality(modality: str, note_type: str = "") -> str:
+    """`` in <modality>`` for a text modality other than the default ``notes`` whose name the
+    note's type does not already say (a ``radiology`` report needs no ``in radiology``)."""
+    if modality == "notes" or modality.replace("_", " ") in _note_name(note_type).lower():
+        return ""
+    return f" in {modality}"
+
+
 def _extractor_for(phrase: str) -> Any:
     from ..preprocess.notes_nlp import FindingExtractor
 
@@ -857,11 +885,11 @@ def answer_finding(query: Query, ix: RecordIndex) -> Answer:
         polarities.append(pol)
         when = fmt_time(s.time) if s.time is not None else "undated"
         section = s.section.replace("_", " ")
-        cite = Citation(ref=f"N{s.note}:{s.start}-{s.end}", modality="notes", source=ix.note_source(s.note),
+        cite = Citation(ref=s.ref, modality=s.modality, source=ix.note_source(s.note, s.modality),
                         time=s.time, label=f"{s.note_type} {when}, {section}: \"{s.text}\"", text=s.text,
                         span=(s.start, s.end), status=pol)
-        statements.append(Statement(f"{_note_name(s.note_type)} ({when}, {section}): \"{s.text}\" - {term} "
-                                    f"{_POLARITY_WORDS[pol]}.", [cite]))
+        statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality, s.note_type)} ({when}, {section}): "
+                                    f"\"{s.text}\" - {term} {_POLARITY_WORDS[pol]}.", [cite]))
     top = max(polarities, key=lambda p: _RANK[p])
     patient_pols = {p for p in polarities if p != "family"}
     if top == "affirmed":
@@ -968,7 +996,7 @@ def answer_summary(query: Query, ix: RecordIndex, monitor: Any = None) -> Answer
     statements: list[Statement] = []
     for s in list(ix.series.values()) + list(ix.labs.values()):
         pos = s.window(query.start, query.end)
-        if not len(pos):
+        if not len(pos) or (s.kind == "table" and s.key not in LABS and not s.unit):  # age: not an event
             continue
         vals = s.values[pos]
         lo, hi, last = int(pos[int(np.argmin(vals))]), int(pos[int(np.argmax(vals))]), int(pos[-1])
@@ -989,10 +1017,11 @@ def answer_summary(query: Query, ix: RecordIndex, monitor: Any = None) -> Answer
             continue
         for f in s.findings[:1]:
             pol = _polarity(f)
-            cite = Citation(ref=f"N{s.note}:{s.start}-{s.end}", modality="notes", source=ix.note_source(s.note),
+            cite = Citation(ref=s.ref, modality=s.modality, source=ix.note_source(s.note, s.modality),
                             time=s.time, label=f"{s.note_type} {fmt_time(s.time)}: \"{s.text}\"", text=s.text,
                             span=(s.start, s.end), status=pol)
-            statements.append(Statement(f"{_note_name(s.note_type)} ({fmt_time(s.time)}): \"{s.text}\" - "
+            statements.append(Statement(f"{_note_name(s.note_type)}{_in_modality(s.modality, s.note_type)} ({fmt_time(s.time)}): "
+                                        f"\"{s.text}\" - "
                                         f"{f.concept.replace('_', ' ')} {_POLARITY_WORDS[pol]}.", [cite]))
     if ix.series:
         from ..monitor.health import MonitorConfig

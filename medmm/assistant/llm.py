@@ -1,7 +1,7 @@
 """Optional phrasing of an answer by a language model behind an OpenAI-compatible endpoint.
 
 The model sees only the question and the answer's evidence, each item with its id
-(``[V12]``, ``[N0:40-75]``), and must cite an id in every sentence. Its reply is checked:
+(``[V12]``, ``[N0:40-75]``, ``[T[labs]:crp]`` for a declared modality), and must cite an id in every sentence. Its reply is checked:
 every sentence cites at least one id of the evidence, and every number and date in a
 sentence is in the evidence it cites (or the answer's derived figures). A reply that fails,
 or an endpoint that is down, leaves the deterministic answer in place with a notice saying
@@ -24,10 +24,11 @@ __all__ = ["LLMPhraser", "LLMError", "SYSTEM_PROMPT"]
 SYSTEM_PROMPT = (
     "You rephrase answers about one patient's medical record for a clinician. Use ONLY the evidence given; "
     "never add a fact, number, date, diagnosis or advice that is not in it. Every sentence must end with the "
-    "ids of the evidence it uses in square brackets, e.g. [V12] or [N0:40-75]. Copy numbers, units and dates "
+    "ids of the evidence it uses in square brackets, e.g. [V12] or [N0:40-75] or [T[labs]:crp]. Copy numbers, units and dates "
     "exactly as the evidence writes them. If a finding is negated in the evidence, say it is absent."
 )
-_CITE = re.compile(r"\[([A-Za-z]:?[\w:.\-]*(?:\s*,\s*[A-Za-z]:?[\w:.\-]*)*)\]")
+_ID = r"[A-Za-z](?:\[[a-z][a-z0-9_]*\])?:?[\w:.\-]*"  # V12, T:crp, T[labs]:crp, N[radiology]0:5-40
+_CITE = re.compile(r"\[(" + _ID + r"(?:\s*,\s*" + _ID + r")*)\]")
 _SPLIT = re.compile(r"(?<=[.!?\]])\s+(?=[A-Z\[])")
 
 
