@@ -129,6 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (default 0)")
     ap.add_argument("--test-fraction", type=float, default=0.4)
     ap.add_argument("--missing-rate", type=float, default=0.2)
     ap.add_argument("--image-size", type=int, default=16)
@@ -151,7 +152,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.workdir or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             r = run_seed(seed, a, root)
             rows.append(r)
             for t, g in r["gaps"].items():
