@@ -67,7 +67,7 @@ def test_signed_lesion_contrast_is_learnt_in_a_few_steps():
     head = torch.nn.Linear(8, 1)
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=3e-3)
     mask = torch.ones(n, dtype=torch.bool)
-    for step in range(40):
+    for _ in range(40):
         b = torch.randperm(n)[:32]
         opt.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(head(enc(x[b], mask[b]))[:, 0], y[b])
