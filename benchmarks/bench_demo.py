@@ -35,6 +35,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="cohort and runs (default: beside --json)")
     p.add_argument("--json", default="bench_demo.json", help="where to write the per-seed histories and the rules")
     p.add_argument("--set", nargs="*", default=[], help="experiment overrides key=value (e.g. train.lr=1e-3)")
+    p.add_argument("--stage1-only", action="store_true",
+                   help="stop after stage one (the unimodal pretraining): only its per-modality figures")
     return p.parse_args(argv)
 
 
@@ -53,6 +55,56 @@ def replay(history: list[dict], window: int, patience: int, min_epochs: int) -> 
         if epoch >= 2 * half and epoch + 1 >= min_epochs and epoch - best_epoch >= patience:
             break
     return max(best_epoch, 0)
+
+
+class _Stage1Done(Exception):
+    pass
+
+
+def unimodal_test(model, test_ds, oracle_csv) -> dict[str, dict[str, list[float]]]:
+    """Each stage-one unimodal model (encoder + its auxiliary head, + wide layer) scored on the
+    test patients who have that modality, beside the oracle given that modality alone:
+    ``{modality: {task: [model AUROC, oracle AUROC, n]}}`` for the tasks it carries evidence of."""
+    import pandas as pd
+
+    from medmm.evaluate.metrics import auroc
+    from medmm.train.trainer import predict_dataset
+    from medmm.train.transfer import DatasetView, UnimodalView
+
+    orc = pd.read_csv(oracle_csv, dtype={"patient_id": str}).set_index(["patient_id", "task", "subset"])["score"]
+    out: dict[str, dict[str, list[float]]] = {}
+    for m in model.modalities:
+        view = DatasetView.of(test_ds, modalities=(m,), present_only=True)
+        if not len(view):
+            continue
+        p, y, mask, _ = predict_dataset(UnimodalView(model, m), view)
+        ids = [it["id"] for it in view.items]
+        out[m] = {}
+        for k, t in enumerate(view.tasks):
+            o = [orc[(i, t, m)] for i in ids]
+            if len(set(o)) > 1:  # the modality carries evidence of this task
+                sel = mask[:, k]
+                out[m][t] = [round(float(auroc(y[sel, k], p[sel, k])), 4),
+                             round(float(auroc(y[sel, k], [o[j] for j in range(len(o)) if sel[j]])), 4), int(sel.sum())]
+    return out
+
+
+def _fmt_stage1(s1: dict) -> str:
+    return "; ".join(f"{m}/{t} {v[0]:.3f} (oracle {v[1]:.3f})" for m, d in s1.items() for t, v in d.items())
+
+
+def _stage1_table(runs: list[dict]) -> None:
+    import numpy as np
+
+    rows = {(m, t) for r in runs for m, d in r.get("stage1", {}).items() for t in d}
+    if not rows:
+        return
+    print(f"\nstage one, test AUROC of each unimodal model vs the oracle given that modality alone ({len(runs)} seeds)")
+    for m, t in sorted(rows):
+        vals = [r["stage1"][m][t] for r in runs if t in r.get("stage1", {}).get(m, {})]
+        gap = [v[0] - v[1] for v in vals]
+        print(f"  {m:>7}/{t:<8} model {np.mean([v[0] for v in vals]):.3f}  oracle {vals[0][1]:.3f}  "
+              f"gap {np.mean(gap):+.3f} (per seed {', '.join(f'{g:+.3f}' for g in gap)})  n={vals[0][2]}")
 
 
 def main(argv=None) -> int:
@@ -87,7 +139,21 @@ def main(argv=None) -> int:
                 out[f"test_auroc_{t}"] = auroc(y[m[:, k], k], p[m[:, k], k])
         return out
 
+    import medmm.train.transfer as transfer
+
+    orig_pretrain = transfer.pretrain_encoders
+    stage1: dict = {}
+
+    def pretrain(model, train_ds, val_ds, config, **kw):
+        res = orig_pretrain(model, train_ds, val_ds, config, **kw)
+        stage1.clear()
+        stage1.update(unimodal_test(model, seen["test"], manifest.parent / "oracle.csv"))
+        if args.stage1_only:
+            raise _Stage1Done(res)
+        return res
+
     tds.prefill_datasets, trainer._val_metrics = prefill, val_metrics
+    transfer.pretrain_encoders = pretrain
     runs = []
     for k in range(args.seeds):
         a = argparse.Namespace(**{**vars(args), "seed": args.seed + k})
@@ -96,16 +162,27 @@ def main(argv=None) -> int:
                                     "tracking.log_model=false", "tracking.plots=false", f"tracking.tracking_uri=sqlite:///{work.resolve()}/mlflow.db",
                                     f"preprocess.cache_dir={work / 'cache'}", *args.set])
         t = time.perf_counter()
-        res = run_experiment(config=cfg, progress=False)
+        try:
+            res = run_experiment(config=cfg, progress=False)
+        except _Stage1Done:
+            print(f"seed {a.seed} stage one ({time.perf_counter() - t:.0f} s): " + _fmt_stage1(stage1), flush=True)
+            runs.append({"seed": a.seed, "stage1": dict(stage1)})
+            Path(args.json).write_text(json.dumps({"settings": vars(args), "runs": runs}, indent=1) + "\n")
+            continue
         secs = time.perf_counter() - t
         cmp = compare_to_oracle(res.predictions, manifest.parent / "oracle.csv", TASKS)
-        runs.append({"seed": a.seed, "seconds": round(secs, 1), "timings": res.timings,
+        print(f"  stage one: {_fmt_stage1(stage1)}", flush=True)
+        runs.append({"seed": a.seed, "seconds": round(secs, 1), "timings": res.timings, "stage1": dict(stage1),
                      "oracle": {t: cmp[t]["oracle_auroc"] for t in TASKS},
                      "history": [{k2: v for k2, v in h.items() if k2 == "epoch" or k2.startswith(("val_", "test_"))}
                                  for h in res.history]})
         print(f"seed {a.seed}: {secs:.0f} s; " + ", ".join(f"{k2} {v:.0f}" for k2, v in res.timings.items()
                                                          if k2.endswith("_s")), flush=True)
         Path(args.json).write_text(json.dumps({"settings": vars(args), "runs": runs}, indent=1) + "\n")  # so far
+    if args.stage1_only:
+        _stage1_table(runs)
+        return 0
+    _stage1_table(runs)
     min_epochs = demo_config(manifest, work, args).train.min_epochs
     print(f"\nsynth {synth_s:.0f} s; {args.seeds} seeds; test AUROC - oracle of the epoch each rule selects")
     print(f"{'window':>7}{'patience':>9}  " + "".join(f"{t:>18}" for t in TASKS) + "   epochs")

@@ -48,9 +48,10 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 MODS = ("image", "notes", "vitals", "ehr")
-# every model of the benchmark: ModelConfig's encoders, with a cheaper image CNN (2 CPU cores)
-ENCODERS = {"image": {"name": "tiny_cnn3d", "channels": (8, 16), "stem_stride": 2}, "notes": {"name": "tfidf_mlp"},
-            "vitals": {"name": "gru"}, "ehr": {"name": "mlp"}}
+# every model of the benchmark: ModelConfig's encoders, with a cheaper image CNN (2 CPU cores), and the
+# demo's first-order image statistics and vitals trend read-out (medmm/commands/demo.py)
+ENCODERS = {"image": {"name": "tiny_cnn3d", "channels": (8, 16), "stem_stride": 2, "first_order": True},
+            "notes": {"name": "tfidf_mlp"}, "vitals": {"name": "gru", "trend": True}, "ehr": {"name": "mlp"}}
 
 
 def subsets() -> list[tuple[str, ...]]:

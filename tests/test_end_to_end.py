@@ -93,7 +93,7 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
 
     from medmm.commands.demo import make_cohort
 
-    same = argparse.Namespace(patients=40, test_fraction=0.53, missing_rate=0.2, image_size=16, seed=0)
+    same = argparse.Namespace(patients=40, test_fraction=0.4, missing_rate=0.2, image_size=16, seed=0)
     assert make_cohort(out / "cohort", same, reuse=True) == (out / "cohort" / "manifest.csv", True)
 
     model = MultimodalModel.load(out / "model")

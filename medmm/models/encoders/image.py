@@ -40,6 +40,14 @@ def _norm(norm: str, channels: int) -> str | tuple[str, dict]:
     return norm.upper()
 
 
+def first_order_stats(x: torch.Tensor) -> torch.Tensor:
+    """Per channel of ``x [B, C, *spatial]`` its mean, standard deviation, 1st and 99th
+    percentile over the voxels: ``[B, 4C]`` (channel-major)."""
+    v = x.flatten(2)
+    q = torch.quantile(v, torch.tensor([0.01, 0.99], dtype=v.dtype, device=v.device), dim=-1)  # [2, B, C]
+    return torch.stack([v.mean(-1), v.std(-1, unbiased=False), q[0], q[1]], dim=-1).flatten(1)
+
+
 class _ImageEncoder(Encoder):
     modality = "image"
 
@@ -59,10 +67,19 @@ class TinyCNN3D(_ImageEncoder):
 
     ``norm`` is ``batch`` (BatchNorm, the default and what models saved before the option had),
     ``group`` (GroupNorm with up to 8 groups of at least 2 channels: independent of the batch, so
-    small or imbalanced batches do not shift it) or ``instance``."""
+    small or imbalanced batches do not shift it) or ``instance``.
+
+    ``first_order=True`` adds the input's first-order intensity statistics per channel (mean,
+    standard deviation, 1st and 99th percentile: pyradiomics' ``firstorder`` family), batch-
+    normalised, to the pooled features: a wide path for evidence spread over the whole volume
+    (a lesion's contrast shifts the mean by a fraction of a percent of the window, which the
+    convolutions learn slowly from a few hundred images). Absent (``False``) is the CNN alone."""
+
+    N_FIRST_ORDER = 4
 
     def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, channels: tuple[int, ...] = (8, 16, 32),
-                 dropout: float = 0.1, stem_stride: int = 1, with_tokens: bool = False, norm: str = "batch") -> None:
+                 dropout: float = 0.1, stem_stride: int = 1, with_tokens: bool = False, norm: str = "batch",
+                 first_order: bool = False) -> None:
         super().__init__(out_dim)
         from monai.networks.blocks import Convolution, ResidualUnit
 
@@ -72,25 +89,30 @@ class TinyCNN3D(_ImageEncoder):
         for a, b in zip(channels[:-1], channels[1:]):
             layers.append(ResidualUnit(sd, a, b, strides=2, kernel_size=3, subunits=2, norm=_norm(norm, b)))
         self.features = nn.Sequential(*layers)
-        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * channels[-1], out_dim))
+        n_stats = self.N_FIRST_ORDER * int(in_shape[0]) if first_order else 0
+        self.first_order = nn.BatchNorm1d(n_stats) if first_order else None
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * channels[-1] + n_stats, out_dim))
         self.token_proj = nn.Linear(channels[-1], out_dim) if with_tokens else None
-        self._set_stages(*self.features, self.proj)
+        self._set_stages(*self.features, self.proj if self.first_order is None else (self.first_order, self.proj))
 
     def backbone(self) -> nn.Module:
         return self
 
-    def _pool(self, f: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([f.mean(-1), f.amax(-1)], dim=1))
+    def _pool(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        parts = [f.mean(-1), f.amax(-1)]
+        if self.first_order is not None:
+            parts.append(self.first_order(first_order_stats(x)))
+        return self.proj(torch.cat(parts, dim=1))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.features(x).flatten(2))
+        return self._pool(self.features(x).flatten(2), x)
 
     def encode_tokens(self, x):
         if self.token_proj is None:
             return super().encode_tokens(x)
         f = self.features(x).flatten(2)
         tok = self.token_proj(f.transpose(1, 2))
-        return self._pool(f), tok, torch.ones(tok.shape[:2], dtype=torch.bool, device=x.device)
+        return self._pool(f, x), tok, torch.ones(tok.shape[:2], dtype=torch.bool, device=x.device)
 
 
 @register_encoder("monai_resnet", modality="image", kind="image", input="image",

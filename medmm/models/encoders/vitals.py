@@ -14,6 +14,25 @@ from .text import CLSTransformer, sinusoidal
 _SEQ = {"in_shape": (6, 9)}
 
 
+def trend_features(x: torch.Tensor) -> torch.Tensor:
+    """Per channel the mean and the least-squares slope (per window) of the observed bins of a
+    gridded series ``[B, T, 3C]`` (values, mask, time since last): ``[B, 2C]``, zeros for a
+    channel observed in fewer than two bins."""
+    c = x.shape[-1] // 3
+    val, w = x[..., :c], x[..., c:2 * c]
+    t = torch.linspace(0.0, 1.0, x.shape[1], device=x.device, dtype=x.dtype)[None, :, None]
+    n = w.sum(1)
+    safe = n.clamp_min(1.0)
+    mean = (w * val).sum(1) / safe
+    tbar = (w * t).sum(1) / safe
+    dt = (t - tbar[:, None]) * w
+    sxx = (dt * (t - tbar[:, None])).sum(1)
+    slope = (dt * (val - mean[:, None])).sum(1) / sxx.clamp_min(1e-6)
+    ok = (n >= 2) & (sxx > 1e-6)
+    return torch.cat([torch.where(n > 0, mean, torch.zeros_like(mean)),
+                      torch.where(ok, slope, torch.zeros_like(slope))], dim=1)
+
+
 class _SequenceEncoder(Encoder):
     modality = "vitals"
 
@@ -23,21 +42,38 @@ class _SequenceEncoder(Encoder):
 
 @register_encoder("gru", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
 class GRUEncoder(_SequenceEncoder):
-    """A GRU over the gridded series (values, observation mask, time since last observation)."""
+    """A GRU over the gridded series (values, observation mask, time since last observation).
+
+    ``trend=True`` also feeds the projection each signal's mean and least-squares slope over the
+    observed bins (:func:`trend_features`): a deterioration over hours is then one linear step
+    from the output instead of something the GRU must learn to integrate from few patients.
+    Absent (``False``, what models saved before the option had) is the GRU alone."""
 
     def __init__(self, *, in_shape: tuple[int, ...], out_dim: int = 64, hidden: int = 64, layers: int = 1,
-                 with_tokens: bool = False) -> None:
+                 with_tokens: bool = False, trend: bool = False) -> None:
         super().__init__(out_dim)
-        self.gru = nn.GRU(int(in_shape[-1]), hidden, num_layers=layers, batch_first=True)
-        self.proj = nn.Linear(hidden, out_dim)
+        f = int(in_shape[-1])
+        if trend and f % 3:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"trend=True needs 3 features per channel (value, mask, delta), got {f}",
+                              column="trend", hint="use the VitalsPreprocessor grid or trend=False")
+        self.trend = bool(trend)
+        self.gru = nn.GRU(f, hidden, num_layers=layers, batch_first=True)
+        self.proj = nn.Linear(hidden + (2 * (f // 3) if trend else 0), out_dim)
+
+    def _read_out(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([h, trend_features(x)], dim=1) if self.trend else h)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         _, h = self.gru(x)
-        return self.proj(h[-1])
+        return self._read_out(x, h[-1])
 
     def encode_tokens(self, x):
         seq, h = self.gru(x)
-        return self._tokens(self.proj(seq), self.proj(h[-1]))
+        tok = self.proj(torch.cat([seq, trend_features(x)[:, None].expand(-1, seq.shape[1], -1)], dim=2)
+                        if self.trend else seq)
+        return self._tokens(tok, self._read_out(x, h[-1]))
 
 
 @register_encoder("grud", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
