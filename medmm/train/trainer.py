@@ -302,7 +302,7 @@ def train(
             raise ConfigError("resume needs a checkpoint", hint="set checkpoint_dir or pass resume=PATH")
         ckpt = load_checkpoint(source)
         if ckpt is not None:
-            check_resumable(ckpt, model, config.seed, source)
+            check_resumable(ckpt, model, config, source)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
