@@ -148,3 +148,57 @@ def test_a_setting_newer_than_the_checkpoint_is_taken_as_its_default(ckpt_dir, i
     with pytest.warns(ResumeWarning, match="predates the settings ema_decay"):
         model, res = _fit(_cfg(ckpt_dir), resume=True)
     assert same_weights(weights(model), interrupted["ref"])
+
+
+def test_a_logged_model_config_read_back_keeps_its_fingerprint():
+    """`medmm train --resume` rebuilds the model from the logged config: the YAML round trip (where each
+    encoder gains an empty `preprocess`) must give the same ModelConfig, or every resume is refused as
+    "written by another model"."""
+    import yaml
+
+    from medmm.config import load_config
+    from medmm.models.multimodal import MultimodalModel
+
+    cfg = load_config({"cohort": {"manifest": "m.csv"}, "model": {"dim": 8, "modalities": ["ehr"]}})
+    first = cfg.model_config_for(("tumor",))
+    cfg.model = first.to_dict()  # as the experiment logs it
+    again = load_config(yaml.safe_load(cfg.to_yaml())).model_config_for(("tumor",))
+    assert again.to_dict() == first.to_dict()
+    from medmm.train.checkpoint import model_fingerprint
+
+    models = []
+    for mc in (first, again):
+        torch.manual_seed(0)
+        models.append(MultimodalModel(mc, {"ehr": (5,)}))
+    assert model_fingerprint(models[0]) == model_fingerprint(models[1])
+
+
+@pytest.mark.slow
+def test_cli_resume_under_other_settings_is_the_usual_one_line_error(tiny_cohort, tiny_loaded, tmp_path, capsys):
+    """`medmm train --resume RUN_ID` whose checkpoint folder was since written by a run with another lr
+    (the same out_dir reused): the CLI's one-line error, exit status 1, no traceback."""
+    import json
+
+    from medmm.cli import main
+    from medmm.config import load_config
+    from medmm.experiment import run_experiment
+    from medmm.train.checkpoint import save_checkpoint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config({"cohort": {"manifest": str(tiny_cohort)}, "out_dir": str(tmp_path / "run"),
+                       "preprocess": {"image": {"spatial_size": [16, 16, 16]}}, "model": {"dim": 8},
+                       "train": {"epochs": 1, "batch_size": 8, "min_epochs": 1, "device": "cpu", "lr": 0.002},
+                       "tracking": {"experiment": "tests", "tracking_uri": uri, "log_model": False, "plots": False}})
+    run_experiment(config=cfg, cohort=tiny_loaded, progress=False)
+    run_id = json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+    folder = tmp_path / "run" / "checkpoints"
+    state = load_checkpoint(folder)
+    state.pop("version")
+    state["config"]["lr"] = 0.01  # what another run with train.lr=0.01 in the same out_dir leaves behind
+    save_checkpoint(state, folder)
+    capsys.readouterr()
+    assert main(["train", "--resume", run_id, "--tracking-uri", uri, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("medmm train: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "lr 0.01 -> 0.002" in lines[0] and "train.lr=0.01" in lines[0] and str(folder) in lines[0]
