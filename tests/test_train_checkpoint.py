@@ -161,6 +161,8 @@ def test_a_logged_model_config_read_back_keeps_its_fingerprint():
 
     cfg = load_config({"cohort": {"manifest": "m.csv"}, "model": {"dim": 8, "modalities": ["ehr"]}})
     first = cfg.model_config_for(("tumor",))
+    # a config written before the run (--print-config) reads back with `tasks: null` & co.: still the defaults
+    assert load_config(yaml.safe_load(cfg.to_yaml())).model_config_for(("tumor",)).to_dict() == first.to_dict()
     cfg.model = first.to_dict()  # as the experiment logs it
     again = load_config(yaml.safe_load(cfg.to_yaml())).model_config_for(("tumor",))
     assert again.to_dict() == first.to_dict()
