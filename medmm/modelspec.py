@@ -204,6 +204,9 @@ class ModelSection(BaseModel):
         return self.to_config_dict()[key]
 
     def to_config_dict(self) -> dict[str, Any]:
-        """The fields given (defaults left to ModelConfig), as plain data."""
-        return self.model_dump(exclude_unset=True, mode="json")
+        """The fields given (defaults left to ModelConfig), as plain data. A top-level ``None`` or
+        empty mapping is "the default" too: a config written out as YAML (``--print-config``, a
+        logged config) and read back sets every field, ``tasks: null`` and ``encoders: {}`` among them."""
+        d = self.model_dump(exclude_unset=True, mode="json")
+        return {k: v for k, v in d.items() if v is not None and v != {}}
 

@@ -139,7 +139,9 @@ class ModelConfig:
             raise ConfigError("no modality given", hint=f"use a non-empty subset of {MODALITIES} or declared ones")
         self.modalities = ModalitySpec.coerce(self.modalities, kinds=self.modality_kinds)
         self.modality_kinds = self.modalities.kinds
-        self.encoders = {k: dict(v) for k, v in (self.encoders or {}).items()}
+        # an empty `preprocess` is no preprocess (a logged config read back gains one): one config, one fingerprint
+        self.encoders = {k: {o: x for o, x in dict(v).items() if o != "preprocess" or x}
+                         for k, v in (self.encoders or {}).items()}
         for m in self.modalities:
             kind = self.modalities.kind(m)
             spec = self.encoders.setdefault(m, dict(DEFAULT_ENCODER_BY_KIND[kind]))

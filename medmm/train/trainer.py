@@ -285,7 +285,10 @@ def train(
     With ``config.checkpoint_dir`` a checkpoint is written there after every epoch and when
     SIGINT/SIGTERM arrives (then ``KeyboardInterrupt`` is raised). ``resume=True`` continues
     from ``checkpoint_dir/last.pt`` when it exists (``resume`` may also be a checkpoint
-    path); a resumed run reaches the same weights and metrics as an uninterrupted one.
+    path); a resumed run reaches the same weights and metrics as an uninterrupted one. A checkpoint
+    of another model, seed or training settings is refused with a ``ConfigError`` naming each
+    changed setting (:func:`~medmm.train.checkpoint.check_resumable`; ``num_workers``, ``device``,
+    ``checkpoint_dir`` and ``deterministic`` may change).
     """
     from tqdm.auto import tqdm
 
@@ -302,7 +305,7 @@ def train(
             raise ConfigError("resume needs a checkpoint", hint="set checkpoint_dir or pass resume=PATH")
         ckpt = load_checkpoint(source)
         if ckpt is not None:
-            check_resumable(ckpt, model, config.seed, source)
+            check_resumable(ckpt, model, config, source)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
