@@ -205,7 +205,8 @@ def test_evaluate_report_pyfunc_predict_serve(trained, outcome_cohort, tmp_path)
     typed = evaluate_typed(model, cohort, split="test", n_boot=30, min_subgroup=5)
     m = typed.metrics
     assert 0 <= m["grade"]["auroc_macro"][0] <= 1 and m["grade"]["auroc_macro"][1] <= m["grade"]["auroc_macro"][0]
-    assert {"harrell_c", "uno_c", "auc@365", "brier@365"} <= set(m["death"])
+    assert {"harrell_c", "uno_c", "auc@365", "brier@365", "ibs"} <= set(m["death"])  # ibs from the survival curves
+    assert 0 < m["death"]["ibs"][0] < 0.3 and m["death"]["ibs"][1] <= m["death"]["ibs"][0] <= m["death"]["ibs"][2]
     assert {"mae", "rmse", "r2", "calibration_in_the_large"} <= set(m["marker"])
     assert typed.tables["grade"]["confusion"].to_numpy().sum() == m["grade"]["n"][0]
     assert set(typed.tables["death"]["by_group"]["column"]) >= {"pattern"}

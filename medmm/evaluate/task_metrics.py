@@ -506,8 +506,9 @@ class TypedEvaluation:
         return paths
 
 
-def _task_fn(spec: Any, p: Any, train: Any = None):
-    """``(metric function, its arrays)`` of one task on table ``p``."""
+def _task_fn(spec: Any, p: Any, train: Any = None, curve: dict | None = None):
+    """``(metric function, its arrays)`` of one task on table ``p``; ``curve`` (``{"times": [G],
+    "survival": [N, G]}``, rows as ``p``'s) gives a survival task its integrated Brier score."""
     t = spec.name
     if spec.kind == "multiclass":
         probs = np.column_stack([p[f"prob_{t}.{c}"].to_numpy(float) for c in spec.classes])
@@ -518,13 +519,21 @@ def _task_fn(spec: Any, p: Any, train: Any = None):
     hs = [h for h in spec.eval_horizons if f"risk_{t}@{h:g}" in p]
     risk = np.column_stack([p[f"risk_{t}@{h:g}"].to_numpy(float) for h in hs]) if hs else None
     known = ~(p[f"time_{t}"].isna() | p[f"event_{t}"].isna()).to_numpy()
+    surv = None
+    if curve is not None and len(np.asarray(curve["survival"])) == len(p):
+        grid, surv = np.asarray(curve["times"], dtype=float), np.asarray(curve["survival"], dtype=float)
 
     def fn(time, event, score, *rest):
-        return survival_metrics(time, event, score, horizons=hs, risk=rest[0] if rest else None, train=train)
+        rest_ = list(rest)
+        sg = rest_.pop() if surv is not None else None
+        return survival_metrics(time, event, score, horizons=hs, risk=rest_[0] if rest_ else None, train=train,
+                                grid=grid if sg is not None else None, survival_grid=sg)
 
     arrays = (p[f"time_{t}"].to_numpy(float), p[f"event_{t}"].to_numpy(float), p[f"risk_score_{t}"].to_numpy(float))
     if risk is not None:
         arrays = (*arrays, risk)
+    if surv is not None:
+        arrays = (*arrays, surv)
     return fn, tuple(a[known] for a in arrays)
 
 
@@ -552,7 +561,7 @@ def evaluate_typed_frame(predictions: Any, specs: dict[str, Any], *, curves: dic
         if spec.kind == "survival" and train is not None and f"time_{t}" in train:
             k = ~(train[f"time_{t}"].isna() | train[f"event_{t}"].isna())
             tr = (train.loc[k, f"time_{t}"].to_numpy(float), train.loc[k, f"event_{t}"].to_numpy(float))
-        fn, arrays = _task_fn(spec, p, tr)
+        fn, arrays = _task_fn(spec, p, tr, curve=res.curves.get(t))
         res.metrics[t] = bootstrap_ci(fn, arrays, n_boot=n_boot, seed=seed)
         tabs: dict[str, Any] = {}
         if spec.kind == "multiclass":
