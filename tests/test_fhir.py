@@ -278,3 +278,37 @@ def test_survival_pair_from_a_synthea_like_bundle(tmp_path):
     with pytest.raises(ReadError, match="before the index time"):
         survival_pair(load_bundle(write_bundle(tmp_path / "early.json", b)), index)
     assert survival_pair(alive, "2030-01-01T00:00:00Z") == (None, None)  # nothing after the index
+
+
+def test_import_writes_a_survival_label_declared_in_the_sidecar(tmp_path):
+    """--survival: time/event columns from deceasedDateTime or the last contact, censored at the
+    horizon, a death before the index time reported (no label), and the task declared so that the
+    cohort reads it as a survival task."""
+    from fhir_factory import patient_bundle, write_bundle
+
+    from medmm.cohort import load_cohort
+    from medmm.tasks import read_task_declarations
+
+    src = tmp_path / "b"
+    src.mkdir()
+    index = "2024-05-30T09:00:00Z"
+    for pid, deceased in (("p0", None), ("p1", "2024-08-29T09:00:00Z"), ("p2", "2030-01-01T00:00:00Z"),
+                          ("p3", "2024-01-01T00:00:00Z")):
+        b = patient_bundle(pid)
+        if deceased:
+            b["entry"][0]["resource"]["deceasedDateTime"] = deceased
+        write_bundle(src / f"{pid}.json", b)
+    out = tmp_path / "c"
+    import_fhir_cohort(src, out, ImportConfig(index_time=index, min_patients=1, survival="death",
+                                              survival_horizon="365D"), workers=1)
+    m = pd.read_csv(out / "manifest.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert m.loc["p0", "label_death.event"] == 0 and m.loc["p0", "label_death.time"] == pytest.approx(11.0)
+    assert m.loc["p1", "label_death.event"] == 1 and m.loc["p1", "label_death.time"] == pytest.approx(91.0)
+    assert m.loc["p2", "label_death.event"] == 0 and m.loc["p2", "label_death.time"] == 365.0  # censored at horizon
+    assert pd.isna(m.loc["p3", "label_death.time"]) and pd.isna(m.loc["p3", "label_death.event"])
+    prob = pd.read_csv(out / "problems.csv", dtype={"patient_id": str})
+    assert prob.loc[prob["patient_id"] == "p3", "message"].str.contains("before the index time").any()
+    spec = read_task_declarations(out / "manifest.modalities.yaml")["death"]
+    assert spec["kind"] == "survival" and spec["horizon"] == 365.0
+    cohort = load_cohort(out / "manifest.csv", progress=False)
+    assert cohort.declared_tasks["death"]["kind"] == "survival" and "death" in cohort.tasks

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="a label: 1 when a condition with one of these codes starts within --horizon "
                      "after the index time (repeatable)")
     imp.add_argument("--horizon", default="365D", help="label horizon after the index time (default 365D)")
+    imp.add_argument("--survival", default=None, metavar="NAME",
+                     help="also a time-to-death task NAME: label_NAME.time (days from the index time) and "
+                     "label_NAME.event from Patient.deceasedDateTime, else censored at the last contact; declared "
+                     "as a survival task in the manifest's sidecar")
+    imp.add_argument("--survival-horizon", default="1825D",
+                     help="administrative censoring of --survival (default 1825D)")
     imp.add_argument("--min-patients", type=int, default=5,
                      help="keep a code as an EHR feature when at least this many training patients have it")
     imp.add_argument("--scrub-phi", action="store_true", help="scrub names, dates, phones and IDs from notes")
@@ -55,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ImportConfig(index_time=args.index_time, lookback=args.lookback, horizon=args.horizon,
                        labels=_labels(args.label), min_patients=args.min_patients, scrub_phi=args.scrub_phi,
-                       validate=args.validate, site=args.site, seed=args.seed)
+                       validate=args.validate, site=args.site, seed=args.seed, survival=args.survival,
+                       survival_horizon=args.survival_horizon)
     res = import_fhir_cohort(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet,
                              limit=args.limit)
     print(f"{res.n_patients} patient(s) from {res.n_files} bundle(s) "

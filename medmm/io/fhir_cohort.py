@@ -60,6 +60,10 @@ class ImportConfig:
     ``labels``: label name -> condition codes (SNOMED CT); ``label_<name>`` is 1 when such a
     condition starts within ``horizon`` after the index time, 0 when none does, empty when the
     patient already had it at the index time (prevalent).
+    ``survival``: the name of a time-to-death task (e.g. ``'death'``): ``label_<name>.time`` (days
+    from the index time) and ``label_<name>.event`` from ``Patient.deceasedDateTime`` or the last
+    contact (:func:`survival_pair`), censored administratively at ``survival_horizon``; the task is
+    declared (kind ``survival``) in the manifest's sidecar, so training reads it as one.
     """
 
     index_time: str = "last-encounter-end"
@@ -72,6 +76,8 @@ class ImportConfig:
     scrub_phi: bool = False
     validate: bool = False
     site: str = ""
+    survival: str | None = None
+    survival_horizon: str = "1825D"
 
 
 @dataclass
@@ -236,6 +242,15 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
             row[f"label_{label}"] = None
         else:
             row[f"label_{label}"] = int(any(index < t <= horizon_end for t in onsets))
+    if cfg.get("survival"):
+        name = cfg["survival"]
+        days = pd.Timedelta(cfg["survival_horizon"]) / pd.Timedelta(days=1)
+        try:
+            t_days, event = survival_pair(bundle, index, horizon_days=days)
+        except MedmmError as exc:  # a death before the index time: no label, and the problem says why
+            add([exc], pid)
+            t_days, event = None, None
+        row[f"label_{name}.time"], row[f"label_{name}.event"] = t_days, event
     result["row"] = row
     add(problems, pid)
     if guard["notes"] or guard["vitals"] or guard["events"]:
@@ -385,13 +400,20 @@ def import_fhir_cohort(
     ehr = pd.DataFrame(table, columns=["patient_id", *vocab]).rename(columns=header)
     ehr.to_csv(out / "ehr.csv", index=False)
     label_cols = [f"label_{k}" for k in cfg.labels]
+    surv_cols = [f"label_{cfg.survival}.time", f"label_{cfg.survival}.event"] if cfg.survival else []
     cols = ["patient_id", "split", "index_time", "site", "sex", "image_path", "notes_path", "vitals_path",
-            "ehr_path", *label_cols]
+            "ehr_path", *label_cols, *surv_cols]
     manifest = pd.DataFrame(rows, columns=cols)
-    for col in label_cols:
+    for col in [*label_cols, *surv_cols[1:]]:
         manifest[col] = manifest[col].astype("Int64")
     mpath = out / "manifest.csv"
     manifest.to_csv(mpath, index=False)
+    if cfg.survival:
+        import yaml
+
+        horizon = pd.Timedelta(cfg.survival_horizon) / pd.Timedelta(days=1)
+        decl = {cfg.survival: {"kind": "survival", "horizon": float(horizon)}}
+        (out / "manifest.modalities.yaml").write_text(yaml.safe_dump({"tasks": decl}, sort_keys=False))
     seconds = time.perf_counter() - t0
     result = ImportResult(mpath, len(files), len(rows), n_failed, n_problems, n_bytes, seconds)
     report = {
