@@ -68,7 +68,8 @@ def multiclass_metrics(y: Any, prob: Any, *, n_classes: int | None = None) -> di
     out["auroc_micro"] = float(roc_auc_score(onehot.ravel(), p.ravel())) if len(present) > 1 else np.nan
     out["accuracy"] = float(accuracy_score(y, pred))
     out["balanced_accuracy"] = float(balanced_accuracy_score(y, pred)) if len(present) > 1 else np.nan
-    out["log_loss"] = float(log_loss(y, np.clip(p, 1e-7, 1), labels=list(range(k))))
+    q = np.clip(p, 1e-7, 1)  # float32 softmax rows sum to 1 only within rounding: renormalised, as log_loss would
+    out["log_loss"] = float(log_loss(y, q / q.sum(axis=1, keepdims=True), labels=list(range(k))))
     return out
 
 
