@@ -99,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
     print(res.summary().to_string(index=False))
     if res.reference_models is not None and len(res.reference_models):
         cols = [c for c in res.reference_models.columns if c not in ("n_positive", "p_value")]
-        print("against classical baselines (difference = model - baseline AUROC, paired bootstrap 95% CI):")
+        if "metric" in cols:  # every task type: the metric's own value columns say it all
+            cols = [c for c in cols if c not in ("auroc_medmm", "auroc_baseline", "kind")]
+        what = "the metric" if "metric" in cols else "AUROC"
+        print(f"against classical baselines (difference = model - baseline {what}, paired bootstrap 95% CI):")
         print(res.reference_models[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for w in res.warnings:
         print(f"warning: {w}")
