@@ -457,3 +457,33 @@ def test_typed_baselines_beside_the_model_in_every_output(trained, tmp_path, mon
     res2 = evaluate_cohort(model, cohort, split="train", n_boot=10, robustness=False, progress=False, audit=False,
                            calibration_split=None)
     assert res2.reference_models is None and any("baselines skipped" in w for w in res2.warnings)
+
+
+def test_typed_comparison_reads_each_metrics_direction():
+    """A lower MAE is better, a higher C-index is better; a copy of the model is no different."""
+    from medmm.evaluate.baselines import compare_typed_with_baselines
+    from medmm.tasks import TaskSpec
+
+    rng = np.random.default_rng(1)
+    n = 300
+    ids = [f"p{i}" for i in range(n)]
+    y = rng.normal(size=n)
+    x = rng.normal(size=n)
+    t_ev = rng.exponential(np.exp(-x))
+    t_c = rng.exponential(1.5, n)
+    model = pd.DataFrame({"patient_id": ids, "label_m": y, "value_m": y + rng.normal(scale=0.2, size=n),
+                          "time_s": np.minimum(t_ev, t_c), "event_s": (t_ev <= t_c).astype(float), "risk_score_s": x})
+    model.loc[3, "label_m"] = np.nan  # an unknown label: left out
+    worse = pd.DataFrame({"patient_id": ids[::-1], "value_m": (y + rng.normal(scale=1.0, size=n))[::-1],
+                          "risk_score_s": rng.normal(size=n)[::-1]})  # row order does not matter
+    specs = {"m": TaskSpec.from_config("m", {"kind": "regression"}), "s": TaskSpec.from_config("s", "survival")}
+    fits = {"m": {"baseline": "ridge_cv", "n_fit": 10}, "s": {"baseline": "cox_ph", "n_fit": 10}}
+    tab = compare_typed_with_baselines(model, worse, specs, fits, n_boot=200).set_index(["task", "metric"])
+    assert tab.loc[("m", "mae"), "n"] == n - 1
+    assert tab.loc[("m", "mae"), "high"] < 0 and tab.loc[("m", "mae"), "verdict"] == "medmm better"
+    assert tab.loc[("m", "r2"), "low"] > 0 and tab.loc[("m", "r2"), "verdict"] == "medmm better"
+    assert tab.loc[("s", "harrell_c"), "low"] > 0 and tab.loc[("s", "harrell_c"), "verdict"] == "medmm better"
+    assert (tab.low <= tab.difference).all() and (tab.difference <= tab.high).all()
+    copy = compare_typed_with_baselines(model, model[["patient_id", "value_m", "risk_score_s"]], specs, fits, n_boot=50)
+    assert (copy.difference == 0).all() and (copy.low == 0).all() and (copy.high == 0).all()
+    assert set(copy.verdict) == {"no clear difference"}
