@@ -366,3 +366,124 @@ def test_tuned_baselines_work_where_features_outnumber_events():
     plain = typed_baseline("multiclass", X[tr], y[tr], X[te])["prob"]
     auc, auc_plain = (roc_auc_score(y[te], q, multi_class="ovr") for q in (prob, plain))
     assert auc > 0.6 and auc >= auc_plain - 0.01, (auc, auc_plain)
+
+
+def test_typed_baselines_beside_the_model_in_every_output(trained, tmp_path, monkeypatch):
+    """Multinomial LR, ridge and Cox PH fitted on the training split's featurised inputs, scored on the
+    evaluated patients, beside the model with a paired bootstrap CI; the same values as the reference
+    libraries on the same split; nothing fitted on an evaluated patient."""
+    from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
+    from sksurv.metrics import concordance_index_censored
+
+    from medmm.evaluate import baselines as bl
+    from medmm.evaluate import evaluate_cohort
+    from medmm.evaluate.task_metrics import typed_baseline
+    from medmm.tasks import TaskSpec
+
+    model, folder, cohort = trained
+    seen: list[list[str]] = []
+    real = bl.featurize
+
+    def spy(records, *a, **k):
+        records = list(records)
+        seen.append([r.patient_id for r in records])
+        return real(records, *a, **k)
+
+    monkeypatch.setattr(bl, "featurize", spy)
+    res = evaluate_cohort(model, cohort, split="test", n_boot=200, robustness=False, out=tmp_path / "ev",
+                          progress=False, audit=False, calibration_split=None)
+    ref = res.reference_models
+    assert set(zip(ref.task, ref.metric)) == {("grade", "auroc_macro"), ("marker", "mae"), ("marker", "r2"),
+                                             ("death", "harrell_c"), ("death_dt", "harrell_c")}
+    # fitted on the training split only, scored on exactly the evaluated patients
+    train_recs, test_recs = cohort.split("train").records, cohort.split("test").records
+    fit_ids, scored_ids = set(seen[0]), set(seen[1])
+    assert fit_ids == {r.patient_id for r in train_recs}
+    assert not fit_ids & set(res.typed.predictions.patient_id)
+    assert scored_ids == set(res.typed.predictions.patient_id) == {r.patient_id for r in test_recs}
+
+    keys = ["grade", "marker", "death.time", "death.event"]
+    ftr, fte = real(train_recs, model.preprocessor, keys), real(test_recs, model.preprocessor, keys)
+    row = ref.set_index(["task", "metric"])
+    # multiclass: macro one-vs-rest AUROC over the classes present (scikit-learn per class)
+    r = row.loc[("grade", "auroc_macro")]
+    y = ftr.labels["grade"]
+    k = ~np.isnan(y)
+    assert r.fitted_on == k.sum() and r.baseline in ("multinomial_lr", "multinomial_lr_cv")
+    prob = typed_baseline("multiclass", ftr.X[k], y[k].astype(int), fte.X,
+                          tune=r.baseline == "multinomial_lr_cv")["prob"]
+    yt = fte.labels["grade"]
+    kt = ~np.isnan(yt)
+    expected = np.mean([roc_auc_score(yt[kt] == c, prob[kt, c]) for c in np.unique(yt[kt]).astype(int)])
+    assert r.value_baseline == pytest.approx(expected)
+    assert r.value_medmm == pytest.approx(res.typed.metrics["grade"]["auroc_macro"][0])
+    # regression: ridge, MAE and R^2
+    y = ftr.labels["marker"]
+    k = ~np.isnan(y)
+    value = typed_baseline("regression", ftr.X[k], y[k], fte.X)["value"]
+    yt = fte.labels["marker"]
+    kt = ~np.isnan(yt)
+    assert row.loc[("marker", "mae")].value_baseline == pytest.approx(mean_absolute_error(yt[kt], value[kt]))
+    assert row.loc[("marker", "r2")].value_baseline == pytest.approx(r2_score(yt[kt], value[kt]))
+    assert row.loc[("marker", "mae")].value_medmm == pytest.approx(res.typed.metrics["marker"]["mae"][0])
+    # survival: Cox on labels censored at the horizon, Harrell's C by scikit-survival
+    spec = TaskSpec.from_config("death", TASKS["death"])
+    t, e = ftr.labels["death.time"], ftr.labels["death.event"]
+    k = ~(np.isnan(t) | np.isnan(e))
+    tc, ec = spec.censor(t[k], e[k])
+    r = row.loc[("death", "harrell_c")]
+    assert r.baseline in ("cox_ph", "coxnet_cv") and r.fitted_on == k.sum()
+    risk = typed_baseline("survival", ftr.X[k], (tc, ec > 0.5), fte.X, tune=r.baseline == "coxnet_cv")["risk_score"]
+    tt, et = spec.censor(fte.labels["death.time"], fte.labels["death.event"])
+    kt = ~(np.isnan(fte.labels["death.time"]) | np.isnan(fte.labels["death.event"]))
+    assert r.value_baseline == pytest.approx(concordance_index_censored(et[kt] > 0.5, tt[kt], risk[kt])[0])
+    assert r.value_medmm == pytest.approx(res.typed.metrics["death"]["harrell_c"][0])
+    assert r.n_positive == int((et[kt] > 0.5).sum())
+    # paired intervals contain the difference; the verdict reads the metric's direction
+    assert (ref.low <= ref.difference).all() and (ref.difference <= ref.high).all() and (ref.low < ref.high).all()
+    assert np.allclose(ref.difference, ref.value_medmm - ref.value_baseline)
+    mae = row.loc[("marker", "mae")]
+    assert mae.verdict == ("medmm better" if mae.high < 0 else "ridge_cv better" if mae.low > 0
+                           else "no clear difference")
+    # saved, logged and reported where the binary baselines go
+    saved = pd.read_csv(tmp_path / "ev" / "reference_models.csv")
+    assert len(saved) == 5 and set(saved.metric) == {"auroc_macro", "mae", "r2", "harrell_c"}
+    logged = res.reference_metrics()
+    assert logged[f"eval_harrell_c_diff_death_{r.baseline}_low"] == pytest.approx(r.low)
+    assert logged["eval_mae_marker_ridge_cv"] == pytest.approx(mae.value_baseline)
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "better than logistic regression" in html and "Harrell" in html and "ridge_cv" in html
+    # evaluating the training split would flatter the baselines: skipped with a warning, as for binary tasks
+    res2 = evaluate_cohort(model, cohort, split="train", n_boot=10, robustness=False, progress=False, audit=False,
+                           calibration_split=None)
+    assert res2.reference_models is None and any("baselines skipped" in w for w in res2.warnings)
+
+
+def test_typed_comparison_reads_each_metrics_direction():
+    """A lower MAE is better, a higher C-index is better; a copy of the model is no different."""
+    from medmm.evaluate.baselines import compare_typed_with_baselines
+    from medmm.tasks import TaskSpec
+
+    rng = np.random.default_rng(1)
+    n = 300
+    ids = [f"p{i}" for i in range(n)]
+    y = rng.normal(size=n)
+    x = rng.normal(size=n)
+    t_ev = rng.exponential(np.exp(-x))
+    t_c = rng.exponential(1.5, n)
+    model = pd.DataFrame({"patient_id": ids, "label_m": y, "value_m": y + rng.normal(scale=0.2, size=n),
+                          "time_s": np.minimum(t_ev, t_c), "event_s": (t_ev <= t_c).astype(float), "risk_score_s": x})
+    model.loc[3, "label_m"] = np.nan  # an unknown label: left out
+    worse = pd.DataFrame({"patient_id": ids[::-1], "value_m": (y + rng.normal(scale=1.0, size=n))[::-1],
+                          "risk_score_s": rng.normal(size=n)[::-1]})  # row order does not matter
+    specs = {"m": TaskSpec.from_config("m", {"kind": "regression"}), "s": TaskSpec.from_config("s", "survival")}
+    fits = {"m": {"baseline": "ridge_cv", "n_fit": 10}, "s": {"baseline": "cox_ph", "n_fit": 10}}
+    tab = compare_typed_with_baselines(model, worse, specs, fits, n_boot=200).set_index(["task", "metric"])
+    assert tab.loc[("m", "mae"), "n"] == n - 1
+    assert tab.loc[("m", "mae"), "high"] < 0 and tab.loc[("m", "mae"), "verdict"] == "medmm better"
+    assert tab.loc[("m", "r2"), "low"] > 0 and tab.loc[("m", "r2"), "verdict"] == "medmm better"
+    assert tab.loc[("s", "harrell_c"), "low"] > 0 and tab.loc[("s", "harrell_c"), "verdict"] == "medmm better"
+    assert (tab.low <= tab.difference).all() and (tab.difference <= tab.high).all()
+    copy = compare_typed_with_baselines(model, model[["patient_id", "value_m", "risk_score_s"]], specs, fits, n_boot=50)
+    assert (copy.difference == 0).all() and (copy.low == 0).all() and (copy.high == 0).all()
+    assert set(copy.verdict) == {"no clear difference"}

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", default=None, metavar="MODEL2",
                    help="a second model folder to compare with on the same patients (DeLong, paired bootstrap)")
     p.add_argument("--no-baselines", action="store_true",
-                   help="do not fit LogisticRegression / HistGradientBoosting / TF-IDF + LR on the train split "
+                   help="do not fit LogisticRegression / HistGradientBoosting / TF-IDF + LR (binary tasks), "
+                        "multinomial LR / ridge / Cox PH (other task types) on the train split "
                         "to report beside the model")
     p.add_argument("--batch-size", type=int, default=64, help="patients scored per batch (default 64)")
     p.add_argument("--workers", type=int, default=0,
@@ -99,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
     print(res.summary().to_string(index=False))
     if res.reference_models is not None and len(res.reference_models):
         cols = [c for c in res.reference_models.columns if c not in ("n_positive", "p_value")]
-        print("against classical baselines (difference = model - baseline AUROC, paired bootstrap 95% CI):")
+        if "metric" in cols:  # every task type: the metric's own value columns say it all
+            cols = [c for c in cols if c not in ("auroc_medmm", "auroc_baseline", "kind")]
+        what = "value of the metric" if "metric" in cols else "AUROC"
+        print(f"against classical baselines (difference = model - baseline {what}, paired bootstrap 95% CI):")
         print(res.reference_models[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for w in res.warnings:
         print(f"warning: {w}")

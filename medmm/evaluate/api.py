@@ -447,7 +447,9 @@ def evaluate_cohort(
         Fit LogisticRegression, HistGradientBoosting (and TF-IDF + LR on notes) on the
         ``train_split`` patients' featurised inputs (the model's own fitted preprocessing) and
         report each beside the model, with the paired bootstrap CI of the AUROC difference
-        (:mod:`medmm.evaluate.baselines`).
+        (:mod:`medmm.evaluate.baselines`); multiclass, regression and survival tasks get their
+        type's linear baseline (multinomial LR, ridge, Cox PH; penalised by CV where the columns
+        outnumber the labels) compared on macro AUROC, MAE and R^2, Harrell's C.
     """
     from ..train.hub import load_model
     from .scoring import score_cohort
@@ -512,24 +514,33 @@ def _split_records(cohort: Any, name: str | None) -> list[Any]:
 
 def _reference_models(res: EvaluationResult, model: Any, cohort: Any, *, split: str | None, train_split: str,
                       which: Any, n_boot: int, seed: int) -> None:
-    """Fit the classical baselines on ``train_split`` and put them beside the model (in place)."""
-    from .baselines import run_baselines
+    """Fit the classical baselines on ``train_split`` and put them beside the model (in place):
+    LR / HGB / TF-IDF + LR for binary tasks, and for the typed ones (``res.typed``) their type's
+    linear baseline (multinomial LR, ridge, Cox PH) compared on the headline metric."""
+    from .baselines import TYPED_BASELINES, run_baselines
 
     config = getattr(model, "config", None)
     tasks = [t for t in res.tasks if config is None or config.task_spec(t)[0] == "binary"]
+    typed = res.typed
+    specs = {t: s for t, s in typed.specs.items() if s.kind in TYPED_BASELINES} if typed is not None else {}
     if split in (None, "all") or split == train_split:
         res.warnings.append(f"baselines skipped: the evaluated patients include the {train_split!r} split they "
                             "would be fitted on; evaluate another --split")
         return
     train = _split_records(cohort, train_split)
-    if not train or not tasks or getattr(model, "preprocessor", None) is None:
+    if not train or not (tasks or specs) or getattr(model, "preprocessor", None) is None:
         res.warnings.append(f"baselines skipped: no {train_split!r} patients to fit them on" if not train else
-                            "baselines skipped: no binary task or no fitted preprocessing in the model")
+                            "baselines skipped: no task with a baseline or no fitted preprocessing in the model")
         return
     ids = set(res.predictions.patient_id)
+    if typed is not None:
+        ids |= set(typed.predictions.patient_id)
     evaluated = [r for r in _split_records(cohort, split) if r.patient_id in ids]
+    label_columns = {t: getattr(model, "label_columns", {}).get(t) for t in specs}
     _, table, skipped = run_baselines(train, evaluated, model.preprocessor, tasks, res.predictions, n_boot=n_boot,
-                                      seed=seed, which=which)
+                                      seed=seed, which=which, typed=specs,
+                                      typed_predictions=typed.predictions if typed is not None else None,
+                                      label_columns=label_columns, typed_n_boot=typed.n_boot if typed else None)
     res.reference_models = table
     res.warnings.extend(f"baseline skipped: {s}" for s in skipped)
     res.info["baselines fitted on"] = f"{len(train)} {train_split} patients"

@@ -16,6 +16,14 @@ its training prevalence.
 :func:`compare_with_baselines` puts each beside the model with the paired bootstrap CI of the
 AUROC difference (model - baseline, the same resamples of the same patients through
 :func:`medmm.evaluate.bootstrap.bootstrap_metrics`) and DeLong's p-value.
+
+Multiclass, regression and survival tasks get their type's linear baseline on the same
+featurised inputs (:func:`fit_typed_baselines` over
+:func:`medmm.evaluate.task_metrics.typed_baseline`: multinomial logistic regression, ridge, Cox
+proportional hazards; penalties chosen by cross-validation where the columns outnumber what the
+labels carry) and :func:`compare_typed_with_baselines` compares them on the type's headline
+metrics (macro AUROC; MAE and R^2; Harrell's C) with a paired bootstrap CI of the difference.
+:func:`run_baselines` does both from one featurisation, into one table.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BASELINES", "BaselineFeatures", "FittedBaselines", "featurize", "fit_baselines",
-           "compare_with_baselines", "run_baselines"]
+__all__ = ["BASELINES", "TYPED_BASELINES", "BaselineFeatures", "FittedBaselines", "featurize", "fit_baselines",
+           "compare_with_baselines", "run_baselines", "fit_typed_baselines", "compare_typed_with_baselines",
+           "reference_metric_dict"]
 
 BASELINES = ("logistic_regression", "hist_gradient_boosting", "tfidf_lr")
 _DEFAULT_KINDS = {"image": "image", "notes": "text", "vitals": "series", "ehr": "table"}
@@ -246,30 +255,264 @@ def compare_with_baselines(model_predictions: Any, baseline_predictions: dict[st
 def run_baselines(train_records: Any, eval_records: Any, preprocessor: Any, tasks: tuple[str, ...] | list[str],
                   model_predictions: Any, *, n_boot: int = 2000, seed: int = 0,
                   which: tuple[str, ...] | list[str] | None = None,
-                  compare: bool = True) -> tuple[dict[str, Any], Any, list[str]]:
+                  compare: bool = True, typed: dict[str, Any] | None = None,
+                  typed_predictions: Any = None, label_columns: dict[str, Any] | None = None,
+                  typed_n_boot: int | None = None) -> tuple[dict[str, Any], Any, list[str]]:
     """Fit the baselines on ``train_records`` (through the fitted ``preprocessor``), score
     ``eval_records`` and compare with ``model_predictions`` (a predictions frame of the same
-    patients). Returns ``(predictions by baseline, comparison table or None, notes)``."""
+    patients). Returns ``(predictions by baseline, comparison table or None, notes)``.
+
+    ``typed`` (``{task: TaskSpec}`` of multiclass, regression and survival tasks, with
+    ``typed_predictions``, the model's typed predictions table, and ``label_columns``, a survival
+    task's time and event label keys) adds each type's linear baseline
+    (:func:`fit_typed_baselines`, predictions under ``"typed"``) on the same featurised inputs;
+    its rows (:func:`compare_typed_with_baselines`) follow the binary ones in the table, which then
+    also has ``kind, metric, value_medmm, value_baseline`` for every row."""
+    import pandas as pd
+
     tasks = [t for t in tasks if f"prob_{t}" in model_predictions.columns]
-    fitted = fit_baselines(featurize(train_records, preprocessor, tasks), tasks, seed=seed, which=which)
-    preds = fitted.predict(featurize(eval_records, preprocessor, tasks))
-    table = compare_with_baselines(model_predictions, preds, tasks, n_boot=n_boot, seed=seed) if compare else None
-    return preds, table, list(fitted.skipped)
+    typed = {t: s for t, s in (typed or {}).items() if s.kind in TYPED_BASELINES} \
+        if typed_predictions is not None and _wants_typed(which) else {}
+    keys = list(dict.fromkeys([*tasks, *(k for t, s in typed.items()
+                                          for k in typed_label_keys(s, (label_columns or {}).get(t)))]))
+    feats_tr = featurize(train_records, preprocessor, keys)
+    feats_ev = featurize(eval_records, preprocessor, keys)
+    fitted = fit_baselines(feats_tr, tasks, seed=seed, which=which) if tasks else FittedBaselines(())
+    preds = fitted.predict(feats_ev)
+    notes = list(fitted.skipped)
+    table = compare_with_baselines(model_predictions, preds, tasks, n_boot=n_boot, seed=seed) \
+        if compare and tasks else None
+    if typed:
+        tp, fits, typed_notes = fit_typed_baselines(feats_tr, feats_ev, typed, label_columns, seed=seed)
+        preds["typed"] = tp
+        notes += typed_notes
+        if compare and fits:
+            rows = compare_typed_with_baselines(typed_predictions, tp, typed, fits, seed=seed,
+                                                n_boot=typed_n_boot if typed_n_boot is not None else min(n_boot, 500))
+            if table is not None and len(table):
+                table = table.assign(kind="binary", metric="auroc", value_medmm=table["auroc_medmm"],
+                                     value_baseline=table["auroc_baseline"], fitted_on=np.nan)
+                order = [*rows.columns, "auroc_medmm", "auroc_baseline"]
+                table = pd.concat([table[order], rows], ignore_index=True)[order]
+            else:
+                table = rows
+    return preds, table, notes
 
 
 def reference_metric_dict(table: Any, prefix: str) -> dict[str, float]:
     """MLflow metrics of a :func:`run_baselines` table: ``{prefix}_auroc_<task>_<baseline>`` and the
-    model's difference with its CI bounds (``_auroc_diff_..``, ``_low``, ``_high``); NaNs left out."""
-    import numpy as np
-
+    model's difference with its CI bounds (``_auroc_diff_..``, ``_low``, ``_high``); a typed row
+    (``metric`` e.g. ``harrell_c``) gives ``{prefix}_<metric>_<task>_<baseline>`` and
+    ``{prefix}_<metric>_diff_<task>_<baseline>`` with its bounds; NaNs left out."""
     out: dict[str, float] = {}
     if table is None or not len(table):
         return out
     for _, row in table.iterrows():
-        diff = f"{prefix}_auroc_diff_{row.task}_{row.baseline}"
-        for k, v in ((f"{prefix}_auroc_{row.task}_{row.baseline}", row.auroc_baseline), (diff, row.difference),
+        typed = "metric" in row.index and isinstance(row.get("kind"), str) and row.kind != "binary"
+        metric = row.metric if typed else "auroc"
+        value = row.value_baseline if typed else row.auroc_baseline
+        diff = f"{prefix}_{metric}_diff_{row.task}_{row.baseline}"
+        for k, v in ((f"{prefix}_{metric}_{row.task}_{row.baseline}", value), (diff, row.difference),
                      (f"{diff}_low", row.low), (f"{diff}_high", row.high)):
             if v is not None and not np.isnan(v):
-                out[k] = float(v)
+                out[k.replace(" ", "_")] = float(v)
     return out
 
+
+# ---------------------------------------------------------------------------------------- other task types
+#: the linear baseline of each non-binary task type, and the headline metrics it is compared on
+#: (``True``: higher is better)
+TYPED_BASELINES = {"multiclass": "multinomial_lr", "regression": "ridge_cv", "survival": "cox_ph"}
+TYPED_HEADLINE: dict[str, tuple[tuple[str, bool], ...]] = {
+    "multiclass": (("auroc_macro", True),), "regression": (("mae", False), ("r2", True)),
+    "survival": (("harrell_c", True),)}
+
+
+def typed_label_keys(spec: Any, label_columns: Any = None) -> list[str]:
+    """The record label keys of a task: its name, or a survival task's time and event columns."""
+    if spec.kind == "survival":
+        return list(label_columns) if label_columns else spec.label_columns()
+    return [spec.name]
+
+
+def _wants_typed(which: Any) -> bool:
+    """The typed baselines run by default, or when ``which`` names the linear family."""
+    if which is None:
+        return True
+    names = set(which)
+    return bool(names & ({"logistic_regression"} | set(TYPED_BASELINES.values()) | {"multinomial_lr_cv", "coxnet_cv"}))
+
+
+def fit_typed_baselines(train: BaselineFeatures, test: BaselineFeatures, specs: dict[str, Any],
+                        label_columns: dict[str, Any] | None = None, *, seed: int = 0
+                        ) -> tuple[Any, dict[str, dict[str, Any]], list[str]]:
+    """Fit each multiclass, regression and survival task's linear baseline
+    (:func:`medmm.evaluate.task_metrics.typed_baseline`) on the labelled rows of ``train`` and
+    score ``test``.
+
+    Survival labels are censored at the task's horizon, as the model learnt them. The penalty is
+    chosen by 5-fold cross-validation where the featurised columns outnumber what the labels can
+    carry: a multinomial ``LogisticRegressionCV`` when every class has 5 training patients, and
+    an elastic-net Cox (``coxnet_cv``) when there are fewer than 10 events per column (the plain
+    Cox PH does not converge there). Ridge always chooses its penalty by (leave-one-out) CV.
+
+    Returns ``(predictions, fits, notes)``: ``predictions`` has ``patient_id`` and, per task, the
+    model's column names (``prob_<t>.<class>``, ``value_<t>``, ``risk_score_<t>``); ``fits`` per
+    task ``{"baseline", "n_fit", "ids"}`` (the training patients each fit used).
+    """
+    import warnings
+
+    import pandas as pd
+
+    from .task_metrics import typed_baseline
+
+    label_columns = label_columns or {}
+    out = pd.DataFrame({"patient_id": test.ids})
+    fits: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for t, spec in specs.items():
+        if spec.kind not in TYPED_BASELINES:
+            continue
+        keys = typed_label_keys(spec, label_columns.get(t))
+        d = train.X.shape[1]
+        if d == 0:
+            notes.append(f"{TYPED_BASELINES[spec.kind]}/{t}: the model has no table, text or series input to fit on")
+            continue
+        if spec.kind == "survival":
+            time, event = train.labels[keys[0]], train.labels[keys[1]]
+            rows = np.flatnonzero(~(np.isnan(time) | np.isnan(event)))
+            time, event = spec.censor(time[rows], event[rows])
+            event = np.asarray(event) > 0.5
+            n_events = int(event.sum())
+            if n_events < 2:
+                notes.append(f"{TYPED_BASELINES[spec.kind]}/{t}: {n_events} event(s) in the training rows; needs 2")
+                continue
+            tune = d * 10 > n_events
+            name = "coxnet_cv" if tune else "cox_ph"
+            y: Any = (np.asarray(time, dtype=float), event)
+        else:
+            yk = train.labels[keys[0]]
+            rows = np.flatnonzero(~np.isnan(yk))
+            y = yk[rows]
+            tune = False
+            name = TYPED_BASELINES[spec.kind]
+            if spec.kind == "multiclass":
+                y = y.astype(int)
+                counts = np.bincount(y, minlength=len(spec.classes)) if len(y) else np.zeros(1, int)
+                if int((counts > 0).sum()) < 2:
+                    notes.append(f"{name}/{t}: needs two classes among the labelled training rows")
+                    continue
+                tune = bool(counts[counts > 0].min() >= 5)
+                name = "multinomial_lr_cv" if tune else name
+            elif len(y) < 3:
+                notes.append(f"{name}/{t}: {len(y)} labelled training row(s); needs 3")
+                continue
+        try:
+            with _threads(len(rows)), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence chatter of the CV paths; the fit is still used
+                pred = typed_baseline(spec.kind, train.X[rows], y, test.X, seed=seed, tune=tune)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            notes.append(f"{name}/{t}: the fit failed ({exc})")
+            continue
+        if spec.kind == "multiclass":
+            prob = np.zeros((len(test.ids), len(spec.classes)))
+            prob[:, :pred["prob"].shape[1]] = pred["prob"][:, :len(spec.classes)]
+            for k, c in enumerate(spec.classes):
+                out[f"prob_{t}.{c}"] = prob[:, k]
+        elif spec.kind == "regression":
+            out[f"value_{t}"] = pred["value"]
+        else:
+            out[f"risk_score_{t}"] = pred["risk_score"]
+        fits[t] = {"baseline": name, "n_fit": int(len(rows)), "ids": [train.ids[i] for i in rows]}
+    return out, fits, notes
+
+
+def _headline(kind: str, metrics: tuple[tuple[str, bool], ...]):
+    """``fn(labels..., model output, baseline output) -> {metric_model, metric_baseline, metric_diff}``."""
+    from sksurv.metrics import concordance_index_censored
+
+    from sklearn.metrics import roc_auc_score
+
+    from .task_metrics import regression_metrics
+
+    def one(args: tuple[Any, ...], out: Any) -> dict[str, float]:
+        if kind == "multiclass":  # multiclass_metrics' macro AUROC, without its other metrics per resample
+            y = args[0].astype(int)
+            present = np.unique(y)
+            if len(present) < 2:
+                return {}
+            return {"auroc_macro": float(np.mean([roc_auc_score(y == c, out[:, c]) for c in present]))}
+        if kind == "regression":
+            return regression_metrics(args[0], out)
+        time, event = args
+        e = event > 0.5
+        if len(time) < 2 or not e.any():
+            return {}
+        return {"harrell_c": float(concordance_index_censored(e, time, out)[0])}
+
+    def fn(*arrays: Any) -> dict[str, float]:
+        *labels, a, b = arrays
+        ma, mb = one(tuple(labels), a), one(tuple(labels), b)
+        res: dict[str, float] = {}
+        for k, _ in metrics:
+            va, vb = ma.get(k, np.nan), mb.get(k, np.nan)
+            # unbounded names: percentile intervals (a difference is not clipped to [0, 1])
+            res.update({f"model|{k}": va, f"baseline|{k}": vb, f"diff|{k}": va - vb})
+        return res
+
+    return fn
+
+
+def compare_typed_with_baselines(model_predictions: Any, baseline_predictions: Any, specs: dict[str, Any],
+                                 fits: dict[str, dict[str, Any]], *, n_boot: int = 500, seed: int = 0,
+                                 model_name: str = "medmm") -> Any:
+    """One row per task and headline metric (macro AUROC; MAE and R^2; Harrell's C): the model and
+    its type's baseline on the same evaluated patients (those with a known label), the difference
+    (model - baseline) with its paired bootstrap 95 % CI (both scored on the same resamples,
+    :func:`medmm.evaluate.task_metrics.bootstrap_ci`) and a plain-words verdict that knows which
+    direction is better (a lower MAE)."""
+    import pandas as pd
+
+    from .task_metrics import bootstrap_ci
+
+    rows = []
+    for t, fit in fits.items():
+        spec = specs[t]
+        b = baseline_predictions.set_index("patient_id")
+        m = model_predictions.drop_duplicates("patient_id").set_index("patient_id")
+        ids = [i for i in m.index if i in b.index]
+        m, b = m.loc[ids], b.loc[ids]
+        if spec.kind == "multiclass":
+            cols = [f"prob_{t}.{c}" for c in spec.classes]
+            labels: tuple[Any, ...] = (m[f"label_{t}"].to_numpy(float),)
+            known = ~np.isnan(labels[0])
+            outs = (m[cols].to_numpy(float), b[cols].to_numpy(float))
+        elif spec.kind == "regression":
+            labels = (m[f"label_{t}"].to_numpy(float),)
+            known = ~np.isnan(labels[0])
+            outs = (m[f"value_{t}"].to_numpy(float), b[f"value_{t}"].to_numpy(float))
+        else:
+            labels = (m[f"time_{t}"].to_numpy(float), m[f"event_{t}"].to_numpy(float))
+            known = ~(np.isnan(labels[0]) | np.isnan(labels[1]))
+            outs = (m[f"risk_score_{t}"].to_numpy(float), b[f"risk_score_{t}"].to_numpy(float))
+        known &= ~np.isnan(outs[0]).reshape(len(ids), -1).any(axis=1) & ~np.isnan(outs[1]).reshape(len(ids), -1).any(axis=1)
+        arrays = tuple(a[known] for a in (*labels, *outs))
+        metrics = TYPED_HEADLINE[spec.kind]
+        ci = bootstrap_ci(_headline(spec.kind, metrics), arrays, n_boot=n_boot, seed=seed)
+        n = int(known.sum())
+        n_pos = int(np.sum(arrays[1] > 0.5)) if spec.kind == "survival" else np.nan
+        for k, higher in metrics:
+            est, lo, hi = ci.get(f"diff|{k}", (np.nan, np.nan, np.nan))
+            if np.isnan(est):
+                verdict = "too few labels"
+            elif np.isnan(lo):
+                verdict = "no interval"
+            else:
+                better, worse = (lo > 0, hi < 0) if higher else (hi < 0, lo > 0)
+                verdict = f"{model_name} better" if better else f"{fit['baseline']} better" if worse else \
+                    "no clear difference"
+            rows.append({"task": t, "kind": spec.kind, "baseline": fit["baseline"], "metric": k, "n": n,
+                         "n_positive": n_pos, f"value_{model_name}": ci.get(f"model|{k}", (np.nan,))[0],
+                         "value_baseline": ci.get(f"baseline|{k}", (np.nan,))[0], "difference": est, "low": lo,
+                         "high": hi, "p_value": np.nan, "verdict": verdict, "fitted_on": fit["n_fit"]})
+    return pd.DataFrame(rows)

@@ -293,7 +293,14 @@ def render_html(result, figures: dict[str, Any] | None = None, *, title: str = "
                      "fitted on the training split's featurised inputs (the model's own fitted preprocessing; "
                      "TF-IDF of the raw notes for TF-IDF + LR), scored on the same patients. Difference = model "
                      "- baseline AUROC with its paired bootstrap 95% CI (the same resamples for both) and "
-                     "DeLong's p-value.</p>" + html_table(ref))
+                     "DeLong's p-value."
+                     + (" Multi-class, regression and survival tasks: their type's linear baseline (multinomial "
+                        "logistic regression, ridge, Cox proportional hazards; with the penalty chosen by 5-fold "
+                        "CV where the featurised columns outnumber what the labels carry: _cv, coxnet_cv) on "
+                        "the same inputs, compared on macro AUROC, MAE and R², Harrell's C; difference = model "
+                        "- baseline with its paired bootstrap 95% CI (a negative MAE difference favours the "
+                        "model); <code>fitted_on</code>: the training patients with a known label."
+                        if "metric" in ref.columns else "") + "</p>" + html_table(ref))
     parts.append("<h2>Operating points</h2><p class='note'>Thresholds: a fixed one, Youden's J and a target "
                  "sensitivity, re-chosen in every bootstrap resample" + (
                      "; '(val)' thresholds were chosen on the validation split and held fixed"

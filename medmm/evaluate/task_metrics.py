@@ -18,7 +18,7 @@ survival       Harrell's C, Uno's C (truncated at the last horizon), AUROC(t) an
 =============  ==========================================================================================
 
 Baselines for these types (multinomial logistic regression, ridge, Cox proportional hazards) are in
-:func:`typed_baseline`; the binary baselines' module can call it for non-binary tasks.
+:func:`typed_baseline`; :func:`medmm.evaluate.baselines.run_baselines` fits them beside every evaluation.
 """
 
 from __future__ import annotations
