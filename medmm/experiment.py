@@ -468,7 +468,8 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                                      f"{eval_split}_auprc_{row.task}": row.auprc})
             if cfg.evaluation.baselines:
                 fit_on = parts["train"] + (parts["val"] if eval_split == "test" else [])
-                baselines = _baselines(cfg, model, fit_on, parts[eval_split], preds, tasks, eval_split, tracker)
+                baselines = _baselines(cfg, model, fit_on, parts[eval_split], preds, tasks, eval_split, tracker,
+                                       typed=typed)
         tracker.log_metrics({"best_epoch": result.best_epoch})
         if main:
             model_dir = model.save(out_dir / "model")
@@ -506,20 +507,27 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                             metrics, preds, result.history, timings, cv_table, model, result, baselines, typed)
 
 
-def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker):
+def _baselines(cfg, model, train_recs, eval_recs, preds, tasks, split, tracker, typed=None):
     """Classical baselines fitted on the records the model learnt from (train+val: they have no
-    early stopping) through its fitted preprocessing, scored on the same held-out patients."""
-    from .evaluate.baselines import reference_metric_dict, run_baselines
+    early stopping) through its fitted preprocessing, scored on the same held-out patients: for
+    binary tasks LR / HGB / TF-IDF + LR, for multiclass, regression and survival tasks (``typed``,
+    their :class:`~medmm.evaluate.task_metrics.TypedEvaluation`) their type's linear model."""
+    from .evaluate.baselines import TYPED_BASELINES, reference_metric_dict, run_baselines
 
     binary = [t for t in tasks if model.config.task_spec(t)[0] == "binary"]
-    if not binary or not eval_recs:
+    specs = {t: s for t, s in typed.specs.items() if s.kind in TYPED_BASELINES} if typed is not None else {}
+    if not (binary or specs) or not eval_recs:
         return None
+    label_columns = {t: getattr(model, "label_columns", {}).get(t) for t in specs}
     _, table, skipped = run_baselines(train_recs, eval_recs, model.preprocessor, binary, preds,
                                       n_boot=cfg.evaluation.n_boot, seed=cfg.split.seed,
-                                      which=cfg.evaluation.baseline_models)
+                                      which=cfg.evaluation.baseline_models, typed=specs,
+                                      typed_predictions=typed.predictions if specs else None,
+                                      label_columns=label_columns, typed_n_boot=typed.n_boot if specs else None)
     if skipped:
         tracker.set_tags({"medmm.baselines_skipped": "; ".join(skipped)[:250]})
-    tracker.log_metrics(reference_metric_dict(table, split))
+    if table is not None:
+        tracker.log_metrics(reference_metric_dict(table, split))
     return table
 
 

@@ -137,11 +137,17 @@ def test_experiment_trains_the_manifest_declared_tasks_with_class_names(tmp_path
     cfg = load_config({"cohort": {"manifest": str(path), "audit": False}, "out_dir": str(tmp_path / "run"),
                        "model": {"modalities": ["ehr"], "dim": 8, "fusion": {"name": "concat"}},
                        "train": {"epochs": 3, "batch_size": 32, "min_epochs": 1, "device": "cpu"},
-                       "evaluation": {"baselines": False},
+                       "evaluation": {"n_boot": 100},
                        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "log_model": False,
                                     "plots": False}})
     res = run_experiment(config=cfg, progress=False)
     assert res.model.heads["grade"].kind == "multiclass" and res.model.heads["death"].kind == "survival"
+    base = pd.read_csv(tmp_path / "run" / "baselines.csv")  # the training run's report has each type's baseline
+    rows = base.set_index(["task", "metric"])
+    assert {("grade", "auroc_macro"), ("death", "harrell_c")} <= set(rows.index)
+    for key in (("grade", "auroc_macro"), ("death", "harrell_c")):
+        r = rows.loc[key]
+        assert 0 <= r["value_baseline"] <= 1 and r["fitted_on"] == 60  # train + val: the held-out 20 are scored
     p = res.predictions
     assert set(p["pred_grade"]) <= {"G1", "G2", "G3"} and {"prob_grade.G1", "risk_death@365"} <= set(p.columns)
     assert np.isfinite(res.history[-1]["val_loss"])  # every head's loss counts in model selection
