@@ -312,3 +312,17 @@ def test_import_writes_a_survival_label_declared_in_the_sidecar(tmp_path):
     assert spec["kind"] == "survival" and spec["horizon"] == 365.0
     cohort = load_cohort(out / "manifest.csv", progress=False)
     assert cohort.declared_tasks["death"]["kind"] == "survival" and "death" in cohort.tasks
+
+
+def test_a_bad_survival_horizon_is_refused_before_any_bundle_is_read(tmp_path):
+    from fhir_factory import patient_bundle, write_bundle
+
+    from medmm.errors import ReadError
+
+    src = tmp_path / "b"
+    src.mkdir()
+    write_bundle(src / "p0.json", patient_bundle("p0"))
+    with pytest.raises(ReadError, match="survival_horizon 'five years' is not a duration"):
+        import_fhir_cohort(src, tmp_path / "c", ImportConfig(survival="death", survival_horizon="five years"),
+                           workers=1)
+    assert not (tmp_path / "c" / "manifest.csv").exists()

@@ -431,17 +431,12 @@ def _headline(kind: str, metrics: tuple[tuple[str, bool], ...]):
     """``fn(labels..., model output, baseline output) -> {metric_model, metric_baseline, metric_diff}``."""
     from sksurv.metrics import concordance_index_censored
 
-    from sklearn.metrics import roc_auc_score
-
-    from .task_metrics import regression_metrics
+    from .task_metrics import macro_auroc, regression_metrics
 
     def one(args: tuple[Any, ...], out: Any) -> dict[str, float]:
-        if kind == "multiclass":  # multiclass_metrics' macro AUROC, without its other metrics per resample
-            y = args[0].astype(int)
-            present = np.unique(y)
-            if len(present) < 2:
-                return {}
-            return {"auroc_macro": float(np.mean([roc_auc_score(y == c, out[:, c]) for c in present]))}
+        if kind == "multiclass":  # the macro AUROC alone: multiclass_metrics' other metrics are not needed here
+            value = macro_auroc(args[0], out)
+            return {} if np.isnan(value) else {"auroc_macro": value}
         if kind == "regression":
             return regression_metrics(args[0], out)
         time, event = args

@@ -42,6 +42,18 @@ def _bounded(name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- metrics
+def macro_auroc(y: Any, prob: Any) -> float:
+    """One-vs-rest AUROC averaged over the classes present in ``y`` (integer labels, no NaN);
+    NaN with fewer than two classes."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")
+    return float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in present]))
+
+
 def multiclass_metrics(y: Any, prob: Any, *, n_classes: int | None = None) -> dict[str, float]:
     """Macro/micro OvR AUROC, accuracy, balanced accuracy, log loss and per-class AUROC/ECE.
 
@@ -63,7 +75,7 @@ def multiclass_metrics(y: Any, prob: Any, *, n_classes: int | None = None) -> di
     for c in range(k):
         out[f"auroc.{c}"] = float(roc_auc_score(y == c, p[:, c])) if c in present and len(present) > 1 else np.nan
         out[f"ece.{c}"] = expected_calibration_error((y == c).astype(float), p[:, c])
-    out["auroc_macro"] = float(np.nanmean([out[f"auroc.{c}"] for c in present])) if len(present) > 1 else np.nan
+    out["auroc_macro"] = macro_auroc(y, p) if len(present) > 1 else np.nan
     onehot = np.eye(k)[y]
     out["auroc_micro"] = float(roc_auc_score(onehot.ravel(), p.ravel())) if len(present) > 1 else np.nan
     out["accuracy"] = float(accuracy_score(y, pred))

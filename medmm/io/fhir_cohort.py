@@ -244,9 +244,8 @@ def convert_bundle(path: str, out: str, cfg: dict[str, Any], fixed: dict[str, An
             row[f"label_{label}"] = int(any(index < t <= horizon_end for t in onsets))
     if cfg.get("survival"):
         name = cfg["survival"]
-        days = pd.Timedelta(cfg["survival_horizon"]) / pd.Timedelta(days=1)
         try:
-            t_days, event = survival_pair(bundle, index, horizon_days=days)
+            t_days, event = survival_pair(bundle, index, horizon_days=cfg["survival_days"])
         except MedmmError as exc:  # a death before the index time: no label, and the problem says why
             add([exc], pid)
             t_days, event = None, None
@@ -281,6 +280,20 @@ def _vocabulary(features: dict[str, dict[str, Any]], splits: dict[str, str], min
         if splits.get(pid) == "train":
             seen.update(f.keys())
     return sorted(k for k, n in seen.items() if n >= min_patients or ":" not in k)
+
+
+def _days(value: str, field_name: str) -> float:
+    """A pandas duration (``'1825D'``, ``'5 days'``) in days, checked before any bundle is read."""
+    import pandas as pd
+
+    try:
+        days = pd.Timedelta(value) / pd.Timedelta(days=1)
+    except (ValueError, TypeError) as exc:
+        raise ReadError(f"{field_name} {value!r} is not a duration", column=field_name,
+                        hint="write it as pandas reads a duration, e.g. 1825D or 365 days") from exc
+    if not days > 0:
+        raise ReadError(f"{field_name} {value!r} is not positive", column=field_name, hint="e.g. 1825D")
+    return float(days)
 
 
 def import_fhir_cohort(
@@ -319,7 +332,7 @@ def import_fhir_cohort(
                 raise ReadError(f"index time {cfg.index_time!r} is neither a policy, a time nor a file",
                                 column="index_time", hint=f"use one of {sorted(policies)}, an ISO time or a "
                                 "CSV patient_id,index_time") from exc
-    cfgd = {**asdict(cfg), "src": str(src)}
+    cfgd = {**asdict(cfg), "src": str(src), "survival_days": _days(cfg.survival_horizon, "survival_horizon")}
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     features: dict[str, dict[str, Any]] = {}
@@ -411,8 +424,7 @@ def import_fhir_cohort(
     if cfg.survival:
         import yaml
 
-        horizon = pd.Timedelta(cfg.survival_horizon) / pd.Timedelta(days=1)
-        decl = {cfg.survival: {"kind": "survival", "horizon": float(horizon)}}
+        decl = {cfg.survival: {"kind": "survival", "horizon": cfgd["survival_days"]}}
         (out / "manifest.modalities.yaml").write_text(yaml.safe_dump({"tasks": decl}, sort_keys=False))
     seconds = time.perf_counter() - t0
     result = ImportResult(mpath, len(files), len(rows), n_failed, n_problems, n_bytes, seconds)

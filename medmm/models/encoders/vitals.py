@@ -62,18 +62,17 @@ class GRUEncoder(_SequenceEncoder):
         self.gru = nn.GRU(f, hidden, num_layers=layers, batch_first=True)
         self.proj = nn.Linear(hidden + (2 * (f // 3) if trend else 0), out_dim)
 
-    def _read_out(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([h, trend_features(x)], dim=1) if self.trend else h)
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         _, h = self.gru(x)
-        return self._read_out(x, h[-1])
+        return self.proj(torch.cat([h[-1], trend_features(x)], dim=1) if self.trend else h[-1])
 
     def encode_tokens(self, x):
         seq, h = self.gru(x)
-        tok = self.proj(torch.cat([seq, trend_features(x)[:, None].expand(-1, seq.shape[1], -1)], dim=2)
-                        if self.trend else seq)
-        return self._tokens(tok, self._read_out(x, h[-1]))
+        if not self.trend:
+            return self._tokens(self.proj(seq), self.proj(h[-1]))
+        tr = trend_features(x)  # once: the read-out and every token get the same trend
+        tok = self.proj(torch.cat([seq, tr[:, None].expand(-1, seq.shape[1], -1)], dim=2))
+        return self._tokens(tok, self.proj(torch.cat([h[-1], tr], dim=1)))
 
 
 @register_encoder("grud", modality="vitals", kind="series", input="sequence", tokens=True, example=dict(_SEQ))
