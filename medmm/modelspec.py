@@ -8,7 +8,7 @@ outside :mod:`medmm.models`, whose package imports torch: a config is checked be
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -129,8 +129,10 @@ class ModelSection(BaseModel):
                           "built outside an experiment).")
     wide: bool = Field(True, description="Wide-and-deep: a linear path (logistic regression) on the feature vector of "
                        "every table and text modality, added to the fused logits.")
-    wide_l2: float | None = Field(None, ge=0, description="L2 penalty of the wide path's weights (wide_l2 * ||W||^2); "
-                                  "default 1e-3 on a table's row, 2e-4 on the TF-IDF vocabulary.")
+    wide_l2: Annotated[float, Field(ge=0)] | Literal["auto"] | None = Field(
+        None, description="L2 penalty of the wide path's weights (wide_l2 * ||W||^2); default 1e-3 on a table's row, "
+                          "2e-4 on the TF-IDF vocabulary; 'auto': chosen per path and binary task on the validation "
+                          "split before training.")
     wide_lr_scale: float | None = Field(None, gt=0, description="Step-size multiplier of the zero-initialised wide path "
                                         "(its weights are stored divided by it, so Adam moves them this much faster); "
                                         "default 1 on a table's row, 30 on the TF-IDF vocabulary.")
@@ -138,6 +140,13 @@ class ModelSection(BaseModel):
                               "path alone as a logistic regression (L2 chosen on the validation split) and keep it "
                               "instead of wide-and-deep unless wide-and-deep's validation log loss is lower by more than "
                               "one standard error.")
+    residual_select: bool = Field(False, description="Several modalities: after training, each binary task keeps a "
+                                  "modality's unimodal residual only where dropping it worsens the validation log loss "
+                                  "by more than one standard error (backward elimination).")
+    late_fusion: bool = Field(False, description="Several modalities: after training, each binary task's output may "
+                              "become a logistic regression on the fused logit, the unimodal logits and the presence "
+                              "pattern, fitted on the validation split and kept where its cross-validated log loss "
+                              "there is lower by more than one standard error.")
 
     @field_validator("modalities")
     @classmethod

@@ -132,3 +132,101 @@ def test_sparse_wide_rows_are_the_full_tfidf_rows():
     np.testing.assert_allclose(rows[:, :n_vocab], full, atol=1e-6)
     found = x[:, step.n_features_:step.sparse_layout()["dense"]].numpy()
     np.testing.assert_allclose(rows[:, n_vocab:], found, atol=1e-6)
+
+
+def _two_modalities(n: int, seed: int) -> list[PatientRecord]:
+    """Labs that drive task ``a`` linearly and carry nothing on ``b``; notes whose one finding sentence
+    (possibly negated) carries ``b``, among template sentences and incidental words that carry nothing;
+    some patients without notes, as in a real export."""
+    from medmm.records import Note, Notes
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    a = (rng.random(n) < 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.5 * x[:, 1])))).astype(float)
+    b = (rng.random(n) < 0.4).astype(float)
+    filler = ["bowel loops unremarkable", "kidneys enhance symmetrically", "no free fluid", "gallbladder normal",
+              "mild degenerative change", "spleen normal size", "liver contour smooth", "aorta calibre normal"]
+    recs = []
+    for i in range(n):
+        cue = rng.random() < 0.7  # the finding agrees with the label 70 % of the time
+        finding = ("A solid mass is seen in the pancreas." if (b[i] > 0) == cue
+                   else "No evidence of mass in the pancreas.")
+        text = ("FINDINGS:\n" + " ".join(str(s).capitalize() + "." for s in rng.choice(filler, 3, replace=False))
+                + " " + finding + "\nIMPRESSION:\nSee above.")
+        notes = Missing("not_collected") if rng.random() < 0.15 else Notes([Note(text)])
+        recs.append(PatientRecord(f"P{i:04d}", modalities={
+            "labs": Tabular({f"lab{j}": float(x[i, j]) for j in range(4)}), "notes": notes},
+            labels={"a": a[i], "b": b[i]}))
+    return recs
+
+
+def test_auto_wide_l2_is_chosen_per_path_and_task_on_the_validation_split():
+    from medmm.data import MultimodalDataset
+    from medmm.models import ModelConfig, MultimodalModel, build_preprocessor
+    from medmm.models.wide import WIDE_CS, fit_logistic_path
+
+    recs = _two_modalities(400, 5)
+    tr, va = recs[:240], recs[240:320]
+    spec = ModalitySpec({"labs": "table", "notes": "text"})
+    cfg = ModelConfig(tasks={"a": "binary", "b": "binary"}, modalities=spec, dim=8, wide_l2="auto",
+                      task_weights={"a": 1.0, "b": 2.0})
+    pre = build_preprocessor(cfg).fit(tr)
+    model = MultimodalModel(cfg, pre.output_shapes(), pre)
+    before = {m: model.wide_layer(m).l2.clone() for m in model.wide}
+    chosen = model.tune_wide_l2(MultimodalDataset(tr, pre, model.label_columns_flat),
+                                MultimodalDataset(va, pre, model.label_columns_flat))
+    assert set(chosen) == {"labs", "notes"} and all(set(v) == {"a", "b"} for v in chosen.values())
+    for m in ("labs", "notes"):
+        wide = model.wide_layer(m)
+        have_tr = [r for r in tr if r.present[m]]
+        have_va = [r for r in va if r.present[m]]
+        X = wide.rows(torch.tensor(np.stack([pre.transform(r)[m] for r in have_tr])))
+        Xv = wide.rows(torch.tensor(np.stack([pre.transform(r)[m] for r in have_va])))
+        for t, w in (("a", 1.0), ("b", 2.0)):
+            got = chosen[m][t]
+            # the C scikit-learn's logistic regression validates best on the same rows
+            ref = fit_logistic_path(X, np.array([r.labels[t] for r in have_tr]), Xv, np.array([r.labels[t] for r in have_va]))
+            assert got["C"] == ref.C and got["C"] in WIDE_CS and got["n"] == len(have_tr)
+            # ... turned into the penalty with the same optimum inside the model's loss
+            want = w * (1 / len(tr) + cfg.aux_weight / (2 * len(have_tr))) / (2 * ref.C)
+            k = model.output_slices[t].start
+            assert float(wide.l2[k]) == pytest.approx(want, rel=1e-6)
+            assert float(wide.l2[k]) != pytest.approx(float(before[m][k]))
+    # the evidence decides: labs carry a, not b (b's weights shrink harder); notes the reverse
+    assert chosen["labs"]["b"]["C"] < chosen["labs"]["a"]["C"]
+    assert chosen["notes"]["a"]["C"] < chosen["notes"]["b"]["C"]
+    # the penalty is each output's own: a's labs weights cost what a's strength says
+    wide = model.wide_layer("labs")
+    with torch.no_grad():
+        wide.raw.fill_(1.0 / wide.lr_scale)
+    per_row = wide.raw.shape[1]
+    assert float(wide.penalty().detach()) == pytest.approx(per_row * float(wide.l2.sum()), rel=1e-5)
+
+
+def test_auto_wide_l2_runs_in_training_and_bad_values_are_refused():
+    from medmm.data import MultimodalDataset
+    from medmm.errors import ConfigError
+    from medmm.models import ModelConfig, MultimodalModel, build_preprocessor
+    from medmm.train.config import TrainConfig
+    from medmm.train.trainer import train
+
+    recs = _two_modalities(160, 6)
+    tr, va = recs[:100], recs[100:140]
+    spec = ModalitySpec({"labs": "table", "notes": "text"})
+    cfg = ModelConfig(tasks={"a": "binary", "b": "binary"}, modalities=spec, dim=8, wide_l2="auto")
+    pre = build_preprocessor(cfg).fit(tr)
+    model = MultimodalModel(cfg, pre.output_shapes(), pre)
+    cols = model.label_columns_flat
+    res = train(model, MultimodalDataset(tr, pre, cols), MultimodalDataset(va, pre, cols),
+                TrainConfig(epochs=2, min_epochs=1, patience=2, device="cpu", seed=0), progress=False)
+    assert set(res.loss_info["wide_l2"]) == {"labs", "notes"}
+    assert float(model.wide_layer("notes").l2[model.output_slices["b"].start]) == pytest.approx(
+        res.loss_info["wide_l2"]["notes"]["b"]["l2"])
+    # a fixed strength is not tuned
+    fixed = MultimodalModel(ModelConfig(tasks={"a": "binary"}, modalities=spec, dim=8, wide_l2=1e-3),
+                            pre.output_shapes(), pre)
+    res = train(fixed, MultimodalDataset(tr, pre, ("a",)), MultimodalDataset(va, pre, ("a",)),
+                TrainConfig(epochs=1, min_epochs=1, device="cpu", seed=0), progress=False)
+    assert "wide_l2" not in res.loss_info and float(fixed.wide_layer("labs").l2[0]) == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="wide_l2"):
+        ModelConfig(tasks={"a": "binary"}, modalities=spec, wide_l2="cv")

@@ -215,7 +215,10 @@ def demo_config(manifest, out, args: argparse.Namespace, overrides: list[str] | 
         # the vitals GRU also reads each signal's mean and slope, the CNN the volume's first-order
         # intensity statistics: both reach their single-modality oracle from a few hundred patients
         # (benchmarks/bench_demo.py, stage one)
-        model={"fusion": {"name": args.fusion},
+        # each wide (linear) path's L2 chosen on the validation split (on the demo's templated notes a
+        # fixed weak penalty let incidental n-grams blur the notes path), and the unimodal residuals
+        # that carry nothing on a task (vitals on the tumour) dropped on validation (bench_demo_fusion.py)
+        model={"fusion": {"name": args.fusion}, "wide_l2": "auto", "residual_select": True,
                "encoders": {"image": {"name": "tiny_cnn3d", "first_order": True},
                             "vitals": {"name": "gru", "trend": True}}},
         train={"epochs": args.epochs, "seed": args.seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": "val_loss",

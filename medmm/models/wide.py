@@ -30,12 +30,15 @@ WIDE_CS = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 
 class _Wide(nn.Module):
+    l2: torch.Tensor  # [n_out] buffer: each output's L2 strength
+
     def __init__(self, n_terms: int, n_out: int, lr_scale: float = 1.0, *, l2: float = 0.0) -> None:
         super().__init__()
         self.lr_scale = float(lr_scale)
-        self.l2 = float(l2)
         self.raw = nn.Parameter(torch.zeros(n_out, n_terms))  # nn.Linear's layout
         self.bias = nn.Parameter(torch.zeros(n_out))
+        # the L2 strength of each output's weights (a training setting: not saved with the weights)
+        self.register_buffer("l2", torch.full((n_out,), float(l2)), persistent=False)
         self._register_load_state_dict_pre_hook(self._from_linear)
 
     def _from_linear(self, state_dict, prefix, *args) -> None:
@@ -50,8 +53,16 @@ class _Wide(nn.Module):
         return self.raw * self.lr_scale
 
     def penalty(self) -> torch.Tensor:
-        """``||W||^2`` of the effective weights."""
-        return self.weight.pow(2).sum()
+        """``sum_k l2[k] * ||W[k]||^2``: each output's squared effective weights times its L2 strength."""
+        return (self.weight.pow(2).sum(1) * self.l2.to(self.raw.dtype)).sum()
+
+    def set_l2(self, l2: Any, outputs: Any = None) -> None:
+        """Set the L2 strength of ``outputs`` (all by default) to ``l2``."""
+        with torch.no_grad():
+            if outputs is None:
+                self.l2.fill_(float(l2))
+            else:
+                self.l2[outputs] = float(l2)
 
 
 class DenseWide(_Wide):

@@ -1,0 +1,157 @@
+"""After training, on the validation split: calibrated late fusion (ModelConfig.late_fusion) and the
+selection of the unimodal residuals (ModelConfig.residual_select)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medmm.records import Missing, ModalitySpec, PatientRecord, Tabular
+
+
+def _cohort(n: int, seed: int, noise_panel: bool = False) -> list[PatientRecord]:
+    """Two lab panels, each with its own evidence on ``y`` (conditionally independent), each
+    missing for some patients as in a real export; with ``noise_panel`` a third (urinalysis) that
+    carries nothing on ``y``."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(float)
+    a = rng.normal(size=(n, 3)) + 1.2 * y[:, None] * np.array([1.0, 0.5, 0.0])
+    b = rng.normal(size=(n, 3)) + 1.0 * y[:, None] * np.array([0.0, 0.8, 0.8])
+    u = rng.normal(size=(n, 8))
+    recs = []
+    for i in range(n):
+        mods = {"chem": Tabular({f"chem{j}": float(a[i, j]) for j in range(3)}) if rng.random() > 0.2 else Missing(),
+                "blood": Tabular({f"cbc{j}": float(b[i, j]) for j in range(3)}) if rng.random() > 0.2 else Missing()}
+        if noise_panel:
+            mods["urine"] = Tabular({f"ua{j}": float(u[i, j]) for j in range(8)})
+        recs.append(PatientRecord(f"P{i:04d}", modalities=mods, labels={"y": y[i]}))
+    return recs
+
+
+def _trained(late: bool, seed: int = 0, noise_panel: bool = False, residual_select: bool = False):
+    from medmm.data import MultimodalDataset
+    from medmm.models import ModelConfig, MultimodalModel, build_preprocessor
+    from medmm.train.config import TrainConfig
+    from medmm.train.trainer import train
+
+    recs = _cohort(600, seed, noise_panel)
+    tr, va, te = recs[:300], recs[300:450], recs[450:]
+    kinds = {"chem": "table", "blood": "table", **({"urine": "table"} if noise_panel else {})}
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=ModalitySpec(kinds), dim=8,
+                      late_fusion=late, residual_select=residual_select)
+    pre = build_preprocessor(cfg).fit(tr)
+    torch.manual_seed(seed)
+    model = MultimodalModel(cfg, pre.output_shapes(), pre)
+    res = train(model, MultimodalDataset(tr, pre, ("y",)), MultimodalDataset(va, pre, ("y",)),
+                TrainConfig(epochs=6, min_epochs=3, patience=3, device="cpu", seed=seed), progress=False)
+    return model, pre, res, va, te
+
+
+def _features(model, pre, recs):
+    """[fused logit, unimodal logits where present, presence] with the calibration off."""
+    from medmm.data import collate, encode_records
+
+    batch = collate(encode_records(recs, pre), model.modalities, pre.output_shapes(), ())
+    on, coef, bias = model.late_on.clone(), model.late_coef.clone(), model.late_bias.clone()
+    model.reset_late_fusion()
+    model.eval()
+    with torch.no_grad():
+        logits, aux = model(batch.values, batch.present, return_aux=True)
+    model.late_on.copy_(on)
+    model.late_coef.copy_(coef)
+    model.late_bias.copy_(bias)
+    model.late_enabled = bool(on.any())
+    p = batch.present.numpy().astype(float)
+    uni = np.stack([aux[m][0][:, 0].numpy() * p[:, j] for j, m in enumerate(model.modalities)], 1)
+    return np.column_stack([logits[:, 0].numpy(), uni, p]), batch
+
+
+def test_a_miscalibrated_path_is_reweighted_and_the_stack_is_the_logistic_regression_it_fitted(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from medmm.data import MultimodalDataset
+
+    model, pre, res, va, te = _trained(late=True)
+    assert "late_fusion" in res.loss_info  # the trainer ran it (kept or not, it says why)
+    info = res.loss_info["late_fusion"]["y"]
+    assert {"kept", "val_loss_model", "val_loss_stacked_cv", "diff_se"} <= set(info)
+    # spoil one path: its unimodal logit 6x too confident; the fused output inherits the error
+    with torch.no_grad():
+        model.aux_heads["chem"].weight.mul_(6.0)
+        model.aux_heads["chem"].bias.mul_(6.0)
+    model.reset_late_fusion()
+    spoiled_val = _features(model, pre, va)[0][:, 0]
+    fitted = model.fit_late_fusion(MultimodalDataset(va, pre, ("y",)))
+    got = fitted["y"]
+    assert got["kept"], got
+    assert got["val_loss_stacked_cv"] < got["val_loss_model"] - got["diff_se"]
+    # the spoiled path's weight undoes (much of) the 6x: the fused logit and the path together
+    w = got["weights"]
+    assert w["fused"] + w["chem"] < 0.6 * (w["fused"] + w["blood"]), w
+    # the model's output is scikit-learn's logistic regression on the same features, at the chosen C
+    Xv, _ = _features(model, pre, va)
+    yv = np.array([r.labels["y"] for r in va])
+    np.testing.assert_allclose(Xv[:, 0], spoiled_val, atol=1e-5)
+    ref = LogisticRegression(C=got["C"], max_iter=5000).fit(Xv, yv)
+    Xt, batch = _features(model, pre, te)
+    with torch.no_grad():
+        out = model(batch.values, batch.present)[:, 0].numpy()
+    np.testing.assert_allclose(out, ref.decision_function(Xt), atol=2e-3)
+    # ... and it is better on new patients than the spoiled fused output
+    from sklearn.metrics import log_loss
+
+    yt = np.array([r.labels["y"] for r in te])
+    assert log_loss(yt, 1 / (1 + np.exp(-out))) < log_loss(yt, 1 / (1 + np.exp(-Xt[:, 0])))
+    # a patient without either panel gets the stack's presence terms, as every other pattern
+    blank = PatientRecord("X", modalities={"chem": Missing(), "blood": Missing()}, labels={})
+    assert model.predict_records([blank])[0, 0] == pytest.approx(
+        1 / (1 + np.exp(-ref.decision_function(_features(model, pre, [blank])[0])[0])), abs=1e-3)
+    # the calibration travels with the bundle; weights saved before it existed load with it off
+    again = type(model).load(model.save(tmp_path / "m"))
+    assert again.late_enabled
+    np.testing.assert_allclose(again.predict_records(te), model.predict_records(te), atol=1e-6)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("late_")}
+    fresh = type(model)(model.config, pre.output_shapes(), pre)
+    fresh.load_state_dict(old)
+    assert not fresh.late_enabled and not bool(fresh.late_on.any())
+
+
+def test_late_fusion_is_off_by_default_and_not_for_one_modality():
+    from medmm.models import ModelConfig, MultimodalModel
+
+    model, pre, res, va, te = _trained(late=False)
+    assert "late_fusion" not in res.loss_info and not model.late_enabled
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=ModalitySpec({"chem": "table"}), dim=8, late_fusion=True)
+    assert not MultimodalModel(cfg, {"chem": (3,)}).late_fusion_applies()
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=ModalitySpec({"chem": "table", "blood": "table"}), dim=8,
+                      late_fusion=True, aux_weight=0.0)
+    assert not MultimodalModel(cfg, {"chem": (3,), "blood": (3,)}).late_fusion_applies()
+
+
+def test_a_path_without_evidence_is_dropped_from_the_fused_logit_and_the_others_stay(tmp_path):
+    from medmm.data import collate, encode_records
+
+    model, pre, res, va, te = _trained(late=False, noise_panel=True, residual_select=True)
+    got = res.loss_info["residual_select"]["y"]
+    assert got["dropped"] == ["urine"], got
+    # dropping an informative panel would cost validation log loss: each was tried and kept
+    assert all(v[0] > 0 for m, v in got["val_loss_change_if_dropped"].items() if m != "urine"), got
+    j = list(model.modalities).index("urine")
+    assert float(model.uni_gate[j, 0]) == 0.0 and float(model.uni_gate.sum()) == len(model.modalities) - 1
+    # the output is the fused logit without that path's residual
+    batch = collate(encode_records(te, pre), model.modalities, pre.output_shapes(), ())
+    model.eval()
+    with torch.no_grad():
+        gated = model(batch.values, batch.present)[:, 0]
+        uni = model.unimodal_logits("urine", batch.values["urine"], batch.present[:, j])[:, 0]
+        model.uni_gate.fill_(1.0)
+        full = model(batch.values, batch.present)[:, 0]
+        model.uni_gate[j, 0] = 0.0
+    torch.testing.assert_close(gated, full - uni, atol=1e-5, rtol=0)
+    # the gate travels with the bundle
+    again = type(model).load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(again.predict_records(te), model.predict_records(te), atol=1e-6)
+    # off by default
+    model2, _, res2, _, _ = _trained(late=False, noise_panel=True)
+    assert "residual_select" not in res2.loss_info and float(model2.uni_gate.min()) == 1.0
