@@ -329,6 +329,10 @@ class MultimodalModel(nn.Module):
     moddrop_step: torch.Tensor
     deep_on: torch.Tensor
     wide_prior: torch.Tensor
+    uni_gate: torch.Tensor
+    late_on: torch.Tensor
+    late_coef: torch.Tensor
+    late_bias: torch.Tensor
 
     def __init__(self, config: ModelConfig, input_shapes: dict[str, tuple[int, ...]], preprocessor: Any = None) -> None:
         super().__init__()
@@ -560,7 +564,8 @@ class MultimodalModel(nn.Module):
             y = Y[k, col]
             z = F[k, c].astype(float)
             kept = list(range(len(self.modalities)))
-            dropped, tried = [], {}
+            dropped: list[str] = []
+            tried: dict[str, list[float]] = {}
             while len(kept) > 1:
                 base = log_losses(y, 1 / (1 + np.exp(-z)))
                 cands = []
