@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _MASKED = "__masked__"
 _models: dict[str, Any] = {}  # bundle digest -> model, per Ray worker process
 _preprocessors: dict[str, Any] = {}  # bundle digest -> its preprocessor alone (a read worker of the GPU pipeline)
+_loads = 0  # models this worker process loaded (each costs the imports of torch, MONAI, scikit-learn once)
 
 
 def _ray():
@@ -123,6 +124,8 @@ def _load(bundle: Any, digest: str) -> Any:
             for name, data in files.items():
                 Path(tmp, name).write_bytes(data)
             model = MultimodalModel.load(tmp)
+        global _loads
+        _loads += 1
         _models.clear()
         _preprocessors.clear()
         _models[digest] = model
@@ -393,11 +396,21 @@ def score_manifest(
     return scored
 
 
+def _node_slots(share: float = 1.0) -> list[str]:
+    """The alive nodes' ids, once per task of ``share`` CPUs each runs at once, taken round-robin
+    (the first of every node, then the second ...)."""
+    ray = _ray()
+    per_node = [(n["NodeID"], int(float(n.get("Resources", {}).get("CPU", 0)) // share))
+                for n in ray.nodes() if n.get("Alive")]
+    out: list[str] = []
+    for r in range(max((k for _, k in per_node), default=0)):
+        out.extend(node for node, k in per_node if k > r)
+    return out
+
+
 def _slots(resources: dict[str, float]) -> int:
     """How many one-CPU tasks the cluster runs at once."""
-    ray = _ray()
-    per_node = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
-    return max(1, sum(per_node) or int(resources.get("CPU", 1)))
+    return max(1, len(_node_slots()) or int(resources.get("CPU", 1)))
 
 
 def _read_share(cpus: float) -> float:
@@ -589,14 +602,18 @@ def prepare(model: str | Path, *, address: str | None = None, batches: int | Non
     gpus = int(resources.get("GPU", 0))
     whole = (not gpus) if fused is None else fused
     share = 1.0 if whole else _read_share(float(resources.get("CPU", 1)))
-    n = _slots(resources) if whole else max(1, int(float(resources.get("CPU", 1)) // share))
+    slots = _node_slots(share)  # one warm-up per task the nodes run at once, each on its node
     if batches is not None:
-        n = min(n, max(0, int(batches)))
+        slots = slots[:max(0, int(batches))]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     ref = ray.put(bundle)
-    warm = ray.remote(num_cpus=share, scheduling_strategy="SPREAD", max_retries=0)(_warm)
+    warm = ray.remote(num_cpus=share, max_retries=0)(_warm)
     _prepared.clear()
-    _prepared[digest] = {"ref": ref, "session": _session(), "warm": [warm.remote((ref,), digest, whole) for _ in range(n)]}
-    return n
+    _prepared[digest] = {"ref": ref, "session": _session(), "warm": [
+        warm.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote((ref,), digest, whole)
+        for node in slots]}
+    return len(slots)
 
 
 # --------------------------------------------------------------------------- rows
