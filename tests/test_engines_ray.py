@@ -64,6 +64,16 @@ def test_manifest_batches_counts_the_scored_splits(tmp_path):
     assert manifest_batches(tmp_path / "missing.csv", ["test"], 16) is None
 
 
+def test_few_batches_are_read_by_several_tasks_each():
+    from medmm.engines.ray_engine import _reads_per_batch
+
+    assert _reads_per_batch(7, 2, 64) == 1  # seven batches keep two CPUs busy: a task per batch
+    assert _reads_per_batch(2, 2, 64) == 2  # 100 patients on two one-CPU nodes: 64 + 36 -> 32+32, 18+18
+    assert _reads_per_batch(1, 16, 64) == 16  # one batch, a 16-CPU cluster: 16 reads of 4
+    assert _reads_per_batch(1, 16, 8) == 2  # never reads of fewer than 4 patients
+    assert _reads_per_batch(1, 1, 64) == 1  # one CPU: nothing to spread over
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray cluster of two nodes (one CPU each, small object stores) on this machine."""

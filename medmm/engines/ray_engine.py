@@ -208,6 +208,25 @@ def _score_rows(blob: bytes, *, base: str, bundle: Any, digest: str, modalities:
     return pickle.dumps((rows, masked, problems), protocol=5)
 
 
+def _read_rows(blob: bytes, *, base: str, bundle: Any, digest: str, modalities: tuple[str, ...]) -> bytes:
+    """Ray task: part of a batch read and preprocessed (for :func:`_score_read`): the pickled
+    ``(entries, problems)``."""
+    pre = _load_preprocessor(bundle, digest)
+    return pickle.dumps(_entries(blob, base=base, pre=pre, modalities=modalities), protocol=5)
+
+
+def _score_read(*parts: bytes, bundle: Any, digest: str, subsets: Any, device: str, cache_encoders: bool) -> bytes:
+    """Ray task: a batch whose parts :func:`_read_rows` read, scored whole (as :func:`_score_rows`)."""
+    entries, problems = [], []
+    for blob in parts:
+        e, p = pickle.loads(blob)
+        entries.extend(e)
+        problems.extend(p)
+    model, dev = _on_device(_load(bundle, digest), device)
+    rows, masked = _score_entries(model, entries, subsets, dev, cache_encoders)
+    return pickle.dumps((rows, masked, problems), protocol=5)
+
+
 def _read_batch(batch: dict[str, Any], *, base: str, bundle: Any, digest: str, modalities: tuple[str, ...]) -> dict:
     """Ray Data task: manifest rows -> preprocessed scoring entries (and the rows' problems)."""
     pre = _load_preprocessor(bundle, digest)
@@ -439,8 +458,7 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
     if fused is None:
         fused = not gpus
     ref = _bundle_ref(bundle, digest)
-    items = [(k, pickle.dumps(list(zip(index[starts[k]:starts[k] + batch_size], rows[starts[k]:starts[k] + batch_size])),
-                              protocol=5)) for k in todo]
+    items = [(k, list(zip(index[starts[k]:starts[k] + batch_size], rows[starts[k]:starts[k] + batch_size]))) for k in todo]
     memory = _task_memory(batch_size, shapes, sum(len(v) for v in bundle.values()))
 
     def write(k: int, blob: bytes) -> None:
@@ -468,27 +486,56 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
         _settle_warm()
 
 
+#: the fewest patients a read task of a split batch gets
+_MIN_CHUNK = 4
+
+
+def _reads_per_batch(n_batches: int, slots: int, batch_size: int) -> int:
+    """Read tasks per batch: one (read and scored in the same task) when the batches keep every
+    CPU busy twice over; else as many as spread the reads over the CPUs (a cohort or a split of
+    a few batches on a larger cluster), the batch then scored as a whole in one more task."""
+    if slots <= 1 or n_batches >= 2 * slots:
+        return 1
+    return max(1, min(-(-2 * slots // max(1, n_batches)), batch_size // _MIN_CHUNK))
+
+
 def _run_tasks(items, write, *, base, ref, digest, mods, subsets, device, cache_encoders, memory, slots) -> None:
-    """One Ray task per batch (read + preprocess + score), at most twice the cluster's CPUs in
-    flight, spread over the nodes; a task lost with its node is retried by Ray."""
+    """Ray tasks, spread over the nodes, at most twice the cluster's CPUs' worth of batches in
+    flight: one task per batch (read + preprocess + score), or, when there are too few batches
+    to fill the CPUs, its reads split over several tasks and the batch scored whole after them
+    (the same batches as the local engine). A task lost with its node is retried by Ray."""
     ray = _ray()
-    remote = ray.remote(num_cpus=1, memory=memory, scheduling_strategy="SPREAD", max_retries=3)(_score_rows)
-    kwargs = {"base": base, "bundle": ref, "digest": digest, "modalities": mods, "subsets": subsets, "device": device,
-              "cache_encoders": cache_encoders}
+    opts = {"num_cpus": 1, "memory": memory, "max_retries": 3}
+    fused = ray.remote(scheduling_strategy="SPREAD", **opts)(_score_rows)
+    read = ray.remote(scheduling_strategy="SPREAD", **opts)(_read_rows)
+    score = ray.remote(**opts)(_score_read)  # placed where most of its batch was read
+    common = {"bundle": ref, "digest": digest}
+    per = _reads_per_batch(len(items), slots, max((len(rows) for _, rows in items), default=1))
     queue = list(items)
     pending: dict[Any, int] = {}
+    reads: list[Any] = []
     try:
         while queue or pending:
             while queue and len(pending) < 2 * slots:
-                k, blob = queue.pop(0)
-                pending[remote.remote(blob, **kwargs)] = k
+                k, pairs = queue.pop(0)
+                if per == 1 or len(pairs) < 2 * _MIN_CHUNK:
+                    done = fused.remote(pickle.dumps(pairs, protocol=5), base=base, modalities=mods, subsets=subsets,
+                                        device=device, cache_encoders=cache_encoders, **common)
+                else:
+                    size = max(_MIN_CHUNK, -(-len(pairs) // per))
+                    chunks = [read.remote(pickle.dumps(pairs[s:s + size], protocol=5), base=base, modalities=mods,
+                                          **common) for s in range(0, len(pairs), size)]
+                    reads.extend(chunks)
+                    done = score.remote(*chunks, subsets=subsets, device=device, cache_encoders=cache_encoders,
+                                        **common)
+                pending[done] = k
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
                 write(pending.pop(r), ray.get(r))
     finally:
         # a failure: the batches still running are not needed any more; their workers are ended
         # (a task interrupted in the middle of an import would leave its process unusable)
-        for r in pending:
+        for r in [*pending, *reads]:
             ray.cancel(r, force=True)
 
 
@@ -508,7 +555,8 @@ def _run_data(items, write, *, base, ref, digest, mods, subsets, device, cache_e
     # actor (a whole CPU each would leave the reads never starting beside an actor holding the only
     # CPU: a deadlock)
     share = _read_share(cpus)
-    ds = ray.data.from_items([{"k": k, "rows": blob} for k, blob in items], override_num_blocks=len(items))
+    ds = ray.data.from_items([{"k": k, "rows": pickle.dumps(pairs, protocol=5)} for k, pairs in items],
+                             override_num_blocks=len(items))
     # the reads' memory reservation also keeps them in tasks, out of the actors (Ray Data fuses
     # stages whose remote arguments agree)
     ds = ds.map_batches(_read_batch, batch_size=1, memory=memory, num_cpus=share,
