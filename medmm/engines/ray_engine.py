@@ -1,13 +1,27 @@
 """The Ray engine: scoring a manifest and mapping rows on a Ray cluster (``pip install medmm[ray]``).
 
-Scoring is one Ray Data pipeline, streamed with backpressure::
+Scoring streams the manifest's batches through the cluster with backpressure, in one of two
+shapes:
 
-    manifest batches --(tasks: read + preprocess)--> entries --(actor pool: the model)--> tables
+* **without GPUs** (the CPUs do everything)::
+
+      manifest batch --(one task: read + preprocess + score)--> table
+
+  Each worker process loads the model once (torch, MONAI and scikit-learn imported once) and
+  keeps it for every later batch of the job, so a second split costs only its reads; nothing
+  but the rows and the small prediction tables crosses the object store. When there are too
+  few batches to keep every CPU busy, a batch's reads are split over several tasks and the
+  batch is scored whole in one more task. ``medmm evaluate`` calls :func:`prepare` first, so
+  the workers import and load the model while the command loads its own copy.
+* **with GPUs**: Ray Data reads and preprocesses in CPU tasks (the preprocessing alone is
+  loaded there) and streams the tensors to an actor per GPU that holds the model::
+
+      manifest batches --(tasks: read + preprocess)--> entries --(actor pool: the model)--> tables
 
 Batches are the local engine's batches (``batch_size`` manifest rows, in order) and every one
-is scored by :func:`medmm.evaluate.scoring.score_batch`, so the predictions equal the local
-engine's. Each scored batch is written as a Parquet part next to ``out`` as soon as it is back;
-a re-run of the same job skips the parts already there, and the final Parquet file is
+is scored whole by :func:`medmm.evaluate.scoring.score_batch`, so the predictions equal the
+local engine's. Each scored batch is written as a Parquet part next to ``out`` as soon as it is
+back; a re-run of the same job skips the parts already there, and the final Parquet file is
 assembled from the parts in cohort order.
 """
 
