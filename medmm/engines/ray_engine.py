@@ -464,8 +464,10 @@ def _run(todo, starts, rows, index, batch_size, manifest, bundle, digest, mods, 
 
     Without GPUs (``fused``), each batch is one task that reads, preprocesses and scores it in
     the worker process that has the model loaded (a process per CPU, reused by every batch and
-    by every later call of this job, warmed ahead by :func:`prepare`); with GPUs, Ray Data reads
-    and preprocesses in CPU tasks and streams the tensors to an actor per GPU."""
+    by every later call of this job, warmed ahead by :func:`prepare`), or, when the batches are
+    too few to keep the CPUs busy, several read tasks and one scoring task (:func:`_run_tasks`);
+    with GPUs, Ray Data reads and preprocesses in CPU tasks and streams the tensors to an actor
+    per GPU."""
     ray = _ray()
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
