@@ -356,9 +356,11 @@ def score_manifest(
     """:func:`medmm.evaluate.scoring.score_cohort` of a manifest on a Ray cluster.
 
     ``model`` is a model or its folder; the workers load it from its files. ``fused`` (default:
-    when the cluster has no GPU) reads, preprocesses and scores each batch in one task, in
-    worker processes that keep the model loaded; otherwise Ray Data streams the read batches to
-    ``actors`` scoring actors (default: one per GPU, else half the cluster's CPUs). With ``out``,
+    when the cluster has no GPU) reads, preprocesses and scores in Ray tasks whose worker
+    processes keep the model loaded (a task per batch; with too few batches to fill the CPUs,
+    several read tasks and a scoring task per batch); otherwise Ray Data streams the read
+    batches to ``actors`` scoring actors (default: one per GPU, else half the cluster's CPUs),
+    a pool started at that size. With ``out``,
     scored batches are kept in ``<out>.parts/`` until the job is done, so a re-run after a
     failure resumes from them.
     """
