@@ -41,6 +41,39 @@ def test_an_unknown_engine_is_refused(tiny_cohort):
         score_cohort(None, tiny_cohort, engine="spark")
 
 
+def test_prepare_does_nothing_for_a_model_that_is_not_a_folder(tmp_path):
+    from medmm.engines.ray_engine import prepare
+
+    assert prepare("runs:/0123456789abcdef/model", address="127.0.0.1:1") == 0  # not even a connection
+    assert prepare(tmp_path, address="127.0.0.1:1") == 0
+    assert not ray.is_initialized()
+
+
+def test_manifest_batches_counts_the_scored_splits(tmp_path):
+    from medmm.engines.ray_engine import manifest_batches
+
+    rows = ["patient_id,split,label_tumor"] + [f"P{i},{s},0" for i, s in
+                                              enumerate(["train"] * 50 + ["val"] * 10 + ["test"] * 17 + [""] * 3)]
+    csv = tmp_path / "m.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert manifest_batches(csv, ["test"], 8) == 3  # 17 test rows and 3 without a split (assigned later)
+    assert manifest_batches(csv, ["test", "val"], 8) == 3 + 2
+    assert manifest_batches(csv, ["all", "val"], 64) == 2 + 1
+    pd.read_csv(csv).drop(columns=["split"]).to_parquet(tmp_path / "m.parquet")
+    assert manifest_batches(tmp_path / "m.parquet", ["test"], 16) == 5  # no split column: every row
+    assert manifest_batches(tmp_path / "missing.csv", ["test"], 16) is None
+
+
+def test_few_batches_are_read_by_several_tasks_each():
+    from medmm.engines.ray_engine import _reads_per_batch
+
+    assert _reads_per_batch(7, 2, 64) == 1  # seven batches keep two CPUs busy: a task per batch
+    assert _reads_per_batch(2, 2, 64) == 2  # 100 patients on two one-CPU nodes: 64 + 36 -> 32+32, 18+18
+    assert _reads_per_batch(1, 16, 64) == 16  # one batch, a 16-CPU cluster: 16 reads of 4
+    assert _reads_per_batch(1, 16, 8) == 2  # never reads of fewer than 4 patients
+    assert _reads_per_batch(1, 1, 64) == 1  # one CPU: nothing to spread over
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray cluster of two nodes (one CPU each, small object stores) on this machine."""
@@ -80,7 +113,8 @@ def _same(a, b) -> None:
 
 
 def test_two_node_cluster_scores_the_test_split_like_the_local_engine(cluster, model, tiny_cohort):
-    """The default suite's real Ray run: one Ray Data job on both nodes."""
+    """The default suite's real Ray run: without GPUs each batch is one task (read, preprocess,
+    score) on both nodes."""
     from medmm.evaluate.scoring import score_cohort
 
     local = score_cohort(model, tiny_cohort, split="test", batch_size=16, progress=False)
@@ -88,6 +122,67 @@ def test_two_node_cluster_scores_the_test_split_like_the_local_engine(cluster, m
                        address=cluster.address)
     assert len(got.predictions) == len(local.predictions) > 5
     _same(local, got)
+
+
+@pytest.mark.slow
+def test_the_ray_data_pipeline_of_gpu_clusters_scores_like_the_local_engine(cluster, model, tiny_cohort):
+    """The pipeline a GPU cluster gets (Ray Data read tasks -> scoring actors), forced on CPUs."""
+    from medmm.engines.ray_engine import score_manifest
+    from medmm.evaluate.scoring import score_cohort
+
+    local = score_cohort(model, tiny_cohort, split="all", batch_size=8, subsets=True, progress=False)
+    got = score_manifest(model, tiny_cohort, split="all", batch_size=8, subsets=True, progress=False,
+                         address=cluster.address, fused=False)
+    assert len(got.predictions) == 40
+    _same(local, got)
+
+
+def _worker_per_node() -> dict[str, tuple[int, list[str], int]]:
+    """Per node, the worker process the job left idle there (a one-CPU task on the node runs in
+    it): its pid, the models it holds and how many times it loaded one."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def probe():
+        import os
+
+        from medmm.engines import ray_engine
+
+        return os.getpid(), sorted(ray_engine._models), ray_engine._loads
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    remote = ray.remote(num_cpus=1)(probe)
+    return {n: ray.get(remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote())
+            for n in nodes}
+
+
+def test_prepared_workers_hold_the_model_and_a_second_split_reuses_them(cluster, model, tiny_cohort, tmp_path):
+    """`medmm evaluate --engine ray` warms one worker per node with the model (prepare) while it
+    loads its own copy, then scores its two splits in those processes: none loads it again."""
+    import torch
+
+    from medmm.engines import ray_engine
+    from medmm.evaluate.scoring import score_cohort
+    from medmm.models.multimodal import ModelConfig, MultimodalModel
+
+    torch.manual_seed(1)  # a model no worker has seen yet
+    other = MultimodalModel(ModelConfig(tasks={"tumor": "binary", "disease": "binary"}), model.input_shapes,
+                            model.preprocessor).eval()
+    folder = other.save(tmp_path / "model")
+    batches = ray_engine.manifest_batches(tiny_cohort, ["test", "val"], 8)
+    assert batches >= 2
+    assert ray_engine.prepare(folder, address=cluster.address, batches=batches) == 2  # a CPU per node
+    digest = next(iter(ray_engine._prepared))
+    assert len(set(ray.get(ray_engine._prepared[digest]["warm"], timeout=300))) == 2  # two processes
+    before = _worker_per_node()
+    assert all(held == [digest] for _, held, _ in before.values()), before  # loaded ahead, on every node
+
+    for split in ("test", "val"):
+        local = score_cohort(other, tiny_cohort, split=split, batch_size=8, progress=False)
+        got = score_cohort(other, tiny_cohort, split=split, batch_size=8, progress=False, engine="ray",
+                           address=cluster.address)
+        _same(local, got)
+    assert not ray_engine._prepared[digest]["warm"]  # the warm-up tasks are collected
+    assert _worker_per_node() == before  # the same processes, the model not loaded again
 
 
 @pytest.mark.slow

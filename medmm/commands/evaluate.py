@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.subgroups import SmallSubgroupWarning
 
     warnings.simplefilter("ignore", SmallSubgroupWarning)  # printed below with the other warnings
+    if args.engine == "ray":  # the cluster's workers load the model while this process does
+        from ..engines.ray_engine import manifest_batches, prepare
+
+        splits = [args.split, *([args.calibration_split] if args.calibration_split not in (None, "", args.split) else [])]
+        prepare(args.model, address=args.address, batches=manifest_batches(args.manifest, splits, args.batch_size))
     from ..evaluate.api import evaluate_cohort
 
     common = dict(

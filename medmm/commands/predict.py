@@ -92,6 +92,10 @@ def predict_manifest_engine(model, manifest, *, batch_size: int = 64, progress: 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.engine == "ray":  # the cluster's workers load the model while this process does
+        from ..engines.ray_engine import manifest_batches, prepare
+
+        prepare(args.model, address=args.address, batches=manifest_batches(args.manifest, ["all"], args.batch_size))
     model = load_model(args.model, args.tracking_uri)
     model.to(args.device)
     if args.engine == "local":

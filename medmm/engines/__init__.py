@@ -3,8 +3,9 @@
 The same pipeline runs on every engine and gives the same results (DESIGN.md, contract 11):
 
 * ``local``: this machine; readers run in ``workers`` processes (0: inline).
-* ``ray``: a Ray cluster (``pip install medmm[ray]``): Ray Data reads and preprocesses manifest
-  rows as tasks and scores them in an actor pool (a GPU per actor when the cluster has them),
+* ``ray``: a Ray cluster (``pip install medmm[ray]``): on CPUs each batch of manifest rows is
+  read, preprocessed and scored by one task, in worker processes that keep the model loaded;
+  with GPUs Ray Data reads and preprocesses in tasks and scores in an actor per GPU. Both are
   streamed with backpressure; every batch's result is written as it comes, so a re-run after
   a lost node resumes from what was written. The files a manifest names must be readable at
   the same path on every node (a shared filesystem).
