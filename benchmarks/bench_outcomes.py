@@ -74,8 +74,11 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
     t0 = time.perf_counter()
     test = a.test_fraction
     fractions = ((1 - test) * 0.75, (1 - test) * 0.25, test)
-    manifest = generate_cohort(root / f"cohort_{seed}", n_patients=a.patients, seed=seed, image_size=a.image_size,
-                               missing_rate=a.missing_rate, progress=False, outcomes=True, split_fractions=fractions)
+    manifest = reusable_cohort(root / f"cohort_{seed}", a, seed, fractions) if a.reuse else None
+    if manifest is None:
+        manifest = generate_cohort(root / f"cohort_{seed}", n_patients=a.patients, seed=seed,
+                                   image_size=a.image_size, missing_rate=a.missing_rate, progress=False,
+                                   outcomes=True, split_fractions=fractions)
     t_gen = time.perf_counter() - t0
     tasks = outcome_tasks("cox")
     tasks["death_dt"] = {"kind": "survival", "method": "discrete", "time": "death.time", "event": "death.event",
@@ -85,7 +88,7 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
         model={"tasks": tasks, "fusion": {"name": a.fusion},
                **({"modalities": a.modalities.split(",")} if a.modalities else {})},
         train={"epochs": a.epochs, "seed": seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": a.monitor,
-               "min_epochs": min(8, a.epochs), "patience": 8, "encoder_lr_scale": 0.25},
+               "min_epochs": min(8, a.epochs), "patience": 8, "encoder_lr_scale": 0.25, "swa_start": a.swa_start},
         transfer={"pretrain_epochs": a.pretrain_epochs, "mode": "finetune"},
         tracking={"experiment": "bench-outcomes", "run_name": f"seed-{seed}",
                   "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": False, "plots": False},
@@ -103,8 +106,26 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
         for name, g in oracle_gaps(base, oracle, grade="grade", survival=("death",), n_boot=a.boot,
                                    seed=seed).items():
             gaps[{"grade": "grade_LR", "death": "death_CoxPH"}[name]] = g
+    swa = res.train_result.loss_info.get("swa")
     return {"seed": seed, "gaps": gaps, "best_epoch": res.train_result.best_epoch,
+            "epochs_run": len(res.train_result.history), **({"swa": swa} if swa else {}),
             "seconds": {"generate": round(t_gen, 1), "experiment": round(t_train, 1)}}
+
+
+def reusable_cohort(folder: Path, a: argparse.Namespace, seed: int, fractions: tuple[float, ...]) -> Path | None:
+    """``folder/manifest.csv`` when ``folder`` holds a finished cohort generated with these settings
+    (its ``synth_config.json`` and oracle file), else None (it is then generated again)."""
+    cfg_path, manifest = folder / "synth_config.json", folder / "manifest.csv"
+    if not (cfg_path.exists() and manifest.exists() and (folder / "outcomes_oracle.csv").exists()):
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    want = {"n_patients": a.patients, "seed": seed, "missing_rate": a.missing_rate, "image_size": a.image_size,
+            "outcomes": True}
+    if any(cfg.get(k) != v for k, v in want.items()) or \
+            any(abs(x - y) > 1e-9 for x, y in zip(cfg.get("split_fractions", ()), fractions)):
+        print(f"{folder}: generated with other settings, generating it again")
+        return None
+    return manifest
 
 
 def baseline_predictions(res, manifest: Path, seed: int):
@@ -153,6 +174,11 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=0)
     ap.add_argument("--fusion", default="attention")
     ap.add_argument("--monitor", default="val_loss", help="the epoch selection's metric (default val_loss; 'last')")
+    ap.add_argument("--swa-start", type=lambda v: float(v) if "." in v else int(v), default=None,
+                    help="average the weights of the epochs from this one (an epoch number, or a fraction of the "
+                         "schedule such as 0.5) to the last (train.swa_start; default: off, the best validation epoch)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use the cohort_K folder already in --workdir when it was generated with these settings")
     ap.add_argument("--modalities", default=None,
                     help="comma-separated modalities the model sees (default: all four); the oracle is then the one "
                          "given the same modalities of each patient")
@@ -176,8 +202,11 @@ def main() -> None:
                 print(f"seed {seed} {t:<11} {g['metric']:<12} {who} {g['model']:.4f}   oracle {g['oracle']:.4f}   "
                       f"gap {g['gap']:+.4f} [95% paired bootstrap {g['gap_low']:+.4f}, {g['gap_high']:+.4f}]  "
                       f"n={g['n']}")
+            swa = r.get("swa")
+            what = (f"average of {swa['epochs_averaged']} epochs from epoch {swa['first_epoch']}" if swa and
+                    swa.get("epochs_averaged") else f"best epoch {r['best_epoch']}")
             print(f"seed {seed}: generate {r['seconds']['generate']} s, experiment {r['seconds']['experiment']} s, "
-                  f"best epoch {r['best_epoch']}")
+                  f"{r['epochs_run']} epochs run, {what}")
     summary = {}
     for t in rows[0]["gaps"]:
         gaps = [r["gaps"][t]["gap"] for r in rows]

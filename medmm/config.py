@@ -68,6 +68,10 @@ _TRAIN_DOCS = {
     "ema_decay": "Exponential moving average of the weights (parameters and BatchNorm statistics), updated after "
                  "each optimiser step with decay min(ema_decay, (1 + n) / (10 + n)) at step n; the average is what "
                  "validation, early stopping, checkpoints' best weights and the saved model use. 0: off.",
+    "swa_start": "Stochastic weight averaging: the weights at the end of every epoch from this one to the last are "
+                 "averaged (BatchNorm statistics recomputed on the training data) and the average is the result, "
+                 "instead of the best validation epoch; early stopping is off. An epoch number (0-based) or a "
+                 "fraction of epochs (0.5: the second half). null: off.",
     "loss": "bce, weighted_bce (class-weighted) or focal.",
     "pos_weight": "Positive-class weight of the BCE: null, 'auto' (N_neg/N_pos from the training split), a number or one per task.",
     "focal_gamma": "Focal loss focusing parameter.",

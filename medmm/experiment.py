@@ -471,6 +471,10 @@ def _execute(cfg, *, cohort, progress, resume_run_id, callbacks) -> ExperimentRe
                 baselines = _baselines(cfg, model, fit_on, parts[eval_split], preds, tasks, eval_split, tracker,
                                        typed=typed)
         tracker.log_metrics({"best_epoch": result.best_epoch})
+        swa = (result.loss_info or {}).get("swa")
+        if swa:  # the averaged weights' own validation (the per-epoch figures are the epochs' weights)
+            tracker.log_metrics({"swa_epochs_averaged": swa["epochs_averaged"],
+                                 **{f"swa_{k}": v for k, v in swa.get("val", {}).items()}})
         if main:
             model_dir = model.save(out_dir / "model")
             if preds is not None:

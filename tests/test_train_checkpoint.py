@@ -84,6 +84,7 @@ CHANGED = {
     "scheduler": "onecycle", "warmup_epochs": 1.0, "grad_accum": 4, "amp": True, "amp_dtype": "bfloat16",
     "encoder_lr_scale": 0.1, "monitor_mode": "max", "monitor_window": 3, "ema_decay": 0.9, "loss": "focal",
     "pos_weight": "auto", "focal_gamma": 1.0, "focal_alpha": 0.25, "sampler": "balanced", "balance_task": "b",
+    "swa_start": 0.5,
 }
 
 

@@ -21,7 +21,23 @@ SCHEDULERS = ("cosine", "onecycle", "constant")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings."""
+    """Optimisation settings.
+
+    Which weights a run returns: by default those of the epoch whose ``monitor`` (averaged over
+    ``monitor_window`` epochs centred on it) was best, early stopping after ``patience`` epochs
+    without improvement (never before ``min_epochs``). ``swa_start`` replaces that choice by
+    stochastic weight averaging (Izmailov et al. 2018; ``torch.optim.swa_utils``, Lightning's
+    ``StochasticWeightAveraging``): the weights at the end of every epoch from ``swa_start`` to the
+    last are averaged with equal weight, BatchNorm statistics are recomputed for the average on the
+    training data (``swa_utils.update_bn``), and the average is the result. An int is the first
+    averaged epoch (0-based), a float in (0, 1) a fraction of ``epochs`` (0.5: the second half of
+    the schedule; epoch ``int(swa_start * epochs)`` first, as Lightning). Early stopping is off
+    then (the average needs the schedule's tail); the epochs' own validation metrics are still
+    recorded, and the average's in ``TrainResult.loss_info["swa"]``. It suits a validation set
+    too small to tell late epochs apart (each epoch's figure is then mostly noise) and a
+    multi-task model whose tasks peak at different epochs: the average needs no validation figure.
+    With ``ema_decay`` the EMA weights are what is averaged.
+    """
 
     epochs: int = 60
     batch_size: int = 32
@@ -46,6 +62,7 @@ class TrainConfig:
     monitor_mode: str = "auto"  # min | max | auto (min for a *loss* metric)
     monitor_window: Any = "auto"  # epochs (centred, odd) averaged before comparing `monitor`; auto: by validation size
     ema_decay: float = 0.0  # per-step EMA of the weights used for validation, selection and the result (0: off)
+    swa_start: int | float | None = None  # average the weights of the epochs from this one to the last (None: off)
     # class imbalance
     loss: str = "bce"  # bce | weighted_bce | focal
     pos_weight: Any = None  # None | "auto" (N_neg/N_pos from training prevalence) | number | list per task
@@ -74,11 +91,28 @@ class TrainConfig:
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise ConfigError(f"ema_decay={self.ema_decay!r} is not in [0, 1)", column="ema_decay",
                               hint="0 turns the weight average off; 0.9-0.999 are usual (closer to 1: longer memory)")
+        s = self.swa_start
+        if s is not None:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or \
+                    (isinstance(s, float) and not 0.0 < s < 1.0) or (isinstance(s, int) and not 0 <= s < self.epochs):
+                raise ConfigError(f"swa_start={s!r} is not an epoch in [0, epochs={self.epochs}) nor a fraction in (0, 1)",
+                                  column="swa_start",
+                                  hint="e.g. 0.5 (average the second half of the schedule), an epoch number below "
+                                       "epochs, or null (off: keep the best validation epoch)")
         if self.grad_accum < 1 or self.num_workers < 0 or self.warmup_epochs < 0:
             raise ConfigError("grad_accum must be >= 1, num_workers and warmup_epochs >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def swa_first_epoch(self) -> int | None:
+        """The first epoch (0-based) whose weights enter the average, or None when averaging is off."""
+        if self.swa_start is None:
+            return None
+        if isinstance(self.swa_start, float):
+            return min(int(self.swa_start * self.epochs), self.epochs - 1)
+        return int(self.swa_start)
 
     def window_for(self, n_val: int) -> int:
         """Epochs (odd, centred on the judged epoch) of the mean of the monitored metric: a few on

@@ -3,7 +3,8 @@
 AdamW or SGD; cosine, one-cycle or constant learning rate with an optional linear warm-up;
 gradient clipping and accumulation; mixed precision on CUDA; masked multi-task losses with
 class-imbalance options (:mod:`medmm.models.losses`); a shuffled or balanced sampler;
-validation each epoch with early stopping on a chosen metric; deterministic seeding;
+validation each epoch with early stopping on a chosen metric, or stochastic weight averaging of
+the schedule's last epochs (``swa_start``); deterministic seeding;
 atomic checkpoints each epoch and on interrupt, from which :func:`train` resumes to the
 same final weights; ``DistributedDataParallel`` when run under ``torchrun``.
 
@@ -41,6 +42,10 @@ __all__ = ["TrainConfig", "TrainResult", "train", "seed_everything", "predict_da
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did. ``best_epoch``/``best_score``: the selected epoch and its (windowed)
+    monitored score; with ``swa_start`` the last epoch (where the average ends) and the average's
+    own validation score, its details in ``loss_info["swa"]``."""
+
     best_epoch: int
     best_score: float
     history: list[dict[str, float]]
@@ -246,6 +251,37 @@ class _WeightEMA:
         self.model.load_state_dict(state["model"])
 
 
+@torch.no_grad()
+def _update_bn(model: torch.nn.Module, ds: MultimodalDataset, batch_size: int, device: torch.device) -> int:
+    """Recompute the BatchNorm running statistics of ``model`` (averaged weights) by one pass over
+    ``ds`` in training mode, each batch weighted equally (momentum ``None``), as
+    ``torch.optim.swa_utils.update_bn``, which cannot call a model on a :class:`Batch`. Only the
+    layers that train: a frozen stage's BatchNorm stays in eval mode and keeps its statistics (the
+    torch helper would reset them and never refill them). Returns the number of layers updated."""
+    was_training = model.training
+    model.train()
+    bns = [m for m in model.modules()
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    if not bns or not len(ds):
+        model.train(was_training)
+        return 0
+    saved = {m: (copy.deepcopy(m.state_dict()), m.momentum) for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ds.collate,
+                                         drop_last=len(ds) > batch_size)
+    for batch in loader:
+        b = batch.to(device)
+        model(b.values, b.present)
+    for m, (st, momentum) in saved.items():
+        m.momentum = momentum
+        if int(m.num_batches_tracked) == 0:  # no training row reached it (its modality absent throughout)
+            m.load_state_dict(st)
+    model.train(was_training)
+    return len(bns)
+
+
 class _StopFlag:
     """SIGINT/SIGTERM set a flag checked between batches, so the interrupt checkpoint is
     written at a clean step boundary (only in the main thread; elsewhere signals behave as usual)."""
@@ -387,6 +423,14 @@ def train(
     if ema is not None and ckpt is not None and ckpt.get("ema"):
         ema.load_state_dict(ckpt["ema"])
     scored = ema.model if ema is not None else core  # the weights validated, selected and returned
+    swa_first = config.swa_first_epoch
+    swa = None
+    if swa_first is not None:
+        from torch.optim.swa_utils import AveragedModel
+
+        swa = AveragedModel(scored)  # equal-weight mean of the epochs' weights; buffers follow `scored`
+        if ckpt is not None and ckpt.get("swa"):
+            swa.load_state_dict(ckpt["swa"])
 
     def state(epoch: int, batch: int, run: tuple[float, int], grads=None, done: bool = False) -> dict[str, Any]:
         return {
@@ -397,6 +441,7 @@ def train(
             "history": history, "steps": steps, "epoch": epoch, "batch": batch, "running": run,
             "grads": grads, "rng": rng_state(), "finished": done, "config": config.to_dict(),
             "fingerprint": fingerprint, "ema": ema.state_dict() if ema is not None else None,
+            "swa": {k: v.detach().cpu().clone() for k, v in swa.state_dict().items()} if swa is not None else None,
         }
 
     loss_info["monitor_window"] = window
@@ -490,6 +535,8 @@ def train(
                 if val_ds is not None and len(val_ds):
                     metrics.update(_val_metrics(scored, val_ds, tasks, device))
                 history.append({"epoch": epoch, **metrics})
+                if swa is not None and epoch >= swa_first:
+                    swa.update_parameters(scored)
                 state_now = None
                 if half or best_state is None:
                     state_now = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
@@ -508,7 +555,8 @@ def train(
                             {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
                 recent = {e: st for e, st in recent.items() if e > centre}
                 judged = epoch >= 2 * half  # at least one full window
-                stop_now = hit_max or (judged and epoch + 1 >= config.min_epochs and epoch - best_epoch >= config.patience)
+                stop_now = hit_max or (swa is None and judged and epoch + 1 >= config.min_epochs
+                                       and epoch - best_epoch >= config.patience)
                 epoch += 1
                 finished = stop_now or epoch >= config.epochs
                 if main and ckpt_dir is not None:
@@ -522,7 +570,23 @@ def train(
         bar.close()
         if config.deterministic and not prev_det:
             _deterministic_algorithms(False)
-    core.load_state_dict(best_state if best_state is not None else scored.state_dict())
+    if swa is not None and int(swa.n_averaged) > 0:
+        core.load_state_dict(swa.module.state_dict())
+        n_bn = _update_bn(core, train_ds, config.batch_size, device)
+        best_epoch = int(history[-1]["epoch"])
+        swa_info: dict[str, Any] = {"first_epoch": swa_first, "epochs_averaged": int(swa.n_averaged),
+                                    "batchnorm_layers_updated": n_bn}
+        best_score = float("nan")
+        if val_ds is not None and len(val_ds):
+            val = _val_metrics(core, val_ds, tasks, device)
+            swa_info["val"] = val
+            best_score = _monitored({**val, "epoch": best_epoch, "train_loss": history[-1]["train_loss"]}, config,
+                                    higher)
+        loss_info["swa"] = swa_info
+    else:  # no average (off, or the run stopped before swa_start): the selected epoch
+        if swa is not None:
+            loss_info["swa"] = {"first_epoch": swa_first, "epochs_averaged": 0}
+        core.load_state_dict(best_state if best_state is not None else scored.state_dict())
     select = getattr(core, "select_wide_or_deep", None)  # wide path alone vs wide-and-deep, on validation
     if callable(select):
         chosen = select(train_ds, val_ds)
