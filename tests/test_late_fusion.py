@@ -152,6 +152,19 @@ def test_a_path_without_evidence_is_dropped_from_the_fused_logit_and_the_others_
     # the gate travels with the bundle
     again = type(model).load(model.save(tmp_path / "m"))
     np.testing.assert_allclose(again.predict_records(te), model.predict_records(te), atol=1e-6)
+    # a late fusion fitted afterwards keeps the selection and stacks the gated residuals
+    from medmm.data import MultimodalDataset
+
+    model.config.late_fusion = True
+    model.fit_late_fusion(MultimodalDataset(va, pre, ("y",)), margin_se=-np.inf)
+    assert float(model.uni_gate[j, 0]) == 0.0 and model.late_enabled
+    with torch.no_grad():
+        late_out = model(batch.values, batch.present)[:, 0]
+        p = batch.present.float()
+        unis = [model.unimodal_logits(m, batch.values[m], batch.present[:, i])[:, 0] * p[:, i] * model.uni_gate[i, 0]
+                for i, m in enumerate(model.modalities)]
+        feats = torch.stack([gated, *unis, *p.T], 1)
+    torch.testing.assert_close(late_out, feats @ model.late_coef[0] + model.late_bias[0], atol=1e-4, rtol=0)
     # off by default
     model2, _, res2, _, _ = _trained(late=False, noise_panel=True)
     assert "residual_select" not in res2.loss_info and float(model2.uni_gate.min()) == 1.0

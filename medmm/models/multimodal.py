@@ -536,28 +536,9 @@ class MultimodalModel(nn.Module):
         self.uni_gate.fill_(1.0)
         late = self.late_enabled
         self.late_enabled = False
-        device = next(self.parameters()).device
-        loader = torch.utils.data.DataLoader(val_ds, batch_size=256, shuffle=False, collate_fn=val_ds.collate)
-        fused, unis, labels, known = [], [], [], []
-        for b in loader:
-            bb = b.to(device)
-            logits, aux = self(bb.values, bb.present, return_aux=True)
-            if not aux:  # no auxiliary heads' outputs (aux_weight 0): recompute the residuals
-                aux = {m: (self.unimodal_logits(m, bb.values[m], bb.present[:, j]), bb.present[:, j])
-                       for j, m in enumerate(self.modalities)}
-            fused.append(logits.float().cpu().numpy())
-            p = b.present.numpy()
-            unis.append(np.stack([aux[m][0].float().cpu().numpy() * p[:, [j]] for j, m in enumerate(self.modalities)], -1))
-            labels.append(b.labels.numpy())
-            known.append(b.label_mask.numpy())
-        F, U, Y, K = (np.concatenate(x) for x in (fused, unis, labels, known))
-        K = K.astype(bool)
+        F, U, _, Y, K = self._validation_outputs(val_ds)
         out: dict[str, Any] = {}
-        for t in self.tasks:
-            head = self.head(t)
-            if head.kind != "binary" or head.n_outputs != 1:
-                continue
-            c, col = self.output_slices[t].start, self.label_columns_flat.index(self.label_columns[t][0])
+        for t, c, col in self._binary_outputs():
             k = K[:, col]
             if k.sum() < 2:
                 continue
@@ -590,10 +571,43 @@ class MultimodalModel(nn.Module):
         """Switch the late-fusion calibration and the residual selection off (training changes the
         logits they were fitted on)."""
         self.uni_gate.fill_(1.0)
+        self._late_off()
+
+    def _late_off(self) -> None:
         self.late_on.fill_(False)
         self.late_coef.zero_()
         self.late_bias.zero_()
         self.late_enabled = False
+
+    def _binary_outputs(self):
+        """``(task, output column, label column index)`` of each single-output binary task."""
+        for t in self.tasks:
+            head = self.head(t)
+            if head.kind == "binary" and head.n_outputs == 1:
+                yield t, self.output_slices[t].start, self.label_columns_flat.index(self.label_columns[t][0])
+
+    @torch.no_grad()
+    def _validation_outputs(self, ds: Any) -> tuple[np.ndarray, ...]:
+        """Over ``ds`` (in eval mode): the model's logits ``[N, n_outputs]``, each modality's unimodal
+        logits where present ``[N, n_outputs, M]`` (zero where absent), the presence ``[N, M]``, the
+        labels and their mask ``[N, label columns]``."""
+        device = next(self.parameters()).device
+        loader = torch.utils.data.DataLoader(ds, batch_size=256, shuffle=False, collate_fn=ds.collate)
+        fused, unis, pres, labels, known = [], [], [], [], []
+        for b in loader:
+            bb = b.to(device)
+            logits, aux = self(bb.values, bb.present, return_aux=True)
+            if not aux:  # no auxiliary heads' outputs (aux_weight 0): the residuals recomputed
+                aux = {m: (self.unimodal_logits(m, bb.values[m], bb.present[:, j]), bb.present[:, j])
+                       for j, m in enumerate(self.modalities)}
+            p = b.present.numpy()
+            fused.append(logits.float().cpu().numpy())
+            unis.append(np.stack([aux[m][0].float().cpu().numpy() * p[:, [j]] for j, m in enumerate(self.modalities)], -1))
+            pres.append(p.astype(float))
+            labels.append(b.labels.numpy())
+            known.append(b.label_mask.numpy())
+        F, U, P, Y, K = (np.concatenate(x) for x in (fused, unis, pres, labels, known))
+        return F, U, P, Y, K.astype(bool)
 
     def late_fusion_applies(self) -> bool:
         """Whether :meth:`fit_late_fusion` can run: several modalities, the unimodal residual path,
@@ -629,33 +643,16 @@ class MultimodalModel(nn.Module):
             return None
         was_training = self.training
         self.eval()
-        self.reset_late_fusion()
-        device = next(self.parameters()).device
-        loader = torch.utils.data.DataLoader(val_ds, batch_size=256, shuffle=False, collate_fn=val_ds.collate)
-        fused, unis, pres, labels, known = [], [], [], [], []
-        for b in loader:
-            bb = b.to(device)
-            logits, aux = self(bb.values, bb.present, return_aux=True)
-            fused.append(logits.float().cpu().numpy())
-            p = b.present.numpy()
-            unis.append(np.stack([aux[m][0].float().cpu().numpy() * p[:, [j]] for j, m in enumerate(self.modalities)], -1))
-            pres.append(p.astype(float))
-            labels.append(b.labels.numpy())
-            known.append(b.label_mask.numpy())
-        F, U, P, Y, K = (np.concatenate(x) for x in (fused, unis, pres, labels, known))
-        K = K.astype(bool)
+        self._late_off()
+        F, U, P, Y, K = self._validation_outputs(val_ds)
         out: dict[str, Any] = {}
-        for t in self.tasks:
-            head = self.head(t)
-            if head.kind != "binary" or head.n_outputs != 1:
-                continue
-            c, col = self.output_slices[t].start, self.label_columns_flat.index(self.label_columns[t][0])
+        for t, c, col in self._binary_outputs():
             k = K[:, col]
             y = Y[k, col].astype(int)
             if min(np.bincount(y, minlength=2)) < folds:
                 out[t] = {"kept": False, "why": f"fewer than {folds} validation patients of a class"}
                 continue
-            X = np.column_stack([F[k, c], U[k, c, :], P[k]])
+            X = np.column_stack([F[k, c], U[k, c, :] * self.uni_gate[:, c].cpu().numpy(), P[k]])  # as forward sees them
             cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
             stack = GridSearchCV(LogisticRegression(max_iter=1000), {"C": list(LATE_CS)}, cv=cv, scoring="neg_log_loss")
             p_cv = cross_val_predict(stack, X, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed + 1),
