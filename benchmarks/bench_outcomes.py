@@ -50,10 +50,9 @@ death dt    0.608 vs 0.619       0.555 vs 0.597       0.612 vs 0.650       -0.03
 Coxnet      0.604 vs 0.619       0.560 vs 0.597       0.610 vs 0.650       -0.031
 ==========  ===================  ===================  ===================  ==========
 
-Met on seed 0 only; the best epochs were 25, 27 and 28 of 30 (still improving). With ``--epochs 60``
-(seed 1) early stopping on the validation loss stopped at epoch 15 (best epoch 7) under the longer cosine schedule and
-did worse (grade -0.066, Cox -0.053, discrete -0.031), so the next thing to try is the selection rule
-(a task metric, or a longer patience), not only more epochs.
+Met on seed 0 only; the best epochs were 25, 27 and 28 of 30 (the annealed end of the cosine).
+With ``--epochs 60`` (seed 1) early stopping on the validation loss stopped at epoch 15 (best epoch
+7) under the longer cosine schedule and did worse (grade -0.066, Cox -0.053, discrete -0.031).
 
 Epoch selection. The per-epoch histories of those runs (MLflow: ``val_loss_<task>``,
 ``val_auroc_grade``, ``val_cindex_death``) show no task overfitting early: the model has no binary
@@ -64,7 +63,8 @@ high (epochs 4-15) the validation loss moves 0.015-0.03 and the validation C-ind
 of the epoch-to-epoch change), while the loss falls about 0.05 from epoch 4 to the end and the
 C-index has no trend (seed 1: 0.585 at epoch 4, 0.553 at the end); the Cox head's validation
 partial likelihood never beats its epoch 0 on seed 1. The 60-epoch run stopped at epoch 15
-because a 60-epoch cosine still runs at 85 % of its peak rate there, not because a task overfit. Replayed on these histories (window 3, patience 8), a ``val_cindex_death``
+because a 60-epoch cosine still runs at 85 % of its peak rate there, not because a task overfit.
+Replayed on these histories (window 3, patience 8), a ``val_cindex_death``
 monitor would have stopped at epochs 9/12/16 (seeds 0/1/2), the mean of the three discrimination
 metrics at 20/25 (seeds 1/2); each task's loss relative to its first epoch picks the same or the
 adjacent epoch as ``val_loss`` at 30 epochs (and at 60 would still have been running at epoch 15,
