@@ -98,7 +98,6 @@ def report(model, cohort, orc, paths: bool) -> None:
     before = model.predict_records(recs)
     gates = model.select_unimodal_paths(val) or {}
     gated = model.predict_records(recs)
-    model.config.late_fusion = True
     late = model.fit_late_fusion(val, margin_se=-np.inf) or {}
     stacked = model.predict_records(recs)
     for k, t in enumerate(model.tasks):

@@ -21,8 +21,13 @@ def _cohort(n: int, seed: int, noise_panel: bool = False) -> list[PatientRecord]
     u = rng.normal(size=(n, 8))
     recs = []
     for i in range(n):
-        mods = {"chem": Tabular({f"chem{j}": float(a[i, j]) for j in range(3)}) if rng.random() > 0.2 else Missing(),
-                "blood": Tabular({f"cbc{j}": float(b[i, j]) for j in range(3)}) if rng.random() > 0.2 else Missing()}
+        # as a LIS export: units in the column names, a cell now and then not resulted
+        chem = {c: None if rng.random() < 0.05 else float(a[i, j])
+                for j, c in enumerate(("sodium [mmol/L]", "creatinine [umol/L]", "crp [mg/L]"))}
+        blood = {c: None if rng.random() < 0.05 else float(b[i, j])
+                 for j, c in enumerate(("wbc [10^9/L]", "hb [g/dL]", "plt [10^9/L]"))}
+        mods = {"chem": Tabular(chem) if rng.random() > 0.2 else Missing("not_collected"),
+                "blood": Tabular(blood) if rng.random() > 0.2 else Missing("not_collected")}
         if noise_panel:
             mods["urine"] = Tabular({f"ua{j}": float(u[i, j]) for j in range(8)})
         recs.append(PatientRecord(f"P{i:04d}", modalities=mods, labels={"y": y[i]}))
@@ -76,17 +81,17 @@ def test_a_miscalibrated_path_is_reweighted_and_the_stack_is_the_logistic_regres
     assert "late_fusion" in res.loss_info  # the trainer ran it (kept or not, it says why)
     info = res.loss_info["late_fusion"]["y"]
     assert {"kept", "val_loss_model", "val_loss_stacked_cv", "diff_se"} <= set(info)
-    # spoil one path: its unimodal logit 6x too confident; the fused output inherits the error
+    # spoil one path: its unimodal logit 10x too confident; the fused output inherits the error
     with torch.no_grad():
-        model.aux_heads["chem"].weight.mul_(6.0)
-        model.aux_heads["chem"].bias.mul_(6.0)
+        model.aux_heads["chem"].weight.mul_(10.0)
+        model.aux_heads["chem"].bias.mul_(10.0)
     model.reset_late_fusion()
     spoiled_val = _features(model, pre, va)[0][:, 0]
     fitted = model.fit_late_fusion(MultimodalDataset(va, pre, ("y",)))
     got = fitted["y"]
     assert got["kept"], got
     assert got["val_loss_stacked_cv"] < got["val_loss_model"] - got["diff_se"]
-    # the spoiled path's weight undoes (much of) the 6x: the fused logit and the path together
+    # the spoiled path's weight undoes (much of) the 10x: the fused logit and the path together
     w = got["weights"]
     assert w["fused"] + w["chem"] < 0.6 * (w["fused"] + w["blood"]), w
     # the model's output is scikit-learn's logistic regression on the same features, at the chosen C
@@ -124,8 +129,13 @@ def test_late_fusion_is_off_by_default_and_not_for_one_modality():
     assert "late_fusion" not in res.loss_info and not model.late_enabled
     cfg = ModelConfig(tasks={"y": "binary"}, modalities=ModalitySpec({"chem": "table"}), dim=8, late_fusion=True)
     assert not MultimodalModel(cfg, {"chem": (3,)}).late_fusion_applies()
-    cfg = ModelConfig(tasks={"y": "binary"}, modalities=ModalitySpec({"chem": "table", "blood": "table"}), dim=8,
-                      late_fusion=True, aux_weight=0.0)
+    two = ModalitySpec({"chem": "table", "blood": "table"})
+    # without the unimodal residual path there is nothing to stack or gate
+    cfg = ModelConfig(tasks={"y": "binary"}, modalities=two, dim=8, late_fusion=True, unimodal_residual=False,
+                      aux_weight=0.0)
+    assert not MultimodalModel(cfg, {"chem": (3,), "blood": (3,)}).late_fusion_applies()
+    # a regression task alone: no binary output to calibrate
+    cfg = ModelConfig(tasks={"hb": "regression"}, modalities=two, dim=8, late_fusion=True)
     assert not MultimodalModel(cfg, {"chem": (3,), "blood": (3,)}).late_fusion_applies()
 
 
@@ -155,7 +165,6 @@ def test_a_path_without_evidence_is_dropped_from_the_fused_logit_and_the_others_
     # a late fusion fitted afterwards keeps the selection and stacks the gated residuals
     from medmm.data import MultimodalDataset
 
-    model.config.late_fusion = True
     model.fit_late_fusion(MultimodalDataset(va, pre, ("y",)), margin_se=-np.inf)
     assert float(model.uni_gate[j, 0]) == 0.0 and model.late_enabled
     with torch.no_grad():

@@ -137,7 +137,8 @@ def test_sparse_wide_rows_are_the_full_tfidf_rows():
 def _two_modalities(n: int, seed: int) -> list[PatientRecord]:
     """Labs that drive task ``a`` linearly and carry nothing on ``b``; notes whose one finding sentence
     (possibly negated) carries ``b``, among template sentences and incidental words that carry nothing;
-    some patients without notes, as in a real export."""
+    half of them flattened onto one line as transcription exports are (some in capitals); some
+    patients without notes, as in a real export."""
     from medmm.records import Note, Notes
 
     rng = np.random.default_rng(seed)
@@ -151,8 +152,11 @@ def _two_modalities(n: int, seed: int) -> list[PatientRecord]:
         cue = rng.random() < 0.7  # the finding agrees with the label 70 % of the time
         finding = ("A solid mass is seen in the pancreas." if (b[i] > 0) == cue
                    else "No evidence of mass in the pancreas.")
-        text = ("FINDINGS:\n" + " ".join(str(s).capitalize() + "." for s in rng.choice(filler, 3, replace=False))
-                + " " + finding + "\nIMPRESSION:\nSee above.")
+        body = " ".join(str(s).capitalize() + "." for s in rng.choice(filler, 3, replace=False)) + " " + finding
+        if rng.random() < 0.5:  # a transcription service's export: one line, sections run together with ".,"
+            text = f"FINDINGS:,{body.upper() if rng.random() < 0.3 else body}., IMPRESSION:,See above."
+        else:
+            text = "FINDINGS:\n" + body + "\nIMPRESSION:\nSee above."
         notes = Missing("not_collected") if rng.random() < 0.15 else Notes([Note(text)])
         recs.append(PatientRecord(f"P{i:04d}", modalities={
             "labs": Tabular({f"lab{j}": float(x[i, j]) for j in range(4)}), "notes": notes},

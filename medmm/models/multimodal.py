@@ -528,8 +528,7 @@ class MultimodalModel(nn.Module):
         (``None`` where it does not apply)."""
         from .wide import log_losses
 
-        if (len(self.modalities) < 2 or not self.config.unimodal_residual or not hasattr(self, "aux_heads")
-                or not self.deep_enabled or val_ds is None or not len(val_ds)):
+        if not self.late_fusion_applies() or val_ds is None or not len(val_ds):
             return None
         was_training = self.training
         self.eval()
@@ -610,11 +609,34 @@ class MultimodalModel(nn.Module):
         return F, U, P, Y, K.astype(bool)
 
     def late_fusion_applies(self) -> bool:
-        """Whether :meth:`fit_late_fusion` can run: several modalities, the unimodal residual path,
-        the deep part on, and a binary task."""
-        return (bool(self.config.late_fusion) and len(self.modalities) > 1 and self.config.unimodal_residual
-                and self.config.aux_weight > 0 and hasattr(self, "aux_heads") and self.deep_enabled
-                and any(self.head(t).kind == "binary" and self.head(t).n_outputs == 1 for t in self.tasks))
+        """Whether :meth:`select_unimodal_paths` and :meth:`fit_late_fusion` can run: several
+        modalities, the unimodal residual path, the deep part on, and a binary task."""
+        return (len(self.modalities) > 1 and bool(self.config.unimodal_residual) and hasattr(self, "aux_heads")
+                and self.deep_enabled and any(True for _ in self._binary_outputs()))
+
+    def before_training(self, train_ds: Any, val_ds: Any) -> dict[str, Any]:
+        """What the trainer calls before the first epoch: the validation-fitted steps of an earlier
+        run switched off (training changes the logits they were fitted on), and with
+        ``wide_l2="auto"`` the wide paths' L2 chosen (:meth:`tune_wide_l2`). Returns what goes into
+        ``TrainResult.loss_info``."""
+        self.reset_late_fusion()
+        chosen = self.tune_wide_l2(train_ds, val_ds) if self.config.wide_l2 == "auto" else None
+        return {"wide_l2": chosen} if chosen else {}
+
+    def after_training(self, train_ds: Any, val_ds: Any, *, seed: int = 0) -> dict[str, Any]:
+        """What the trainer calls on the returned weights, in order, each on the validation split:
+        the wide-only refit (:meth:`select_wide_or_deep`, ``wide_select``), the residual selection
+        (:meth:`select_unimodal_paths`, ``residual_select``) and the late fusion
+        (:meth:`fit_late_fusion`, ``late_fusion``). Returns what goes into ``TrainResult.loss_info``."""
+        steps = [("wide_or_deep", lambda: self.select_wide_or_deep(train_ds, val_ds)),
+                 ("residual_select", lambda: self.select_unimodal_paths(val_ds) if self.config.residual_select else None),
+                 ("late_fusion", lambda: self.fit_late_fusion(val_ds, seed=seed) if self.config.late_fusion else None)]
+        info = {}
+        for key, step in steps:
+            done = step()
+            if done is not None:
+                info[key] = done
+        return info
 
     @torch.no_grad()
     def fit_late_fusion(self, val_ds: Any, *, folds: int = 5, seed: int = 0, margin_se: float = 1.0) -> dict[str, Any] | None:

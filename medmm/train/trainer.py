@@ -445,13 +445,9 @@ def train(
         }
 
     loss_info["monitor_window"] = window
-    if callable(getattr(core, "reset_late_fusion", None)) and ckpt is None:
-        core.reset_late_fusion()  # a calibration fitted on earlier logits does not fit the ones trained now
-    tune = getattr(core, "tune_wide_l2", None)  # wide_l2="auto": each wide path's L2 chosen on the data
-    if callable(tune) and getattr(getattr(core, "config", None), "wide_l2", None) == "auto":
-        chosen_l2 = tune(train_ds, val_ds)
-        if chosen_l2:
-            loss_info["wide_l2"] = chosen_l2
+    before = getattr(core, "before_training", None)  # e.g. MultimodalModel: wide_l2="auto"
+    if callable(before):
+        loss_info.update(before(train_ds, val_ds))
     for cb in callbacks:
         if hasattr(cb, "on_train_begin"):
             cb.on_train_begin({"imbalance": loss_info, "world_size": info.world_size,
@@ -587,21 +583,9 @@ def train(
         if swa is not None:
             loss_info["swa"] = {"first_epoch": swa_first, "epochs_averaged": 0}
         core.load_state_dict(best_state if best_state is not None else scored.state_dict())
-    select = getattr(core, "select_wide_or_deep", None)  # wide path alone vs wide-and-deep, on validation
-    if callable(select):
-        chosen = select(train_ds, val_ds)
-        if chosen is not None:
-            loss_info["wide_or_deep"] = chosen
-    gate = getattr(core, "select_unimodal_paths", None)  # unimodal residuals that carry nothing, dropped
-    if callable(gate) and getattr(getattr(core, "config", None), "residual_select", False):
-        gated = gate(val_ds)
-        if gated is not None:
-            loss_info["residual_select"] = gated
-    late = getattr(core, "fit_late_fusion", None)  # calibrated late fusion, on validation
-    if callable(late) and core.late_fusion_applies():
-        fitted = late(val_ds, seed=config.seed)
-        if fitted is not None:
-            loss_info["late_fusion"] = fitted
+    after = getattr(core, "after_training", None)  # validation-fitted steps (MultimodalModel: wide-or-deep, ...)
+    if callable(after):
+        loss_info.update(after(train_ds, val_ds, seed=config.seed))
     from ..models.survival import fit_survival_baselines
 
     fit_survival_baselines(core, train_ds, device=device)
