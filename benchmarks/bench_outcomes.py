@@ -134,6 +134,8 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
     tasks = outcome_tasks("cox")
     tasks["death_dt"] = {"kind": "survival", "method": "discrete", "time": "death.time", "event": "death.event",
                          "horizon": HORIZON, "horizons": list(HORIZONS), "n_bins": a.bins}
+    for t in filter(None, (a.aux_tasks or "").split(",")):
+        tasks[t] = "binary"  # the cohort's diagnoses as auxiliary tasks of the same model (multi-task)
     cfg = ExperimentConfig(
         cohort={"manifest": str(manifest)},
         model={"tasks": tasks, "fusion": {"name": a.fusion},
@@ -141,6 +143,7 @@ def run_seed(seed: int, a: argparse.Namespace, root: Path) -> dict:
         train={"epochs": a.epochs, "seed": seed, "lr": 2e-3, "weight_decay": 0.05, "monitor": a.monitor,
                "min_epochs": min(8, a.epochs), "patience": 8, "encoder_lr_scale": 0.25, "swa_start": a.swa_start},
         transfer={"pretrain_epochs": a.pretrain_epochs, "mode": "finetune"},
+        **({"preprocess": {"ehr": {"numeric_splines": a.ehr_splines}}} if a.ehr_splines else {}),
         tracking={"experiment": "bench-outcomes", "run_name": f"seed-{seed}",
                   "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": False, "plots": False},
         evaluation={"baselines": False},
@@ -233,6 +236,12 @@ def main() -> None:
     ap.add_argument("--modalities", default=None,
                     help="comma-separated modalities the model sees (default: all four); the oracle is then the one "
                          "given the same modalities of each patient")
+    ap.add_argument("--aux-tasks", default=None,
+                    help="comma-separated binary label columns of the cohort (tumor, disease) the same model also "
+                         "learns (multi-task); the gaps are still those of the outcome tasks")
+    ap.add_argument("--ehr-splines", type=int, default=0,
+                    help="preprocess.ehr.numeric_splines: a cubic B-spline basis with this many knots per numeric "
+                         "EHR column (default 0: off)")
     ap.add_argument("--bins", type=int, default=10, help="intervals of the discrete-time head")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false",
                     help="skip the linear baselines (multinomial LR, Cox PH on the featurised inputs)")

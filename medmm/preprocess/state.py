@@ -46,6 +46,23 @@ PREPROCESSOR_KINDS: dict[str, str] = {
 SKOPS_TRUSTED: list[str] = ["numpy.dtype"]
 
 
+def _trusted() -> list[str]:
+    """:data:`SKOPS_TRUSTED` plus what a fitted ``SplineTransformer`` holds (scipy's ``BSpline`` and
+    the array function it is rebuilt with, whose module path moves between scipy versions): found
+    once from a spline fitted here, never from the file being read."""
+    global _TRUSTED
+    if _TRUSTED is None:
+        import skops.io as sio
+        from sklearn.preprocessing import SplineTransformer
+
+        spline = SplineTransformer(n_knots=3).fit(np.linspace(0.0, 1.0, 8)[:, None])
+        _TRUSTED = sorted(set(SKOPS_TRUSTED) | set(sio.get_untrusted_types(data=sio.dumps(spline))))
+    return _TRUSTED
+
+
+_TRUSTED: list[str] | None = None
+
+
 class _FromState(Protocol):
     def from_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any: ...
 
@@ -174,7 +191,7 @@ def skops_loads(blob: np.ndarray, what: str) -> Any:
     from skops.io.exceptions import UntrustedTypesFoundException
 
     try:
-        return sio.loads(np.asarray(blob, dtype=np.uint8).tobytes(), trusted=SKOPS_TRUSTED)
+        return sio.loads(np.asarray(blob, dtype=np.uint8).tobytes(), trusted=_trusted())
     except UntrustedTypesFoundException as exc:
         raise ReadError(f"the {what} state names types outside the trusted list: {exc}",
                         hint="the bundle was tampered with or written by something other than medmm; "

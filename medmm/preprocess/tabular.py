@@ -21,11 +21,27 @@ class TabularPreprocessor:
     distribution (robust to the skewed, unit-laden lab values of real exports). Categorical
     columns: most-frequent imputation and one-hot encoding where categories rarer than
     ``min_frequency`` are pooled and unseen ones ignored.
+
+    ``numeric_splines=K`` (K >= 3 knots; 0, the default, is off) also expands each numeric column
+    into a cubic B-spline basis with K knots at its training quantiles (scikit-learn's
+    ``SplineTransformer``, K + 2 columns each, on the normal scores after imputation): the
+    piecewise encoding of numeric features of Gorishniy et al. (2022), which lets the linear (wide)
+    path and the first layer of an MLP express thresholds and U-shapes (a tumour marker that grades
+    above a cut-off, a sodium that is bad both low and high) that a single standardised column
+    cannot.
     """
 
-    def __init__(self, *, min_frequency: int = 5, exclude: tuple[str, ...] = ("patient_id",)) -> None:
+    def __init__(self, *, min_frequency: int = 5, exclude: tuple[str, ...] = ("patient_id",),
+                 numeric_splines: int = 0) -> None:
+        from ..errors import ConfigError
+
         self.min_frequency = min_frequency
         self.exclude = tuple(exclude)
+        k = int(numeric_splines or 0)
+        if k and k < 3:
+            raise ConfigError(f"numeric_splines={numeric_splines!r}: a spline basis needs at least 3 knots",
+                              column="preprocess.ehr.numeric_splines", hint="use 0 (off) or 3 or more, e.g. 8")
+        self.numeric_splines = k
 
     def _frame(self, rows: list[Tabular]):
         import pandas as pd
@@ -38,7 +54,7 @@ class TabularPreprocessor:
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import OneHotEncoder, QuantileTransformer
+        from sklearn.preprocessing import OneHotEncoder, QuantileTransformer, SplineTransformer
 
         self.__dict__.pop("_fast_", None)  # the numpy mirror of an earlier fit is stale
         df = self._frame(rows)
@@ -61,20 +77,25 @@ class TabularPreprocessor:
                           + "; export missing values as empty cells", UserWarning, stacklevel=2)
         self.numeric_, self.categorical_ = numeric, categorical
         n_q = max(2, min(100, len(df)))
-        self.transformer_ = ColumnTransformer(
-            [
-                ("num", make_pipeline(  # the quantile transform passes NaN through to the imputer
-                    QuantileTransformer(n_quantiles=n_q, output_distribution="normal"),
-                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                ), numeric),
-                ("cat", make_pipeline(
-                    SimpleImputer(strategy="most_frequent", keep_empty_features=True),
-                    OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=self.min_frequency,
-                                  sparse_output=False),
-                ), categorical),
-            ],
-            sparse_threshold=0.0,
-        )
+        parts = [
+            ("num", make_pipeline(  # the quantile transform passes NaN through to the imputer
+                QuantileTransformer(n_quantiles=n_q, output_distribution="normal"),
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ), numeric),
+            ("cat", make_pipeline(
+                SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=self.min_frequency,
+                              sparse_output=False),
+            ), categorical),
+        ]
+        if self.numeric_splines and numeric:
+            # a last block (the plain features keep their places): the imputed normal scores' spline basis
+            parts.append(("spline", make_pipeline(
+                QuantileTransformer(n_quantiles=n_q, output_distribution="normal"),
+                SimpleImputer(strategy="median", keep_empty_features=True),
+                SplineTransformer(n_knots=self.numeric_splines, degree=3, knots="quantile", extrapolation="constant"),
+            ), numeric))
+        self.transformer_ = ColumnTransformer(parts, sparse_threshold=0.0)
         self.transformer_.fit(self._coerce(df))
         self.n_features_ = int(self.transformer_.transform(self._coerce(df.iloc[:1])).shape[1])
         return self
@@ -120,7 +141,8 @@ class TabularPreprocessor:
         """Settings and column lists as JSON; the fitted ColumnTransformer as a skops blob."""
         from .state import skops_dumps
 
-        state: dict[str, Any] = {"params": {"min_frequency": self.min_frequency, "exclude": list(self.exclude)},
+        state: dict[str, Any] = {"params": {"min_frequency": self.min_frequency, "exclude": list(self.exclude),
+                                            "numeric_splines": self.numeric_splines},
                                  "fitted": hasattr(self, "transformer_")}
         if not state["fitted"]:
             return state, {}
@@ -132,7 +154,8 @@ class TabularPreprocessor:
         from .state import skops_loads
 
         p = state["params"]
-        obj = cls(min_frequency=p["min_frequency"], exclude=tuple(p["exclude"]))
+        obj = cls(min_frequency=p["min_frequency"], exclude=tuple(p["exclude"]),
+                  numeric_splines=int(p.get("numeric_splines", 0)))  # absent in bundles saved before the option
         if state.get("fitted"):
             obj.numeric_ = [str(c) for c in state["numeric_"]]
             obj.categorical_ = [str(c) for c in state["categorical_"]]
