@@ -159,3 +159,36 @@ def test_preprocess_cached_caches_only_the_deterministic_part(tmp_path: Path) ->
     np.testing.assert_array_equal(aug1, aug2)
     assert not np.array_equal(aug1, det)
     np.testing.assert_array_equal(preprocess_cached(tmp_path / "s", pre, cache), det)
+
+
+def test_filling_a_cache_scans_the_folder_once_not_per_write(tmp_path: Path, monkeypatch) -> None:
+    """Eviction used to list the whole folder after every write (O(n^2) stats for a fill of n);
+    now a process scans when its running total passes the bound or RESCAN_S has elapsed."""
+    scans = []
+    real = VolumeCache.entries
+
+    def counting(self):
+        scans.append(1)
+        return real(self)
+
+    monkeypatch.setattr(VolumeCache, "entries", counting)
+    one = np.zeros(1000, dtype=np.float64)
+    cache = VolumeCache(tmp_path, max_bytes=10 * 8200)
+    for i in range(9):
+        cache.put(f"{i:02d}" + "a" * 62, one)
+    assert len(scans) == 1  # the first write learns the folder's size; the rest add their own
+    cache.put("09" + "a" * 62, one)
+    cache.put("10" + "a" * 62, one)  # past the bound: scanned and evicted
+    assert len(real(cache)) == 10 and cache.size_bytes <= cache.max_bytes
+
+
+def test_another_process_s_writes_are_seen_by_the_bound(tmp_path: Path, monkeypatch) -> None:
+    one = np.zeros(1000, dtype=np.float64)
+    a, b = VolumeCache(tmp_path, max_bytes=4 * 8200), VolumeCache(tmp_path, max_bytes=4 * 8200)
+    a.put("00" + "b" * 62, one)
+    b.put("01" + "b" * 62, one)  # b's first write scans: a's entry counted
+    for i in range(2, 4):
+        a.put(f"{i:02d}" + "b" * 62, one)
+    monkeypatch.setattr(VolumeCache, "RESCAN_S", 0.0)  # b's estimate is stale: the periodic rescan sees a's writes
+    b.put("04" + "b" * 62, one)
+    assert len(b) == 4 and b.size_bytes <= b.max_bytes

@@ -116,12 +116,15 @@ def quantized_op_report(path: str | Path) -> dict[str, int]:
 def prune_model(model: Any, amount: float = 0.5) -> Any:
     """A copy of ``model`` with the ``amount`` smallest-magnitude weights of all Linear and Conv
     layers (taken together, global L1) set to zero, permanently."""
+    import torch
     import torch.nn.utils.prune as prune
     from torch import nn
 
     if not 0.0 <= amount < 1.0:
         raise ConfigError(f"pruning amount {amount} is outside [0, 1)")
-    m = copy.deepcopy(model).cpu().eval()
+    # torch's global pruning flattens each weight with view(-1): channels-last convolution weights
+    # (TinyCNN3D) are made contiguous first (same values)
+    m = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     params = [(mod, "weight") for mod in m.modules()
               if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and getattr(mod, "weight", None) is not None]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)

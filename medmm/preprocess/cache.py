@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "cached_entry", "CACHE_VERSION"]
+__all__ = ["VolumeCache", "source_identity", "config_fingerprint", "preprocess_cached", "cached_entry", "entry_key",
+           "augmented", "CACHE_VERSION"]
 
 #: Bumped when the on-disk layout or a preprocessing default changes meaning.
 CACHE_VERSION = 2
@@ -90,6 +91,10 @@ class VolumeCache:
         Size bound of the ``.npy`` entries; least recently used entries are evicted.
     """
 
+    #: seconds between two scans of the folder by :meth:`put` while this process's own estimate of
+    #: the total stays under ``max_bytes`` (other processes sharing the folder write too)
+    RESCAN_S = 15.0
+
     def __init__(self, root: str | os.PathLike, *, max_bytes: int = 10 * 2**30) -> None:
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
@@ -97,6 +102,8 @@ class VolumeCache:
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self._total: int | None = None  # bytes at the last scan plus what this process wrote since
+        self._scanned_at = 0.0
 
     # -------------------------------------------------------------------------- keys
 
@@ -123,7 +130,8 @@ class VolumeCache:
         p = self.path(key)
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
-            want = p.with_suffix(".crc").read_text().strip()
+            # the checksum is published before the entry (put), so an entry always has one
+            want = p.with_suffix(".crc").read_text().strip() if verify else ""
         except (FileNotFoundError, ValueError, OSError):
             self.misses += 1
             return None
@@ -163,8 +171,23 @@ class VolumeCache:
                 except OSError:
                     pass
             raise
-        self.evict(keep=p)
+        self._after_write(p)
         return np.load(p, mmap_mode="r", allow_pickle=False)
+
+    def _after_write(self, p: Path) -> None:
+        """Evict when needed. A full scan of the folder per write made filling a cache of n entries
+        cost O(n^2) stats (57 s of the demo's 100 s fill at 480 entries); so the folder is scanned
+        when this process's running total (the last scan plus its own writes) passes the bound,
+        and at most every :attr:`RESCAN_S` seconds otherwise, to see other processes' writes."""
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = 0
+        if self._total is not None:
+            self._total += size
+        if (self._total is None or self._total > self.max_bytes
+                or time.monotonic() - self._scanned_at > self.RESCAN_S):
+            self.evict(keep=p)
 
     def get_or_compute(self, sources: Any, config: Any, compute: Callable[[], np.ndarray], *,
                        verify: bool = True) -> np.ndarray:
@@ -198,6 +221,7 @@ class VolumeCache:
         """Delete least recently used entries until under ``max_bytes``; returns how many."""
         entries = self.entries()
         total = sum(n for _, n, _ in entries)
+        self._scanned_at = time.monotonic()
         removed = 0
         for p, n, _ in sorted(entries, key=lambda e: e[2]):
             if total <= self.max_bytes:
@@ -211,6 +235,7 @@ class VolumeCache:
                     pass
             total -= n
             removed += 1
+        self._total = total
         self._clean_temps()
         return removed
 
@@ -264,6 +289,20 @@ def _request(path: Any, preprocessor: Any, reader: Callable[..., Any] | None,
     return path, {"preprocessor": config_fingerprint(preprocessor), "read": read_options}, compute
 
 
+def entry_key(path: Any, preprocessor: Any, cache: VolumeCache, **read_options: Any) -> str:
+    """The key of ``path``'s entry in ``cache`` (stats its files; reads no image)."""
+    sources, config, _ = _request(path, preprocessor, None, read_options)
+    return cache.key(sources, config)
+
+
+def augmented(arr: np.ndarray, preprocessor: Any, *, training: bool, seed: int | None) -> np.ndarray:
+    """``arr`` (a cached deterministic result) with ``preprocessor``'s augmentation when training
+    (a copy: the cached entry is read-only)."""
+    if training and getattr(preprocessor, "augment", False) and hasattr(preprocessor, "augment_array"):
+        return preprocessor.augment_array(np.array(arr), seed=seed)
+    return arr
+
+
 def cached_entry(path: Any, preprocessor: Any, cache: VolumeCache, **read_options: Any) -> np.ndarray | None:
     """The cache's (memory-mapped) entry for ``path`` preprocessed by ``preprocessor``, or None;
     never reads the image. A missing source file is a :class:`~medmm.errors.ReadError`."""
@@ -291,6 +330,4 @@ def preprocess_cached(
     """
     sources, config, compute = _request(path, preprocessor, reader, read_options)
     arr = cache.get_or_compute(sources, config, compute, verify=verify) if cache is not None else compute()
-    if training and getattr(preprocessor, "augment", False) and hasattr(preprocessor, "augment_array"):
-        return preprocessor.augment_array(np.array(arr), seed=seed)
-    return arr
+    return augmented(arr, preprocessor, training=training, seed=seed)

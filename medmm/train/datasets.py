@@ -97,7 +97,7 @@ class CachedImageDataset(torch.utils.data.Dataset):
         return prefill_datasets([self], workers=workers, report=report, progress=progress)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from ..preprocess.cache import preprocess_cached
+        from ..preprocess.cache import augmented, preprocess_cached
 
         it = self.items[i]
         values = dict(it["values"])
@@ -109,7 +109,11 @@ class CachedImageDataset(torch.utils.data.Dataset):
                 seed = int(np.random.SeedSequence(key).generate_state(1)[0])
                 step = self.preprocessor.steps[m]
                 try:
-                    if hasattr(src, "read"):
+                    known = (it.get("image_keys") or {}).get(m)
+                    hit = self.cache.get(known, verify=False) if known is not None else None
+                    if hit is not None:  # the key the prefill pass found (and checksummed): one open
+                        arr = augmented(hit, step, training=self.training, seed=seed)
+                    elif hasattr(src, "read"):
                         # the prefill pass checked each entry's checksum: an epoch reads it once
                         arr = preprocess_cached(src, step, self.cache, training=self.training, seed=seed,
                                                 verify=False)
@@ -154,8 +158,11 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
         if info.enabled:
             import torch.distributed as tdist
 
+            mine: list[str | None] = []
             share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
-                                     progress=progress)
+                                     progress=progress, keys=mine)
+            keys: list[str | None] = [None] * len(sources)  # the other ranks' keys are not gathered
+            keys[info.rank::info.world_size] = mine
             shares: list[Any] = [None] * info.world_size
             tdist.all_gather_object(shares, share)
             results: list[tuple[str, str]] = [None] * len(sources)  # type: ignore[list-item]
@@ -163,9 +170,12 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
                 results[rank::info.world_size] = part
             counts["computed"] += sum(st == "computed" for st, _ in share)
         else:
-            results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress)
+            keys = []
+            results = fill_image_cache(sources, step, first.cache_dir, workers=workers, progress=progress, keys=keys)
             counts["computed"] += sum(st == "computed" for st, _ in results)
-        for (ds, i, _), (status, err) in zip(todo, results):
+        for (ds, i, _), (status, err), key in zip(todo, results, keys):
+            if key is not None:  # the epochs open the entry by its key: no stat of the source's files per read
+                ds.items[i].setdefault("image_keys", {})[m] = key
             if status == "error":
                 counts["failed"] += 1
                 ds.items[i]["image_sources"][m] = None
@@ -188,15 +198,17 @@ class _Filler:
             self._cache = VolumeCache(self.cache_dir)
         return self._cache
 
-    def lookup(self, source: Any) -> tuple[str, str] | None:
-        """``("hit", "")`` when the entry is there, ``("error", message)`` when the source is
-        gone, None when it must be computed; reads no image."""
-        from ..preprocess.cache import cached_entry
+    def lookup(self, source: Any) -> tuple[tuple[str, str] | None, str | None]:
+        """``(found, key)``: found is ``("hit", "")`` when the entry is there, ``("error", message)``
+        when the source is gone, None when it must be computed; ``key`` the entry's key (None on an
+        error). Reads no image."""
+        from ..preprocess.cache import entry_key
 
         try:
-            return None if cached_entry(source, self.preprocessor, self.cache) is None else ("hit", "")
+            key = entry_key(source, self.preprocessor, self.cache)
         except MedmmError as exc:
-            return "error", str(exc)
+            return ("error", str(exc)), None
+        return (None if self.cache.get(key) is None else ("hit", "")), key
 
     def __call__(self, source: Any) -> tuple[str, str]:
         from ..preprocess.cache import preprocess_cached
@@ -223,10 +235,11 @@ def _fill_one(source: Any) -> tuple[str, str]:
 
 
 def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Path, *, workers: int = 0,
-                     progress: bool = False) -> list[tuple[str, str]]:
+                     progress: bool = False, keys: list[str | None] | None = None) -> list[tuple[str, str]]:
     """Preprocess each image source into the cache at ``cache_dir``; ``(status, error)`` per
     source, status ``"hit"``, ``"computed"`` or ``"error"``. Entries already there are kept,
-    so a killed run resumes where it stopped.
+    so a killed run resumes where it stopped. ``keys``, when given, receives each source's entry
+    key (None for an error), so that later reads need not stat the source files again.
 
     Hits are found in this process (a stat and a checksum, no image read), so only the images
     to compute go to the ``workers`` processes; the first of them is computed here before the
@@ -239,8 +252,12 @@ def fill_image_cache(sources: list[Any], preprocessor: Any, cache_dir: str | Pat
     out: list[tuple[str, str] | None] = [None] * len(sources)
     with tqdm(total=len(sources), desc="preprocess images", unit="img", disable=not progress) as bar:
         todo = []
+        if keys is not None:
+            keys[:] = [None] * len(sources)
         for i, s in enumerate(sources):
-            found = filler.lookup(s)
+            found, key = filler.lookup(s)
+            if keys is not None:
+                keys[i] = key
             if found is None:
                 todo.append(i)
             else:
