@@ -177,3 +177,50 @@ def test_a_path_without_evidence_is_dropped_from_the_fused_logit_and_the_others_
     # off by default
     model2, _, res2, _, _ = _trained(late=False, noise_panel=True)
     assert "residual_select" not in res2.loss_info and float(model2.uni_gate.min()) == 1.0
+
+
+def test_a_weak_path_with_its_own_evidence_is_not_dropped(monkeypatch):
+    """The loss rule alone on a small validation split can drop a weak but real path (it did on
+    the demo: EHR from the disease score); a path whose own validation AUROC is more than one
+    standard error above chance is never a candidate, the urinalysis noise still is."""
+    from medmm.models.multimodal import auroc_with_se
+
+    model, *_ = _trained(False, noise_panel=True)
+    assert list(model.modalities) == ["chem", "blood", "urine"]
+    rng = np.random.default_rng(11)
+    n = 80
+    y = (rng.random(n) < 0.4).astype(float)
+    s = 2 * y - 1
+    U = np.stack([1.5 * s + rng.normal(0, 1.0, n),    # chem: strong
+                  0.15 * s + rng.normal(0, 0.5, n),   # blood: weak (own AUROC 0.73), noisy
+                  rng.normal(0, 0.3, n)], -1)[:, None, :]  # urine: noise
+    F = U.sum(-1) - 0.4
+    P, Y, K = np.ones((n, 3)), y[:, None], np.ones((n, 1), dtype=bool)
+    monkeypatch.setattr(model, "_validation_outputs", lambda ds: (F, U, P, Y, K))
+    a, se = auroc_with_se(y, U[:, 0, 1])
+    assert a - 0.5 > se  # the weak path shows evidence of its own
+    loss_only = model.select_unimodal_paths([0], signal_se=None)
+    assert loss_only["y"]["dropped"] == ["urine", "blood"]  # what the loss rule alone does here
+    res = model.select_unimodal_paths([0])
+    assert res["y"]["dropped"] == ["urine"]
+    assert model.uni_gate[:, 0].tolist() == [1.0, 1.0, 0.0]
+    assert res["y"]["own_val_auroc"]["blood"][0] == pytest.approx(a, abs=1e-4)
+
+
+def test_auroc_standard_error_is_delong_s():
+    from sklearn.metrics import roc_auc_score
+
+    from medmm.models.multimodal import auroc_with_se
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.3).astype(float)
+    score = np.round(y + rng.normal(0, 1.0, 200), 1)  # rounded: ties count one half
+    a, se = auroc_with_se(y, score)
+    assert a == pytest.approx(roc_auc_score(y, score))
+    pos, neg = score[y > 0], score[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # DeLong's kernel, directly
+    v10, v01 = psi.mean(1), psi.mean(0)
+    assert se == pytest.approx(np.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg)))
+    boots = [roc_auc_score(y[i], score[i]) for i in (rng.integers(0, 200, 200) for _ in range(400))]
+    assert abs(np.std(boots) - se) < 0.2 * se  # the bootstrap agrees
+    assert auroc_with_se(np.zeros(5), np.arange(5.0)) == (0.5, float("inf"))
