@@ -57,10 +57,11 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_processes_on_the_tiny_cohort(tiny_cohort, tmp_path):
     """`torchrun --nproc_per_node 2 -m medmm train` against a single-process run of the same
-    global batch. Stated tolerance on this 40-patient cohort: per-epoch train loss within 0.2 and
-    validation loss within 0.1. The runs cannot be identical: batch-norm statistics are per process
-    and the heads' dropout draws differ; exact equivalence (1e-5) is tested above on a model
-    without either."""
+    global batch, on a model whose training step does not depend on how the batch is split: no
+    dropout, GroupNorm instead of BatchNorm (batch statistics are per process on CPU). Every
+    epoch's train and validation loss then agree to float rounding, which needs the masked means
+    over the global batch (absent modalities and unknown labels differ between the processes'
+    halves; before, 2.5 % of the weights moved the other way after one step)."""
     from mlflow.tracking import MlflowClient
 
     from medmm.config import load_config
@@ -68,9 +69,11 @@ def test_torchrun_two_processes_on_the_tiny_cohort(tiny_cohort, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = {"cohort": {"manifest": str(tiny_cohort)},
             "preprocess": {"image": {"spatial_size": [16, 16, 16]}},
-            "model": {"dim": 16, "modality_dropout": 0.0,
-                      "encoders": {"image": {"name": "tiny_cnn3d", "dropout": 0.0}, "notes": {"name": "tfidf_mlp",
-                                   "dropout": 0.0}, "vitals": {"name": "gru"}, "ehr": {"name": "mlp", "dropout": 0.0}}},
+            "model": {"dim": 16, "modality_dropout": 0.0, "fusion": {"name": "concat", "dropout": 0.0},
+                      "tasks": {"tumor": {"kind": "binary", "dropout": 0.0}, "disease": {"kind": "binary", "dropout": 0.0}},
+                      "encoders": {"image": {"name": "tiny_cnn3d", "dropout": 0.0, "norm": "group"},
+                                   "notes": {"name": "tfidf_mlp", "dropout": 0.0}, "vitals": {"name": "gru"},
+                                   "ehr": {"name": "mlp", "dropout": 0.0}}},
             "train": {"epochs": 3, "min_epochs": 1, "device": "cpu", "scheduler": "constant"},
             "tracking": {"tracking_uri": uri, "log_model": False, "plots": False}}
     runs = {}
@@ -90,7 +93,7 @@ def test_torchrun_two_processes_on_the_tiny_cohort(tiny_cohort, tmp_path):
     assert len(client.search_runs([exp.experiment_id])) == 1  # only rank 0 logged
     ddp, single = client.get_run(runs["ddp"]), client.get_run(runs["single"])
     assert ddp.data.params["runtime.world_size"] == "2" and single.data.params["runtime.world_size"] == "1"
-    for key, tol in (("train_loss", 0.2), ("val_loss", 0.1)):
+    for key, tol in (("train_loss", 1e-4), ("val_loss", 1e-4)):  # measured: within 2e-6
         a = [m.value for m in sorted(client.get_metric_history(runs["ddp"], key), key=lambda m: m.step)]
         b = [m.value for m in sorted(client.get_metric_history(runs["single"], key), key=lambda m: m.step)]
         print(key, "ddp", a, "single", b)
@@ -99,3 +102,25 @@ def test_torchrun_two_processes_on_the_tiny_cohort(tiny_cohort, tmp_path):
     print({k: (ddp.data.metrics[k], single.data.metrics[k]) for k in ddp.data.metrics if k.startswith("test_")})
     assert sorted(os.listdir(tmp_path / "ddp" / "checkpoints")) == ["last.pt"]
     shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+
+
+def test_ranks_take_the_single_process_s_full_global_batches():
+    """23 patients, 2 ranks x 4 against one process x 8: each rank's capped share is half of
+    the single process's two full batches, in the same order, and no padded duplicate is taken
+    (uncapped, each rank has 12, one of them the padding, and an epoch has 3 steps, not 2)."""
+    from medmm.train.distributed import EpochSampler
+
+    single = EpochSampler(23, seed=5)
+    single.set_epoch(2)
+    ranks = [EpochSampler(23, seed=5, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0]) == 12 and len(set(ranks[0].indices()) | set(ranks[1].indices())) == 23  # padded
+    first = single.indices()[:16]
+    for r in ranks:
+        r.cap = 23 // (4 * 2) * 4
+        r.set_epoch(2)
+        assert len(r) == 8
+    for step in range(2):
+        together = ranks[0].indices()[4 * step:4 * step + 4] + ranks[1].indices()[4 * step:4 * step + 4]
+        assert sorted(together) == sorted(first[8 * step:8 * step + 8])
+    ranks[0].set_epoch(2, skip=4)
+    assert ranks[0].indices() == first[8:16:2] and len(ranks[0]) == 4

@@ -107,3 +107,55 @@ def test_distributed_sampler_shards_are_disjoint_and_cover_the_epoch():
     full = EpochSampler(21, seed=3)
     full.set_epoch(4)
     assert s.indices() == full.indices()[5:] and len(s) == 16
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
+def test_data_parallel_shares_of_masked_means_average_to_the_global_batch_s_loss(weighting):
+    """Two processes each holding half of a batch with unknown labels and absent modalities: with
+    the counts summed over the processes, the average of their losses (what DDP's gradient
+    averaging takes) is the loss of the whole batch, gradients included; without, a process with
+    few known labels weighs as much as one with many."""
+    from medmm.models.losses import LossWeighting, global_batch_means
+
+    rng = np.random.default_rng(3)
+    n, tasks = 12, ("a", "b")
+    logits = torch.tensor(rng.normal(size=(n, 2)), dtype=torch.float32, requires_grad=True)
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    mask = rng.random((n, 2)) < 0.7
+    mask[:6, 1] = [True, False, False, False, False, False]  # process 0: one known label of task b
+    rows = torch.tensor(rng.random(n) < 0.6)  # an auxiliary head's rows: its modality present
+    lw = LossWeighting(tasks, kind=weighting, weights={"a": 1.0, "b": 2.0})
+    with torch.no_grad():
+        if weighting == "uncertainty":
+            lw.log_vars.copy_(torch.tensor([0.3, -0.2]))
+    crit = MaskedLoss("bce")
+
+    def pairs(idx):
+        b = _batch(y[idx], mask[idx])
+        out = []
+        for r in (None, rows[idx]):
+            means, counts = [], []
+            for k in range(2):
+                only = torch.zeros_like(b.label_mask)
+                only[:, k] = b.label_mask[:, k] if r is None else b.label_mask[:, k] & r
+                sub = Batch({}, b.present, b.modalities, b.labels, only, b.tasks)
+                means.append(crit(logits[idx], sub))
+                counts.append(only[:, k].sum().float())
+            out.append((torch.stack(means), torch.stack(counts)))
+        return out
+
+    def loss(ps):
+        return lw(*ps[0]) + 0.5 * lw(*ps[1])
+
+    whole = loss(pairs(slice(None)))
+    g_whole, = torch.autograd.grad(whole, logits)
+    halves = [pairs(slice(0, 6)), pairs(slice(6, 12))]
+    summed = [torch.stack([c for _, c in h]) for h in halves]
+    total = summed[0] + summed[1]
+    shared = [global_batch_means(h, lambda t: (total.clone(), 2)) for h in halves]
+    ddp = sum(loss(s) for s in shared) / 2
+    g_ddp, = torch.autograd.grad(ddp, logits)
+    assert ddp.item() == pytest.approx(whole.item(), rel=1e-6)
+    torch.testing.assert_close(g_ddp, g_whole, rtol=1e-5, atol=1e-7)
+    naive = sum(loss(h) for h in halves) / 2  # each process's own means
+    assert abs(naive.item() - whole.item()) > 1e-3

@@ -34,7 +34,28 @@ class Registry:
                 f"unknown {self.kind} {name!r}{suggest(name, sorted(self._items))}",
                 hint=f"choose one of {sorted(self._items)}"
             ) from None
+        self._check_options(name, fn, kwargs)
         return fn(**kwargs)
+
+    def _check_options(self, name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        """A ConfigError naming an option the constructor does not take (a config's typo or an
+        option of another encoder), instead of the ``TypeError`` from inside the model's build."""
+        import inspect
+
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # a builtin or C constructor: nothing to check against
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            from ..catalog import suggest
+
+            options = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL
+                             and k not in ("self", "in_shape", "out_dim", "dim", "modalities", "n_outputs"))
+            raise ConfigError(f"{self.kind} {name!r} has no option {unknown[0]!r}{suggest(unknown[0], options)}",
+                              hint=f"its options are {options}; remove {unknown}")
 
     def names(self, **where: Any) -> list[str]:
         return sorted(n for n in self._items if all(self.meta[n].get(k) == v for k, v in where.items()))

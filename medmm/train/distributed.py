@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DistInfo", "dist_info", "init_distributed", "unwrap", "EpochSampler", "all_reduce_sum",
+__all__ = ["DistInfo", "dist_info", "init_distributed", "unwrap", "EpochSampler", "all_reduce_sum", "sum_over_processes",
            "barrier"]
 
 
@@ -71,6 +71,12 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def sum_over_processes(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``t`` summed over the data-parallel processes (in place) and their number."""
+    torch.distributed.all_reduce(t)
+    return t, torch.distributed.get_world_size()
+
+
 class EpochSampler(torch.utils.data.Sampler[int]):
     """This rank's indices for one epoch, fixed by ``(seed, epoch)`` alone.
 
@@ -79,7 +85,10 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     generator seeded by ``seed + epoch`` and shards them the same way (padded to a multiple
     of the world size, then every ``world_size``-th index from ``rank``). Because an epoch's
     order depends on nothing else, a resumed run sees the same batches; ``skip`` drops the
-    first indices (the batches already done before an interrupt).
+    first indices (the batches already done before an interrupt). ``cap`` limits each rank's
+    indices per epoch (before ``skip``): the trainer sets it so that data-parallel processes take
+    the same full global batches a single process with ``world_size`` times the batch would
+    take, never the padding ``DistributedSampler`` repeats to even out the ranks.
     """
 
     def __init__(self, n: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -91,6 +100,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
         self.epoch = 0
         self.skip = 0
+        self.cap: int | None = None
         self._dist = torch.utils.data.DistributedSampler(
             range(self.n), num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=self.seed)
 
@@ -108,10 +118,13 @@ class EpochSampler(torch.utils.data.Sampler[int]):
             per_rank = -(-self.n // self.world_size)
             drawn = (drawn * 2)[: per_rank * self.world_size]
             idx = drawn[self.rank::self.world_size]
+        if self.cap is not None:
+            idx = idx[:self.cap]
         return idx[self.skip:]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
 
     def __len__(self) -> int:
-        return max(-(-self.n // self.world_size) - self.skip, 0)
+        per_rank = -(-self.n // self.world_size)
+        return max((per_rank if self.cap is None else min(per_rank, self.cap)) - self.skip, 0)

@@ -87,7 +87,7 @@ def masked_bce(logits: torch.Tensor, batch: Batch, rows: torch.Tensor | None = N
     return MaskedLoss("bce")(logits, batch, rows)
 
 
-def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -> torch.Tensor:
+def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None, *, sum_counts: Any = None) -> torch.Tensor:
     """Fused loss plus, when the model has them, its auxiliary unimodal heads' losses.
 
     The single place the trainer computes the loss. ``criterion(logits, batch, rows=None)`` is
@@ -95,13 +95,16 @@ def training_loss(model: torch.nn.Module, batch: Batch, criterion: Any = None) -
     default). A model with multi-task loss weighting (``loss_weighting``, as
     :class:`~medmm.models.multimodal.MultimodalModel`) combines its tasks' losses itself
     (:func:`medmm.models.losses.multitask_loss`, called on the possibly DDP-wrapped model so
-    that gradients are synchronised).
+    that gradients are synchronised). Under data-parallel training ``sum_counts``
+    (:func:`medmm.train.distributed.sum_over_processes`) makes its masked means the global
+    batch's (:func:`medmm.models.losses.global_batch_means`); the plain path below (models
+    without loss weighting) keeps each process's own mean.
     """
     core = unwrap(model)
     if hasattr(core, "loss_weighting") and hasattr(core, "label_columns"):
         from ..models.losses import multitask_loss
 
-        return multitask_loss(model, batch, criterion)
+        return multitask_loss(model, batch, criterion, sum_counts=sum_counts)
     criterion = criterion or masked_bce
     out = model(batch.values, batch.present, return_aux=True)
     logits, aux = out if isinstance(out, tuple) else (out, {})
@@ -329,10 +332,11 @@ def train(
     from tqdm.auto import tqdm
 
     from .checkpoint import check_resumable, load_checkpoint, model_fingerprint, rng_state, save_checkpoint, set_rng_state
-    from .distributed import EpochSampler, all_reduce_sum, dist_info
+    from .distributed import EpochSampler, all_reduce_sum, dist_info, sum_over_processes
 
     info = dist_info()
     main = info.rank == 0
+    sum_counts = sum_over_processes if info.enabled else None  # masked means over the global batch
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     ckpt = None
     if resume:
@@ -369,6 +373,11 @@ def train(
 
     sampler = EpochSampler(len(train_ds), seed=config.seed, rank=info.rank, world_size=info.world_size,
                            weights=weights)
+    if info.enabled and len(train_ds) >= config.batch_size * info.world_size:
+        # the full global batches of a single process with world_size x the batch: a padded
+        # duplicate would otherwise be trained on, and an epoch would take more steps than that
+        # process (23 patients, 2 x 4: 3 steps against its 2)
+        sampler.cap = len(train_ds) // (config.batch_size * info.world_size) * config.batch_size
     per_rank = len(sampler)
     drop_last = per_rank > config.batch_size
     n_batches = per_rank // config.batch_size if drop_last else -(-per_rank // config.batch_size)
@@ -492,7 +501,7 @@ def train(
                     sync = model.no_sync() if (info.enabled and not last_micro) else contextlib.nullcontext()
                     with sync:
                         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                            loss = training_loss(model, b, criterion)
+                            loss = training_loss(model, b, criterion, sum_counts=sum_counts)
                         scaler.scale(loss / config.grad_accum).backward()
                     if last_micro:
                         if config.grad_clip:
