@@ -26,3 +26,33 @@ def frozen_gc() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+#: allocations from this size up are mapped from the OS and unmapped when freed (glibc's default
+#: starts at 128 KB but raises itself to the largest block freed, up to 32 MB, after which the
+#: 8 MB float32 volumes a reader allocates per 128^3 patient stay in the heap when freed; at 16 MB
+#: the readers' memory did not change, at 1 MB and 4 MB it did alike)
+MMAP_THRESHOLD = 4 << 20
+
+
+def return_large_frees() -> bool:
+    """In a reader worker: pin glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``, which
+    also switches its dynamic raising off) so that every large array goes back to the OS when
+    freed. Measured on `medmm evaluate --split all --workers 2` of 400 patients at 128^3 (quiet
+    machine): each reader's private memory 436 / 288 MB -> ~95 MB, the command's tree peak RSS
+    2,242-2,335 -> ~1,695 MB; the price is the page faults of mapping those arrays afresh, +4 to
+    +7 s on a 41-50 s run (wall times of single runs vary by 8 s). Returns whether it applied
+    (glibc only; elsewhere a no-op)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, MMAP_THRESHOLD))

@@ -196,6 +196,12 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+def _reader_init(worker_id: int) -> None:
+    from ..forking import return_large_frees
+
+    return_large_frees()  # the volumes a reader frees go back to the OS, not into its heap
+
+
 class _CohortEntries:
     """A cohort's patients -> (scoring entry, problems), for a DataLoader's worker processes."""
 
@@ -269,7 +275,8 @@ def score_cohort(
     total = len(cohort)
     if num_workers > 0 and total > 1:
         loader = torch.utils.data.DataLoader(_CohortEntries(cohort, pre), batch_size=batch_size,
-                                             num_workers=num_workers, collate_fn=_as_list, shuffle=False)
+                                             num_workers=num_workers, collate_fn=_as_list, shuffle=False,
+                                             worker_init_fn=_reader_init)
 
         def entry_batches():
             from ..forking import frozen_gc

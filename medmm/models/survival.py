@@ -288,7 +288,7 @@ def survival_outputs(model: Any, logits: torch.Tensor, *, horizons: dict[str, li
 
 
 @torch.no_grad()
-def fit_survival_baselines(model: Any, dataset: Any, *, batch_size: int = 128, device: Any = None) -> list[str]:
+def fit_survival_baselines(model: Any, dataset: Any, *, batch_size: int = 32, device: Any = None) -> list[str]:
     """Fit every Cox head's baseline hazard on ``dataset`` (the training split); returns those tasks."""
     cox = {t: h for t, h in survival_heads(model).items() if isinstance(h, CoxHead)}
     if not cox or dataset is None or not len(dataset):

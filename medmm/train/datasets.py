@@ -225,8 +225,11 @@ _FILLER: _Filler | None = None
 
 
 def _init_filler(filler: _Filler) -> None:
+    from ..forking import return_large_frees
+
     global _FILLER
     torch.set_num_threads(1)  # one process per core
+    return_large_frees()  # the source volumes it frees go back to the OS, not into its heap
     _FILLER = filler
 
 
