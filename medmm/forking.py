@@ -40,8 +40,8 @@ def return_large_frees() -> bool:
     also switches its dynamic raising off) so that every large array goes back to the OS when
     freed. Measured on `medmm evaluate --split all --workers 2` of 400 patients at 128^3 (quiet
     machine): each reader's private memory 436 / 288 MB -> ~95 MB, the command's tree peak RSS
-    2,242-2,335 -> ~1,695 MB; the price is the page faults of mapping those arrays afresh, +4 to
-    +7 s on a 41-50 s run (wall times of single runs vary by 8 s). Returns whether it applied
+    1,991-2,195 -> 1,685-1,706 MB; the price is the page faults of mapping those arrays afresh:
+    43.9 -> 51.7 s (three interleaved pairs, +7 to +10 s each). Returns whether it applied
     (glibc only; elsewhere a no-op)."""
     import ctypes
     import ctypes.util
