@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["binary_metrics", "evaluate_predictions", "auroc", "expected_calibration_error", "brier_score"]
+__all__ = ["binary_metrics", "evaluate_predictions", "auroc", "auroc_with_se", "delong_components",
+           "expected_calibration_error", "brier_score"]
 
 
 def auroc(y: np.ndarray, p: np.ndarray) -> float:
@@ -18,6 +19,34 @@ def auroc(y: np.ndarray, p: np.ndarray) -> float:
     if len(np.unique(y)) < 2:
         return float("nan")
     return float(roc_auc_score(y, p))
+
+
+def delong_components(y: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DeLong's structural components from midranks (Sun and Xu's fast algorithm) for ``K`` scores
+    of the same patients: ``(aurocs [K], per positive [K, n1], per negative [K, n0])`` -- each
+    positive's share of negatives ranked below it (ties one half), each negative's share of
+    positives ranked above it. ``y`` is boolean, both classes present."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    n1, n0 = int(y.sum()), int((~y).sum())
+    r_all = rankdata(s, axis=1)
+    pos = (r_all[:, y] - rankdata(s[:, y], axis=1)) / n0
+    neg = 1.0 - (r_all[:, ~y] - rankdata(s[:, ~y], axis=1)) / n1
+    return pos.mean(axis=1), pos, neg
+
+
+def auroc_with_se(y: Any, score: Any) -> tuple[float, float]:
+    """AUROC of ``score`` for binary ``y`` and its DeLong standard error; ``(0.5, inf)`` when a
+    class is absent (no evidence either way)."""
+    y = np.asarray(y) > 0.5
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return 0.5, float("inf")
+    a, pos, neg = delong_components(y, score)
+    var = (pos[0].var(ddof=1) / n1 if n1 > 1 else 0.0) + (neg[0].var(ddof=1) / n0 if n0 > 1 else 0.0)
+    return float(a[0]), float(np.sqrt(var))
 
 
 def binary_metrics(y: Any, p: Any) -> dict[str, float]:

@@ -183,7 +183,7 @@ def test_a_weak_path_with_its_own_evidence_is_not_dropped(monkeypatch):
     """The loss rule alone on a small validation split can drop a weak but real path (it did on
     the demo: EHR from the disease score); a path whose own validation AUROC is more than one
     standard error above chance is never a candidate, the urinalysis noise still is."""
-    from medmm.models.multimodal import auroc_with_se
+    from medmm.metrics import auroc_with_se
 
     model, *_ = _trained(False, noise_panel=True)
     assert list(model.modalities) == ["chem", "blood", "urine"]
@@ -210,7 +210,7 @@ def test_a_weak_path_with_its_own_evidence_is_not_dropped(monkeypatch):
 def test_auroc_standard_error_is_delong_s():
     from sklearn.metrics import roc_auc_score
 
-    from medmm.models.multimodal import auroc_with_se
+    from medmm.metrics import auroc_with_se
 
     rng = np.random.default_rng(0)
     y = (rng.random(200) < 0.3).astype(float)

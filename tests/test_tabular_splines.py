@@ -107,3 +107,25 @@ def test_the_experiment_config_reaches_the_ehr_step(tiny_cohort):
     cfg = load_config({"cohort": {"manifest": str(tiny_cohort)}, "preprocess": {"ehr": {"numeric_splines": 5}}})
     pre = build_preprocessor(ModelConfig(tasks=["tumor"]), preprocess=cfg.preprocess)
     assert pre.steps["ehr"].numeric_splines == 5
+
+
+def test_tied_floored_and_constant_lab_columns_as_exports_have_them():
+    """Real lab exports: a dipstick graded 0-3, a troponin reported at its detection floor for most
+    patients ('<0.01' read as 0.01), a column that is constant at one site and one never resulted:
+    quantile knots of such columns coincide; the basis is still built, finite, and as wide as the
+    plain features promise."""
+    from medmm.preprocess.tabular import TabularPreprocessor
+
+    rng = np.random.default_rng(0)
+    rows = [Tabular({"protein [dipstick]": float(rng.integers(0, 4)),
+                     "troponin [ng/mL]": 0.01 if rng.random() < 0.93 else round(float(rng.exponential(0.5)), 2),
+                     "site_code": 1.0, "ionised calcium [mmol/L]": None,
+                     "age": float(rng.normal(60, 10))}) for _ in range(200)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        plain = TabularPreprocessor().fit(rows)
+        pre = TabularPreprocessor(numeric_splines=8).fit(rows)
+    X = pre.transform_many(rows)
+    assert X.shape == (200, pre.n_features_) and np.isfinite(X).all()
+    assert pre.n_features_ > plain.n_features_  # the spline block is there
+    np.testing.assert_array_equal(X[:, :plain.n_features_], plain.transform_many(rows))  # plain block unchanged

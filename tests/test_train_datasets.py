@@ -136,7 +136,9 @@ def _prefill_rank(rank, world, init, records, pre, cache, out):
     ds = D.CachedImageDataset(records, pre, ("tumor",), cache_dir=cache)
     counts = D.prefill_datasets([ds])
     dropped = [it["id"] for it in ds.items if it["image_sources"].get("image") is None]
-    Path(out, f"{rank}.json").write_text(json.dumps({"counts": counts, "looked": looked, "dropped": dropped}))
+    keys = [(it.get("image_keys") or {}).get("image") for it in ds.items]
+    Path(out, f"{rank}.json").write_text(json.dumps({"counts": counts, "looked": looked, "dropped": dropped,
+                                                     "keys": keys}))
     torch.distributed.destroy_process_group()
 
 
@@ -166,6 +168,9 @@ def test_distributed_prefill_splits_the_scan_and_shares_every_status(tiny_loaded
     assert [g["counts"] for g in got] == [{"images": 7, "failed": 1, "computed": 4},
                                           {"images": 7, "failed": 1, "computed": 2}]
     assert got[0]["dropped"] == got[1]["dropped"] == [recs[1].patient_id]  # rank 1's failure, known on rank 0
+    # every rank knows every readable entry's key (its epochs read the other rank's patients too)
+    assert got[0]["keys"] == got[1]["keys"]
+    assert [k is None for k in got[0]["keys"]] == [i == 1 for i in range(7)]
 
 
 def test_epochs_open_entries_by_the_prefill_s_keys(few, tmp_path, monkeypatch):

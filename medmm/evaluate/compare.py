@@ -6,13 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import delong_components
+
 __all__ = ["delong_test", "compare_models", "compare_predictions", "compare_by_group"]
-
-
-def _midrank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x, method="average")
 
 
 def delong_test(y: Any, p1: Any, p2: Any) -> dict[str, float]:
@@ -32,14 +28,8 @@ def delong_test(y: Any, p1: Any, p2: Any) -> dict[str, float]:
     if m < 2 or n < 2:
         return {"auroc_1": nan, "auroc_2": nan, "difference": nan, "se": nan, "z": nan, "p_value": nan,
                 "low": nan, "high": nan}
-    pos, neg = preds[:, y], preds[:, ~y]
-    tx = np.array([_midrank(r) for r in pos])
-    ty = np.array([_midrank(r) for r in neg])
-    tz = np.array([_midrank(r) for r in np.hstack([pos, neg])])
-    aucs = tz[:, :m].sum(axis=1) / (m * n) - (m + 1.0) / (2.0 * n)
-    v01 = (tz[:, :m] - tx) / n
-    v10 = 1.0 - (tz[:, m:] - ty) / m
-    cov = np.cov(v01) / m + np.cov(v10) / n
+    aucs, per_pos, per_neg = delong_components(y, preds)
+    cov = np.cov(per_pos) / m + np.cov(per_neg) / n
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0)))

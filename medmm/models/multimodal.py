@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..metrics import auroc_with_se
 from ..records import MODALITIES, ModalitySpec, PatientRecord
 from .encoders import ENCODERS, create_encoder
 from .encoders.base import Encoder
@@ -298,25 +299,6 @@ def _section_options(preprocess: Any, step: str) -> dict[str, Any]:
         return preprocess.options(step)
     options = preprocess.get(step) if isinstance(preprocess, dict) else getattr(preprocess, step, None)
     return dict(options or {})
-
-
-def auroc_with_se(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    """AUROC of ``score`` for binary ``y`` and its DeLong standard error (the structural
-    components from midranks, Sun and Xu 2014); ``(0.5, inf)`` when a class is absent (no
-    evidence either way)."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y) > 0.5
-    score = np.asarray(score, dtype=float)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return 0.5, float("inf")
-    r_all = rankdata(score)
-    v10 = (r_all[y] - rankdata(score[y])) / n0  # per positive: share of negatives below it
-    v01 = 1.0 - (r_all[~y] - rankdata(score[~y])) / n1  # per negative: share of positives above it
-    a = float(v10.mean())
-    var = (v10.var(ddof=1) / n1 if n1 > 1 else 0.0) + (v01.var(ddof=1) / n0 if n0 > 1 else 0.0)
-    return a, float(np.sqrt(var))
 
 
 def _sync_deep_switch(module: "MultimodalModel", incompatible_keys: Any) -> None:

@@ -306,8 +306,7 @@ def augmented(arr: np.ndarray, preprocessor: Any, *, training: bool, seed: int |
 def cached_entry(path: Any, preprocessor: Any, cache: VolumeCache, **read_options: Any) -> np.ndarray | None:
     """The cache's (memory-mapped) entry for ``path`` preprocessed by ``preprocessor``, or None;
     never reads the image. A missing source file is a :class:`~medmm.errors.ReadError`."""
-    sources, config, _ = _request(path, preprocessor, None, read_options)
-    return cache.get(cache.key(sources, config))
+    return cache.get(entry_key(path, preprocessor, cache, **read_options))
 
 
 def preprocess_cached(

@@ -161,13 +161,14 @@ def prefill_datasets(datasets: list[CachedImageDataset], *, workers: int = 0, re
             mine: list[str | None] = []
             share = fill_image_cache(sources[info.rank::info.world_size], step, first.cache_dir, workers=workers,
                                      progress=progress, keys=mine)
-            keys: list[str | None] = [None] * len(sources)  # the other ranks' keys are not gathered
-            keys[info.rank::info.world_size] = mine
+            # statuses and keys of every rank's share: a rank's epochs read other ranks' patients too
             shares: list[Any] = [None] * info.world_size
-            tdist.all_gather_object(shares, share)
+            tdist.all_gather_object(shares, (share, mine))
             results: list[tuple[str, str]] = [None] * len(sources)  # type: ignore[list-item]
-            for rank, part in enumerate(shares):
+            keys: list[str | None] = [None] * len(sources)
+            for rank, (part, part_keys) in enumerate(shares):
                 results[rank::info.world_size] = part
+                keys[rank::info.world_size] = part_keys
             counts["computed"] += sum(st == "computed" for st, _ in share)
         else:
             keys = []
