@@ -197,7 +197,7 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
     parts = (("train", train_recs), ("val", val_recs), ("test", test_recs))
     if model.modalities.of_kind("image"):
         # images stream from disk through the preprocessed-volume cache: memory does not grow with the cohort
-        from .train.datasets import CachedImageDataset, prefill_datasets
+        from .train.datasets import CachedImageDataset, keep_in_memory, prefill_datasets
 
         cache_dir = cfg.preprocess.cache_dir or str(Path(cfg.out_dir) / "cache")
         datasets = {s: CachedImageDataset(r, pre, columns, cache_dir=cache_dir, training=s == "train",
@@ -207,6 +207,7 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
         filled = prefill_datasets(list(datasets.values()), workers=cfg.preprocess.workers, report=report,
                                   progress=progress)
         tracker.log_metrics({"prefill_s": time.perf_counter() - t, "prefill_computed": filled["computed"]})
+        keep_in_memory(list(datasets.values()), cfg.preprocess.memory_mb * 2**20)
     else:
         datasets = {s: MultimodalDataset(r, pre, columns, progress=progress) for s, r in parts}
     tc = cfg.transfer

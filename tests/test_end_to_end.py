@@ -91,9 +91,11 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     # a second demo in the same folder reuses the cohort when its settings are the same
     import argparse
 
-    from medmm.commands.demo import make_cohort
+    from medmm.commands.demo import add_arguments, make_cohort
 
-    same = argparse.Namespace(patients=40, test_fraction=0.4, missing_rate=0.2, image_size=16, seed=0)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    same = parser.parse_args(["--patients", "40", "--image-size", "16"])  # the demo's other defaults
     assert make_cohort(out / "cohort", same, reuse=True) == (out / "cohort" / "manifest.csv", True)
 
     model = MultimodalModel.load(out / "model")

@@ -195,3 +195,69 @@ def test_epochs_open_entries_by_the_prefill_s_keys(few, tmp_path, monkeypatch):
     gone.unlink()
     np.testing.assert_array_equal(ds[have[0]]["values"]["image"], want[have[0]])
     assert len(calls) == 1 and gone.exists()
+
+
+def _counting_gets(ds, monkeypatch):
+    calls = []
+    real = ds.cache.get
+    monkeypatch.setattr(ds.cache, "get", lambda key, **kw: calls.append(key) or real(key, **kw))
+    return calls
+
+
+def test_images_are_kept_in_memory_only_when_the_whole_run_fits_the_budget(few, tmp_path, monkeypatch):
+    """Small volumes are read from the cache once and then kept (the demo's 16^3 images were
+    re-opened ~60 times each, 0.3 ms a read); a run whose images do not all fit the budget
+    streams every read as before, so memory stays bounded. Kept or streamed, the values and the
+    training augmentation are the same."""
+    from medmm.train.datasets import keep_in_memory, prefill_datasets
+
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16), augment={
+        "flip_prob": 0.5, "noise_prob": 1.0, "rotate_prob": 0.0, "affine_prob": 0.0, "bias_prob": 0.0,
+        "gamma_prob": 0.0})).fit(few)
+    tr = CachedImageDataset(few[:5], pre, ("tumor",), cache_dir=tmp_path, training=True)
+    va = CachedImageDataset(few[5:], pre, ("tumor",), cache_dir=tmp_path)
+    prefill_datasets([tr, va])
+    have = [i for i, it in enumerate(tr.items) if it["image_sources"].get("image") is not None]
+    n_images = len(have) + sum(it["image_sources"].get("image") is not None for it in va.items)
+    assert have and tr.image_bytes() + va.image_bytes() == n_images * 16**3 * 4
+    streamed = {}
+    for epoch in (0, 1):
+        tr.set_epoch(epoch)
+        streamed[epoch] = [np.array(tr[i]["values"]["image"]) for i in have]
+    assert not np.array_equal(streamed[0][0], streamed[1][0])  # augmented afresh each epoch
+
+    assert not keep_in_memory([tr, va], n_images * 16**3 * 4 - 1)  # one byte short: all stream
+    assert tr.memo is None and va.memo is None
+    calls = _counting_gets(tr, monkeypatch)
+    tr.set_epoch(0)
+    for i in have:
+        tr[i]
+    assert len(calls) == len(have)
+
+    assert keep_in_memory([tr, va], n_images * 16**3 * 4)
+    calls.clear()
+    for epoch in (0, 1, 0):
+        tr.set_epoch(epoch)
+        for k, i in enumerate(have):
+            np.testing.assert_array_equal(tr[i]["values"]["image"], streamed[epoch][k])
+    assert len(calls) == len(have)  # one read each, then kept
+    assert len(tr.memo) == len(have)
+    assert not keep_in_memory([tr, va], 0) and tr.memo is None  # 0: always stream
+
+
+def test_a_view_reads_only_its_own_modalities_images(few, tmp_path, monkeypatch):
+    """Pretraining the notes encoder goes through a view of the full dataset; it must not open
+    every patient's image at every epoch (a third of the demo's pretraining time)."""
+    from medmm.train.transfer import DatasetView
+
+    pre = MultimodalPreprocessor(image=ImagePreprocessor(spatial_size=(16, 16, 16))).fit(few)
+    ds = CachedImageDataset(few, pre, ("tumor",), cache_dir=tmp_path)
+    ds.prefill()
+    calls = _counting_gets(ds, monkeypatch)
+    notes = DatasetView.of(ds, modalities=("notes",), present_only=True)
+    assert len(notes) > 0
+    batch = notes.collate([notes[i] for i in range(len(notes))])
+    assert calls == [] and set(batch.values) == {"notes"}
+    image = DatasetView.of(ds, modalities=("image",), present_only=True)
+    assert all(image[i]["values"]["image"] is not None for i in range(len(image)))
+    assert len(calls) == len(image) > 0

@@ -88,7 +88,11 @@ class DatasetView(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i] if self.base is None else self.base[self.indices[i]]
+        if self.base is None:
+            return self.items[i]
+        if hasattr(self.base, "item"):  # only this view's images are read
+            return self.base.item(self.indices[i], self.modalities)
+        return self.base[self.indices[i]]
 
     def collate(self, items: list[dict[str, Any]]):
         from ..data import collate
