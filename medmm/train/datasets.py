@@ -20,7 +20,7 @@ A cohort whose preprocessed images are small (the demo's 16^3 volumes: 16 KB eac
 the cache thousands of times over a run (every epoch of every training stage), and each read
 opens, maps and stats a file (~0.3 ms). :func:`keep_in_memory` lets the datasets of one run hold
 their images in memory after the first read when all of them together fit a budget
-(``preprocess.memory_mb``), all or nothing, so that a cohort too big for it streams exactly as
+(``preprocess.memory_mb``, 64 MB by default), all or nothing, so that a cohort too big for it streams exactly as
 before and peak memory still does not grow with the cohort beyond the budget.
 """
 
