@@ -136,10 +136,10 @@ class ModelSection(BaseModel):
     wide_lr_scale: float | None = Field(None, gt=0, description="Step-size multiplier of the zero-initialised wide path "
                                         "(its weights are stored divided by it, so Adam moves them this much faster); "
                                         "default 1 on a table's row, 30 on the TF-IDF vocabulary.")
-    wide_select: bool = Field(True, description="Single-modality binary models: after training, refit the wide "
-                              "path alone as a logistic regression (L2 chosen on the validation split) and keep it "
-                              "instead of wide-and-deep unless wide-and-deep's validation log loss is lower by more than "
-                              "one standard error.")
+    wide_select: bool = Field(True, description="Single-modality models of binary or Cox survival tasks: after "
+                              "training, refit the wide path alone as a logistic regression (a ridge Cox model for a "
+                              "Cox task; L2 chosen on the validation split) and keep it instead of wide-and-deep unless "
+                              "wide-and-deep's validation loss is lower by more than one standard error.")
     residual_select: bool = Field(False, description="Several modalities: after training, each binary task keeps a "
                                   "modality's unimodal residual only where dropping it worsens the validation log loss "
                                   "by more than one standard error (backward elimination).")

@@ -116,10 +116,11 @@ class ModelConfig:
         On small data the model then contains a logistic regression on each such modality and
         is not worse than it.
     ``wide_select``
-        For a single-modality model with a wide path and binary tasks: after training, the wide
-        path alone is refitted as a logistic regression solved to convergence (its L2 strength
-        chosen among :data:`medmm.models.wide.WIDE_CS` on the validation split) and kept instead of
-        wide-and-deep unless wide-and-deep's validation log loss is lower by more than one
+        For a single-modality model with a wide path and binary or Cox survival tasks: after
+        training, the wide path alone is refitted as a logistic regression (a ridge Cox model for
+        a Cox task) solved to convergence (its L2 strength chosen among
+        :data:`medmm.models.wide.WIDE_CS` on the validation split) and kept instead of
+        wide-and-deep unless wide-and-deep's validation loss is lower by more than one
         standard error (the deep part is then switched
         off: :meth:`MultimodalModel.select_wide_or_deep`, called by the trainer). Where the deep
         part cannot help (a small table, a few hundred notes), the model is the logistic
@@ -152,7 +153,7 @@ class ModelConfig:
     wide: bool = True
     wide_l2: float | str | None = None  # None: 1e-3 on a table's row, 2e-4 on the TF-IDF vocabulary; "auto": chosen on the data
     wide_lr_scale: float | None = None  # None: 1 on a table's row, 30 on the TF-IDF vocabulary
-    wide_select: bool = True  # keep the wide path alone unless wide-and-deep validates better by 1 SE (single modality, binary tasks)
+    wide_select: bool = True  # keep the wide path alone unless wide-and-deep validates better by 1 SE (single modality, binary or Cox tasks)
     residual_select: bool = False  # after training, drop unimodal residuals that carry nothing on a task (validation, 1-SE rule)
     late_fusion: bool = False  # after training, a stacked late fusion fitted on validation (kept where it validates better by 1 SE)
 
@@ -742,20 +743,36 @@ class MultimodalModel(nn.Module):
         self.deep_on.fill_(bool(on))
         self.deep_enabled = bool(on)
 
+    def _wide_select_task(self, t: str) -> str | None:
+        """``"binary"``, ``"cox"`` or None: how :meth:`select_wide_or_deep` refits task ``t``'s wide path."""
+        head = self.head(t)
+        if head.kind == "binary" and head.n_outputs == 1:
+            return "binary"
+        if head.kind == "survival" and getattr(head, "method", None) == "cox":
+            return "cox"
+        return None
+
     def wide_select_applies(self) -> bool:
-        """Whether :meth:`select_wide_or_deep` can run: one modality, with a wide path, binary tasks only."""
-        return (bool(self.config.wide_select) and len(self.modalities) == 1 and len(self.wide) == 1
-                and all(self.head(t).kind == "binary" and self.head(t).n_outputs == 1 for t in self.tasks))
+        """Whether :meth:`select_wide_or_deep` can run: one modality, with a wide path, and binary
+        or Cox survival tasks only (a Cox task's refit needs the dense row of a table)."""
+        if not (bool(self.config.wide_select) and len(self.modalities) == 1 and len(self.wide) == 1):
+            return False
+        kinds = [self._wide_select_task(t) for t in self.tasks]
+        if any(k is None for k in kinds):
+            return False
+        return "cox" not in kinds or isinstance(self.wide_layer(next(iter(self.wide))), DenseWide)
 
     @torch.no_grad()
     def select_wide_or_deep(self, train_ds: Any, val_ds: Any) -> dict[str, Any] | None:
-        """Refit the wide path alone as a logistic regression and keep it instead of wide-and-deep
-        unless wide-and-deep's validation log loss is lower by more than one standard error of
-        the paired per-patient difference (the one-standard-error rule: the simpler model unless
-        the data say otherwise; the deep part's epoch was also chosen on this split); ``None`` where this does not
-        apply (see :meth:`wide_select_applies`, or a task with one class in a split). Returns what
-        was compared and chosen."""
-        from .wide import fit_logistic_path, log_losses, refit_logistic_path
+        """Refit the wide path alone (a logistic regression per binary task, a ridge Cox model per
+        Cox survival task) and keep it instead of wide-and-deep unless wide-and-deep's validation
+        loss (log loss; for a Cox task, each validation event's negative log partial likelihood
+        term) is lower by more than one standard error of the paired per-patient (per-event)
+        difference (the one-standard-error rule: the simpler model unless the data say otherwise;
+        the deep part's epoch was also chosen on this split); ``None`` where this does not apply
+        (see :meth:`wide_select_applies`, or a task with one class, or no event, in a split).
+        Returns what was compared and chosen."""
+        from .wide import cox_losses, fit_cox_path, fit_logistic_path, log_losses, refit_cox_path, refit_logistic_path
 
         if not self.wide_select_applies() or val_ds is None or not len(val_ds):
             return None
@@ -787,9 +804,30 @@ class MultimodalModel(nn.Module):
 
         X, pr, y, k, _ = gather(train_ds)
         Xv, prv, yv, kv, deep_logits = gather(val_ds)
-        cols = [self.label_columns_flat.index(self.label_columns[t][0]) for t in self.tasks]
+        flat = self.label_columns_flat
+
+        def survival_labels(t, labels, known):
+            cols = [flat.index(c) for c in self.label_columns[t]]
+            time, event, ok = self.head(t)._labels(torch.as_tensor(labels[:, cols]), torch.as_tensor(known[:, cols]))
+            return time.numpy().astype(float), event.numpy().astype(bool), ok.numpy().astype(bool)
+
         fits, loss_wide, loss_deep = [], [], []
-        for c in cols:
+        for t in self.tasks:
+            o = self.output_slices[t].start  # the task's output column (a Cox task has two label columns, one output)
+            if self._wide_select_task(t) == "cox":
+                time, event, ok = survival_labels(t, y, k)
+                tv, ev, okv = survival_labels(t, yv, kv)
+                tr, va = pr & ok, okv & prv
+                fit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va])
+                if fit is None:
+                    self.train(was_training)
+                    return None
+                z = np.where(prv, np.asarray(Xv @ fit.coef).ravel(), 0.0)
+                loss_wide.append(cox_losses(z[okv], tv[okv], ev[okv]))
+                loss_deep.append(cox_losses(deep_logits[okv, o], tv[okv], ev[okv]))
+                fits.append((t, o, "cox", fit, 0.0, (X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va])))
+                continue
+            c = flat.index(self.label_columns[t][0])
             tr, va = pr & k[:, c], kv[:, c]
             fit = fit_logistic_path(X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])
             if fit is None:
@@ -798,25 +836,35 @@ class MultimodalModel(nn.Module):
             prior = float(np.clip(y[k[:, c], c].mean(), 1e-4, 1 - 1e-4))
             z = np.where(prv, np.asarray(Xv @ fit.coef).ravel() + fit.intercept, np.log(prior / (1 - prior)))
             loss_wide.append(log_losses(yv[va, c], 1 / (1 + np.exp(-z[va]))))
-            loss_deep.append(log_losses(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, c]))))
-            fits.append((fit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
+            loss_deep.append(log_losses(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, o]))))
+            fits.append((t, o, "binary", fit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
         lw, ld = np.concatenate(loss_wide), np.concatenate(loss_deep)
         d = ld - lw
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         wide_ok = bool(d.mean() >= -se)  # the deep part must beat the linear model by one standard error
         if wide_ok:
             dtype = wide.raw.dtype
-            for (fit, prior, parts), c in zip(fits, cols):
+            for t, o, kind, fit, prior, parts in fits:
+                if kind == "cox":
+                    fit = refit_cox_path(fit, *parts)
+                    wide.raw[o] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
+                    wide.bias[o] = 0.0  # a Cox model's log hazard has no intercept
+                    self.wide_prior[o] = 0.0  # the baseline hazard where the modality is absent
+                    continue
                 fit = refit_logistic_path(fit, *parts)
-                wide.raw[c] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
-                wide.bias[c] = fit.intercept
-                self.wide_prior[c] = float(np.log(prior / (1 - prior)))
+                wide.raw[o] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
+                wide.bias[o] = fit.intercept
+                self.wide_prior[o] = float(np.log(prior / (1 - prior)))
             self.set_deep(False)
         self.train(was_training)
-        return {"chosen": "wide" if wide_ok else "wide+deep", "modality": m,
-                "val_loss_wide": round(float(lw.mean()), 5), "val_loss_wide_and_deep": round(float(ld.mean()), 5),
-                "val_loss_diff_se": round(se, 5),
-                "wide_C": {t: f[0].C for t, f in zip(self.tasks, fits)}}
+        out = {"chosen": "wide" if wide_ok else "wide+deep", "modality": m,
+               "val_loss_wide": round(float(lw.mean()), 5), "val_loss_wide_and_deep": round(float(ld.mean()), 5),
+               "val_loss_diff_se": round(se, 5),
+               "wide_C": {t: f.C for t, _, kind, f, _, _ in fits if kind == "binary"}}
+        alphas = {t: f.alpha for t, _, kind, f, _, _ in fits if kind == "cox"}
+        if alphas:
+            out["wide_cox_alpha"] = alphas
+        return out
 
     @torch.no_grad()
     def tune_wide_l2(self, train_ds: Any, val_ds: Any) -> dict[str, dict[str, dict[str, float]]] | None:

@@ -10,7 +10,9 @@ steps without changing the trainer's learning rate for the deep part.
 :func:`fit_logistic_path` refits a wide path alone as a logistic regression solved to convergence
 (scikit-learn's L-BFGS), its inverse L2 strength ``C`` chosen on the inner validation split:
 the "wide only" candidate that :meth:`~medmm.models.multimodal.MultimodalModel.select_wide_or_deep`
-weighs against wide-and-deep.
+weighs against wide-and-deep. :func:`fit_cox_path` is the same for a Cox survival task: a ridge
+Cox proportional hazards model (scikit-survival's ``CoxPHSurvivalAnalysis``, Efron's ties), its
+``alpha`` chosen by the validation split's negative log partial likelihood (:func:`cox_losses`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DenseWide", "SparseWide", "LogisticPath", "fit_logistic_path", "refit_logistic_path", "log_loss", "log_losses", "WIDE_CS"]
+__all__ = ["DenseWide", "SparseWide", "LogisticPath", "fit_logistic_path", "refit_logistic_path", "log_loss", "log_losses",
+           "WIDE_CS", "CoxPath", "cox_losses", "fit_cox_path", "refit_cox_path"]
 
 #: inverse L2 strengths tried for the wide-only logistic regression (scikit-learn's ``C``: a grid of
 #: half-decades from 0.01 to 1000; a TF-IDF row of unit norm over many n-grams wants a large one)
@@ -162,3 +165,94 @@ def refit_logistic_path(path: LogisticPath, X: Any, y: np.ndarray, X_val: Any, y
     both = sparse.vstack([X, X_val]).tocsr() if sparse.issparse(X) else np.concatenate([X, X_val])
     lr = LogisticRegression(C=path.C, max_iter=5000, tol=1e-6).fit(both, np.concatenate([y, y_val]).astype(int))
     return LogisticPath(lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), path.C, path.val_loss, path.tried)
+
+
+def cox_losses(eta: Any, time: Any, event: Any) -> np.ndarray:
+    """Each event's term of the negative log partial likelihood of log hazards ``eta``:
+    ``-(eta_i - log sum_{j: t_j >= t_i} exp(eta_j))`` for every patient ``i`` with an event
+    (Breslow's handling of ties: the tied patients are all in each other's risk sets). Their mean
+    is the loss a Cox fit minimises; per event, they give the paired differences whose standard
+    error the wide-or-deep choice needs. Invariant to adding a constant to ``eta``."""
+    eta, time = np.asarray(eta, dtype=float), np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=bool)
+    if not len(eta):
+        return np.zeros(0)
+    order = np.argsort(-time, kind="stable")
+    t, e = time[order], eta[order]
+    top = float(e.max())
+    csum = np.log(np.cumsum(np.exp(e - top))) + top  # log-sum-exp over the patients at or after each time
+    neg = -t
+    last = np.searchsorted(neg, neg, side="right") - 1  # a tie's risk set runs to its last member
+    return -(e - csum[last])[event[order]]
+
+
+@dataclass
+class CoxPath:
+    """A wide path refitted alone as a ridge Cox model: ``coef [n_features]`` (log hazard ratios;
+    a Cox model has no intercept), the ``alpha`` chosen and its validation loss (mean of
+    :func:`cox_losses`; and that of every ``alpha`` tried)."""
+
+    coef: np.ndarray
+    alpha: float
+    val_loss: float
+    tried: dict[float, float]
+
+
+def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    out = np.empty(len(time), dtype=[("event", bool), ("time", float)])
+    out["event"], out["time"] = np.asarray(event, dtype=bool), np.asarray(time, dtype=float)
+    return out
+
+
+def _ridge_cox(X: np.ndarray, time: np.ndarray, event: np.ndarray, alpha: float) -> np.ndarray | None:
+    import warnings
+
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence and overflow warnings of a weak penalty: scored below
+        try:
+            fit = CoxPHSurvivalAnalysis(alpha=alpha, ties="efron", n_iter=200).fit(X, _surv(time, event))
+        except (ValueError, np.linalg.LinAlgError, ArithmeticError):
+            return None
+    coef = np.asarray(fit.coef_, dtype=np.float64)
+    return coef if np.all(np.isfinite(coef)) else None
+
+
+#: ridge strengths tried for the wide-only Cox model (scikit-survival's ``alpha``, which scales
+#: ``||w||^2 / 2`` beside the summed log partial likelihood): ``1 / C`` over :data:`WIDE_CS`
+COX_ALPHAS = tuple(sorted(1.0 / c for c in WIDE_CS))
+
+
+def fit_cox_path(X: Any, time: Any, event: Any, X_val: Any, time_val: Any, event_val: Any, *,
+                 alphas: tuple[float, ...] = COX_ALPHAS) -> CoxPath | None:
+    """Ridge Cox models of ``(time, event)`` on the dense rows ``X``, one per ``alpha``, scored
+    on the validation rows by the mean negative log partial likelihood; the best one (the stronger
+    penalty on a tie). ``None`` when either part has no event or no fit succeeded."""
+    X, X_val = np.asarray(X, dtype=np.float64), np.asarray(X_val, dtype=np.float64)
+    event, event_val = np.asarray(event, dtype=bool), np.asarray(event_val, dtype=bool)
+    if not event.any() or not event_val.any() or len(X) < 2:
+        return None
+    best: CoxPath | None = None
+    tried: dict[float, float] = {}
+    for alpha in sorted(alphas, reverse=True):
+        coef = _ridge_cox(X, np.asarray(time, float), event, alpha)
+        if coef is None:
+            continue
+        loss = float(np.mean(cox_losses(X_val @ coef, time_val, event_val)))
+        tried[float(alpha)] = loss
+        if np.isfinite(loss) and (best is None or loss < best.val_loss - 1e-9):
+            best = CoxPath(coef, float(alpha), loss, tried)
+    if best is not None:
+        best.tried = tried
+    return best
+
+
+def refit_cox_path(path: CoxPath, X: Any, time: Any, event: Any, X_val: Any, time_val: Any, event_val: Any) -> CoxPath:
+    """``path`` refitted at its ``alpha`` on both parts (the validation rows chose ``alpha``; the
+    final model learns from them too); ``val_loss`` stays the held-out one. The held-out fit is
+    kept if the refit fails."""
+    coef = _ridge_cox(np.concatenate([np.asarray(X, np.float64), np.asarray(X_val, np.float64)]),
+                      np.concatenate([np.asarray(time, float), np.asarray(time_val, float)]),
+                      np.concatenate([np.asarray(event, bool), np.asarray(event_val, bool)]), path.alpha)
+    return path if coef is None else CoxPath(coef, path.alpha, path.val_loss, path.tried)
