@@ -308,3 +308,23 @@ def test_a_log_linear_hazard_keeps_the_ridge_cox_model_it_refits(tmp_path):
     assert c == pytest.approx(survival_metrics(t, e, ref.predict(Xt))["harrell_c"], abs=1e-9) and c > 0.7
     # Breslow's baseline is fitted on the wide path's log hazards: absolute risks come out
     assert bool(model.head("death").baseline_fitted)
+
+
+def test_the_cox_path_penalty_is_cross_validated_and_shrinks_noise():
+    from medmm.models.wide import COX_ALPHAS, cox_losses, fit_cox_path
+
+    rng = np.random.default_rng(5)
+    n = 160
+    X = rng.normal(size=(n, 12))
+    t_ev = rng.exponential(size=n) / np.exp(1.2 * X[:, 0] - 0.8 * X[:, 1])
+    time, event = np.minimum(t_ev, 1.5), t_ev <= 1.5
+    fit = fit_cox_path(X[:120], time[:120], event[:120], X[120:], time[120:], event[120:])
+    assert set(fit.tried) == set(COX_ALPHAS)
+    assert fit.alpha == min(fit.tried, key=lambda a: (fit.tried[a], -a))  # the cross-validated best
+    assert fit.coef[0] > 0.5 and fit.coef[1] < -0.3 and np.abs(fit.coef[2:]).max() < 0.5
+    assert fit.val_loss == pytest.approx(np.mean(cox_losses(X[120:] @ fit.coef, time[120:], event[120:])))
+    # labels unrelated to the table: the strongest penalties win, the log hazards shrink to ~0
+    noise = fit_cox_path(X[:120], rng.permutation(time)[:120], event[:120], X[120:], time[120:], event[120:])
+    assert noise.alpha >= 10 and np.abs(noise.coef).max() < np.abs(fit.coef).max() / 3
+    # no event among the validation rows: nothing to choose with
+    assert fit_cox_path(X[:120], time[:120], event[:120], X[120:], time[120:], np.zeros(40, bool)) is None

@@ -647,7 +647,7 @@ class MultimodalModel(nn.Module):
         the wide-only refit (:meth:`select_wide_or_deep`, ``wide_select``), the residual selection
         (:meth:`select_unimodal_paths`, ``residual_select``) and the late fusion
         (:meth:`fit_late_fusion`, ``late_fusion``). Returns what goes into ``TrainResult.loss_info``."""
-        steps = [("wide_or_deep", lambda: self.select_wide_or_deep(train_ds, val_ds)),
+        steps = [("wide_or_deep", lambda: self.select_wide_or_deep(train_ds, val_ds, seed=seed)),
                  ("residual_select", lambda: self.select_unimodal_paths(val_ds) if self.config.residual_select else None),
                  ("late_fusion", lambda: self.fit_late_fusion(val_ds, seed=seed) if self.config.late_fusion else None)]
         info = {}
@@ -763,9 +763,9 @@ class MultimodalModel(nn.Module):
         return "cox" not in kinds or isinstance(self.wide_layer(next(iter(self.wide))), DenseWide)
 
     @torch.no_grad()
-    def select_wide_or_deep(self, train_ds: Any, val_ds: Any) -> dict[str, Any] | None:
+    def select_wide_or_deep(self, train_ds: Any, val_ds: Any, *, seed: int = 0) -> dict[str, Any] | None:
         """Refit the wide path alone (a logistic regression per binary task, a ridge Cox model per
-        Cox survival task) and keep it instead of wide-and-deep unless wide-and-deep's validation
+        Cox survival task, its penalty cross-validated with folds drawn by ``seed``) and keep it instead of wide-and-deep unless wide-and-deep's validation
         loss (log loss; for a Cox task, each validation event's negative log partial likelihood
         term) is lower by more than one standard error of the paired per-patient (per-event)
         difference (the one-standard-error rule: the simpler model unless the data say otherwise;
@@ -818,7 +818,7 @@ class MultimodalModel(nn.Module):
                 time, event, ok = survival_labels(t, y, k)
                 tv, ev, okv = survival_labels(t, yv, kv)
                 tr, va = pr & ok, okv & prv
-                fit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va])
+                fit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va], seed=seed)
                 if fit is None:
                     self.train(was_training)
                     return None
