@@ -129,3 +129,38 @@ def test_tied_floored_and_constant_lab_columns_as_exports_have_them():
     assert X.shape == (200, pre.n_features_) and np.isfinite(X).all()
     assert pre.n_features_ > plain.n_features_  # the spline block is there
     np.testing.assert_array_equal(X[:, :plain.n_features_], plain.transform_many(rows))  # plain block unchanged
+
+
+def test_raw_scale_columns_follow_the_others_and_are_on_for_survival_models(tmp_path):
+    """``numeric_raw``: each numeric column also on its own scale (median-imputed, standardised on
+    the training rows) after every other block; on by default for a model with a survival task,
+    off otherwise; saved and loaded with the state (absent in states saved before it: off)."""
+    from medmm.models.multimodal import ModelConfig, build_preprocessor
+    from medmm.preprocess.state import read_state, save_state
+    from medmm.preprocess.tabular import TabularPreprocessor
+
+    rows, _ = _lis_export(200, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        plain = TabularPreprocessor().fit(rows)
+        pre = TabularPreprocessor(numeric_splines=4, numeric_raw=True).fit(rows)
+    n_plain, n_spline = plain.output_shape[0], 2 * (4 + 3 - 1)
+    assert pre.output_shape[0] == n_plain + n_spline + 2
+    X = pre.transform_many(rows)
+    np.testing.assert_array_equal(X[:, :n_plain], plain.transform_many(rows))
+    raw = X[:, n_plain + n_spline:]
+    hb = np.array([r.values["hemoglobin [g/dL]"] for r in rows])
+    np.testing.assert_allclose(raw[:, 1], (hb - hb.mean()) / hb.std(), atol=1e-5)  # linear in the lab itself
+    assert abs(raw[:, 0].mean()) < 0.05 and np.isfinite(raw).all()  # sodium, its '?' and empty cells imputed
+    save_state(pre, tmp_path)
+    back = read_state(tmp_path)
+    assert back.numeric_raw and back.numeric_splines == 4
+    np.testing.assert_array_equal(back.transform_many(rows), X)
+    state, arrays = plain.get_state()
+    del state["params"]["numeric_raw"]
+    assert not TabularPreprocessor.from_state(state, arrays).numeric_raw
+
+    surv = ModelConfig(tasks={"death": {"kind": "survival", "method": "cox"}, "tumor": "binary"})
+    assert build_preprocessor(surv).steps["ehr"].numeric_raw
+    assert not build_preprocessor(ModelConfig(tasks=["tumor"])).steps["ehr"].numeric_raw
+    assert not build_preprocessor(surv, preprocess={"ehr": {"numeric_raw": False}}).steps["ehr"].numeric_raw

@@ -251,6 +251,12 @@ def _encoder_meta(name: str) -> dict[str, Any]:
     return ENCODERS.meta[name]
 
 
+def _has_survival_task(config: ModelConfig) -> bool:
+    tasks = config.tasks if isinstance(config.tasks, dict) else {}
+    return any((spec if isinstance(spec, str) else dict(spec).get("kind", "binary")) == "survival"
+               for spec in tasks.values())
+
+
 def build_preprocessor(config: ModelConfig, *, preprocess: Any = None, **steps: Any):
     """The :class:`~medmm.preprocess.MultimodalPreprocessor` that ``config``'s encoders need.
 
@@ -281,6 +287,8 @@ def build_preprocessor(config: ModelConfig, *, preprocess: Any = None, **steps: 
         kw = {**section, **pre}
         if key == "notes":  # the full-vocabulary sparse part only feeds a wide path
             kw.setdefault("wide_vocabulary", bool(config.wide) and needs == "vector")
+        if key == "ehr" and "numeric_raw" not in kw and _has_survival_task(config):
+            kw["numeric_raw"] = True  # Cox models are log-linear in the raw columns (TabularPreprocessor)
         if key == step and not kw:
             continue  # MultimodalPreprocessor's default step
         if "spatial_size" in kw:
