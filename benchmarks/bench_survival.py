@@ -17,6 +17,11 @@ reference is fitted on all non-test rows (train and validation: the data the pip
 
     python benchmarks/bench_survival.py --data whas500 --seeds 5
     python benchmarks/bench_survival.py --data gbsg2 --seeds 5 --pipeline
+
+Measured 2026-12-02 (5 splits, mean Harrell's C, medmm - Cox PH; target within 0.01): the head alone
+0.0000 on WHAS500 (0.7547 both); ``--pipeline`` WHAS500 +0.0014, GBSG2 +0.0082, Veterans -0.0153 (41 test
+patients per split). Before the Cox wide-or-deep choice and ``preprocess.ehr.numeric_raw``: -0.053, +0.008,
+-0.011.
 """
 
 from __future__ import annotations
