@@ -190,7 +190,8 @@ class _FastTabular:
     The scikit-learn path costs about 7 ms per call whatever the number of rows (pandas frames,
     validation, dispatch), which is most of a single-patient prediction. This mirror computes
     the numeric block itself (the quantile transform to a normal, exactly as
-    ``QuantileTransformer`` interpolates it; median imputation with missing indicators) and
+    ``QuantileTransformer`` interpolates it; median imputation with missing indicators; the
+    ``numeric_raw`` block's imputation and standardisation) and
     takes the categorical block from the fitted pipeline once per distinct combination of
     values (a handful in practice), cached. :meth:`build` checks it against the fitted
     ColumnTransformer on probe rows (every quantile, midpoints, values outside the range,
@@ -228,6 +229,14 @@ class _FastTabular:
             bt = 1e-7  # sklearn.preprocessing._data.BOUNDS_THRESHOLD
             self.bounds = bt
             self.clip = (ndtri(bt - np.spacing(1)), ndtri(1 - (bt - np.spacing(1))))
+        self.raw_slice = ct.output_indices_.get("raw")
+        if self.numeric and self.raw_slice is not None and self.raw_slice.stop > self.raw_slice.start:
+            imp_raw, scaler = [step for _, step in ct.named_transformers_["raw"].steps]
+            self.raw_medians = np.asarray(imp_raw.statistics_, dtype=np.float64)
+            self.raw_mean = np.asarray(scaler.mean_, dtype=np.float64)
+            self.raw_scale = np.asarray(scaler.scale_, dtype=np.float64)
+        else:
+            self.raw_slice = None
 
     @classmethod
     def build(cls, pre: "TabularPreprocessor") -> "_FastTabular | None":
@@ -282,6 +291,8 @@ class _FastTabular:
                     else:
                         return None
             out[:, self.num_slice] = self._numeric(x)
+            if self.raw_slice is not None:  # preprocess.ehr.numeric_raw: imputed, standardised on its own scale
+                out[:, self.raw_slice] = (np.where(np.isnan(x), self.raw_medians, x) - self.raw_mean) / self.raw_scale
         if self.categorical:
             for i, r in enumerate(rows):
                 key = tuple(_cat_key(r.values.get(c)) for c in self.categorical)
