@@ -819,49 +819,51 @@ class MultimodalModel(nn.Module):
             time, event, ok = self.head(t)._labels(torch.as_tensor(labels[:, cols]), torch.as_tensor(known[:, cols]))
             return time.numpy().astype(float), event.numpy().astype(bool), ok.numpy().astype(bool)
 
-        fits, loss_wide, loss_deep = [], [], []
+        fits: list[tuple[str, int, str, Any, float, tuple[Any, ...]]] = []
+        loss_wide: list[np.ndarray] = []
+        loss_deep: list[np.ndarray] = []
         for t in self.tasks:
             o = self.output_slices[t].start  # the task's output column (a Cox task has two label columns, one output)
             if self._wide_select_task(t) == "cox":
                 time, event, ok = survival_labels(t, y, k)
                 tv, ev, okv = survival_labels(t, yv, kv)
                 tr, va = pr & ok, okv & prv
-                fit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va], seed=seed)
-                if fit is None:
+                cfit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va], seed=seed)
+                if cfit is None:
                     self.train(was_training)
                     return None
-                z = np.where(prv, np.asarray(Xv @ fit.coef).ravel(), 0.0)
+                z = np.where(prv, np.asarray(Xv @ cfit.coef).ravel(), 0.0)
                 loss_wide.append(cox_losses(z[okv], tv[okv], ev[okv]))
                 loss_deep.append(cox_losses(deep_logits[okv, o], tv[okv], ev[okv]))
-                fits.append((t, o, "cox", fit, 0.0, (X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va])))
+                fits.append((t, o, "cox", cfit, 0.0, (X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va])))
                 continue
             c = flat.index(self.label_columns[t][0])
             tr, va = pr & k[:, c], kv[:, c]
-            fit = fit_logistic_path(X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])
-            if fit is None:
+            lfit = fit_logistic_path(X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])
+            if lfit is None:
                 self.train(was_training)
                 return None
             prior = float(np.clip(y[k[:, c], c].mean(), 1e-4, 1 - 1e-4))
-            z = np.where(prv, np.asarray(Xv @ fit.coef).ravel() + fit.intercept, np.log(prior / (1 - prior)))
+            z = np.where(prv, np.asarray(Xv @ lfit.coef).ravel() + lfit.intercept, np.log(prior / (1 - prior)))
             loss_wide.append(log_losses(yv[va, c], 1 / (1 + np.exp(-z[va]))))
             loss_deep.append(log_losses(yv[va, c], 1 / (1 + np.exp(-deep_logits[va, o]))))
-            fits.append((t, o, "binary", fit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
+            fits.append((t, o, "binary", lfit, prior, (X[tr], y[tr, c], Xv[va & prv], yv[va & prv, c])))
         lw, ld = np.concatenate(loss_wide), np.concatenate(loss_deep)
         d = ld - lw
         se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         wide_ok = bool(d.mean() >= -se)  # the deep part must beat the linear model by one standard error
         if wide_ok:
             dtype = wide.raw.dtype
-            for t, o, kind, fit, prior, parts in fits:
+            for _t, o, kind, fitted, prior, parts in fits:
                 if kind == "cox":
-                    fit = refit_cox_path(fit, *parts)
-                    wide.raw[o] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
+                    cox = refit_cox_path(fitted, *parts)
+                    wide.raw[o] = torch.as_tensor(cox.coef / wide.lr_scale, dtype=dtype, device=device)
                     wide.bias[o] = 0.0  # a Cox model's log hazard has no intercept
                     self.wide_prior[o] = 0.0  # the baseline hazard where the modality is absent
                     continue
-                fit = refit_logistic_path(fit, *parts)
-                wide.raw[o] = torch.as_tensor(fit.coef / wide.lr_scale, dtype=dtype, device=device)
-                wide.bias[o] = fit.intercept
+                logistic = refit_logistic_path(fitted, *parts)
+                wide.raw[o] = torch.as_tensor(logistic.coef / wide.lr_scale, dtype=dtype, device=device)
+                wide.bias[o] = logistic.intercept
                 self.wide_prior[o] = float(np.log(prior / (1 - prior)))
             self.set_deep(False)
         self.train(was_training)

@@ -252,7 +252,7 @@ def fit_cox_path(X: Any, time: Any, event: Any, X_val: Any, time_val: Any, event
     parts = list(splitter.split(Xa, ea)) if splitter is not None else [(np.arange(len(X)), len(X) + np.arange(len(X_val)))]
     tried: dict[float, float] = {}
     for alpha in sorted(alphas, reverse=True):
-        losses = []
+        losses: list[np.ndarray] = []
         for fit_rows, held in parts:
             coef = _ridge_cox(Xa[fit_rows], ta[fit_rows], ea[fit_rows], alpha) if ea[fit_rows].any() else None
             if coef is None:
