@@ -132,32 +132,25 @@ patients, 1,601 test; 749 s of training beside the test suite): grade -0.015 [95
 bootstrap -0.021, -0.009], Cox C-index -0.022 [-0.036, -0.009], discrete-time -0.017 [-0.031,
 -0.003], all within 0.03 on the seed that missed by 0.04-0.05 at 2,000 patients; the multinomial LR
 baseline stays 0.105 short (it cannot express the CEA cut-off), the Cox PH baseline -0.016. The best
-epoch was 28 of 30. Seeds 2 and 0 at 4,000 the same way (``--first-seed 2`` / ``0``):
+epoch was 28 of 30. Seeds 2 and 0 at 4,000 the same way (``--first-seed 2`` / ``0``); then the same three cohorts and
+commands with ``preprocess.ehr.numeric_raw`` (on by default since for models with a survival task:
+each numeric EHR column also on its own scale; 2026-12-02, 05:22-06:00, 265-321 s of training
+each, best epoch 28 of 30 on every seed):
 
-====================  ========  ========  ========  ========
-gap at 4,000          seed 0    seed 1    seed 2    mean
-====================  ========  ========  ========  ========
-grade (macro AUROC)   -0.030    -0.015    -0.023    -0.023
-death, Cox            -0.020    -0.022    -0.018    -0.020
-death, discrete-time  -0.010    -0.017    -0.024    -0.017
-====================  ========  ========  ========  ========
+=============================  ========  ========  ========  ========
+gap at 4,000                   seed 0    seed 1    seed 2    mean
+=============================  ========  ========  ========  ========
+grade (macro AUROC)            -0.030    -0.015    -0.023    -0.023
+grade, numeric_raw             -0.020    -0.020    -0.021    -0.020
+death, Cox                     -0.020    -0.022    -0.018    -0.020
+death, Cox, numeric_raw        -0.023    -0.023    -0.019    -0.022
+death, discrete-time           -0.010    -0.017    -0.024    -0.017
+discrete-time, numeric_raw     -0.016    -0.019    -0.024    -0.020
+=============================  ========  ========  ========  ========
 
-Eight of nine within 0.03; seed 0's grade misses by 0.0004 (-0.0304 [-0.040, -0.021]; it was
--0.026 at 2,000, the one seed that met it there).
-
-With ``preprocess.ehr.numeric_raw`` (on by default since for models with a survival task: each
-numeric EHR column also on its own scale), the same three cohorts and commands (2026-12-02,
-05:22-06:00, 265-321 s of training each; best epoch 28 of 30 on every seed):
-
-====================  ========  ========  ========  ========
-gap at 4,000          seed 0    seed 1    seed 2    mean
-====================  ========  ========  ========  ========
-grade (macro AUROC)   -0.020    -0.020    -0.021    -0.020
-death, Cox            -0.023    -0.023    -0.019    -0.022
-death, discrete-time  -0.016    -0.019    -0.024    -0.020
-====================  ========  ========  ========  ========
-
-Nine of nine within 0.03 (seed 0's grade -0.0199 [-0.027, -0.012]).
+Without numeric_raw eight of nine within 0.03 (seed 0's grade misses by 0.0004: -0.0304 [-0.040,
+-0.021]; it was -0.026 at 2,000, the one seed that met it there); with it nine of nine (seed 0's
+grade -0.0199 [-0.027, -0.012]).
 """
 
 from __future__ import annotations

@@ -252,9 +252,8 @@ def _encoder_meta(name: str) -> dict[str, Any]:
 
 
 def _has_survival_task(config: ModelConfig) -> bool:
-    tasks = config.tasks if isinstance(config.tasks, dict) else {}
-    return any((spec if isinstance(spec, str) else dict(spec).get("kind", "binary")) == "survival"
-               for spec in tasks.values())
+    # a bare list of task names (binary) has no survival task
+    return isinstance(config.tasks, dict) and any(config.task_spec(t)[0] == "survival" for t in config.tasks)
 
 
 def build_preprocessor(config: ModelConfig, *, preprocess: Any = None, **steps: Any):
