@@ -19,9 +19,10 @@ reference is fitted on all non-test rows (train and validation: the data the pip
     python benchmarks/bench_survival.py --data gbsg2 --seeds 5 --pipeline
 
 Measured 2026-12-02 (5 splits, mean Harrell's C, medmm - Cox PH; target within 0.01): the head alone
-0.0000 on WHAS500 (0.7547 both); ``--pipeline`` WHAS500 +0.0014, GBSG2 +0.0082, Veterans -0.0153 (41 test
-patients per split). Before the Cox wide-or-deep choice and ``preprocess.ehr.numeric_raw``: -0.053, +0.008,
--0.011.
+0.0000 on WHAS500 (0.7547 both); ``--pipeline`` WHAS500 +0.0019, GBSG2 +0.0082, Veterans -0.0076 (41 test
+patients per split; per split +0.017 / -0.032 / -0.038 / +0.017 / -0.001). Before the Cox wide-or-deep choice
+and ``preprocess.ehr.numeric_raw``: -0.053, +0.008, -0.011; with both but before the wide Cox model chose its
+column set (all, or the table on its own scale): +0.0014, +0.0082, -0.0153.
 """
 
 from __future__ import annotations

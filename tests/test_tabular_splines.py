@@ -152,6 +152,14 @@ def test_raw_scale_columns_follow_the_others_and_are_on_for_survival_models(tmp_
     hb = np.array([r.values["hemoglobin [g/dL]"] for r in rows])
     np.testing.assert_allclose(raw[:, 1], (hb - hb.mean()) / hb.std(), atol=1e-5)  # linear in the lab itself
     assert abs(raw[:, 0].mean()) < 0.05 and np.isfinite(raw).all()  # sodium, its '?' and empty cells imputed
+    # column_blocks() says where each block sits: together they tile the row, in order
+    blocks = pre.column_blocks()
+    assert list(blocks) == ["normal", "indicator", "categorical", "spline", "raw"]
+    np.testing.assert_array_equal(np.concatenate(list(blocks.values())), np.arange(pre.output_shape[0]))
+    np.testing.assert_array_equal(blocks["raw"], np.arange(n_plain + n_spline, n_plain + n_spline + 2))
+    assert len(blocks["normal"]) == 2 and len(blocks["spline"]) == n_spline
+    np.testing.assert_allclose(X[:, blocks["normal"][1]], plain.transform_many(rows)[:, 1])  # haemoglobin's scores
+    assert set(plain.column_blocks()) == {"normal", "indicator", "categorical"}
     save_state(pre, tmp_path)
     back = read_state(tmp_path)
     assert back.numeric_raw and back.numeric_splines == 4

@@ -293,13 +293,18 @@ def test_a_log_linear_hazard_keeps_the_ridge_cox_model_it_refits(tmp_path):
     assert chosen["chosen"] == "wide" and not bool(model.deep_on), chosen
     assert chosen["val_loss_wide_and_deep"] >= chosen["val_loss_wide"] - chosen["val_loss_diff_se"]
     alpha = chosen["wide_cox_alpha"]["death"]
-    # the model's log hazard is scikit-survival's ridge Cox model on the featurised rows at the
-    # chosen alpha, refitted on training + validation rows
-    X = np.stack([pre.transform(r)["labs"] for r in tr + va])
+    # the model's log hazard is scikit-survival's ridge Cox model on the featurised rows (the
+    # column set chosen with alpha: all, or the table on its own scale) at the chosen alpha,
+    # refitted on training + validation rows
+    blocks = pre.steps["labs"].column_blocks()
+    assert chosen["wide_cox_columns"]["death"] in ("all", "own_scale")
+    cols = (np.arange(pre.steps["labs"].n_features_) if chosen["wide_cox_columns"]["death"] == "all" else
+            np.sort(np.concatenate([blocks["indicator"], blocks["categorical"], blocks["raw"]])))
+    X = np.stack([pre.transform(r)["labs"] for r in tr + va])[:, cols]
     y = np.array([(bool(r.labels["death.event"]), r.labels["death.time"]) for r in tr + va],
                  dtype=[("event", bool), ("time", float)])
     ref = CoxPHSurvivalAnalysis(alpha=alpha, ties="efron", n_iter=200).fit(X, y)
-    Xt = np.stack([pre.transform(r)["labs"] for r in test])
+    Xt = np.stack([pre.transform(r)["labs"] for r in test])[:, cols]
     got = model.predict_records(test)[:, 0]
     np.testing.assert_allclose(got - got.mean(), ref.predict(Xt) - ref.predict(Xt).mean(), atol=1e-3)
     t = np.array([r.labels["death.time"] for r in test])
@@ -328,3 +333,32 @@ def test_the_cox_path_penalty_is_cross_validated_and_shrinks_noise():
     assert noise.alpha >= 10 and np.abs(noise.coef).max() < np.abs(fit.coef).max() / 3
     # no event among the validation rows: nothing to choose with
     assert fit_cox_path(X[:120], time[:120], event[:120], X[120:], time[120:], np.zeros(40, bool)) is None
+
+
+def test_the_cox_path_chooses_between_column_sets_on_the_same_folds():
+    """A table's row holds each numeric column twice (normal scores and its own scale): the
+    wide-only Cox model chooses the column set with its alpha by cross-validation; the columns
+    left out get no weight, in the fit and in the refit on training + validation rows."""
+    from medmm.models.wide import cox_losses, fit_cox_path, refit_cox_path
+
+    rng = np.random.default_rng(11)
+    n = 200
+    signal = rng.normal(size=(n, 2))
+    noise = rng.normal(size=(n, 10))
+    X = np.hstack([noise, signal])  # columns 10, 11 carry the hazard
+    t_ev = rng.exponential(size=n) / np.exp(1.0 * signal[:, 0] - 0.7 * signal[:, 1])
+    time, event = np.minimum(t_ev, 1.5), t_ev <= 1.5
+    sets = {"all": None, "signal": np.array([10, 11]), "noise": np.arange(10)}
+    fit = fit_cox_path(X[:150], time[:150], event[:150], X[150:], time[150:], event[150:], column_sets=sets)
+    assert set(fit.sets_tried) == {"all", "signal", "noise"}
+    assert fit.columns_name == min(fit.sets_tried, key=fit.sets_tried.get) == "signal"
+    assert fit.sets_tried["noise"] > fit.sets_tried["signal"]
+    assert fit.tried[fit.alpha] == pytest.approx(fit.sets_tried["signal"])
+    assert np.all(fit.coef[:10] == 0) and fit.coef[10] > 0.4 and fit.coef[11] < -0.2
+    assert fit.val_loss == pytest.approx(np.mean(cox_losses(X[150:] @ fit.coef, time[150:], event[150:])))
+    refit = refit_cox_path(fit, X[:150], time[:150], event[:150], X[150:], time[150:], event[150:])
+    assert refit.columns_name == "signal" and np.all(refit.coef[:10] == 0)
+    assert not np.allclose(refit.coef[10:], fit.coef[10:])  # refitted on the validation rows too
+    # without sets: all columns, as before
+    plain = fit_cox_path(X[:150], time[:150], event[:150], X[150:], time[150:], event[150:])
+    assert plain.columns_name == "all" and plain.columns is None and set(plain.sets_tried) == {"all"}

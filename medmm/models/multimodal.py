@@ -827,7 +827,8 @@ class MultimodalModel(nn.Module):
                 time, event, ok = survival_labels(t, y, k)
                 tv, ev, okv = survival_labels(t, yv, kv)
                 tr, va = pr & ok, okv & prv
-                cfit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va], seed=seed)
+                cfit = fit_cox_path(X[tr], time[tr], event[tr], Xv[va], tv[va], ev[va], seed=seed,
+                                    column_sets=self._cox_column_sets(m, X.shape[1]))
                 if cfit is None:
                     self.train(was_training)
                     return None
@@ -873,7 +874,23 @@ class MultimodalModel(nn.Module):
         alphas = {t: f.alpha for t, _, kind, f, _, _ in fits if kind == "cox"}
         if alphas:
             out["wide_cox_alpha"] = alphas
+            out["wide_cox_columns"] = {t: f.columns_name for t, _, kind, f, _, _ in fits if kind == "cox"}
         return out
+
+    def _cox_column_sets(self, m: str, width: int) -> dict[str, Any] | None:
+        """The feature sets a wide-only Cox model of modality ``m`` chooses between (see
+        :func:`medmm.models.wide.fit_cox_path`): where its table preprocessor writes each numeric
+        column twice (normal scores and, with ``numeric_raw``, its own scale), ``all`` columns
+        or ``own_scale`` (the own-scale block, missing indicators and one-hot categories: the
+        columns a Cox PH model on the raw table reads); ``None`` (all columns) otherwise."""
+        step = getattr(self.preprocessor, "steps", {}).get(m) if self.preprocessor is not None else None
+        blocks = step.column_blocks() if hasattr(step, "column_blocks") else None
+        if not blocks or not len(blocks.get("raw", ())) or not len(blocks["normal"]):
+            return None
+        if max(int(b.max()) for b in blocks.values() if len(b)) + 1 != width:
+            return None  # not the layout the wide path reads
+        own = np.sort(np.concatenate([blocks["indicator"], blocks["categorical"], blocks["raw"]]))
+        return {"all": None, "own_scale": own}
 
     @torch.no_grad()
     def tune_wide_l2(self, train_ds: Any, val_ds: Any) -> dict[str, dict[str, dict[str, float]]] | None:

@@ -183,6 +183,23 @@ class TabularPreprocessor:
     def output_shape(self) -> tuple[int, ...]:
         return (self.n_features_,)
 
+    def column_blocks(self) -> dict[str, np.ndarray]:
+        """Where each block sits in a transformed row: ``normal`` (each numeric column's normal
+        scores), ``indicator`` (missing indicators), ``categorical`` (one-hot), ``spline`` and
+        ``raw`` (each numeric column on its own scale), the last two only when on; as column
+        indices (empty for a block without columns)."""
+        if not hasattr(self, "transformer_"):
+            raise NotFittedError("TabularPreprocessor is not fitted", hint="call fit() on training rows first")
+        idx = self.transformer_.output_indices_
+        num = idx.get("num", slice(0, 0))
+        n_norm = min(len(self.numeric_), num.stop - num.start)
+        out = {"normal": np.arange(num.start, num.start + n_norm), "indicator": np.arange(num.start + n_norm, num.stop)}
+        for name, key in (("categorical", "cat"), ("spline", "spline"), ("raw", "raw")):
+            if key in idx or name == "categorical":
+                sl = idx.get(key, slice(0, 0))
+                out[name] = np.arange(sl.start, sl.stop)
+        return out
+
 
 class _FastTabular:
     """The fitted ColumnTransformer's arithmetic in plain numpy, for serving one row at a time.
