@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=16,
                    help="voxels along each image axis (default 16: the lesion spans ~5 voxels, and each training "
                         "epoch is ~8 times cheaper than at 32)")
+    p.add_argument("--image-format", choices=("dicom", "nifti"), default="dicom",
+                   help="how the cohort's CT volumes are written (default dicom: a series of 16 slice files per "
+                        "patient, read by medmm's DICOM series reader; nifti: one .nii.gz per patient)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cohort and of the first training run (default 0)")
     p.add_argument("--seeds", type=int, default=3,
                    help="training runs on the one cohort, with seeds SEED, SEED+1, ...; the figures printed are "
@@ -190,7 +193,7 @@ def make_cohort(folder, args: argparse.Namespace, *, progress: bool = False, reu
     test = min(max(args.test_fraction, 0.05), 0.9)
     fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
     kw = dict(n_patients=args.patients, seed=args.seed, missing_rate=args.missing_rate, image_size=args.image_size,
-              split_fractions=fractions)
+              split_fractions=fractions, image_format=getattr(args, "image_format", "dicom"))
     manifest, written = folder / "manifest.csv", folder / "synth_config.json"
     if reuse and manifest.exists() and written.exists():  # manifest.csv is the generator's last file
         if json.loads(written.read_text()) == json.loads(json.dumps(asdict(SynthConfig(**kw)))):

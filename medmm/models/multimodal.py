@@ -883,8 +883,8 @@ class MultimodalModel(nn.Module):
         column twice (normal scores and, with ``numeric_raw``, its own scale), ``all`` columns
         or ``own_scale`` (the own-scale block, missing indicators and one-hot categories: the
         columns a Cox PH model on the raw table reads); ``None`` (all columns) otherwise."""
-        step = getattr(self.preprocessor, "steps", {}).get(m) if self.preprocessor is not None else None
-        blocks = step.column_blocks() if hasattr(step, "column_blocks") else None
+        step: Any = getattr(self.preprocessor, "steps", {}).get(m) if self.preprocessor is not None else None
+        blocks = step.column_blocks() if step is not None and hasattr(step, "column_blocks") else None
         if not blocks or not len(blocks.get("raw", ())) or not len(blocks["normal"]):
             return None
         if max(int(b.max()) for b in blocks.values() if len(b)) + 1 != width:
