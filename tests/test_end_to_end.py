@@ -98,6 +98,30 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     same = parser.parse_args(["--patients", "40", "--image-size", "16"])  # the demo's other defaults
     assert make_cohort(out / "cohort", same, reuse=True) == (out / "cohort" / "manifest.csv", True)
 
+    # the seeds ran in worker processes (two CPUs or more) or here (one): the same runs either way.
+    # Run seed 1 again here, with the workers' share of threads, and compare its predictions
+    import torch
+
+    from medmm.commands import demo as demo_cmd
+
+    jobs = demo_cmd._jobs(None, 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, demo_cmd._cpus() // jobs) if jobs > 1 else threads)
+    try:
+        again = tmp_path / "again"
+        import shutil
+
+        shutil.copytree(out / "cohort", again / "cohort")
+        shutil.copytree(out / "cache", again / "cache")
+        assert main(args[:2] + [str(again)] + args[3:] + ["--jobs", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "at a time" not in capsys.readouterr().out.split("[2/3]")[1].splitlines()[0]
+    rerun = pd.read_parquet(again / "seeds" / "seed_1" / "predictions.parquet")
+    np.testing.assert_allclose(rerun["prob_tumor"], seed1["prob_tumor"], atol=1e-6)
+    assert demo_cmd._jobs(1, 3) == 1 and demo_cmd._jobs(None, 1) == 1
+    assert demo_cmd._jobs(None, 3) == min(3, demo_cmd._cpus())
+
     model = MultimodalModel.load(out / "model")
     records = load_cohort(out / "cohort" / "manifest.csv", progress=False).split("test")
     probs = model.predict_records(records)
