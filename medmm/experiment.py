@@ -190,6 +190,12 @@ def _fit(cfg, model_config, train_config, train_recs, val_recs, test_recs, *, tr
                           column="model.modalities",
                           hint=(f"train on {have} (--modalities {','.join(have)})" if have else
                                 "check the manifest's path columns and splits"))
+    if model_config.modalities.of_kind("image"):
+        from .forking import return_large_frees
+
+        # an image model's activations (tens of MB per batch) go back to the OS when freed instead of
+        # fragmenting the heap, which otherwise grew with every batch of an epoch (benchmarks/bench_scale.py)
+        return_large_frees()
     pre = build_preprocessor(model_config, preprocess=cfg.preprocess).fit(train_recs)
     seed_everything(train_config.seed)
     model = MultimodalModel(model_config, pre.output_shapes(), pre)

@@ -47,8 +47,14 @@ def return_large_frees() -> bool:
     freed. Measured on `medmm evaluate --split all --workers 2` of 400 patients at 128^3 (quiet
     machine): each reader's private memory 436 / 288 MB -> ~95 MB, the command's tree peak RSS
     1,991-2,195 -> 1,685-1,706 MB; the price is the page faults of mapping those arrays afresh:
-    43.9 -> 51.7 s (three interleaved pairs, +7 to +10 s each). Returns whether it applied
-    (glibc only; elsewhere a no-op)."""
+    43.9 -> 51.7 s (three interleaved pairs, +7 to +10 s each).
+
+    Also called by a training run of an image model (``experiment._fit``), in its own process: the
+    activations of a batch (a 32^3 CNN's first layer alone is 67 MB at batch 32) are freed after each
+    step, and with the raised threshold they stayed in the heap, fragmented, so the training process
+    grew with the number of batches: `medmm train --epochs 1` on bench_scale's 1,600-patient cohort
+    (warm cache, the main process's RSS polled every 0.1 s) 1,236 MB -> 968 MB with the
+    threshold pinned. Returns whether it applied (glibc only; elsewhere a no-op)."""
     import ctypes
     import ctypes.util
     import sys
