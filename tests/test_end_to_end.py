@@ -40,6 +40,12 @@ def test_validate_cli_exit_codes(tiny_cohort, tmp_path):
     assert main(["validate", str(bad)]) == 1
 
 
+def _dying_seed(*args, **kwargs):
+    import os
+
+    os._exit(3)
+
+
 def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeypatch, capsys):
     import mlflow
 
@@ -121,6 +127,11 @@ def test_demo_end_to_end_logs_to_mlflow_and_the_model_predicts(tmp_path, monkeyp
     np.testing.assert_allclose(rerun["prob_tumor"], seed1["prob_tumor"], atol=1e-6)
     assert demo_cmd._jobs(1, 3) == 1 and demo_cmd._jobs(None, 1) == 1
     assert demo_cmd._jobs(None, 3) == min(3, demo_cmd._cpus())
+    if jobs > 1:  # a worker that dies (out of memory, a signal) is a clear error naming --jobs 1
+        monkeypatch.setattr(demo_cmd, "_train_seed", _dying_seed)
+        assert main(args[:2] + [str(again)] + args[3:] + ["--jobs", "2"]) == 1
+        err = capsys.readouterr().err
+        assert "a training worker process of the demo died" in err and "--jobs 1" in err
 
     model = MultimodalModel.load(out / "model")
     records = load_cohort(out / "cohort" / "manifest.csv", progress=False).split("test")

@@ -173,10 +173,12 @@ def _cpus() -> int:
 
 def _jobs(jobs: int | None, n_seeds: int) -> int:
     """Training runs at once: ``--jobs`` or one per seed, at most one per CPU; 1 where processes
-    cannot be forked."""
+    cannot be forked safely (only Linux is trusted to fork a process that has imported torch:
+    macOS's system libraries are not fork-safe, Windows cannot fork)."""
     import multiprocessing as mp
+    import sys
 
-    if "fork" not in mp.get_all_start_methods():
+    if not sys.platform.startswith("linux") or "fork" not in mp.get_all_start_methods():
         return 1
     return max(1, min(n_seeds, _cpus() if jobs is None else int(jobs)))
 
@@ -195,7 +197,9 @@ def _train_in_parallel(cohort, manifest, out, args: argparse.Namespace, n_seeds:
     at once, keep both)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
+    from ..errors import MedmmError
     from ..models import build_preprocessor
     from ..tracking import default_tracking_uri
     from ..train.datasets import fill_image_cache
@@ -222,7 +226,12 @@ def _train_in_parallel(cohort, manifest, out, args: argparse.Namespace, n_seeds:
         futures = [pool.submit(_train_seed, cohort, manifest, out, args, k, progress=False, threads=threads)
                    for k in range(n_seeds)]
         for f in as_completed(futures):
-            runs.append(f.result())
+            try:
+                runs.append(f.result())
+            except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal): say what to do
+                raise MedmmError(f"a training worker process of the demo died ({exc})", path=out,
+                                 hint=f"run the seeds one after another in this process: --jobs 1 "
+                                      f"({jobs} runs at once need about {jobs} times one run's memory)") from exc
             _print_seed(*runs[-1])
     return runs
 
