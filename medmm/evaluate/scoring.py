@@ -262,6 +262,12 @@ def score_cohort(
     model = model.to(dev).eval()
     mods, tasks, cols, shapes, subset_list = scoring_setup(model, subsets)
     pre = model.preprocessor
+    if getattr(model, "modalities", None) is not None and model.modalities.of_kind("image"):
+        from ..forking import return_large_frees
+
+        # the image encoder's activations of each batch go back to the OS when freed rather than
+        # fragmenting this process's heap (medmm evaluate at 1,600 patients: tree peak 2,053 -> 1,723 MB)
+        return_large_frees()
     from ..cohort import Cohort
 
     if isinstance(cohort, (str, Path)):
