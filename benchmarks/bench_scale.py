@@ -26,6 +26,12 @@ Targets (issue 12): train and evaluate peak RSS at the largest size within 1.25x
 under 3 GB; two workers preprocess at >= 1.7x the rate of one; a warm-cache epoch >= 5x faster than
 a cold one; ``evaluate --engine ray`` within 1.3x of the process pool, identical predictions.
 
+Last full run (2026-12-02, quiet 2-core machine, ``--sizes 100,400,1600 --image-size 128
+--skip-preprocess``), after training and scoring pinned glibc's mmap threshold in their own process:
+train tree peak RSS 1,820 / 1,917 / 2,054 MB (1.13x), evaluate 1,531 / 1,673 / 1,691 MB (1.10x), Ray /
+local 1.05x / 0.86x / 0.70x with identical predictions, epoch cold / warm 5.5x / 5.8x / 5.8x (warm
+epoch at 1,600: 14.3 s, against 10.5 s before the pin).
+
 ``evaluate --engine ray`` against ``--engine local --workers 2`` (100 patients at 128^3, two-node
 cluster of one CPU each, the same model; a 2-core machine shared with other work, the 1-minute
 load average beside each figure, taken at the end of the command):
