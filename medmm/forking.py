@@ -50,12 +50,12 @@ def return_large_frees() -> bool:
     43.9 -> 51.7 s (three interleaved pairs, +7 to +10 s each).
 
     Also called by a training run of an image model (``experiment._fit``), in its own process: the
-    activations of a batch (a 32^3 CNN's first layer alone is 67 MB at batch 32) are freed after each
+    activations of a batch (TinyCNN3D's first layer at 32^3 alone is 34 MB at batch 32) are freed after each
     step, and with the raised threshold they stayed in the heap, fragmented, so the training process
     grew with the number of batches: `medmm train --epochs 1` on bench_scale's 1,600-patient cohort
     (warm cache, the main process's RSS polled every 0.1 s) 1,236 MB -> 968 MB with the
     threshold pinned; likewise the process of ``score_cohort`` that runs an image model (`medmm
-    evaluate --split all --workers 2` of that cohort, tree peak 2,053 -> 1,723 MB, 142 -> 137 s).
+    evaluate --split all --workers 2` of that cohort, tree peak 2,053 -> 1,755 MB, 142 -> 145 s, one run each).
     The price is a page fault per page of each large allocation: bench_scale's warm epoch at 1,600
     patients took 14.4 s against 10.5 s in the previous full run (at 100: 0.7 against 1.0 s; not an
     interleaved comparison). Returns whether it applied

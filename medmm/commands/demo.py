@@ -219,8 +219,9 @@ def _train_in_parallel(cohort, manifest, out, args: argparse.Namespace, n_seeds:
                          workers=workers, progress=progress)
     init.join()
     if init.exitcode != 0:
-        raise RuntimeError(f"could not create the MLflow experiment {cfg.tracking.experiment!r} at {uri} "
-                           f"(exit code {init.exitcode}); run with --jobs 1 to see the error in this process")
+        raise MedmmError(f"could not create the MLflow experiment {cfg.tracking.experiment!r} "
+                         f"(exit code {init.exitcode})", path=uri,
+                         hint="run with --jobs 1 to see the error in this process, or pass another --tracking-uri")
     threads = max(1, _cpus() // jobs)
     runs = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
@@ -319,7 +320,7 @@ def make_cohort(folder, args: argparse.Namespace, *, progress: bool = False, reu
     test = min(max(args.test_fraction, 0.05), 0.9)
     fractions = ((1 - test) * 0.55 / 0.70, (1 - test) * 0.15 / 0.70, test)  # train:val as in the synthetic default
     kw = dict(n_patients=args.patients, seed=args.seed, missing_rate=args.missing_rate, image_size=args.image_size,
-              split_fractions=fractions, image_format=getattr(args, "image_format", "dicom"))
+              split_fractions=fractions, image_format=args.image_format)
     manifest, written = folder / "manifest.csv", folder / "synth_config.json"
     if reuse and manifest.exists() and written.exists():  # manifest.csv is the generator's last file
         if json.loads(written.read_text()) == json.loads(json.dumps(asdict(SynthConfig(**kw)))):

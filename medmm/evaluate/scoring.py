@@ -266,7 +266,7 @@ def score_cohort(
         from ..forking import return_large_frees
 
         # the image encoder's activations of each batch go back to the OS when freed rather than
-        # fragmenting this process's heap (medmm evaluate at 1,600 patients: tree peak 2,053 -> 1,723 MB)
+        # fragmenting this process's heap (medmm evaluate at 1,600 patients: tree peak 2,053 -> 1,755 MB)
         return_large_frees()
     from ..cohort import Cohort
 

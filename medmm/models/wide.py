@@ -249,7 +249,8 @@ def fit_cox_path(X: Any, time: Any, event: Any, X_val: Any, time_val: Any, event
     scores and its own scale, see ``TabularPreprocessor(numeric_raw=True)``), and on ~100
     patients the doubled columns cost a ridge Cox model more than either scale gains
     (``bench_survival.py --pipeline`` on Veterans, 137 patients: Harrell's C 0.015 below Cox PH with
-    all columns, 0.008 with the set chosen here; WHAS500 and GBSG2 within 0.01 either way). ``None`` when either part has no event or no fit succeeded."""
+    all columns, 0.008 with the set chosen here; WHAS500 and GBSG2 within 0.01 either way).
+    ``None`` when either part has no event or no fit succeeded."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     X, X_val = np.asarray(X, dtype=np.float64), np.asarray(X_val, dtype=np.float64)

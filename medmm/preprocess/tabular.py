@@ -195,9 +195,8 @@ class TabularPreprocessor:
         n_norm = min(len(self.numeric_), num.stop - num.start)
         out = {"normal": np.arange(num.start, num.start + n_norm), "indicator": np.arange(num.start + n_norm, num.stop)}
         for name, key in (("categorical", "cat"), ("spline", "spline"), ("raw", "raw")):
-            if key in idx or name == "categorical":
-                sl = idx.get(key, slice(0, 0))
-                out[name] = np.arange(sl.start, sl.stop)
+            if key in idx:
+                out[name] = np.arange(idx[key].start, idx[key].stop)
         return out
 
 
