@@ -66,7 +66,7 @@ def quantize_onnx_dynamic(src: str | Path, dst: str | Path, *, op_types: tuple[s
     weights, and on x86 CPUs without VNNI (AVX2 only, e.g. this project's AMD EPYC of 2026-12-02)
     its kernels add pairs of those products in 16 bits, which saturate with full-range weights:
     there the int8 graph of tests/test_deploy.py's model was 0.086 off the float one (0.05
-    allowed), on the AVX-512 machine of earlier sessions within it. A quantised file may run on
+    allowed; 0.0036 with 7-bit weights), on the AVX-512 machine of earlier sessions within it. A quantised file may run on
     either kind of machine, so the range is always reduced, as ONNX Runtime advises for non-VNNI
     CPUs."""
     from onnxruntime.quantization import QuantType
